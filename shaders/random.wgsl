@@ -1,0 +1,42 @@
+// random.wgsl: fill a buffer with a constant, or with counter-based random numbers.
+// Element i (counted from the tensor's first element, `first` being the offset of this window) of a
+// tensor drawn with a 64-bit seed is philox(counter = (i, STREAM, 0, 0), key = (seed_lo, seed_hi)):
+//   MODE 0: the constant `value` (raw 32 bits, so any dtype)
+//   MODE 1: uniform [0, 1) from word 0
+//   MODE 2: standard normal by Box-Muller from words 0 and 1
+// Bindings: 0 params (uniform), 1 out (storage, the window being written). One invocation per element.
+//! include lib/philox.wgsl
+
+struct Params {
+  count: u32,   // elements in this window
+  first: u32,   // index of the window's first element in the tensor
+  seed_lo: u32,
+  seed_hi: u32,
+  value: u32,
+}
+
+override WG: u32 = 256;
+override MODE: u32 = 0;
+const STREAM = 0u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = (wg.y * nwg.x + wg.x) * WG + lid;
+  if (i >= p.count) { return; }
+  if (MODE == 0u) {
+    out[i] = p.value;
+    return;
+  }
+  let r = philox(vec4<u32>(p.first + i, STREAM, 0u, 0u), vec2<u32>(p.seed_lo, p.seed_hi));
+  if (MODE == 1u) {
+    out[i] = bitcast<u32>(philoxUniform(r.x));
+  } else {
+    let u1 = f32((r.x >> 8u) + 1u) * (1.0 / 16777216.0);
+    let u2 = philoxUniform(r.y);
+    out[i] = bitcast<u32>(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+  }
+}

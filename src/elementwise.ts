@@ -1,0 +1,308 @@
+// Elementwise ops with NumPy broadcasting (shaders/elementwise.wgsl; CPU reference in src/ref/elementwise.ts).
+import { type Binding, Params, windows } from "./engine.ts";
+import { fmtShape, ShapeError } from "./errors.ts";
+import { record } from "./autograd.ts";
+import { sum } from "./reduce.ts";
+import { reshape } from "./shape.ts";
+import { sameShape, type Tensor } from "./tensor.ts";
+
+const WG = 256;
+export type Operand = Tensor | number;
+
+const UNARY = { neg: 0, exp: 1, log: 2, sqrt: 3, relu: 4, gelu: 5, sigmoid: 6, tanh: 7, abs: 8, square: 9, reciprocal: 10 };
+const BINARY = {
+  add: 20,
+  sub: 21,
+  mul: 22,
+  div: 23,
+  pow: 24,
+  maximum: 25,
+  equal: 26,
+  greater: 27,
+  reluBackward: 40,
+  geluBackward: 41,
+  sigmoidBackward: 42,
+  tanhBackward: 43,
+  absBackward: 44,
+};
+
+export function checkF32(op: string, t: Tensor): void {
+  if (t.dtype !== "f32") throw new TypeError(`${op}: expected an f32 tensor, got ${t.dtype} ${fmtShape(t.shape)}`);
+}
+
+/** The NumPy broadcast of two shapes; a ShapeError naming both when they do not broadcast. */
+export function broadcastShapes(op: string, a: readonly number[], b: readonly number[]): number[] {
+  const rank = Math.max(a.length, b.length);
+  const out: number[] = [];
+  for (let i = 0; i < rank; i++) {
+    const da = a[a.length - rank + i] ?? 1;
+    const db = b[b.length - rank + i] ?? 1;
+    if (da !== db && da !== 1 && db !== 1) {
+      throw new ShapeError(`${op}: shapes ${fmtShape(a)} and ${fmtShape(b)} do not broadcast (dim ${i}: ${da} vs ${db})`);
+    }
+    out.push(da === 1 ? db : da);
+  }
+  return out;
+}
+
+/** Element strides of `shape` laid against `outShape` (right-aligned), 0 on broadcast dims. */
+function broadcastStrides(shape: readonly number[], outShape: readonly number[]): number[] {
+  const strides = new Array(outShape.length).fill(0);
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    const o = outShape.length - shape.length + i;
+    strides[o] = shape[i] === 1 ? 0 : s;
+    s *= shape[i];
+  }
+  return strides;
+}
+
+/** Sums a broadcast gradient back down to `shape`. Consumes `g`. */
+export function unbroadcast(g: Tensor, shape: readonly number[]): Tensor {
+  if (sameShape(g.shape, shape)) return g;
+  const lead = g.shape.length - shape.length;
+  const axes: number[] = [];
+  for (let i = 0; i < g.shape.length; i++) if (i < lead || (shape[i - lead] === 1 && g.shape[i] !== 1)) axes.push(i);
+  const s = sum(g, axes, { keepDims: true });
+  g.dispose();
+  if (sameShape(s.shape, shape)) return s;
+  const r = reshape(s, shape);
+  s.dispose();
+  return r;
+}
+
+function unary(op: keyof typeof UNARY, a: Tensor): Tensor {
+  checkF32(op, a);
+  const out = a.engine.empty(a.shape);
+  const win = windows(out);
+  const src = windows(a);
+  win.forEach((w, i) => {
+    a.engine.run({
+      op,
+      shader: "elementwise",
+      entry: "unary",
+      constants: { WG, OP: UNARY[op] },
+      params: new Params().u32(w.count, 0).f32(0),
+      buffers: [src[i].binding, w.binding],
+      workgroups: Math.ceil(w.count / WG),
+    });
+  });
+  return out;
+}
+
+function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
+  if (typeof a === "number" && typeof b === "number") {
+    throw new TypeError(`${op}: at least one operand must be a tensor`);
+  }
+  if (typeof a === "number" || typeof b === "number") {
+    const t = (typeof a === "number" ? b : a) as Tensor;
+    const s = (typeof a === "number" ? a : b) as number;
+    checkF32(op, t);
+    const out = t.engine.empty(t.shape);
+    const src = windows(t);
+    windows(out).forEach((w, i) => {
+      t.engine.run({
+        op,
+        shader: "elementwise",
+        entry: "scalar",
+        constants: { WG, OP: BINARY[op], SWAP: typeof a === "number" ? 1 : 0 },
+        params: new Params().u32(w.count, 0).f32(s),
+        buffers: [src[i].binding, w.binding],
+        workgroups: Math.ceil(w.count / WG),
+      });
+    });
+    return out;
+  }
+  checkF32(op, a);
+  checkF32(op, b);
+  if (a.engine !== b.engine) throw new Error(`${op}: tensors belong to different engines`);
+  const shape = broadcastShapes(op, a.shape, b.shape);
+  const out = a.engine.empty(shape);
+  const same = sameShape(a.shape, shape) && sameShape(b.shape, shape);
+  // Windows of the output; a same-shape input is windowed alike, a broadcast one must fit one binding whole.
+  const outWindows = windows(out);
+  const inputWindows = (t: Tensor): Binding[] =>
+    sameShape(t.shape, shape) ? windows(t).map((w) => w.binding) : outWindows.map(() => t);
+  const aw = inputWindows(a);
+  const bw = inputWindows(b);
+  if (!same && outWindows.length > 1) {
+    throw new ShapeError(
+      `${op}: broadcasting ${fmtShape(a.shape)} with ${fmtShape(b.shape)} gives ${out.bytes} bytes, over ` +
+        `maxStorageBufferBindingSize (${a.engine.maxBinding} bytes); broadcast outputs must fit one binding`,
+    );
+  }
+  outWindows.forEach((w, i) => {
+    a.engine.run({
+      op,
+      shader: "elementwise",
+      entry: "binary",
+      constants: { WG, OP: BINARY[op], BROADCAST: same ? 0 : 1 },
+      params: new Params().u32(w.count, shape.length).f32(0).u32(0)
+        .dims(shape).dims(broadcastStrides(a.shape, shape), 0).dims(broadcastStrides(b.shape, shape), 0),
+      buffers: [aw[i], bw[i], w.binding],
+      workgroups: Math.ceil(w.count / WG),
+    });
+  });
+  return out;
+}
+
+// ---- differentiable ops ------------------------------------------------------------------------------------
+
+export function neg(a: Tensor): Tensor {
+  return record(unary("neg", a), "neg", [a], (g) => [neg(g)]);
+}
+
+export function exp(a: Tensor): Tensor {
+  const y = unary("exp", a);
+  return record(y, "exp", [a], (g) => [mul(g, y)]);
+}
+
+export function log(a: Tensor): Tensor {
+  return record(unary("log", a), "log", [a], (g) => [div(g, a)]);
+}
+
+export function sqrt(a: Tensor): Tensor {
+  const y = unary("sqrt", a);
+  return record(y, "sqrt", [a], (g) => {
+    const twice = mul(y, 2);
+    const r = div(g, twice);
+    twice.dispose();
+    return [r];
+  });
+}
+
+export function relu(a: Tensor): Tensor {
+  return record(unary("relu", a), "relu", [a], (g) => [binary("reluBackward", g, a)]);
+}
+
+/** GELU with the exact erf form (PyTorch's default `approximate='none'`). */
+export function gelu(a: Tensor): Tensor {
+  return record(unary("gelu", a), "gelu", [a], (g) => [binary("geluBackward", g, a)]);
+}
+
+export function sigmoid(a: Tensor): Tensor {
+  const y = unary("sigmoid", a);
+  return record(y, "sigmoid", [a], (g) => [binary("sigmoidBackward", g, y)]);
+}
+
+export function tanh(a: Tensor): Tensor {
+  const y = unary("tanh", a);
+  return record(y, "tanh", [a], (g) => [binary("tanhBackward", g, y)]);
+}
+
+export function abs(a: Tensor): Tensor {
+  return record(unary("abs", a), "abs", [a], (g) => [binary("absBackward", g, a)]);
+}
+
+export function square(a: Tensor): Tensor {
+  return record(unary("square", a), "square", [a], (g) => {
+    const twice = mul(a, 2);
+    const r = mul(g, twice);
+    twice.dispose();
+    return [r];
+  });
+}
+
+/** Gradient of one operand of a broadcasting op: `f(g)` summed back to the operand's shape; null for a scalar. */
+function operandGrad(x: Operand, g: Tensor, f: (g: Tensor) => Tensor): Tensor | null {
+  return typeof x === "number" ? null : unbroadcast(f(g), x.shape);
+}
+
+const inputs = (...xs: Operand[]) => xs.filter((x): x is Tensor => typeof x !== "number");
+
+export function add(a: Operand, b: Operand): Tensor {
+  const y = binary("add", a, b);
+  return record(y, "add", inputs(a, b), (g) => grads(a, b, g, (g) => mul(g, 1), (g) => mul(g, 1)));
+}
+
+export function sub(a: Operand, b: Operand): Tensor {
+  const y = binary("sub", a, b);
+  return record(y, "sub", inputs(a, b), (g) => grads(a, b, g, (g) => mul(g, 1), neg));
+}
+
+export function mul(a: Operand, b: Operand): Tensor {
+  const y = binary("mul", a, b);
+  return record(y, "mul", inputs(a, b), (g) => grads(a, b, g, (g) => binary("mul", g, b), (g) => binary("mul", g, a)));
+}
+
+export function div(a: Operand, b: Operand): Tensor {
+  const y = binary("div", a, b);
+  return record(y, "div", inputs(a, b), (g) =>
+    grads(a, b, g, (g) => binary("div", g, b), (g) => {
+      // d(a/b)/db = -y / b
+      const t = binary("div", y, b);
+      const r = binary("mul", g, t);
+      t.dispose();
+      const n = unary("neg", r);
+      r.dispose();
+      return n;
+    }));
+}
+
+/** a^b for a ≥ 0 (as exp(b·log a), like WGSL's pow); a scalar exponent may be any value for any a it defines. */
+export function pow(a: Operand, b: Operand): Tensor {
+  const y = binary("pow", a, b);
+  return record(y, "pow", inputs(a, b), (g) =>
+    grads(a, b, g, (g) => {
+      // d/da = b·a^(b-1) = b·y/a
+      const by = binary("mul", y, b);
+      const t = binary("div", by, a);
+      by.dispose();
+      const r = binary("mul", g, t);
+      t.dispose();
+      return r;
+    }, (g) => {
+      // d/db = y·ln a
+      const la = typeof a === "number" ? Math.log(a) : unary("log", a);
+      const t = binary("mul", y, la);
+      if (typeof la !== "number") la.dispose();
+      const r = binary("mul", g, t);
+      t.dispose();
+      return r;
+    }));
+}
+
+/** Elementwise maximum (gradient to the larger operand; ties split evenly). Not differentiable w.r.t. scalars. */
+export function maximum(a: Operand, b: Operand): Tensor {
+  const y = binary("maximum", a, b);
+  return record(y, "maximum", inputs(a, b), (g) => {
+    const share = (x: Operand, other: Operand) => {
+      // weight 1 where x > other, 0.5 where equal
+      const gt = binary("greater", x, other);
+      const eq = binary("equal", x, other);
+      const half = binary("mul", eq, 0.5);
+      eq.dispose();
+      const w = binary("add", gt, half);
+      gt.dispose();
+      half.dispose();
+      return w;
+    };
+    return grads(a, b, g, (g) => weighted(g, share(a, b)), (g) => weighted(g, share(b, a)));
+  });
+}
+
+function weighted(g: Tensor, w: Tensor): Tensor {
+  const r = binary("mul", g, w);
+  w.dispose();
+  return r;
+}
+
+function grads(
+  a: Operand,
+  b: Operand,
+  g: Tensor,
+  fa: (g: Tensor) => Tensor,
+  fb: (g: Tensor) => Tensor,
+): (Tensor | null)[] {
+  return [operandGrad(a, g, fa), operandGrad(b, g, fb)].filter((_, i) => typeof [a, b][i] !== "number");
+}
+
+/** 1 where a == b else 0 (no gradient). */
+export function equal(a: Operand, b: Operand): Tensor {
+  return binary("equal", a, b);
+}
+
+/** 1 where a > b else 0 (no gradient). */
+export function greater(a: Operand, b: Operand): Tensor {
+  return binary("greater", a, b);
+}

@@ -1,0 +1,503 @@
+// The engine: one WebGPU device, a buffer pool, a pipeline cache and the kernel runner that records every op
+// into one shared command encoder and submits in batches. A readback (`toArray`) flushes.
+import { DeviceError, DeviceLostError, fmtShape, KernelError, ShapeError } from "./errors.ts";
+import { SHADERS } from "./shaders.gen.ts";
+import { type DType, shapeSize, Tensor, type TypedArray } from "./tensor.ts";
+import { fill, philoxRandom } from "./random.ts";
+
+export interface InitOptions {
+  powerPreference?: GPUPowerPreference;
+  /** Dispatches recorded before the encoder is submitted on its own (a readback submits sooner). */
+  batchSize?: number;
+}
+
+/** A storage binding: a whole tensor, or a byte window of a buffer (offset aligned to the adapter's limit). */
+export type Binding = Tensor | { buffer: GPUBuffer; offset: number; size: number };
+
+/** One compute dispatch, as an op describes it to the runner. */
+export interface Kernel {
+  /** The op's public name, used in error messages. */
+  op: string;
+  /** File name in shaders/ without `.wgsl`. */
+  shader: string;
+  entry?: string;
+  /** Values for the shader's `override` constants (workgroup size, op selector, ...). */
+  constants?: Record<string, number>;
+  /** Bytes of the uniform struct at @binding(0); build with `Params`. */
+  params: Params;
+  /** Storage buffers at @binding(1), @binding(2), ... in order. */
+  buffers: Binding[];
+  /** Workgroup count; laid out over x and y when it exceeds the per-dimension limit (kernels rebuild the index). */
+  workgroups: number;
+}
+
+/** Packs a uniform struct of 4-byte scalars; `shape` adds an array<vec4<u32>, 2> of up to 8 dims. */
+export class Params {
+  readonly view = new DataView(new ArrayBuffer(256));
+  length = 0;
+  u32(...values: number[]): this {
+    for (const v of values) this.view.setUint32(this.advance(), v, true);
+    return this;
+  }
+  i32(...values: number[]): this {
+    for (const v of values) this.view.setInt32(this.advance(), v, true);
+    return this;
+  }
+  f32(...values: number[]): this {
+    for (const v of values) this.view.setFloat32(this.advance(), v, true);
+    return this;
+  }
+  /** Pads to 16 bytes, then writes `dims` (≤ 8, padded with `pad`) as two vec4<u32>. */
+  dims(dims: readonly number[], pad = 1): this {
+    if (dims.length > MAX_RANK) throw new ShapeError(`rank ${dims.length} exceeds the supported ${MAX_RANK}`);
+    while (this.length % 16) this.u32(0);
+    for (let i = 0; i < MAX_RANK; i++) this.u32(i < dims.length ? dims[i] : pad);
+    return this;
+  }
+  private advance(): number {
+    const at = this.length;
+    this.length += 4;
+    if (this.length > 256) throw new Error("kernel params exceed 256 bytes");
+    return at;
+  }
+}
+
+export const MAX_RANK = 8;
+const UNIFORM_SLOT = 256;
+const ARENA_SLOTS = 1024;
+
+/** Size class of a pooled buffer: multiples of 256 B up to 4 KiB, then four steps per power of two (≤ 25% waste). */
+function sizeClass(bytes: number): number {
+  if (bytes <= 4096) return Math.max(256, Math.ceil(bytes / 256) * 256);
+  const step = 2 ** (Math.floor(Math.log2(bytes)) - 2);
+  return Math.ceil(bytes / step) * step;
+}
+
+interface Pooled {
+  buffer: GPUBuffer;
+  freedInBatch: number;
+}
+
+export async function init(options: InitOptions = {}): Promise<Engine> {
+  const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
+  if (!gpu) {
+    throw new DeviceError(
+      "WebGPU is not available (navigator.gpu is undefined). In Deno use version ≥ 2 (WebGPU is on by default; " +
+        "on Linux without a GPU install Mesa's Vulkan drivers: apt-get install mesa-vulkan-drivers). In a browser " +
+        "serve the page from https or localhost and use Chrome/Edge ≥ 113 or Chromium with --enable-unsafe-webgpu.",
+    );
+  }
+  const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference });
+  if (!adapter) {
+    throw new DeviceError(
+      "navigator.gpu.requestAdapter() found no adapter: install a Vulkan driver (Mesa's llvmpipe/lavapipe: " +
+        "apt-get install mesa-vulkan-drivers), or in Chromium pass --enable-unsafe-webgpu (and --enable-features=Vulkan).",
+    );
+  }
+  const l = adapter.limits;
+  const requiredLimits: Record<string, number> = {
+    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+    maxBufferSize: l.maxBufferSize,
+    maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+    maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+    maxComputeWorkgroupSizeY: l.maxComputeWorkgroupSizeY,
+    maxComputeWorkgroupSizeZ: l.maxComputeWorkgroupSizeZ,
+    maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+    maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+  };
+  const requiredFeatures: GPUFeatureName[] = adapter.features.has("timestamp-query") ? ["timestamp-query"] : [];
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+  } catch (e) {
+    throw new DeviceError(`adapter.requestDevice() failed: ${(e as Error).message}`);
+  }
+  return new Engine(adapter, device, options);
+}
+
+export class Engine {
+  readonly limits: GPUSupportedLimits;
+  /** The adapter's name, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  readonly adapterName: string;
+  readonly batchSize: number;
+  #pipelines = new Map<string, GPUComputePipeline>();
+  #pool = new Map<number, Pooled[]>();
+  #pooledBytes = 0;
+  #live = new Set<Tensor>();
+  #liveBytes = 0;
+  #batch = 0;
+  #encoder: GPUCommandEncoder | null = null;
+  #pass: GPUComputePassEncoder | null = null;
+  #dispatches = 0;
+  #arena: GPUBuffer;
+  #arenaData = new Uint8Array(UNIFORM_SLOT * ARENA_SLOTS);
+  #arenaUsed = 0;
+  #errors: Promise<void>[] = [];
+  #lost: string | null = null;
+  #lostPromise: Promise<never>;
+  #scopes: Set<Tensor>[] = [];
+  #profile: { querySet: GPUQuerySet; next: number; capacity: number } | null = null;
+
+  constructor(readonly adapter: GPUAdapter, readonly device: GPUDevice, options: InitOptions = {}) {
+    this.limits = device.limits;
+    this.adapterName = adapter.info?.description || adapter.info?.device || adapter.info?.vendor || "unknown adapter";
+    this.batchSize = options.batchSize ?? 256;
+    this.#arena = device.createBuffer({
+      size: this.#arenaData.byteLength,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+    this.#lostPromise = device.lost.then((info) => {
+      this.#lost = info.message || info.reason || "unknown reason";
+      throw new DeviceLostError(`GPU device lost (${this.#lost}); call init() again for a new engine`);
+    });
+    this.#lostPromise.catch(() => {});
+    device.addEventListener("uncapturederror", (e) => {
+      this.#errors.push(Promise.reject(new KernelError((e as GPUUncapturedErrorEvent).error.message)));
+    });
+  }
+
+  // ---- tensors ---------------------------------------------------------------------------------------------
+
+  /** A tensor from host data; `data` may be a typed array or a plain array (dtype f32 unless given). */
+  tensor(data: ArrayLike<number> | TypedArray, shape?: readonly number[], dtype?: DType): Tensor {
+    const dt: DType = dtype ?? (data instanceof Int32Array ? "i32" : data instanceof Uint32Array ? "u32" : "f32");
+    const sh = shape ?? [data.length];
+    if (shapeSize(sh) !== data.length) {
+      throw new ShapeError(`tensor: ${data.length} values do not fill shape ${fmtShape(sh)}`);
+    }
+    const t = this.empty(sh, dt);
+    const host = dt === "f32" ? Float32Array.from(data) : dt === "i32" ? Int32Array.from(data) : Uint32Array.from(data);
+    this.device.queue.writeBuffer(t.buffer, 0, host.buffer, host.byteOffset, host.byteLength);
+    return t;
+  }
+
+  zeros(shape: readonly number[], dtype: DType = "f32"): Tensor {
+    return this.full(shape, 0, dtype);
+  }
+
+  ones(shape: readonly number[], dtype: DType = "f32"): Tensor {
+    return this.full(shape, 1, dtype);
+  }
+
+  full(shape: readonly number[], value: number, dtype: DType = "f32"): Tensor {
+    return fill(this, shape, value, dtype);
+  }
+
+  /** Uniform [0, 1) from a counter-based generator (Philox 4x32-10) keyed by seed: replays exactly. */
+  rand(shape: readonly number[], options: { seed?: number } = {}): Tensor {
+    return philoxRandom(this, shape, options.seed ?? 0, "uniform");
+  }
+
+  /** Standard normal (Box-Muller over Philox 4x32-10) keyed by seed. */
+  randn(shape: readonly number[], options: { seed?: number } = {}): Tensor {
+    return philoxRandom(this, shape, options.seed ?? 0, "normal");
+  }
+
+  /** Live tensors and their bytes; `pooledBytes` are freed buffers kept for reuse. */
+  memory(): { tensors: number; bytes: number; pooledBytes: number } {
+    return { tensors: this.#live.size, bytes: this.#liveBytes, pooledBytes: this.#pooledBytes };
+  }
+
+  /** Destroys the pooled (freed) buffers. */
+  trim(): void {
+    for (const list of this.#pool.values()) for (const p of list) p.buffer.destroy();
+    this.#pool.clear();
+    this.#pooledBytes = 0;
+  }
+
+  /** Runs `fn`, then disposes every tensor it created except those it returns (in an array or object). */
+  tidy<T>(fn: () => T): T {
+    const scope = new Set<Tensor>();
+    this.#scopes.push(scope);
+    let result: T;
+    try {
+      result = fn();
+    } finally {
+      this.#scopes.pop();
+    }
+    const keep = new Set<Tensor>();
+    const collect = (v: unknown) => {
+      if (v instanceof Tensor) keep.add(v);
+      else if (Array.isArray(v)) v.forEach(collect);
+      else if (v && typeof v === "object") Object.values(v).forEach(collect);
+    };
+    collect(result);
+    for (const t of scope) {
+      if (keep.has(t)) this.#scopes.at(-1)?.add(t);
+      else t.dispose();
+    }
+    return result;
+  }
+
+  /** An uninitialised tensor from the pool; ops write their outputs into these. */
+  empty(shape: readonly number[], dtype: DType = "f32"): Tensor {
+    this.#checkAlive();
+    const size = shapeSize(shape);
+    if (size === 0) throw new ShapeError(`empty tensors are not supported (shape ${fmtShape(shape)})`);
+    const bytes = size * 4;
+    if (bytes > this.limits.maxBufferSize) {
+      throw new ShapeError(
+        `tensor ${fmtShape(shape)} needs ${bytes} bytes, over the adapter's maxBufferSize of ${this.limits.maxBufferSize}`,
+      );
+    }
+    const t = new Tensor(this, this.#acquire(bytes), [...shape], dtype);
+    this.#live.add(t);
+    this.#liveBytes += bytes;
+    this.#scopes.at(-1)?.add(t);
+    return t;
+  }
+
+  /** Called by Tensor.dispose: the buffer returns to the pool. */
+  release(t: Tensor, buffer: GPUBuffer): void {
+    if (!this.#live.delete(t)) return;
+    this.#liveBytes -= t.bytes;
+    this.#pooledBytes += buffer.size;
+    const list = this.#pool.get(buffer.size) ?? [];
+    list.push({ buffer, freedInBatch: this.#batch });
+    this.#pool.set(buffer.size, list);
+  }
+
+  #acquire(bytes: number): GPUBuffer {
+    const size = sizeClass(bytes);
+    const p = this.#pool.get(size)?.pop();
+    if (p) {
+      this.#pooledBytes -= size;
+      // The unsubmitted encoder may still read this buffer's old contents: writes that bypass the encoder
+      // (queue.writeBuffer) must wait for it, so submit it now.
+      if (p.freedInBatch === this.#batch) this.flush();
+      return p.buffer;
+    }
+    return this.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+  }
+
+  // ---- kernels ---------------------------------------------------------------------------------------------
+
+  /** Records one dispatch into the shared encoder. */
+  run(k: Kernel): void {
+    this.#checkAlive();
+    const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
+    const x = Math.min(k.workgroups, maxDim);
+    const y = Math.ceil(k.workgroups / maxDim);
+    if (y > maxDim) throw new ShapeError(`${k.op}: ${k.workgroups} workgroups exceed ${maxDim}² per dispatch`);
+    if (k.workgroups === 0) return;
+    const pipeline = this.pipeline(k.op, k.shader, k.entry ?? "main", k.constants ?? {});
+    if (this.#arenaUsed === ARENA_SLOTS || this.#dispatches >= this.batchSize) this.flush();
+    const slot = this.#arenaUsed++;
+    this.#arenaData.set(new Uint8Array(k.params.view.buffer, 0, k.params.length), slot * UNIFORM_SLOT);
+    const entries: GPUBindGroupEntry[] = [{
+      binding: 0,
+      resource: { buffer: this.#arena, offset: slot * UNIFORM_SLOT, size: UNIFORM_SLOT },
+    }];
+    k.buffers.forEach((b, i) => entries.push({ binding: i + 1, resource: this.#bindingResource(k.op, b) }));
+    this.device.pushErrorScope("validation");
+    const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+    this.#watch(k.op);
+    const pass = this.#computePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(x, y);
+    this.#dispatches++;
+  }
+
+  /** Records a buffer copy (ends the open compute pass). */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+    this.#checkAlive();
+    this.#endPass();
+    this.#encoder ??= this.device.createCommandEncoder();
+    this.#encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+  }
+
+  /** The cached pipeline for a shader, entry point and override constants; compiled on first use. */
+  pipeline(op: string, shader: string, entry: string, constants: Record<string, number>): GPUComputePipeline {
+    const key = `${shader}:${entry}:${JSON.stringify(constants)}`;
+    let p = this.#pipelines.get(key);
+    if (!p) {
+      const code = SHADERS[shader];
+      if (code === undefined) throw new Error(`${op}: no shader named '${shader}' (run deno task build)`);
+      this.device.pushErrorScope("validation");
+      const module = this.device.createShaderModule({ code, label: shader });
+      p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: entry, constants } });
+      this.#watch(`${op} (shader ${shader}.wgsl, entry ${entry})`);
+      this.#pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  /** Largest byte window a kernel may bind, and the alignment of a window's offset. */
+  get maxBinding(): number {
+    return this.limits.maxStorageBufferBindingSize;
+  }
+
+  get bindingAlignment(): number {
+    return this.limits.minStorageBufferOffsetAlignment;
+  }
+
+  #bindingResource(op: string, b: Binding): GPUBufferBinding {
+    if (b instanceof Tensor) {
+      if (b.bytes > this.maxBinding) {
+        throw new ShapeError(
+          `${op}: tensor ${fmtShape(b.shape)} is ${b.bytes} bytes, over maxStorageBufferBindingSize ` +
+            `(${this.maxBinding} bytes) for one binding; this op does not split such tensors`,
+        );
+      }
+      return { buffer: b.buffer, offset: 0, size: b.bytes };
+    }
+    return b;
+  }
+
+  #watch(op: string): void {
+    this.#errors.push(this.device.popErrorScope().then((e) => {
+      if (e) throw new KernelError(`${op}: ${e.message}`);
+    }));
+  }
+
+  #computePass(): GPUComputePassEncoder {
+    if (this.#pass) return this.#pass;
+    this.#encoder ??= this.device.createCommandEncoder();
+    const prof = this.#profile;
+    let timestampWrites: GPUComputePassTimestampWrites | undefined;
+    if (prof) {
+      if (prof.next + 2 > prof.capacity) throw new Error("profile: more compute passes than timestamp slots");
+      timestampWrites = {
+        querySet: prof.querySet,
+        beginningOfPassWriteIndex: prof.next,
+        endOfPassWriteIndex: prof.next + 1,
+      };
+      prof.next += 2;
+    }
+    this.#pass = this.#encoder.beginComputePass({ timestampWrites });
+    return this.#pass;
+  }
+
+  #endPass(): void {
+    this.#pass?.end();
+    this.#pass = null;
+  }
+
+  /** Submits the recorded work. */
+  flush(): void {
+    this.#endPass();
+    if (!this.#encoder) return;
+    if (this.#arenaUsed) {
+      this.device.queue.writeBuffer(this.#arena, 0, this.#arenaData, 0, this.#arenaUsed * UNIFORM_SLOT);
+    }
+    this.device.pushErrorScope("validation");
+    this.device.queue.submit([this.#encoder.finish()]);
+    this.#watch("submit");
+    this.#encoder = null;
+    this.#arenaUsed = 0;
+    this.#dispatches = 0;
+    this.#batch++;
+  }
+
+  /** Waits for all submitted work; throws the first error any op raised since the last sync. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.#settle(this.device.queue.onSubmittedWorkDone());
+  }
+
+  async #settle<T>(work: Promise<T>): Promise<T> {
+    const errors = this.#errors;
+    this.#errors = [];
+    const result = await Promise.race([Promise.all([work, ...errors]), this.#lostPromise]);
+    return result[0] as T;
+  }
+
+  /** Copies a tensor back to the host. */
+  async read(t: Tensor): Promise<TypedArray> {
+    this.#checkAlive();
+    const bytes = t.bytes;
+    const staging = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    try {
+      this.copy(t.buffer, 0, staging, 0, bytes);
+      this.flush();
+      await this.#settle(staging.mapAsync(GPUMapMode.READ));
+      const copy = staging.getMappedRange().slice(0);
+      staging.unmap();
+      return t.dtype === "f32" ? new Float32Array(copy) : t.dtype === "i32" ? new Int32Array(copy) : new Uint32Array(copy);
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  /**
+   * GPU time in milliseconds of the work `fn` records, from timestamp queries around each compute pass.
+   * Returns null when the adapter has no timestamp queries.
+   */
+  async profile(fn: () => void, maxPasses = 64): Promise<number | null> {
+    if (!this.device.features.has("timestamp-query")) return null;
+    await this.sync();
+    const capacity = 2 * maxPasses;
+    const querySet = this.device.createQuerySet({ type: "timestamp", count: capacity });
+    this.#profile = { querySet, next: 0, capacity };
+    const resolve = this.device.createBuffer({
+      size: capacity * 8,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const staging = this.device.createBuffer({ size: capacity * 8, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    try {
+      fn();
+      this.#endPass();
+      const used = this.#profile.next;
+      this.#profile = null;
+      if (used === 0) return 0;
+      this.#encoder ??= this.device.createCommandEncoder();
+      this.#encoder.resolveQuerySet(querySet, 0, used, resolve, 0);
+      this.#encoder.copyBufferToBuffer(resolve, 0, staging, 0, used * 8);
+      this.flush();
+      await this.#settle(staging.mapAsync(GPUMapMode.READ));
+      const ts = new BigUint64Array(staging.getMappedRange().slice(0));
+      staging.unmap();
+      let ns = 0;
+      for (let i = 0; i < used; i += 2) ns += Number(ts[i + 1] - ts[i]);
+      return ns / 1e6;
+    } finally {
+      this.#profile = null;
+      querySet.destroy();
+      resolve.destroy();
+      staging.destroy();
+    }
+  }
+
+  #checkAlive(): void {
+    if (this.#lost !== null) {
+      throw new DeviceLostError(`GPU device lost (${this.#lost}); call init() again for a new engine`);
+    }
+  }
+
+  /** Destroys the device and every buffer; the engine cannot be used afterwards. */
+  destroy(): void {
+    this.trim();
+    for (const t of [...this.#live]) t.dispose();
+    this.trim();
+    this.device.destroy();
+  }
+}
+
+/** A bindable slice of a tensor: elements [first, first + count), as a storage binding. */
+export interface Window {
+  first: number;
+  count: number;
+  binding: Binding;
+}
+
+/**
+ * Splits a tensor into windows that each fit one storage binding (maxStorageBufferBindingSize), with offsets
+ * on the adapter's alignment. Small tensors give one window: the whole tensor.
+ */
+export function windows(t: Tensor): Window[] {
+  const e = t.engine;
+  if (t.bytes <= e.maxBinding) return [{ first: 0, count: t.size, binding: t }];
+  const align = e.bindingAlignment / 4;
+  const per = Math.floor(e.maxBinding / 4 / align) * align;
+  const out: Window[] = [];
+  for (let first = 0; first < t.size; first += per) {
+    const count = Math.min(per, t.size - first);
+    out.push({ first, count, binding: { buffer: t.buffer, offset: first * 4, size: count * 4 } });
+  }
+  return out;
+}

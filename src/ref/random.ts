@@ -1,0 +1,47 @@
+// CPU reference of shaders/lib/philox.wgsl and shaders/random.wgsl: the same numbers, bit for bit.
+
+/** 32x32 -> 64-bit product as [hi, lo], built from 16-bit halves exactly as the WGSL does. */
+function mulHiLo(a: number, b: number): [number, number] {
+  const lolo = (a & 0xffff) * (b & 0xffff);
+  const hilo = (a >>> 16) * (b & 0xffff);
+  const lohi = (a & 0xffff) * (b >>> 16);
+  const cross = (lolo >>> 16) + (hilo & 0xffff) + lohi;
+  const hi = ((a >>> 16) * (b >>> 16) + (hilo >>> 16) + Math.floor(cross / 65536)) >>> 0;
+  return [hi, Math.imul(a, b) >>> 0];
+}
+
+/** Philox 4x32-10: four 32-bit words from a 128-bit counter and a 64-bit key. */
+export function philox(counter: readonly number[], key: readonly number[]): Uint32Array {
+  let [c0, c1, c2, c3] = counter.map((v) => v >>> 0);
+  let [k0, k1] = key.map((v) => v >>> 0);
+  for (let r = 0; r < 10; r++) {
+    const [h0, l0] = mulHiLo(0xD2511F53, c0);
+    const [h1, l1] = mulHiLo(0xCD9E8D57, c2);
+    [c0, c1, c2, c3] = [(h1 ^ c1 ^ k0) >>> 0, l1, (h0 ^ c3 ^ k1) >>> 0, l0];
+    k0 = (k0 + 0x9E3779B9) >>> 0;
+    k1 = (k1 + 0xBB67AE85) >>> 0;
+  }
+  return Uint32Array.of(c0, c1, c2, c3);
+}
+
+export function seedKey(seed: number): [number, number] {
+  return [seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0];
+}
+
+export function uniformFromBits(x: number): number {
+  return (x >>> 8) / 16777216;
+}
+
+export function refRand(size: number, seed: number): Float64Array {
+  const key = seedKey(seed);
+  return Float64Array.from({ length: size }, (_, i) => uniformFromBits(philox([i, 0, 0, 0], key)[0]));
+}
+
+export function refRandn(size: number, seed: number): Float64Array {
+  const key = seedKey(seed);
+  return Float64Array.from({ length: size }, (_, i) => {
+    const r = philox([i, 0, 0, 0], key);
+    const u1 = ((r[0] >>> 8) + 1) / 16777216;
+    return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * uniformFromBits(r[1]));
+  });
+}

@@ -1,0 +1,77 @@
+import type { Engine } from "./engine.ts";
+import { fmtShape, ShapeError } from "./errors.ts";
+
+export type DType = "f32" | "i32" | "u32";
+export type TypedArray = Float32Array | Int32Array | Uint32Array;
+
+/** How the gradient flows back through the op that made a tensor. */
+export interface GradNode {
+  op: string;
+  inputs: Tensor[];
+  /** Gradients for each input given the output's gradient; null where an input gets none. */
+  backward: (gradOutput: Tensor) => (Tensor | null)[];
+}
+
+/** An n-dimensional array in a GPU buffer. Row-major and contiguous; every element is 4 bytes. */
+export class Tensor {
+  #buffer: GPUBuffer | null;
+  readonly size: number;
+
+  constructor(
+    readonly engine: Engine,
+    buffer: GPUBuffer,
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+    public node?: GradNode,
+  ) {
+    this.#buffer = buffer;
+    this.size = shapeSize(shape);
+  }
+
+  get bytes(): number {
+    return this.size * 4;
+  }
+
+  get disposed(): boolean {
+    return this.#buffer === null;
+  }
+
+  /** The backing buffer; throws once the tensor is disposed. It may be larger than `bytes` (pool size class). */
+  get buffer(): GPUBuffer {
+    if (!this.#buffer) throw new Error(`tensor ${fmtShape(this.shape)} ${this.dtype} used after dispose`);
+    return this.#buffer;
+  }
+
+  /** A typed-array copy of the contents (flushes pending work). */
+  toArray(): Promise<TypedArray> {
+    return this.engine.read(this);
+  }
+
+  dispose(): void {
+    if (!this.#buffer) return;
+    this.engine.release(this, this.#buffer);
+    this.#buffer = null;
+    this.node = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  toString(): string {
+    return `Tensor(${fmtShape(this.shape)}, ${this.dtype}${this.disposed ? ", disposed" : ""})`;
+  }
+}
+
+export function shapeSize(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) throw new ShapeError(`invalid shape ${fmtShape(shape)}: dims must be integers ≥ 0`);
+    n *= d;
+  }
+  return n;
+}
+
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
