@@ -73,11 +73,6 @@ function sizeClass(bytes: number): number {
   return Math.ceil(bytes / step) * step;
 }
 
-interface Pooled {
-  buffer: GPUBuffer;
-  freedInBatch: number;
-}
-
 export async function init(options: InitOptions = {}): Promise<Engine> {
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) {
@@ -121,12 +116,15 @@ export class Engine {
   /** The adapter's name, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
   readonly adapterName: string;
   readonly batchSize: number;
+  /** Command buffers submitted so far (ops batch into one; readbacks and full batches submit). */
+  submits = 0;
   #pipelines = new Map<string, GPUComputePipeline>();
-  #pool = new Map<number, Pooled[]>();
+  #pool = new Map<number, GPUBuffer[]>();
+  /** Buffers released since the last submit: the unsubmitted encoder may still read them. */
+  #freedThisBatch = new Set<GPUBuffer>();
   #pooledBytes = 0;
   #live = new Set<Tensor>();
   #liveBytes = 0;
-  #batch = 0;
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
   #dispatches = 0;
@@ -167,6 +165,9 @@ export class Engine {
       throw new ShapeError(`tensor: ${data.length} values do not fill shape ${fmtShape(sh)}`);
     }
     const t = this.empty(sh, dt);
+    // queue.writeBuffer runs before the unsubmitted encoder: if that encoder still reads this buffer's old
+    // contents (it was freed during this batch), submit the encoder first.
+    if (this.#freedThisBatch.has(t.buffer)) this.flush();
     const host = dt === "f32" ? Float32Array.from(data) : dt === "i32" ? Int32Array.from(data) : Uint32Array.from(data);
     this.device.queue.writeBuffer(t.buffer, 0, host.buffer, host.byteOffset, host.byteLength);
     return t;
@@ -201,7 +202,8 @@ export class Engine {
 
   /** Destroys the pooled (freed) buffers. */
   trim(): void {
-    for (const list of this.#pool.values()) for (const p of list) p.buffer.destroy();
+    this.flush();
+    for (const list of this.#pool.values()) for (const b of list) b.destroy();
     this.#pool.clear();
     this.#pooledBytes = 0;
   }
@@ -254,19 +256,17 @@ export class Engine {
     this.#liveBytes -= t.bytes;
     this.#pooledBytes += buffer.size;
     const list = this.#pool.get(buffer.size) ?? [];
-    list.push({ buffer, freedInBatch: this.#batch });
+    list.push(buffer);
     this.#pool.set(buffer.size, list);
+    this.#freedThisBatch.add(buffer);
   }
 
   #acquire(bytes: number): GPUBuffer {
     const size = sizeClass(bytes);
-    const p = this.#pool.get(size)?.pop();
-    if (p) {
+    const pooled = this.#pool.get(size)?.pop();
+    if (pooled) {
       this.#pooledBytes -= size;
-      // The unsubmitted encoder may still read this buffer's old contents: writes that bypass the encoder
-      // (queue.writeBuffer) must wait for it, so submit it now.
-      if (p.freedInBatch === this.#batch) this.flush();
-      return p.buffer;
+      return pooled;
     }
     return this.device.createBuffer({
       size,
@@ -351,7 +351,7 @@ export class Engine {
 
   #watch(op: string): void {
     this.#errors.push(this.device.popErrorScope().then((e) => {
-      if (e) throw new KernelError(`${op}: ${e.message}`);
+      if (e) throw new KernelError(`${op}: ${e.message} (the batch of work recorded with it was dropped)`);
     }));
   }
 
@@ -387,11 +387,12 @@ export class Engine {
     }
     this.device.pushErrorScope("validation");
     this.device.queue.submit([this.#encoder.finish()]);
+    this.submits++;
     this.#watch("submit");
     this.#encoder = null;
     this.#arenaUsed = 0;
     this.#dispatches = 0;
-    this.#batch++;
+    this.#freedThisBatch.clear();
   }
 
   /** Waits for all submitted work; throws the first error any op raised since the last sync. */

@@ -42,16 +42,21 @@ export class Tensor {
     return this.#buffer;
   }
 
+  /** Throws if disposed; ops call this while validating, before they allocate anything. */
+  assertLive(op: string): void {
+    if (!this.#buffer) throw new Error(`${op}: tensor ${fmtShape(this.shape)} ${this.dtype} used after dispose`);
+  }
+
   /** A typed-array copy of the contents (flushes pending work). */
   toArray(): Promise<TypedArray> {
     return this.engine.read(this);
   }
 
+  /** Frees the buffer (to the pool). The grad node stays: a backward that needs only other tensors still runs. */
   dispose(): void {
     if (!this.#buffer) return;
     this.engine.release(this, this.#buffer);
     this.#buffer = null;
-    this.node = undefined;
   }
 
   [Symbol.dispose](): void {

@@ -1,0 +1,117 @@
+// Float64 CPU reference of src/elementwise.ts: plain loops, NumPy broadcasting.
+
+/** erf to ~1e-15: Maclaurin series for |x| < 3, continued fraction for erfc beyond. */
+export function erf(x: number): number {
+  const ax = Math.abs(x);
+  if (ax < 3) {
+    let term = ax;
+    let sum = ax;
+    for (let n = 1; n < 100; n++) {
+      term *= (-ax * ax) / n;
+      const add = term / (2 * n + 1);
+      sum += add;
+      if (Math.abs(add) < 1e-17 * Math.abs(sum)) break;
+    }
+    return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * sum;
+  }
+  // erfc(x) = exp(-x²)/√π · 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...)))), evaluated bottom-up.
+  let f = ax;
+  for (let k = 60; k >= 1; k--) f = ax + (k / 2) / f;
+  return Math.sign(x) * (1 - Math.exp(-ax * ax) / Math.sqrt(Math.PI) / f);
+}
+
+const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
+const gelu = (x: number) => 0.5 * x * (1 + erf(x / Math.SQRT2));
+
+export const UNARY_REF: Record<string, (x: number) => number> = {
+  neg: (x) => -x,
+  exp: Math.exp,
+  log: Math.log,
+  sqrt: Math.sqrt,
+  relu: (x) => (Number.isNaN(x) ? NaN : Math.max(x, 0)),
+  gelu,
+  sigmoid,
+  tanh: Math.tanh,
+  abs: Math.abs,
+  square: (x) => x * x,
+  reciprocal: (x) => 1 / x,
+};
+
+/** Derivative of each unary op at x (for gradient references). */
+export const UNARY_GRAD_REF: Record<string, (x: number) => number> = {
+  neg: () => -1,
+  exp: Math.exp,
+  log: (x) => 1 / x,
+  sqrt: (x) => 0.5 / Math.sqrt(x),
+  relu: (x) => (x > 0 ? 1 : 0),
+  gelu: (x) => 0.5 * (1 + erf(x / Math.SQRT2)) + x * Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI),
+  sigmoid: (x) => sigmoid(x) * (1 - sigmoid(x)),
+  tanh: (x) => 1 - Math.tanh(x) ** 2,
+  abs: (x) => Math.sign(x),
+  square: (x) => 2 * x,
+};
+
+export const BINARY_REF: Record<string, (a: number, b: number) => number> = {
+  add: (a, b) => a + b,
+  sub: (a, b) => a - b,
+  mul: (a, b) => a * b,
+  div: (a, b) => a / b,
+  pow: (a, b) => a ** b,
+  maximum: (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : Math.max(a, b)),
+};
+
+export function refUnary(op: string, x: ArrayLike<number>): Float64Array {
+  return Float64Array.from(x, UNARY_REF[op]);
+}
+
+export function broadcastShape(a: readonly number[], b: readonly number[]): number[] {
+  const rank = Math.max(a.length, b.length);
+  return Array.from({ length: rank }, (_, i) => {
+    const da = a[a.length - rank + i] ?? 1;
+    const db = b[b.length - rank + i] ?? 1;
+    if (da !== db && da !== 1 && db !== 1) throw new Error(`shapes do not broadcast`);
+    return da === 1 ? db : da;
+  });
+}
+
+/** Index of the element of a `shape` tensor that output multi-index `idx` (of `out`) reads under broadcasting. */
+export function broadcastIndex(idx: readonly number[], shape: readonly number[]): number {
+  let flat = 0;
+  const lead = idx.length - shape.length;
+  for (let d = 0; d < shape.length; d++) flat = flat * shape[d] + (shape[d] === 1 ? 0 : idx[lead + d]);
+  return flat;
+}
+
+export function unravel(i: number, shape: readonly number[]): number[] {
+  const idx = new Array(shape.length);
+  for (let d = shape.length - 1; d >= 0; d--) {
+    idx[d] = i % shape[d];
+    i = Math.floor(i / shape[d]);
+  }
+  return idx;
+}
+
+export function refBinary(
+  op: string,
+  a: ArrayLike<number>,
+  aShape: readonly number[],
+  b: ArrayLike<number>,
+  bShape: readonly number[],
+): { data: Float64Array; shape: number[] } {
+  const shape = broadcastShape(aShape, bShape);
+  const n = shape.reduce((x, y) => x * y, 1);
+  const f = BINARY_REF[op];
+  const data = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const idx = unravel(i, shape);
+    data[i] = f(a[broadcastIndex(idx, aShape)], b[broadcastIndex(idx, bShape)]);
+  }
+  return { data, shape };
+}
+
+/** Sums a broadcast gradient of `outShape` back to `shape`. */
+export function refUnbroadcast(g: ArrayLike<number>, outShape: readonly number[], shape: readonly number[]): Float64Array {
+  const out = new Float64Array(shape.reduce((x, y) => x * y, 1));
+  for (let i = 0; i < g.length; i++) out[broadcastIndex(unravel(i, outShape), shape)] += g[i];
+  return out;
+}

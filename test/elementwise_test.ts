@@ -1,0 +1,198 @@
+import {
+  add,
+  div,
+  exp,
+  gelu,
+  grad,
+  log,
+  maximum,
+  mul,
+  neg,
+  pow,
+  relu,
+  ShapeError,
+  sigmoid,
+  sqrt,
+  sub,
+  sum,
+  tanh,
+} from "../src/mod.ts";
+import type { Tensor } from "../src/mod.ts";
+import { refBinary, refUnary, refUnbroadcast, UNARY_GRAD_REF } from "../src/ref/elementwise.ts";
+import { test } from "./harness.ts";
+import {
+  assertClose,
+  assertNoLeak,
+  assertThrows,
+  finiteDifference,
+  randomArray,
+  randomShape,
+  take,
+} from "./util.ts";
+
+// f32 kernels against float64 references: one rounding of the result plus WGSL's documented accuracy of
+// exp/log/tanh (a few ulp) and A&S erf (1.5e-7 absolute) → rtol 2e-6 with a small atol for values near zero.
+const TOL = { rtol: 2e-6, atol: 1e-6 };
+
+const UNARY = { neg, exp, log, sqrt, relu, gelu, sigmoid, tanh };
+const BINARY = { add, sub, mul, div, maximum };
+
+// Sizes: 1, primes, a non-multiple of the workgroup (256), and one over 65,535 workgroups (16.8M elements).
+const SIZES = [1, 7, 257, 1009, 65_537];
+
+test("unary ops match the float64 reference at awkward sizes", async (engine) => {
+  const before = engine.memory();
+  for (const [name, op] of Object.entries(UNARY)) {
+    for (const n of SIZES) {
+      const positive = name === "log" || name === "sqrt";
+      const x = randomArray(n, n + name.length, positive ? 0.01 : -4, 4);
+      using t = engine.tensor(x, [n]);
+      assertClose(await take(op(t)), refUnary(name, x), TOL, `${name} n=${n}`);
+    }
+  }
+  assertNoLeak(engine, before);
+});
+
+test("binary ops broadcast like NumPy on random shapes", async (engine) => {
+  const before = engine.memory();
+  for (let s = 0; s < 12; s++) {
+    const shape = randomShape(1 + (s % 4), s, 7);
+    // Knock out random dims to 1 (and drop leading dims) to exercise every broadcast pattern.
+    const bShape = shape.slice(s % 2).map((d, i) => ((s >> i) & 1 ? 1 : d));
+    const a = randomArray(shape.reduce((x, y) => x * y, 1), s);
+    const b = randomArray(bShape.reduce((x, y) => x * y, 1), 100 + s, 0.5, 2);
+    using ta = engine.tensor(a, shape);
+    using tb = engine.tensor(b, bShape);
+    for (const [name, op] of Object.entries(BINARY)) {
+      const ref = refBinary(name, a, shape, b, bShape);
+      const y = op(ta, tb);
+      assertClose(await take(y), ref.data, TOL, `${name} ${shape} with ${bShape}`);
+      const y2 = op(tb, ta);
+      assertClose(await take(y2), refBinary(name, b, bShape, a, shape).data, TOL, `${name} reversed`);
+    }
+  }
+  assertNoLeak(engine, before);
+});
+
+test("scalars are accepted on either side", async (engine) => {
+  using t = engine.tensor([1, 2, 4], [3]);
+  assertClose(await take(sub(1, t)), [0, -1, -3], TOL);
+  assertClose(await take(div(t, 2)), [0.5, 1, 2], TOL);
+  assertClose(await take(div(2, t)), [2, 1, 0.5], TOL);
+  assertClose(await take(pow(t, 2)), [1, 4, 16], TOL);
+  assertClose(await take(pow(2, t)), [2, 4, 16], TOL);
+});
+
+test("a binary op over more than 65,535 workgroups", async (engine) => {
+  // 16,777,259 elements (prime-ish tail) = 65,537 workgroups of 256: the grid must spill into y.
+  const n = 65_537 * 256 + 43;
+  using a = engine.rand([n], { seed: 1 });
+  using b = engine.rand([n], { seed: 2 });
+  const y = await take(add(a, b));
+  const [ra, rb] = [await a.toArray(), await b.toArray()];
+  for (const i of [0, 1, 255, 256, 65_535 * 256, 65_536 * 256 + 1, n - 1]) {
+    assertClose([y[i]], [ra[i] + rb[i]], TOL, `element ${i}`);
+  }
+});
+
+test("NaN propagates like the reference", async (engine) => {
+  using t = engine.tensor([NaN, 1, -1], [3]);
+  for (const [name, op] of Object.entries(UNARY)) {
+    if (name === "log" || name === "sqrt") continue;
+    assertClose(await take(op(t)), refUnary(name, [NaN, 1, -1]), TOL, name);
+  }
+  using u = engine.tensor([2, NaN, 0], [3]);
+  for (const [name, op] of Object.entries(BINARY)) {
+    assertClose(await take(op(t, u)), refBinary(name, [NaN, 1, -1], [3], [2, NaN, 0], [3]).data, TOL, name);
+  }
+});
+
+test("unary gradients match the analytic derivative and finite differences", async (engine) => {
+  const before = engine.memory();
+  for (const [name, op] of Object.entries(UNARY)) {
+    if (name === "neg") continue;
+    const positive = name === "log" || name === "sqrt";
+    const x = randomArray(31, name.length, positive ? 0.2 : -3, 3);
+    using t = engine.tensor(x, [31]);
+    const y = op(t);
+    const loss = sum(y);
+    const [g] = grad(loss, [t]);
+    loss.dispose();
+    y.dispose();
+    const got = await take(g);
+    // f32 chain: forward value (rtol 2e-6) times the backward kernel's own rounding.
+    assertClose(got, Float64Array.from(x, UNARY_GRAD_REF[name]), { rtol: 1e-5, atol: 1e-6 }, `${name}'`);
+    // Finite differences in f32 with h = 1e-2: truncation error ~h²·f''' and f32 rounding ~eps·|f|/h, ≈ 1e-3.
+    const f = async (v: Float32Array) => {
+      using xt = engine.tensor(v, [31]);
+      const y = op(xt);
+      const s = sum(y);
+      y.dispose();
+      return (await take(s))[0];
+    };
+    const idx = [0, 7, 30];
+    assertClose(
+      idx.map((i) => got[i]),
+      await finiteDifference(f, x, idx),
+      { rtol: 1e-2, atol: 2e-3 },
+      `${name} fd`,
+    );
+  }
+  assertNoLeak(engine, before);
+});
+
+test("binary gradients sum over broadcast dims", async (engine) => {
+  const before = engine.memory();
+  {
+    const aShape = [3, 1, 5];
+    const bShape = [4, 1];
+    const a = randomArray(15, 1, 0.5, 2);
+    const b = randomArray(4, 2, 0.5, 2);
+    using ta = engine.tensor(a, aShape);
+    using tb = engine.tensor(b, bShape);
+    const out = [3, 4, 5];
+    // d/da and d/db of sum(op(a, b)) per element, then summed back to each shape.
+    const partials: Record<string, [(x: number, y: number) => number, (x: number, y: number) => number]> = {
+      add: [() => 1, () => 1],
+      sub: [() => 1, () => -1],
+      mul: [(_, y) => y, (x) => x],
+      div: [(_, y) => 1 / y, (x, y) => -x / (y * y)],
+      pow: [(x, y) => y * x ** (y - 1), (x, y) => x ** y * Math.log(x)],
+    };
+    const ops: Record<string, (x: Tensor, y: Tensor) => Tensor> = { add, sub, mul, div, pow };
+    for (const [name, [da, db]] of Object.entries(partials)) {
+      const y = ops[name](ta, tb);
+      const loss = sum(y);
+      const [ga, gb] = grad(loss, [ta, tb]);
+      loss.dispose();
+      y.dispose();
+      const ea = refBinary("add", a, aShape, b, bShape); // for the output size only
+      const pa = new Float64Array(ea.data.length);
+      const pb = new Float64Array(ea.data.length);
+      const av = refBinary("add", a, aShape, new Float64Array(4), bShape).data;
+      const bv = refBinary("add", new Float64Array(15), aShape, b, bShape).data;
+      for (let i = 0; i < pa.length; i++) [pa[i], pb[i]] = [da(av[i], bv[i]), db(av[i], bv[i])];
+      // Sums of ≤ 4 f32 terms: rtol 1e-5.
+      assertClose(await take(ga), refUnbroadcast(pa, out, aShape), { rtol: 1e-5, atol: 1e-6 }, `${name} da`);
+      assertClose(await take(gb), refUnbroadcast(pb, out, bShape), { rtol: 1e-5, atol: 1e-6 }, `${name} db`);
+    }
+  }
+  assertNoLeak(engine, before);
+});
+
+test("bad input is a clear error and leaks nothing", async (engine) => {
+  const before = engine.memory();
+  {
+    using a = engine.zeros([2, 3]);
+    using b = engine.zeros([4]);
+    await assertThrows(() => add(a, b), ShapeError, ["[2, 3]", "[4]"]);
+    using i = engine.zeros([3], "i32");
+    await assertThrows(() => exp(i), TypeError, ["f32", "i32"]);
+    await assertThrows(() => add(1 as never, 2 as never), TypeError, ["tensor"]);
+    const d = engine.ones([3]);
+    d.dispose();
+    await assertThrows(() => mul(d, 2), Error, ["used after dispose", "[3]"]);
+    await assertThrows(() => neg(d), Error, ["used after dispose"]);
+  }
+  assertNoLeak(engine, before);
+});

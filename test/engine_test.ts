@@ -1,0 +1,143 @@
+import { add, DeviceLostError, init, KernelError, mul, Params, ShapeError, Tensor } from "../src/mod.ts";
+import { philox, refRand, refRandn, seedKey, uniformFromBits } from "../src/ref/random.ts";
+import { test } from "./harness.ts";
+import { assert, assertClose, assertEquals, assertNoLeak, assertThrows, take } from "./util.ts";
+
+test("tensors round-trip every dtype and report shape, dtype, size", async (engine) => {
+  const before = engine.memory();
+  {
+    using f = engine.tensor([1.5, -2, 3], [3, 1]);
+    assertEquals([f.shape, f.dtype, f.size], [[3, 1], "f32", 3]);
+    assertEquals([...(await f.toArray())], [1.5, -2, 3]);
+    using i = engine.tensor(Int32Array.of(-7, 2 ** 31 - 1), [2]);
+    assertEquals([i.dtype, ...(await i.toArray())], ["i32", -7, 2 ** 31 - 1]);
+    using u = engine.tensor([4294967295, 0], [2], "u32");
+    assertEquals([...(await u.toArray())], [4294967295, 0]);
+    for (const dtype of ["f32", "i32", "u32"] as const) {
+      using z = engine.zeros([2, 3], dtype);
+      using o = engine.ones([5], dtype);
+      using v = engine.full([1], 7, dtype);
+      assertEquals([...(await z.toArray()), ...(await o.toArray()), ...(await v.toArray())], [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 7]);
+    }
+    assertEquals(engine.memory().tensors - before.tensors, 3);
+  }
+  assertNoLeak(engine, before);
+});
+
+test("memory() counts live tensors and freed buffers are reused", async (engine) => {
+  const before = engine.memory();
+  const a = engine.zeros([1000]);
+  assertEquals(engine.memory().bytes - before.bytes, 4000);
+  a.dispose();
+  a.dispose(); // idempotent
+  const pooled = engine.memory().pooledBytes;
+  assert(pooled >= 4000, "the freed buffer went to the pool");
+  const b = engine.zeros([999]); // same size class: served from the pool
+  assert(engine.memory().pooledBytes < pooled, "a pooled buffer was reused");
+  assertEquals([...(await take(b)).slice(0, 3)], [0, 0, 0]);
+  assertNoLeak(engine, before);
+});
+
+test("ops batch into one submit; a readback flushes", async (engine) => {
+  using x = engine.rand([64], { seed: 3 });
+  await engine.sync();
+  const start = engine.submits;
+  let y = mul(x, 1);
+  for (let i = 0; i < 100; i++) {
+    const z = add(y, 1);
+    y.dispose();
+    y = z;
+  }
+  assertEquals(engine.submits, start, "no submit while recording");
+  const got = await take(y);
+  assertEquals(engine.submits, start + 1, "one submit for the readback");
+  assertClose(got, Float64Array.from(await x.toArray(), (v) => v + 100), { rtol: 1e-6, atol: 1e-5 });
+});
+
+test("tidy disposes everything but the result", async (engine) => {
+  const before = engine.memory();
+  using x = engine.ones([4]);
+  const kept = engine.tidy(() => {
+    const a = add(x, 1);
+    const b = mul(a, a);
+    return { out: add(b, 1) };
+  });
+  assertEquals(engine.memory().tensors - before.tensors, 2);
+  assertEquals([...(await take(kept.out))], [5, 5, 5, 5]);
+});
+
+test("invalid shapes and sizes are clear errors", async (engine) => {
+  const before = engine.memory();
+  await assertThrows(() => engine.tensor([1, 2, 3], [2, 2]), ShapeError, ["3 values", "[2, 2]"]);
+  await assertThrows(() => engine.zeros([0, 3]), ShapeError, ["empty", "[0, 3]"]);
+  await assertThrows(() => engine.zeros([2, -1]), ShapeError, ["[2, -1]"]);
+  await assertThrows(() => engine.zeros([65536, 65536]), ShapeError, ["maxBufferSize", "17179869184"]);
+  await assertThrows(() => engine.rand([2], { seed: -1 }), RangeError, ["seed"]);
+  assertNoLeak(engine, before);
+});
+
+test("a tensor over maxStorageBufferBindingSize works where windowed, else names the limit", async (engine) => {
+  const before = engine.memory();
+  {
+    // 40M f32 = 160 MB > 128 MiB binding limit on llvmpipe; smaller limits only make this stronger.
+    const n = Math.floor(engine.maxBinding / 4) + 12_345_678;
+    using x = engine.rand([n], { seed: 9 });
+    using y = add(x, x); // same-shape elementwise ops split into windows
+    const got = await y.toArray();
+    for (const i of [0, n - 1, Math.floor(engine.maxBinding / 4), Math.floor(engine.maxBinding / 4) - 1]) {
+      const ref = uniformFromBits(philox([i, 0, 0, 0], seedKey(9))[0]);
+      assertClose([got[i]], [2 * ref], { rtol: 0, atol: 0 }, `element ${i} (doubling is exact)`);
+    }
+    using row = engine.ones([1, n]);
+    using col = engine.ones([2, 1]);
+    await assertThrows(() => add(row, col), ShapeError, ["maxStorageBufferBindingSize", `[1, ${n}]`, "[2, 1]"]);
+  }
+  assertNoLeak(engine, before);
+});
+
+test("rand and randn draw the Philox reference's numbers and replay exactly", async (engine) => {
+  const n = 4099;
+  const u = await take(engine.rand([n], { seed: 2 ** 40 + 5 }));
+  assertClose(u, refRand(n, 2 ** 40 + 5), { rtol: 0, atol: 0 }, "uniform is bit-exact (24-bit grid)");
+  // Box-Muller in f32 (log, sqrt, cos to a few ulp) vs float64.
+  const z = await take(engine.randn([n], { seed: 11 }));
+  assertClose(z, refRandn(n, 11), { rtol: 1e-5, atol: 1e-5 });
+  assertEquals([...(await take(engine.randn([n], { seed: 11 })))], [...z], "same seed, same bits");
+  const other = await take(engine.randn([n], { seed: 12 }));
+  assert(other.some((v, i) => v !== z[i]), "another seed differs");
+  const mean = z.reduce((s, v) => s + v, 0) / n;
+  const variance = z.reduce((s, v) => s + (v - mean) ** 2, 0) / n;
+  // 4099 samples: the standard error of the mean is 0.016 and of the variance 0.022; 5 sigma bounds.
+  assert(Math.abs(mean) < 0.08 && Math.abs(variance - 1) < 0.11, `randn mean ${mean}, variance ${variance}`);
+  assert(u.every((v) => v >= 0 && v < 1), "uniform in [0, 1)");
+});
+
+test("WebGPU validation errors surface as KernelError naming the op", async (engine) => {
+  using out = engine.zeros([4]);
+  engine.run({
+    op: "badOp",
+    shader: "random",
+    constants: { NO_SUCH_CONSTANT: 1 },
+    params: new Params().u32(4),
+    buffers: [out],
+    workgroups: 1,
+  });
+  await assertThrows(() => out.toArray(), KernelError, ["badOp"]);
+  assertEquals([...(await take(add(out, 1)))].length, 4, "the engine keeps working");
+  using fresh = engine.full([3], 2);
+  assertEquals([...(await take(mul(fresh, 3)))], [6, 6, 6]);
+});
+
+test("device loss rejects pending work; init() again gives a working engine", async () => {
+  const engine = await init();
+  const x = engine.rand([1 << 16], { seed: 1 });
+  const pending = x.toArray();
+  engine.device.destroy();
+  await assertThrows(() => pending, DeviceLostError, ["init()"]);
+  await assertThrows(() => add(x, 1), DeviceLostError);
+  const fresh = await init();
+  const y = await take(add(fresh.ones([2]), 1));
+  assertEquals([...y], [2, 2]);
+  fresh.destroy();
+  assert(x instanceof Tensor);
+});
