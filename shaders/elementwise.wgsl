@@ -1,10 +1,17 @@
 // elementwise.wgsl: every f32 elementwise op, one kernel parameterised by the override constant OP.
-// Entry points (one invocation per output element, the workgroup index spread over x and y):
-//   unary:  out[i] = f(a[i])                                          bindings: 1 a, 2 out
-//   binary: out[i] = f(a[ia], b[ib]) with NumPy broadcasting           bindings: 1 a, 2 b, 3 out
-//           BROADCAST = false: same-shape contiguous inputs, ia = ib = i
-//           BROADCAST = true: ia, ib from the output's multi-index and per-input strides (0 on broadcast dims)
-//   scalar: out[i] = f(a[i], s), or f(s, a[i]) when SWAP              bindings: 1 a, 2 out
+// Each invocation computes one vec4 of the output (4 consecutive elements), the workgroup index spread over x
+// and y. Tensors are bound as array<vec4<f32>>, the binding rounded up to whole vec4s (pool buffers are 256-byte
+// multiples): the padding lanes compute values nobody reads, so there is no tail path. Wide accesses are the
+// usual 16-byte loads on GPUs and matter more on CPU adapters: llvmpipe loops over the SIMD lanes for every
+// storage access, so a vec4 access costs little more than an f32 one.
+//   unary:     out[i] = f(a[i])                                     bindings: 1 a, 2 out
+//   scalar:    out[i] = f(a[i], s), or f(s, a[i]) when SWAP         bindings: 1 a, 2 out
+//   binary:    out[i] = f(a[i], b[i]), same-shape inputs            bindings: 1 a, 2 b, 3 out
+//   broadcast: out[i] = f(a[ia], b[ib]) with NumPy broadcasting: ia, ib from the output's multi-index and
+//              per-input strides (0 on broadcast dims); a and b are bound whole. With INNER4 (the innermost
+//              dim a multiple of 4) the vec4's elements share one row: each input gives a vec4 there
+//              (A_ROW / B_ROW: it varies along that dim, with stride 1) or one value for all four.
+//                                                                  bindings: 1 a, 2 b, 3 out
 // Op codes: unary 0..19, binary 20..; backward ops take (gradient, saved value).
 struct Params {
   count: u32,     // output elements in this window
@@ -18,38 +25,48 @@ struct Params {
 
 override WG: u32 = 256;
 override OP: u32 = 0;
-override BROADCAST: bool = false;
 override SWAP: bool = false;
+override INNER4: bool = false;
+override A_ROW: bool = false;
+override B_ROW: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 
+// Index of this invocation's vec4.
 fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
   return (wg.y * nwg.x + wg.x) * WG + lid;
 }
 
+const ZERO = vec4<f32>(0.0);
+const ONE = vec4<f32>(1.0);
+
 // erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7): WGSL has no erf, and GELU is defined with it.
-fn erf(x: f32) -> f32 {
+fn erf(x: vec4<f32>) -> vec4<f32> {
   let t = 1.0 / (1.0 + 0.3275911 * abs(x));
   let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-x * x);
-  return select(-y, y, x >= 0.0);
+  return select(-y, y, x >= ZERO);
 }
 
-fn sigmoid(x: f32) -> f32 {
+fn sigmoid(x: vec4<f32>) -> vec4<f32> {
   // Split by sign so exp never overflows.
   let e = exp(-abs(x));
-  return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+  return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= ZERO);
 }
 
-fn unaryOp(x: f32) -> f32 {
+fn isNan(x: vec4<f32>) -> vec4<bool> {
+  return x != x;
+}
+
+fn unaryOp(x: vec4<f32>) -> vec4<f32> {
   switch OP {
     case 0u: { return -x; }
     case 1u: { return exp(x); }
     case 2u: { return log(x); }
     case 3u: { return sqrt(x); }
-    case 4u: { return select(0.0, x, x > 0.0) + select(0.0, x, x != x); }  // relu, NaN passes through
-    case 5u: { return 0.5 * x * (1.0 + erf(x * 0.7071067811865476)); }    // gelu (exact, erf form)
+    case 4u: { return select(ZERO, x, x > ZERO) + select(ZERO, x, isNan(x)); }  // relu, NaN passes through
+    case 5u: { return 0.5 * x * (1.0 + erf(x * 0.7071067811865476)); }          // gelu (exact, erf form)
     case 6u: { return sigmoid(x); }
-    case 7u: { return tanh(x); }
+    case 7u: { return select(tanh(x), x, isNan(x)); }  // llvmpipe tanh(NaN) is -1
     case 8u: { return abs(x); }
     case 9u: { return x * x; }
     case 10u: { return 1.0 / x; }
@@ -57,35 +74,34 @@ fn unaryOp(x: f32) -> f32 {
   }
 }
 
-fn binaryOp(a: f32, b: f32) -> f32 {
+fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
   switch OP {
     case 20u: { return a + b; }
     case 21u: { return a - b; }
     case 22u: { return a * b; }
     case 23u: { return a / b; }
     case 24u: { return pow(a, b); }   // defined as exp2(b * log2(a)): a must be ≥ 0 (as documented)
-    case 25u: { return max(a, b) + select(0.0, a + b, a != a || b != b); }  // NaN propagates
-    case 26u: { return select(0.0, 1.0, a == b); }
-    case 27u: { return select(0.0, 1.0, a > b); }
+    case 25u: { return max(a, b) + select(ZERO, a + b, isNan(a) | isNan(b)); }  // NaN propagates
+    case 26u: { return select(ZERO, ONE, a == b); }
+    case 27u: { return select(ZERO, ONE, a > b); }
     // backward: a is the incoming gradient, b the saved forward input or output
-    case 40u: { return select(0.0, a, b > 0.0); }                                          // relu'(x)
+    case 40u: { return select(ZERO, a, b > ZERO); }                                        // relu'(x)
     case 41u: { return a * (0.5 * (1.0 + erf(b * 0.7071067811865476)) + b * 0.3989422804014327 * exp(-0.5 * b * b)); }  // gelu'(x)
     case 42u: { return a * b * (1.0 - b); }                                                // sigmoid'(y)
     case 43u: { return a * (1.0 - b * b); }                                                // tanh'(y)
-    case 44u: { return a * select(select(0.0, -1.0, b < 0.0), 1.0, b > 0.0); }             // abs'(x)
+    case 44u: { return a * select(select(ZERO, -ONE, b < ZERO), ONE, b > ZERO); }          // abs'(x)
     default: { return a; }
   }
 }
 
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-
-@group(0) @binding(2) var<storage, read_write> out_unary: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> out_unary: array<vec4<f32>>;
 
 @compute @workgroup_size(WG)
 fn unary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
   let i = index(wg, nwg, lid);
-  if (i >= p.count) { return; }
+  if (i * 4u >= p.count) { return; }
   out_unary[i] = unaryOp(a[i]);
 }
 
@@ -93,31 +109,60 @@ fn unary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
 fn scalar(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
   let i = index(wg, nwg, lid);
-  if (i >= p.count) { return; }
-  out_unary[i] = select(binaryOp(a[i], p.scalar), binaryOp(p.scalar, a[i]), SWAP);
+  if (i * 4u >= p.count) { return; }
+  let s = vec4<f32>(p.scalar);
+  out_unary[i] = select(binaryOp(a[i], s), binaryOp(s, a[i]), SWAP);
 }
 
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out_binary: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> out_binary: array<vec4<f32>>;
 
 @compute @workgroup_size(WG)
 fn binary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
   let i = index(wg, nwg, lid);
-  if (i >= p.count) { return; }
-  if (!BROADCAST) {
-    out_binary[i] = binaryOp(a[i], b[i]);
-    return;
-  }
-  var rest = i;
-  var ia = 0u;
-  var ib = 0u;
-  for (var d = i32(p.rank) - 1; d >= 0; d--) {
-    let dim = p.shape[d / 4][d % 4];
-    let k = rest % dim;
+  if (i * 4u >= p.count) { return; }
+  out_binary[i] = binaryOp(a[i], b[i]);
+}
+
+fn strides(d: u32) -> vec2<u32> {
+  return vec2<u32>(p.stride_a[d / 4u][d % 4u], p.stride_b[d / 4u][d % 4u]);
+}
+
+// Offsets in a and b of output element e. The outermost coordinate needs no division (integer division is
+// slow on CPU adapters, which lack a vector form of it).
+fn offsets(e: u32) -> vec2<u32> {
+  if (p.rank == 0u) { return vec2<u32>(0u); }
+  var rest = e;
+  var o = vec2<u32>(0u);
+  for (var d = p.rank - 1u; d > 0u; d--) {
+    let dim = p.shape[d / 4u][d % 4u];
+    o += (rest % dim) * strides(d);
     rest /= dim;
-    ia += k * p.stride_a[d / 4][d % 4];
-    ib += k * p.stride_b[d / 4][d % 4];
   }
-  out_binary[i] = binaryOp(a[ia], b[ib]);
+  return o + rest * strides(0u);
+}
+
+@compute @workgroup_size(WG)
+fn broadcast(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+  let i = index(wg, nwg, lid);
+  if (i * 4u >= p.count) { return; }
+  var x = ZERO;
+  var y = ZERO;
+  if (INNER4) {
+    let o = offsets(i * 4u);
+    if (A_ROW) { x = a[o.x / 4u]; } else { x = vec4<f32>(a[o.x / 4u][o.x % 4u]); }
+    if (B_ROW) { y = b[o.y / 4u]; } else { y = vec4<f32>(b[o.y / 4u][o.y % 4u]); }
+  } else {
+    for (var j = 0u; j < 4u; j++) {
+      let e = i * 4u + j;
+      if (e < p.count) {
+        let o = offsets(e);
+        x[j] = a[o.x / 4u][o.x % 4u];
+        y[j] = b[o.y / 4u][o.y % 4u];
+      }
+    }
+  }
+  out_binary[i] = binaryOp(x, y);
 }

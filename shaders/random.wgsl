@@ -35,8 +35,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   if (MODE == 1u) {
     out[i] = bitcast<u32>(philoxUniform(r.x));
   } else {
-    let u1 = f32((r.x >> 8u) + 1u) * (1.0 / 16777216.0);
-    let u2 = philoxUniform(r.y);
-    out[i] = bitcast<u32>(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+    out[i] = bitcast<u32>(philoxNormal(r.x, r.y));
   }
 }

@@ -1,19 +1,35 @@
 // Reverse-mode autograd. Every op attaches a GradNode to its output naming its inputs and a backward that
 // maps the output's gradient to theirs with GPU ops. `grad` walks the graph from a scalar loss.
 import { fmtShape, ShapeError } from "./errors.ts";
-import { add } from "./elementwise.ts";
+import { add, mul } from "./elementwise.ts";
 import type { Tensor } from "./tensor.ts";
 
 let recording = true;
+const seeds = new WeakSet<Tensor>();
 
-/** Attaches the backward of `op` to `out` (while recording) and returns `out`. */
+/** True for the gradient `grad` starts from (exactly 1): a fused backward may hand over a gradient it saved. */
+export function isSeed(g: Tensor): boolean {
+  return seeds.has(g);
+}
+
+/** Whether ops record gradient nodes now (false inside `noGrad`); a fused op writes its gradient only then. */
+export function isRecording(): boolean {
+  return recording;
+}
+
+/**
+ * Attaches the backward of `op` to `out` (while recording) and returns `out`. `saved` are tensors the op made
+ * for its backward alone: they live as long as `out` (disposed with it, or at once when nothing is recorded).
+ */
 export function record(
   out: Tensor,
   op: string,
   inputs: Tensor[],
   backward: (gradOutput: Tensor) => (Tensor | null)[],
+  saved: Tensor[] = [],
 ): Tensor {
-  if (recording) out.node = { op, inputs, backward };
+  if (recording) out.node = { op, inputs, backward, saved };
+  else for (const t of saved) t.dispose();
   return out;
 }
 
@@ -31,9 +47,12 @@ export function noGrad<T>(fn: () => T): T {
 /**
  * Gradients of the scalar `loss` with respect to each of `inputs`, as new tensors the caller owns (zeros for an
  * input the loss does not depend on). Tensors that a backward needs must not be disposed before this call.
+ * Update parameters under `noGrad` (as torch.no_grad), or each step's graph chains onto the last.
  */
 export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
-  if (loss.size !== 1) throw new ShapeError(`grad: loss must have one element, got shape ${fmtShape(loss.shape)}`);
+  if (loss.size !== 1) {
+    throw new ShapeError(`grad: loss must have one element, got shape ${fmtShape(loss.shape)}`);
+  }
   if (loss.dtype !== "f32") throw new TypeError(`grad: loss must be f32, got ${loss.dtype}`);
   if (loss.disposed) throw new Error(`grad: loss ${fmtShape(loss.shape)} was disposed`);
   const engine = loss.engine;
@@ -53,13 +72,18 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
     stack.push([t, true]);
     for (const i of t.node?.inputs ?? []) if (!seen.has(i)) stack.push([i, false]);
   }
+  // Only nodes with a path to a requested input need a backward.
+  const leads = new Set<Tensor>();
+  for (const t of order) if (targets.has(t) || t.node?.inputs.some((i) => leads.has(i))) leads.add(t);
   return noGrad(() => {
     const grads = new Map<Tensor, Tensor>();
-    grads.set(loss, engine.ones(loss.shape));
+    const seed = engine.ones(loss.shape);
+    seeds.add(seed);
+    grads.set(loss, seed);
     for (let k = order.length - 1; k >= 0; k--) {
       const t = order[k];
       const g = grads.get(t);
-      if (!g || !t.node) continue;
+      if (!g || !t.node || !leads.has(t)) continue;
       const node = t.node;
       let inGrads: (Tensor | null)[];
       try {
@@ -68,7 +92,9 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
         for (const v of grads.values()) v.dispose();
         const m = (e as Error).message;
         throw m.includes("used after dispose")
-          ? new Error(`grad: the backward of '${node.op}' needs a tensor that was disposed before grad(): ${m}`)
+          ? new Error(
+            `grad: the backward of '${node.op}' needs a tensor that was disposed before grad(): ${m}`,
+          )
           : e;
       }
       if (!targets.has(t)) {
@@ -78,31 +104,26 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
       node.inputs.forEach((input, i) => {
         const gi = inGrads[i];
         if (!gi) return;
+        if (!leads.has(input)) return gi.dispose();
         const prev = grads.get(input);
-        if (prev) {
-          grads.set(input, accumulate(prev, gi));
-        } else {
-          grads.set(input, gi);
-        }
+        grads.set(input, prev ? accumulate(prev, gi) : gi);
       });
     }
-    const result = inputs.map((x) => {
+    // An input listed twice gets its own copy, so every returned tensor is the caller's to dispose.
+    const result = inputs.map((x, i) => {
       const g = grads.get(x);
-      grads.delete(x);
-      return g ?? engine.zeros(x.shape);
+      if (!g) return engine.zeros(x.shape);
+      return inputs.indexOf(x) === i ? g : mul(g, 1);
     });
-    // An input listed twice gets its own copy.
-    for (let i = 0; i < result.length; i++) {
-      if (result.indexOf(result[i]) !== i) result[i] = accumulate(engine.zeros(inputs[i].shape), result[i], false);
-    }
-    for (const v of grads.values()) if (!result.includes(v)) v.dispose();
+    const kept = new Set(result);
+    for (const v of grads.values()) if (!kept.has(v)) v.dispose();
     return result;
   });
 }
 
-function accumulate(a: Tensor, b: Tensor, disposeB = true): Tensor {
+function accumulate(a: Tensor, b: Tensor): Tensor {
   const s = add(a, b);
   a.dispose();
-  if (disposeB) b.dispose();
+  b.dispose();
   return s;
 }

@@ -4,12 +4,24 @@ import { fmtShape, ShapeError } from "./errors.ts";
 import { record } from "./autograd.ts";
 import { sum } from "./reduce.ts";
 import { reshape } from "./shape.ts";
-import { sameShape, type Tensor } from "./tensor.ts";
+import { sameShape, shapeSize, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 export type Operand = Tensor | number;
 
-const UNARY = { neg: 0, exp: 1, log: 2, sqrt: 3, relu: 4, gelu: 5, sigmoid: 6, tanh: 7, abs: 8, square: 9, reciprocal: 10 };
+const UNARY = {
+  neg: 0,
+  exp: 1,
+  log: 2,
+  sqrt: 3,
+  relu: 4,
+  gelu: 5,
+  sigmoid: 6,
+  tanh: 7,
+  abs: 8,
+  square: 9,
+  reciprocal: 10,
+};
 const BINARY = {
   add: 20,
   sub: 21,
@@ -26,8 +38,12 @@ const BINARY = {
   absBackward: 44,
 };
 
+/** Validates an f32 input that is still live. */
 export function checkF32(op: string, t: Tensor): void {
-  if (t.dtype !== "f32") throw new TypeError(`${op}: expected an f32 tensor, got ${t.dtype} ${fmtShape(t.shape)}`);
+  t.assertLive(op);
+  if (t.dtype !== "f32") {
+    throw new TypeError(`${op}: expected an f32 tensor, got ${t.dtype} ${fmtShape(t.shape)}`);
+  }
 }
 
 /** The NumPy broadcast of two shapes; a ShapeError naming both when they do not broadcast. */
@@ -38,7 +54,9 @@ export function broadcastShapes(op: string, a: readonly number[], b: readonly nu
     const da = a[a.length - rank + i] ?? 1;
     const db = b[b.length - rank + i] ?? 1;
     if (da !== db && da !== 1 && db !== 1) {
-      throw new ShapeError(`${op}: shapes ${fmtShape(a)} and ${fmtShape(b)} do not broadcast (dim ${i}: ${da} vs ${db})`);
+      throw new ShapeError(
+        `${op}: shapes ${fmtShape(a)} and ${fmtShape(b)} do not broadcast (dim ${i}: ${da} vs ${db})`,
+      );
     }
     out.push(da === 1 ? db : da);
   }
@@ -62,7 +80,9 @@ export function unbroadcast(g: Tensor, shape: readonly number[]): Tensor {
   if (sameShape(g.shape, shape)) return g;
   const lead = g.shape.length - shape.length;
   const axes: number[] = [];
-  for (let i = 0; i < g.shape.length; i++) if (i < lead || (shape[i - lead] === 1 && g.shape[i] !== 1)) axes.push(i);
+  for (let i = 0; i < g.shape.length; i++) {
+    if (i < lead || (shape[i - lead] === 1 && g.shape[i] !== 1)) axes.push(i);
+  }
   const s = sum(g, axes, { keepDims: true });
   g.dispose();
   if (sameShape(s.shape, shape)) return s;
@@ -71,22 +91,68 @@ export function unbroadcast(g: Tensor, shape: readonly number[]): Tensor {
   return r;
 }
 
+/**
+ * Merges adjacent output dims along which both inputs step alike (contiguous across the pair, or broadcast on
+ * both) and drops dims of size 1: the broadcast kernel divides by each remaining dim per element.
+ */
+function collapseDims(shape: readonly number[], sa: number[], sb: number[]): [number[], number[], number[]] {
+  const dims: number[] = [];
+  const ra: number[] = [];
+  const rb: number[] = [];
+  shape.forEach((d, i) => {
+    if (d === 1) return;
+    const k = dims.length - 1;
+    if (k >= 0 && ra[k] === sa[i] * d && rb[k] === sb[i] * d) {
+      dims[k] *= d;
+      ra[k] = sa[i];
+      rb[k] = sb[i];
+    } else {
+      dims.push(d);
+      ra.push(sa[i]);
+      rb.push(sb[i]);
+    }
+  });
+  return [dims, ra, rb];
+}
+
+/**
+ * Elements [first, first + count) of `t` bound in whole vec4s (see elementwise.wgsl); the rounding stays inside
+ * the buffer because the engine's pool allocates multiples of 256 bytes.
+ */
+function vec4Binding(t: Tensor, first = 0, count = t.size): Binding {
+  return { buffer: t.buffer, offset: first * 4, size: Math.ceil(count / 4) * 16 };
+}
+
+function vec4Bindings(t: Tensor): Binding[] {
+  return windows(t).map((w) => vec4Binding(t, w.first, w.count));
+}
+
+/** One elementwise dispatch per window of `out`; each input is one binding for all windows or one per window. */
+function dispatch(
+  op: string,
+  entry: string,
+  constants: Record<string, number>,
+  params: (count: number) => Params,
+  out: Tensor,
+  inputs: (Binding | Binding[])[],
+): void {
+  windows(out).forEach((w, i) => {
+    out.engine.run({
+      op,
+      shader: "elementwise",
+      entry,
+      constants: { WG, ...constants },
+      params: params(w.count),
+      buffers: [...inputs.map((x) => Array.isArray(x) ? x[i] : x), vec4Binding(out, w.first, w.count)],
+      workgroups: Math.ceil(w.count / 4 / WG),
+    });
+  });
+}
+
 function unary(op: keyof typeof UNARY, a: Tensor): Tensor {
   checkF32(op, a);
   const out = a.engine.empty(a.shape);
-  const win = windows(out);
-  const src = windows(a);
-  win.forEach((w, i) => {
-    a.engine.run({
-      op,
-      shader: "elementwise",
-      entry: "unary",
-      constants: { WG, OP: UNARY[op] },
-      params: new Params().u32(w.count, 0).f32(0),
-      buffers: [src[i].binding, w.binding],
-      workgroups: Math.ceil(w.count / WG),
-    });
-  });
+  dispatch(op, "unary", { OP: UNARY[op] }, (n) => new Params().u32(n, 0).f32(0), out, [vec4Bindings(a)]);
   return out;
 }
 
@@ -99,50 +165,44 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
     const s = (typeof a === "number" ? a : b) as number;
     checkF32(op, t);
     const out = t.engine.empty(t.shape);
-    const src = windows(t);
-    windows(out).forEach((w, i) => {
-      t.engine.run({
-        op,
-        shader: "elementwise",
-        entry: "scalar",
-        constants: { WG, OP: BINARY[op], SWAP: typeof a === "number" ? 1 : 0 },
-        params: new Params().u32(w.count, 0).f32(s),
-        buffers: [src[i].binding, w.binding],
-        workgroups: Math.ceil(w.count / WG),
-      });
-    });
+    const constants = { OP: BINARY[op], SWAP: typeof a === "number" ? 1 : 0 };
+    dispatch(op, "scalar", constants, (n) => new Params().u32(n, 0).f32(s), out, [vec4Bindings(t)]);
     return out;
   }
   checkF32(op, a);
   checkF32(op, b);
   if (a.engine !== b.engine) throw new Error(`${op}: tensors belong to different engines`);
   const shape = broadcastShapes(op, a.shape, b.shape);
-  const out = a.engine.empty(shape);
   const same = sameShape(a.shape, shape) && sameShape(b.shape, shape);
-  // Windows of the output; a same-shape input is windowed alike, a broadcast one must fit one binding whole.
-  const outWindows = windows(out);
-  const inputWindows = (t: Tensor): Binding[] =>
-    sameShape(t.shape, shape) ? windows(t).map((w) => w.binding) : outWindows.map(() => t);
-  const aw = inputWindows(a);
-  const bw = inputWindows(b);
-  if (!same && outWindows.length > 1) {
+  const bytes = shapeSize(shape) * 4;
+  if (!same && bytes > a.engine.maxBinding) {
     throw new ShapeError(
-      `${op}: broadcasting ${fmtShape(a.shape)} with ${fmtShape(b.shape)} gives ${out.bytes} bytes, over ` +
+      `${op}: broadcasting ${fmtShape(a.shape)} with ${fmtShape(b.shape)} gives ${bytes} bytes, over ` +
         `maxStorageBufferBindingSize (${a.engine.maxBinding} bytes); broadcast outputs must fit one binding`,
     );
   }
-  outWindows.forEach((w, i) => {
-    a.engine.run({
-      op,
-      shader: "elementwise",
-      entry: "binary",
-      constants: { WG, OP: BINARY[op], BROADCAST: same ? 0 : 1 },
-      params: new Params().u32(w.count, shape.length).f32(0).u32(0)
-        .dims(shape).dims(broadcastStrides(a.shape, shape), 0).dims(broadcastStrides(b.shape, shape), 0),
-      buffers: [aw[i], bw[i], w.binding],
-      workgroups: Math.ceil(w.count / WG),
-    });
-  });
+  const out = a.engine.empty(shape);
+  if (same) {
+    // Same-shape inputs are windowed like the output.
+    const inputs = [vec4Bindings(a), vec4Bindings(b)];
+    dispatch(op, "binary", { OP: BINARY[op] }, (n) => new Params().u32(n, 0), out, inputs);
+    return out;
+  }
+  const [dims, sa, sb] = collapseDims(
+    shape,
+    broadcastStrides(a.shape, shape),
+    broadcastStrides(b.shape, shape),
+  );
+  const params = (n: number) =>
+    new Params().u32(n, dims.length).f32(0).u32(0).dims(dims).dims(sa, 0).dims(sb, 0);
+  // After collapsing, an input's innermost stride is 1 (it has that dim) or 0 (broadcast along it).
+  const constants = {
+    OP: BINARY[op],
+    INNER4: Number(dims.length > 0 && dims.at(-1)! % 4 === 0),
+    A_ROW: Number(sa.at(-1) === 1),
+    B_ROW: Number(sb.at(-1) === 1),
+  };
+  dispatch(op, "broadcast", constants, params, out, [vec4Binding(a), vec4Binding(b)]);
   return out;
 }
 
@@ -222,7 +282,12 @@ export function sub(a: Operand, b: Operand): Tensor {
 
 export function mul(a: Operand, b: Operand): Tensor {
   const y = binary("mul", a, b);
-  return record(y, "mul", inputs(a, b), (g) => grads(a, b, g, (g) => binary("mul", g, b), (g) => binary("mul", g, a)));
+  return record(
+    y,
+    "mul",
+    inputs(a, b),
+    (g) => grads(a, b, g, (g) => binary("mul", g, b), (g) => binary("mul", g, a)),
+  );
 }
 
 export function div(a: Operand, b: Operand): Tensor {

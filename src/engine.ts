@@ -4,11 +4,17 @@ import { DeviceError, DeviceLostError, fmtShape, KernelError, ShapeError } from 
 import { SHADERS } from "./shaders.gen.ts";
 import { type DType, shapeSize, Tensor, type TypedArray } from "./tensor.ts";
 import { fill, philoxRandom } from "./random.ts";
+import { images as rgbaImages } from "./augment.ts";
 
 export interface InitOptions {
   powerPreference?: GPUPowerPreference;
   /** Dispatches recorded before the encoder is submitted on its own (a readback submits sooner). */
   batchSize?: number;
+  /**
+   * Ask for a smaller maxStorageBufferBindingSize than the adapter's largest (tests use this to exercise the
+   * windowed paths identically on every adapter).
+   */
+  maxStorageBufferBindingSize?: number;
 }
 
 /** A storage binding: a whole tensor, or a byte window of a buffer (offset aligned to the adapter's limit). */
@@ -91,7 +97,10 @@ export async function init(options: InitOptions = {}): Promise<Engine> {
   }
   const l = adapter.limits;
   const requiredLimits: Record<string, number> = {
-    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+    maxStorageBufferBindingSize: Math.min(
+      l.maxStorageBufferBindingSize,
+      options.maxStorageBufferBindingSize ?? Infinity,
+    ),
     maxBufferSize: l.maxBufferSize,
     maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
     maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
@@ -125,6 +134,7 @@ export class Engine {
   #pooledBytes = 0;
   #live = new Set<Tensor>();
   #liveBytes = 0;
+  #peakBytes = 0;
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
   #dispatches = 0;
@@ -139,7 +149,9 @@ export class Engine {
 
   constructor(readonly adapter: GPUAdapter, readonly device: GPUDevice, options: InitOptions = {}) {
     this.limits = device.limits;
-    this.adapterName = adapter.info?.description || adapter.info?.device || adapter.info?.vendor || "unknown adapter";
+    const info = adapter.info;
+    this.adapterName = [info?.description || info?.device, info?.vendor, info?.architecture]
+      .filter((s) => s).join(" / ") || "unknown adapter";
     this.batchSize = options.batchSize ?? 256;
     this.#arena = device.createBuffer({
       size: this.#arenaData.byteLength,
@@ -195,9 +207,22 @@ export class Engine {
     return philoxRandom(this, shape, options.seed ?? 0, "normal");
   }
 
+  /** A batch [N, 3, H, W] in [0, 1] from RGBA8 pixels (alpha dropped), converted on the GPU (src/augment.ts). */
+  images(
+    pixels: Uint8Array | Uint8ClampedArray | ImageData[],
+    options: { n: number; height: number; width: number },
+  ): Tensor {
+    return rgbaImages(this, pixels, options);
+  }
+
   /** Live tensors and their bytes; `pooledBytes` are freed buffers kept for reuse. */
-  memory(): { tensors: number; bytes: number; pooledBytes: number } {
-    return { tensors: this.#live.size, bytes: this.#liveBytes, pooledBytes: this.#pooledBytes };
+  memory(): { tensors: number; bytes: number; pooledBytes: number; peakBytes: number } {
+    return { tensors: this.#live.size, bytes: this.#liveBytes, pooledBytes: this.#pooledBytes, peakBytes: this.#peakBytes };
+  }
+
+  /** Starts a new peak: memory().peakBytes is the most live bytes since the last call. */
+  resetPeak(): void {
+    this.#peakBytes = this.#liveBytes;
   }
 
   /** Destroys the pooled (freed) buffers. */
@@ -246,6 +271,7 @@ export class Engine {
     const t = new Tensor(this, this.#acquire(bytes), [...shape], dtype);
     this.#live.add(t);
     this.#liveBytes += bytes;
+    this.#peakBytes = Math.max(this.#peakBytes, this.#liveBytes);
     this.#scopes.at(-1)?.add(t);
     return t;
   }
@@ -344,7 +370,8 @@ export class Engine {
             `(${this.maxBinding} bytes) for one binding; this op does not split such tensors`,
         );
       }
-      return { buffer: b.buffer, offset: 0, size: b.bytes };
+      // 16-byte multiples: Dawn rejects bindings below a shader's minimum size (16 for vec4 arrays).
+      return { buffer: b.buffer, offset: 0, size: Math.min(b.buffer.size, Math.ceil(b.bytes / 16) * 16) };
     }
     return b;
   }
@@ -404,8 +431,17 @@ export class Engine {
   async #settle<T>(work: Promise<T>): Promise<T> {
     const errors = this.#errors;
     this.#errors = [];
-    const result = await Promise.race([Promise.all([work, ...errors]), this.#lostPromise]);
-    return result[0] as T;
+    try {
+      const result = await Promise.race([Promise.all([work, ...errors]), this.#lostPromise]);
+      return result[0] as T;
+    } catch (e) {
+      // Browsers reject a pending mapAsync with AbortError when the device goes: report the loss instead.
+      const lost = await Promise.race([
+        this.#lostPromise.catch((l) => l as Error),
+        new Promise<null>((r) => setTimeout(() => r(null), 200)),
+      ]);
+      throw lost ?? e;
+    }
   }
 
   /** Copies a tensor back to the host. */

@@ -1,5 +1,277 @@
-// TEMPORARY stub so the tree type-checks until the reductions land.
-import type { Tensor } from "./tensor.ts";
-export function sum(_x: Tensor, _axes?: number | number[], _opts?: { keepDims?: boolean }): Tensor {
-  throw new Error("sum: not implemented yet");
+// Reductions over axes: sum, mean, max, logsumexp, and softmax / logSoftmax built on them (shaders/reduce.wgsl;
+// CPU reference in src/ref/reduce.ts).
+import { record } from "./autograd.ts";
+import { Params, type Window, windows } from "./engine.ts";
+import { checkF32, div, equal, exp, mul, sub } from "./elementwise.ts";
+import { fmtShape, ShapeError } from "./errors.ts";
+import { reshape } from "./shape.ts";
+import { sameShape, type Tensor } from "./tensor.ts";
+
+const WG = 256;
+const ITEMS = 64;
+const OPS = { sum: 0, max: 1, logsumexp: 2 } as const;
+
+export interface ReduceOptions {
+  /** Keep each reduced axis as a dim of size 1 (default false). */
+  keepDims?: boolean;
+}
+
+/** Sorted, non-negative reduced axes (all when `axes` is undefined); a RangeError naming the shape otherwise. */
+function normalizeAxes(op: string, shape: readonly number[], axes?: number | number[]): number[] {
+  const rank = shape.length;
+  const list = axes === undefined ? shape.map((_, i) => i) : typeof axes === "number" ? [axes] : axes;
+  const out = list.map((a) => {
+    if (!Number.isInteger(a) || a < -rank || a >= rank) {
+      throw new RangeError(`${op}: axis ${a} is out of range for shape ${fmtShape(shape)}`);
+    }
+    return a < 0 ? a + rank : a;
+  });
+  if (new Set(out).size !== out.length) {
+    throw new RangeError(`${op}: axes [${list}] repeat an axis of shape ${fmtShape(shape)}`);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+/** The input shape with reduced axes set to 1. */
+function keptShape(shape: readonly number[], axes: number[]): number[] {
+  return shape.map((d, i) => (axes.includes(i) ? 1 : d));
+}
+
+/**
+ * Kept and reduced dims as (shape, stride) lists in input order, size-1 dims dropped and neighbours of the same
+ * kind merged, so the common cases read contiguously with one division per element.
+ */
+function split(shape: readonly number[], axes: number[]) {
+  const dims = { kept: { shape: [] as number[], stride: [] as number[] }, reduced: { shape: [] as number[], stride: [] as number[] } };
+  let stride = 1;
+  let last: typeof dims.kept | null = null;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    const n = shape[d];
+    if (n === 1) continue;
+    const list = axes.includes(d) ? dims.reduced : dims.kept;
+    if (list === last) list.shape[0] *= n;
+    else {
+      list.shape.unshift(n);
+      list.stride.unshift(stride);
+    }
+    last = list;
+    stride *= n;
+  }
+  return dims;
+}
+
+const product = (xs: number[]) => xs.reduce((a, b) => a * b, 1);
+
+/** A window of a pass's input and the pairs (row, chunk) one dispatch reduces from it. */
+interface Slice extends Window {
+  pair0: number;
+  npairs: number;
+}
+
+/**
+ * The first pass's windows of `x` (one, when it fits a binding). Contiguous rows are cut between pairs, so each
+ * pair is read from one window (nwin 1); strided rows can span windows, so every window folds every pair into
+ * its own partial (nwin = windows).
+ */
+function slices(x: Tensor, contiguous: boolean, len: number, chunks: number, span: number) {
+  const total = (x.size / len) * chunks;
+  const whole = windows(x);
+  if (whole.length === 1 || !contiguous) {
+    return { nwin: whole.length, slices: whole.map((w): Slice => ({ ...w, pair0: 0, npairs: total })) };
+  }
+  const e = x.engine;
+  const align = e.bindingAlignment / 4;
+  const limit = Math.floor(e.maxBinding / 4);
+  const start = (q: number) => Math.floor(q / chunks) * len + (q % chunks) * span;
+  const out: Slice[] = [];
+  for (let q = 0; q < total;) {
+    const first = Math.floor(start(q) / align) * align;
+    // The most pairs from q on whose elements fit one binding starting at `first` (start is monotonic).
+    let end = q + 1;
+    for (let step = 2 ** Math.ceil(Math.log2(total)); step >= 1; step /= 2) {
+      if (end + step <= total && start(end + step) - first <= limit) end += step;
+    }
+    const count = start(end) - first;
+    out.push({ first, count, binding: { buffer: x.buffer, offset: first * 4, size: count * 4 }, pair0: q, npairs: end - q });
+    q = end;
+  }
+  return { nwin: 1, slices: out };
+}
+
+/**
+ * Records the passes reducing the given axes of `x` with OP and returns the result (shape `outShape`). The
+ * first pass reads `x` window by window; each later pass reduces the contiguous partials of the one before.
+ */
+function reduce(op: keyof typeof OPS, name: string, x: Tensor, axes: number[], outShape: number[], scale = 1): Tensor {
+  const e = x.engine;
+  const pairs = op === "logsumexp";
+  let { kept, reduced } = split(x.shape, axes);
+  const rows = product(kept.shape);
+  let len = product(reduced.shape);
+  const contiguous = kept.shape.length <= 1 && reduced.shape.length <= 1 && reduced.stride.every((s) => s === 1);
+  let source = x;
+  for (let pass = 0;; pass++) {
+    // Invocations per chunk: enough that each folds ≤ ITEMS elements (short rows: one invocation per row).
+    const seg = Math.min(WG, 2 ** Math.ceil(Math.log2(Math.ceil(len / ITEMS))));
+    const chunks = Math.ceil(len / (seg * ITEMS));
+    const { nwin, slices: parts } = pass === 0
+      ? slices(x, contiguous, len, chunks, seg * ITEMS)
+      : { nwin: 1, slices: windows(source).map((w): Slice => ({ ...w, pair0: 0, npairs: rows * chunks })) };
+    const last = chunks * nwin === 1;
+    const count = last ? rows : rows * chunks * nwin * (pairs ? 2 : 1);
+    if (count * 4 > e.maxBinding) {
+      throw new ShapeError(
+        `${name}: reducing axes [${axes}] of ${fmtShape(x.shape)} leaves ${count * 4} bytes of partials, over ` +
+          `maxStorageBufferBindingSize (${e.maxBinding} bytes)`,
+      );
+    }
+    const out = e.empty(last ? outShape : [count]);
+    parts.forEach((s, w) => {
+      e.run({
+        op: name,
+        shader: "reduce",
+        constants: { WG, ITEMS, OP: OPS[op], PAIRS_IN: pairs && pass > 0 ? 1 : 0, PAIRS_OUT: pairs && !last ? 1 : 0 },
+        params: new Params()
+          .u32(len, chunks, seg, s.first, s.count, s.pair0, s.npairs, nwin, nwin === 1 ? 0 : w)
+          .u32(kept.shape.length, reduced.shape.length).f32(last ? scale : 1, -Infinity)
+          .dims(kept.shape).dims(kept.stride).dims(reduced.shape).dims(reduced.stride),
+        buffers: [s.binding, out],
+        workgroups: Math.ceil(s.npairs / (WG / seg)),
+      });
+    });
+    if (source !== x) source.dispose();
+    if (last) return out;
+    len = chunks * nwin;
+    kept = { shape: [rows], stride: [len] };
+    reduced = { shape: [len], stride: [1] };
+    source = out;
+  }
+}
+
+/**
+ * Validates and runs one reduction; `backward` maps g and y, both in keepDims shape (sum and mean get y as it
+ * is: they do not use it), to x's gradient.
+ */
+function reduction(
+  op: keyof typeof OPS,
+  name: string,
+  x: Tensor,
+  axesArg: number | number[] | undefined,
+  opts: ReduceOptions,
+  backward: (g: Tensor, y: Tensor, axes: number[]) => Tensor,
+  mean = false,
+): Tensor {
+  checkF32(name, x);
+  const axes = normalizeAxes(name, x.shape, axesArg);
+  const keep = keptShape(x.shape, axes);
+  const outShape = opts.keepDims ? keep : x.shape.filter((_, i) => !axes.includes(i));
+  const len = product(axes.map((a) => x.shape[a]));
+  const y = reduce(op, name, x, axes, outShape, mean ? 1 / len : 1);
+  return record(y, name, [x], (g) => {
+    const gk = asShape(g, keep);
+    const yk = op === "sum" ? y : asShape(y, keep);
+    const r = backward(gk, yk, axes);
+    if (gk !== g) gk.dispose();
+    if (yk !== y) yk.dispose();
+    return [r];
+  });
+}
+
+/** `t` itself when it already has `shape`, else a reshaped copy. */
+function asShape(t: Tensor, shape: number[]): Tensor {
+  return sameShape(t.shape, shape) ? t : reshape(t, shape);
+}
+
+/** g broadcast to `shape` and multiplied by `scale`. */
+function spread(g: Tensor, shape: readonly number[], scale: number): Tensor {
+  const s = g.engine.full(shape, scale);
+  const r = mul(s, g);
+  s.dispose();
+  return r;
+}
+
+/** Sum over `axes` (all by default; negative axes count from the end). */
+export function sum(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
+  return reduction("sum", "sum", x, axes, opts, (g) => spread(g, x.shape, 1));
+}
+
+/** Mean over `axes` (all by default). */
+export function mean(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
+  return reduction("sum", "mean", x, axes, opts, (g) => spread(g, x.shape, g.size / x.size), true);
+}
+
+/** Maximum over `axes` (all by default); NaN wins. The gradient goes to the maximal elements, ties split evenly. */
+export function max(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
+  return reduction("max", "max", x, axes, opts, (g, y, axes) => {
+    const mask = equal(x, y);
+    const ties = sum(mask, axes, { keepDims: true });
+    const share = div(g, ties);
+    ties.dispose();
+    const r = mul(mask, share);
+    mask.dispose();
+    share.dispose();
+    return r;
+  });
+}
+
+/** log Σ exp(x) over `axes` (all by default), computed without overflow (running max, online rescaling). */
+export function logsumexp(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
+  return reduction("logsumexp", "logsumexp", x, axes, opts, (g, y) => {
+    const p = softmaxFrom(x, y);
+    const r = mul(p, g);
+    p.dispose();
+    return r;
+  });
+}
+
+/** exp(x − lse) with lse in keepDims shape. */
+function softmaxFrom(x: Tensor, lse: Tensor): Tensor {
+  const d = sub(x, lse);
+  const p = exp(d);
+  d.dispose();
+  return p;
+}
+
+/** x − logsumexp(x) along one axis, by a forward that records no inner nodes. */
+function logSoftmaxRaw(name: string, x: Tensor, axis: number): Tensor {
+  checkF32(name, x);
+  const axes = normalizeAxes(name, x.shape, axis);
+  const lse = reduce("logsumexp", name, x, axes, keptShape(x.shape, axes));
+  const r = sub(x, lse);
+  lse.dispose();
+  return r;
+}
+
+/** exp(x) normalised along `axis` (default the last), via logsumexp so large values do not overflow. */
+export function softmax(x: Tensor, axis = -1): Tensor {
+  const logits = logSoftmaxRaw("softmax", x, axis);
+  const y = exp(logits);
+  logits.dispose();
+  return record(y, "softmax", [x], (g) => {
+    // y·(g − Σ g·y)
+    const gy = mul(g, y);
+    const s = sum(gy, axis, { keepDims: true });
+    gy.dispose();
+    const d = sub(g, s);
+    s.dispose();
+    const r = mul(y, d);
+    d.dispose();
+    return [r];
+  });
+}
+
+/** x − logsumexp(x) along `axis` (default the last). */
+export function logSoftmax(x: Tensor, axis = -1): Tensor {
+  const y = logSoftmaxRaw("logSoftmax", x, axis);
+  return record(y, "logSoftmax", [x], (g) => {
+    // g − softmax·Σg
+    const s = sum(g, axis, { keepDims: true });
+    const p = exp(y);
+    const t = mul(p, s);
+    p.dispose();
+    s.dispose();
+    const r = sub(g, t);
+    t.dispose();
+    return [r];
+  });
 }

@@ -1,18 +1,265 @@
 // Shape ops: reshape, transpose, slice, concat (shaders/shape.wgsl; CPU reference in src/ref/shape.ts).
+// Every op is a copy (tensors never share buffers, so dispose stays simple) and keeps the dtype.
 import { record } from "./autograd.ts";
+import { MAX_RANK, Params } from "./engine.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { shapeSize, type Tensor } from "./tensor.ts";
 
-/** Same elements, new shape (one dim may be -1). A copy: tensors never share buffers, so dispose stays simple. */
+const WG = 256;
+
+function checkAlive(op: string, t: Tensor): void {
+  if (t.disposed) throw new Error(`${op}: tensor ${fmtShape(t.shape)} ${t.dtype} used after dispose`);
+}
+
+/** Row-major element strides of a contiguous tensor. */
+function stridesOf(shape: readonly number[]): number[] {
+  const s = new Array<number>(shape.length);
+  for (let d = shape.length - 1, n = 1; d >= 0; d--) {
+    s[d] = n;
+    n *= shape[d];
+  }
+  return s;
+}
+
+/** An axis in [-rank, rank) as an index in [0, rank); a RangeError otherwise. */
+export function normalizeAxis(op: string, axis: number, rank: number): number {
+  if (!Number.isInteger(axis) || axis < -rank || axis >= rank) {
+    throw new RangeError(`${op}: axis ${axis} is out of range for rank ${rank}`);
+  }
+  return axis < 0 ? axis + rank : axis;
+}
+
+/** dst[dstOffset + Σ k·dstStrides] = src[srcOffset + Σ k·srcStrides] for every multi-index k of `dims`. */
+interface StridedCopy {
+  dims: readonly number[];
+  srcStrides: readonly number[];
+  srcOffset: number;
+  dstStrides: readonly number[];
+  dstOffset: number;
+}
+
+/** Drops size-1 dims and merges neighbours that are contiguous in both src and dst (fewer divisions per element). */
+function coalesce(c: StridedCopy): { dims: number[]; ss: number[]; ds: number[] } {
+  const dims: number[] = [];
+  const ss: number[] = [];
+  const ds: number[] = [];
+  c.dims.forEach((n, d) => {
+    if (n === 1) return;
+    const last = dims.length - 1;
+    if (last >= 0 && ss[last] === c.srcStrides[d] * n && ds[last] === c.dstStrides[d] * n) {
+      dims[last] *= n;
+      ss[last] = c.srcStrides[d];
+      ds[last] = c.dstStrides[d];
+    } else {
+      dims.push(n);
+      ss.push(c.srcStrides[d]);
+      ds.push(c.dstStrides[d]);
+    }
+  });
+  return dims.length ? { dims, ss, ds } : { dims: [1], ss: [1], ds: [1] };
+}
+
+/**
+ * Records a strided copy: copyBufferToBuffer when it is one contiguous run, else shape.wgsl. Each binding is a
+ * window of its buffer; when a tensor is over maxStorageBufferBindingSize, the copy is split along its
+ * outermost dim into chunks whose src and dst spans each fit one binding. `dst` is always the op's fresh
+ * output: a copy that cannot be done disposes it before throwing, so nothing leaks.
+ */
+function stridedCopy(op: string, src: Tensor, dst: Tensor, c: StridedCopy): void {
+  const e = src.engine;
+  const { dims, ss, ds } = coalesce(c);
+  const count = shapeSize(dims);
+  if (dims.length === 1 && ss[0] === 1 && ds[0] === 1) {
+    e.copy(src.buffer, c.srcOffset * 4, dst.buffer, c.dstOffset * 4, count * 4);
+    return;
+  }
+  if (dims.length > MAX_RANK) {
+    dst.dispose();
+    throw new ShapeError(
+      `${op}: this copy has ${dims.length} non-contiguous dims, over the supported ${MAX_RANK}`,
+    );
+  }
+  const limit = Math.floor(e.maxBinding / 4);
+  const align = e.bindingAlignment / 4;
+  const rowCount = count / dims[0];
+  const extent = (strides: number[]) => strides.reduce((x, s, d) => x + (d ? (dims[d] - 1) * s : 0), 0);
+  // A chunk of r rows spans (r-1)·stride + extent + 1 elements, plus up to align-1 before it for the offset.
+  const fit = (strides: number[]) => Math.floor((limit - align - extent(strides)) / strides[0]) + 1;
+  const rows = Math.min(dims[0], fit(ss), fit(ds));
+  if (rows < 1) {
+    dst.dispose();
+    const what = `a strided copy from ${fmtShape(src.shape)} to ${fmtShape(dst.shape)}`;
+    throw new ShapeError(
+      `${op}: one row of ${what} spans more than maxStorageBufferBindingSize (${e.maxBinding} bytes)`,
+    );
+  }
+  const window = (buffer: GPUBuffer, first: number, strides: number[], n: number) => {
+    const base = Math.floor(first / align) * align;
+    const end = first + (n - 1) * strides[0] + extent(strides) + 1;
+    return { binding: { buffer, offset: base * 4, size: (end - base) * 4 }, offset: first - base };
+  };
+  for (let r = 0; r < dims[0]; r += rows) {
+    const n = Math.min(rows, dims[0] - r);
+    const s = window(src.buffer, c.srcOffset + r * ss[0], ss, n);
+    const d = window(dst.buffer, c.dstOffset + r * ds[0], ds, n);
+    e.run({
+      op,
+      shader: "shape",
+      constants: { WG },
+      params: new Params().u32(n * rowCount, dims.length, s.offset, d.offset)
+        .dims([n, ...dims.slice(1)]).dims(ss, 0).dims(ds, 0),
+      buffers: [s.binding, d.binding],
+      workgroups: Math.ceil((n * rowCount) / WG),
+    });
+  }
+}
+
+/** Same elements, new shape (one dim may be -1). */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  checkAlive("reshape", x);
   const known = shape.filter((d) => d !== -1);
   const free = shape.length - known.length;
   const rest = shapeSize(known);
-  const resolved = free === 1 && rest > 0 && x.size % rest === 0 ? shape.map((d) => (d === -1 ? x.size / rest : d)) : shape;
+  const resolved = free === 1 && rest > 0 && x.size % rest === 0
+    ? shape.map((d) => (d === -1 ? x.size / rest : d))
+    : shape;
   if (free > 1 || shapeSize(resolved.map((d) => Math.max(d, 0))) !== x.size || resolved.includes(-1)) {
-    throw new ShapeError(`reshape: cannot reshape ${fmtShape(x.shape)} (${x.size} elements) to ${fmtShape(shape)}`);
+    throw new ShapeError(
+      `reshape: cannot reshape ${fmtShape(x.shape)} (${x.size} elements) to ${fmtShape(shape)}`,
+    );
   }
   const out = x.engine.empty(resolved, x.dtype);
   x.engine.copy(x.buffer, 0, out.buffer, 0, x.bytes);
   return record(out, "reshape", [x], (g) => [reshape(g, x.shape)]);
+}
+
+/**
+ * Permutes the axes: output dim i is input dim perm[i] (like torch.permute / np.transpose); perm defaults to
+ * reversing the axes and may use negative axes.
+ */
+export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
+  checkAlive("transpose", x);
+  const rank = x.shape.length;
+  const p = (perm ?? x.shape.map((_, i) => rank - 1 - i)).map((a) => {
+    if (!Number.isInteger(a) || a < -rank || a >= rank) {
+      throw new RangeError(
+        `transpose: perm [${perm}] has axis ${a}, out of range for shape ${fmtShape(x.shape)}`,
+      );
+    }
+    return a < 0 ? a + rank : a;
+  });
+  if (p.length !== rank || new Set(p).size !== rank) {
+    throw new RangeError(
+      `transpose: perm [${perm}] is not a permutation of the ${rank} axes of ${fmtShape(x.shape)}`,
+    );
+  }
+  const shape = p.map((a) => x.shape[a]);
+  const xs = stridesOf(x.shape);
+  const out = x.engine.empty(shape, x.dtype);
+  stridedCopy("transpose", x, out, {
+    dims: shape,
+    srcStrides: p.map((a) => xs[a]),
+    srcOffset: 0,
+    dstStrides: stridesOf(shape),
+    dstOffset: 0,
+  });
+  const inverse = p.map((_, i) => p.indexOf(i));
+  return record(out, "transpose", [x], (g) => [transpose(g, inverse)]);
+}
+
+/**
+ * The box [starts[d], ends[d]) of each dim d, like NumPy's x[s0:e0, s1:e1, ...] with step 1; dims past
+ * starts.length are taken whole. Negative values count from the end of the dim (-1 is the last element).
+ * Each range must be non-empty and inside its dim: a RangeError otherwise, never silent clamping.
+ */
+export function slice(x: Tensor, starts: readonly number[], ends: readonly number[]): Tensor {
+  checkAlive("slice", x);
+  const rank = x.shape.length;
+  const what = () => `starts [${starts}] and ends [${ends}] for shape ${fmtShape(x.shape)}`;
+  if (starts.length !== ends.length || starts.length > rank) {
+    throw new RangeError(`slice: ${what()}: need equally many starts and ends, at most one per dim`);
+  }
+  const fromEnd = (i: number, n: number) => (i < 0 ? i + n : i);
+  const begin = x.shape.map((n, d) => fromEnd(starts[d] ?? 0, n));
+  const end = x.shape.map((n, d) => fromEnd(ends[d] ?? n, n));
+  x.shape.forEach((n, d) => {
+    if (
+      !Number.isInteger(begin[d]) || !Number.isInteger(end[d]) || begin[d] < 0 || end[d] > n ||
+      begin[d] >= end[d]
+    ) {
+      throw new RangeError(
+        `slice: ${what()}: dim ${d} range [${begin[d]}, ${end[d]}) is empty or outside [0, ${n})`,
+      );
+    }
+  });
+  const shape = begin.map((b, d) => end[d] - b);
+  const xs = stridesOf(x.shape);
+  const out = x.engine.empty(shape, x.dtype);
+  stridedCopy("slice", x, out, {
+    dims: shape,
+    srcStrides: xs,
+    srcOffset: begin.reduce((o, b, d) => o + b * xs[d], 0),
+    dstStrides: stridesOf(shape),
+    dstOffset: 0,
+  });
+  return record(out, "slice", [x], (g) => [pad(g, x.shape, begin)]);
+}
+
+/** Zeros of `shape` with `g` written at the corner `begin` (the backward of slice). */
+function pad(g: Tensor, shape: readonly number[], begin: readonly number[]): Tensor {
+  const out = g.engine.zeros(shape, g.dtype);
+  const os = stridesOf(shape);
+  stridedCopy("slice (backward)", g, out, {
+    dims: g.shape,
+    srcStrides: stridesOf(g.shape),
+    srcOffset: 0,
+    dstStrides: os,
+    dstOffset: begin.reduce((o, b, d) => o + b * os[d], 0),
+  });
+  return out;
+}
+
+/** Joins tensors of one dtype along `axis` (negative counts from the end); all other dims must match. */
+export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
+  if (tensors.length === 0) throw new RangeError("concat: needs at least one tensor");
+  tensors.forEach((t) => checkAlive("concat", t));
+  const first = tensors[0];
+  const shapes = () => tensors.map((t) => fmtShape(t.shape)).join(", ");
+  const rank = first.shape.length;
+  if (tensors.some((t) => t.shape.length !== rank)) {
+    throw new ShapeError(`concat: ranks differ in shapes ${shapes()}`);
+  }
+  const a = normalizeAxis("concat", axis, rank);
+  if (tensors.some((t) => t.shape.some((n, d) => d !== a && n !== first.shape[d]))) {
+    throw new ShapeError(`concat: shapes ${shapes()} differ outside axis ${axis}`);
+  }
+  if (tensors.some((t) => t.dtype !== first.dtype)) {
+    throw new TypeError(
+      `concat: dtypes differ: ${tensors.map((t) => `${t.dtype} ${fmtShape(t.shape)}`).join(", ")}`,
+    );
+  }
+  if (tensors.some((t) => t.engine !== first.engine)) {
+    throw new Error("concat: tensors belong to different engines");
+  }
+  const shape = first.shape.map((n, d) => (d === a ? tensors.reduce((s, t) => s + t.shape[a], 0) : n));
+  const out = first.engine.empty(shape, first.dtype);
+  const os = stridesOf(shape);
+  const offsets: number[] = [];
+  let at = 0;
+  for (const t of tensors) {
+    offsets.push(at);
+    stridedCopy("concat", t, out, {
+      dims: t.shape,
+      srcStrides: stridesOf(t.shape),
+      srcOffset: 0,
+      dstStrides: os,
+      dstOffset: at * os[a],
+    });
+    at += t.shape[a];
+  }
+  return record(out, "concat", [...tensors], (g) =>
+    tensors.map((t, i) => {
+      const starts = shape.map((_, d) => (d === a ? offsets[i] : 0));
+      return slice(g, starts, starts.map((s, d) => s + t.shape[d]));
+    }));
 }

@@ -10,6 +10,8 @@ export interface GradNode {
   inputs: Tensor[];
   /** Gradients for each input given the output's gradient; null where an input gets none. */
   backward: (gradOutput: Tensor) => (Tensor | null)[];
+  /** Tensors kept for the backward alone; disposed with the output. */
+  saved: Tensor[];
 }
 
 /** An n-dimensional array in a GPU buffer. Row-major and contiguous; every element is 4 bytes. */
@@ -44,7 +46,9 @@ export class Tensor {
 
   /** Throws if disposed; ops call this while validating, before they allocate anything. */
   assertLive(op: string): void {
-    if (!this.#buffer) throw new Error(`${op}: tensor ${fmtShape(this.shape)} ${this.dtype} used after dispose`);
+    if (!this.#buffer) {
+      throw new Error(`${op}: tensor ${fmtShape(this.shape)} ${this.dtype} used after dispose`);
+    }
   }
 
   /** A typed-array copy of the contents (flushes pending work). */
@@ -52,11 +56,15 @@ export class Tensor {
     return this.engine.read(this);
   }
 
-  /** Frees the buffer (to the pool). The grad node stays: a backward that needs only other tensors still runs. */
+  /**
+   * Frees the buffer (to the pool) and the tensors saved for this tensor's backward. The grad node stays, so a
+   * backward that needs neither still runs.
+   */
   dispose(): void {
     if (!this.#buffer) return;
     this.engine.release(this, this.#buffer);
     this.#buffer = null;
+    for (const t of this.node?.saved ?? []) t.dispose();
   }
 
   [Symbol.dispose](): void {
@@ -71,7 +79,9 @@ export class Tensor {
 export function shapeSize(shape: readonly number[]): number {
   let n = 1;
   for (const d of shape) {
-    if (!Number.isInteger(d) || d < 0) throw new ShapeError(`invalid shape ${fmtShape(shape)}: dims must be integers ≥ 0`);
+    if (!Number.isInteger(d) || d < 0) {
+      throw new ShapeError(`invalid shape ${fmtShape(shape)}: dims must be integers ≥ 0`);
+    }
     n *= d;
   }
   return n;

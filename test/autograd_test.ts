@@ -1,10 +1,28 @@
-import { add, crossEntropy, exp, grad, matmul, mul, relu, ShapeError, sub, sum } from "../src/mod.ts";
+import { add, crossEntropy, exp, grad, matmul, mul, noGrad, relu, ShapeError, sub, sum } from "../src/mod.ts";
 import type { Engine, Tensor } from "../src/mod.ts";
 import { test } from "./harness.ts";
-import { assertClose, assertEquals, assertNoLeak, assertThrows, finiteDifference, randomArray, take } from "./util.ts";
+import {
+  assertClose,
+  assertEquals,
+  assertNoLeak,
+  assertThrows,
+  finiteDifference,
+  randomArray,
+  take,
+} from "./util.ts";
 
 /** Float64 forward and backward of relu(x·W1 + b1)·W2 + b2 → cross-entropy, written out by hand. */
-function refMlp(x: Float32Array, w1: Float32Array, b1: Float32Array, w2: Float32Array, b2: Float32Array, labels: number[], d: number, h: number, c: number) {
+function refMlp(
+  x: Float32Array,
+  w1: Float32Array,
+  b1: Float32Array,
+  w2: Float32Array,
+  b2: Float32Array,
+  labels: number[],
+  d: number,
+  h: number,
+  c: number,
+) {
   const n = labels.length;
   const pre = new Float64Array(n * h);
   const act = new Float64Array(n * h);
@@ -29,7 +47,9 @@ function refMlp(x: Float32Array, w1: Float32Array, b1: Float32Array, w2: Float32
     const m = Math.max(...row);
     const z = row.reduce((s, v) => s + Math.exp(v - m), 0);
     loss += (Math.log(z) + m - row[labels[i]]) / n;
-    for (let j = 0; j < c; j++) dLogits[i * c + j] = (Math.exp(row[j] - m) / z - (j === labels[i] ? 1 : 0)) / n;
+    for (let j = 0; j < c; j++) {
+      dLogits[i * c + j] = (Math.exp(row[j] - m) / z - (j === labels[i] ? 1 : 0)) / n;
+    }
   }
   const dw2 = new Float64Array(h * c);
   const db2 = new Float64Array(c);
@@ -89,7 +109,9 @@ test("an MLP's gradients match the float64 reference and finite differences", as
   const grads = grad(loss, params);
   // f32 sums of ≤ 17 products feeding softmax: values ~1, so rtol 1e-5 with atol 1e-6 for tiny gradients.
   assertClose(await loss.toArray(), [ref.loss], { rtol: 1e-5, atol: 1e-6 }, "loss");
-  for (let i = 0; i < 4; i++) assertClose(await take(grads[i]), ref.grads[i], { rtol: 1e-4, atol: 1e-6 }, `grad ${i}`);
+  for (let i = 0; i < 4; i++) {
+    assertClose(await take(grads[i]), ref.grads[i], { rtol: 1e-4, atol: 1e-6 }, `grad ${i}`);
+  }
   // Finite differences of the whole pipeline for a few entries of W1 (h = 1e-2, f32: ~1e-3 agreement).
   const f = async (w: Float32Array) => {
     using w1 = engine.tensor(w, [d, h]);
@@ -98,7 +120,10 @@ test("an MLP's gradients match the float64 reference and finite differences", as
     return (await take(r.loss))[0];
   };
   const idx = [0, 5, 50, 118];
-  assertClose(idx.map((i) => ref.grads[0][i]), await finiteDifference(f, host[0], idx), { rtol: 2e-2, atol: 2e-3 }, "fd");
+  assertClose(idx.map((i) => ref.grads[0][i]), await finiteDifference(f, host[0], idx), {
+    rtol: 2e-2,
+    atol: 2e-3,
+  }, "fd");
   [loss, ...temps, ...params, x, labels].forEach((t) => t.dispose());
   assertNoLeak(engine, before);
 });
@@ -115,14 +140,16 @@ test("1,000 forward+backward steps leave memory where it started", async (engine
   for (let step = 0; step < 1000; step++) {
     const { loss, temps } = mlpLoss(x, params, labels);
     const grads = grad(loss, params);
-    for (let i = 0; i < params.length; i++) {
-      const scaled = mul(grads[i], 0.1);
-      const next = sub(params[i], scaled);
-      params[i].dispose();
-      scaled.dispose();
-      grads[i].dispose();
-      params[i] = next;
-    }
+    noGrad(() => {
+      for (let i = 0; i < params.length; i++) {
+        const scaled = mul(grads[i], 0.1);
+        const next = sub(params[i], scaled);
+        params[i].dispose();
+        scaled.dispose();
+        grads[i].dispose();
+        params[i] = next;
+      }
+    });
     [loss, ...temps].forEach((t) => t.dispose());
   }
   assertNoLeak(engine, before, "after 1,000 steps");

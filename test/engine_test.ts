@@ -17,7 +17,20 @@ test("tensors round-trip every dtype and report shape, dtype, size", async (engi
       using z = engine.zeros([2, 3], dtype);
       using o = engine.ones([5], dtype);
       using v = engine.full([1], 7, dtype);
-      assertEquals([...(await z.toArray()), ...(await o.toArray()), ...(await v.toArray())], [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 7]);
+      assertEquals([...(await z.toArray()), ...(await o.toArray()), ...(await v.toArray())], [
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        1,
+        1,
+        1,
+        1,
+        1,
+        7,
+      ]);
     }
     assertEquals(engine.memory().tensors - before.tensors, 3);
   }
@@ -90,7 +103,11 @@ test("a tensor over maxStorageBufferBindingSize works where windowed, else names
     }
     using row = engine.ones([1, n]);
     using col = engine.ones([2, 1]);
-    await assertThrows(() => add(row, col), ShapeError, ["maxStorageBufferBindingSize", `[1, ${n}]`, "[2, 1]"]);
+    await assertThrows(() => add(row, col), ShapeError, [
+      "maxStorageBufferBindingSize",
+      `[1, ${n}]`,
+      "[2, 1]",
+    ]);
   }
   assertNoLeak(engine, before);
 });
@@ -99,9 +116,9 @@ test("rand and randn draw the Philox reference's numbers and replay exactly", as
   const n = 4099;
   const u = await take(engine.rand([n], { seed: 2 ** 40 + 5 }));
   assertClose(u, refRand(n, 2 ** 40 + 5), { rtol: 0, atol: 0 }, "uniform is bit-exact (24-bit grid)");
-  // Box-Muller in f32 (log, sqrt, cos to a few ulp) vs float64.
+  // Box-Muller in f32 with series log and cos (shaders/lib/philox.wgsl): ~1e-6 absolute against float64.
   const z = await take(engine.randn([n], { seed: 11 }));
-  assertClose(z, refRandn(n, 11), { rtol: 1e-5, atol: 1e-5 });
+  assertClose(z, refRandn(n, 11), { rtol: 1e-5, atol: 2e-6 });
   assertEquals([...(await take(engine.randn([n], { seed: 11 })))], [...z], "same seed, same bits");
   const other = await take(engine.randn([n], { seed: 12 }));
   assert(other.some((v, i) => v !== z[i]), "another seed differs");

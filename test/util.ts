@@ -22,7 +22,9 @@ export function assertClose(
   message = "",
 ): void {
   const prefix = message ? message + ": " : "";
-  if (actual.length !== expected.length) throw new Error(`${prefix}length ${actual.length} != expected ${expected.length}`);
+  if (actual.length !== expected.length) {
+    throw new Error(`${prefix}length ${actual.length} != expected ${expected.length}`);
+  }
   let worst = -1;
   let worstExcess = 0;
   for (let i = 0; i < actual.length; i++) {
@@ -59,7 +61,9 @@ export async function assertThrows(
   try {
     await fn();
   } catch (e) {
-    if (!(e instanceof type)) throw new Error(`expected ${type.name}, got ${(e as Error)?.name}: ${(e as Error)?.message}`);
+    if (!(e instanceof type)) {
+      throw new Error(`expected ${type.name}, got ${(e as Error)?.name}: ${(e as Error)?.message}`);
+    }
     for (const s of includes) {
       if (!e.message.includes(s)) throw new Error(`expected the message to mention "${s}": ${e.message}`);
     }
@@ -96,7 +100,9 @@ export function assertNoLeak(engine: Engine, before: { tensors: number; bytes: n
   const now = engine.memory();
   if (now.tensors !== before.tensors || now.bytes !== before.bytes) {
     throw new Error(
-      `${what ? what + ": " : ""}leaked ${now.tensors - before.tensors} tensors / ${now.bytes - before.bytes} bytes`,
+      `${what ? what + ": " : ""}leaked ${now.tensors - before.tensors} tensors / ${
+        now.bytes - before.bytes
+      } bytes`,
     );
   }
 }

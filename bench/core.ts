@@ -1,0 +1,284 @@
+// Core section: the adapter's ceilings (copy bandwidth, peak FMA rate), then elementwise, reduction, matmul
+// and a small MLP's forward+backward, each on WebGPU and against its float64 CPU reference.
+import {
+  add,
+  exp,
+  grad,
+  matmul,
+  mean,
+  mul,
+  Params,
+  relu,
+  softmax,
+  square,
+  sub,
+  sum,
+  type Tensor,
+} from "../src/mod.ts";
+import { refBinary, refUnary } from "../src/ref/elementwise.ts";
+import { refMatmul } from "../src/ref/matmul.ts";
+import { refSoftmax, refSum } from "../src/ref/reduce.ts";
+import { randomArray } from "../test/util.ts";
+import { type BenchContext, median, type Row } from "./lib.ts";
+
+const M = 2 ** 20;
+
+/**
+ * Copy bandwidth: bytes read plus written by copyBufferToBuffer between two tensors, timed by timestamps of
+ * empty compute passes around the copies (copies have no timestamps of their own), else by wall time.
+ */
+async function copyCeiling(ctx: BenchContext): Promise<number> {
+  const { engine } = ctx;
+  const n = Math.min(ctx.quick ? 16 * M : 64 * M, Math.floor(engine.limits.maxBufferSize / 4));
+  const copies = 4;
+  using src = engine.rand([n]);
+  using dst = engine.zeros([n]);
+  await engine.sync();
+  const device = engine.device;
+  const timestamps = device.features.has("timestamp-query");
+  const querySet = timestamps ? device.createQuerySet({ type: "timestamp", count: 2 }) : null;
+  const resolve = device.createBuffer({
+    size: 16,
+    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+  });
+  const staging = device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const samples: number[] = [];
+  try {
+    for (let r = 0; r < (ctx.quick ? 3 : 5); r++) {
+      const encoder = device.createCommandEncoder();
+      if (querySet) {
+        encoder.beginComputePass({ timestampWrites: { querySet, beginningOfPassWriteIndex: 0 } }).end();
+      }
+      for (let i = 0; i < copies; i++) encoder.copyBufferToBuffer(src.buffer, 0, dst.buffer, 0, n * 4);
+      if (querySet) {
+        encoder.beginComputePass({ timestampWrites: { querySet, endOfPassWriteIndex: 1 } }).end();
+        encoder.resolveQuerySet(querySet, 0, 2, resolve, 0);
+        encoder.copyBufferToBuffer(resolve, 0, staging, 0, 16);
+      }
+      const start = performance.now();
+      device.queue.submit([encoder.finish()]);
+      if (querySet) {
+        await staging.mapAsync(GPUMapMode.READ);
+        const [t0, t1] = new BigUint64Array(staging.getMappedRange().slice(0));
+        staging.unmap();
+        samples.push(Number(t1 - t0) / 1e6);
+      } else {
+        await device.queue.onSubmittedWorkDone();
+        samples.push(performance.now() - start);
+      }
+    }
+  } finally {
+    querySet?.destroy();
+    resolve.destroy();
+    staging.destroy();
+  }
+  const ms = median(samples);
+  ctx.add({
+    kernel: "ceiling: copy",
+    size: `${n / M}M f32 x${copies}`,
+    backend: "webgpu",
+    ms,
+    bytes: 2 * 4 * n * copies,
+  });
+  return (2 * 4 * n * copies) / ms / 1e6;
+}
+
+/** Peak f32 rate from shaders/ceiling.wgsl: `rounds` grows until one run takes long enough to time well. */
+async function fmaCeiling(ctx: BenchContext): Promise<number> {
+  const { engine } = ctx;
+  const WG = 64;
+  const workgroups = 16384;
+  const invocations = WG * workgroups;
+  using out = engine.empty([invocations]);
+  const run = (rounds: number) =>
+    engine.run({
+      op: "fma ceiling",
+      shader: "ceiling",
+      entry: "fma_peak",
+      constants: { WG },
+      params: new Params().u32(rounds).f32(0.999, 0.001),
+      buffers: [out],
+      workgroups,
+    });
+  // Far below llvmpipe's 65,535-iteration cap on one invocation's loops.
+  const MAX_ROUNDS = 16384;
+  let rounds = 16;
+  let ms = await ctx.gpu(() => run(rounds), 1);
+  while (ms < (ctx.quick ? 20 : 50) && rounds < MAX_ROUNDS) {
+    rounds = Math.min(MAX_ROUNDS, rounds * Math.max(2, Math.ceil(50 / Math.max(ms, 0.01))));
+    ms = await ctx.gpu(() => run(rounds), 1);
+  }
+  ms = await ctx.gpu(() => run(rounds));
+  const flops = invocations * rounds * 64;
+  ctx.add({
+    kernel: "ceiling: fma",
+    size: `${invocations / M}M inv x${rounds}`,
+    backend: "webgpu",
+    ms,
+    flops,
+  });
+  return flops / ms / 1e6;
+}
+
+/** Measures the ceilings (before any section: rows report their fraction of them). */
+export async function measureCeilings(ctx: BenchContext): Promise<void> {
+  ctx.ceilings.copyGBps = await copyCeiling(ctx);
+  ctx.ceilings.fmaGFLOPs = await fmaCeiling(ctx);
+}
+
+const label = (n: number) => (n >= M ? `${n / M}M` : `${n / 1024}K`);
+const fmtShape = (s: readonly number[]) => `[${s.join(", ")}]`;
+
+/**
+ * Adds the WebGPU row of `row` and the CPU reference's row. CPU references on big inputs (over `4M`
+ * elements, or `big`) take seconds: --quick leaves them out and the full run times one call.
+ */
+async function compare(
+  ctx: BenchContext,
+  row: Omit<Row, "backend" | "ms">,
+  elements: number,
+  gpu: () => void,
+  cpu: () => unknown,
+): Promise<void> {
+  ctx.add({ ...row, backend: "webgpu", ms: await ctx.gpu(gpu) });
+  const big = elements > 4 * M;
+  if (!ctx.quick || !big) ctx.add({ ...row, backend: "cpu", ms: ctx.cpu(cpu, big ? 1 : 3) });
+}
+
+async function elementwise(ctx: BenchContext): Promise<void> {
+  const { engine } = ctx;
+  for (const n of [M, 16 * M]) {
+    const xa = randomArray(n, 1);
+    const xb = randomArray(n, 2);
+    using a = engine.tensor(xa, [n]);
+    using b = engine.tensor(xb, [n]);
+    const size = label(n);
+    for (const [kernel, op] of [["exp", exp], ["relu", relu]] as const) {
+      await compare(
+        ctx,
+        { kernel, size, bytes: 8 * n },
+        n,
+        () => op(a).dispose(),
+        () => refUnary(kernel, xa),
+      );
+    }
+    for (const [kernel, op] of [["add", add], ["mul", mul]] as const) {
+      const cpu = () => refBinary(kernel, xa, [n], xb, [n]);
+      await compare(ctx, { kernel, size, bytes: 12 * n }, n, () => op(a, b).dispose(), cpu);
+    }
+  }
+  // A bias add: each row of an [R, 1024] matrix plus one [1024] vector.
+  const cols = 1024;
+  for (const rows of ctx.quick ? [4096] : [1024, 16384]) {
+    const xa = randomArray(rows * cols, 3);
+    const xb = randomArray(cols, 4);
+    using a = engine.tensor(xa, [rows, cols]);
+    using b = engine.tensor(xb, [cols]);
+    const row = {
+      kernel: "add (broadcast)",
+      size: `${fmtShape([rows, cols])}+[${cols}]`,
+      bytes: 4 * (2 * rows + 1) * cols,
+    };
+    const cpu = () => refBinary("add", xa, [rows, cols], xb, [cols]);
+    await compare(ctx, row, rows * cols, () => add(a, b).dispose(), cpu);
+  }
+}
+
+async function reductions(ctx: BenchContext): Promise<void> {
+  const { engine } = ctx;
+  for (const n of [M, 16 * M]) {
+    const x = randomArray(n, 5);
+    using t = engine.tensor(x, [n]);
+    const row = { kernel: "sum", size: label(n), bytes: 4 * n + 4 };
+    await compare(ctx, row, n, () => sum(t).dispose(), () => refSum(x, [n], [0]));
+  }
+  for (const shape of ctx.quick ? [[4096, 1024]] : [[256, 1024], [4096, 1024]]) {
+    const n = shape[0] * shape[1];
+    const x = randomArray(n, 6, -4, 4);
+    using t = engine.tensor(x, shape);
+    const row = { kernel: "softmax (rows)", size: fmtShape(shape), bytes: 8 * n };
+    await compare(ctx, row, n, () => softmax(t).dispose(), () => refSoftmax(x, shape, 1));
+  }
+}
+
+async function matmuls(ctx: BenchContext): Promise<void> {
+  const { engine } = ctx;
+  for (const n of [256, 1024]) {
+    const xa = randomArray(n * n, 7);
+    const xb = randomArray(n * n, 8);
+    using a = engine.tensor(xa, [n, n]);
+    using b = engine.tensor(xb, [n, n]);
+    const row = { kernel: "matmul", size: `${n}³`, flops: 2 * n ** 3, bytes: 3 * 4 * n * n };
+    // The CPU reference's cost goes with n³: count it as that many elements.
+    const cpu = () => refMatmul({ data: xa, shape: [n, n] }, { data: xb, shape: [n, n] });
+    await compare(ctx, row, n ** 3 / 64, () => matmul(a, b).dispose(), cpu);
+  }
+}
+const MLP = { batch: 256, inputs: 256, hidden: 512, outputs: 64 };
+type MlpData<T> = { x: T; y: T; w1: T; b1: T; w2: T; b2: T };
+
+/** Float64 forward+backward of the MLP below: gradients of mean((relu(x·W1 + b1)·W2 + b2 − y)²). */
+function refMlp({ x, y, w1, b1, w2, b2 }: MlpData<Float32Array>): Float64Array[] {
+  const { batch, inputs, hidden, outputs } = MLP;
+  const mm = (a: ArrayLike<number>, as: number[], b: ArrayLike<number>, bs: number[], t = {}) =>
+    refMatmul({ data: a, shape: as }, { data: b, shape: bs }, t).data;
+  const z1 =
+    refBinary("add", mm(x, [batch, inputs], w1, [inputs, hidden]), [batch, hidden], b1, [hidden]).data;
+  const h = refUnary("relu", z1);
+  const z2 =
+    refBinary("add", mm(h, [batch, hidden], w2, [hidden, outputs]), [batch, outputs], b2, [outputs]).data;
+  const g2 = z2.map((v, i) => (2 * (v - y[i])) / z2.length);
+  const gh = mm(g2, [batch, outputs], w2, [hidden, outputs], { transB: true });
+  const gz1 = gh.map((v, i) => (z1[i] > 0 ? v : 0));
+  return [
+    mm(x, [batch, inputs], gz1, [batch, hidden], { transA: true }),
+    refSum(gz1, [batch, hidden], [0]).data,
+    mm(h, [batch, hidden], g2, [batch, outputs], { transA: true }),
+    refSum(g2, [batch, outputs], [0]).data,
+  ];
+}
+
+async function mlp(ctx: BenchContext): Promise<void> {
+  const { batch, inputs, hidden, outputs } = MLP;
+  const shapes: MlpData<number[]> = {
+    x: [batch, inputs],
+    y: [batch, outputs],
+    w1: [inputs, hidden],
+    b1: [hidden],
+    w2: [hidden, outputs],
+    b2: [outputs],
+  };
+  // Inputs and targets in [-1, 1), parameters in [-0.1, 0.1).
+  const host = Object.fromEntries(
+    Object.entries(shapes).map(([name, shape], i) => {
+      const scale = name.length === 1 ? 1 : 0.1;
+      return [name, randomArray(shape.reduce((p: number, d: number) => p * d, 1), 9 + i, -scale, scale)];
+    }),
+  ) as MlpData<Float32Array>;
+  const t = Object.fromEntries(
+    Object.entries(shapes).map(([name, shape]) => {
+      return [name, ctx.engine.tensor(host[name as keyof typeof host], shape)];
+    }),
+  ) as MlpData<Tensor>;
+  try {
+    const step = () =>
+      ctx.engine.tidy(() => {
+        const h = relu(add(matmul(t.x, t.w1), t.b1));
+        const loss = mean(square(sub(add(matmul(h, t.w2), t.b2), t.y)));
+        grad(loss, [t.w1, t.b1, t.w2, t.b2]);
+      });
+    // Forward plus two backward matmuls per layer (gradients of the weights and of the layer's input).
+    const flops = 6 * batch * (inputs * hidden + hidden * outputs);
+    const row = { kernel: "mlp fwd+bwd", size: `${batch}x${inputs}-${hidden}-${outputs}`, flops };
+    await compare(ctx, row, batch * hidden, step, () => refMlp(host));
+  } finally {
+    for (const x of Object.values(t)) x.dispose();
+  }
+}
+
+export async function bench(ctx: BenchContext): Promise<void> {
+  await elementwise(ctx);
+  await reductions(ctx);
+  await matmuls(ctx);
+  await mlp(ctx);
+}

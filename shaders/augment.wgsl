@@ -1,0 +1,317 @@
+// augment.wgsl: per-sample image augmentation. Images are f32 [N, C, H, W] (C = 1 or 3), values in [0, 1].
+// Every random choice lives in a per-sample record of REC f32 (src/augment.ts `packRecord`, drawn from Philox
+// keyed by the seed); only the Gaussian noise is drawn here, per element. Record fields:
+//   0..3 crop top, left, height, width (source pixels)   4 flip   5 rot90 k
+//   6 jitter on   7 brightness   8 contrast   9 saturation   10 hue   11 jitter order (4 base-4 digits, first low)
+//   12 grayscale   13 solarize   14 erase on   15..18 erase top, left, height, width   19 erase value
+//   20 noise sigma   21 blur sigma   22 solarize threshold
+// Entry points (the workgroup index spread over x and y):
+//   unpack: RGBA8 packed in u32 -> [N, 3, H, W], alpha dropped. One invocation per pixel.
+//           bindings: 1 src (u32), 2 out
+// stats, view and blur run one workgroup per TILE×TILE output tile of one sample (workgroup g is tile
+// g % tiles of sample g / tiles), one invocation per pixel: the per-sample record is uniform across a workgroup
+// and no lane divides.
+//   stats:  each tile's sum of the grayscale image as contrast sees it (after the jitter steps ordered before
+//           contrast).                                               bindings: 1 x, 2 records, 3 partials
+//   means:  per-sample mean of the grayscale image from the tile sums. One invocation per sample.
+//           bindings: 1 partials, 2 means
+//   view:   the fused pass: rotate, flip, crop + bilinear resize, color jitter in the sample's order, grayscale,
+//           solarize (unblurred samples), erase, noise, normalize.   bindings: 1 x, 2 records, 3 means, 4 out
+//   blur:   one direction (DIR 0 along W, 1 along H) of the separable Gaussian blur, radius ceil(3 sigma) with
+//           reflected borders, for samples with sigma > 0 only (others are left as they are); DIR 1 then
+//           solarizes those samples.                                 bindings: 1 src, 2 records, 3 dst
+//! include lib/philox.wgsl
+
+struct Params {
+  n: u32,
+  c: u32,        // channels of the input
+  h: u32,        // input height, width
+  w: u32,
+  oh: u32,       // output height, width
+  ow: u32,
+  oc: u32,       // channels written: c, or 1 for the grayscale of a 3-channel input
+  tiles_x: u32,  // output tiles per row
+  tiles: u32,    // output tiles per sample
+  seed_lo: u32,
+  seed_hi: u32,
+  noise_tag: u32,
+  normalize: u32,
+  mean0: f32,
+  mean1: f32,
+  mean2: f32,
+  std0: f32,
+  std1: f32,
+  std2: f32,
+}
+
+override WG: u32 = 256;
+override TILE: u32 = 16;   // WG = TILE·TILE
+override DIR: u32 = 0;
+// Whether any sample of the dispatch jitters / adds noise: compiled out otherwise (a CPU adapter runs both
+// sides of a branch).
+override JITTER: bool = true;
+override NOISE: bool = true;
+const REC = 24u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+fn linear(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return wg.y * nwg.x + wg.x;
+}
+
+// (sample, y, x) of invocation lid of tile workgroup g.
+fn tilePixel(g: u32, lid: u32) -> vec3<u32> {
+  let t = g % p.tiles;
+  return vec3<u32>(g / p.tiles, (t / p.tiles_x) * TILE + lid / TILE, (t % p.tiles_x) * TILE + lid % TILE);
+}
+
+fn rec(n: u32, field: u32) -> f32 {
+  return records[n * REC + field];
+}
+
+// ---- color (torchvision's definitions) ------------------------------------------------------------------------
+
+fn gray(v: vec3<f32>) -> f32 {
+  return 0.299 * v.x + 0.587 * v.y + 0.114 * v.z;   // ITU-R 601
+}
+
+fn rgbToHsv(v: vec3<f32>) -> vec3<f32> {
+  let maxc = max(v.x, max(v.y, v.z));
+  let minc = min(v.x, min(v.y, v.z));
+  let eq = maxc == minc;
+  let cr = maxc - minc;
+  let s = cr / select(maxc, 1.0, eq);
+  let d = select(cr, 1.0, eq);
+  let rc = (maxc - v.x) / d;
+  let gc = (maxc - v.y) / d;
+  let bc = (maxc - v.z) / d;
+  var h: f32;
+  if (maxc == v.x) {
+    h = bc - gc;
+  } else if (maxc == v.y) {
+    h = 2.0 + rc - bc;
+  } else {
+    h = 4.0 + gc - rc;
+  }
+  h = h / 6.0 + 1.0;
+  return vec3<f32>(h - floor(h), s, maxc);
+}
+
+fn hsvToRgb(hsv: vec3<f32>) -> vec3<f32> {
+  let h6 = hsv.x * 6.0;
+  let fi = floor(h6);
+  let f = h6 - fi;
+  let s = hsv.y;
+  let v = hsv.z;
+  let pp = clamp(v * (1.0 - s), 0.0, 1.0);
+  let q = clamp(v * (1.0 - s * f), 0.0, 1.0);
+  let t = clamp(v * (1.0 - s * (1.0 - f)), 0.0, 1.0);
+  switch (u32(fi) % 6u) {
+    case 0u: { return vec3<f32>(v, t, pp); }
+    case 1u: { return vec3<f32>(q, v, pp); }
+    case 2u: { return vec3<f32>(pp, v, t); }
+    case 3u: { return vec3<f32>(pp, q, v); }
+    case 4u: { return vec3<f32>(t, pp, v); }
+    default: { return vec3<f32>(v, pp, q); }
+  }
+}
+
+fn blend(a: vec3<f32>, b: vec3<f32>, f: f32) -> vec3<f32> {
+  return clamp(f * a + (1.0 - f) * b, vec3<f32>(0.0), vec3<f32>(1.0));
+}
+
+// The jitter steps of sample n in its order; `upToContrast` stops before contrast (what stats measures).
+// For one channel, saturation and hue do nothing (as in torchvision).
+fn jitter(v0: vec3<f32>, n: u32, mean: f32, upToContrast: bool) -> vec3<f32> {
+  var v = v0;
+  let order = u32(rec(n, 11u));
+  for (var k = 0u; k < 4u; k++) {
+    let step = (order >> (2u * k)) & 3u;
+    if (upToContrast && step == 1u) { break; }
+    let f = rec(n, 7u + step);
+    if (step == 0u && f != 1.0) {
+      v = clamp(f * v, vec3<f32>(0.0), vec3<f32>(1.0));
+    } else if (step == 1u && f != 1.0) {
+      v = blend(v, vec3<f32>(mean), f);
+    } else if (step == 2u && f != 1.0 && p.c == 3u) {
+      v = blend(v, vec3<f32>(gray(v)), f);
+    } else if (step == 3u && f != 0.0 && p.c == 3u) {
+      let hsv = rgbToHsv(v);
+      let h = hsv.x + f;
+      v = hsvToRgb(vec3<f32>(h - floor(h), hsv.y, hsv.z));
+    }
+  }
+  return v;
+}
+
+fn luma(v: vec3<f32>) -> f32 {
+  return select(v.x, gray(v), p.c == 3u);
+}
+
+// ---- geometry -------------------------------------------------------------------------------------------------
+
+// The input pixel (all channels, unused ones 0) that output pixel (oy, ox) of sample n shows, before color steps.
+fn sample(n: u32, oy: u32, ox: u32) -> vec3<f32> {
+  var y = oy;
+  var x = ox;
+  let k = u32(rec(n, 5u));
+  let last = p.ow - 1u;   // rot90 needs a square output
+  if (k == 1u) { y = ox; x = last - oy; } else if (k == 2u) { y = last - oy; x = last - ox; } else if (k == 3u) { y = last - ox; x = oy; }
+  if (rec(n, 4u) != 0.0) { x = p.ow - 1u - x; }
+  // Bilinear with half-pixel centers (align_corners = false), edges clamped.
+  let sy = clamp(rec(n, 0u) + (f32(y) + 0.5) * (rec(n, 2u) / f32(p.oh)) - 0.5, 0.0, f32(p.h - 1u));
+  let sx = clamp(rec(n, 1u) + (f32(x) + 0.5) * (rec(n, 3u) / f32(p.ow)) - 0.5, 0.0, f32(p.w - 1u));
+  let y0 = u32(floor(sy));
+  let x0 = u32(floor(sx));
+  let y1 = min(y0 + 1u, p.h - 1u);
+  let x1 = min(x0 + 1u, p.w - 1u);
+  let fy = sy - f32(y0);
+  let fx = sx - f32(x0);
+  var v = vec3<f32>(0.0);
+  for (var c = 0u; c < p.c; c++) {
+    let base = (n * p.c + c) * p.h * p.w;
+    let top = (1.0 - fx) * x_in[base + y0 * p.w + x0] + fx * x_in[base + y0 * p.w + x1];
+    let bottom = (1.0 - fx) * x_in[base + y1 * p.w + x0] + fx * x_in[base + y1 * p.w + x1];
+    v[c] = (1.0 - fy) * top + fy * bottom;
+  }
+  return v;
+}
+
+fn solarize(v: f32, n: u32) -> f32 {
+  return select(v, 1.0 - v, v >= rec(n, 22u));
+}
+
+// ---- entry points ---------------------------------------------------------------------------------------------
+
+@group(0) @binding(1) var<storage, read> packed: array<u32>;
+@group(0) @binding(2) var<storage, read_write> unpacked: array<f32>;
+
+@compute @workgroup_size(WG)
+fn unpack(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let i = linear(wg, nwg) * WG + lid;
+  let hw = p.h * p.w;
+  if (i >= p.n * hw) { return; }
+  let px = packed[i];
+  let n = i / hw;
+  let at = i % hw;
+  for (var c = 0u; c < 3u; c++) {
+    unpacked[(n * 3u + c) * hw + at] = f32((px >> (8u * c)) & 255u) / 255.0;
+  }
+}
+
+@group(0) @binding(1) var<storage, read> x_in: array<f32>;
+@group(0) @binding(2) var<storage, read> records: array<f32>;
+@group(0) @binding(3) var<storage, read_write> partials: array<f32>;
+
+var<workgroup> shared_sum: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+  let g = linear(wg, nwg);
+  let px = tilePixel(g, lid);
+  let n = min(px.x, p.n - 1u);
+  let live = px.x < p.n && px.y < p.oh && px.z < p.ow && rec(n, 6u) != 0.0 && rec(n, 8u) != 1.0;
+  var s = 0.0;
+  if (live) { s = luma(jitter(sample(n, px.y, px.z), n, 0.0, true)); }
+  shared_sum[lid] = s;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+    if (lid < stride) { shared_sum[lid] += shared_sum[lid + stride]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u && px.x < p.n) { partials[g] = shared_sum[0]; }
+}
+
+@group(0) @binding(1) var<storage, read> partial_in: array<f32>;
+@group(0) @binding(2) var<storage, read_write> means_out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn means(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+  let n = linear(wg, nwg) * WG + lid;
+  if (n >= p.n) { return; }
+  var s = 0.0;
+  for (var k = 0u; k < p.tiles; k++) { s += partial_in[n * p.tiles + k]; }
+  means_out[n] = s / f32(p.oh * p.ow);
+}
+
+@group(0) @binding(3) var<storage, read> means_in: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn view(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let px = tilePixel(linear(wg, nwg), lid);
+  let n = px.x;
+  let oy = px.y;
+  let ox = px.z;
+  if (n >= p.n || oy >= p.oh || ox >= p.ow) { return; }
+  let pixels = p.oh * p.ow;
+  let at = oy * p.ow + ox;
+  var v = sample(n, oy, ox);
+  if (JITTER && rec(n, 6u) != 0.0) { v = jitter(v, n, means_in[n], false); }
+  if ((rec(n, 12u) != 0.0 && p.c == 3u) || p.oc < p.c) { v = vec3<f32>(gray(v)); }
+  let erase = rec(n, 14u) != 0.0 && f32(oy) >= rec(n, 15u) && f32(oy) < rec(n, 15u) + rec(n, 17u) &&
+    f32(ox) >= rec(n, 16u) && f32(ox) < rec(n, 16u) + rec(n, 18u);
+  let sigma = rec(n, 20u);
+  let mean = vec3<f32>(p.mean0, p.mean1, p.mean2);
+  let stdev = vec3<f32>(p.std0, p.std1, p.std2);
+  for (var c = 0u; c < p.oc; c++) {
+    var e = v[c];
+    if (rec(n, 13u) != 0.0 && rec(n, 21u) == 0.0) { e = solarize(e, n); }
+    if (erase) { e = rec(n, 19u); }
+    if (NOISE && sigma != 0.0) {
+      // Box-Muller over Philox, counter (element index in the sample, sample, tag): as src/ref/augment.ts.
+      let r = philox(vec4<u32>(c * pixels + at, n, p.noise_tag, 0u), vec2<u32>(p.seed_lo, p.seed_hi));
+      e = clamp(e + sigma * philoxNormal(r.x, r.y), 0.0, 1.0);
+    }
+    if (p.normalize != 0u) { e = (e - mean[c]) / stdev[c]; }
+    out[(n * p.oc + c) * pixels + at] = e;
+  }
+}
+
+@group(0) @binding(1) var<storage, read> blur_src: array<f32>;
+@group(0) @binding(3) var<storage, read_write> blur_dst: array<f32>;
+
+// Index i reflected into [0, n) without repeating the edge (torchvision's "reflect" padding), any distance out.
+// Reflection is symmetric about 0, so |i| avoids a modulo of negative numbers.
+fn reflect(i: i32, n: u32) -> u32 {
+  if (n == 1u) { return 0u; }
+  let period = 2u * (n - 1u);
+  let m = u32(abs(i)) % period;
+  return select(period - m, m, m < n);
+}
+
+@compute @workgroup_size(WG)
+fn blur(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let px = tilePixel(linear(wg, nwg), lid);
+  let n = px.x;
+  let y = i32(px.y);
+  let x = i32(px.z);
+  if (n >= p.n || px.y >= p.oh || px.z >= p.ow) { return; }
+  let sigma = rec(n, 21u);
+  if (sigma == 0.0) { return; }
+  let radius = i32(ceil(3.0 * sigma));
+  for (var c = 0u; c < p.oc; c++) {
+    let base = (n * p.oc + c) * p.oh * p.ow;
+    var s = 0.0;
+    var total = 0.0;
+    for (var d = -radius; d <= radius; d++) {
+      let wgt = exp(-f32(d * d) / (2.0 * sigma * sigma));
+      var j: u32;
+      if (DIR == 0u) {
+        j = px.y * p.ow + reflect(x + d, p.ow);
+      } else {
+        j = reflect(y + d, p.oh) * p.ow + px.z;
+      }
+      s += wgt * blur_src[base + j];
+      total += wgt;
+    }
+    var v = s / total;
+    if (DIR == 1u && rec(n, 13u) != 0.0) { v = solarize(v, n); }
+    blur_dst[base + px.y * p.ow + px.z] = v;
+  }
+}

@@ -1,0 +1,44 @@
+// ceiling.wgsl: the benchmark's peak f32 rate. Each invocation runs eight independent vec4 chains of fused
+// multiply-adds x ← x·m + c, held in registers, for `rounds` rounds (a uniform, so nothing folds away; the
+// bench keeps it far below llvmpipe's 65,535-iteration loop cap), and stores their sum so none is dead.
+// Eight chains cover the FMA latency on CPUs and GPUs alike. One round is 32 FMAs = 64 FLOPs per invocation.
+// Bindings: 0 params (uniform), 1 out (storage, one f32 per invocation).
+struct Params {
+  rounds: u32,
+  m: f32,   // m < 1, so every chain converges to c / (1 - m): no overflow, no denormals
+  c: f32,
+}
+
+override WG: u32 = 64;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn fma_peak(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+  let i = (wg.y * nwg.x + wg.x) * WG + lid;
+  let m = vec4<f32>(p.m);
+  let c = vec4<f32>(p.c);
+  let seed = vec4<f32>(f32(i & 255u), 1.0, 2.0, 3.0);
+  var x0 = seed;
+  var x1 = seed + 1.0;
+  var x2 = seed + 2.0;
+  var x3 = seed + 3.0;
+  var x4 = seed + 4.0;
+  var x5 = seed + 5.0;
+  var x6 = seed + 6.0;
+  var x7 = seed + 7.0;
+  for (var r = 0u; r < p.rounds; r++) {
+    x0 = fma(x0, m, c);
+    x1 = fma(x1, m, c);
+    x2 = fma(x2, m, c);
+    x3 = fma(x3, m, c);
+    x4 = fma(x4, m, c);
+    x5 = fma(x5, m, c);
+    x6 = fma(x6, m, c);
+    x7 = fma(x7, m, c);
+  }
+  let s = (x0 + x1) + (x2 + x3) + (x4 + x5) + (x6 + x7);
+  out[i] = s.x + s.y + s.z + s.w;
+}

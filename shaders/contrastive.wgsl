@@ -1,0 +1,452 @@
+// contrastive.wgsl: fused contrastive losses (NT-Xent, InfoNCE, SupCon) of rows a_i of A [R, D] against
+// columns b_j of B [C, D] with logits s_ij = a_i·b_j · inv_temp, never materialising the R×C matrix.
+// Loss = mean over valid rows i of lse_i − mean_{j ∈ pos(i)} s_ij, where lse_i is over the row's columns
+// (all j, or j ≠ i with EXCLUDE_SELF), pos(i) = columns with label(j) == label(i), valid = pos(i) not empty;
+// label(x) = labels[x] with LABELS, else x % period.
+//
+// Tiling: a workgroup of WGR × WGC invocations covers TR = 4·WGR rows × TC = 4·WGC columns; each invocation
+// owns a 4×4 block (a mat4x4 whose column r holds row r's 4 logits). DK4 vec4s of dims at a time of both tiles
+// are staged in workgroup memory. A, B and the gradient partials are packed: rows padded with zeros to dim4
+// vec4s. A row tile's columns are cut into splits of `cols_per_split` (chosen on the host so no
+// invocation loops more than a few ten thousand times: llvmpipe stops loops silently at 65,535); `split_par`
+// splits run side by side in one dispatch and dispatch number `seq` takes the next `split_par` splits, merging
+// into the same partials, so partial memory is split_par·R whatever C is.
+//
+// Entries and bindings (0 is always Params):
+//   normalize:     u = x / max(|x|, eps) (or x without NORMALIZE), rows of x1 then x2, packed: rows padded
+//                  with zeros to 4·dim4                            1 x1, 2 x2, 3 u [R, 4·dim4], 4 norms [R]
+//   stats:         partial (max, Σexp, Σ positive logits, #positives) per (split_par, row)
+//                                                                  1 A, 2 B, 3 labels, 4 partial [split_par·R]
+//   finish:        per row lse, 1/#pos, loss; workgroup sums      1 partial, 2 rowstats [R + 1], 3 sums
+//   total:         one workgroup: loss = Σ loss / #valid           1 sums, 2 rowstats, 3 loss [1]
+//   grad:          partial dA_i = Σ_j W_ij b_j · inv_temp per (split_par, row, dims), W from the row term
+//                  (ROW_TERM, rowstats of A) and the column term (COL_TERM, rowstats of B for j < col_stats)
+//                                                                  1 A, 2 B, 3 labels, 4 rowstats A, 5 rowstats B,
+//                                                                  6 dpart [split_par·R, 4·dim4]
+//   rowDot:        sums[i] = (−u1_i·u2_i, 1) (negative cosine of normalised rows)   1 u1, 2 u2, 3 sums
+//   normalizeGrad: dx = J_normalize(g·scale·Σ dpart) (or without NORMALIZE the sum), rows to dx1 then dx2
+//                                                                  1 dpart, 2 u, 3 norms, 4 g, 5 dx1, 6 dx2
+// rowstats[i] = (lse_i, 1/#pos_i or 0 when invalid); rowstats[R] = (1/#valid or 0, #valid).
+struct Params {
+  rows: u32,
+  cols: u32,
+  dim: u32,
+  dim4: u32,      // row stride of the packed tensors in vec4s: ceil(dim / 4), padded with zeros
+  inv_temp: f32,
+  period: u32,
+  cols_per_split: u32,
+  split_par: u32,
+  seq: u32,
+  row_tiles: u32,
+  col_stats: u32,
+  n1: u32,
+  eps: f32,
+  scale: f32,
+}
+
+override WGR: u32 = 16;      // invocations along rows (tile rows TR = 4·WGR)
+override WGC: u32 = 16;      // invocations along columns (tile columns TC = 4·WGC; grad: 8·WGC dims per pass)
+override DK4: u32 = 4;       // vec4s of dims staged per step
+override SMEM4: u32 = 512;   // vec4s of workgroup memory: max(4·(WGR + WGC)·DK4, 4·WGR·WGC)
+override WG: u32 = 64;       // row-wise entries: invocations per workgroup (a power of two)
+override EXCLUDE_SELF: bool = false;
+override LABELS: bool = false;
+override ROW_TERM: bool = true;
+override COL_TERM: bool = false;
+override NORMALIZE: bool = true;
+
+const NEG = -3.0e38;  // "no column yet": finite, so exp(NEG − m) is 0 without inf arithmetic
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// One workgroup memory serves every phase: the DK4-deep tiles of A and B, then the weight tile or the
+// per-invocation row states being combined.
+var<workgroup> smem: array<vec4<f32>, SMEM4>;
+var<workgroup> red: array<vec2<f32>, WG>;
+
+fn linear(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return wg.y * nwg.x + wg.x;
+}
+
+// ---- normalize ---------------------------------------------------------------------------------------------
+
+@group(0) @binding(1) var<storage, read> x1: array<f32>;
+@group(0) @binding(2) var<storage, read> x2: array<f32>;
+@group(0) @binding(3) var<storage, read_write> u_out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> norms_out: array<f32>;
+
+fn xAt(row: u32, d: u32) -> f32 {
+  if (row < p.n1) { return x1[row * p.dim + d]; }
+  return x2[(row - p.n1) * p.dim + d];
+}
+
+// Tree sum of red[].x over the workgroup (call from uniform control flow).
+fn workgroupSum(lid: u32, v: f32) -> f32 {
+  red[lid] = vec2<f32>(v, 0.0);
+  for (var s = WG / 2u; s > 0u; s /= 2u) {
+    workgroupBarrier();
+    if (lid < s) { red[lid] += red[lid + s]; }
+  }
+  workgroupBarrier();
+  let total = red[0].x;
+  workgroupBarrier();
+  return total;
+}
+
+@compute @workgroup_size(WG)
+fn normalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+  let row = linear(wg, nwg);
+  if (row >= p.rows) { return; }
+  var ss = 0.0;
+  for (var d = lid; d < p.dim; d += WG) {
+    let v = xAt(row, d);
+    ss += v * v;
+  }
+  let n = sqrt(workgroupSum(lid, ss));
+  let inv = select(1.0, 1.0 / max(n, p.eps), NORMALIZE);
+  for (var d = lid; d < 4u * p.dim4; d += WG) {
+    u_out[row * 4u * p.dim4 + d] = select(0.0, xAt(row, min(d, p.dim - 1u)) * inv, d < p.dim);
+  }
+  if (NORMALIZE && lid == 0u) { norms_out[row] = n; }
+}
+
+// ---- the logits tile ---------------------------------------------------------------------------------------
+
+@group(0) @binding(1) var<storage, read> xa: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> xb: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> labels: array<i32>;
+
+fn label(x: u32, n: u32) -> i32 {
+  if (LABELS) { return labels[min(x, n - 1u)]; }
+  return i32(x % p.period);
+}
+
+// Stages dims [4·k0, 4·(k0 + DK4)) of the tile's rows ([TR][DK4] vec4s) and columns ([TC][DK4] after them).
+fn loadTile(row0: u32, col0: u32, k0: u32, lid: u32) {
+  let wg = WGR * WGC;
+  for (var e = lid; e < 4u * WGR * DK4; e += wg) {
+    let i = row0 + e / DK4;
+    let k = k0 + e % DK4;
+    smem[e] = select(vec4<f32>(0.0), xa[min(i, p.rows - 1u) * p.dim4 + min(k, p.dim4 - 1u)], i < p.rows && k < p.dim4);
+  }
+  for (var e = lid; e < 4u * WGC * DK4; e += wg) {
+    let j = col0 + e / DK4;
+    let k = k0 + e % DK4;
+    smem[4u * WGR * DK4 + e] =
+      select(vec4<f32>(0.0), xb[min(j, p.cols - 1u) * p.dim4 + min(k, p.dim4 - 1u)], j < p.cols && k < p.dim4);
+  }
+}
+
+fn dots(a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+  return vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+}
+
+// Logits of rows row0 + 4·ty + r and columns col0 + 4·tx + c as s[r][c]. Call from uniform control flow.
+// Hot loops index vectors and matrices by constants only: a dynamic index makes llvmpipe keep them in memory.
+fn logits(row0: u32, col0: u32, ty: u32, tx: u32, lid: u32) -> mat4x4<f32> {
+  var s = mat4x4<f32>();
+  let a = 4u * ty * DK4;
+  let b = 4u * WGR * DK4 + 4u * tx * DK4;
+  for (var k0 = 0u; k0 < p.dim4; k0 += DK4) {
+    workgroupBarrier();
+    loadTile(row0, col0, k0, lid);
+    workgroupBarrier();
+    for (var k = 0u; k < DK4; k++) {
+      let b0 = smem[b + k];
+      let b1 = smem[b + DK4 + k];
+      let b2 = smem[b + 2u * DK4 + k];
+      let b3 = smem[b + 3u * DK4 + k];
+      s[0] += dots(smem[a + k], b0, b1, b2, b3);
+      s[1] += dots(smem[a + DK4 + k], b0, b1, b2, b3);
+      s[2] += dots(smem[a + 2u * DK4 + k], b0, b1, b2, b3);
+      s[3] += dots(smem[a + 3u * DK4 + k], b0, b1, b2, b3);
+    }
+  }
+  workgroupBarrier();
+  return s * p.inv_temp;
+}
+
+// Which of a row's 4 columns count (in range, not itself) and which are its positives.
+struct Cols {
+  ok: vec4<bool>,
+  pos: vec4<bool>,
+}
+
+fn cols(i: u32, j: vec4<u32>) -> Cols {
+  var ok = j < vec4<u32>(p.cols);
+  if (EXCLUDE_SELF) { ok &= j != vec4<u32>(i); }
+  let li = label(i, p.rows);
+  let lj = vec4<i32>(label(j.x, p.cols), label(j.y, p.cols), label(j.z, p.cols), label(j.w, p.cols));
+  return Cols(ok, ok & (lj == vec4<i32>(li)));
+}
+
+// ---- forward -----------------------------------------------------------------------------------------------
+
+@group(0) @binding(4) var<storage, read_write> partial: array<vec4<f32>>;
+
+// Row state (running max m, Σexp(s − m), Σ positive logits, #positives) merged with 4 more logits.
+fn absorb(st: vec4<f32>, s: vec4<f32>, c: Cols) -> vec4<f32> {
+  let sv = select(vec4<f32>(NEG), s, c.ok);
+  let m = max(st.x, max(max(sv.x, sv.y), max(sv.z, sv.w)));
+  let e = select(vec4<f32>(0.0), exp(sv - m), c.ok);
+  let one = vec4<f32>(1.0);
+  return vec4<f32>(m, st.y * exp(st.x - m) + dot(e, one), st.z + dot(select(vec4<f32>(0.0), s, c.pos), one),
+                   st.w + dot(select(vec4<f32>(0.0), one, c.pos), one));
+}
+
+fn combine(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+  let m = max(a.x, b.x);
+  return vec4<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m), a.z + b.z, a.w + b.w);
+}
+
+struct Place {
+  row0: u32,
+  split_slot: u32,  // 0 .. split_par − 1
+  col_begin: u32,
+  col_end: u32,
+  chunk: u32,       // grad: which 8·WGC dims
+}
+
+fn place(w: u32) -> Place {
+  let tile = w % p.row_tiles;
+  let slot = (w / p.row_tiles) % p.split_par;
+  let split = p.seq * p.split_par + slot;
+  let begin = min(split * p.cols_per_split, p.cols);
+  return Place(tile * 4u * WGR, slot, begin, min(begin + p.cols_per_split, p.cols), w / (p.row_tiles * p.split_par));
+}
+
+@compute @workgroup_size(WGC, WGR)
+fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let at = place(linear(wg, nwg));
+  let tx = lid3.x;
+  let ty = lid3.y;
+  let i = at.row0 + 4u * ty;
+  var st0 = vec4<f32>(NEG, 0.0, 0.0, 0.0);
+  var st1 = st0;
+  var st2 = st0;
+  var st3 = st0;
+  for (var col0 = at.col_begin; col0 < at.col_end; col0 += 4u * WGC) {
+    let s = logits(at.row0, col0, ty, tx, lid);
+    let j = col0 + 4u * tx + vec4<u32>(0u, 1u, 2u, 3u);
+    let jj = select(vec4<u32>(p.cols), j, j < vec4<u32>(at.col_end));  // columns past this split do not count
+    st0 = absorb(st0, s[0], cols(i, jj));
+    st1 = absorb(st1, s[1], cols(i + 1u, jj));
+    st2 = absorb(st2, s[2], cols(i + 2u, jj));
+    st3 = absorb(st3, s[3], cols(i + 3u, jj));
+  }
+  // Combine the WGC invocations that share each row, then merge into the earlier dispatches' partial.
+  let tr = 4u * WGR;
+  smem[tx * tr + 4u * ty] = st0;
+  smem[tx * tr + 4u * ty + 1u] = st1;
+  smem[tx * tr + 4u * ty + 2u] = st2;
+  smem[tx * tr + 4u * ty + 3u] = st3;
+  workgroupBarrier();
+  if (lid >= tr) { return; }
+  let row = at.row0 + lid;
+  if (row >= p.rows) { return; }
+  var total = smem[lid];
+  for (var c = 1u; c < WGC; c++) { total = combine(total, smem[c * tr + lid]); }
+  let slot = at.split_slot * p.rows + row;
+  if (p.seq > 0u) { total = combine(partial[slot], total); }
+  partial[slot] = total;
+}
+
+@group(0) @binding(1) var<storage, read> partial_in: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> rowstats: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> sums: array<vec2<f32>>;
+
+@compute @workgroup_size(WG)
+fn finish(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let w = linear(wg, nwg);
+  let row = w * WG + lid;
+  var rowLoss = vec2<f32>(0.0);
+  if (row < p.rows) {
+    var st = partial_in[row];
+    for (var k = 1u; k < p.split_par; k++) { st = combine(st, partial_in[k * p.rows + row]); }
+    let lse = st.x + log(max(st.y, 1e-38));
+    let valid = st.w > 0.0;
+    rowstats[row] = vec2<f32>(lse, select(0.0, 1.0 / st.w, valid));
+    rowLoss = select(vec2<f32>(0.0), vec2<f32>(lse - st.z / st.w, 1.0), valid);
+  }
+  red[lid] = rowLoss;
+  for (var s = WG / 2u; s > 0u; s /= 2u) {
+    workgroupBarrier();
+    if (lid < s) { red[lid] += red[lid + s]; }
+  }
+  if (lid == 0u) { sums[w] = red[0]; }
+}
+
+@compute @workgroup_size(WG)
+fn rowDot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let row = linear(wg, nwg);
+  if (row >= p.rows) { return; }
+  var acc = 0.0;
+  for (var q = lid; q < p.dim4; q += WG) { acc += dot(xa[row * p.dim4 + q], xb[row * p.dim4 + q]); }
+  let v = workgroupSum(lid, acc);
+  if (lid == 0u) { sums[row] = vec2<f32>(-v, 1.0); }
+}
+
+@group(0) @binding(1) var<storage, read> sums_in: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> loss: array<f32>;
+
+// p.cols: how many sums; p.rows: where the (1/#valid, #valid) entry goes.
+@compute @workgroup_size(WG)
+fn total(@builtin(local_invocation_index) lid: u32) {
+  var acc = vec2<f32>(0.0);
+  for (var k = lid; k < p.cols; k += WG) { acc += sums_in[k]; }
+  red[lid] = acc;
+  for (var s = WG / 2u; s > 0u; s /= 2u) {
+    workgroupBarrier();
+    if (lid < s) { red[lid] += red[lid + s]; }
+  }
+  if (lid == 0u) {
+    let t = red[0];
+    let scale = select(0.0, 1.0 / t.y, t.y > 0.0);
+    loss[0] = t.x * scale;
+    rowstats[p.rows] = vec2<f32>(scale, t.y);
+  }
+}
+
+// ---- backward ----------------------------------------------------------------------------------------------
+
+@group(0) @binding(4) var<storage, read> rowstats_a: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read> rowstats_b: array<vec2<f32>>;
+@group(0) @binding(6) var<storage, read_write> dpart: array<vec4<f32>>;
+
+// What the backward knows of 4 columns' own rows (COL_TERM): lse, 1/#positives, whether they have stats.
+struct ColStats {
+  lse: vec4<f32>,
+  inv: vec4<f32>,
+  ok: vec4<bool>,
+}
+
+fn colStats(j: vec4<u32>) -> ColStats {
+  let k = min(j, vec4<u32>(p.col_stats - 1u));
+  let s0 = rowstats_b[k.x];
+  let s1 = rowstats_b[k.y];
+  let s2 = rowstats_b[k.z];
+  let s3 = rowstats_b[k.w];
+  let inv = vec4<f32>(s0.y, s1.y, s2.y, s3.y);
+  return ColStats(vec4<f32>(s0.x, s1.x, s2.x, s3.x), inv, (j < vec4<u32>(p.col_stats)) & (inv > vec4<f32>(0.0)));
+}
+
+// dL/ds_ij for row i against 4 columns: for each loss row that holds s_ij (row i: ROW_TERM; row j, as s_ji:
+// COL_TERM), (softmax − [positive]/#positives) / #valid; 0 for rows without positives.
+fn weights(i: u32, s: vec4<f32>, jj: vec4<u32>, cb: ColStats, scale_a: f32, scale_b: f32) -> vec4<f32> {
+  let c = cols(i, jj);
+  var w = vec4<f32>(0.0);
+  if (ROW_TERM) {
+    let st = rowstats_a[min(i, p.rows - 1u)];
+    let wa = (exp(s - st.x) - select(vec4<f32>(0.0), vec4<f32>(st.y), c.pos)) * scale_a;
+    w += select(vec4<f32>(0.0), wa, c.ok & vec4<bool>(st.y > 0.0));
+  }
+  if (COL_TERM) {
+    let wb = (exp(s - cb.lse) - select(vec4<f32>(0.0), cb.inv, c.pos)) * scale_b;
+    w += select(vec4<f32>(0.0), wb, c.ok & cb.ok);
+  }
+  return w;
+}
+
+// Row r's 4 values times b: the outer product added into a 4-row × 4-dim block (column r = row r).
+fn outer(w: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(b * w.x, b * w.y, b * w.z, b * w.w);
+}
+
+// Adds block o (column r = row i + r, dims of vec4 q) into the partial gradient.
+fn storeGrad(i: u32, q: u32, slot: u32, o: mat4x4<f32>) {
+  if (q >= p.dim4) { return; }
+  for (var r = 0u; r < 4u; r++) {
+    if (i + r < p.rows) {
+      let k = (slot * p.rows + i + r) * p.dim4 + q;
+      let v = o[r] * p.inv_temp;
+      dpart[k] = select(v, dpart[k] + v, p.seq > 0u);
+    }
+  }
+}
+
+@compute @workgroup_size(WGC, WGR)
+fn grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let at = place(linear(wg, nwg));
+  let tx = lid3.x;
+  let ty = lid3.y;
+  let i = at.row0 + 4u * ty;
+  let q0 = (at.chunk * WGC + tx) * 4u;  // the invocation's 4 vec4s of dims: q0 .. q0 + 3
+  let scale_a = rowstats_a[p.rows].x;
+  let scale_b = rowstats_b[p.col_stats].x;
+  var o0 = mat4x4<f32>();
+  var o1 = mat4x4<f32>();
+  var o2 = mat4x4<f32>();
+  var o3 = mat4x4<f32>();
+  for (var col0 = at.col_begin; col0 < at.col_end; col0 += 4u * WGC) {
+    let s = logits(at.row0, col0, ty, tx, lid);
+    let j = col0 + 4u * tx + vec4<u32>(0u, 1u, 2u, 3u);
+    let jj = select(vec4<u32>(p.cols), j, j < vec4<u32>(at.col_end));
+    let cb = colStats(jj);
+    // Weights to workgroup memory by column (a vec4 over the invocation's 4 rows), then o += W · B.
+    let w = transpose(mat4x4<f32>(weights(i, s[0], jj, cb, scale_a, scale_b),
+                                  weights(i + 1u, s[1], jj, cb, scale_a, scale_b),
+                                  weights(i + 2u, s[2], jj, cb, scale_a, scale_b),
+                                  weights(i + 3u, s[3], jj, cb, scale_a, scale_b)));
+    smem[4u * tx * WGR + ty] = w[0];
+    smem[(4u * tx + 1u) * WGR + ty] = w[1];
+    smem[(4u * tx + 2u) * WGR + ty] = w[2];
+    smem[(4u * tx + 3u) * WGR + ty] = w[3];
+    workgroupBarrier();
+    let last = p.dim4 - 1u;
+    for (var c = 0u; c < 4u * WGC; c++) {
+      let wc = smem[c * WGR + ty];
+      let base = min(col0 + c, p.cols - 1u) * p.dim4;
+      o0 += outer(wc, xb[base + min(q0, last)]);
+      o1 += outer(wc, xb[base + min(q0 + 1u, last)]);
+      o2 += outer(wc, xb[base + min(q0 + 2u, last)]);
+      o3 += outer(wc, xb[base + min(q0 + 3u, last)]);
+    }
+  }
+  storeGrad(i, q0, at.split_slot, o0);
+  storeGrad(i, q0 + 1u, at.split_slot, o1);
+  storeGrad(i, q0 + 2u, at.split_slot, o2);
+  storeGrad(i, q0 + 3u, at.split_slot, o3);
+}
+
+@group(0) @binding(1) var<storage, read> dpart_in: array<f32>;
+@group(0) @binding(2) var<storage, read> u_in: array<f32>;
+@group(0) @binding(3) var<storage, read> norms_in: array<f32>;
+@group(0) @binding(4) var<storage, read> g: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dx1: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dx2: array<f32>;
+
+fn du(row: u32, d: u32) -> f32 {
+  var v = 0.0;
+  for (var k = 0u; k < p.split_par; k++) { v += dpart_in[(k * p.rows + row) * 4u * p.dim4 + d]; }
+  return v * g[0] * p.scale;
+}
+
+// The gradient through u = x / max(|x|, eps): (du − u (u·du)) / |x|, or du / eps where |x| ≤ eps.
+@compute @workgroup_size(WG)
+fn normalizeGrad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+  let row = linear(wg, nwg);
+  if (row >= p.rows) { return; }
+  var dot_ = 0.0;
+  if (NORMALIZE) {
+    for (var d = lid; d < p.dim; d += WG) { dot_ += u_in[row * 4u * p.dim4 + d] * du(row, d); }
+  }
+  dot_ = workgroupSum(lid, dot_);
+  let n = norms_in[row];
+  for (var d = lid; d < p.dim; d += WG) {
+    var v = du(row, d);
+    if (NORMALIZE) {
+      v = select(v / p.eps, (v - u_in[row * 4u * p.dim4 + d] * dot_) / n, n > p.eps);
+    }
+    if (row < p.n1) {
+      dx1[row * p.dim + d] = v;
+    } else {
+      dx2[(row - p.n1) * p.dim + d] = v;
+    }
+  }
+}

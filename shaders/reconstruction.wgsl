@@ -1,0 +1,322 @@
+// reconstruction.wgsl: reconstruction losses, fused. A pass reads its inputs once, reduces the loss in the
+// same pass and, when asked, writes d(loss)/d(pred) in that same pass. The workgroup index is spread over x
+// and y: w = wg.y * nwg.x + wg.x. Sums are trees: the elementwise losses sum ITEMS elements per invocation
+// into one partial each, then `combine` passes sum ITEMS partials per invocation until one is left (no
+// workgroup barriers: on CPU adapters such as llvmpipe each barrier costs a switch per SIMD group, several
+// times the memory traffic); the masked loss sums each patch with a workgroup tree.
+//
+// Elementwise losses, x = pred, y = target, w = weight (1 unless WEIGHTED), per element ℓ(x, y)·w and
+// dℓ/dx·w; LOSS 0 mse, 1 l1, 2 huber (param = delta), 3 smoothL1 (param = beta), 4 bceWithLogits.
+// Workgroup w covers window elements [w·WG·ITEMS, (w + 1)·WG·ITEMS), invocation lid those ≡ lid mod WG
+// (coalesced). With BROADCAST (one window only) target and weight are read through strides over pred's dims.
+//   reduce:       1 pred, 2 target, 3 weight, 4 partials   partials[part_base + w·WG + lid] = scale · Σ ℓ
+//   reduce_grad:  1 pred, 2 target, 3 weight, 4 partials, 5 grad     and grad[i] = scale · dℓ/dx
+//   grad:         1 pred, 2 target, 3 weight, 4 upstream, 5 grad     grad[i] = scale · dℓ/dx · g, where
+//                 g = upstream[i] with UPSTREAM_EACH (reduction "none"), else upstream[0]
+//   loss:         1 pred, 2 target, 3 weight, 4 out        out[i] = ℓ (reduction "none")
+//
+// Masked patch MSE (MAE's loss): workgroup q is patch q = n·L + l of images [N, C, H, W] cut into P×P patches,
+// K = P·P·C pixels, visited in image order j = (c·P + py)·P + px. pred is [N, C, H, W] too, or MAE's
+// patchified [N, L, K] with pixels in (py, px, c) order (PATCHIFIED). mask[q] (dtype by IN_DTYPE) weights the
+// patch; msum[0] = Σ mask. With NORM_PIX the target patch is (t − mean) / sqrt(var + eps), var unbiased.
+// Patches with mask 0 read nothing. One invocation loops about 3·K / WG times (K ≤ 65,536, WG ≤ 64 in
+// src/reconstruction.ts: ~3,000, under llvmpipe's loop cap). d = pred − target:
+//   masked:           1 pred, 2 target, 3 mask, 4 msum, 5 partials   partials[q] = mask · Σ d² / (K · msum)
+//   masked_grad:      1 pred, 2 target, 3 mask, 4 msum, 5 partials, 6 grad   and grad = 2d · mask / (K · msum)
+//   masked_backward:  1 pred, 2 target, 3 mask, 4 msum, 5 upstream, 6 grad   grad = upstream[0] · that
+//
+// combine: 1 values (f32, or i32/u32 by IN_DTYPE), 2 sums
+//   sums[j] = param + scale · Σ_k values[j + k·M], k < ITEMS, for the M = ⌈count / ITEMS⌉ outputs
+struct Params {
+  count: u32,      // elements in this window (masked: patches; combine: values)
+  part_base: u32,  // index of this window's first partial
+  rank: u32,
+  scale: f32,      // 1/N for reduction "mean", else 1
+  param: f32,      // huber's delta, smoothL1's beta, maskedMSE's eps, combine's offset
+  shape: array<vec4<u32>, 2>,     // pred's dims (masked: N, C, H, W, P, patches per row), padded with 1
+  stride_t: array<vec4<u32>, 2>,  // element strides of target over pred's dims, 0 where broadcast
+  stride_w: array<vec4<u32>, 2>,  // element strides of weight likewise
+}
+
+override WG: u32 = 256;  // a power of two (the masked loss's tree)
+// Elements (or partials) per invocation, mirrored in src/reconstruction.ts. A constant, not an override:
+// llvmpipe unrolls only loops whose trip count is known when the WGSL is compiled (2x faster here).
+// Serial sums of 32 f32 terms then a tree over passes: accurate to ~1e-7 relative in practice.
+const ITEMS: u32 = 32u;
+override LOSS: u32 = 0;
+override BROADCAST: bool = false;
+override WEIGHTED: bool = false;
+override UPSTREAM_EACH: bool = false;
+override NORM_PIX: bool = false;
+override PATCHIFIED: bool = false;
+override IN_DTYPE: u32 = 0;  // 0 f32, 1 i32, 2 u32
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+var<workgroup> tree: array<f32, WG>;
+
+// Sum of v over the workgroup, returned to every invocation; call from uniform control flow.
+fn treeSum(lid: u32, v: f32) -> f32 {
+  tree[lid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) { tree[lid] += tree[lid + s]; }
+    workgroupBarrier();
+  }
+  let total = tree[0];
+  workgroupBarrier();  // the next treeSum may overwrite tree[0]
+  return total;
+}
+
+fn workgroupIndex(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return wg.y * nwg.x + wg.x;
+}
+
+fn dim(d: u32) -> u32 {
+  return p.shape[d / 4u][d % 4u];
+}
+
+fn asF32(bits: u32) -> f32 {
+  switch IN_DTYPE {
+    case 1u: { return f32(bitcast<i32>(bits)); }
+    case 2u: { return f32(bits); }
+    default: { return bitcast<f32>(bits); }
+  }
+}
+
+// ---- elementwise losses ----------------------------------------------------------------------------------
+
+@group(0) @binding(1) var<storage, read> pred: array<f32>;
+@group(0) @binding(2) var<storage, read> tgt: array<f32>;  // `target` is a WGSL reserved word
+@group(0) @binding(3) var<storage, read> weight: array<f32>;
+
+// (ℓ, dℓ/dx) for prediction x and target y, with PyTorch's definitions.
+fn lossGrad(x: f32, y: f32) -> vec2<f32> {
+  let d = x - y;
+  let a = abs(d);
+  switch LOSS {
+    case 0u: { return vec2(d * d, 2.0 * d); }
+    case 1u: { return vec2(a, sign(d)); }
+    case 2u: { return select(vec2(p.param * (a - 0.5 * p.param), p.param * sign(d)), vec2(0.5 * d * d, d), a <= p.param); }
+    case 3u: { return select(vec2(a - 0.5 * p.param, sign(d)), vec2(0.5 * d * d / p.param, d / p.param), a < p.param); }
+    default: {
+      // max(x, 0) − x·y + log(1 + e^−|x|) never overflows; sigmoid split by sign for the same reason.
+      let e = exp(-abs(x));
+      let sig = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+      return vec2(max(x, 0.0) - x * y + log(1.0 + e), sig - y);
+    }
+  }
+}
+
+// (ℓ·w, dℓ/dx·w) of window element i.
+fn element(i: u32) -> vec2<f32> {
+  var it = i;
+  var iw = i;
+  if (BROADCAST) {
+    it = 0u;
+    iw = 0u;
+    var rest = i;
+    for (var d = i32(p.rank) - 1; d >= 0; d--) {
+      let k = rest % dim(u32(d));
+      rest /= dim(u32(d));
+      it += k * p.stride_t[d / 4][d % 4];
+      iw += k * p.stride_w[d / 4][d % 4];
+    }
+  }
+  let r = lossGrad(pred[i], tgt[it]);
+  if (WEIGHTED) { return r * weight[iw]; }
+  return r;
+}
+
+fn elementIndex(w: u32, k: u32, lid: u32) -> u32 {
+  return (w * ITEMS + k) * WG + lid;
+}
+
+@group(0) @binding(4) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(5) var<storage, read_write> grad_out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let w = workgroupIndex(wg, nwg);
+  if (w * ITEMS * WG >= p.count) { return; }
+  var s = 0.0;
+  for (var k = 0u; k < ITEMS; k++) {
+    let i = elementIndex(w, k, lid);
+    if (i < p.count) { s += element(i).x; }
+  }
+  partials[p.part_base + w * WG + lid] = p.scale * s;
+}
+
+@compute @workgroup_size(WG)
+fn reduce_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+  let w = workgroupIndex(wg, nwg);
+  if (w * ITEMS * WG >= p.count) { return; }
+  var s = 0.0;
+  for (var k = 0u; k < ITEMS; k++) {
+    let i = elementIndex(w, k, lid);
+    if (i < p.count) {
+      let r = element(i);
+      s += r.x;
+      grad_out[i] = p.scale * r.y;
+    }
+  }
+  partials[p.part_base + w * WG + lid] = p.scale * s;
+}
+
+@group(0) @binding(4) var<storage, read> upstream: array<f32>;
+
+@compute @workgroup_size(WG)
+fn grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let w = workgroupIndex(wg, nwg);
+  for (var k = 0u; k < ITEMS; k++) {
+    let i = elementIndex(w, k, lid);
+    if (i < p.count) { grad_out[i] = p.scale * element(i).y * upstream[select(0u, i, UPSTREAM_EACH)]; }
+  }
+}
+
+@group(0) @binding(4) var<storage, read_write> loss_out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn loss(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let w = workgroupIndex(wg, nwg);
+  for (var k = 0u; k < ITEMS; k++) {
+    let i = elementIndex(w, k, lid);
+    if (i < p.count) { loss_out[i] = element(i).x; }
+  }
+}
+
+// ---- masked patch MSE ------------------------------------------------------------------------------------
+
+@group(0) @binding(3) var<storage, read> mask: array<u32>;
+@group(0) @binding(4) var<storage, read> msum: array<f32>;
+@group(0) @binding(5) var<storage, read_write> patch_loss: array<f32>;
+@group(0) @binding(5) var<storage, read> patch_upstream: array<f32>;
+@group(0) @binding(6) var<storage, read_write> patch_grad: array<f32>;
+
+fn patchSize() -> u32 {
+  return dim(4u) * dim(4u) * dim(1u);
+}
+
+// Indices of patch q's first pixel in target (image layout) and in a patchified pred.
+fn patchOrigin(q: u32) -> vec2<u32> {
+  let ps = dim(4u);
+  let per_row = dim(5u);
+  let per_image = (dim(2u) / ps) * per_row;
+  let l = q % per_image;
+  let img = ((q / per_image) * dim(1u) * dim(2u) + (l / per_row) * ps) * dim(3u) + (l % per_row) * ps;
+  return vec2(img, q * patchSize());
+}
+
+// (target index, pred index) of pixel j of the patch at `origin` (two divisions: llvmpipe scalarises them).
+fn pixel(origin: vec2<u32>, j: u32) -> vec2<u32> {
+  let ps = dim(4u);
+  let row = j / ps;
+  let px = j - row * ps;
+  let ch = row / ps;
+  let py = row - ch * ps;
+  let img = origin.x + (ch * dim(2u) + py) * dim(3u) + px;
+  return vec2(img, select(img, origin.y + (py * ps + px) * dim(1u) + ch, PATCHIFIED));
+}
+
+// (mean, 1 / sqrt(var + eps)) of target patch q with NORM_PIX, else (0, 1). The patch is a few KiB, so the
+// second and third reads of it hit cache.
+fn patchNorm(origin: vec2<u32>, lid: u32, live: bool) -> vec2<f32> {
+  if (!NORM_PIX) { return vec2(0.0, 1.0); }
+  let k = patchSize();
+  var s = 0.0;
+  if (live) {
+    for (var j = lid; j < k; j += WG) { s += tgt[pixel(origin, j).x]; }
+  }
+  let mean = treeSum(lid, s) / f32(k);
+  var v = 0.0;
+  if (live) {
+    for (var j = lid; j < k; j += WG) {
+      let t = tgt[pixel(origin, j).x] - mean;
+      v += t * t;
+    }
+  }
+  return vec2(mean, inverseSqrt(treeSum(lid, v) / f32(k - 1u) + p.param));
+}
+
+fn patchDiff(at: vec2<u32>, norm: vec2<f32>) -> f32 {
+  return pred[at.y] - (tgt[at.x] - norm.x) * norm.y;
+}
+
+// Writes grad = g · 2d · mask / (K · msum) over patch q (zeros where masked out); returns this invocation's Σ d².
+fn patchGrad(q: u32, lid: u32, g: f32) -> f32 {
+  let m = asF32(mask[q]);
+  let origin = patchOrigin(q);
+  let norm = patchNorm(origin, lid, m != 0.0);
+  let k = patchSize();
+  let coef = 2.0 * g * m / (f32(k) * msum[0]);
+  var s = 0.0;
+  for (var j = lid; j < k; j += WG) {
+    let at = pixel(origin, j);
+    var d = 0.0;
+    if (m != 0.0) { d = patchDiff(at, norm); }
+    s += d * d;
+    patch_grad[at.y] = coef * d;
+  }
+  return s;
+}
+
+@compute @workgroup_size(WG)
+fn masked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let q = workgroupIndex(wg, nwg);
+  if (q >= p.count) { return; }
+  let m = asF32(mask[q]);
+  let origin = patchOrigin(q);
+  let norm = patchNorm(origin, lid, m != 0.0);
+  let k = patchSize();
+  var s = 0.0;
+  if (m != 0.0) {
+    for (var j = lid; j < k; j += WG) {
+      let d = patchDiff(pixel(origin, j), norm);
+      s += d * d;
+    }
+  }
+  let total = treeSum(lid, s);
+  if (lid == 0u) { patch_loss[q] = m * total / (f32(k) * msum[0]); }
+}
+
+@compute @workgroup_size(WG)
+fn masked_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+  let q = workgroupIndex(wg, nwg);
+  if (q >= p.count) { return; }
+  let total = treeSum(lid, patchGrad(q, lid, 1.0));
+  let m = asF32(mask[q]);
+  if (lid == 0u) { patch_loss[q] = m * total / (f32(patchSize()) * msum[0]); }
+}
+
+@compute @workgroup_size(WG)
+fn masked_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+  let q = workgroupIndex(wg, nwg);
+  if (q >= p.count) { return; }
+  patchGrad(q, lid, patch_upstream[0]);
+}
+
+// ---- combine ---------------------------------------------------------------------------------------------
+
+@group(0) @binding(1) var<storage, read> values: array<u32>;
+@group(0) @binding(2) var<storage, read_write> sums: array<f32>;
+
+@compute @workgroup_size(WG)
+fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+  let j = workgroupIndex(wg, nwg) * WG + lid;
+  let outputs = (p.count + ITEMS - 1u) / ITEMS;
+  if (j >= outputs) { return; }
+  var s = 0.0;
+  for (var k = 0u; k < ITEMS; k++) {
+    let i = j + k * outputs;
+    if (i < p.count) { s += asF32(values[i]); }
+  }
+  sums[j] = p.param + p.scale * s;
+}

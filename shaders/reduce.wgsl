@@ -1,0 +1,134 @@
+// reduce.wgsl: one pass of a row reduction. The input is viewed as [rows, len]: a row's kept-dims index and an
+// element's reduced-dims index each map to an element offset through (shape, stride) lists, so reduced axes
+// need not be innermost (strided read, no transposing copy). A row is cut into chunks of seg·ITEMS elements;
+// `seg` invocations (a power of two ≤ WG; one workgroup serves WG/seg chunks, so a row of ≤ ITEMS elements
+// is one invocation's) each fold at most ITEMS elements, then tree-reduce in workgroup memory into one
+// partial per pair (row, chunk), numbered row·chunks + chunk. The host repeats passes over the partials, [rows, chunks] contiguous, until one value
+// per row remains.
+// Every accumulator is a vec2: OP 0 sum (x), OP 1 max (x), OP 2 logsumexp as (running max m, Σ exp(v − m)),
+// merged like online softmax; the last pass writes m + log(s).
+// A tensor over maxStorageBufferBindingSize is read one window at a time: elements [first, first + count) are
+// bound at binding 1 and a dispatch reduces pairs [pair0, pair0 + npairs), reading only offsets inside the
+// window. Windows cut between pairs (contiguous rows) write partial `pair`; windows that each see every pair
+// (strided rows) write partial pair·nwin + win, and the next pass folds those too.
+// Bindings: 0 params (uniform), 1 x (storage, read; pairs when PAIRS_IN), 2 out (storage; pairs when PAIRS_OUT).
+struct Params {
+  len: u32,      // elements per row
+  chunks: u32,   // chunks per row
+  seg: u32,      // invocations per chunk
+  first: u32,    // input window: element offset bound at binding 1, and its element count
+  count: u32,
+  pair0: u32,    // pairs reduced by this dispatch
+  npairs: u32,
+  nwin: u32,     // partials per pair, and the one this dispatch writes
+  win: u32,
+  krank: u32,    // ranks of the kept and reduced (shape, stride) lists
+  rrank: u32,
+  scale: f32,    // multiplies the result on the last pass (mean = sum · 1/len)
+  ninf: f32,     // −∞ from the host: WGSL has no infinity literal
+  lists: array<vec4<u32>, 8>,  // kept shape, kept strides, reduced shape, reduced strides: 8 u32 each
+}
+
+override WG: u32 = 256;
+override ITEMS: u32 = 16;
+override OP: u32 = 0;
+override PAIRS_IN: bool = false;
+override PAIRS_OUT: bool = false;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+var<workgroup> partial: array<vec2<f32>, WG>;
+
+// Entry d of list L of p.lists (0 kept shape, 1 kept stride, 2 reduced shape, 3 reduced stride).
+fn entry(list: u32, d: u32) -> u32 {
+  return p.lists[2u * list + d / 4u][d % 4u];
+}
+
+// Element offset of index i over the kept (KEPT) or reduced (REDUCED) dims; the outermost dim needs no
+// division (i < size), so a rank-1 list (contiguous rows, or one strided axis) costs a multiply.
+const KEPT = 0u;
+const REDUCED = 2u;
+fn offsetOf(i: u32, rank: u32, dims: u32) -> u32 {
+  var rest = i;
+  var off = 0u;
+  for (var d = rank - 1u; d > 0u && d < 8u; d--) {
+    let n = entry(dims, d);
+    off += (rest % n) * entry(dims + 1u, d);
+    rest /= n;
+  }
+  return off + rest * entry(dims + 1u, 0u);
+}
+
+// max that returns NaN when either side is NaN (WGSL's max may drop it).
+fn maxNaN(a: f32, b: f32) -> f32 {
+  return select(max(a, b), a + b, a != a || b != b);
+}
+
+// exp(v − m) for a term v merged under the new max m; 1 when v == m, so m = ±∞ gives no ∞ − ∞.
+fn rescale(v: f32, m: f32) -> f32 {
+  return select(exp(v - m), 1.0, v == m);
+}
+
+fn identity() -> vec2<f32> {
+  return select(vec2<f32>(p.ninf, 0.0), vec2<f32>(0.0), OP == 0u);
+}
+
+fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+  switch OP {
+    case 0u: { return vec2<f32>(a.x + b.x, 0.0); }
+    case 1u: { return vec2<f32>(maxNaN(a.x, b.x), 0.0); }
+    default: {
+      let m = maxNaN(a.x, b.x);
+      return vec2<f32>(m, a.y * rescale(a.x, m) + b.y * rescale(b.x, m));
+    }
+  }
+}
+
+fn load(i: u32) -> vec2<f32> {
+  if (PAIRS_IN) {
+    return vec2<f32>(x[2u * i], x[2u * i + 1u]);
+  }
+  return vec2<f32>(x[i], 1.0);  // logsumexp of one value v: m = v, s = 1 (sum and max ignore y)
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let t = lid % p.seg;
+  let local = (wg.y * nwg.x + wg.x) * (WG / p.seg) + lid / p.seg;
+  let pair = p.pair0 + local;
+  let live = local < p.npairs;
+  var acc = identity();
+  if (live) {
+    let base = offsetOf(pair / p.chunks, p.krank, KEPT);
+    let start = (pair % p.chunks) * p.seg * ITEMS + t;
+    for (var k = 0u; k < ITEMS; k++) {
+      let j = start + k * p.seg;
+      if (j >= p.len) { break; }
+      let off = base + offsetOf(j, p.rrank, REDUCED);
+      if (off >= p.first && off - p.first < p.count) {
+        acc = combine(acc, load(off - p.first));
+      }
+    }
+  }
+  partial[lid] = acc;
+  for (var s = p.seg / 2u; s > 0u; s /= 2u) {
+    workgroupBarrier();
+    if (t < s) {
+      acc = combine(acc, partial[lid + s]);
+      partial[lid] = acc;
+    }
+  }
+  if (!live || t != 0u) { return; }
+  let o = pair * p.nwin + p.win;
+  if (PAIRS_OUT) {
+    out[2u * o] = acc.x;
+    out[2u * o + 1u] = acc.y;
+  } else if (OP == 2u) {
+    out[o] = acc.x + log(acc.y);
+  } else {
+    out[o] = acc.x * p.scale;
+  }
+}

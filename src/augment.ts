@@ -1,0 +1,650 @@
+// Per-sample image augmentations and the SimCLR / BYOL view recipes (shaders/augment.wgsl; CPU reference in
+// src/ref/augment.ts). Batches are f32 [N, C, H, W] in [0, 1], C = 1 or 3.
+//
+// Randomness: every per-sample parameter is drawn on the host from Philox keyed by the seed with the counter
+// (parameter index, sample index, tag, 0), where tag = op + 256·stream (stream tells the views of a recipe apart).
+// Drawing these few numbers per sample on the host keeps integer crop boxes identical on every adapter (WGSL's exp
+// and log are not correctly rounded) and lets the CPU reference use the very same parameters; per-element noise is
+// drawn in the kernel from the same generator. Parameter index 0 is the op's coin for `p`.
+//
+// Every random op returns `{ output, params }`: one `SampleParams` per sample, which `applyParams` replays.
+import { type Engine, Params } from "./engine.ts";
+import { fmtShape, ShapeError } from "./errors.ts";
+import { philox, seedKey, uniformFromBits } from "./ref/random.ts";
+import type { Tensor } from "./tensor.ts";
+
+const WG = 256;
+const TILE = 16;
+const REC = 24;
+/** Output tiles a sample may have (the per-sample mean loops over them). */
+const MAX_TILES = 16384;
+const MAX_SIGMA = 100;
+
+/** Op tags in the Philox counter. */
+export const RANDOM_TAG = {
+  crop: 1,
+  flip: 2,
+  jitter: 3,
+  grayscale: 4,
+  blur: 5,
+  solarize: 6,
+  rotate: 7,
+  erase: 8,
+  noise: 9,
+  jigsaw: 10,
+  maskedImage: 11,
+  maskedToken: 12,
+  relativePosition: 13,
+} as const;
+
+export interface Jitter {
+  brightness: number;
+  contrast: number;
+  saturation: number;
+  hue: number;
+  /** The order of the steps: 0 brightness, 1 contrast, 2 saturation, 3 hue. */
+  order: number[];
+}
+
+export interface Box {
+  top: number;
+  left: number;
+  height: number;
+  width: number;
+}
+
+/** Everything one sample's view does, in the order applied (blur and solarize run last). */
+export interface SampleParams {
+  /** Source region, resized bilinearly to the output size. */
+  crop: Box;
+  flip: boolean;
+  /** Counter-clockwise quarter turns (square outputs only). */
+  rotate: number;
+  jitter: Jitter | null;
+  grayscale: boolean;
+  erase: (Box & { value: number }) | null;
+  /** Gaussian noise sigma (0: none); the noise itself comes from (seed, tag) and the element index. */
+  noise: number;
+  /** Gaussian blur sigma (0: none). */
+  blur: number;
+  /** Solarize threshold, or null. */
+  solarize: number | null;
+}
+
+export type FactorRange = number | [number, number];
+
+export interface RandomOptions {
+  seed?: number;
+  /** Probability that a sample gets the op. */
+  p?: number;
+  /** Tells apart several draws of the same op with one seed (the views of a recipe). */
+  stream?: number;
+}
+
+export interface Augmented {
+  output: Tensor;
+  params: SampleParams[];
+}
+
+// ---- drawing ------------------------------------------------------------------------------------------------
+
+/** Four uniforms in [0, 1) for (seed, op tag, stream, sample, parameter index). */
+export function drawUniforms(
+  seed: number,
+  op: number,
+  stream: number,
+  sample: number,
+  param: number,
+): number[] {
+  return [...philox([param, sample, op + 256 * stream, 0], seedKey(seed))].map(uniformFromBits);
+}
+
+function coin(seed: number, op: number, stream: number, sample: number, p: number): boolean {
+  return drawUniforms(seed, op, stream, sample, 0)[0] < p;
+}
+
+/** Python's round (half to even), as torchvision's int(round(x)). */
+function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+export function identityParams(h: number, w: number): SampleParams {
+  return {
+    crop: { top: 0, left: 0, height: h, width: w },
+    flip: false,
+    rotate: 0,
+    jitter: null,
+    grayscale: false,
+    erase: null,
+    noise: 0,
+    blur: 0,
+    solarize: null,
+  };
+}
+
+/** torchvision's RandomResizedCrop.get_params: 10 tries at a random area and log-uniform aspect, then center. */
+function drawCrop(
+  u: (param: number) => number[],
+  h: number,
+  w: number,
+  scale: [number, number],
+  ratio: [number, number],
+): Box {
+  const area = h * w;
+  const logRatio = [Math.log(ratio[0]), Math.log(ratio[1])];
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const r = u(1 + attempt);
+    const target = area * (scale[0] + r[0] * (scale[1] - scale[0]));
+    const aspect = Math.exp(logRatio[0] + r[1] * (logRatio[1] - logRatio[0]));
+    const cw = roundHalfEven(Math.sqrt(target * aspect));
+    const ch = roundHalfEven(Math.sqrt(target / aspect));
+    if (cw > 0 && cw <= w && ch > 0 && ch <= h) {
+      return {
+        top: Math.floor(r[2] * (h - ch + 1)),
+        left: Math.floor(r[3] * (w - cw + 1)),
+        height: ch,
+        width: cw,
+      };
+    }
+  }
+  const inRatio = w / h;
+  let cw = w;
+  let ch = h;
+  if (inRatio < Math.min(...ratio)) ch = roundHalfEven(w / Math.min(...ratio));
+  else if (inRatio > Math.max(...ratio)) cw = roundHalfEven(h * Math.max(...ratio));
+  return { top: Math.floor((h - ch) / 2), left: Math.floor((w - cw) / 2), height: ch, width: cw };
+}
+
+function factorRange(
+  op: string,
+  name: string,
+  v: FactorRange,
+  center: number,
+  bound = Infinity,
+): [number, number] {
+  const r: [number, number] = typeof v === "number" ? [center - v, center + v] : v;
+  if (typeof v === "number" && v < 0) throw new RangeError(`${op}: ${name} must be ≥ 0, got ${v}`);
+  if (center === 1) r[0] = Math.max(0, r[0]);
+  if (!(r[0] <= r[1]) || r[0] < -bound || r[1] > bound) {
+    throw new RangeError(
+      `${op}: ${name} range [${r}] is invalid${bound < Infinity ? ` (limit ±${bound})` : ""}`,
+    );
+  }
+  return r;
+}
+
+export interface JitterOptions {
+  brightness?: FactorRange;
+  contrast?: FactorRange;
+  saturation?: FactorRange;
+  hue?: FactorRange;
+}
+
+/** torchvision's ColorJitter.get_params: a random order and a factor per step (identity when the range is 0). */
+function drawJitter(op: string, u: (param: number) => number[], o: JitterOptions): Jitter {
+  const r = u(1);
+  const pick = (name: keyof JitterOptions, k: number, center: number, bound?: number) => {
+    const [lo, hi] = factorRange(op, name, o[name] ?? 0, center, bound);
+    return lo === hi ? lo : lo + r[k] * (hi - lo);
+  };
+  const order = [0, 1, 2, 3];
+  const s = u(2);
+  for (let k = 3; k > 0; k--) {
+    const j = Math.floor(s[3 - k] * (k + 1));
+    [order[k], order[j]] = [order[j], order[k]];
+  }
+  return {
+    brightness: pick("brightness", 0, 1),
+    contrast: pick("contrast", 1, 1),
+    saturation: pick("saturation", 2, 1),
+    hue: pick("hue", 3, 0, 0.5),
+    order,
+  };
+}
+
+/** torchvision's RandomErasing.get_params; null when no try fits. */
+function drawErase(
+  u: (param: number) => number[],
+  h: number,
+  w: number,
+  scale: [number, number],
+  ratio: [number, number],
+  value: number,
+): (Box & { value: number }) | null {
+  const logRatio = [Math.log(ratio[0]), Math.log(ratio[1])];
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const r = u(1 + attempt);
+    const area = h * w * (scale[0] + r[0] * (scale[1] - scale[0]));
+    const aspect = Math.exp(logRatio[0] + r[1] * (logRatio[1] - logRatio[0]));
+    const eh = roundHalfEven(Math.sqrt(area * aspect));
+    const ew = roundHalfEven(Math.sqrt(area / aspect));
+    if (!(eh < h && ew < w)) continue;
+    return {
+      top: Math.floor(r[2] * (h - eh + 1)),
+      left: Math.floor(r[3] * (w - ew + 1)),
+      height: eh,
+      width: ew,
+      value,
+    };
+  }
+  return null;
+}
+
+// ---- validation ---------------------------------------------------------------------------------------------
+
+/** [N, C, H, W] of an f32 image batch with C = 1 or 3; throws naming the shape otherwise. */
+export function imageDims(op: string, x: Tensor): [number, number, number, number] {
+  if (x.dtype !== "f32") {
+    throw new TypeError(`${op}: expected an f32 image batch, got ${x.dtype} ${fmtShape(x.shape)}`);
+  }
+  if (x.shape.length !== 4) {
+    throw new ShapeError(
+      `${op}: expected an image batch [N, C, H, W], got rank ${x.shape.length} ${fmtShape(x.shape)}`,
+    );
+  }
+  const [n, c, h, w] = x.shape;
+  if (c !== 1 && c !== 3) throw new ShapeError(`${op}: C must be 1 or 3, got ${c} in ${fmtShape(x.shape)}`);
+  return [n, c, h, w];
+}
+
+function checkSeed(op: string, seed: number): number {
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new RangeError(`${op}: seed must be an integer in [0, 2^53), got ${seed}`);
+  }
+  return seed;
+}
+
+function checkP(op: string, p: number): number {
+  if (!(p >= 0 && p <= 1)) throw new RangeError(`${op}: p must be in [0, 1], got ${p}`);
+  return p;
+}
+
+function checkRange(
+  op: string,
+  name: string,
+  r: [number, number],
+  min: number,
+  max = Infinity,
+): [number, number] {
+  if (!(r[0] >= min && r[0] <= r[1] && r[1] <= max)) {
+    throw new RangeError(`${op}: ${name} must be an increasing pair within [${min}, ${max}], got [${r}]`);
+  }
+  return r;
+}
+
+function outSize(op: string, size: number | [number, number]): [number, number] {
+  const s: [number, number] = typeof size === "number" ? [size, size] : size;
+  if (!s.every((d) => Number.isInteger(d) && d > 0)) {
+    throw new RangeError(`${op}: size must be positive integers, got ${s}`);
+  }
+  return s;
+}
+
+// ---- the kernels --------------------------------------------------------------------------------------------
+
+function packRecords(params: SampleParams[]): Float32Array {
+  const r = new Float32Array(params.length * REC);
+  params.forEach((q, n) => {
+    const j = q.jitter;
+    const e = q.erase;
+    r.set([
+      q.crop.top,
+      q.crop.left,
+      q.crop.height,
+      q.crop.width,
+      q.flip ? 1 : 0,
+      q.rotate,
+      j ? 1 : 0,
+      j?.brightness ?? 1,
+      j?.contrast ?? 1,
+      j?.saturation ?? 1,
+      j?.hue ?? 0,
+      j ? j.order.reduce((code, step, k) => code + step * 4 ** k, 0) : 0,
+      q.grayscale ? 1 : 0,
+      q.solarize === null ? 0 : 1,
+      e ? 1 : 0,
+      e?.top ?? 0,
+      e?.left ?? 0,
+      e?.height ?? 0,
+      e?.width ?? 0,
+      e?.value ?? 0,
+      q.noise,
+      q.blur,
+      q.solarize ?? 0,
+    ], n * REC);
+  });
+  return r;
+}
+
+export interface ApplyOptions {
+  /** Output [height, width] (default the input's). */
+  size?: number | [number, number];
+  /** Key of the Gaussian noise (the seed the params were drawn with). */
+  seed?: number;
+  stream?: number;
+  /** Write the grayscale of a 3-channel input as one channel. */
+  grayOutput?: boolean;
+  /** Per-channel (x - mean) / std after everything else in the fused pass. */
+  normalize?: { mean: number[]; std: number[] };
+}
+
+/**
+ * Renders one view per sample from its parameters: the fused pass (geometry, bilinear resize, jitter, grayscale,
+ * solarize, erase, noise, normalize; preceded by a per-sample mean when contrast needs it), then the two passes of
+ * the separable blur for samples with a blur sigma. Replays any op's `params` exactly.
+ */
+export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOptions = {}): Tensor {
+  const op = "applyParams";
+  const [n, c, h, w] = imageDims(op, x);
+  const [oh, ow] = outSize(op, options.size ?? [h, w]);
+  if (params.length !== n) {
+    throw new ShapeError(`${op}: ${params.length} parameter records for a batch ${fmtShape(x.shape)}`);
+  }
+  for (const q of params) {
+    if (q.rotate % 2 && oh !== ow) {
+      throw new ShapeError(`${op}: rotating by 90° needs a square output, got ${oh}×${ow}`);
+    }
+    if (!(q.blur >= 0 && q.blur <= MAX_SIGMA)) {
+      throw new RangeError(`${op}: blur sigma ${q.blur} outside [0, ${MAX_SIGMA}]`);
+    }
+  }
+  const oc = options.grayOutput ? 1 : c;
+  const tilesX = Math.ceil(ow / TILE);
+  const tiles = tilesX * Math.ceil(oh / TILE);
+  if (tiles > MAX_TILES) {
+    throw new ShapeError(
+      `${op}: output ${oh}×${ow} has ${tiles} tiles of ${TILE}², over the ${MAX_TILES} supported per image`,
+    );
+  }
+  const engine = x.engine;
+  const seed = checkSeed(op, options.seed ?? 0);
+  const norm = options.normalize;
+  if (norm && (norm.mean.length < c || norm.std.length < c || norm.std.some((s) => s === 0))) {
+    throw new RangeError(
+      `normalize: need ${c} means and ${c} non-zero stds, got mean [${norm.mean}] std [${norm.std}]`,
+    );
+  }
+  const params_ = () =>
+    new Params().u32(n, c, h, w, oh, ow, oc, tilesX, tiles, seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0)
+      .u32(RANDOM_TAG.noise + 256 * (options.stream ?? 0), norm ? 1 : 0)
+      .f32(...[0, 1, 2].map((k) => norm?.mean[k] ?? 0), ...[0, 1, 2].map((k) => norm?.std[k] ?? 1));
+  const records = engine.tensor(packRecords(params), [n, REC]);
+  const temps: Tensor[] = [records];
+  let means = records;
+  if (params.some((q) => q.jitter && q.jitter.contrast !== 1)) {
+    const partials = engine.empty([n * tiles]);
+    means = engine.empty([n]);
+    temps.push(partials, means);
+    engine.run({
+      op,
+      shader: "augment",
+      entry: "stats",
+      constants: { WG, TILE },
+      params: params_(),
+      buffers: [x, records, partials],
+      workgroups: n * tiles,
+    });
+    engine.run({
+      op,
+      shader: "augment",
+      entry: "means",
+      constants: { WG },
+      params: params_(),
+      buffers: [partials, means],
+      workgroups: Math.ceil(n / WG),
+    });
+  }
+  const out = engine.empty([n, oc, oh, ow]);
+  engine.run({
+    op,
+    shader: "augment",
+    entry: "view",
+    constants: { WG, TILE, JITTER: +params.some((q) => q.jitter), NOISE: +params.some((q) => q.noise !== 0) },
+    params: params_(),
+    buffers: [x, records, means, out],
+    workgroups: n * tiles,
+  });
+  if (params.some((q) => q.blur > 0)) {
+    const tmp = engine.empty(out.shape);
+    temps.push(tmp);
+    const blurParams = params_();
+    for (const [dir, src, dst] of [[0, out, tmp], [1, tmp, out]] as const) {
+      engine.run({
+        op,
+        shader: "augment",
+        entry: "blur",
+        constants: { WG, TILE, DIR: dir },
+        params: blurParams,
+        buffers: [src, records, dst],
+        workgroups: n * tiles,
+      });
+    }
+  }
+  for (const t of temps) t.dispose();
+  return out;
+}
+
+/** Draws one record per sample with `fill` (given the sample's uniform source) and renders them. */
+function augment(
+  op: string,
+  x: Tensor,
+  o: RandomOptions,
+  tag: number,
+  fill: (q: SampleParams, u: (param: number) => number[], applies: boolean, h: number, w: number) => void,
+  apply: ApplyOptions = {},
+): Augmented {
+  const [n, , h, w] = imageDims(op, x);
+  const seed = checkSeed(op, o.seed ?? 0);
+  const p = checkP(op, o.p ?? 1);
+  const stream = o.stream ?? 0;
+  const params = Array.from({ length: n }, (_, i) => {
+    const q = identityParams(h, w);
+    fill(q, (param) => drawUniforms(seed, tag, stream, i, param), coin(seed, tag, stream, i, p), h, w);
+    return q;
+  });
+  return { output: applyParams(x, params, { seed, stream, ...apply }), params };
+}
+
+// ---- the ops ------------------------------------------------------------------------------------------------
+
+export function randomResizedCrop(
+  x: Tensor,
+  o: RandomOptions & { size: number | [number, number]; scale?: [number, number]; ratio?: [number, number] },
+): Augmented {
+  const op = "randomResizedCrop";
+  const scale = checkRange(op, "scale", o.scale ?? [0.08, 1], 0, 1);
+  const ratio = checkRange(op, "ratio", o.ratio ?? [3 / 4, 4 / 3], Number.MIN_VALUE);
+  return augment(op, x, o, RANDOM_TAG.crop, (q, u, applies, h, w) => {
+    if (applies) q.crop = drawCrop(u, h, w, scale, ratio);
+  }, { size: outSize(op, o.size) });
+}
+
+export function horizontalFlip(x: Tensor, o: RandomOptions = {}): Augmented {
+  return augment("horizontalFlip", x, { p: 0.5, ...o }, RANDOM_TAG.flip, (q, _u, applies) => {
+    q.flip = applies;
+  });
+}
+
+/** torchvision's ColorJitter: brightness, contrast, saturation, hue in a random order per sample. */
+export function colorJitter(x: Tensor, o: RandomOptions & JitterOptions = {}): Augmented {
+  const op = "colorJitter";
+  return augment(op, x, o, RANDOM_TAG.jitter, (q, u, applies) => {
+    if (applies) q.jitter = drawJitter(op, u, o);
+  });
+}
+
+/** Grayscale (ITU-R 601 weights) kept at the input's channel count. */
+export function randomGrayscale(x: Tensor, o: RandomOptions = {}): Augmented {
+  return augment("randomGrayscale", x, { p: 0.1, ...o }, RANDOM_TAG.grayscale, (q, _u, applies) => {
+    q.grayscale = applies;
+  });
+}
+
+/** Separable Gaussian blur with sigma uniform in the range and radius ceil(3·sigma), reflected borders. */
+export function gaussianBlur(x: Tensor, o: RandomOptions & { sigma?: FactorRange } = {}): Augmented {
+  const op = "gaussianBlur";
+  const s = o.sigma ?? [0.1, 2];
+  const sigma = checkRange(op, "sigma", typeof s === "number" ? [s, s] : s, 0, MAX_SIGMA);
+  return augment(op, x, o, RANDOM_TAG.blur, (q, u, applies) => {
+    if (applies) q.blur = sigma[0] + u(1)[0] * (sigma[1] - sigma[0]);
+  });
+}
+
+/** Pixels ≥ threshold become 1 - x. */
+export function solarize(x: Tensor, o: RandomOptions & { threshold?: number } = {}): Augmented {
+  const threshold = o.threshold ?? 0.5;
+  return augment("solarize", x, o, RANDOM_TAG.solarize, (q, _u, applies) => {
+    if (applies) q.solarize = threshold;
+  });
+}
+
+/** A random number of counter-clockwise quarter turns per sample (k uniform in 0..3); square images only. */
+export function rotate90(x: Tensor, o: Omit<RandomOptions, "p"> = {}): Augmented {
+  const [, , h, w] = imageDims("rotate90", x);
+  if (h !== w) throw new ShapeError(`rotate90: needs square images, got ${fmtShape(x.shape)}`);
+  return augment("rotate90", x, o, RANDOM_TAG.rotate, (q, u) => {
+    q.rotate = Math.floor(u(0)[1] * 4);
+  });
+}
+
+/** torchvision's RandomErasing (cutout): one rectangle per sample set to `value`. */
+export function randomErasing(
+  x: Tensor,
+  o: RandomOptions & { scale?: [number, number]; ratio?: [number, number]; value?: number } = {},
+): Augmented {
+  const op = "randomErasing";
+  const scale = checkRange(op, "scale", o.scale ?? [0.02, 0.33], 0, 1);
+  const ratio = checkRange(op, "ratio", o.ratio ?? [0.3, 3.3], Number.MIN_VALUE);
+  return augment(op, x, { p: 0.5, ...o }, RANDOM_TAG.erase, (q, u, applies, h, w) => {
+    if (applies) q.erase = drawErase(u, h, w, scale, ratio, o.value ?? 0);
+  });
+}
+
+/** x + sigma·N(0, 1) per element, clipped to [0, 1]. */
+export function gaussianNoise(x: Tensor, o: RandomOptions & { sigma: number }): Augmented {
+  if (!(o.sigma >= 0)) throw new RangeError(`gaussianNoise: sigma must be ≥ 0, got ${o.sigma}`);
+  return augment("gaussianNoise", x, o, RANDOM_TAG.noise, (q, _u, applies) => {
+    if (applies) q.noise = o.sigma;
+  });
+}
+
+/** (x - mean[c]) / std[c] per channel. */
+export function normalizeChannels(x: Tensor, mean: number[], std: number[]): Tensor {
+  const [n, , h, w] = imageDims("normalize", x);
+  return applyParams(x, Array.from({ length: n }, () => identityParams(h, w)), { normalize: { mean, std } });
+}
+
+// ---- recipes ------------------------------------------------------------------------------------------------
+
+export interface Views {
+  views: [Tensor, Tensor];
+  params: [SampleParams[], SampleParams[]];
+}
+
+interface ViewRecipe {
+  jitter: JitterOptions;
+  blur: number;
+  solarize: number;
+}
+
+function twoViews(
+  op: string,
+  x: Tensor,
+  seed: number,
+  size: number | [number, number],
+  recipes: ViewRecipe[],
+): Views {
+  const [n, , h, w] = imageDims(op, x);
+  checkSeed(op, seed);
+  const out = outSize(op, size);
+  const drawn = recipes.map((r, stream) =>
+    Array.from({ length: n }, (_, i) => {
+      const u = (tag: number) => (param: number) => drawUniforms(seed, tag, stream, i, param);
+      const heads = (tag: number, p: number) => coin(seed, tag, stream, i, p);
+      const q = identityParams(h, w);
+      q.crop = drawCrop(u(RANDOM_TAG.crop), h, w, [0.08, 1], [3 / 4, 4 / 3]);
+      q.flip = heads(RANDOM_TAG.flip, 0.5);
+      if (heads(RANDOM_TAG.jitter, 0.8)) q.jitter = drawJitter(op, u(RANDOM_TAG.jitter), r.jitter);
+      q.grayscale = heads(RANDOM_TAG.grayscale, 0.2);
+      if (heads(RANDOM_TAG.blur, r.blur)) q.blur = 0.1 + u(RANDOM_TAG.blur)(1)[0] * 1.9;
+      if (heads(RANDOM_TAG.solarize, r.solarize)) q.solarize = 0.5;
+      return q;
+    })
+  );
+  const views = drawn.map((params, stream) => applyParams(x, params, { size: out, seed, stream }));
+  return { views: [views[0], views[1]], params: [drawn[0], drawn[1]] };
+}
+
+/**
+ * SimCLR's two views as lightly's SimCLRTransform draws them: crop scale [0.08, 1], flip 0.5, jitter
+ * (0.8, 0.8, 0.8, 0.2)·strength with p 0.8, grayscale p 0.2, blur p 0.5 with sigma in [0.1, 2].
+ */
+export function simclrViews(
+  x: Tensor,
+  o: { seed: number; size: number | [number, number]; strength?: number },
+): Views {
+  const s = o.strength ?? 1;
+  if (!(s >= 0)) throw new RangeError(`simclrViews: strength must be ≥ 0, got ${s}`);
+  const jitter = { brightness: 0.8 * s, contrast: 0.8 * s, saturation: 0.8 * s, hue: Math.min(0.2 * s, 0.5) };
+  return twoViews("simclrViews", x, o.seed, o.size, [{ jitter, blur: 0.5, solarize: 0 }, {
+    jitter,
+    blur: 0.5,
+    solarize: 0,
+  }]);
+}
+
+/** BYOL's asymmetric pair: blur p 1.0 and 0.1, solarize p 0 and 0.2, jitter (0.4, 0.4, 0.2, 0.1) with p 0.8. */
+export function byolViews(x: Tensor, o: { seed: number; size: number | [number, number] }): Views {
+  const jitter = { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1 };
+  return twoViews("byolViews", x, o.seed, o.size, [{ jitter, blur: 1, solarize: 0 }, {
+    jitter,
+    blur: 0.1,
+    solarize: 0.2,
+  }]);
+}
+
+// ---- images -------------------------------------------------------------------------------------------------
+
+/** A batch [N, 3, H, W] in [0, 1] from RGBA8 pixels (alpha dropped), converted on the GPU. */
+export function images(
+  engine: Engine,
+  pixels: Uint8Array | Uint8ClampedArray | ImageData[],
+  o: { n: number; height: number; width: number },
+): Tensor {
+  const { n, height, width } = o;
+  if (![n, height, width].every((d) => Number.isInteger(d) && d > 0)) {
+    throw new RangeError(`images: n, height, width must be positive integers, got ${n}, ${height}, ${width}`);
+  }
+  const count = n * height * width;
+  const bytes = new Uint8Array(count * 4);
+  if (Array.isArray(pixels)) {
+    if (pixels.length !== n) throw new ShapeError(`images: ${pixels.length} ImageData for n = ${n}`);
+    pixels.forEach((d, i) => {
+      if (d.width !== width || d.height !== height) {
+        throw new ShapeError(`images: ImageData ${i} is ${d.width}×${d.height}, expected ${width}×${height}`);
+      }
+      bytes.set(d.data, i * height * width * 4);
+    });
+  } else {
+    if (pixels.length !== count * 4) {
+      throw new ShapeError(
+        `images: ${pixels.length} bytes do not hold [${n}, ${height}, ${width}] RGBA pixels (${count * 4})`,
+      );
+    }
+    bytes.set(pixels);
+  }
+  const packed = engine.tensor(new Uint32Array(bytes.buffer), [count], "u32");
+  const out = engine.empty([n, 3, height, width]);
+  engine.run({
+    op: "images",
+    shader: "augment",
+    entry: "unpack",
+    constants: { WG },
+    params: new Params().u32(n, 3, height, width),
+    buffers: [packed, out],
+    workgroups: Math.ceil(count / WG),
+  });
+  packed.dispose();
+  return out;
+}

@@ -1,0 +1,447 @@
+// Contrastive and joint-embedding losses (shaders/contrastive.wgsl; CPU reference in src/ref/contrastive.ts).
+// NT-Xent, InfoNCE and SupCon share one fused kernel family: logits stream through workgroup memory tile by
+// tile with an online log-sum-exp, the backward recomputes them from the saved per-row log-sum-exp, so live
+// memory is O(N·D + N) and never an N×N matrix.
+import { Params } from "./engine.ts";
+import { fmtShape, ShapeError } from "./errors.ts";
+import { noGrad, record } from "./autograd.ts";
+import { add, checkF32, mul } from "./elementwise.ts";
+import type { Tensor } from "./tensor.ts";
+
+/** Tile: WGR × WGC invocations, each a 4 × 4 block of logits; DK4 vec4s of dims staged per step. */
+const TILE = { WGR: 8, WGC: 8, DK4: 4 };
+const TR = 4 * TILE.WGR;
+const TC = 4 * TILE.WGC;
+/** Dims of the gradient one workgroup accumulates (16 per invocation); more dims take more workgroups. */
+const DV = 16 * TILE.WGC;
+/** Invocations of the row-wise entries (normalize, finish, total, normalizeGrad). */
+const WG = 64;
+/** Loop iterations one invocation may run per dispatch: half of llvmpipe's silent cap of 65,535. */
+const LOOP_BUDGET = 32768;
+/** Workgroups a dispatch should have to fill the GPU; column splits run side by side up to this. */
+const TARGET_WORKGROUPS = 256;
+/** As torch.nn.functional.normalize. */
+const NORM_EPS = 1e-12;
+
+const tileConstants = {
+  WGR: TILE.WGR,
+  WGC: TILE.WGC,
+  DK4: TILE.DK4,
+  SMEM4: Math.max(4 * (TILE.WGR + TILE.WGC) * TILE.DK4, 4 * TILE.WGR * TILE.WGC),
+};
+
+/** How positives are found and whether a row sees itself. */
+interface Pairing {
+  excludeSelf: boolean;
+  /** label(x) = labels[x]; without it label(x) = x % period. */
+  labels?: Tensor;
+  period: number;
+}
+
+/** Rows, columns and dims of a fused loss over packed tensors (rows padded to a multiple of 4 dims). */
+interface Problem {
+  a: Tensor;
+  b: Tensor;
+  rows: number;
+  cols: number;
+  dim: number;
+  invTemp: number;
+  pairing: Pairing;
+}
+
+/** How the column stream of each row tile is cut: splits of colsPerSplit, splitPar of them per dispatch. */
+interface Plan {
+  rowTiles: number;
+  chunks: number;
+  colsPerSplit: number;
+  splitPar: number;
+  dispatches: number;
+}
+
+const dim4 = (dim: number) => Math.ceil(dim / 4);
+
+function plan(op: string, pr: Problem, withGrad: boolean): Plan {
+  const wg = TILE.WGR * TILE.WGC;
+  // Loop iterations of one invocation per column tile (the backward's, which adds the weighted sum over the
+  // tile's columns), from the loops in contrastive.wgsl.
+  const perStep = Math.ceil((TR * TILE.DK4) / wg) + Math.ceil((TC * TILE.DK4) / wg) + 5 * TILE.DK4 + 1;
+  const perTile = Math.ceil(dim4(pr.dim) / TILE.DK4) * perStep + 5 * TC + 24;
+  const maxTiles = Math.floor(LOOP_BUDGET / perTile);
+  if (maxTiles < 1) {
+    throw new RangeError(
+      `${op}: embedding dim ${pr.dim} is too large for one tile within the loop budget of ${LOOP_BUDGET}`,
+    );
+  }
+  const rowTiles = Math.ceil(pr.rows / TR);
+  const chunks = withGrad ? Math.ceil(pr.dim / DV) : 1;
+  const colTiles = Math.ceil(pr.cols / TC);
+  const fill = Math.ceil(TARGET_WORKGROUPS / (rowTiles * chunks));
+  const splits = Math.min(colTiles, Math.max(Math.ceil(colTiles / maxTiles), fill));
+  const tilesPerSplit = Math.ceil(colTiles / splits);
+  const used = Math.ceil(colTiles / tilesPerSplit);
+  const splitPar = Math.min(used, fill);
+  return {
+    rowTiles,
+    chunks,
+    colsPerSplit: tilesPerSplit * TC,
+    splitPar,
+    dispatches: Math.ceil(used / splitPar),
+  };
+}
+
+function params(pr: Problem, pl: Plan, seq: number, colStats = 0): Params {
+  return new Params().u32(pr.rows, pr.cols, pr.dim, dim4(pr.dim)).f32(pr.invTemp)
+    .u32(pr.pairing.period, pl.colsPerSplit, pl.splitPar, seq, pl.rowTiles, colStats, 0).f32(NORM_EPS, 1);
+}
+
+function pairingConstants(pairing: Pairing) {
+  return { ...tileConstants, EXCLUDE_SELF: pairing.excludeSelf ? 1 : 0, LABELS: pairing.labels ? 1 : 0 };
+}
+
+/**
+ * Rows of x1 then x2, packed (each padded with zeros to a multiple of 4 dims) and, when `normalize`, scaled
+ * to unit L2 norm: [u, norms].
+ */
+function pack(op: string, normalize: boolean, x1: Tensor, x2?: Tensor): [Tensor, Tensor] {
+  const e = x1.engine;
+  const n1 = x1.shape[0];
+  const rows = n1 + (x2?.shape[0] ?? 0);
+  const dim = x1.shape[1];
+  const u = e.empty([rows, 4 * dim4(dim)]);
+  const norms = e.empty([rows]);
+  e.run({
+    op,
+    shader: "contrastive",
+    entry: "normalize",
+    constants: { WG, NORMALIZE: normalize ? 1 : 0 },
+    params: new Params().u32(rows, 0, dim, dim4(dim)).f32(0).u32(0, 0, 0, 0, 0, 0, n1).f32(NORM_EPS, 1),
+    buffers: [x1, x2 ?? x1, u, norms],
+    workgroups: rows,
+  });
+  return [u, norms];
+}
+
+/**
+ * Forward of the fused loss: the scalar loss and per-row stats [rows + 1, 2] (lse, 1/#positives; the last
+ * row 1/#valid, #valid) that the backward needs.
+ */
+function lossStats(op: string, pr: Problem): [Tensor, Tensor] {
+  const e = pr.a.engine;
+  const pl = plan(op, pr, false);
+  const partial = e.empty([pl.splitPar * pr.rows, 4]);
+  for (let seq = 0; seq < pl.dispatches; seq++) {
+    e.run({
+      op,
+      shader: "contrastive",
+      entry: "stats",
+      constants: pairingConstants(pr.pairing),
+      params: params(pr, pl, seq),
+      buffers: [pr.a, pr.b, pr.pairing.labels ?? pr.a, partial],
+      workgroups: pl.rowTiles * pl.splitPar,
+    });
+  }
+  const rowstats = e.empty([pr.rows + 1, 2]);
+  const groups = Math.ceil(pr.rows / WG);
+  const sums = e.empty([groups, 2]);
+  e.run({
+    op,
+    shader: "contrastive",
+    entry: "finish",
+    constants: { WG },
+    params: params(pr, pl, 0),
+    buffers: [partial, rowstats, sums],
+    workgroups: groups,
+  });
+  const loss = total(op, sums, rowstats, pr.rows);
+  partial.dispose();
+  sums.dispose();
+  return [loss, rowstats];
+}
+
+/** Σ sums.x / Σ sums.y as a scalar; writes (1/Σy, Σy) to rowstats[at]. */
+function total(op: string, sums: Tensor, rowstats: Tensor, at: number): Tensor {
+  const loss = sums.engine.empty([]);
+  sums.engine.run({
+    op,
+    shader: "contrastive",
+    entry: "total",
+    constants: { WG },
+    params: new Params().u32(at, sums.shape[0]),
+    buffers: [sums, rowstats, loss],
+    workgroups: 1,
+  });
+  return loss;
+}
+
+/** Where the weights of the backward come from: this side's rows, the other side's (transposed), or both. */
+interface Terms {
+  row?: Tensor;
+  col?: Tensor;
+  /** Columns below this have a row in `col`. */
+  colStats?: number;
+}
+
+/** Split partials of dL/da_i = Σ_j W_ij b_j / τ, packed: [splitPar·rows, 4·dim4], and splitPar. */
+function lossGrad(op: string, pr: Problem, terms: Terms): [Tensor, number] {
+  const e = pr.a.engine;
+  const pl = plan(op, pr, true);
+  const dpart = e.empty([pl.splitPar * pr.rows, 4 * dim4(pr.dim)]);
+  const statsA = terms.row ?? terms.col!;
+  const statsB = terms.col ?? terms.row!;
+  const colStats = terms.col ? terms.colStats ?? pr.cols : pr.rows;
+  for (let seq = 0; seq < pl.dispatches; seq++) {
+    e.run({
+      op,
+      shader: "contrastive",
+      entry: "grad",
+      constants: {
+        ...pairingConstants(pr.pairing),
+        ROW_TERM: terms.row ? 1 : 0,
+        COL_TERM: terms.col ? 1 : 0,
+      },
+      params: params(pr, pl, seq, colStats),
+      buffers: [pr.a, pr.b, pr.pairing.labels ?? pr.a, statsA, statsB, dpart],
+      workgroups: pl.rowTiles * pl.splitPar * pl.chunks,
+    });
+  }
+  return [dpart, pl.splitPar];
+}
+
+/**
+ * dx = g·scale·Σ dpart, through the row normalisation when `saved` = [u, norms] is given; rows go to dx1
+ * (the first dx1.shape[0]) then dx2.
+ */
+function finishGrad(
+  op: string,
+  dpart: Tensor,
+  splitPar: number,
+  g: Tensor,
+  scale: number,
+  saved: [Tensor, Tensor] | null,
+  dx1: Tensor,
+  dx2?: Tensor,
+): void {
+  const rows = dpart.shape[0] / splitPar;
+  const dim = dx1.shape[1];
+  // Without a second view every row goes to dx1; dx2's binding still needs a buffer of its own (two writable
+  // bindings of one buffer are invalid).
+  const second = dx2 ?? dpart.engine.empty([1]);
+  dpart.engine.run({
+    op,
+    shader: "contrastive",
+    entry: "normalizeGrad",
+    constants: { WG, NORMALIZE: saved ? 1 : 0 },
+    params: new Params().u32(rows, 0, dim, dim4(dim)).f32(0).u32(0, 0, splitPar, 0, 0, 0, dx1.shape[0])
+      .f32(NORM_EPS, scale),
+    buffers: [dpart, saved?.[0] ?? dpart, saved?.[1] ?? dpart, g, dx1, second],
+    workgroups: rows,
+  });
+  if (!dx2) second.dispose();
+}
+
+function checkEmbeddings(op: string, names: string[], ...xs: Tensor[]): void {
+  xs.forEach((x, i) => {
+    checkF32(op, x);
+    if (x.shape.length !== 2) {
+      throw new ShapeError(`${op}: ${names[i]} must be 2-D [N, D], got ${fmtShape(x.shape)}`);
+    }
+  });
+  if (xs.some((x) => x.engine !== xs[0].engine)) {
+    throw new Error(`${op}: tensors belong to different engines`);
+  }
+}
+
+function checkSameShape(op: string, names: [string, string], a: Tensor, b: Tensor): void {
+  if (a.shape[0] !== b.shape[0] || a.shape[1] !== b.shape[1]) {
+    throw new ShapeError(
+      `${op}: ${names[0]} ${fmtShape(a.shape)} and ${names[1]} ${fmtShape(b.shape)} differ in shape`,
+    );
+  }
+}
+
+function checkTemperature(op: string, temperature: number): number {
+  if (!(temperature > 0) || !Number.isFinite(temperature)) {
+    throw new RangeError(`${op}: temperature must be a positive finite number, got ${temperature}`);
+  }
+  return 1 / temperature;
+}
+
+export interface NTXentOptions {
+  /** Divides the cosine similarities (default 0.5); must be positive. */
+  temperature?: number;
+}
+
+/**
+ * SimCLR's NT-Xent as lightly's NTXentLoss: rows of both views L2-normalised, each of the 2N rows scored by
+ * cosine similarity / temperature against the other 2N − 1 rows, its positive being the same sample's other
+ * view; cross-entropy averaged over the 2N rows. z1, z2: [N, D].
+ */
+export function ntXent(z1: Tensor, z2: Tensor, options: NTXentOptions = {}): Tensor {
+  const op = "ntXent";
+  checkEmbeddings(op, ["z1", "z2"], z1, z2);
+  checkSameShape(op, ["z1", "z2"], z1, z2);
+  const invTemp = checkTemperature(op, options.temperature ?? 0.5);
+  const [n, dim] = z1.shape;
+  const saved = pack(op, true, z1, z2);
+  const [u] = saved;
+  const pr: Problem = {
+    a: u,
+    b: u,
+    rows: 2 * n,
+    cols: 2 * n,
+    dim,
+    invTemp,
+    pairing: { excludeSelf: true, period: n },
+  };
+  const [loss, rowstats] = lossStats(op, pr);
+  return record(loss, op, [z1, z2], (g) => {
+    // s_ij = s_ji sits in row i's loss and in row j's: both terms go to u_i.
+    const [dpart, splitPar] = lossGrad(op, pr, { row: rowstats, col: rowstats });
+    const dz1 = z1.engine.empty(z1.shape);
+    const dz2 = z1.engine.empty(z2.shape);
+    finishGrad(op, dpart, splitPar, g, 1, saved, dz1, dz2);
+    dpart.dispose();
+    return [dz1, dz2];
+  }, [...saved, rowstats]);
+}
+
+export interface InfoNCEOptions {
+  /** Divides the logits; must be positive. */
+  temperature: number;
+  /** Extra keys [K, D] (a MoCo queue): K more negative columns for every query; they get no gradient. */
+  negatives?: Tensor;
+  /** Average the query→key and key→query cross-entropies (CLIP). */
+  symmetric?: boolean;
+}
+
+/**
+ * The CLIP / MoCo InfoNCE: logits query·keysᵀ / temperature (no normalisation: pass normalised embeddings
+ * for cosine similarity), the diagonal being the positives, cross-entropy averaged over the queries.
+ * query, keys: [N, D].
+ */
+export function infoNCE(query: Tensor, keys: Tensor, options: InfoNCEOptions): Tensor {
+  const op = "infoNCE";
+  const negatives = options.negatives;
+  checkEmbeddings(op, ["query", "keys", "negatives"], query, keys, ...(negatives ? [negatives] : []));
+  checkSameShape(op, ["query", "keys"], query, keys);
+  if (negatives && negatives.shape[1] !== query.shape[1]) {
+    throw new ShapeError(
+      `${op}: negatives ${fmtShape(negatives.shape)} and query ${
+        fmtShape(query.shape)
+      } differ in embedding dim`,
+    );
+  }
+  const invTemp = checkTemperature(op, options.temperature);
+  const e = query.engine;
+  const [n, dim] = query.shape;
+  const pairing: Pairing = { excludeSelf: false, period: 0xffffffff };
+  const [q, qNorms] = pack(op, false, query);
+  // Keys then the negatives: the keys alone are its first n rows.
+  const [kn, knNorms] = pack(op, false, keys, negatives);
+  qNorms.dispose();
+  knNorms.dispose();
+  const qk: Problem = { a: q, b: kn, rows: n, cols: kn.shape[0], dim, invTemp, pairing };
+  const kq: Problem = { a: kn, b: q, rows: n, cols: n, dim, invTemp, pairing };
+  const [lossQ, statsQ] = lossStats(op, qk);
+  const saved = [q, kn, statsQ];
+  let loss = lossQ;
+  let statsK: Tensor | undefined;
+  if (options.symmetric) {
+    const [lossK, stats] = lossStats(op, kq);
+    statsK = stats;
+    saved.push(statsK);
+    loss = noGrad(() => {
+      const both = add(lossQ, lossK);
+      const mean = mul(both, 0.5);
+      both.dispose();
+      return mean;
+    });
+    lossQ.dispose();
+    lossK.dispose();
+  }
+  return record(loss, op, [query, keys], (g) => {
+    const half = options.symmetric ? mul(g, 0.5) : g;
+    const dq = e.empty(query.shape);
+    const dk = e.empty(keys.shape);
+    // dq: the query's own row (qk) and, when symmetric, its column in every key's row (kq, keys only).
+    const [dpq, spq] = lossGrad(op, qk, { row: statsQ, col: statsK, colStats: n });
+    finishGrad(op, dpq, spq, half, 1, null, dq);
+    dpq.dispose();
+    // dk: the key's column in every query's row (qk) and, when symmetric, its own row (kq).
+    const [dpk, spk] = lossGrad(op, kq, { row: statsK, col: statsQ, colStats: n });
+    finishGrad(op, dpk, spk, half, 1, null, dk);
+    dpk.dispose();
+    if (half !== g) half.dispose();
+    return [dq, dk];
+  }, saved);
+}
+
+export interface SupConOptions {
+  /** Divides the cosine similarities; must be positive. */
+  temperature: number;
+}
+
+/**
+ * Supervised contrastive loss (Khosla et al. 2020, L_out): rows L2-normalised, every other sample with the
+ * same label is a positive; per anchor −mean over its positives of log softmax (over all other samples),
+ * averaged over the anchors that have a positive (0 when none has). z: [N, D]; labels: i32 [N].
+ */
+export function supCon(z: Tensor, labels: Tensor, options: SupConOptions): Tensor {
+  const op = "supCon";
+  checkEmbeddings(op, ["z"], z);
+  if (labels.dtype !== "i32" || labels.shape.length !== 1 || labels.shape[0] !== z.shape[0]) {
+    throw new ShapeError(
+      `${op}: labels must be i32 [${z.shape[0]}] to match z ${fmtShape(z.shape)}, got ${labels.dtype} ${
+        fmtShape(labels.shape)
+      }`,
+    );
+  }
+  const invTemp = checkTemperature(op, options.temperature);
+  const [n, dim] = z.shape;
+  const saved = pack(op, true, z);
+  const [u] = saved;
+  const pairing: Pairing = { excludeSelf: true, period: 0xffffffff, labels };
+  const pr: Problem = { a: u, b: u, rows: n, cols: n, dim, invTemp, pairing };
+  const [loss, rowstats] = lossStats(op, pr);
+  return record(loss, op, [z], (g) => {
+    const [dpart, splitPar] = lossGrad(op, pr, { row: rowstats, col: rowstats });
+    const dz = z.engine.empty(z.shape);
+    finishGrad(op, dpart, splitPar, g, 1, saved, dz);
+    dpart.dispose();
+    return [dz];
+  }, [...saved, rowstats]);
+}
+
+/**
+ * BYOL / SimSiam negative cosine similarity: −mean_i cos(p_i, z_i). `z` (the target branch) gets no
+ * gradient. p, z: [N, D].
+ */
+export function negativeCosine(p: Tensor, z: Tensor): Tensor {
+  const op = "negativeCosine";
+  checkEmbeddings(op, ["p", "z"], p, z);
+  checkSameShape(op, ["p", "z"], p, z);
+  const e = p.engine;
+  const [n, dim] = p.shape;
+  const saved = pack(op, true, p);
+  const [uz, normsZ] = pack(op, true, z);
+  normsZ.dispose();
+  const sums = e.empty([n, 2]);
+  e.run({
+    op,
+    shader: "contrastive",
+    entry: "rowDot",
+    constants: { WG },
+    params: new Params().u32(n, 0, dim, dim4(dim)),
+    buffers: [saved[0], uz, sums],
+    workgroups: n,
+  });
+  const scratch = e.empty([1, 2]);
+  const loss = total(op, sums, scratch, 0);
+  sums.dispose();
+  scratch.dispose();
+  return record(loss, op, [p], (g) => {
+    const dp = e.empty(p.shape);
+    finishGrad(op, uz, 1, g, -1 / n, saved, dp);
+    return [dp];
+  }, [...saved, uz]);
+}

@@ -1,0 +1,161 @@
+// Redundancy-reduction joint-embedding losses, Barlow Twins and VICReg, composed from GPU ops (elementwise,
+// reduce, matmul) that autograd differentiates; CPU reference in src/ref/joint_embedding.ts. Both need
+// Σ_ij (aᵀb)_ij² for a, b [N, D]: it equals Σ_kl (aaᵀ)_kl (bbᵀ)_kl, so when N < D the N × N Gram matrices are
+// formed instead of the D × D one (live memory O(N·D + min(N, D)²)); diagonals come from columnwise dot
+// products, never from a D × D mask.
+// Semantics follow lightly 1.5.x's losses (after lightly-ai/lightly#1806, Feb 2025): see each function.
+import { add, checkF32, div, mul, relu, sqrt, square, sub } from "./elementwise.ts";
+import { matmul } from "./matmul.ts";
+import { mean, sum } from "./reduce.ts";
+import { fmtShape, ShapeError } from "./errors.ts";
+import type { Tensor } from "./tensor.ts";
+
+/** F.batch_norm's default eps, which lightly's BarlowTwinsLoss standardises with. */
+const BATCH_NORM_EPS = 1e-5;
+
+/**
+ * Builds a loss from GPU ops; `keep` marks each intermediate, which the loss then owns: its backward reads
+ * them, so disposing the loss disposes them (at once when no graph was recorded, inside noGrad).
+ */
+function composed(build: (keep: (t: Tensor) => Tensor) => Tensor): Tensor {
+  const saved: Tensor[] = [];
+  let loss: Tensor;
+  try {
+    loss = build((t) => {
+      saved.push(t);
+      return t;
+    });
+  } catch (e) {
+    for (const t of saved) t.dispose();
+    throw e;
+  }
+  if (!loss.node) {
+    for (const t of saved) t.dispose();
+    return loss;
+  }
+  const dispose = loss.dispose.bind(loss);
+  loss.dispose = () => {
+    for (const t of saved) t.dispose();
+    dispose();
+  };
+  return loss;
+}
+
+/** Validates two views [N, D] of equal shape with N ≥ 2; returns [N, D]. */
+function checkViews(op: string, z1: Tensor, z2: Tensor): [number, number] {
+  for (const [name, z] of [["z1", z1], ["z2", z2]] as const) {
+    checkF32(op, z);
+    if (z.shape.length !== 2) {
+      throw new ShapeError(`${op}: ${name} must be 2-D [N, D], got ${fmtShape(z.shape)}`);
+    }
+  }
+  if (z1.engine !== z2.engine) throw new Error(`${op}: tensors belong to different engines`);
+  if (z1.shape[0] !== z2.shape[0] || z1.shape[1] !== z2.shape[1]) {
+    throw new ShapeError(`${op}: z1 ${fmtShape(z1.shape)} and z2 ${fmtShape(z2.shape)} differ in shape`);
+  }
+  const [n, dim] = z1.shape;
+  if (n < 2) {
+    throw new ShapeError(
+      `${op}: needs a batch of at least 2 rows to estimate per-feature variance, got z1 ${
+        fmtShape(z1.shape)
+      }`,
+    );
+  }
+  return [n, dim];
+}
+
+function checkNonNegative(op: string, name: string, value: number): number {
+  if (!(value >= 0) || !Number.isFinite(value)) {
+    throw new RangeError(`${op}: ${name} must be a finite number ≥ 0, got ${value}`);
+  }
+  return value;
+}
+
+/** z minus its per-feature mean over the batch. */
+function center(z: Tensor, keep: (t: Tensor) => Tensor): Tensor {
+  return keep(sub(z, keep(mean(z, 0, { keepDims: true }))));
+}
+
+/** Σ_ij (aᵀb)_ij² for a, b [N, D], through the smaller Gram side. */
+function sumSquaredCross(a: Tensor, b: Tensor, keep: (t: Tensor) => Tensor): Tensor {
+  const [n, dim] = a.shape;
+  if (n >= dim) return keep(sum(keep(square(keep(matmul(a, b, { transA: true }))))));
+  const ga = keep(matmul(a, a, { transB: true }));
+  const both = a === b ? square(ga) : mul(ga, keep(matmul(b, b, { transB: true })));
+  return keep(sum(keep(both)));
+}
+
+export interface BarlowTwinsOptions {
+  /** Weight of the off-diagonal (redundancy) term (default 5e-3); must be ≥ 0. */
+  lambda?: number;
+}
+
+/**
+ * Barlow Twins (Zbontar et al. 2021) as lightly's BarlowTwinsLoss since lightly-ai/lightly#1806: each view
+ * standardised per feature over the batch on its own, as F.batch_norm in training mode does it (biased
+ * variance, eps 1e-5 under the square root); C = z1ᵀz2 / N [D, D];
+ * loss = Σ_i (1 − C_ii)² + λ Σ_{i≠j} C_ij². z1, z2: [N, D], N ≥ 2. (Earlier lightly divided by the unbiased
+ * z.std(0) without eps, then briefly batch-normalised both views together, which broke affine invariance.)
+ */
+export function barlowTwins(z1: Tensor, z2: Tensor, options: BarlowTwinsOptions = {}): Tensor {
+  const op = "barlowTwins";
+  const [n] = checkViews(op, z1, z2);
+  const lambda = checkNonNegative(op, "lambda", options.lambda ?? 5e-3);
+  return composed((keep) => {
+    const standardize = (z: Tensor) => {
+      const c = center(z, keep);
+      const variance = keep(mean(keep(square(c)), 0, { keepDims: true }));
+      return keep(div(c, keep(sqrt(keep(add(variance, BATCH_NORM_EPS))))));
+    };
+    const u1 = standardize(z1);
+    const u2 = standardize(z2);
+    const diag = keep(mean(keep(mul(u1, u2)), 0));
+    const onDiag = keep(sum(keep(square(keep(sub(1, diag))))));
+    // Σ_{i≠j} C_ij² = Σ_ij (u1ᵀu2)_ij² / N² − Σ_i C_ii².
+    const all = keep(mul(sumSquaredCross(u1, u2, keep), 1 / (n * n)));
+    const offDiag = keep(sub(all, keep(sum(keep(square(diag))))));
+    return add(onDiag, keep(mul(offDiag, lambda)));
+  });
+}
+
+export interface VICRegOptions {
+  /** Weight of the invariance (MSE) term, lightly's lambda_param (default 25); must be ≥ 0. */
+  sim?: number;
+  /** Weight of the variance term, lightly's mu_param (default 25); must be ≥ 0. */
+  variance?: number;
+  /** Weight of the covariance term, lightly's nu_param (default 1); must be ≥ 0. */
+  covariance?: number;
+  /** Added to the variance under the square root (default 1e-4); must be ≥ 0. */
+  eps?: number;
+}
+
+/**
+ * VICReg (Bardes et al. 2022) as lightly's VICRegLoss (lightly 1.5.x, the version with gather_distributed and eps):
+ * sim·mse(z1, z2) + variance·½(v(z1) + v(z2)) + covariance·(c(z1) + c(z2)), where v(z) is the mean over
+ * features of relu(1 − sqrt(var + eps)) with the unbiased variance over the batch, and c(z) = Σ_{i≠j} cov_ij² / D
+ * with cov = (z − mean)ᵀ(z − mean) / (N − 1). z1, z2: [N, D], N ≥ 2.
+ */
+export function vicreg(z1: Tensor, z2: Tensor, options: VICRegOptions = {}): Tensor {
+  const op = "vicreg";
+  const [n, dim] = checkViews(op, z1, z2);
+  const sim = checkNonNegative(op, "sim", options.sim ?? 25);
+  const varWeight = checkNonNegative(op, "variance", options.variance ?? 25);
+  const covWeight = checkNonNegative(op, "covariance", options.covariance ?? 1);
+  const eps = checkNonNegative(op, "eps", options.eps ?? 1e-4);
+  return composed((keep) => {
+    const invariance = keep(mean(keep(square(keep(sub(z1, z2))))));
+    // Each view's variance and covariance terms, already weighted: variance/2 · v(z) + covariance · c(z).
+    const regularizers = (z: Tensor) => {
+      const c = center(z, keep);
+      const variance = keep(mul(keep(sum(keep(square(c)), 0)), 1 / (n - 1)));
+      const std = keep(sqrt(keep(add(variance, eps))));
+      const v = keep(mean(keep(relu(keep(sub(1, std))))));
+      // Σ_{i≠j} cov_ij² = Σ_ij (cᵀc)_ij² / (N − 1)² − Σ_i var_i².
+      const all = keep(mul(sumSquaredCross(c, c, keep), 1 / ((n - 1) * (n - 1))));
+      const offDiag = keep(sub(all, keep(sum(keep(square(variance))))));
+      return keep(add(keep(mul(v, varWeight / 2)), keep(mul(offDiag, covWeight / dim))));
+    };
+    const both = keep(add(regularizers(z1), regularizers(z2)));
+    return add(keep(mul(invariance, sim)), both);
+  });
+}

@@ -1,0 +1,104 @@
+// Matrix multiply with batch broadcasting and strided transposes (shaders/matmul.wgsl; CPU reference in
+// src/ref/matmul.ts).
+import { Params } from "./engine.ts";
+import { fmtShape, ShapeError } from "./errors.ts";
+import { record } from "./autograd.ts";
+import { sum } from "./reduce.ts";
+import { broadcastShapes, checkF32, unbroadcast } from "./elementwise.ts";
+import { shapeSize, type Tensor } from "./tensor.ts";
+
+/** Tile shape: TX x TY invocations, each an 8 x 16 register block (TM x TN in the shader), staging BK of K. */
+const TILE = { TX: 8, TY: 8, BK: 8 };
+const BM = TILE.TY * 8;
+const BN = TILE.TX * 16;
+/**
+ * K per workgroup: bounds each invocation's loop count (llvmpipe stops loops silently after 65,535): K_CHUNK / BK
+ * tile steps of at most ~400 iterations even with no loop unrolled.
+ */
+const K_CHUNK = 1024;
+
+export interface MatmulOptions {
+  /** Use Aᵀ: a is [..., K, M]. */
+  transA?: boolean;
+  /** Use Bᵀ: b is [..., N, K]. */
+  transB?: boolean;
+}
+
+/** Element strides of `shape`'s batch dims (all but the last two) laid against `batch`, 0 where broadcast. */
+function batchStrides(shape: readonly number[], batch: readonly number[]): number[] {
+  const strides = new Array(batch.length).fill(0);
+  let s = shape.at(-1)! * shape.at(-2)!;
+  for (let i = shape.length - 3; i >= 0; i--) {
+    const o = batch.length - (shape.length - 2) + i;
+    strides[o] = shape[i] === 1 ? 0 : s;
+    s *= shape[i];
+  }
+  return strides;
+}
+
+/**
+ * op(a) · op(b) over the last two dims, op being a transpose where asked; leading (batch) dims broadcast
+ * NumPy-style. a: [..., M, K] (or [..., K, M] with transA), b: [..., K, N] (or [..., N, K] with transB).
+ */
+export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
+  const transA = options.transA ?? false;
+  const transB = options.transB ?? false;
+  checkF32("matmul", a);
+  checkF32("matmul", b);
+  for (const t of [a, b]) {
+    if (t.disposed) throw new Error(`matmul: tensor ${fmtShape(t.shape)} used after dispose`);
+  }
+  if (a.engine !== b.engine) throw new Error("matmul: tensors belong to different engines");
+  if (a.shape.length < 2 || b.shape.length < 2) {
+    throw new ShapeError(
+      `matmul: operands need at least 2 dims, got ${fmtShape(a.shape)} and ${fmtShape(b.shape)}`,
+    );
+  }
+  const [ar, ac] = a.shape.slice(-2);
+  const [br, bc] = b.shape.slice(-2);
+  const [m, k] = transA ? [ac, ar] : [ar, ac];
+  const [kb, n] = transB ? [bc, br] : [br, bc];
+  const shapes = `${fmtShape(a.shape)} · ${fmtShape(b.shape)}`;
+  if (k !== kb) {
+    throw new ShapeError(
+      `matmul: inner dims differ: ${shapes} (transA ${transA}, transB ${transB}) gives K ${k} vs ${kb}`,
+    );
+  }
+  const batch = broadcastShapes("matmul (batch dims)", a.shape.slice(0, -2), b.shape.slice(0, -2));
+  const items = shapeSize(batch);
+  const engine = a.engine;
+  const slices = Math.ceil(k / K_CHUNK);
+  const biggest = Math.max(a.bytes, b.bytes, 4 * items * m * n * slices);
+  if (biggest > engine.maxBinding) {
+    throw new ShapeError(
+      `matmul: ${shapes} needs a ${biggest}-byte buffer, over ` +
+        `maxStorageBufferBindingSize (${engine.maxBinding} bytes)`,
+    );
+  }
+  const tiles = Math.ceil(m / BM) * Math.ceil(n / BN) * items * slices;
+  const params = new Params()
+    .u32(m, n, k, items, K_CHUNK, slices, batch.length, 0)
+    .u32(transA ? 1 : ac, transA ? ac : 1, transB ? 1 : bc, transB ? bc : 1)
+    .dims(batch).dims(batchStrides(a.shape, batch), 0).dims(batchStrides(b.shape, batch), 0);
+  // Several K slices write partial products [slices, ...batch, M, N], summed over slices by a tree reduction.
+  const partial = engine.empty(slices === 1 ? [...batch, m, n] : [slices, ...batch, m, n]);
+  engine.run({
+    op: "matmul",
+    shader: "matmul",
+    constants: TILE,
+    params,
+    buffers: [a, b, partial],
+    workgroups: tiles,
+  });
+  let out = partial;
+  if (slices > 1) {
+    out = sum(partial, [0]);
+    partial.dispose();
+  }
+  return record(out, "matmul", [a, b], (g) => {
+    // With A' = op(A), B' = op(B): dA' = g·B'ᵀ and dB' = A'ᵀ·g, transposed back where the operand was.
+    const da = transA ? matmul(b, g, { transA: transB, transB: true }) : matmul(g, b, { transB: !transB });
+    const db = transB ? matmul(g, a, { transA: true, transB: transA }) : matmul(a, g, { transA: !transA });
+    return [unbroadcast(da, a.shape), unbroadcast(db, b.shape)];
+  });
+}

@@ -1,0 +1,132 @@
+// Neural-network ops built on the core ones: L2 normalize, cross-entropy (shaders/nn.wgsl for the label gather
+// and cross-entropy's backward; CPU reference in src/ref/nn.ts).
+import { noGrad, record } from "./autograd.ts";
+import { Params } from "./engine.ts";
+import { checkF32, div, greater, maximum, mul, sqrt, square, sub } from "./elementwise.ts";
+import { fmtShape, ShapeError } from "./errors.ts";
+import { logsumexp, mean, softmax, sum } from "./reduce.ts";
+import { normalizeAxis } from "./shape.ts";
+import type { Tensor } from "./tensor.ts";
+
+const WG = 256;
+const NAN_BITS = 0x7fc00000;
+
+function checkAlive(op: string, t: Tensor): void {
+  if (t.disposed) throw new Error(`${op}: tensor ${fmtShape(t.shape)} ${t.dtype} used after dispose`);
+}
+
+/** ||x||₂ along `axis` (kept as a dim of size 1). */
+function l2norm(x: Tensor, axis: number): Tensor {
+  const sq = square(x);
+  const ss = sum(sq, axis, { keepDims: true });
+  sq.dispose();
+  const r = sqrt(ss);
+  ss.dispose();
+  return r;
+}
+
+/**
+ * x / max(||x||₂, eps) along `axis` (default the last), like torch.nn.functional.normalize with p = 2.
+ * Rows whose norm is at most eps are scaled by 1/eps, and their gradient is g/eps.
+ */
+export function normalize(x: Tensor, options: { axis?: number; eps?: number } = {}): Tensor {
+  checkAlive("normalize", x);
+  checkF32("normalize", x);
+  const axis = normalizeAxis("normalize", options.axis ?? -1, x.shape.length);
+  const eps = options.eps ?? 1e-12;
+  if (!(eps >= 0 && eps < Infinity)) {
+    throw new RangeError(`normalize: eps must be finite and ≥ 0, got ${eps}`);
+  }
+  const y = noGrad(() => {
+    const r = l2norm(x, axis);
+    const n = maximum(r, eps);
+    r.dispose();
+    const y = div(x, n);
+    n.dispose();
+    return y;
+  });
+  return record(y, "normalize", [x], (g) => {
+    // Where the norm r > eps: (g − y·Σ g·y) / r. Where it is clamped to eps: g / eps. Recomputed from x so that
+    // no hidden tensor outlives the forward.
+    const r = l2norm(x, axis);
+    const n = maximum(r, eps);
+    const y = div(x, n);
+    const gy = mul(g, y);
+    const dot = sum(gy, axis, { keepDims: true });
+    const unclamped = greater(r, eps);
+    const w = mul(dot, unclamped);
+    const yw = mul(y, w);
+    const d = sub(g, yw);
+    const out = div(d, n);
+    for (const t of [r, n, y, gy, dot, unclamped, w, yw, d]) t.dispose();
+    return [out];
+  });
+}
+
+/**
+ * Mean over the batch of −log softmax(logits)[label], like torch.nn.functional.cross_entropy (reduction mean):
+ * logits f32 [N, C], labels i32 [N] holding class indices. Only the logits get a gradient. A label outside
+ * [0, C) cannot be checked without a readback, so it makes the loss (and its row of the gradient) NaN.
+ * The labels must stay alive until grad() has run.
+ */
+export function crossEntropy(logits: Tensor, labels: Tensor): Tensor {
+  const op = "crossEntropy";
+  checkAlive(op, logits);
+  checkAlive(op, labels);
+  checkF32(op, logits);
+  if (labels.dtype !== "i32") {
+    throw new TypeError(
+      `${op}: labels must be i32 class indices, got ${labels.dtype} ${fmtShape(labels.shape)}`,
+    );
+  }
+  if (logits.shape.length !== 2 || labels.shape.length !== 1 || labels.shape[0] !== logits.shape[0]) {
+    throw new ShapeError(
+      `${op}: logits ${fmtShape(logits.shape)} and labels ${fmtShape(labels.shape)} must be [N, C] and [N]`,
+    );
+  }
+  if (logits.engine !== labels.engine) throw new Error(`${op}: tensors belong to different engines`);
+  const e = logits.engine;
+  if (logits.bytes > e.maxBinding) {
+    throw new ShapeError(
+      `${op}: logits ${fmtShape(logits.shape)} are ${logits.bytes} bytes, over maxStorageBufferBindingSize ` +
+        `(${e.maxBinding} bytes); split the batch`,
+    );
+  }
+  const [rows, classes] = logits.shape;
+  const params = (count: number) => new Params().u32(count, rows, classes, NAN_BITS);
+  const loss = noGrad(() => {
+    const lse = logsumexp(logits, 1);
+    const picked = e.empty([rows]);
+    e.run({
+      op,
+      shader: "nn",
+      entry: "pick",
+      constants: { WG },
+      params: params(rows),
+      buffers: [logits, labels, picked],
+      workgroups: Math.ceil(rows / WG),
+    });
+    const nll = sub(lse, picked);
+    lse.dispose();
+    picked.dispose();
+    const loss = mean(nll);
+    nll.dispose();
+    return loss;
+  });
+  return record(loss, op, [logits], (g) => {
+    checkAlive(op, labels);
+    const p = softmax(logits, 1);
+    const out = e.empty(logits.shape);
+    e.run({
+      op: `${op} (backward)`,
+      shader: "nn",
+      entry: "backward",
+      constants: { WG },
+      params: params(logits.size),
+      buffers: [p, labels, out, g],
+      workgroups: Math.ceil(logits.size / WG),
+    });
+    p.dispose();
+    return [out];
+  });
+}

@@ -1,0 +1,344 @@
+// Pretext-task generators: each returns an input and the target it makes for itself (shaders/pretext.wgsl and the
+// fused view pass of shaders/augment.wgsl; CPU reference in src/ref/pretext.ts). Per-sample labels are drawn on the
+// host from Philox as in src/augment.ts (counter (parameter, sample, tag, 0)); per-patch and per-token draws are
+// made in the kernels from the same generator.
+import {
+  applyParams,
+  drawUniforms,
+  gaussianNoise,
+  identityParams,
+  imageDims,
+  RANDOM_TAG,
+  rotate90,
+} from "./augment.ts";
+import { Params } from "./engine.ts";
+import { fmtShape, ShapeError } from "./errors.ts";
+import type { Tensor } from "./tensor.ts";
+
+const WG = 256;
+const MAX_PATCHES = 4096;
+/** 24-bit thresholds, as the uniforms are 24-bit. */
+const BITS = 2 ** 24;
+
+function checkSeed(op: string, seed: number): number {
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new RangeError(`${op}: seed must be an integer in [0, 2^53), got ${seed}`);
+  }
+  return seed;
+}
+
+function seedWords(seed: number): [number, number] {
+  return [seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0];
+}
+
+function copy(x: Tensor): Tensor {
+  const out = x.engine.empty(x.shape, x.dtype);
+  x.engine.copy(x.buffer, 0, out.buffer, 0, x.bytes);
+  return out;
+}
+
+/** Copies th×tw tiles: output tile t of sample n is source tile table[n][t] (row-major, `cols` per source row). */
+function tiles(
+  op: string,
+  x: Tensor,
+  table: number[][],
+  th: number,
+  tw: number,
+  rows: number,
+  cols: number,
+): Tensor {
+  const [n, c, h, w] = imageDims(op, x);
+  const engine = x.engine;
+  const t = engine.tensor(Int32Array.from(table.flat()), [n, table[0].length], "i32");
+  const out = engine.empty([n, c, rows * th, (table[0].length / rows) * tw]);
+  engine.run({
+    op,
+    shader: "pretext",
+    entry: "tiles",
+    constants: { WG },
+    params: new Params().u32(n, c, h, w, out.shape[2], out.shape[3], th, tw, cols),
+    buffers: [x, t, out],
+    workgroups: Math.ceil(out.size / WG),
+  });
+  t.dispose();
+  return out;
+}
+
+/** Each image rotated by labels[i]·90° counter-clockwise (square images). */
+export function rotationTask(x: Tensor, o: { seed: number }): { input: Tensor; labels: Tensor } {
+  const { output, params } = rotate90(x, { seed: checkSeed("rotationTask", o.seed) });
+  return {
+    input: output,
+    labels: x.engine.tensor(Int32Array.from(params, (q) => q.rotate), [params.length], "i32"),
+  };
+}
+
+const permutationCache = new Map<string, number[][]>();
+
+/** All permutations of 0..k-1 in lexicographic order, k bytes each. */
+function allPermutations(k: number): Uint8Array {
+  let count = 1;
+  for (let i = 2; i <= k; i++) count *= i;
+  const out = new Uint8Array(count * k);
+  const a = Uint8Array.from({ length: k }, (_, i) => i);
+  for (let p = 0; p < count; p++) {
+    out.set(a, p * k);
+    let i = k - 2;
+    while (i >= 0 && a[i] >= a[i + 1]) i--;
+    if (i < 0) break;
+    let j = k - 1;
+    while (a[j] <= a[i]) j--;
+    [a[i], a[j]] = [a[j], a[i]];
+    a.subarray(i + 1).reverse();
+  }
+  return out;
+}
+
+/** `count` Philox-shuffled permutations of 0..k-1 (the first the identity), k bytes each. */
+function shuffledPermutations(k: number, count: number): Uint8Array {
+  const out = new Uint8Array(count * k);
+  for (let p = 0; p < count; p++) {
+    const a = out.subarray(p * k, (p + 1) * k);
+    a.set(Array.from({ length: k }, (_, j) => j));
+    for (let j = k - 1; j > 0 && p > 0; j--) {
+      const r = Math.floor(drawUniforms(0, RANDOM_TAG.jigsaw, 1, p, j)[0] * (j + 1));
+      [a[j], a[r]] = [a[r], a[j]];
+    }
+  }
+  return out;
+}
+
+/**
+ * Noroozi & Favaro's permutation set: greedily the candidate whose smallest Hamming distance to those chosen is
+ * largest (first in order on ties), starting from the identity. Candidates are every permutation up to 9 tiles,
+ * else 20,000 Philox-shuffled ones. Deterministic; cached.
+ */
+export function jigsawPermutations(grid: number, count: number): number[][] {
+  const cacheKey = `${grid},${count}`;
+  const cached = permutationCache.get(cacheKey);
+  if (cached) return cached;
+  const k = grid * grid;
+  const candidates = k <= 9 ? allPermutations(k) : shuffledPermutations(k, 20000);
+  const total = candidates.length / k;
+  if (count > total) {
+    throw new RangeError(
+      `jigsawTask: ${count} permutations requested, but a ${grid}×${grid} grid has ${total}`,
+    );
+  }
+  const minDist = new Int32Array(total).fill(k + 1);
+  const chosen: number[][] = [];
+  let next = 0;
+  for (let s = 0; s < count; s++) {
+    const pick = candidates.slice(next * k, (next + 1) * k);
+    chosen.push([...pick]);
+    let best = 0;
+    for (let j = 0, at = 0; j < total; j++) {
+      let d = 0;
+      for (let t = 0; t < k; t++, at++) d += candidates[at] !== pick[t] ? 1 : 0;
+      if (d < minDist[j]) minDist[j] = d;
+      if (minDist[j] > minDist[best]) best = j;
+    }
+    next = best;
+  }
+  permutationCache.set(cacheKey, chosen);
+  return chosen;
+}
+
+/**
+ * Tiles shuffled by one of a fixed set of permutations: input's tile t is x's tile permutationTable[labels[i]][t].
+ * Tiles are floor(H/grid)×floor(W/grid); the remainder rows and columns are dropped.
+ */
+export function jigsawTask(
+  x: Tensor,
+  o: { seed: number; grid?: number; permutations?: number },
+): { input: Tensor; labels: Tensor; permutationTable: number[][] } {
+  const op = "jigsawTask";
+  const [n, , h, w] = imageDims(op, x);
+  const seed = checkSeed(op, o.seed);
+  const grid = o.grid ?? 3;
+  const count = o.permutations ?? 100;
+  if (!Number.isInteger(grid) || grid < 2) {
+    throw new RangeError(`${op}: grid must be an integer ≥ 2, got ${grid}`);
+  }
+  if (!Number.isInteger(count) || count < 1) {
+    throw new RangeError(`${op}: permutations must be an integer ≥ 1, got ${count}`);
+  }
+  if (grid > h || grid > w) {
+    throw new ShapeError(`${op}: a ${grid}×${grid} grid does not fit images ${fmtShape(x.shape)}`);
+  }
+  const table = jigsawPermutations(grid, count);
+  const labels = Array.from(
+    { length: n },
+    (_, i) => Math.floor(drawUniforms(seed, RANDOM_TAG.jigsaw, 0, i, 0)[0] * count),
+  );
+  const input = tiles(
+    op,
+    x,
+    labels.map((l) => table[l]),
+    Math.floor(h / grid),
+    Math.floor(w / grid),
+    grid,
+    grid,
+  );
+  return { input, labels: x.engine.tensor(Int32Array.from(labels), [n], "i32"), permutationTable: table };
+}
+
+/** Neighbor offsets (dy, dx) of the 8 classes, in reading order (Doersch et al.). */
+export const NEIGHBORS = [[-1, -1], [-1, 0], [-1, 1], [0, -1], [0, 1], [1, -1], [1, 0], [1, 1]];
+
+/**
+ * Doersch et al.'s context prediction: a center tile (random among the grid's inner tiles) and one of its 8
+ * neighbors; labels[i] indexes NEIGHBORS. Tiles are floor(H/grid)×floor(W/grid).
+ */
+export function relativePositionTask(
+  x: Tensor,
+  o: { seed: number; grid?: number },
+): { center: Tensor; neighbor: Tensor; labels: Tensor } {
+  const op = "relativePositionTask";
+  const [n, , h, w] = imageDims(op, x);
+  const seed = checkSeed(op, o.seed);
+  const grid = o.grid ?? 3;
+  if (!Number.isInteger(grid) || grid < 3) {
+    throw new RangeError(`${op}: grid must be an integer ≥ 3, got ${grid}`);
+  }
+  if (grid > h || grid > w) {
+    throw new ShapeError(`${op}: a ${grid}×${grid} grid does not fit images ${fmtShape(x.shape)}`);
+  }
+  const centers: number[][] = [];
+  const neighbors: number[][] = [];
+  const labels = Array.from({ length: n }, (_, i) => {
+    const r = drawUniforms(seed, RANDOM_TAG.relativePosition, 0, i, 0);
+    const cy = 1 + Math.floor(r[1] * (grid - 2));
+    const cx = 1 + Math.floor(r[2] * (grid - 2));
+    const label = Math.floor(r[0] * 8);
+    const [dy, dx] = NEIGHBORS[label];
+    centers.push([cy * grid + cx]);
+    neighbors.push([(cy + dy) * grid + cx + dx]);
+    return label;
+  });
+  const [th, tw] = [Math.floor(h / grid), Math.floor(w / grid)];
+  return {
+    center: tiles(op, x, centers, th, tw, 1, grid),
+    neighbor: tiles(op, x, neighbors, th, tw, 1, grid),
+    labels: x.engine.tensor(Int32Array.from(labels), [n], "i32"),
+  };
+}
+
+/**
+ * MAE's masking: exactly round(ratio · patches) patches per image, chosen by ranking a Philox key per patch.
+ * mask [N, patches] is 1 where masked (patches row-major); input has masked pixels zeroed; target is a copy of x.
+ */
+export function maskedImageTask(
+  x: Tensor,
+  o: { seed: number; patch?: number; ratio?: number },
+): { input: Tensor; mask: Tensor; target: Tensor } {
+  const op = "maskedImageTask";
+  const [n, c, h, w] = imageDims(op, x);
+  const seed = checkSeed(op, o.seed);
+  const patch = o.patch ?? 16;
+  const ratio = o.ratio ?? 0.75;
+  if (!Number.isInteger(patch) || patch < 1) {
+    throw new RangeError(`${op}: patch must be a positive integer, got ${patch}`);
+  }
+  if (h % patch || w % patch) {
+    throw new ShapeError(`${op}: patch ${patch} does not divide the images ${fmtShape(x.shape)}`);
+  }
+  if (!(ratio >= 0 && ratio <= 1)) throw new RangeError(`${op}: ratio must be in [0, 1], got ${ratio}`);
+  const cols = w / patch;
+  const len = (h / patch) * cols;
+  if (len > MAX_PATCHES) {
+    throw new RangeError(`${op}: ${len} patches per image exceed the ${MAX_PATCHES} supported`);
+  }
+  const engine = x.engine;
+  const params = new Params().u32(
+    n,
+    c,
+    h,
+    w,
+    patch,
+    0,
+    0,
+    0,
+    cols,
+    len,
+    Math.round(ratio * len),
+    ...seedWords(seed),
+  )
+    .u32(RANDOM_TAG.maskedImage);
+  const keys = engine.empty([n, len], "u32");
+  const mask = engine.empty([n, len]);
+  const input = engine.empty(x.shape);
+  const run = (entry: string, buffers: Tensor[], count: number) =>
+    engine.run({
+      op,
+      shader: "pretext",
+      entry,
+      constants: { WG },
+      params,
+      buffers,
+      workgroups: Math.ceil(count / WG),
+    });
+  run("mask_keys", [keys], n * len);
+  run("mask_rank", [keys, mask], n * len);
+  run("mask_apply", [x, mask, input], x.size);
+  keys.dispose();
+  return { input, mask, target: copy(x) };
+}
+
+/**
+ * BERT's masked-token recipe on i32 ids [N, L]: each position is chosen with probability `ratio`; of the chosen,
+ * 80% become maskId, 10% a random id in [0, vocabSize), 10% stay. labels: the id where chosen, -100 elsewhere.
+ */
+export function maskedTokenTask(
+  tokens: Tensor,
+  o: { seed: number; ratio?: number; maskId: number; vocabSize: number },
+): { input: Tensor; labels: Tensor } {
+  const op = "maskedTokenTask";
+  if (tokens.dtype !== "i32") {
+    throw new TypeError(`${op}: expected i32 token ids, got ${tokens.dtype} ${fmtShape(tokens.shape)}`);
+  }
+  if (tokens.shape.length !== 2) {
+    throw new ShapeError(`${op}: expected tokens [N, L], got ${fmtShape(tokens.shape)}`);
+  }
+  const seed = checkSeed(op, o.seed);
+  const ratio = o.ratio ?? 0.15;
+  if (!(ratio >= 0 && ratio <= 1)) throw new RangeError(`${op}: ratio must be in [0, 1], got ${ratio}`);
+  if (!Number.isInteger(o.vocabSize) || o.vocabSize < 1 || o.vocabSize > 2 ** 31) {
+    throw new RangeError(`${op}: vocabSize must be a positive integer, got ${o.vocabSize}`);
+  }
+  if (!Number.isInteger(o.maskId) || o.maskId < -(2 ** 31) || o.maskId >= 2 ** 31) {
+    throw new RangeError(`${op}: maskId must be an i32, got ${o.maskId}`);
+  }
+  const [n, len] = tokens.shape;
+  const engine = tokens.engine;
+  const input = engine.empty(tokens.shape, "i32");
+  const labels = engine.empty(tokens.shape, "i32");
+  engine.run({
+    op,
+    shader: "pretext",
+    entry: "tokens_mask",
+    constants: { WG },
+    params: new Params().u32(n, 0, 0, 0, 0, 0, 0, 0, 0, len, 0, ...seedWords(seed))
+      .u32(RANDOM_TAG.maskedToken, Math.round(ratio * BITS)).i32(o.maskId).u32(o.vocabSize),
+    buffers: [tokens, input, labels],
+    workgroups: Math.ceil(tokens.size / WG),
+  });
+  return { input, labels };
+}
+
+/** A noisy copy (Gaussian, sigma, clipped to [0, 1]) to restore: input x + sigma·N(0, 1), target a copy of x. */
+export function denoiseTask(
+  x: Tensor,
+  o: { seed: number; sigma: number },
+): { input: Tensor; target: Tensor } {
+  const { output } = gaussianNoise(x, { seed: checkSeed("denoiseTask", o.seed), sigma: o.sigma });
+  return { input: output, target: copy(x) };
+}
+
+/** Grayscale input [N, 1, H, W] (ITU-R 601) and the color image [N, 3, H, W] as target. */
+export function colorizationTask(x: Tensor): { input: Tensor; target: Tensor } {
+  const [n, c, h, w] = imageDims("colorizationTask", x);
+  if (c !== 3) throw new ShapeError(`colorizationTask: needs color images (C = 3), got ${fmtShape(x.shape)}`);
+  const input = applyParams(x, Array.from({ length: n }, () => identityParams(h, w)), { grayOutput: true });
+  return { input, target: copy(x) };
+}

@@ -1,0 +1,409 @@
+// Reconstruction losses (shaders/reconstruction.wgsl, shaders/ssim.wgsl; CPU reference in
+// src/ref/reconstruction.ts). A loss is one pass that reads pred and target once and reduces in the same pass
+// (a tree: partials of 32 elements, then `combine` passes of 32 partials). While autograd records, that pass also writes
+// d(loss)/d(pred) for an upstream gradient of exactly 1 and keeps it with the loss; when `grad` starts from
+// this loss the backward hands that gradient over, so forward + backward read the inputs once and write the
+// gradient once. Any other upstream (the loss inside a larger expression, a second `grad`) runs a backward
+// pass that reads pred, target and g on the GPU. Evaluate under `noGrad` to skip the gradient write.
+// Targets, weights and masks are constants: gradients flow to pred (and to x in ssim) only.
+import { isRecording, isSeed, record } from "./autograd.ts";
+import { type Binding, Params, windows } from "./engine.ts";
+import { checkF32 } from "./elementwise.ts";
+import { fmtShape, ShapeError } from "./errors.ts";
+import { sameShape, type Tensor } from "./tensor.ts";
+
+const WG = 256;
+// ITEMS in shaders/reconstruction.wgsl: elements per invocation of a loss pass and partials per invocation of
+// a combine pass, so sums are trees of fan-in 32 (the loss pass writes count / 32 partials: 3% extra
+// traffic). Measured on llvmpipe: 8 runs fwd+bwd at 0.75x the speed of 32, 64 about as 32.
+const ITEMS = 32;
+const PER_WORKGROUP = WG * ITEMS;
+const LOSSES = { mse: 0, l1: 1, huber: 2, smoothL1: 3, bceWithLogits: 4 } as const;
+const DTYPES = { f32: 0, i32: 1, u32: 2 } as const;
+// maskedMSE: an invocation loops about 3·patch²·C / 64 times; this keeps it near 3,000 (llvmpipe's loop cap).
+const MAX_PATCH_PIXELS = 65536;
+// ssim: an invocation loops window² times.
+const MAX_WINDOW = 63;
+
+export type Reduction = "mean" | "sum" | "none";
+export interface LossOptions {
+  /** "mean" (default) over all elements, "sum", or "none" for the per-element loss. */
+  reduction?: Reduction;
+  /** Elementwise weight, broadcast to pred's shape. */
+  weight?: Tensor;
+}
+
+/** Mean squared error (x − y)². */
+export function mse(pred: Tensor, target: Tensor, options: LossOptions = {}): Tensor {
+  return pointLoss("mse", pred, target, options, 0);
+}
+
+/** Mean absolute error |x − y|. */
+export function l1(pred: Tensor, target: Tensor, options: LossOptions = {}): Tensor {
+  return pointLoss("l1", pred, target, options, 0);
+}
+
+/** ½d² where |d| ≤ delta, else delta·(|d| − ½delta) (PyTorch's huber_loss). */
+export function huber(pred: Tensor, target: Tensor, options: LossOptions & { delta?: number } = {}): Tensor {
+  const delta = options.delta ?? 1;
+  if (!(delta > 0)) throw new RangeError(`huber: delta must be > 0, got ${delta}`);
+  return pointLoss("huber", pred, target, options, delta);
+}
+
+/** ½d²/beta where |d| < beta, else |d| − ½beta; beta = 0 is l1 (PyTorch's smooth_l1_loss). */
+export function smoothL1(
+  pred: Tensor,
+  target: Tensor,
+  options: LossOptions & { beta?: number } = {},
+): Tensor {
+  const beta = options.beta ?? 1;
+  if (!(beta >= 0)) throw new RangeError(`smoothL1: beta must be ≥ 0, got ${beta}`);
+  return pointLoss("smoothL1", pred, target, options, beta);
+}
+
+/** Binary cross-entropy of sigmoid(logits) against target probabilities, computed stably from the logits. */
+export function bceWithLogits(logits: Tensor, target: Tensor, options: LossOptions = {}): Tensor {
+  return pointLoss("bceWithLogits", logits, target, options, 0);
+}
+
+/** Element strides of `shape` over `outShape` (right-aligned), 0 on broadcast dims. */
+function broadcastStrides(shape: readonly number[], outShape: readonly number[]): number[] {
+  const strides = new Array(outShape.length).fill(0);
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    strides[outShape.length - shape.length + i] = shape[i] === 1 ? 0 : s;
+    s *= shape[i];
+  }
+  return strides;
+}
+
+function checkBroadcastTo(
+  op: string,
+  what: string,
+  shape: readonly number[],
+  predShape: readonly number[],
+): void {
+  const lead = predShape.length - shape.length;
+  if (lead < 0 || !shape.every((d, i) => d === 1 || d === predShape[lead + i])) {
+    throw new ShapeError(
+      `${op}: ${what} ${fmtShape(shape)} does not broadcast to pred ${fmtShape(predShape)}`,
+    );
+  }
+}
+
+function checkEngine(op: string, a: Tensor, ...rest: (Tensor | undefined)[]): void {
+  if (rest.some((t) => t && t.engine !== a.engine)) {
+    throw new Error(`${op}: tensors belong to different engines`);
+  }
+}
+
+/**
+ * Attaches `backward` to `out`, keeping `saved` for it (disposed with `out`). `unitGrad`, the gradient the
+ * forward wrote for an upstream of exactly 1, is handed over (and leaves `saved`) when the backward starts from
+ * grad's seed; otherwise, or once it is gone (taken, or disposed by an enclosing `tidy`), `backward` runs.
+ */
+function recordFused(
+  out: Tensor,
+  op: string,
+  inputs: Tensor[],
+  unitGrad: Tensor | null,
+  backward: (g: Tensor) => Tensor,
+  saved: Tensor[] = [],
+): Tensor {
+  // record keeps this very array as the node's `saved`, so removing unitGrad from it hands it over.
+  const kept = unitGrad ? [...saved, unitGrad] : saved;
+  return record(out, op, inputs, (g) => {
+    const at = unitGrad ? kept.indexOf(unitGrad) : -1;
+    if (at < 0 || !isSeed(g) || unitGrad!.disposed) return [backward(g)];
+    kept.splice(at, 1);
+    return [unitGrad];
+  }, kept);
+}
+
+/** A new scalar offset + scale·Σ values: passes summing ITEMS values per invocation until one is left. */
+function sumToScalar(op: string, values: Tensor, scale = 1, offset = 0): Tensor {
+  const engine = values.engine;
+  let current = values;
+  for (;;) {
+    const outputs = Math.ceil(current.size / ITEMS);
+    const last = outputs === 1;
+    const next = engine.empty(last ? [] : [outputs]);
+    engine.run({
+      op,
+      shader: "reconstruction",
+      entry: "combine",
+      constants: { WG, IN_DTYPE: DTYPES[current.dtype] },
+      params: new Params().u32(current.size, 0, 0).f32(last ? scale : 1, last ? offset : 0),
+      buffers: [current, next],
+      workgroups: Math.ceil(outputs / WG),
+    });
+    if (current !== values) current.dispose();
+    current = next;
+    if (last) return current;
+  }
+}
+
+function pointLoss(
+  kind: keyof typeof LOSSES,
+  pred: Tensor,
+  target: Tensor,
+  options: LossOptions,
+  param: number,
+): Tensor {
+  const op = kind;
+  const { weight } = options;
+  const reduction = options.reduction ?? "mean";
+  if (!["mean", "sum", "none"].includes(reduction)) {
+    throw new RangeError(
+      `${op}: reduction must be "mean", "sum" or "none", got ${JSON.stringify(reduction)}`,
+    );
+  }
+  checkF32(op, pred);
+  checkF32(op, target);
+  if (weight) checkF32(op, weight);
+  checkEngine(op, pred, target, weight);
+  if (kind === "bceWithLogits" && !sameShape(target.shape, pred.shape)) {
+    throw new ShapeError(
+      `${op}: target ${fmtShape(target.shape)} must have the shape of the logits ${fmtShape(pred.shape)}`,
+    );
+  }
+  checkBroadcastTo(op, "target", target.shape, pred.shape);
+  if (weight) checkBroadcastTo(op, "weight", weight.shape, pred.shape);
+  const engine = pred.engine;
+  const broadcast = !sameShape(target.shape, pred.shape) ||
+    (weight !== undefined && !sameShape(weight.shape, pred.shape));
+  const predWindows = windows(pred);
+  if (broadcast && predWindows.length > 1) {
+    throw new ShapeError(
+      `${op}: broadcasting target ${fmtShape(target.shape)}${
+        weight ? ` or weight ${fmtShape(weight.shape)}` : ""
+      } ` +
+        `over pred ${fmtShape(pred.shape)} needs pred within one binding (maxStorageBufferBindingSize ` +
+        `${engine.maxBinding} bytes); pass a target of pred's shape`,
+    );
+  }
+  // Same-shape inputs are windowed alike; broadcast ones are bound whole.
+  const alike = (t: Tensor): Binding[] =>
+    sameShape(t.shape, pred.shape) ? windows(t).map((w) => w.binding) : predWindows.map(() => t);
+  const targetWindows = alike(target);
+  const weightWindows = weight ? alike(weight) : predWindows.map((w) => w.binding);
+  const scale = reduction === "mean" ? 1 / pred.size : 1;
+  const constants = { WG, LOSS: LOSSES[kind], BROADCAST: broadcast ? 1 : 0, WEIGHTED: weight ? 1 : 0 };
+  const params = (count: number, partBase: number, s: number) => {
+    const p = new Params().u32(count, partBase, pred.shape.length).f32(s, param);
+    if (!broadcast) return p;
+    const weightStrides = weight ? broadcastStrides(weight.shape, pred.shape) : [];
+    return p.dims(pred.shape).dims(broadcastStrides(target.shape, pred.shape), 0).dims(weightStrides, 0);
+  };
+  const dispatch = (entry: string, s: number, extra: (i: number) => Binding[], partBase: number[] = []) =>
+    predWindows.forEach((w, i) =>
+      engine.run({
+        op,
+        shader: "reconstruction",
+        entry,
+        constants: { ...constants, UPSTREAM_EACH: reduction === "none" ? 1 : 0 },
+        params: params(w.count, partBase[i] ?? 0, s),
+        buffers: [w.binding, targetWindows[i], weightWindows[i], ...extra(i)],
+        workgroups: Math.ceil(w.count / PER_WORKGROUP),
+      })
+    );
+  const backward = (g: Tensor) => {
+    const gp = engine.empty(pred.shape);
+    const gw = windows(gp);
+    const upstream = reduction === "none" ? windows(g).map((w) => w.binding) : predWindows.map(() => g);
+    dispatch("grad", scale, (i) => [upstream[i], gw[i].binding]);
+    return gp;
+  };
+
+  if (reduction === "none") {
+    const out = engine.empty(pred.shape);
+    const ow = windows(out);
+    dispatch("loss", 1, (i) => [ow[i].binding]);
+    return recordFused(out, op, [pred], null, backward);
+  }
+  const groups = predWindows.map((w) => Math.ceil(w.count / PER_WORKGROUP));
+  const partials = engine.empty([groups.reduce((a, b) => a + b) * WG]);
+  const partBase = groups.map((_, i) => groups.slice(0, i).reduce((a, b) => a + b, 0) * WG);
+  const saved = isRecording() ? engine.empty(pred.shape) : null;
+  const savedWindows = saved ? windows(saved) : [];
+  dispatch(
+    saved ? "reduce_grad" : "reduce",
+    scale,
+    (i) => saved ? [partials, savedWindows[i].binding] : [partials],
+    partBase,
+  );
+  const out = sumToScalar(op, partials);
+  partials.dispose();
+  return recordFused(out, op, [pred], saved, backward);
+}
+
+/**
+ * MAE's loss: images [N, C, H, W] cut into patch×patch patches (L per image), the mean squared error over the
+ * pixels of each patch, averaged over patches with `mask` [N, L] as weights (1 = masked, reconstructed):
+ * Σ mask·mse(patch) / Σ mask. `pred` is [N, C, H, W] like `target`, or MAE's patchified [N, L, patch²·C]
+ * (pixels in row, column, channel order). With `normPix` each target patch is first normalised by its own
+ * mean and unbiased variance (eps 1e-6), as MAE's norm_pix_loss. The mask may be f32, i32 or u32.
+ */
+export function maskedMSE(
+  pred: Tensor,
+  target: Tensor,
+  mask: Tensor,
+  options: { patch: number; normPix?: boolean },
+): Tensor {
+  const op = "maskedMSE";
+  const { patch } = options;
+  const normPix = options.normPix ?? false;
+  checkF32(op, pred);
+  checkF32(op, target);
+  checkEngine(op, pred, target, mask);
+  if (!Number.isInteger(patch) || patch < 1) {
+    throw new RangeError(`${op}: patch must be an integer ≥ 1, got ${patch}`);
+  }
+  if (target.shape.length !== 4) {
+    throw new ShapeError(`${op}: target must be images [N, C, H, W], got ${fmtShape(target.shape)}`);
+  }
+  const [n, c, h, w] = target.shape;
+  if (h % patch || w % patch) {
+    throw new ShapeError(
+      `${op}: target ${fmtShape(target.shape)} does not split into ${patch}×${patch} patches`,
+    );
+  }
+  const perImage = (h / patch) * (w / patch);
+  const k = patch * patch * c;
+  const patchified = sameShape(pred.shape, [n, perImage, k]);
+  if (!patchified && !sameShape(pred.shape, target.shape)) {
+    throw new ShapeError(
+      `${op}: pred ${fmtShape(pred.shape)} must be ${fmtShape(target.shape)} like target ${
+        fmtShape(target.shape)
+      } ` +
+        `or patchified ${fmtShape([n, perImage, k])}`,
+    );
+  }
+  if (!sameShape(mask.shape, [n, perImage])) {
+    throw new ShapeError(
+      `${op}: mask ${fmtShape(mask.shape)} must be ${fmtShape([n, perImage])} for target ${
+        fmtShape(target.shape)
+      } and patch ${patch}`,
+    );
+  }
+  if (k > MAX_PATCH_PIXELS) {
+    throw new RangeError(`${op}: patch²·C = ${k} exceeds the supported ${MAX_PATCH_PIXELS}`);
+  }
+  if (normPix && k < 2) {
+    throw new RangeError(`${op}: normPix needs patch²·C ≥ 2 for an unbiased variance, got ${k}`);
+  }
+  const engine = pred.engine;
+  const patches = n * perImage;
+  const msum = sumToScalar(op, mask);
+  const run = (entry: string, buffers: Binding[]) =>
+    engine.run({
+      op,
+      shader: "reconstruction",
+      entry,
+      constants: {
+        WG: maskedWorkgroup(k),
+        NORM_PIX: normPix ? 1 : 0,
+        PATCHIFIED: patchified ? 1 : 0,
+        IN_DTYPE: DTYPES[mask.dtype],
+      },
+      params: new Params().u32(patches, 0, 4).f32(1, 1e-6).dims([n, c, h, w, patch, w / patch]),
+      buffers: [pred, target, mask, msum, ...buffers],
+      workgroups: patches,
+    });
+  const partials = engine.empty([patches]);
+  const saved = isRecording() ? engine.empty(pred.shape) : null;
+  run(saved ? "masked_grad" : "masked", saved ? [partials, saved] : [partials]);
+  const out = sumToScalar(op, partials);
+  partials.dispose();
+  return recordFused(out, op, [pred], saved, (g) => {
+    const gp = engine.empty(pred.shape);
+    run("masked_backward", [g, gp]);
+    return gp;
+  }, [msum]);
+}
+
+/** Patch pixels per workgroup pass: ≤ 64 invocations, as each tree level is a barrier (costly on CPU adapters). */
+function maskedWorkgroup(k: number): number {
+  return Math.max(8, Math.min(64, 2 ** Math.ceil(Math.log2(k))));
+}
+
+export interface SSIMOptions {
+  /** Side of the Gaussian window, odd, ≤ 63 (default 11). */
+  window?: number;
+  /** Standard deviation of the window (default 1.5). */
+  sigma?: number;
+  /** Value range of the images: C1 = (0.01·range)², C2 = (0.03·range)² (default 1). */
+  dataRange?: number;
+}
+
+/**
+ * Mean SSIM of images x and y [N, C, H, W] (Wang et al. 2004): Gaussian window per channel, averaged over
+ * every position where the window fits. Differentiable in x.
+ */
+export function ssim(x: Tensor, y: Tensor, options: SSIMOptions = {}): Tensor {
+  return ssimOp("ssim", x, y, options, 1, 0);
+}
+
+/** 1 − ssim(x, y): a loss to minimise. */
+export function ssimLoss(x: Tensor, y: Tensor, options: SSIMOptions = {}): Tensor {
+  return ssimOp("ssimLoss", x, y, options, -1, 1);
+}
+
+function ssimOp(
+  op: string,
+  x: Tensor,
+  y: Tensor,
+  options: SSIMOptions,
+  sign: number,
+  offset: number,
+): Tensor {
+  const { window = 11, sigma = 1.5, dataRange = 1 } = options;
+  checkF32(op, x);
+  checkF32(op, y);
+  checkEngine(op, x, y);
+  if (!Number.isInteger(window) || window < 1 || window % 2 === 0 || window > MAX_WINDOW) {
+    throw new RangeError(`${op}: window must be an odd integer in [1, ${MAX_WINDOW}], got ${window}`);
+  }
+  if (!(sigma > 0)) throw new RangeError(`${op}: sigma must be > 0, got ${sigma}`);
+  if (!(dataRange > 0)) throw new RangeError(`${op}: dataRange must be > 0, got ${dataRange}`);
+  if (x.shape.length !== 4 || !sameShape(x.shape, y.shape)) {
+    throw new ShapeError(
+      `${op}: x ${fmtShape(x.shape)} and y ${fmtShape(y.shape)} must be images [N, C, H, W] of one shape`,
+    );
+  }
+  const [n, c, h, w] = x.shape;
+  if (h < window || w < window) {
+    throw new ShapeError(
+      `${op}: images ${fmtShape(x.shape)} are smaller than the ${window}×${window} window`,
+    );
+  }
+  const engine = x.engine;
+  const outputs = n * c * (h - window + 1) * (w - window + 1);
+  const scale = sign / outputs;
+  const run = (entry: string, buffers: Binding[], invocations: number) =>
+    engine.run({
+      op,
+      shader: "ssim",
+      entry,
+      constants: { WG },
+      params: new Params().u32(n * c, h, w, window).f32(
+        sigma,
+        (0.01 * dataRange) ** 2,
+        (0.03 * dataRange) ** 2,
+        scale,
+      ),
+      buffers: [x, y, ...buffers],
+      workgroups: Math.ceil(invocations / WG),
+    });
+  const map = engine.empty([outputs]);
+  const coef = isRecording() ? engine.empty([3, outputs]) : null;
+  run(coef ? "forward_grad" : "forward", coef ? [map, coef] : [map], outputs);
+  const out = sumToScalar(op, map, scale, offset);
+  map.dispose();
+  if (!coef) return out;
+  return record(out, op, [x], (g) => {
+    const gx = engine.empty(x.shape);
+    run("backward", [coef, g, gx], x.size);
+    return [gx];
+  }, [coef]);
+}

@@ -1,0 +1,180 @@
+// Float64 CPU reference of src/joint_embedding.ts, written from the loss definitions with plain loops over the
+// full D × D matrices (independent of the GPU composition and its Gram-matrix shortcut), with hand-derived
+// gradients. Matrices are row-major [N, D]; each function returns the loss and its gradient to each view.
+
+type Mat = ArrayLike<number>;
+
+export interface JointEmbeddingRef {
+  loss: number;
+  dz1: Float64Array;
+  dz2: Float64Array;
+}
+
+/** z minus its per-column mean. */
+function centered(z: Mat, n: number, d: number): Float64Array {
+  const c = Float64Array.from(z);
+  for (let j = 0; j < d; j++) {
+    let m = 0;
+    for (let i = 0; i < n; i++) m += z[i * d + j];
+    m /= n;
+    for (let i = 0; i < n; i++) c[i * d + j] -= m;
+  }
+  return c;
+}
+
+/** Σ_k a[k, i] · b[k, j] / divisor: [d, d]. */
+function crossProduct(a: Float64Array, b: Float64Array, n: number, d: number, divisor: number): Float64Array {
+  const c = new Float64Array(d * d);
+  for (let i = 0; i < d; i++) {
+    for (let j = 0; j < d; j++) {
+      let s = 0;
+      for (let k = 0; k < n; k++) s += a[k * d + i] * b[k * d + j];
+      c[i * d + j] = s / divisor;
+    }
+  }
+  return c;
+}
+
+/** u = (z − mean) / sqrt(biased var + eps) per column, and the column scales s. */
+function batchNorm(z: Mat, n: number, d: number, eps: number): { u: Float64Array; s: Float64Array } {
+  const u = centered(z, n, d);
+  const s = new Float64Array(d);
+  for (let j = 0; j < d; j++) {
+    let v = 0;
+    for (let i = 0; i < n; i++) v += u[i * d + j] ** 2;
+    s[j] = Math.sqrt(v / n + eps);
+    for (let i = 0; i < n; i++) u[i * d + j] /= s[j];
+  }
+  return { u, s };
+}
+
+/** Gradient through batchNorm given du: per column (du − mean(du) − u·mean(du·u)) / s. */
+function batchNormGrad(
+  u: Float64Array,
+  s: Float64Array,
+  du: Float64Array,
+  n: number,
+  d: number,
+): Float64Array {
+  const dz = new Float64Array(n * d);
+  for (let j = 0; j < d; j++) {
+    let mg = 0;
+    let mgu = 0;
+    for (let i = 0; i < n; i++) {
+      mg += du[i * d + j];
+      mgu += du[i * d + j] * u[i * d + j];
+    }
+    mg /= n;
+    mgu /= n;
+    for (let i = 0; i < n; i++) dz[i * d + j] = (du[i * d + j] - mg - u[i * d + j] * mgu) / s[j];
+  }
+  return dz;
+}
+
+/** lightly's BarlowTwinsLoss: views batch-normalised separately (biased variance, eps 1e-5). */
+export function refBarlowTwins(z1: Mat, z2: Mat, n: number, d: number, lambda = 5e-3): JointEmbeddingRef {
+  const a = batchNorm(z1, n, d, 1e-5);
+  const b = batchNorm(z2, n, d, 1e-5);
+  const c = crossProduct(a.u, b.u, n, d, n);
+  let loss = 0;
+  // g = dloss/dC.
+  const g = new Float64Array(d * d);
+  for (let i = 0; i < d; i++) {
+    for (let j = 0; j < d; j++) {
+      const x = c[i * d + j];
+      if (i === j) {
+        loss += (1 - x) ** 2;
+        g[i * d + j] = 2 * (x - 1);
+      } else {
+        loss += lambda * x * x;
+        g[i * d + j] = 2 * lambda * x;
+      }
+    }
+  }
+  // C = uaᵀub / N: dua = ub gᵀ / N, dub = ua g / N.
+  const dua = new Float64Array(n * d);
+  const dub = new Float64Array(n * d);
+  for (let k = 0; k < n; k++) {
+    for (let i = 0; i < d; i++) {
+      let sa = 0;
+      let sb = 0;
+      for (let j = 0; j < d; j++) {
+        sa += g[i * d + j] * b.u[k * d + j];
+        sb += g[j * d + i] * a.u[k * d + j];
+      }
+      dua[k * d + i] = sa / n;
+      dub[k * d + i] = sb / n;
+    }
+  }
+  return { loss, dz1: batchNormGrad(a.u, a.s, dua, n, d), dz2: batchNormGrad(b.u, b.s, dub, n, d) };
+}
+
+export interface RefVICRegOptions {
+  sim?: number;
+  variance?: number;
+  covariance?: number;
+  eps?: number;
+}
+
+/**
+ * One view's weighted regularisers of lightly's VICRegLoss, wv·relu-hinge on the std + wc·off-diagonal
+ * covariance, added to `dz`; returns their value.
+ */
+function vicregView(
+  z: Mat,
+  n: number,
+  d: number,
+  wv: number,
+  wc: number,
+  eps: number,
+  dz: Float64Array,
+): number {
+  const c = centered(z, n, d);
+  const cov = crossProduct(c, c, n, d, n - 1);
+  let value = 0;
+  // h = dvalue/dcov (symmetric), so dc = 2 c h / (N − 1); centering passes it unchanged since Σ_k c[k, j] = 0.
+  const h = new Float64Array(d * d);
+  for (let i = 0; i < d; i++) {
+    const std = Math.sqrt(cov[i * d + i] + eps);
+    if (1 - std > 0) {
+      value += (wv * (1 - std)) / d;
+      h[i * d + i] = -wv / (d * 2 * std);
+    }
+    for (let j = 0; j < d; j++) {
+      if (j === i) continue;
+      value += (wc * cov[i * d + j] ** 2) / d;
+      h[i * d + j] = (2 * wc * cov[i * d + j]) / d;
+    }
+  }
+  for (let k = 0; k < n; k++) {
+    for (let i = 0; i < d; i++) {
+      let s = 0;
+      for (let j = 0; j < d; j++) s += c[k * d + j] * h[j * d + i];
+      dz[k * d + i] += (2 * s) / (n - 1);
+    }
+  }
+  return value;
+}
+
+/** lightly's VICRegLoss: sim·mse + variance·½(v1 + v2) + covariance·(c1 + c2). */
+export function refVICReg(
+  z1: Mat,
+  z2: Mat,
+  n: number,
+  d: number,
+  options: RefVICRegOptions = {},
+): JointEmbeddingRef {
+  const { sim = 25, variance = 25, covariance = 1, eps = 1e-4 } = options;
+  const dz1 = new Float64Array(n * d);
+  const dz2 = new Float64Array(n * d);
+  let loss = 0;
+  for (let k = 0; k < n * d; k++) {
+    const diff = z1[k] - z2[k];
+    loss += (sim * diff * diff) / (n * d);
+    dz1[k] = (2 * sim * diff) / (n * d);
+    dz2[k] = -dz1[k];
+  }
+  loss += vicregView(z1, n, d, variance / 2, covariance, eps, dz1);
+  loss += vicregView(z2, n, d, variance / 2, covariance, eps, dz2);
+  return { loss, dz1, dz2 };
+}

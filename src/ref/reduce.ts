@@ -1,0 +1,154 @@
+// CPU reference of src/reduce.ts in float64. Axes are given normalised (non-negative, distinct).
+
+export interface Reduced {
+  data: Float64Array;
+  shape: number[];
+}
+
+/** For each element of `shape`, the flat index of its row in the result (reduced axes dropped). */
+function rowOf(shape: readonly number[], axes: readonly number[]): Uint32Array {
+  const size = shape.reduce((a, b) => a * b, 1);
+  const rowStride = new Array<number>(shape.length).fill(0);
+  for (let d = shape.length - 1, n = 1; d >= 0; d--) {
+    if (axes.includes(d)) continue;
+    rowStride[d] = n;
+    n *= shape[d];
+  }
+  const rows = new Uint32Array(size);
+  const idx = new Array<number>(shape.length).fill(0);
+  let r = 0;
+  for (let i = 0; i < size; i++) {
+    rows[i] = r;
+    for (let d = shape.length - 1; d >= 0; d--) {
+      r += rowStride[d];
+      if (++idx[d] < shape[d]) break;
+      r -= rowStride[d] * shape[d];
+      idx[d] = 0;
+    }
+  }
+  return rows;
+}
+
+export function reducedShape(shape: readonly number[], axes: readonly number[], keepDims: boolean): number[] {
+  return keepDims ? shape.map((d, i) => (axes.includes(i) ? 1 : d)) : shape.filter((_, i) => !axes.includes(i));
+}
+
+function fold(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  axes: readonly number[],
+  keepDims: boolean,
+  init: number,
+  step: (acc: number, v: number) => number,
+): Reduced {
+  const rows = rowOf(shape, axes);
+  const out = reducedShape(shape, axes, keepDims);
+  const data = new Float64Array(out.reduce((a, b) => a * b, 1)).fill(init);
+  for (let i = 0; i < rows.length; i++) data[rows[i]] = step(data[rows[i]], x[i]);
+  return { data, shape: out };
+}
+
+const lengthOf = (shape: readonly number[], axes: readonly number[]) => axes.reduce((n, a) => n * shape[a], 1);
+
+/** Max that propagates NaN. */
+const maxNaN = (a: number, b: number) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : Math.max(a, b));
+
+export function refSum(x: ArrayLike<number>, shape: readonly number[], axes: readonly number[], keepDims = false): Reduced {
+  return fold(x, shape, axes, keepDims, 0, (a, v) => a + v);
+}
+
+export function refMean(x: ArrayLike<number>, shape: readonly number[], axes: readonly number[], keepDims = false): Reduced {
+  const r = refSum(x, shape, axes, keepDims);
+  const n = lengthOf(shape, axes);
+  return { data: r.data.map((v) => v / n), shape: r.shape };
+}
+
+export function refMax(x: ArrayLike<number>, shape: readonly number[], axes: readonly number[], keepDims = false): Reduced {
+  return fold(x, shape, axes, keepDims, -Infinity, maxNaN);
+}
+
+export function refLogsumexp(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  axes: readonly number[],
+  keepDims = false,
+): Reduced {
+  const m = refMax(x, shape, axes, keepDims);
+  const rows = rowOf(shape, axes);
+  const s = new Float64Array(m.data.length);
+  for (let i = 0; i < rows.length; i++) {
+    const mi = m.data[rows[i]];
+    s[rows[i]] += x[i] === mi ? 1 : Math.exp(x[i] - mi);
+  }
+  return { data: m.data.map((mi, r) => mi + Math.log(s[r])), shape: m.shape };
+}
+
+export function refLogSoftmax(x: ArrayLike<number>, shape: readonly number[], axis: number): Float64Array {
+  const lse = refLogsumexp(x, shape, [axis]);
+  const rows = rowOf(shape, [axis]);
+  return Float64Array.from(rows, (r, i) => x[i] - lse.data[r]);
+}
+
+export function refSoftmax(x: ArrayLike<number>, shape: readonly number[], axis: number): Float64Array {
+  return refLogSoftmax(x, shape, axis).map(Math.exp);
+}
+
+// ---- gradients: dL/dx given x and dL/dy (g in the reduced shape, either keepDims or not) ---------------------
+
+export function refSumGrad(g: ArrayLike<number>, shape: readonly number[], axes: readonly number[]): Float64Array {
+  return Float64Array.from(rowOf(shape, axes), (r) => g[r]);
+}
+
+export function refMeanGrad(g: ArrayLike<number>, shape: readonly number[], axes: readonly number[]): Float64Array {
+  const n = lengthOf(shape, axes);
+  return refSumGrad(g, shape, axes).map((v) => v / n);
+}
+
+/** The gradient goes to the maximal elements of each row, split evenly between ties. */
+export function refMaxGrad(
+  x: ArrayLike<number>,
+  g: ArrayLike<number>,
+  shape: readonly number[],
+  axes: readonly number[],
+): Float64Array {
+  const m = refMax(x, shape, axes).data;
+  const rows = rowOf(shape, axes);
+  const ties = refSum(Float64Array.from(x, (v, i) => (v === m[rows[i]] ? 1 : 0)), shape, axes).data;
+  return Float64Array.from(rows, (r, i) => (x[i] === m[r] ? g[r] / ties[r] : 0));
+}
+
+export function refLogsumexpGrad(
+  x: ArrayLike<number>,
+  g: ArrayLike<number>,
+  shape: readonly number[],
+  axes: readonly number[],
+): Float64Array {
+  const lse = refLogsumexp(x, shape, axes).data;
+  return Float64Array.from(rowOf(shape, axes), (r, i) => g[r] * Math.exp(x[i] - lse[r]));
+}
+
+/** y·(g − Σ g·y) along the axis. */
+export function refSoftmaxGrad(
+  x: ArrayLike<number>,
+  g: ArrayLike<number>,
+  shape: readonly number[],
+  axis: number,
+): Float64Array {
+  const y = refSoftmax(x, shape, axis);
+  const gy = refSum(y.map((v, i) => v * g[i]), shape, [axis]).data;
+  const rows = rowOf(shape, [axis]);
+  return y.map((v, i) => v * (g[i] - gy[rows[i]]));
+}
+
+/** g − softmax·Σg along the axis. */
+export function refLogSoftmaxGrad(
+  x: ArrayLike<number>,
+  g: ArrayLike<number>,
+  shape: readonly number[],
+  axis: number,
+): Float64Array {
+  const y = refSoftmax(x, shape, axis);
+  const gs = refSum(g, shape, [axis]).data;
+  const rows = rowOf(shape, [axis]);
+  return y.map((v, i) => g[i] - v * gs[rows[i]]);
+}

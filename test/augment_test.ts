@@ -1,0 +1,342 @@
+import {
+  applyParams,
+  type Augmented,
+  byolViews,
+  colorJitter,
+  type Engine,
+  gaussianBlur,
+  gaussianNoise,
+  horizontalFlip,
+  normalizeChannels,
+  randomErasing,
+  randomGrayscale,
+  randomResizedCrop,
+  rotate90,
+  type SampleParams,
+  ShapeError,
+  simclrViews,
+  solarize,
+  type Tensor,
+} from "../src/mod.ts";
+import { refApplyParams, refImages } from "../src/ref/augment.ts";
+import { test } from "./harness.ts";
+import { assert, assertClose, assertEquals, assertNoLeak, assertThrows, randomArray, take } from "./util.ts";
+
+// Same-geometry ops against the float64 reference: a handful of f32 operations on values in [0, 1] (the HSV
+// round trip and the f32 contrast mean being the longest chains, WGSL log/cos a few ulp for noise) → 1e-5.
+const PIXEL = { rtol: 0, atol: 1e-5 };
+// Bilinear resampling: the f32 source coordinate is off by up to ~1e-7·H pixels, times a pixel-to-pixel jump of
+// up to 1, then amplified by jitter factors ≤ 1.8 and blur → 1e-4 (the issue's bound).
+const BILINEAR = { rtol: 0, atol: 1e-4 };
+
+function batch(engine: Engine, shape: number[], seed: number): { x: Tensor; host: Float32Array } {
+  const host = randomArray(shape.reduce((a, b) => a * b), seed, 0, 1);
+  return { x: engine.tensor(host, shape), host };
+}
+
+async function checkOp(
+  name: string,
+  host: Float32Array,
+  x: Tensor,
+  r: Augmented,
+  tol: { rtol: number; atol: number },
+  opts: { size?: number | [number, number]; seed?: number } = {},
+) {
+  const got = await take(r.output);
+  assertClose(got, refApplyParams(host, x.shape, r.params, opts), tol, `${name} ${JSON.stringify(x.shape)}`);
+}
+
+// Shapes: a 1×1 image, primes, both channel counts, sizes unlike the workgroup (256); N = 6 so p < 1 splits.
+const SHAPES = [[1, 3, 1, 1], [6, 3, 7, 5], [6, 1, 13, 11], [2, 3, 17, 3]];
+
+test("augment: images() unpacks RGBA8 (bytes, clamped bytes, ImageData) and drops alpha", async (engine) => {
+  const before = engine.memory();
+  const [n, h, w] = [2, 3, 5];
+  const bytes = Uint8Array.from({ length: n * h * w * 4 }, (_, i) => (i * 37 + 11) % 256);
+  const expected = refImages(bytes, n, h, w);
+  // f32 division by 255 on the GPU (≤ 2.5 ulp) against float64: 1e-7.
+  const tol = { rtol: 0, atol: 1e-7 };
+  assertClose(await take(engine.images(bytes, { n, height: h, width: w })), expected, tol, "Uint8Array");
+  assertClose(
+    await take(engine.images(new Uint8ClampedArray(bytes), { n, height: h, width: w })),
+    expected,
+    tol,
+    "clamped",
+  );
+  const data = [0, 1].map((i) => ({
+    width: w,
+    height: h,
+    data: bytes.slice(i * h * w * 4, (i + 1) * h * w * 4),
+  }));
+  assertClose(
+    await take(engine.images(data as unknown as ImageData[], { n, height: h, width: w })),
+    expected,
+    tol,
+    "ImageData",
+  );
+  await assertThrows(() => engine.images(bytes, { n, height: h, width: 4 }), ShapeError, [
+    "bytes",
+    "[2, 3, 4]",
+  ]);
+  await assertThrows(
+    () => engine.images(data as unknown as ImageData[], { n: 2, height: 5, width: 3 }),
+    ShapeError,
+    ["5×3"],
+  );
+  assertNoLeak(engine, before, "images");
+});
+
+test("augment: every op matches the float64 reference with the same seed", async (engine) => {
+  const before = engine.memory();
+  for (const [k, shape] of SHAPES.entries()) {
+    const { x, host } = batch(engine, shape, 10 + k);
+    const seed = 100 + k;
+    const square = shape[2] === shape[3];
+    await checkOp("flip", host, x, horizontalFlip(x, { seed }), PIXEL);
+    await checkOp("grayscale", host, x, randomGrayscale(x, { seed, p: 0.5 }), PIXEL);
+    const jitter = { brightness: 0.8, contrast: 0.8, saturation: 0.8, hue: 0.2 };
+    await checkOp("jitter", host, x, colorJitter(x, { seed, p: 0.8, ...jitter }), PIXEL);
+    await checkOp("blur", host, x, gaussianBlur(x, { seed, p: 0.7, sigma: [0.1, 2] }), PIXEL);
+    await checkOp("solarize", host, x, solarize(x, { seed, p: 0.5, threshold: 0.3 }), PIXEL);
+    await checkOp("erase", host, x, randomErasing(x, { seed, p: 0.8, value: 0.25 }), PIXEL);
+    await checkOp("noise", host, x, gaussianNoise(x, { seed, sigma: 0.1 }), PIXEL, { seed });
+    const norm = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+    const got = await take(normalizeChannels(x, norm.mean, norm.std));
+    const params = Array.from({ length: shape[0] }, () => (applyIdentity(shape)));
+    // Normalizing divides by std ≈ 0.22: the 1e-5 pixel bound scaled by 1/0.22.
+    assertClose(
+      got,
+      refApplyParams(host, shape, params, { normalize: norm }),
+      { rtol: 0, atol: 5e-5 },
+      "normalize",
+    );
+    if (square) await checkOp("rotate90", host, x, rotate90(x, { seed }), PIXEL);
+    await checkOp("crop", host, x, randomResizedCrop(x, { seed, size: [6, 9] }), BILINEAR, { size: [6, 9] });
+    await checkOp("crop up", host, x, randomResizedCrop(x, { seed, size: 19, scale: [0.5, 1] }), BILINEAR, {
+      size: 19,
+    });
+    x.dispose();
+  }
+  assertNoLeak(engine, before, "ops");
+});
+
+function applyIdentity(shape: number[]): SampleParams {
+  return {
+    crop: { top: 0, left: 0, height: shape[2], width: shape[3] },
+    flip: false,
+    rotate: 0,
+    jitter: null,
+    grayscale: false,
+    erase: null,
+    noise: 0,
+    blur: 0,
+    solarize: null,
+  };
+}
+
+test("augment: the ops draw per sample (some samples get each op, some do not)", (engine) => {
+  const { x } = batch(engine, [8, 3, 6, 6], 3);
+  const draws: [string, Augmented, (q: SampleParams) => boolean][] = [
+    ["flip", horizontalFlip(x, { seed: 1 }), (q) => q.flip],
+    ["jitter", colorJitter(x, { seed: 1, p: 0.5, brightness: 0.5 }), (q) => q.jitter !== null],
+    ["grayscale", randomGrayscale(x, { seed: 1, p: 0.5 }), (q) => q.grayscale],
+    ["blur", gaussianBlur(x, { seed: 1, p: 0.5 }), (q) => q.blur > 0],
+    ["solarize", solarize(x, { seed: 1, p: 0.5 }), (q) => q.solarize !== null],
+    ["erase", randomErasing(x, { seed: 1 }), (q) => q.erase !== null],
+    ["rotate", rotate90(x, { seed: 1 }), (q) => q.rotate !== 0],
+  ];
+  for (const [name, r, applied] of draws) {
+    r.output.dispose();
+    assert(r.params.some(applied) && !r.params.every(applied), `${name}: expected a mix over 8 samples`);
+  }
+  x.dispose();
+});
+
+test("augment: simclrViews and byolViews match the reference; the two views differ", async (engine) => {
+  const before = engine.memory();
+  const { x, host } = batch(engine, [6, 3, 12, 10], 7);
+  for (const [name, make] of [["simclr", simclrViews], ["byol", byolViews]] as const) {
+    const { views, params } = make(x, { seed: 42, size: 8 });
+    const a = await take(views[0]);
+    const b = await take(views[1]);
+    assertClose(
+      a,
+      refApplyParams(host, x.shape, params[0], { size: 8, seed: 42, stream: 0 }),
+      BILINEAR,
+      `${name} view 0`,
+    );
+    assertClose(
+      b,
+      refApplyParams(host, x.shape, params[1], { size: 8, seed: 42, stream: 1 }),
+      BILINEAR,
+      `${name} view 1`,
+    );
+    assert(a.some((v, i) => v !== b[i]), `${name}: the views should differ`);
+  }
+  const byol = byolViews(x, { seed: 5, size: 8 });
+  byol.views.forEach((v) => v.dispose());
+  assert(
+    byol.params[0].every((q) => q.blur > 0 && q.solarize === null),
+    "byol view 0: blur always, never solarize",
+  );
+  x.dispose();
+  assertNoLeak(engine, before, "views");
+});
+
+test("augment: the same seed replays bit for bit, another seed differs, params replay", async (engine) => {
+  const { x } = batch(engine, [4, 3, 9, 9], 8);
+  const run = async (seed: number) => {
+    const { views, params } = simclrViews(x, { seed, size: 7 });
+    return { a: await take(views[0]), b: await take(views[1]), params };
+  };
+  const r1 = await run(9);
+  const r2 = await run(9);
+  const r3 = await run(10);
+  assertEquals(Array.from(r1.a), Array.from(r2.a), "view 0 replays");
+  assertEquals(Array.from(r1.b), Array.from(r2.b), "view 1 replays");
+  assert(r1.a.some((v, i) => v !== r3.a[i]), "another seed differs");
+  const replay = await take(applyParams(x, r1.params[1], { size: 7, seed: 9, stream: 1 }));
+  assertEquals(Array.from(replay), Array.from(r1.b), "applyParams replays the drawn params");
+  x.dispose();
+});
+
+test("augment: rotate90 permutes pixels as numpy's rot90 does", async (engine) => {
+  const { x, host } = batch(engine, [8, 3, 6, 6], 12);
+  const rot = rotate90(x, { seed: 0 });
+  const out = await take(rot.output);
+  const plane = 36;
+  for (let i = 0; i < 8 * 3; i++) {
+    const a = Array.from(host.subarray(i * plane, (i + 1) * plane)).sort();
+    const b = Array.from(out.subarray(i * plane, (i + 1) * plane)).sort();
+    assertEquals(b, a, `plane ${i} is a permutation`);
+  }
+  // numpy's rot90 k times: k = 1 reads in[x][S-1-y], k = 2 in[S-1-y][S-1-x], k = 3 in[S-1-x][y].
+  const from = [
+    (y: number, xx: number) => [y, xx],
+    (y: number, xx: number) => [xx, 5 - y],
+    (y: number, xx: number) => [5 - y, 5 - xx],
+    (y: number, xx: number) => [5 - xx, y],
+  ];
+  assertEquals(new Set(rot.params.map((q) => q.rotate)).size, 4, "every k occurs over 8 samples");
+  rot.params.forEach((q, s) => {
+    for (let y = 0; y < 6; y++) {
+      for (let xx = 0; xx < 6; xx++) {
+        const [sy, sx] = from[q.rotate](y, xx);
+        assertEquals(
+          out[s * 3 * plane + y * 6 + xx],
+          host[s * 3 * plane + sy * 6 + sx],
+          `sample ${s} k ${q.rotate}`,
+        );
+      }
+    }
+  });
+  x.dispose();
+});
+
+test("augment: parameter distributions follow their specification", async (engine) => {
+  const n = 2000;
+  const [h, w] = [48, 64];
+  const x = engine.zeros([n, 1, h, w]);
+  const crop = randomResizedCrop(x, { seed: 1, size: 2 });
+  crop.output.dispose();
+  x.dispose();
+  const area = crop.params.map((q) => (q.crop.height * q.crop.width) / (h * w));
+  const aspect = crop.params.map((q) => q.crop.width / q.crop.height);
+  for (const q of crop.params) {
+    const c = q.crop;
+    assert(
+      c.top >= 0 && c.left >= 0 && c.top + c.height <= h && c.left + c.width <= w,
+      `crop inside: ${JSON.stringify(c)}`,
+    );
+  }
+  // Sides are rounded to integers: at the smallest area (0.08 of 48×64, sides ~12–16) that moves area and aspect
+  // by up to ~10%.
+  assert(
+    Math.min(...area) >= 0.08 * 0.9 && Math.max(...area) <= 1,
+    `area in [0.08, 1]: ${Math.min(...area)}`,
+  );
+  assert(Math.min(...aspect) >= 0.75 * 0.9 && Math.max(...aspect) <= (4 / 3) * 1.1, "aspect in [3/4, 4/3]");
+  assert(Math.min(...area) < 0.12 && Math.max(...area) > 0.9, "area spans its range");
+  assert(Math.min(...aspect) < 0.8 && Math.max(...aspect) > 1.25, "aspect spans its range");
+  const mean = area.reduce((a, b) => a + b) / n;
+  // torchvision's algorithm on a 48×64 image has mean area fraction 0.440 (Monte Carlo over 200,000 draws: large
+  // areas at an unfitting aspect are retried); the standard error over 2000 samples is 0.005: 5 SE.
+  assert(Math.abs(mean - 0.44) < 0.025, `mean area ${mean}`);
+
+  // A two-pixel ramp per sample: a flipped sample reads [1, 0].
+  const ramp = engine.tensor(Float32Array.from({ length: 2 * 4000 }, (_, i) => i % 2), [4000, 1, 1, 2]);
+  const flip = horizontalFlip(ramp, { seed: 2, p: 0.3 });
+  ramp.dispose();
+  const out = await take(flip.output);
+  flip.params.forEach((q, i) =>
+    assertEquals([out[2 * i], out[2 * i + 1]], q.flip ? [1, 0] : [0, 1], `sample ${i}`)
+  );
+  const flips = flip.params.filter((q) => q.flip).length;
+  // Binomial(4000, 0.3): mean 1200, sd 29; 4.5 sd.
+  assert(Math.abs(flips - 1200) < 130, `flip rate ${flips / 4000}`);
+
+  const small = engine.zeros([2000, 3, 1, 1]);
+  const jit = colorJitter(small, { seed: 3, brightness: 0.8, contrast: [0.5, 0.6], saturation: 0, hue: 0.2 });
+  const gray = randomGrayscale(small, { seed: 3, p: 0.2 });
+  const blur = gaussianBlur(small, { seed: 3, p: 1, sigma: [0.1, 2] });
+  for (const t of [jit.output, gray.output, blur.output, small]) t.dispose();
+  const orders = new Set<string>();
+  for (const q of jit.params) {
+    const j = q.jitter!;
+    assert(
+      j.brightness >= 0.2 && j.brightness <= 1.8 && j.contrast >= 0.5 && j.contrast <= 0.6,
+      JSON.stringify(j),
+    );
+    assert(j.saturation === 1 && Math.abs(j.hue) <= 0.2, JSON.stringify(j));
+    assertEquals([...j.order].sort(), [0, 1, 2, 3], "order is a permutation");
+    orders.add(j.order.join());
+  }
+  assertEquals(orders.size, 24, "all 24 orders occur");
+  const grays = gray.params.filter((q) => q.grayscale).length;
+  // Binomial(2000, 0.2): sd 18; 4.5 sd.
+  assert(Math.abs(grays - 400) < 80, `grayscale rate ${grays / 2000}`);
+  assert(blur.params.every((q) => q.blur >= 0.1 && q.blur <= 2), "blur sigma in [0.1, 2]");
+});
+
+test("augment: over 65,535 workgroups in one dispatch (17.2M pixels)", async (engine) => {
+  const [n, h, w] = [8, 1024, 2100];
+  const x = engine.rand([n, 1, h, w], { seed: 4 });
+  const r = horizontalFlip(x, { seed: 0, p: 1 });
+  const src = await take(x);
+  const out = await take(r.output);
+  let bad = -1;
+  for (let row = 0; row < n * h && bad < 0; row++) {
+    for (let c = 0; c < w; c++) {
+      if (out[row * w + c] !== src[row * w + w - 1 - c]) {
+        bad = row * w + c;
+        break;
+      }
+    }
+  }
+  assertEquals(bad, -1, "first mismatching element");
+});
+
+test("augment: bad input throws a clear error and leaks nothing", async (engine) => {
+  const x = engine.zeros([2, 3, 4, 5]);
+  const before = engine.memory();
+  const rank3 = engine.zeros([3, 4, 5]);
+  const c2 = engine.zeros([1, 2, 4, 4]);
+  const ids = engine.zeros([1, 3, 4, 4], "i32");
+  const after = engine.memory();
+  await assertThrows(() => horizontalFlip(rank3), ShapeError, ["rank 3", "[3, 4, 5]"]);
+  await assertThrows(() => colorJitter(c2), ShapeError, ["C must be 1 or 3", "[1, 2, 4, 4]"]);
+  await assertThrows(() => randomGrayscale(ids), TypeError, ["f32", "i32"]);
+  await assertThrows(() => rotate90(x), ShapeError, ["square", "[2, 3, 4, 5]"]);
+  await assertThrows(() => randomResizedCrop(x, { size: 0 }), RangeError, ["size"]);
+  await assertThrows(() => randomResizedCrop(x, { size: 3, scale: [0.5, 0.1] }), RangeError, ["scale"]);
+  await assertThrows(() => horizontalFlip(x, { p: 1.5 }), RangeError, ["p must be in [0, 1]"]);
+  await assertThrows(() => horizontalFlip(x, { seed: -1 }), RangeError, ["seed"]);
+  await assertThrows(() => colorJitter(x, { hue: 0.7 }), RangeError, ["hue"]);
+  await assertThrows(() => gaussianBlur(x, { sigma: [1, 1000] }), RangeError, ["sigma"]);
+  await assertThrows(() => normalizeChannels(x, [0, 0, 0], [1, 0, 1]), RangeError, ["std"]);
+  await assertThrows(() => applyParams(x, [], {}), ShapeError, ["0 parameter records", "[2, 3, 4, 5]"]);
+  assertNoLeak(engine, after, "bad input");
+  for (const t of [rank3, c2, ids]) t.dispose();
+  assertNoLeak(engine, before);
+  x.dispose();
+});

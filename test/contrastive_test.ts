@@ -1,0 +1,316 @@
+// Contrastive losses against the float64 reference (src/ref/contrastive.ts) and finite differences.
+import {
+  grad,
+  infoNCE,
+  negativeCosine,
+  noGrad,
+  ntXent,
+  ShapeError,
+  supCon,
+  type Tensor,
+} from "../src/mod.ts";
+import { refInfoNCE, refNegativeCosine, refNtXent, refSupCon } from "../src/ref/contrastive.ts";
+import { test } from "./harness.ts";
+import {
+  assert,
+  assertClose,
+  assertNoLeak,
+  assertThrows,
+  finiteDifference,
+  randomArray,
+  rng,
+  take,
+} from "./util.ts";
+
+// The issue's bound: loss and gradients within 1e-4 relative of the float64 reference. An absolute floor of
+// 1e-4 × the largest |expected| covers elements near zero, whose f32 error is set by the larger terms they
+// cancel (a sum of ~2N terms of that size, each with f32 rounding 6e-8).
+function close(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, rtol = 1e-4): void {
+  let scale = 0;
+  for (let i = 0; i < expected.length; i++) scale = Math.max(scale, Math.abs(expected[i]));
+  assertClose(actual, expected, { rtol, atol: rtol * scale }, what);
+}
+
+async function lossAndGrads(
+  f: () => Tensor,
+  inputs: Tensor[],
+): Promise<[number, Float32Array[]]> {
+  const loss = f();
+  const grads = grad(loss, inputs);
+  const value = (await take(loss))[0];
+  const out: Float32Array[] = [];
+  for (const g of grads) out.push(await take(g));
+  return [value, out];
+}
+
+function allFinite(xs: ArrayLike<number>[], what: string): void {
+  for (const x of xs) {
+    for (let i = 0; i < x.length; i++) assert(Number.isFinite(x[i]), `${what}: element ${i} is ${x[i]}`);
+  }
+}
+
+test("ntXent: value and gradients match the float64 reference (random N, D, temperatures 1 .. 0.01)", async (engine) => {
+  const before = engine.memory();
+  const cases: [number, number, number][] = [[1, 3, 0.5], [2, 2, 1], [5, 7, 0.1], [33, 16, 0.5], [
+    64,
+    128,
+    0.07,
+  ], [
+    97,
+    13,
+    0.01,
+  ], [200, 33, 0.2]];
+  for (const [n, d, t] of cases) {
+    const a = randomArray(n * d, n * 31 + d);
+    const b = randomArray(n * d, n * 17 + d + 1);
+    const z1 = engine.tensor(a, [n, d]);
+    const z2 = engine.tensor(b, [n, d]);
+    const [loss, [g1, g2]] = await lossAndGrads(() => ntXent(z1, z2, { temperature: t }), [z1, z2]);
+    const ref = refNtXent(a, b, n, d, t);
+    close([loss], [ref.loss], `loss N=${n} D=${d} t=${t}`);
+    close(g1, ref.dz1, `dz1 N=${n} D=${d} t=${t}`);
+    close(g2, ref.dz2, `dz2 N=${n} D=${d} t=${t}`);
+    z1.dispose();
+    z2.dispose();
+  }
+  assertNoLeak(engine, before, "ntXent");
+});
+
+test("infoNCE: with and without a negatives bank, one-way and symmetric, match the reference", async (engine) => {
+  const before = engine.memory();
+  const cases: [number, number, number, number, boolean][] = [
+    [1, 4, 1, 0, false],
+    [1, 5, 0.5, 3, true],
+    [7, 9, 0.1, 0, true],
+    [40, 32, 0.07, 101, false],
+    [37, 64, 0.01, 29, true],
+  ];
+  for (const [n, d, t, k, symmetric] of cases) {
+    // Normalised-scale inputs as CLIP / MoCo pass them (the loss itself does not normalise).
+    const q = randomArray(n * d, n + d, -0.3, 0.3);
+    const kk = randomArray(n * d, n + d + 1, -0.3, 0.3);
+    const neg = k ? randomArray(k * d, k + d, -0.3, 0.3) : null;
+    const query = engine.tensor(q, [n, d]);
+    const keys = engine.tensor(kk, [n, d]);
+    const negatives = neg ? engine.tensor(neg, [k, d]) : undefined;
+    const [loss, [gq, gk]] = await lossAndGrads(
+      () => infoNCE(query, keys, { temperature: t, negatives, symmetric }),
+      [query, keys],
+    );
+    const ref = refInfoNCE(q, kk, n, d, t, neg, k, symmetric);
+    const what = `N=${n} D=${d} t=${t} K=${k} symmetric=${symmetric}`;
+    close([loss], [ref.loss], `loss ${what}`);
+    close(gq, ref.dq, `dq ${what}`);
+    close(gk, ref.dk, `dk ${what}`);
+    for (const x of [query, keys, negatives]) x?.dispose();
+  }
+  assertNoLeak(engine, before, "infoNCE");
+});
+
+test("supCon: labels with several positives and anchors without any match the reference", async (engine) => {
+  const before = engine.memory();
+  const cases: [number, number, number, number][] = [[1, 3, 0.5, 1], [2, 4, 0.1, 1], [19, 8, 0.07, 4], [
+    70,
+    33,
+    0.01,
+    9,
+  ]];
+  for (const [n, d, t, classes] of cases) {
+    const x = randomArray(n * d, n * 7 + d);
+    const r = rng(n);
+    // Label n − 1 is unique: that anchor has no positive and is left out of the mean.
+    const lab = Int32Array.from({ length: n }, (_, i) => (i === n - 1 ? 1000 : Math.floor(r() * classes)));
+    const z = engine.tensor(x, [n, d]);
+    const labels = engine.tensor(lab, [n], "i32");
+    const [loss, [gz]] = await lossAndGrads(() => supCon(z, labels, { temperature: t }), [z]);
+    const ref = refSupCon(x, lab, n, d, t);
+    close([loss], [ref.loss], `loss N=${n} D=${d} t=${t}`);
+    close(gz, ref.dz, `dz N=${n} D=${d} t=${t}`);
+    z.dispose();
+    labels.dispose();
+  }
+  assertNoLeak(engine, before, "supCon");
+});
+
+test("negativeCosine: value and gradient to p match the reference; z gets none", async (engine) => {
+  const before = engine.memory();
+  for (const [n, d] of [[1, 1], [3, 5], [67, 130]]) {
+    const a = randomArray(n * d, n + 3 * d);
+    const b = randomArray(n * d, n + 5 * d);
+    const p = engine.tensor(a, [n, d]);
+    const z = engine.tensor(b, [n, d]);
+    const [loss, [gp, gz]] = await lossAndGrads(() => negativeCosine(p, z), [p, z]);
+    const ref = refNegativeCosine(a, b, n, d);
+    close([loss], [ref.loss], `loss N=${n} D=${d}`);
+    // D = 1: the exact gradient is 0 (a 1-D unit vector cannot turn); f32 leaves ~1e-7 of the 1/N terms.
+    assertClose(gp, ref.dp, { rtol: 1e-4, atol: 1e-6 }, `dp N=${n} D=${d}`);
+    assert(gz.every((v) => v === 0), "z must get no gradient");
+    p.dispose();
+    z.dispose();
+  }
+  assertNoLeak(engine, before, "negativeCosine");
+});
+
+test("ntXent and supCon: no NaN or Inf at temperature 0.01 with near-identical, large-norm and all-zero rows", async (engine) => {
+  const before = engine.memory();
+  const n = 20;
+  const d = 24;
+  const base = randomArray(d, 5);
+  const a = new Float32Array(n * d);
+  const b = new Float32Array(n * d);
+  for (let i = 0; i < n; i++) {
+    for (let k = 0; k < d; k++) {
+      // Rows nearly identical (cosines within ~1e-3 of 1: logits within ~0.1 of 1/τ = 100), some with norms of
+      // 1e4, row 3 all zero.
+      const wobble = 1e-2 * Math.sin(i * 13 + k);
+      const scale = i % 4 === 1 ? 1e4 : 1;
+      a[i * d + k] = i === 3 ? 0 : scale * (base[k] + wobble);
+      b[i * d + k] = scale * (base[k] - wobble);
+    }
+  }
+  const z1 = engine.tensor(a, [n, d]);
+  const z2 = engine.tensor(b, [n, d]);
+  const [loss, [g1, g2]] = await lossAndGrads(() => ntXent(z1, z2, { temperature: 0.01 }), [z1, z2]);
+  allFinite([[loss], g1, g2], "ntXent τ=0.01");
+  const ref = refNtXent(a, b, n, d, 0.01);
+  close([loss], [ref.loss], "ntXent loss");
+  // Gradients of rows with norm 1e4 are 1e4 times smaller than the rest, and the all-zero row's is 1e12 times
+  // larger (du / eps, as torch's normalize), so each row is compared on its own, normwise: ‖got − want‖ ≤
+  // 1e-4·‖want‖. Near-identical rows make each component a difference of much larger terms (logits all
+  // ≈ 100 ± 0.1), so elementwise bounds would measure that cancellation rather than the kernel.
+  for (let i = 0; i < n; i++) {
+    for (const [got, want, name] of [[g1, ref.dz1, "dz1"], [g2, ref.dz2, "dz2"]] as const) {
+      let err = 0;
+      let norm = 0;
+      for (let k = i * d; k < (i + 1) * d; k++) {
+        err += (got[k] - want[k]) ** 2;
+        norm += want[k] ** 2;
+      }
+      assert(
+        Math.sqrt(err) <= 1e-4 * Math.sqrt(norm),
+        `${name} row ${i}: relative error ${Math.sqrt(err / norm)}`,
+      );
+    }
+  }
+  const labels = engine.tensor(Int32Array.from({ length: n }, (_, i) => i % 3), [n], "i32");
+  const [sl, [gz]] = await lossAndGrads(() => supCon(z1, labels, { temperature: 0.01 }), [z1]);
+  allFinite([[sl], gz], "supCon τ=0.01");
+  const sref = refSupCon(a, Array.from({ length: n }, (_, i) => i % 3), n, d, 0.01);
+  close([sl], [sref.loss], "supCon loss");
+  for (const t of [z1, z2, labels]) t.dispose();
+  assertNoLeak(engine, before, "numerics");
+});
+
+test("ntXent, infoNCE, supCon: gradients match central finite differences", async (engine) => {
+  const before = engine.memory();
+  const n = 3;
+  const d = 4;
+  const t = 0.5;
+  const a = randomArray(n * d, 101);
+  const b = randomArray(n * d, 102);
+  const lab = Int32Array.of(0, 1, 0);
+  const losses: Record<string, (x: Tensor, other: Tensor) => Tensor> = {
+    ntXent: (x, other) => ntXent(x, other, { temperature: t }),
+    infoNCE: (x, other) => infoNCE(x, other, { temperature: t, symmetric: true }),
+    supCon: (x, other) => supCon(x, other, { temperature: t }),
+  };
+  for (const [name, lossOf] of Object.entries(losses)) {
+    const evaluate = async (v: Float32Array, withGrad: boolean) => {
+      const x = engine.tensor(v, [n, d]);
+      const other = name === "supCon" ? engine.tensor(lab, [n], "i32") : engine.tensor(b, [n, d]);
+      const loss = withGrad ? lossOf(x, other) : noGrad(() => lossOf(x, other));
+      const g = withGrad ? await take(grad(loss, [x])[0]) : null;
+      const value = (await take(loss))[0];
+      x.dispose();
+      other.dispose();
+      return { value, g };
+    };
+    const { g } = await evaluate(a, true);
+    const idx = [0, 5, 11];
+    const fd = await finiteDifference(async (v) => (await evaluate(v, false)).value, a, idx);
+    // h = 1e-2 on f32 losses of size ~1: truncation (h²/6)·f''' stays below 1e-3 here, rounding 6e-8/h ≈ 1e-5.
+    assertClose(idx.map((i) => g![i]), fd, { rtol: 1e-2, atol: 1e-3 }, `${name} vs finite differences`);
+  }
+  assertNoLeak(engine, before, "finite differences");
+});
+
+test("infoNCE: a 1.3M-column negatives bank is split across workgroups and dispatches (loop cap)", async (engine) => {
+  // One row tile against 1.3M columns would be ~1e7 loop iterations in one invocation (llvmpipe stops at
+  // 65,535); the plan cuts it into >256 splits, more than one dispatch's worth, so both the side-by-side
+  // partials and the merge across dispatches run.
+  const before = engine.memory();
+  const n = 5;
+  const d = 4;
+  const k = 1_300_000;
+  const q = randomArray(n * d, 1, -0.3, 0.3);
+  const kk = randomArray(n * d, 2, -0.3, 0.3);
+  const neg = randomArray(k * d, 3, -0.3, 0.3);
+  const query = engine.tensor(q, [n, d]);
+  const keys = engine.tensor(kk, [n, d]);
+  const negatives = engine.tensor(neg, [k, d]);
+  const [loss, [gq, gk]] = await lossAndGrads(() => infoNCE(query, keys, { temperature: 0.05, negatives }), [
+    query,
+    keys,
+  ]);
+  const ref = refInfoNCE(q, kk, n, d, 0.05, neg, k);
+  close([loss], [ref.loss], "loss");
+  close(gq, ref.dq, "dq");
+  close(gk, ref.dk, "dk");
+  for (const x of [query, keys, negatives]) x.dispose();
+  assertNoLeak(engine, before, "big bank");
+});
+
+test("ntXent: peak memory of forward + backward is O(N·D), far below the (2N)² matrix", async (engine) => {
+  const n = 1024;
+  const d = 32;
+  const z1 = engine.randn([n, d], { seed: 1 });
+  const z2 = engine.randn([n, d], { seed: 2 });
+  const before = engine.memory();
+  engine.resetPeak();
+  const loss = ntXent(z1, z2, { temperature: 0.1 });
+  const [g1, g2] = grad(loss, [z1, z2]);
+  await g1.toArray();
+  const peak = engine.memory().peakBytes - before.bytes;
+  const ref = refNtXent(await z1.toArray(), await z2.toArray(), n, d, 0.1);
+  close([(await take(loss))[0]], [ref.loss], "loss");
+  close(await take(g1), ref.dz1, "dz1");
+  close(await take(g2), ref.dz2, "dz2");
+  // Live on top of the inputs: packed u, two gradients, split partials of the gradient (≤ 256 workgroups' worth)
+  // and O(N) stats: a small multiple of N·D·4 bytes, while the similarity matrix alone is (2N)²·4 = 16 MiB.
+  const embedding = 2 * n * d * 4;
+  assert(peak <= 8 * embedding, `peak ${peak} bytes over 8 × ${embedding}`);
+  assert(peak < (2 * n) ** 2 * 4 / 8, `peak ${peak} bytes not far below the N² matrix`);
+  z1.dispose();
+  z2.dispose();
+  assertNoLeak(engine, { tensors: before.tensors - 2, bytes: before.bytes - 2 * n * d * 4 }, "memory");
+});
+
+test("contrastive losses: bad shapes, labels and temperatures throw and leak nothing", async (engine) => {
+  const before = engine.memory();
+  const a = engine.zeros([4, 8]);
+  const b = engine.zeros([5, 8]);
+  const c = engine.zeros([4, 7]);
+  const flat = engine.zeros([8]);
+  const labels = engine.zeros([4], "i32");
+  const shortLabels = engine.zeros([3], "i32");
+  const floatLabels = engine.zeros([4]);
+  await assertThrows(() => ntXent(a, b), ShapeError, ["[4, 8]", "[5, 8]"]);
+  await assertThrows(() => ntXent(a, c), ShapeError, ["[4, 8]", "[4, 7]"]);
+  await assertThrows(() => ntXent(flat, flat), ShapeError, ["[8]", "2-D"]);
+  await assertThrows(() => ntXent(a, a, { temperature: 0 }), RangeError, ["temperature"]);
+  await assertThrows(() => ntXent(a, a, { temperature: -1 }), RangeError, ["temperature"]);
+  await assertThrows(() => infoNCE(a, b, { temperature: 0.1 }), ShapeError, ["[4, 8]", "[5, 8]"]);
+  await assertThrows(() => infoNCE(a, a, { temperature: 0.1, negatives: c }), ShapeError, [
+    "[4, 7]",
+    "[4, 8]",
+  ]);
+  await assertThrows(() => supCon(a, shortLabels, { temperature: 0.1 }), ShapeError, ["[3]", "[4, 8]"]);
+  await assertThrows(() => supCon(a, floatLabels, { temperature: 0.1 }), ShapeError, ["f32", "[4, 8]"]);
+  await assertThrows(() => supCon(flat, labels, { temperature: 0.1 }), ShapeError, ["[8]"]);
+  await assertThrows(() => negativeCosine(a, b), ShapeError, ["[4, 8]", "[5, 8]"]);
+  const loss = ntXent(a, a);
+  loss.dispose();
+  assert(/disposed/.test((await assertThrows(() => grad(loss, [a]), Error)).message), "grad after dispose");
+  for (const t of [a, b, c, flat, labels, shortLabels, floatLabels]) t.dispose();
+  assertNoLeak(engine, before, "errors");
+});

@@ -1,0 +1,251 @@
+// Barlow Twins and VICReg against the float64 reference (src/ref/joint_embedding.ts) and finite differences.
+import { barlowTwins, type Engine, grad, noGrad, ShapeError, type Tensor, vicreg } from "../src/mod.ts";
+import { type JointEmbeddingRef, refBarlowTwins, refVICReg } from "../src/ref/joint_embedding.ts";
+import { test } from "./harness.ts";
+import {
+  assert,
+  assertClose,
+  assertNoLeak,
+  assertThrows,
+  finiteDifference,
+  randomArray,
+  take,
+} from "./util.ts";
+
+// Loss and gradients within 1e-4 relative of the float64 reference. An absolute floor of 1e-4 × the largest
+// |expected| covers elements near zero: each is a sum over N or D of terms of the larger size (f32 rounding
+// 6e-8 each, growing like √terms through the tree reductions and the matmul's K loop), and the off-diagonal sums
+// are formed as Σ_all − Σ_diagonal, which cancels terms of the size of the diagonal.
+function close(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, rtol = 1e-4): void {
+  let scale = 0;
+  for (let i = 0; i < expected.length; i++) scale = Math.max(scale, Math.abs(expected[i]));
+  assertClose(actual, expected, { rtol, atol: rtol * scale }, what);
+}
+
+/**
+ * Random views [n, d], column j scaled by 0.2 + 3j/d so that some features have a std above 1 (VICReg's hinge
+ * off) and some below; the second view is a noisy copy of the first, so C has a strong diagonal.
+ */
+function views(n: number, d: number, seed: number): [Float32Array, Float32Array] {
+  const a = randomArray(n * d, seed);
+  const b = randomArray(n * d, seed + 1);
+  for (let k = 0; k < n * d; k++) {
+    const scale = 0.2 + (3 * (k % d)) / d;
+    a[k] *= scale;
+    b[k] = a[k] + 0.5 * scale * b[k];
+  }
+  return [a, b];
+}
+
+interface Case {
+  name: string;
+  gpu: (z1: Tensor, z2: Tensor) => Tensor;
+  ref: (a: Float32Array, b: Float32Array, n: number, d: number) => JointEmbeddingRef;
+}
+
+const barlow: Case = {
+  name: "barlowTwins",
+  gpu: (z1, z2) => barlowTwins(z1, z2),
+  ref: (a, b, n, d) => refBarlowTwins(a, b, n, d),
+};
+const vic: Case = {
+  name: "vicreg",
+  gpu: (z1, z2) => vicreg(z1, z2),
+  ref: (a, b, n, d) => refVICReg(a, b, n, d),
+};
+const options = { sim: 1, variance: 2, covariance: 3, eps: 1e-3 };
+const variants: Case[] = [
+  {
+    name: "barlowTwins λ=0.05",
+    gpu: (z1, z2) => barlowTwins(z1, z2, { lambda: 0.05 }),
+    ref: (a, b, n, d) => refBarlowTwins(a, b, n, d, 0.05),
+  },
+  {
+    name: "vicreg 1/2/3 eps 1e-3",
+    gpu: (z1, z2) => vicreg(z1, z2, options),
+    ref: (a, b, n, d) => refVICReg(a, b, n, d, options),
+  },
+];
+
+/** Loss value and gradients to both views, every tensor disposed after. */
+async function evaluate(
+  engine: Engine,
+  c: Case,
+  a: Float32Array,
+  b: Float32Array,
+  n: number,
+  d: number,
+): Promise<{ loss: number; dz1: Float32Array; dz2: Float32Array }> {
+  const z1 = engine.tensor(a, [n, d]);
+  const z2 = engine.tensor(b, [n, d]);
+  const loss = c.gpu(z1, z2);
+  const [g1, g2] = grad(loss, [z1, z2]);
+  const out = { loss: (await take(loss))[0], dz1: await take(g1), dz2: await take(g2) };
+  z1.dispose();
+  z2.dispose();
+  return out;
+}
+
+async function matchesReference(engine: Engine, c: Case, n: number, d: number, seed: number): Promise<void> {
+  const [a, b] = views(n, d, seed);
+  const got = await evaluate(engine, c, a, b, n, d);
+  const ref = c.ref(a, b, n, d);
+  const what = `${c.name} N=${n} D=${d}`;
+  close([got.loss], [ref.loss], `${what} loss`);
+  close(got.dz1, ref.dz1, `${what} dz1`);
+  close(got.dz2, ref.dz2, `${what} dz2`);
+}
+
+test("barlowTwins, vicreg: value and gradients match the float64 reference (N 2, 3, 17, 64; D 1, 5, 33)", async (engine) => {
+  const before = engine.memory();
+  // D < N takes the D × D path, D > N the N × N Gram path; both occur.
+  for (const n of [2, 3, 17, 64]) {
+    for (const d of [1, 5, 33]) {
+      for (const c of [barlow, vic]) await matchesReference(engine, c, n, d, 7 * n + d);
+    }
+  }
+  for (const [n, d] of [[3, 5], [64, 33]]) {
+    for (const c of variants) await matchesReference(engine, c, n, d, n + d);
+  }
+  assertNoLeak(engine, before, "reference");
+});
+
+test("barlowTwins, vicreg: batches and dims past the loop cap (N 70001 through D × D, D 1500 through Gram)", async (engine) => {
+  // N = 70001 rows: the per-feature means and variances reduce over more than 65,535 elements and the D × D
+  // matmul runs K = 70001 in 69 slices; D = 1500 with N = 3 takes the Gram path with K = 1500 (2 slices).
+  const before = engine.memory();
+  for (const [n, d] of [[70001, 3], [3, 1500]]) {
+    for (const c of [barlow, vic]) await matchesReference(engine, c, n, d, n);
+  }
+  assertNoLeak(engine, before, "loop cap");
+});
+
+test("barlowTwins, vicreg: gradients match central finite differences", async (engine) => {
+  const before = engine.memory();
+  for (const c of [barlow, vic, ...variants]) {
+    for (const [n, d] of [[4, 3], [3, 6]]) {
+      const [a, b] = views(n, d, 11 * n + d);
+      const got = await evaluate(engine, c, a, b, n, d);
+      const value = (x: Float32Array, y: Float32Array): Promise<number> =>
+        noGrad(() => {
+          const z1 = engine.tensor(x, [n, d]);
+          const z2 = engine.tensor(y, [n, d]);
+          const loss = c.gpu(z1, z2);
+          z1.dispose();
+          z2.dispose();
+          return take(loss);
+        }).then((v) => v[0]);
+      const idx = [0, n * d - 1, Math.floor(n * d / 2), 1 + d];
+      const fd1 = await finiteDifference((x) => value(x, b), a, idx, 1e-2);
+      const fd2 = await finiteDifference((y) => value(a, y), b, idx, 1e-2);
+      // h = 1e-2: truncation (h²/6)·f''' reaches ~0.7% on the narrowest column (std ~0.1, so h is a tenth of
+      // it); f32 rounding of losses up to ~30 adds ~3e-6 / 2h ≈ 2e-4.
+      assertClose(idx.map((i) => got.dz1[i]), fd1, { rtol: 1e-2, atol: 2e-3 }, `${c.name} dz1 N=${n} D=${d}`);
+      assertClose(idx.map((i) => got.dz2[i]), fd2, { rtol: 1e-2, atol: 2e-3 }, `${c.name} dz2 N=${n} D=${d}`);
+    }
+  }
+  assertNoLeak(engine, before, "finite differences");
+});
+
+test("barlowTwins: each view is standardised on its own, so a per-feature affine map of one view changes nothing", async (engine) => {
+  // lightly-ai/lightly#1806: normalising both views together broke this. With eps 1e-5 against variances ≥ 1/3
+  // (uniform [-1, 1]) each C entry moves by < 3e-5 relative, hence rtol 1e-4; a joint normalisation would move
+  // the loss by O(1).
+  const before = engine.memory();
+  const n = 16;
+  const d = 6;
+  const a = randomArray(n * d, 5);
+  const b = Float32Array.from(a, (x, k) => (2 + (k % d)) * x + 4 - (k % d));
+  const x = engine.tensor(a, [n, d]);
+  const y = engine.tensor(b, [n, d]);
+  const same = (await take(noGrad(() => barlowTwins(x, x))))[0];
+  const mapped = (await take(noGrad(() => barlowTwins(x, y))))[0];
+  close([mapped], [same], "loss(x, a·x + b) vs loss(x, x)");
+  close([same], [refBarlowTwins(a, a, n, d).loss], "loss(x, x)");
+  x.dispose();
+  y.dispose();
+  assertNoLeak(engine, before, "affine");
+});
+
+test("barlowTwins, vicreg: with N ≪ D the D × D matrix is never formed (peak memory O(N·D + N²))", async (engine) => {
+  const n = 32;
+  const d = 2048;
+  const [a, b] = views(n, d, 3);
+  const z1 = engine.tensor(a, [n, d]);
+  const z2 = engine.tensor(b, [n, d]);
+  const embedding = n * d * 4;
+  for (const c of [barlow, vic]) {
+    const before = engine.memory();
+    engine.resetPeak();
+    const loss = c.gpu(z1, z2);
+    const [g1, g2] = grad(loss, [z1, z2]);
+    const peak = engine.memory().peakBytes - before.bytes;
+    const ref = c.ref(a, b, n, d);
+    close([(await take(loss))[0]], [ref.loss], `${c.name} loss`);
+    close(await take(g1), ref.dz1, `${c.name} dz1`);
+    close(await take(g2), ref.dz2, `${c.name} dz2`);
+    // On top of the inputs: the kept intermediates (three or four [N, D] per view), the backward's gradients of
+    // them and two N × N Gram matrices (measured: 12.5 × N·D·4), while the D × D matrix alone would be
+    // 16 MiB = 64 × N·D·4.
+    assert(peak <= 16 * embedding, `${c.name}: peak ${peak} bytes over 16 × N·D·4 = ${16 * embedding}`);
+    assertNoLeak(engine, before, c.name);
+  }
+  z1.dispose();
+  z2.dispose();
+});
+
+test("barlowTwins, vicreg: intermediates live exactly as long as the loss (noGrad frees them at once)", async (engine) => {
+  const before = engine.memory();
+  const [a, b] = views(9, 4, 9);
+  const z1 = engine.tensor(a, [9, 4]);
+  const z2 = engine.tensor(b, [9, 4]);
+  const inputs = engine.memory();
+  for (const c of [barlow, vic]) {
+    const plain = noGrad(() => c.gpu(z1, z2));
+    assert(engine.memory().tensors === inputs.tensors + 1, `${c.name}: noGrad keeps only the loss`);
+    const recorded = c.gpu(z1, z2);
+    assert(
+      engine.memory().tensors > inputs.tensors + 2,
+      `${c.name}: a recorded loss keeps its intermediates`,
+    );
+    close([(await take(plain))[0]], [(await recorded.toArray())[0]], `${c.name} noGrad value`);
+    recorded.dispose();
+    assertNoLeak(engine, inputs, `${c.name} loss disposed without grad`);
+    const loss = c.gpu(z1, z2);
+    loss.dispose();
+    const message = (await assertThrows(() => grad(loss, [z1, z2]), Error)).message;
+    assert(/disposed/.test(message), `${c.name}: grad after dispose says so: ${message}`);
+  }
+  z1.dispose();
+  z2.dispose();
+  assertNoLeak(engine, before, "lifetime");
+});
+
+test("barlowTwins, vicreg: bad shapes, dtypes, batch sizes and weights throw and leak nothing", async (engine) => {
+  const before = engine.memory();
+  const a = engine.zeros([4, 8]);
+  const b = engine.zeros([5, 8]);
+  const c = engine.zeros([4, 7]);
+  const flat = engine.zeros([8]);
+  const single = engine.zeros([1, 8]);
+  const ints = engine.zeros([4, 8], "i32");
+  const gone = engine.zeros([4, 8]);
+  gone.dispose();
+  for (const f of [barlowTwins, vicreg]) {
+    const name = f === barlowTwins ? "barlowTwins" : "vicreg";
+    await assertThrows(() => f(a, b), ShapeError, [name, "[4, 8]", "[5, 8]"]);
+    await assertThrows(() => f(a, c), ShapeError, ["[4, 8]", "[4, 7]"]);
+    await assertThrows(() => f(flat, flat), ShapeError, ["[8]", "2-D"]);
+    await assertThrows(() => f(single, single), ShapeError, ["at least 2 rows", "[1, 8]"]);
+    await assertThrows(() => f(a, ints), TypeError, ["i32"]);
+    await assertThrows(() => f(a, gone), Error, ["used after dispose"]);
+  }
+  await assertThrows(() => barlowTwins(a, a, { lambda: -1 }), RangeError, ["lambda", "-1"]);
+  await assertThrows(() => barlowTwins(a, a, { lambda: NaN }), RangeError, ["lambda", "NaN"]);
+  await assertThrows(() => vicreg(a, a, { sim: Infinity }), RangeError, ["sim"]);
+  await assertThrows(() => vicreg(a, a, { variance: -2 }), RangeError, ["variance"]);
+  await assertThrows(() => vicreg(a, a, { covariance: NaN }), RangeError, ["covariance"]);
+  await assertThrows(() => vicreg(a, a, { eps: -1e-4 }), RangeError, ["eps"]);
+  for (const t of [a, b, c, flat, single, ints]) t.dispose();
+  assertNoLeak(engine, before, "errors");
+});

@@ -1,0 +1,241 @@
+import { grad, matmul, reshape, ShapeError, type Tensor } from "../src/mod.ts";
+import { refMatmul } from "../src/ref/matmul.ts";
+import { test } from "./harness.ts";
+import {
+  assert,
+  assertClose,
+  assertEquals,
+  assertNoLeak,
+  assertThrows,
+  finiteDifference,
+  randomArray,
+  take,
+} from "./util.ts";
+
+const EPS = 2 ** -23;
+type Flags = { transA?: boolean; transB?: boolean };
+const COMBOS: Flags[] = [{}, { transA: true }, { transB: true }, { transA: true, transB: true }];
+
+/** Stored shapes of a and b for op(a) [..., M, K] and op(b) [..., K, N]. */
+function operandShapes(aBatch: number[], bBatch: number[], m: number, k: number, n: number, f: Flags) {
+  return [[...aBatch, ...(f.transA ? [k, m] : [m, k])], [...bBatch, ...(f.transB ? [n, k] : [k, n])]];
+}
+
+/**
+ * Every |got − ref| ≤ bound · Σ|a||b| (the same sum over |values|, per element): the f32 summation error bound
+ * scales with Σ|a_ik||b_kj|, not with the (possibly cancelling) result.
+ */
+function assertWithinBound(
+  got: ArrayLike<number>,
+  a: { data: Float32Array; shape: number[] },
+  b: { data: Float32Array; shape: number[] },
+  f: Flags,
+  bound: number,
+  what: string,
+): void {
+  const ref = refMatmul(a, b, f);
+  const mag = refMatmul({ data: a.data.map(Math.abs), shape: a.shape }, {
+    data: b.data.map(Math.abs),
+    shape: b.shape,
+  }, f);
+  assertEquals(got.length, ref.data.length, `${what}: size`);
+  let worst = 0;
+  let at = 0;
+  for (let i = 0; i < got.length; i++) {
+    const r = Math.abs(got[i] - ref.data[i]) / mag.data[i];
+    if (!(r <= worst)) [worst, at] = [r, i];
+  }
+  assert(
+    worst <= bound,
+    `${what}: element ${at}: got ${got[at]}, expected ${ref.data[at]}, error ${
+      worst.toExponential(2)
+    }·Σ|a||b| > ${bound.toExponential(2)}`,
+  );
+}
+
+async function check(
+  engine: Parameters<Parameters<typeof test>[1]>[0],
+  aShape: number[],
+  bShape: number[],
+  f: Flags,
+  seed: number,
+  bound: (k: number) => number,
+  lo = -1,
+) {
+  const before = engine.memory();
+  const a = { data: randomArray(aShape.reduce((x, y) => x * y, 1), seed, lo), shape: aShape };
+  const b = { data: randomArray(bShape.reduce((x, y) => x * y, 1), seed + 1, lo), shape: bShape };
+  const ta = engine.tensor(a.data, aShape);
+  const tb = engine.tensor(b.data, bShape);
+  const c = matmul(ta, tb, f);
+  const expectedShape = refMatmul({ data: [], shape: aShape }, { data: [], shape: bShape }, f).shape;
+  const what = `${JSON.stringify(aShape)}·${JSON.stringify(bShape)} ${JSON.stringify(f)}`;
+  assertEquals(c.shape, expectedShape, `${what}: shape`);
+  const k = f.transA ? aShape.at(-2)! : aShape.at(-1)!;
+  assertWithinBound(await take(c), a, b, f, bound(k), what);
+  ta.dispose();
+  tb.dispose();
+  assertNoLeak(engine, before, what);
+}
+
+// Deterministic worst case for any summation order with one rounding per step (FMA) plus the split-K combine:
+// |error| ≤ γ_{K+S}·Σ|a||b| ≈ (K + S)·2^-24·Σ|a||b| (Higham, Accuracy and Stability, §3.1); K + 1 covers S here.
+const worstCase = (k: number) => (k + 1) * EPS / 2;
+
+test("matmul: 2-D shapes incl. 1, primes and tile edges, all transpose combos, vs float64 reference", async (engine) => {
+  const shapes = [[1, 1, 1], [7, 13, 5], [97, 61, 33], [1, 300, 1], [65, 9, 129], [3, 1, 200]];
+  let seed = 1;
+  for (const [m, k, n] of shapes) {
+    for (const f of COMBOS) {
+      const [as, bs] = operandShapes([], [], m, k, n, f);
+      await check(engine, as, bs, f, seed++, worstCase);
+    }
+  }
+});
+
+test("matmul: batch dims broadcast NumPy-style, 2-D operand against batched, with transposes", async (engine) => {
+  const cases: [number[], number[]][] = [[[2, 1], [3]], [[], [4]], [[5], []], [[3], [3]], [[1, 2, 1], [
+    2,
+    1,
+    3,
+  ]]];
+  let seed = 100;
+  for (const [ab, bb] of cases) {
+    for (const f of COMBOS) {
+      const [as, bs] = operandShapes(ab, bb, 5, 7, 6, f);
+      await check(engine, as, bs, f, seed++, worstCase);
+    }
+  }
+});
+
+test("matmul: K = 100,000 splits K across workgroups and stays exact (llvmpipe loop cap)", async (engine) => {
+  // Values in [0.5, 1): no cancellation, so a dropped K-range (a loop silently cut short) shows up as a large
+  // shortfall. Tolerance: the probabilistic f32 bound √K·eps·Σ|a||b| (Higham & Mary 2019), ≈ 3.8e-5·Σ|a||b|;
+  // losing a single term of ~0.56 would be ≥ 2.2e-5·Σ|a||b| ≈ 0.56/25,000 ... while a lost slice is ~1e-2.
+  const k = 100_000;
+  await check(engine, [3, k], [k, 2], {}, 7, (k) => Math.sqrt(k) * EPS, 0.5);
+  await check(engine, [k, 2], [3, k], { transA: true, transB: true }, 8, (k) => Math.sqrt(k) * EPS, 0.5);
+});
+
+test("matmul: a dispatch of more than 65,535 workgroups (65,537 batch items, 2-D b broadcast)", async (engine) => {
+  await check(engine, [65_537, 2, 3], [3, 2], {}, 11, worstCase);
+});
+
+/** Scalar loss Σ C·W as a [1, 1] product (a differentiable scalar without other op families), and its temporary. */
+function loss(c: Tensor, w: Tensor): [Tensor, Tensor] {
+  const flat = reshape(c, [1, c.size]);
+  return [matmul(flat, w), flat];
+}
+
+test("matmul: gradients vs float64 reference and finite differences, all transpose combos", async (engine) => {
+  const [m, k, n] = [5, 7, 3];
+  let seed = 200;
+  for (const f of COMBOS) {
+    const before = engine.memory();
+    const [as, bs] = operandShapes([], [], m, k, n, f);
+    const ad = randomArray(m * k, seed++);
+    const bd = randomArray(k * n, seed++);
+    const wd = randomArray(m * n, seed++);
+    const a = engine.tensor(ad, as);
+    const b = engine.tensor(bd, bs);
+    const w = engine.tensor(wd, [m * n, 1]);
+    const c = matmul(a, b, f);
+    const [l, flat] = loss(c, w);
+    const [ga, gb] = grad(l, [a, b]);
+    [c, l, flat].forEach((t) => t.dispose());
+    const gaData = await take(ga);
+    const gbData = await take(gb);
+    // Reference: dL/dC = W; dA' = W·B'ᵀ, dB' = A'ᵀ·W (A' = op(A)), transposed back where the operand was.
+    const gw = { data: wd, shape: [m, n] };
+    const A = { data: ad, shape: as };
+    const B = { data: bd, shape: bs };
+    const refA = f.transA
+      ? refMatmul(B, gw, { transA: f.transB, transB: true })
+      : refMatmul(gw, B, { transB: !f.transB });
+    const refB = f.transB
+      ? refMatmul(gw, A, { transA: true, transB: f.transA })
+      : refMatmul(A, gw, { transA: !f.transA });
+    // Sums of ≤ 5 products of values in [-1, 1): |error| ≤ 5·2^-24·5 < 2e-6.
+    const tol = { atol: 2e-6, rtol: 1e-6 };
+    assertClose(gaData, refA.data, tol, `dA ${JSON.stringify(f)}`);
+    assertClose(gbData, refB.data, tol, `dB ${JSON.stringify(f)}`);
+    // Finite differences: the loss is linear in each operand, so central differences are exact up to the f32
+    // rounding of the loss (|L| ≲ 35, 2^-24·35 ≈ 2e-6, divided by 2h = 0.02): 1e-3 is ample yet catches a swap.
+    const evalLoss = async (x: Float32Array, isA: boolean) => {
+      const xa = engine.tensor(isA ? x : ad, as);
+      const xb = engine.tensor(isA ? bd : x, bs);
+      const cc = matmul(xa, xb, f);
+      const [lt, flat] = loss(cc, w);
+      const lv = (await take(lt))[0];
+      [xa, xb, cc, flat].forEach((t) => t.dispose());
+      return lv;
+    };
+    const idx = [0, 4, 11, 20];
+    const fdA = await finiteDifference((x) => evalLoss(x, true), ad, idx);
+    const fdB = await finiteDifference((x) => evalLoss(x, false), bd, idx);
+    const fdTol = { atol: 1e-3, rtol: 1e-3 };
+    assertClose(idx.map((i) => gaData[i]), fdA, fdTol, `dA vs finite differences ${JSON.stringify(f)}`);
+    assertClose(idx.map((i) => gbData[i]), fdB, fdTol, `dB vs finite differences ${JSON.stringify(f)}`);
+    [a, b, w].forEach((t) => t.dispose());
+    assertNoLeak(engine, before, `gradients ${JSON.stringify(f)}`);
+  }
+});
+
+test("matmul: gradients sum over broadcast batch dims", async (engine) => {
+  const before = engine.memory();
+  const [m, k, n] = [3, 4, 2];
+  const ad = randomArray(2 * 1 * m * k, 300);
+  const bd = randomArray(3 * k * n, 301);
+  const wd = randomArray(2 * 3 * m * n, 302);
+  const a = engine.tensor(ad, [2, 1, m, k]);
+  const b = engine.tensor(bd, [3, k, n]);
+  const w = engine.tensor(wd, [wd.length, 1]);
+  const c = matmul(a, b);
+  const [l, flat] = loss(c, w);
+  const [ga, gb] = grad(l, [a, b]);
+  [c, l, flat].forEach((t) => t.dispose());
+  assertEquals(ga.shape, [2, 1, m, k], "dA shape");
+  assertEquals(gb.shape, [3, k, n], "dB shape");
+  // dA[i] = Σ_j W[i,j]·B[j]ᵀ and dB[j] = Σ_i A[i]ᵀ·W[i,j], from the batched reference summed on the CPU.
+  const gw = { data: wd, shape: [2, 3, m, n] };
+  const perA = refMatmul(gw, { data: bd, shape: [3, k, n] }, { transB: true }).data; // [2, 3, m, k]
+  const perB = refMatmul({ data: ad, shape: [2, 1, m, k] }, gw, { transA: true }).data; // [2, 3, k, n]
+  const mk = m * k;
+  // refA[i, e] = Σ_j perA[i, j, e] over the 3 broadcast items j of b.
+  const refA = new Float64Array(2 * mk).map((_, t) => {
+    const [i, e] = [Math.floor(t / mk), t % mk];
+    return perA[(3 * i) * mk + e] + perA[(3 * i + 1) * mk + e] + perA[(3 * i + 2) * mk + e];
+  });
+  const refB = new Float64Array(3 * k * n).map((_, t) => perB[t] + perB[3 * k * n + t]);
+  // Sums of ≤ 3·4 products of values in [-1, 1): |error| ≤ 12·2^-24·12 < 1e-5.
+  assertClose(await take(ga), refA, { atol: 1e-5, rtol: 1e-6 }, "dA");
+  assertClose(await take(gb), refB, { atol: 1e-5, rtol: 1e-6 }, "dB");
+  [a, b, w].forEach((t) => t.dispose());
+  assertNoLeak(engine, before, "broadcast gradients");
+});
+
+test("matmul: bad input throws a clear error and leaks nothing", async (engine) => {
+  const a = engine.tensor(randomArray(6, 1), [2, 3]);
+  const b = engine.tensor(randomArray(8, 2), [4, 2]);
+  const i = engine.tensor(new Int32Array(6), [3, 2]);
+  const before = engine.memory();
+  await assertThrows(() => matmul(a, b), ShapeError, ["[2, 3]", "[4, 2]", "3 vs 4"]);
+  await assertThrows(() => matmul(a, b, { transA: true }), ShapeError, [
+    "[2, 3]",
+    "[4, 2]",
+    "transA true",
+    "2 vs 4",
+  ]);
+  await assertThrows(() => matmul(a, i), TypeError, ["i32"]);
+  const x = engine.tensor(randomArray(2 * 2 * 3, 3), [2, 2, 3]);
+  const y = engine.tensor(randomArray(3 * 3 * 2, 4), [3, 3, 2]);
+  await assertThrows(() => matmul(x, y), ShapeError, ["[2]", "[3]"]);
+  const v = engine.tensor(randomArray(3, 5), [3]);
+  await assertThrows(() => matmul(a, v), ShapeError, ["[3]", "at least 2 dims"]);
+  [x, y, v].forEach((t) => t.dispose());
+  assertNoLeak(engine, before, "after errors");
+  b.dispose();
+  await assertThrows(() => matmul(a, b, { transB: true }), Error, ["used after dispose"]);
+  assertEquals(engine.memory().tensors, before.tensors - 1, "tensors after dispose");
+  [a, i].forEach((t) => t.dispose());
+});

@@ -1,0 +1,278 @@
+import {
+  colorizationTask,
+  denoiseTask,
+  type Engine,
+  jigsawTask,
+  maskedImageTask,
+  maskedTokenTask,
+  NEIGHBORS,
+  relativePositionTask,
+  rotationTask,
+  ShapeError,
+  type Tensor,
+} from "../src/mod.ts";
+import { refApplyParams } from "../src/ref/augment.ts";
+import { refMaskedImage, refMaskedTokens, refTiles } from "../src/ref/pretext.ts";
+import { test } from "./harness.ts";
+import { assert, assertClose, assertEquals, assertNoLeak, assertThrows, randomArray, take } from "./util.ts";
+
+function batch(engine: Engine, shape: number[], seed: number): { x: Tensor; host: Float32Array } {
+  const host = randomArray(shape.reduce((a, b) => a * b), seed, 0, 1);
+  return { x: engine.tensor(host, shape), host };
+}
+
+async function takeInt(t: Tensor): Promise<number[]> {
+  const a = Array.from(await t.toArray());
+  t.dispose();
+  return a;
+}
+
+const EXACT = { rtol: 0, atol: 0 };
+
+test("pretext: rotationTask rotates each image by labels[i]·90° (a permutation of its pixels)", async (engine) => {
+  const before = engine.memory();
+  const { x, host } = batch(engine, [12, 3, 5, 5], 1);
+  const { input, labels } = rotationTask(x, { seed: 3 });
+  const out = await take(input);
+  const ks = await takeInt(labels);
+  assert(ks.every((k) => k >= 0 && k <= 3) && new Set(ks).size === 4, `labels ${ks}`);
+  const last = 4;
+  const from = [
+    (y: number, c: number) => [y, c],
+    (y: number, c: number) => [c, last - y],
+    (y: number, c: number) => [
+      last - y,
+      last - c,
+    ],
+    (y: number, c: number) => [last - c, y],
+  ];
+  for (let i = 0; i < 12 * 3; i++) {
+    const k = ks[Math.floor(i / 3)];
+    for (let y = 0; y < 5; y++) {
+      for (let c = 0; c < 5; c++) {
+        const [sy, sx] = from[k](y, c);
+        assertEquals(out[i * 25 + y * 5 + c], host[i * 25 + sy * 5 + sx], `plane ${i} k ${k}`);
+      }
+    }
+  }
+  x.dispose();
+  assertNoLeak(engine, before);
+});
+
+test("pretext: jigsaw permutations are distinct, start at the identity, and stay far apart", (engine) => {
+  const x = engine.zeros([1, 1, 3, 3]);
+  const { input, labels, permutationTable } = jigsawTask(x, { seed: 0 });
+  for (const t of [x, input, labels]) t.dispose();
+  assertEquals(permutationTable.length, 100);
+  assertEquals(permutationTable[0], [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+  let minDist = 9;
+  for (const [i, p] of permutationTable.entries()) {
+    assertEquals([...p].sort(), [0, 1, 2, 3, 4, 5, 6, 7, 8], `row ${i} is a permutation`);
+    for (const q of permutationTable.slice(0, i)) {
+      minDist = Math.min(
+        minDist,
+        p.filter((v, t) => v !== q[t]).length,
+      );
+    }
+  }
+  // Greedy max-min over all 9! permutations keeps every pair of the 100 at least 6 tiles apart (random sets of
+  // 100 typically have pairs only 2 apart).
+  assertEquals(minDist, 6, "smallest pairwise Hamming distance");
+});
+
+test("pretext: jigsawTask tiles equal their source tiles (awkward sizes, grids 2 and 3)", async (engine) => {
+  const before = engine.memory();
+  for (
+    const [shape, grid, count] of [[[5, 3, 10, 11], 3, 100], [[3, 1, 7, 4], 2, 24], [
+      [1, 3, 3, 3],
+      3,
+      10,
+    ]] as const
+  ) {
+    const { x, host } = batch(engine, [...shape], 2);
+    const { input, labels, permutationTable } = jigsawTask(x, { seed: 4, grid, permutations: count });
+    const ls = await takeInt(labels);
+    assert(ls.every((l) => l >= 0 && l < count), `labels ${ls}`);
+    const [th, tw] = [Math.floor(shape[2] / grid), Math.floor(shape[3] / grid)];
+    assertEquals(input.shape, [shape[0], shape[1], grid * th, grid * tw], "output shape");
+    const expected = refTiles(host, shape, ls.map((l) => permutationTable[l]), th, tw, grid, grid);
+    assertClose(await take(input), expected, EXACT, `jigsaw ${shape}`);
+    x.dispose();
+  }
+  assertNoLeak(engine, before);
+});
+
+test("pretext: relativePositionTask gives a center tile and the neighbor its label names", async (engine) => {
+  const before = engine.memory();
+  const shape = [16, 3, 9, 10];
+  const { x, host } = batch(engine, shape, 5);
+  const { center, neighbor, labels } = relativePositionTask(x, { seed: 6 });
+  const ls = await takeInt(labels);
+  assert(ls.every((l) => l >= 0 && l < 8) && new Set(ls).size >= 6, `labels ${ls}`);
+  // Grid 3: the center is the middle tile (3×3 tiles of 3×3 pixels), the neighbor at NEIGHBORS[label].
+  assertClose(await take(center), refTiles(host, shape, ls.map(() => [4]), 3, 3, 1, 3), EXACT, "center");
+  const nb = ls.map((l) => [(1 + NEIGHBORS[l][0]) * 3 + 1 + NEIGHBORS[l][1]]);
+  assertClose(await take(neighbor), refTiles(host, shape, nb, 3, 3, 1, 3), EXACT, "neighbor");
+  x.dispose();
+  assertNoLeak(engine, before);
+});
+
+test("pretext: maskedImageTask masks exactly round(ratio·patches) per image, as the reference", async (engine) => {
+  const before = engine.memory();
+  // The last case has 4096 patches per image, the most supported (each rank loops 4096 times).
+  for (
+    const [shape, patch, ratio] of [[[3, 3, 12, 8], 4, 0.75], [[2, 1, 5, 5], 1, 0.3], [
+      [2, 1, 64, 64],
+      1,
+      0.6,
+    ]] as const
+  ) {
+    const { x, host } = batch(engine, [...shape], 7);
+    const { input, mask, target } = maskedImageTask(x, { seed: 8, patch, ratio });
+    const len = (shape[2] / patch) * (shape[3] / patch);
+    const m = await take(mask);
+    const ref = refMaskedImage(host, shape, 8, patch, ratio);
+    for (let s = 0; s < shape[0]; s++) {
+      assertEquals(
+        m.subarray(s * len, (s + 1) * len).reduce((a, b) => a + b),
+        Math.round(ratio * len),
+        `count ${s}`,
+      );
+    }
+    assertClose(m, ref.mask, EXACT, "mask");
+    assertClose(await take(input), ref.input, EXACT, "input");
+    assertClose(await take(target), host, EXACT, "target");
+    x.dispose();
+  }
+  assertNoLeak(engine, before);
+});
+
+test("pretext: maskedTokenTask follows BERT's 15% / 80-10-10 recipe, as the reference", async (engine) => {
+  const before = engine.memory();
+  const [n, len, vocab, maskId] = [50, 2003, 1000, 1000];
+  const ids = Int32Array.from({ length: n * len }, (_, i) => (i * 7919) % vocab);
+  const tokens = engine.tensor(ids, [n, len], "i32");
+  const { input, labels } = maskedTokenTask(tokens, { seed: 9, maskId, vocabSize: vocab });
+  const got = await takeInt(input);
+  const lab = await takeInt(labels);
+  const ref = refMaskedTokens(ids, len, 9, 0.15, maskId, vocab);
+  assertEquals(got, Array.from(ref.input), "input");
+  assertEquals(lab, Array.from(ref.labels), "labels");
+  let chosen = 0;
+  let masked = 0;
+  let kept = 0;
+  for (let i = 0; i < ids.length; i++) {
+    if (lab[i] === -100) {
+      assertEquals(got[i], ids[i], `unchosen ${i} unchanged`);
+      continue;
+    }
+    assertEquals(lab[i], ids[i], `label ${i}`);
+    chosen++;
+    if (got[i] === maskId) masked++;
+    else if (got[i] === ids[i]) kept++;
+  }
+  // 100,150 positions: chosen ~ Binomial(p 0.15), sd 113; of ~15,000 chosen, masked sd 49, kept sd 37 (kept also
+  // counts random draws that hit the original id, 0.1%): each within ~5 sd.
+  assert(Math.abs(chosen / ids.length - 0.15) < 0.006, `chosen ${chosen / ids.length}`);
+  assert(Math.abs(masked / chosen - 0.8) < 0.02, `masked ${masked / chosen}`);
+  assert(Math.abs(kept / chosen - 0.1) < 0.015, `kept ${kept / chosen}`);
+  tokens.dispose();
+  assertNoLeak(engine, before);
+});
+
+test("pretext: denoiseTask and colorizationTask match the reference", async (engine) => {
+  const before = engine.memory();
+  const shape = [3, 3, 7, 6];
+  const { x, host } = batch(engine, shape, 10);
+  const d = denoiseTask(x, { seed: 11, sigma: 0.2 });
+  const noisy = await take(d.input);
+  const params = Array.from({ length: 3 }, () => ({
+    crop: { top: 0, left: 0, height: 7, width: 6 },
+    flip: false,
+    rotate: 0,
+    jitter: null,
+    grayscale: false,
+    erase: null,
+    noise: 0.2,
+    blur: 0,
+    solarize: null,
+  }));
+  // Box-Muller in f32 with WGSL's log/cos (a few ulp) times sigma 0.2, plus one rounding: 1e-5.
+  assertClose(
+    noisy,
+    refApplyParams(host, shape, params, { seed: 11 }),
+    { rtol: 0, atol: 1e-5 },
+    "denoise input",
+  );
+  assert(noisy.some((v, i) => Math.abs(v - host[i]) > 0.05), "noise was added");
+  assertClose(await take(d.target), host, EXACT, "denoise target");
+  const c = colorizationTask(x);
+  assertEquals(c.input.shape, [3, 1, 7, 6]);
+  const gray = Float64Array.from({ length: 3 * 42 }, (_, i) => {
+    const [s, at] = [Math.floor(i / 42), i % 42];
+    return 0.299 * host[s * 126 + at] + 0.587 * host[s * 126 + 42 + at] + 0.114 * host[s * 126 + 84 + at];
+  });
+  // Three f32 products and sums of values ≤ 1: 1e-6.
+  assertClose(await take(c.input), gray, { rtol: 0, atol: 1e-6 }, "grayscale input");
+  assertClose(await take(c.target), host, EXACT, "color target");
+  x.dispose();
+  assertNoLeak(engine, before);
+});
+
+test("pretext: the same seed replays bit for bit, another seed differs", async (engine) => {
+  const { x } = batch(engine, [6, 3, 8, 8], 12);
+  const tokens = engine.tensor(Int32Array.from({ length: 200 }, (_, i) => i % 50), [4, 50], "i32");
+  const runs = {
+    rotation: (seed: number) => rotationTask(x, { seed }).input,
+    jigsaw: (seed: number) => jigsawTask(x, { seed, grid: 2, permutations: 24 }).input,
+    masked: (seed: number) => maskedImageTask(x, { seed, patch: 2 }).input,
+    tokens: (seed: number) => maskedTokenTask(tokens, { seed, maskId: 99, vocabSize: 100 }).input,
+    denoise: (seed: number) => denoiseTask(x, { seed, sigma: 0.1 }).input,
+    relative: (seed: number) => relativePositionTask(x, { seed }).neighbor,
+  };
+  for (const [name, run] of Object.entries(runs)) {
+    const outs = await Promise.all(engine.tidy(() => [run(1), run(1), run(2)]).map(takeInt));
+    assertEquals(outs[0], outs[1], `${name}: same seed`);
+    assert(outs[0].some((v, i) => v !== outs[2][i]), `${name}: another seed differs`);
+  }
+  x.dispose();
+  tokens.dispose();
+});
+
+test("pretext: bad input throws a clear error and leaks nothing", async (engine) => {
+  const x = engine.zeros([2, 3, 8, 6]);
+  const gray = engine.zeros([2, 1, 8, 8]);
+  const flat = engine.zeros([2, 48]);
+  const before = engine.memory();
+  await assertThrows(() => rotationTask(x, { seed: 0 }), ShapeError, ["square", "[2, 3, 8, 6]"]);
+  await assertThrows(() => maskedImageTask(x, { seed: 0, patch: 4 }), ShapeError, [
+    "patch 4 does not divide",
+    "[2, 3, 8, 6]",
+  ]);
+  await assertThrows(() => maskedImageTask(x, { seed: 0, patch: 16 }), ShapeError, ["patch 16"]);
+  await assertThrows(() => maskedImageTask(x, { seed: 0, patch: 2, ratio: 2 }), RangeError, ["ratio"]);
+  await assertThrows(() => maskedImageTask(flat, { seed: 0 }), ShapeError, ["rank 2"]);
+  const big = engine.zeros([1, 1, 65, 64]);
+  const bigBefore = engine.memory();
+  await assertThrows(() => maskedImageTask(big, { seed: 0, patch: 1 }), RangeError, ["4160 patches", "4096"]);
+  assertNoLeak(engine, bigBefore);
+  big.dispose();
+  await assertThrows(() => jigsawTask(x, { seed: 0, grid: 9 }), ShapeError, ["9×9", "[2, 3, 8, 6]"]);
+  await assertThrows(() => jigsawTask(x, { seed: 0, grid: 2, permutations: 25 }), RangeError, [
+    "25 permutations",
+    "24",
+  ]);
+  await assertThrows(() => relativePositionTask(x, { seed: 0, grid: 2 }), RangeError, ["grid"]);
+  await assertThrows(() => colorizationTask(gray), ShapeError, ["C = 3", "[2, 1, 8, 8]"]);
+  await assertThrows(() => maskedTokenTask(flat, { seed: 0, maskId: 1, vocabSize: 5 }), TypeError, ["i32"]);
+  const ids = engine.zeros([2, 3, 4], "i32");
+  const idsBefore = engine.memory();
+  await assertThrows(() => maskedTokenTask(ids, { seed: 0, maskId: 1, vocabSize: 5 }), ShapeError, [
+    "[N, L]",
+    "[2, 3, 4]",
+  ]);
+  assertNoLeak(engine, idsBefore);
+  ids.dispose();
+  assertNoLeak(engine, before, "bad input");
+  for (const t of [x, gray, flat]) t.dispose();
+});

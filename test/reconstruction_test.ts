@@ -1,0 +1,385 @@
+// Reconstruction losses against the float64 reference (src/ref/reconstruction.ts) and finite differences.
+import {
+  bceWithLogits,
+  type Engine,
+  grad,
+  huber,
+  l1,
+  maskedMSE,
+  mse,
+  mul,
+  noGrad,
+  ShapeError,
+  smoothL1,
+  ssim,
+  ssimLoss,
+  type Tensor,
+} from "../src/mod.ts";
+import {
+  type LossKind,
+  type Reduction,
+  refLoss,
+  refMaskedMSE,
+  refPatchify,
+  refSSIM,
+} from "../src/ref/reconstruction.ts";
+import { test } from "./harness.ts";
+import {
+  assert,
+  assertClose,
+  assertNoLeak,
+  assertThrows,
+  finiteDifference,
+  randomArray,
+  take,
+} from "./util.ts";
+
+const LOSSES: Record<
+  LossKind,
+  (p: Tensor, t: Tensor, o: { reduction?: Reduction; weight?: Tensor }) => Tensor
+> = {
+  mse: (p, t, o) => mse(p, t, o),
+  l1: (p, t, o) => l1(p, t, o),
+  huber: (p, t, o) => huber(p, t, { ...o, delta: 0.7 }),
+  smoothL1: (p, t, o) => smoothL1(p, t, { ...o, beta: 0.6 }),
+  bceWithLogits: (p, t, o) => bceWithLogits(p, t, o),
+};
+const PARAM: Record<LossKind, number> = { mse: 1, l1: 1, huber: 0.7, smoothL1: 0.6, bceWithLogits: 1 };
+const KINDS = Object.keys(LOSSES) as LossKind[];
+
+/** Bound scaled to the data: f32 rounding of each element (≈ 6e-8 relative) plus the reduction's tree error. */
+function scaledTol(expected: ArrayLike<number>, rtol: number): { rtol: number; atol: number } {
+  let m = 0;
+  for (let i = 0; i < expected.length; i++) m = Math.max(m, Math.abs(expected[i]));
+  return { rtol, atol: rtol * m };
+}
+
+function inputs(kind: LossKind, n: number, seed: number): { x: Float32Array; y: Float32Array } {
+  const x = randomArray(n, seed, -2, 2);
+  // bce targets are probabilities; others compare against values near x so every branch of huber/smoothL1 is hit.
+  const y = kind === "bceWithLogits" ? randomArray(n, seed + 1, 0, 1) : randomArray(n, seed + 1, -2, 2);
+  return { x, y };
+}
+
+async function checkLoss(
+  engine: Engine,
+  kind: LossKind,
+  shape: number[],
+  targetShape: number[],
+  reduction: Reduction,
+  weightShape: number[] | null,
+  seed: number,
+): Promise<void> {
+  const what = `${kind} ${JSON.stringify(shape)} target ${
+    JSON.stringify(targetShape)
+  } ${reduction} w ${weightShape}`;
+  const size = shape.reduce((a, b) => a * b, 1);
+  const { x } = inputs(kind, size, seed);
+  const { y } = inputs(kind, targetShape.reduce((a, b) => a * b, 1), seed + 7);
+  const wv = weightShape ? randomArray(weightShape.reduce((a, b) => a * b, 1), seed + 3, 0, 2) : undefined;
+  const before = engine.memory();
+  const pred = engine.tensor(x, shape);
+  const target = engine.tensor(y, targetShape);
+  const weight = wv ? engine.tensor(wv, weightShape!) : undefined;
+  const ref = refLoss(kind, x, shape, y, targetShape, {
+    reduction,
+    param: PARAM[kind],
+    weight: wv,
+    weightShape: weightShape ?? [],
+  });
+  const loss = LOSSES[kind](pred, target, { reduction, weight });
+  // Per-element values: f32 rounding only (1e-6 relative to the largest); sums: tree sum in f32 (1e-5).
+  assertClose(await loss.toArray(), ref.loss, scaledTol(ref.loss, reduction === "none" ? 1e-6 : 1e-5), what);
+  if (reduction === "none") {
+    // A scalar from the per-element loss by another loss: mse(L, 0) = mean(L²), so dpred = 2L·ℓ'/N through
+    // the backward pass that reads an upstream gradient per element.
+    const zero = engine.zeros(shape);
+    const total = mse(loss, zero);
+    const [g] = grad(total, [pred]);
+    const expected = ref.grad.map((d, i) => (2 * ref.loss[i] * d) / size);
+    assertClose(await take(g), expected, scaledTol(expected, 1e-5), `${what} grad`);
+    zero.dispose();
+    total.dispose();
+  } else {
+    // Gradient from grad's seed: the one the forward wrote; then through mul(loss, 3): the backward pass.
+    const [g] = grad(loss, [pred]);
+    assertClose(await take(g), ref.grad, scaledTol(ref.grad, 1e-6), `${what} fused grad`);
+    const tripled = mul(loss, 3);
+    const [g3] = grad(tripled, [pred]);
+    const expected = ref.grad.map((v) => 3 * v);
+    assertClose(await take(g3), expected, scaledTol(expected, 1e-6), `${what} backward pass`);
+    tripled.dispose();
+  }
+  for (const t of [loss, pred, target, weight]) t?.dispose();
+  assertNoLeak(engine, before, what);
+}
+
+test("reconstruction: every loss and reduction against the float64 reference", async (engine) => {
+  // Sizes 1, a prime, and a prime past the 8192 elements a workgroup covers (several workgroups).
+  const shapes = [[1], [7], [3, 5, 7], [10007]];
+  let seed = 1;
+  for (const kind of KINDS) {
+    for (const shape of shapes) {
+      for (const reduction of ["mean", "sum", "none"] as Reduction[]) {
+        await checkLoss(engine, kind, shape, shape, reduction, null, seed++);
+      }
+    }
+  }
+});
+
+test("reconstruction: weights, and broadcast targets where PyTorch allows them", async (engine) => {
+  let seed = 100;
+  for (const kind of KINDS) {
+    await checkLoss(engine, kind, [4, 3, 5], [4, 3, 5], "mean", [4, 3, 5], seed++);
+    await checkLoss(engine, kind, [3, 4099], [3, 4099], "sum", [3, 1], seed++);
+    await checkLoss(engine, kind, [2, 31], [2, 31], "none", [31], seed++);
+    if (kind !== "bceWithLogits") {
+      await checkLoss(engine, kind, [4, 3, 5], [5], "mean", null, seed++);
+      await checkLoss(engine, kind, [6, 7], [6, 1], "sum", [1, 7], seed++);
+    }
+  }
+});
+
+test("reconstruction: gradients match central finite differences", async (engine) => {
+  const n = 11;
+  for (const kind of KINDS) {
+    const { x, y } = inputs(kind, n, 500);
+    const target = engine.tensor(y, [n]);
+    const w = engine.tensor(randomArray(n, 501, 0.5, 1.5), [n]);
+    const lossOf = async (v: Float32Array) => {
+      const p = engine.tensor(v, [n]);
+      const l = noGrad(() => LOSSES[kind](p, target, { weight: w, reduction: "sum" }));
+      const r = (await take(l))[0];
+      p.dispose();
+      return r;
+    };
+    const pred = engine.tensor(x, [n]);
+    const loss = LOSSES[kind](pred, target, { weight: w, reduction: "sum" });
+    const [g] = grad(loss, [pred]);
+    const analytic = await take(g);
+    // Skip points within 2h of a kink (|d| = 0, delta, beta), where a central difference straddles it.
+    const h = 1e-2;
+    const smooth = [...x.keys()].filter((i) => {
+      const d = Math.abs(x[i] - y[i]);
+      return kind === "mse" || kind === "bceWithLogits" || (d > 2 * h && Math.abs(d - PARAM[kind]) > 2 * h);
+    });
+    assert(smooth.length >= 5, `${kind}: too few smooth points`);
+    const fd = await finiteDifference(lossOf, x, smooth, h);
+    // f32 loss sums of ~11 terms of size ~1: rounding 1e-6 over 2h = 2e-2 gives ~1e-4, plus O(h²) curvature
+    // (bce: |ℓ'''| ≤ 0.1, so 0.1·h²/6 ≈ 2e-6).
+    assertClose(smooth.map((i) => analytic[i]), fd, { rtol: 1e-3, atol: 5e-4 }, `${kind} finite differences`);
+    for (const t of [loss, pred, target, w]) t.dispose();
+  }
+});
+
+test("reconstruction: 64-million-element mse matches float64 within 1e-5 relative", async (engine) => {
+  // 256 MiB per tensor: over maxStorageBufferBindingSize, so the op runs in two windows per input and
+  // sums by trees of fan-in 32 (measured error 4e-8; a serial f32 sum is off by 18% here).
+  const n = 64 * 1024 * 1024;
+  const before = engine.memory();
+  // Weyl sequences: equidistributed in [0, 1) and far cheaper to make than 2·64 Mi calls of rng().
+  const x = new Float32Array(n);
+  const y = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    x[i] = (i * 0.6180339887498949) % 1;
+    y[i] = (i * 0.7548776662466927 + 0.5) % 1;
+  }
+  let ref = 0;
+  for (let i = 0; i < n; i++) ref += (x[i] - y[i]) ** 2;
+  ref /= n;
+  const pred = engine.tensor(x, [64, 1024, 1024]);
+  const target = engine.tensor(y, [64, 1024, 1024]);
+  const got = (await take(noGrad(() => mse(pred, target))))[0];
+  assertClose([got], [ref], { rtol: 1e-5, atol: 0 }, "64M mse");
+  pred.dispose();
+  target.dispose();
+  assertNoLeak(engine, before, "64M mse");
+});
+
+async function checkMasked(
+  engine: Engine,
+  shape: number[],
+  patch: number,
+  normPix: boolean,
+  patchified: boolean,
+  maskDtype: "f32" | "u32",
+  seed: number,
+): Promise<void> {
+  const [n, c, h, w] = shape;
+  const what = `maskedMSE ${
+    JSON.stringify(shape)
+  } p${patch} normPix ${normPix} patchified ${patchified} ${maskDtype}`;
+  const size = n * c * h * w;
+  const perImage = (h / patch) * (w / patch);
+  const img = randomArray(size, seed, 0, 1);
+  const tv = randomArray(size, seed + 1, 0, 1);
+  const pv = patchified ? Float32Array.from(refPatchify(img, n, c, h, w, patch)) : img;
+  const mv = Array.from(randomArray(n * perImage, seed + 2, 0, 1), (u) => (u < 0.75 ? 1 : 0));
+  mv[0] = 1;
+  const before = engine.memory();
+  const pred = engine.tensor(pv, patchified ? [n, perImage, patch * patch * c] : shape);
+  const target = engine.tensor(tv, shape);
+  const mask = engine.tensor(maskDtype === "u32" ? Uint32Array.from(mv) : mv, [n, perImage], maskDtype);
+  const ref = refMaskedMSE(pv, patchified, tv, shape, mv, patch, normPix);
+  const loss = maskedMSE(pred, target, mask, { patch, normPix });
+  // Patch sums of ≤ 768 terms and a tree over patches in f32: 1e-5 relative.
+  assertClose(await loss.toArray(), [ref.loss], { rtol: 1e-5, atol: 0 }, what);
+  const [g] = grad(loss, [pred]);
+  assertClose(await take(g), ref.grad, scaledTol(ref.grad, 1e-5), `${what} fused grad`);
+  const half = mul(loss, 0.5);
+  const [gh] = grad(half, [pred]);
+  const expected = ref.grad.map((v) => v / 2);
+  assertClose(await take(gh), expected, scaledTol(expected, 1e-5), `${what} backward pass`);
+  for (const t of [half, loss, pred, target, mask]) t.dispose();
+  assertNoLeak(engine, before, what);
+}
+
+test("maskedMSE: against MAE's loss written with an explicit patchify", async (engine) => {
+  let seed = 900;
+  for (const normPix of [false, true]) {
+    for (const patchified of [false, true]) {
+      await checkMasked(engine, [2, 3, 32, 48], 16, normPix, patchified, "f32", seed++);
+      await checkMasked(engine, [3, 1, 10, 15], 5, normPix, patchified, "u32", seed++);
+      await checkMasked(engine, [1, 2, 7, 7], 7, normPix, patchified, "f32", seed++);
+    }
+  }
+});
+
+test("maskedMSE: more than 65,535 patches (workgroups laid over x and y)", async (engine) => {
+  await checkMasked(engine, [2, 1, 512, 512], 2, true, false, "f32", 77);
+});
+
+test("maskedMSE: gradient matches central finite differences", async (engine) => {
+  const shape = [1, 2, 4, 4];
+  const x = randomArray(32, 40, 0, 1);
+  const target = engine.tensor(randomArray(32, 41, 0, 1), shape);
+  const mask = engine.tensor([1, 0, 1, 1], [1, 4]);
+  const lossOf = async (v: Float32Array) => {
+    const p = engine.tensor(v, shape);
+    const r = (await take(noGrad(() => maskedMSE(p, target, mask, { patch: 2, normPix: true }))))[0];
+    p.dispose();
+    return r;
+  };
+  const pred = engine.tensor(x, shape);
+  const loss = maskedMSE(pred, target, mask, { patch: 2, normPix: true });
+  const [g] = grad(loss, [pred]);
+  const all = [...x.keys()];
+  // Quadratic in pred, so the central difference is exact up to f32 rounding of the loss (~1e-7 / 2h).
+  assertClose(
+    await take(g),
+    await finiteDifference(lossOf, x, all),
+    { rtol: 1e-3, atol: 1e-4 },
+    "maskedMSE fd",
+  );
+  for (const t of [loss, pred, target, mask]) t.dispose();
+});
+
+test("ssim: value and gradient against the float64 reference and finite differences", async (engine) => {
+  for (
+    const [shape, window, sigma] of [[[2, 3, 16, 19], 11, 1.5], [[1, 1, 7, 5], 3, 0.8], [
+      [1, 2, 1, 1],
+      1,
+      1,
+    ]] as const
+  ) {
+    const size = shape.reduce((a: number, b: number) => a * b, 1);
+    const xv = randomArray(size, 60, 0, 1);
+    const yv = xv.map((v, i) => Math.min(1, Math.max(0, v + 0.2 * (randomArray(size, 61)[i]))));
+    const before = engine.memory();
+    const x = engine.tensor(xv, [...shape]);
+    const y = engine.tensor(yv, [...shape]);
+    const ref = refSSIM(xv, yv, shape, window, sigma);
+    const s = ssim(x, y, { window, sigma });
+    // Window sums of ≤ 121 f32 terms and σ² = E[x²] − μ² in f32: ~1e-5 relative on S, ~1e-4 on the gradient.
+    assertClose(await s.toArray(), [ref.ssim], { rtol: 1e-5, atol: 1e-6 }, `ssim ${shape}`);
+    const [g] = grad(s, [x]);
+    assertClose(await take(g), ref.grad, scaledTol(ref.grad, 1e-4), `ssim grad ${shape}`);
+    const l = ssimLoss(x, y, { window, sigma });
+    assertClose(await l.toArray(), [1 - ref.ssim], { rtol: 1e-5, atol: 1e-6 }, `ssimLoss ${shape}`);
+    const [gl] = grad(l, [x]);
+    const negated = ref.grad.map((v) => -v);
+    assertClose(await take(gl), negated, scaledTol(negated, 1e-4), `ssimLoss grad ${shape}`);
+    for (const t of [s, l, x, y]) t.dispose();
+    assertNoLeak(engine, before, `ssim ${shape}`);
+  }
+  const shape = [1, 1, 6, 6];
+  const xv = randomArray(36, 62, 0, 1);
+  const y = engine.tensor(randomArray(36, 63, 0, 1), shape);
+  const x = engine.tensor(xv, shape);
+  const s = ssim(x, y, { window: 3 });
+  const [g] = grad(s, [x]);
+  const lossOf = async (v: Float32Array) => {
+    const p = engine.tensor(v, shape);
+    const r = (await take(noGrad(() => ssim(p, y, { window: 3 }))))[0];
+    p.dispose();
+    return r;
+  };
+  const indices = [0, 7, 14, 21, 35];
+  const analytic = await take(g);
+  // SSIM ~0.1 in f32 (1e-8 rounding) over 2h = 2e-3, plus curvature O(h²): 1e-3 relative, 2e-4 absolute.
+  const fd = await finiteDifference(lossOf, xv, indices, 1e-3);
+  assertClose(indices.map((i) => analytic[i]), fd, { rtol: 1e-2, atol: 2e-4 }, "ssim fd");
+  for (const t of [s, x, y]) t.dispose();
+});
+
+test("reconstruction: a loss disposed without grad frees what its forward kept; noGrad keeps nothing", async (engine) => {
+  const before = engine.memory();
+  const p = engine.tensor(randomArray(100, 1), [10, 10]);
+  const t = engine.tensor(randomArray(100, 2), [10, 10]);
+  const m = engine.tensor(new Float32Array(4).fill(1), [1, 4]);
+  const img = [1, 1, 10, 10];
+  const pi = engine.tensor(randomArray(100, 3), img);
+  const ti = engine.tensor(randomArray(100, 4), img);
+  const mid = engine.memory();
+  for (const loss of [mse(p, t), maskedMSE(pi, ti, m, { patch: 5 }), ssim(pi, ti, { window: 3 })]) {
+    await loss.toArray();
+    loss.dispose();
+  }
+  // From grad's seed the backward hands over the gradient the forward wrote: no tensor is added (a backward
+  // pass would allocate one while the kept one stays live).
+  const fused = mse(p, t);
+  const live = engine.memory().tensors;
+  const [fg] = grad(fused, [p]);
+  assert(engine.memory().tensors === live, `fused backward: ${engine.memory().tensors - live} extra tensors`);
+  fg.dispose();
+  fused.dispose();
+  // tidy disposes the gradient the forward kept: the backward then runs its own pass.
+  const tidied = engine.tidy(() => mse(p, t, { reduction: "sum" }));
+  const [g] = grad(tidied, [p]);
+  const ref = refLoss("mse", await p.toArray(), [10, 10], await t.toArray(), [10, 10], { reduction: "sum" });
+  assertClose(await take(g), ref.grad, scaledTol(ref.grad, 1e-6), "grad after tidy");
+  tidied.dispose();
+  const unrecorded = noGrad(() => [mse(p, t), ssim(pi, ti, { window: 3 })]);
+  assert(engine.memory().tensors === mid.tensors + 2, "under noGrad only the two losses are live");
+  unrecorded.forEach((l) => l.dispose());
+  for (const x of [p, t, m, pi, ti]) x.dispose();
+  assertNoLeak(engine, before, "no saved tensors left");
+});
+
+test("reconstruction: bad input throws a clear error and leaks nothing", async (engine) => {
+  const a = engine.tensor(randomArray(12, 1), [3, 4]);
+  const b = engine.tensor(randomArray(15, 2), [3, 5]);
+  const c = engine.tensor(randomArray(4, 3), [4]);
+  const img = engine.tensor(randomArray(2 * 3 * 8 * 8, 4), [2, 3, 8, 8]);
+  const mask = engine.tensor(new Float32Array(8), [2, 4]);
+  const before = engine.memory();
+  await assertThrows(() => mse(a, b), ShapeError, ["[3, 4]", "[3, 5]"]);
+  await assertThrows(() => l1(c, a), ShapeError, ["[3, 4]", "[4]"]);
+  await assertThrows(() => huber(a, a, { weight: b }), ShapeError, ["weight [3, 5]", "[3, 4]"]);
+  await assertThrows(() => bceWithLogits(a, c), ShapeError, ["[4]", "[3, 4]"]);
+  await assertThrows(() => huber(a, a, { delta: 0 }), RangeError, ["delta"]);
+  await assertThrows(() => smoothL1(a, a, { beta: -1 }), RangeError, ["beta"]);
+  await assertThrows(() => mse(a, a, { reduction: "avg" as Reduction }), RangeError, ["reduction"]);
+  await assertThrows(() => maskedMSE(img, img, mask, { patch: 3 }), ShapeError, ["[2, 3, 8, 8]", "3×3"]);
+  await assertThrows(() => maskedMSE(img, img, c, { patch: 4 }), ShapeError, ["mask [4]", "[2, 4]"]);
+  await assertThrows(() => maskedMSE(a, img, mask, { patch: 4 }), ShapeError, ["pred [3, 4]", "[2, 4, 48]"]);
+  await assertThrows(() => maskedMSE(img, img, mask, { patch: 0 }), RangeError, ["patch"]);
+  await assertThrows(() => ssim(img, a), ShapeError, ["[2, 3, 8, 8]", "[3, 4]"]);
+  await assertThrows(() => ssim(img, img), ShapeError, ["11×11"]);
+  await assertThrows(() => ssim(img, img, { window: 4 }), RangeError, ["odd"]);
+  await assertThrows(() => ssim(img, img, { window: 65 }), RangeError, ["63"]);
+  assertNoLeak(engine, before, "failed ops");
+  a.dispose();
+  await assertThrows(() => mse(a, a), Error, ["used after dispose"]);
+  for (const t of [b, c, img, mask]) t.dispose();
+});

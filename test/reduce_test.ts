@@ -1,0 +1,429 @@
+import {
+  type Engine,
+  grad,
+  logSoftmax,
+  logsumexp,
+  max,
+  mean,
+  mul,
+  softmax,
+  sum,
+  type Tensor,
+} from "../src/mod.ts";
+import {
+  reducedShape,
+  refLogSoftmax,
+  refLogSoftmaxGrad,
+  refLogsumexp,
+  refLogsumexpGrad,
+  refMax,
+  refMaxGrad,
+  refMean,
+  refMeanGrad,
+  refSoftmax,
+  refSoftmaxGrad,
+  refSum,
+  refSumGrad,
+} from "../src/ref/reduce.ts";
+import { test } from "./harness.ts";
+import {
+  assert,
+  assertClose,
+  assertEquals,
+  assertNoLeak,
+  assertThrows,
+  finiteDifference,
+  randomArray,
+  rng,
+  take,
+} from "./util.ts";
+
+type Reduce = typeof sum;
+type Ref = (
+  x: ArrayLike<number>,
+  shape: number[],
+  axes: number[],
+  keepDims?: boolean,
+) => { data: Float64Array };
+
+const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+
+/** A test whose body must leave engine.memory() where it found it (`using` tensors are gone by then). */
+function leakTest(name: string, body: (engine: Engine) => Promise<void>): void {
+  test(name, async (engine) => {
+    const before = engine.memory();
+    await body(engine);
+    assertNoLeak(engine, before);
+  });
+}
+
+// f32 sums fold at most ITEMS (16) values serially, then tree/pass levels (≤ 8 per 256, ≤ 3 passes): each value
+// meets about 40 roundings of ≤ 2^-24 of a partial bounded by Σ|x| ≤ len for inputs in [-1, 1], so
+// |error| ≤ 40·6e-8·len ≈ 2.4e-6·len; mean divides that by len. max returns an input bit for bit: exact.
+const sumTol = (len: number) => ({ rtol: 0, atol: 2.5e-6 * len });
+const meanTol = { rtol: 0, atol: 2.5e-6 };
+const exact = { rtol: 0, atol: 0 };
+// logsumexp: m is exact; s sums exp(v − m) ∈ (0, 1] terms, each within WGSL exp's few-ulp bound for |v − m| ≤ 2
+// plus the summation error above relative to s ≥ 1, so log s is off by ≤ ~4e-6; then m + log s rounds once.
+const lseTol = { rtol: 1e-6, atol: 4e-6 };
+// softmax = exp(x − lse): the lse error above becomes a relative error, plus exp's own few ulp.
+const softmaxTol = { rtol: 6e-6, atol: 1e-7 };
+
+// Random shapes (rank 1..4) with dims of 1, primes and primes past the workgroup (97, 257), and random axes.
+function cases(count: number, seed: number): { shape: number[]; axes: number[] }[] {
+  const r = rng(seed);
+  const dims = [1, 2, 3, 5, 7, 13, 97, 257];
+  const out = [];
+  for (let k = 0; k < count; k++) {
+    const rank = 1 + (k % 4);
+    let shape: number[];
+    do shape = Array.from({ length: rank }, () => dims[Math.floor(r() * dims.length)]); while (
+      size(shape) > 300_000
+    );
+    const axes = shape.map((_, i) => i).filter(() => r() < 0.5);
+    out.push({ shape, axes });
+  }
+  return out;
+}
+
+/** The axes in a random mix of positive and negative spellings. */
+const spell = (axes: number[], rank: number, k: number) => axes.map((a, i) => ((k + i) % 2 ? a - rank : a));
+
+leakTest("sum, mean and max over axes match float64 on random shapes, keepDims both ways", async (engine) => {
+  const ops: [string, Reduce, Ref, (len: number) => { rtol: number; atol: number }][] = [
+    ["sum", sum, refSum, sumTol],
+    ["mean", mean, refMean, () => meanTol],
+    ["max", max, refMax, () => exact],
+  ];
+  for (const [k, { shape, axes }] of cases(24, 1).entries()) {
+    const x = randomArray(size(shape), k);
+    using t = engine.tensor(x, shape);
+    const len = size(axes.map((a) => shape[a]));
+    for (const [name, op, ref, tol] of ops) {
+      for (const keepDims of [false, true]) {
+        const y = op(t, spell(axes, shape.length, k), { keepDims });
+        assertEquals(y.shape, reducedShape(shape, axes, keepDims), `${name} ${shape} axes ${axes} shape`);
+        assertClose(
+          await take(y),
+          ref(x, shape, axes, keepDims).data,
+          tol(len),
+          `${name} ${shape} axes ${axes}`,
+        );
+      }
+    }
+  }
+});
+
+leakTest("axes default to all; a scalar axis, [] and a full reduction give NumPy's shapes", async (engine) => {
+  const x = randomArray(2 * 3 * 5, 3);
+  using t = engine.tensor(x, [2, 3, 5]);
+  const all = sum(t);
+  assertEquals(all.shape, []);
+  assertClose(await take(all), refSum(x, [2, 3, 5], [0, 1, 2]).data, sumTol(30));
+  const kept = max(t, undefined, { keepDims: true });
+  assertEquals(kept.shape, [1, 1, 1]);
+  assertClose(await take(kept), refMax(x, [2, 3, 5], [0, 1, 2]).data, exact);
+  const last = mean(t, -1);
+  assertEquals(last.shape, [2, 3]);
+  assertClose(await take(last), refMean(x, [2, 3, 5], [2]).data, meanTol);
+  const none = sum(t, []);
+  assertEquals(none.shape, [2, 3, 5]);
+  assertClose(await take(none), x, exact);
+});
+
+leakTest("logsumexp over axes matches float64 on random shapes", async (engine) => {
+  for (const [k, { shape, axes }] of cases(16, 2).entries()) {
+    const x = randomArray(size(shape), 100 + k, -2, 2);
+    using t = engine.tensor(x, shape);
+    for (const keepDims of [false, true]) {
+      const y = logsumexp(t, spell(axes, shape.length, k), { keepDims });
+      assertEquals(y.shape, reducedShape(shape, axes, keepDims));
+      assertClose(
+        await take(y),
+        refLogsumexp(x, shape, axes, keepDims).data,
+        lseTol,
+        `${shape} axes ${axes}`,
+      );
+    }
+  }
+});
+
+leakTest("softmax and logSoftmax along any axis match float64", async (engine) => {
+  for (const [k, { shape }] of cases(12, 3).entries()) {
+    const x = randomArray(size(shape), 200 + k, -2, 2);
+    using t = engine.tensor(x, shape);
+    const axis = k % shape.length;
+    assertClose(
+      await take(softmax(t, axis)),
+      refSoftmax(x, shape, axis),
+      softmaxTol,
+      `softmax ${shape} axis ${axis}`,
+    );
+    // x − lse: the lse error plus one rounding of a result ≤ ~6 in magnitude.
+    const tol = { rtol: 1e-6, atol: 5e-6 };
+    assertClose(
+      await take(logSoftmax(t, axis - shape.length)),
+      refLogSoftmax(x, shape, axis),
+      tol,
+      `logSoftmax ${shape}`,
+    );
+  }
+});
+
+leakTest("multi-pass rows: 100,003 elements along the inner and the outer axis", async (engine) => {
+  // 100,003 > 4,096 elements per chunk: a second pass folds 25 partials per row. Axis 0 reads with stride 3.
+  for (const shape of [[3, 100_003], [100_003, 3]]) {
+    const axis = shape[0] === 3 ? 1 : 0;
+    const x = randomArray(size(shape), 7);
+    using t = engine.tensor(x, shape);
+    assertClose(await take(sum(t, axis)), refSum(x, shape, [axis]).data, sumTol(100_003), `sum ${shape}`);
+    assertClose(await take(max(t, axis)), refMax(x, shape, [axis]).data, exact, `max ${shape}`);
+    assertClose(await take(logsumexp(t, axis)), refLogsumexp(x, shape, [axis]).data, lseTol, `lse ${shape}`);
+  }
+});
+
+leakTest("one dispatch of more than 65,535 workgroups, over a tensor cut into two windows", async (engine) => {
+  // Rows of 2 are one invocation's each, 256 to a workgroup: 16,777,259 rows need 65,537 workgroups (the grid
+  // spills into y), and 134,218,072 bytes exceed maxStorageBufferBindingSize (128 MiB) by a few rows.
+  const shape = [16_777_259, 2];
+  using t = engine.rand(shape, { seed: 5 });
+  const x = await t.toArray();
+  assertClose(await take(sum(t, 1)), refSum(x, shape, [1]).data, sumTol(2), "sum");
+  assertClose(await take(max(t, -1)), refMax(x, shape, [1]).data, exact, "max");
+});
+
+leakTest("a tensor over maxStorageBufferBindingSize (50M elements, 200 MB) reduces through windows", async (engine) => {
+  const n = 50_000_000;
+  assert(n * 4 > engine.maxBinding && n * 4 <= engine.limits.maxBufferSize, "adapter limits changed: resize");
+  // The exact values the GPU reduces (rand itself is checked bit for bit against Philox), read back once.
+  let x: Float32Array;
+  {
+    using t = engine.rand([n], { seed: 11 });
+    x = (await t.toArray()) as Float32Array;
+    let s = 0;
+    let m = -Infinity;
+    for (let i = 0; i < n; i++) {
+      s += x[i];
+      m = Math.max(m, x[i]);
+    }
+    let e = 0;
+    for (let i = 0; i < n; i++) e += Math.exp(x[i] - m);
+    // One row of 50M (over 65,535·256, a loop the cap would cut short in one invocation): two passes, each
+    // value meeting ≤ ~80 roundings of a partial no larger than the total (all terms ≥ 0), so the relative
+    // error is ≤ 80·2^-24 ≈ 5e-6 in the worst case: rtol 1e-5.
+    assertClose(await take(sum(t)), [s], { rtol: 1e-5, atol: 0 }, "sum");
+    assertClose(await take(mean(t)), [s / n], { rtol: 1e-5, atol: 0 }, "mean");
+    assertClose(await take(max(t)), [m], exact, "max");
+    // log Σ exp(x − m) ≈ 17.4 with terms in (e^-1, 1]: the same relative bound on s becomes ≤ 1e-5 absolute.
+    assertClose(await take(logsumexp(t)), [m + Math.log(e)], { rtol: 0, atol: 1e-5 }, "logsumexp");
+  }
+  {
+    // The same numbers as [8, n/8] reduced over axis 0: rows read with stride n/8 cross the windows, so each
+    // window folds every row into a partial of its own.
+    const cols = n / 8;
+    using t = engine.rand([8, cols], { seed: 11 });
+    const s = new Float64Array(cols);
+    const m = new Float64Array(cols).fill(-Infinity);
+    const e = new Float64Array(cols);
+    for (let i = 0; i < n; i++) {
+      s[i % cols] += x[i];
+      m[i % cols] = Math.max(m[i % cols], x[i]);
+    }
+    for (let i = 0; i < n; i++) e[i % cols] += Math.exp(x[i] - m[i % cols]);
+    assertClose(await take(sum(t, 0)), s, sumTol(8), "strided sum");
+    assertClose(await take(max(t, 0)), m, exact, "strided max");
+    assertClose(await take(logsumexp(t, 0)), m.map((v, c) => v + Math.log(e[c])), lseTol, "strided logsumexp");
+  }
+});
+
+leakTest("NaN and infinities propagate like the reference", async (engine) => {
+  const rows = [
+    [1, NaN, 3, 2],
+    [-Infinity, -Infinity, -Infinity, -Infinity],
+    [1, Infinity, 2, -Infinity],
+    [NaN, Infinity, 0, 0],
+    [5, -Infinity, 5, 1],
+  ];
+  const x = rows.flat();
+  const shape = [rows.length, 4];
+  using t = engine.tensor(x, shape);
+  // Non-finite entries must match exactly; the finite ones (rows 4's lse) within lseTol.
+  assertClose(await take(sum(t, 1)), refSum(x, shape, [1]).data, exact, "sum");
+  assertClose(await take(max(t, 1)), refMax(x, shape, [1]).data, exact, "max");
+  assertClose(await take(logsumexp(t, 1)), refLogsumexp(x, shape, [1]).data, lseTol, "logsumexp");
+});
+
+leakTest("softmax of rows with values near ±1e4 neither overflows nor underflows to NaN", async (engine) => {
+  const x = [1e4, 1e4 - 1, -1e4, 0, 1e4 - 3, -1e4, -1e4 + 2, -1e4 + 0.5, 9999.5, -1e4, 3, -5];
+  const shape = [3, 4];
+  using t = engine.tensor(x, shape);
+  // lse ≈ ±1e4 rounds to f32 within half an ulp of 1e4 (4.9e-4), which x − lse carries into the exponent:
+  // softmax is off by a relative 4.9e-4 and logSoftmax by 4.9e-4 absolute (plus its own rounding).
+  assertClose(await take(softmax(t)), refSoftmax(x, shape, 1), { rtol: 1e-3, atol: 1e-30 }, "softmax");
+  assertClose(
+    await take(logSoftmax(t)),
+    refLogSoftmax(x, shape, 1),
+    { rtol: 1e-6, atol: 1.5e-3 },
+    "logSoftmax",
+  );
+});
+
+// ---- gradients -----------------------------------------------------------------------------------------------
+
+// Gradients of loss = Σ y·w (w random, so each output gets its own upstream gradient) against the float64
+// reference (the backward is a few f32 elementwise ops and one reduction: rtol 1e-5, atol 1e-6) and against
+// central differences of the f32 loss with h = 1e-2 (loss rounding ~1e-6·|loss| / 2h plus O(h²) curvature:
+// rtol 1e-2, atol 2e-3).
+const gradTol = { rtol: 1e-5, atol: 1e-6 };
+const fdTol = { rtol: 1e-2, atol: 2e-3 };
+
+async function checkGrad(
+  engine: Engine,
+  name: string,
+  f: (t: Tensor) => Tensor,
+  x: Float32Array,
+  shape: number[],
+  ref: (x: Float32Array, w: Float32Array) => Float64Array,
+): Promise<void> {
+  using t = engine.tensor(x, shape);
+  const probe = f(t);
+  const outShape = [...probe.shape];
+  probe.dispose();
+  const w = randomArray(size(outShape), 99, 0.5, 1.5);
+  using wt = engine.tensor(w, outShape);
+  const loss = (t: Tensor) => {
+    const y = f(t);
+    const yw = mul(y, wt);
+    const l = sum(yw);
+    return { y, yw, l };
+  };
+  const { y, yw, l } = loss(t);
+  const [g] = grad(l, [t]);
+  for (const v of [y, yw, l]) v.dispose();
+  const ga = await take(g);
+  assertClose(ga, ref(x, w), gradTol, `${name} gradient vs reference`);
+  const indices = [0, Math.floor(x.length / 2), x.length - 1];
+  const fd = await finiteDifference(
+    async (xs) => {
+      using u = engine.tensor(xs, shape);
+      const { y, yw, l } = loss(u);
+      y.dispose();
+      yw.dispose();
+      return (await take(l))[0];
+    },
+    x,
+    indices,
+  );
+  assertClose(indices.map((i) => ga[i]), fd, fdTol, `${name} gradient vs finite differences`);
+}
+
+leakTest("gradients of sum, mean and logsumexp match the reference and finite differences", async (engine) => {
+  const shape = [3, 5, 7];
+  const x = randomArray(size(shape), 31);
+  for (const [axes, keepDims] of [[[1], false], [[0, 2], true], [[-1], true], [undefined, false]] as const) {
+    const ax = axes === undefined ? [0, 1, 2] : axes.map((a) => (a + 3) % 3);
+    const opts = { keepDims };
+    const a = axes === undefined ? undefined : [...axes];
+    await checkGrad(
+      engine,
+      `sum ${axes}`,
+      (t) => sum(t, a, opts),
+      x,
+      shape,
+      (_, w) => refSumGrad(w, shape, ax),
+    );
+    await checkGrad(
+      engine,
+      `mean ${axes}`,
+      (t) => mean(t, a, opts),
+      x,
+      shape,
+      (_, w) => refMeanGrad(w, shape, ax),
+    );
+    await checkGrad(
+      engine,
+      `lse ${axes}`,
+      (t) => logsumexp(t, a, opts),
+      x,
+      shape,
+      (x, w) => refLogsumexpGrad(x, w, shape, ax),
+    );
+  }
+});
+
+leakTest("max gradient matches the reference and finite differences (distinct values)", async (engine) => {
+  const shape = [4, 6];
+  // Distinct values 0.05 apart (> 2h): the finite difference never crosses a tie.
+  const r = rng(8);
+  const x = Float32Array.from(
+    Array.from({ length: 24 }, (_, i) => i * 0.05).map((v) => ({ v, k: r() })).sort((a, b) => a.k - b.k),
+    (e) => e.v,
+  );
+  for (const axes of [[1], [0], [0, 1]]) {
+    await checkGrad(
+      engine,
+      `max ${axes}`,
+      (t) => max(t, axes),
+      x,
+      shape,
+      (x, w) => refMaxGrad(x, w, shape, axes),
+    );
+  }
+});
+
+leakTest("max gradient splits ties evenly", async (engine) => {
+  using t = engine.tensor([1, 3, 3, 2, 2, 2, 0, -1, 4], [3, 3]);
+  const y = max(t, 1);
+  const loss = sum(y);
+  const [g] = grad(loss, [t]);
+  y.dispose();
+  loss.dispose();
+  assertClose(await take(g), [0, 0.5, 0.5, 1 / 3, 1 / 3, 1 / 3, 0, 0, 1], { rtol: 1e-7, atol: 0 });
+});
+
+leakTest("softmax and logSoftmax gradients match the reference and finite differences", async (engine) => {
+  const shape = [4, 3, 5];
+  const x = randomArray(size(shape), 41, -2, 2);
+  for (const axis of [-1, 1, 0]) {
+    const a = (axis + 3) % 3;
+    await checkGrad(
+      engine,
+      `softmax ${axis}`,
+      (t) => softmax(t, axis),
+      x,
+      shape,
+      (x, w) => refSoftmaxGrad(x, w, shape, a),
+    );
+    await checkGrad(
+      engine,
+      `logSoftmax ${axis}`,
+      (t) => logSoftmax(t, axis),
+      x,
+      shape,
+      (x, w) => refLogSoftmaxGrad(x, w, shape, a),
+    );
+  }
+});
+
+// ---- errors --------------------------------------------------------------------------------------------------
+
+leakTest("bad input throws a clear error and allocates nothing", async (engine) => {
+  using t = engine.tensor(randomArray(6, 1), [2, 3]);
+  using ints = engine.tensor(new Int32Array([1, 2, 3]), [3]);
+  for (const op of [sum, mean, max, logsumexp]) {
+    await assertThrows(() => op(ints), TypeError, ["i32"]);
+    await assertThrows(() => op(t, 2), RangeError, ["axis 2", "[2, 3]"]);
+    await assertThrows(() => op(t, -3), RangeError, ["axis -3", "[2, 3]"]);
+    await assertThrows(() => op(t, 0.5), RangeError, ["axis 0.5", "[2, 3]"]);
+    await assertThrows(() => op(t, [1, -1]), RangeError, ["repeat", "[2, 3]"]);
+  }
+  for (const op of [softmax, logSoftmax]) {
+    await assertThrows(() => op(ints), TypeError, ["i32"]);
+    await assertThrows(() => op(t, 2), RangeError, ["axis 2", "[2, 3]"]);
+  }
+  const gone = engine.tensor([1, 2], [2]);
+  gone.dispose();
+  for (const op of [sum, mean, max, logsumexp, softmax, logSoftmax]) {
+    await assertThrows(() => op(gone), Error, ["used after dispose"]);
+  }
+});

@@ -1,0 +1,323 @@
+import { concat, grad, noGrad, reshape, ShapeError, slice, transpose } from "../src/mod.ts";
+import type { DType, Engine, Tensor } from "../src/mod.ts";
+import { refConcat, refPad, refSlice, refTranspose } from "../src/ref/shape.ts";
+import { test } from "./harness.ts";
+import {
+  assertClose,
+  assertEquals,
+  assertNoLeak,
+  assertThrows,
+  finiteDifference,
+  randomArray,
+  rng,
+  take,
+} from "./util.ts";
+
+// Shape ops copy 4-byte elements as raw bits, so every comparison is exact (tolerance 0).
+const DTYPES: DType[] = ["f32", "i32", "u32"];
+const EXACT = { rtol: 0, atol: 0 };
+
+const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+
+/** Values that tell the dtypes apart: f32 fractions, negative i32, u32 above 2^31. */
+function values(dtype: DType, n: number, seed: number): number[] {
+  const r = rng(seed);
+  return Array.from(
+    { length: n },
+    () =>
+      dtype === "f32"
+        ? Math.fround(r() * 8 - 4)
+        : dtype === "i32"
+        ? Math.floor(r() * 2 ** 32) - 2 ** 31
+        : Math.floor(r() * 2 ** 32),
+  );
+}
+
+/** A random shape with dims drawn from 1, small primes and a non-multiple of the workgroup size. */
+function shapeOf(rank: number, seed: number): number[] {
+  const r = rng(seed);
+  const dims = [1, 2, 3, 5, 7, 13, 1, 4];
+  return Array.from(
+    { length: rank },
+    (_, d) => (rank <= 2 && d === rank - 1 && r() < 0.3 ? 257 : dims[Math.floor(r() * dims.length)]),
+  );
+}
+
+function shuffled(n: number, seed: number): number[] {
+  const r = rng(seed);
+  const p = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1));
+    [p[i], p[j]] = [p[j], p[i]];
+  }
+  return p;
+}
+
+async function read(t: Tensor): Promise<number[]> {
+  const a = Array.from(await t.toArray());
+  t.dispose();
+  return a;
+}
+
+test("transpose matches the reference for every dtype, random perms and shapes", async (engine) => {
+  const before = engine.memory();
+  for (let s = 0; s < 24; s++) {
+    const dtype = DTYPES[s % 3];
+    const shape = shapeOf(1 + (s % 6), s);
+    const perm = s % 4 === 0 ? undefined : shuffled(shape.length, s);
+    const x = values(dtype, size(shape), s);
+    using t = engine.tensor(x, shape, dtype);
+    const y = transpose(t, perm);
+    const p = perm ?? shape.map((_, i) => shape.length - 1 - i);
+    assertEquals(y.shape, p.map((a) => shape[a]), `shape of ${shape} by ${p}`);
+    assertEquals(y.dtype, dtype);
+    assertEquals(await read(y), refTranspose(x, shape, p), `${dtype} ${shape} perm ${p}`);
+  }
+  const m = engine.tensor([1, 2, 3, 4, 5, 6], [2, 3]);
+  assertEquals(await read(transpose(m, [-1, 0])), [1, 4, 2, 5, 3, 6], "negative axes in perm");
+  m.dispose();
+  assertNoLeak(engine, before);
+});
+
+test("transpose of [4097, 4099] spans more than 65,535 workgroups", async (engine) => {
+  // 16,793,603 elements = 65,601 workgroups of 256. u32 iota: each output element must name its source index.
+  const [r, c] = [4097, 4099];
+  const x = new Uint32Array(r * c);
+  for (let i = 0; i < x.length; i++) x[i] = i;
+  using t = engine.tensor(x, [r, c], "u32");
+  const y = await take(transpose(t));
+  for (let j = 0; j < c; j++) {
+    for (let i = 0; i < r; i++) {
+      if (y[j * r + i] !== i * c + j) {
+        throw new Error(`out[${j}, ${i}] = ${y[j * r + i]}, expected ${i * c + j}`);
+      }
+    }
+  }
+});
+
+test("slice matches the reference for every dtype, with negative indices", async (engine) => {
+  const before = engine.memory();
+  for (let s = 0; s < 24; s++) {
+    const dtype = DTYPES[s % 3];
+    const shape = shapeOf(1 + (s % 5), 100 + s);
+    const r = rng(s);
+    const given = Math.floor(r() * (shape.length + 1));
+    const begin = shape.map((n) => Math.floor(r() * n));
+    const end = shape.map((n, d) => begin[d] + 1 + Math.floor(r() * (n - begin[d])));
+    // Half the time pass each index counted from the end instead.
+    const starts = begin.slice(0, given).map((b, d) => (r() < 0.5 ? b - shape[d] : b));
+    const ends = end.slice(0, given).map((e, d) => (r() < 0.5 && e < shape[d] ? e - shape[d] : e));
+    const wholeBegin = shape.map((_, d) => (d < given ? begin[d] : 0));
+    const wholeEnd = shape.map((n, d) => (d < given ? end[d] : n));
+    const x = values(dtype, size(shape), s);
+    using t = engine.tensor(x, shape, dtype);
+    const y = slice(t, starts, ends);
+    assertEquals(y.shape, wholeEnd.map((e, d) => e - wholeBegin[d]));
+    assertEquals(
+      await read(y),
+      refSlice(x, shape, wholeBegin, wholeEnd),
+      `${dtype} ${shape} [${starts}] [${ends}]`,
+    );
+  }
+  assertNoLeak(engine, before);
+});
+
+test("concat matches the reference for every dtype and axis", async (engine) => {
+  const before = engine.memory();
+  for (let s = 0; s < 24; s++) {
+    const dtype = DTYPES[s % 3];
+    const shape = shapeOf(1 + (s % 4), 200 + s);
+    const axis = s % shape.length;
+    const r = rng(s);
+    const count = 1 + Math.floor(r() * 4);
+    const shapes = Array.from(
+      { length: count },
+      () => shape.map((n, d) => (d === axis ? 1 + Math.floor(r() * 6) : n)),
+    );
+    const xs = shapes.map((sh, i) => values(dtype, size(sh), 10 * s + i));
+    const ts = xs.map((x, i) => engine.tensor(x, shapes[i], dtype));
+    // Every other case passes the axis counted from the end.
+    const y = concat(ts, s % 2 ? axis - shape.length : axis);
+    assertEquals(y.shape, shape.map((n, d) => (d === axis ? shapes.reduce((a, sh) => a + sh[axis], 0) : n)));
+    assertEquals(
+      await read(y),
+      refConcat(xs, shapes, axis),
+      `${dtype} ${shapes.map((sh) => `[${sh}]`)} axis ${axis}`,
+    );
+    ts.forEach((t) => t.dispose());
+  }
+  assertNoLeak(engine, before);
+});
+
+test("a large concat spans more than 65,535 workgroups", async (engine) => {
+  // Along axis 1 the slabs interleave, so the kernel (not a buffer copy) writes 16.8M elements.
+  const rows = 4099;
+  const a = engine.tensor(Uint32Array.from({ length: rows * 4000 }, (_, i) => i), [rows, 4000], "u32");
+  const b = engine.tensor(Uint32Array.from({ length: rows * 97 }, (_, i) => 2 ** 31 + i), [rows, 97], "u32");
+  const y = await take(concat([a, b], 1));
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < 4097; j++) {
+      const want = j < 4000 ? i * 4000 + j : 2 ** 31 + i * 97 + j - 4000;
+      if (y[i * 4097 + j] !== want) throw new Error(`out[${i}, ${j}] = ${y[i * 4097 + j]}, expected ${want}`);
+    }
+  }
+  a.dispose();
+  b.dispose();
+});
+
+test("slice and concat of tensors over maxStorageBufferBindingSize are split into bindable windows", async (engine) => {
+  // [8200, 4100] u32 is 134,480,000 bytes, over llvmpipe's 128 MiB binding limit: the copies run in chunks of
+  // rows, each bound as a window. Splitting it in halves and joining them back must give the iota again.
+  const [r, c] = [8200, 4100];
+  if (r * c * 4 <= engine.maxBinding) {
+    throw new Error(`pick a larger tensor for a ${engine.maxBinding}-byte limit`);
+  }
+  const before = engine.memory();
+  const iota = new Uint32Array(r * c);
+  for (let i = 0; i < iota.length; i++) iota[i] = i;
+  const x = engine.tensor(iota, [r, c], "u32");
+  const left = slice(x, [0, 0], [r, 2050]);
+  const right = slice(x, [0, 2050], [r, c]);
+  const joined = concat([left, right], 1);
+  left.dispose();
+  right.dispose();
+  const y = await joined.toArray();
+  for (let i = 0; i < y.length; i++) if (y[i] !== i) throw new Error(`joined[${i}] = ${y[i]}`);
+  // A transpose of it cannot be chunked by rows (one output row reads the whole input): a clear error.
+  await assertThrows(() => transpose(x), ShapeError, [
+    "transpose",
+    "[8200, 4100]",
+    "maxStorageBufferBindingSize",
+  ]);
+  for (const t of [x, joined]) t.dispose();
+  assertNoLeak(engine, before);
+});
+
+/** The backward of `op` at x for output gradient g, against the reference VJP and finite differences. */
+async function checkGrad(
+  engine: Engine,
+  name: string,
+  shape: number[],
+  op: (t: Tensor) => Tensor,
+  refVjp: (g: number[], outShape: readonly number[]) => number[],
+  seed: number,
+): Promise<void> {
+  const x = randomArray(size(shape), seed);
+  using t = engine.tensor(x, shape);
+  const y = op(t);
+  const outShape = y.shape;
+  const g = randomArray(y.size, seed + 1);
+  using gt = engine.tensor(g, outShape);
+  // The node's backward with cotangent g is the gradient of Σ g·op(x) (grad() itself is tested below).
+  const grads = noGrad(() => y.node!.backward(gt));
+  const k = y.node!.inputs.indexOf(t);
+  grads.forEach((gi, i) => i !== k && gi?.dispose());
+  y.dispose();
+  const got = await read(grads[k]!);
+  // The backward is a copy plus zeros: exact.
+  assertClose(got, refVjp(Array.from(g), outShape), EXACT, `${name} backward vs reference`);
+  // Σ g·op(x) is linear in x, so central differences are exact up to float64 rounding of the sum.
+  const f = async (v: Float32Array) => {
+    using tv = engine.tensor(v, shape);
+    const out = await read(op(tv));
+    return out.reduce((acc, o, i) => acc + o * g[i], 0);
+  };
+  const idx = [0, Math.floor(x.length / 2), x.length - 1];
+  const fd = await finiteDifference(f, x, idx);
+  assertClose(
+    idx.map((i) => got[i]),
+    fd,
+    { rtol: 1e-6, atol: 1e-6 },
+    `${name} backward vs finite differences`,
+  );
+}
+
+test("gradients of transpose, slice and concat match the reference and finite differences", async (engine) => {
+  const before = engine.memory();
+  const shape = [3, 5, 7];
+  await checkGrad(
+    engine,
+    "transpose",
+    shape,
+    (t) => transpose(t, [2, 0, 1]),
+    (g, os) => refTranspose(g, os, [1, 2, 0]),
+    1,
+  );
+  await checkGrad(
+    engine,
+    "slice",
+    shape,
+    (t) => slice(t, [1, -4], [3, 4]),
+    (g, os) => refPad(g, os, shape, [1, 1, 0]),
+    2,
+  );
+  const other = engine.tensor(randomArray(3 * 2 * 7, 9), [3, 2, 7]);
+  await checkGrad(
+    engine,
+    "concat",
+    shape,
+    (t) => concat([other, t, other], 1),
+    (g, os) => refSlice(g, os, [0, 2, 0], [3, 7, 7]),
+    3,
+  );
+  other.dispose();
+  assertNoLeak(engine, before);
+});
+
+test("grad() flows through a chain of shape ops to every input", async (engine) => {
+  // loss = Σ over a sliced, transposed concat: 1 on the elements that survive the slice, 0 elsewhere.
+  const before = engine.memory();
+  const a = engine.tensor(randomArray(6, 1), [2, 3]);
+  const b = engine.tensor(randomArray(4, 2), [2, 2]);
+  const c = concat([a, b], 1);
+  const t = transpose(c);
+  const s = slice(t, [1, 1], [4, 2]);
+  const flat = reshape(s, [-1]);
+  const first = slice(flat, [0], [1]);
+  const loss = reshape(first, []);
+  const [ga, gb] = grad(loss, [a, b]);
+  // loss = s[0, 0] = t[1, 1] = c[1, 1] = a[1, 1].
+  assertEquals(await read(ga), [0, 0, 0, 0, 1, 0]);
+  assertEquals(await read(gb), [0, 0, 0, 0]);
+  for (const x of [a, b, c, t, s, flat, first, loss]) x.dispose();
+  assertNoLeak(engine, before);
+});
+
+test("bad arguments throw clear errors and leak nothing", async (engine) => {
+  using x = engine.tensor(randomArray(30, 1), [2, 3, 5]);
+  using y = engine.tensor(randomArray(8, 2), [2, 4]);
+  using n = engine.tensor([1, 2, 3, 4, 5, 6, 7, 8], [2, 4], "i32");
+  using one = engine.tensor([1], [1, 1]);
+  // Rank 9 with every dim reversed leaves 9 strided dims, over the kernel's 8.
+  using deep = engine.zeros([2, 2, 2, 2, 2, 2, 2, 2, 2]);
+  const gone = engine.tensor([1, 2], [2]);
+  gone.dispose();
+  const before = engine.memory();
+  await assertThrows(() => transpose(x, [0, 1]), RangeError, ["[0,1]", "[2, 3, 5]"]);
+  await assertThrows(() => transpose(x, [0, 1, 1]), RangeError, ["not a permutation"]);
+  await assertThrows(() => transpose(x, [0, 1, 3]), RangeError, ["axis 3"]);
+  await assertThrows(() => transpose(x, [0, 1.5, 2]), RangeError, ["axis 1.5"]);
+  await assertThrows(() => slice(x, [0, 0, 5], [2, 3, 6]), RangeError, ["dim 2", "[5, 6)", "[2, 3, 5]"]);
+  await assertThrows(() => slice(x, [1], [1]), RangeError, ["dim 0", "empty"]);
+  await assertThrows(() => slice(x, [-3], [2]), RangeError, ["[-1, 2)"]);
+  await assertThrows(() => slice(x, [0, 0], [1]), RangeError, ["equally many"]);
+  await assertThrows(() => slice(x, [0, 0, 0, 0], [1, 1, 1, 1]), RangeError, ["at most one per dim"]);
+  await assertThrows(() => concat([x, y], 0), ShapeError, ["ranks differ", "[2, 3, 5]", "[2, 4]"]);
+  await assertThrows(() => concat([y, y, one], 0), ShapeError, ["[2, 4], [2, 4], [1, 1]", "outside axis 0"]);
+  await assertThrows(() => concat([y, n], 0), TypeError, ["f32 [2, 4]", "i32 [2, 4]"]);
+  await assertThrows(() => concat([y], 2), RangeError, ["axis 2"]);
+  await assertThrows(() => concat([], 0), RangeError, ["at least one"]);
+  await assertThrows(() => reshape(x, [7, -1]), ShapeError, ["[2, 3, 5]", "[7, -1]"]);
+  await assertThrows(() => transpose(deep), ShapeError, ["9 non-contiguous dims"]);
+  for (
+    const op of [
+      () => transpose(gone),
+      () => slice(gone, [0], [1]),
+      () => concat([y, gone]),
+      () => reshape(gone, [2]),
+    ]
+  ) {
+    await assertThrows(op, Error, ["used after dispose", "[2]"]);
+  }
+  assertNoLeak(engine, before);
+});
