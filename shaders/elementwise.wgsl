@@ -53,8 +53,20 @@ fn sigmoid(x: vec4<f32>) -> vec4<f32> {
   return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= ZERO);
 }
 
+// NaN by its bits: compilers may assume x == x, and adapters differ on NaN through exp, tanh or max
+// (SwiftShader: exp(NaN) = Inf, max(NaN, 3) = 3; llvmpipe: tanh(NaN) = -1). Every op here returns a NaN
+// input unchanged, as the float64 reference does; comparisons and backward ops (codes ≥ 26) are exempt.
 fn isNan(x: vec4<f32>) -> vec4<bool> {
-  return x != x;
+  return (bitcast<vec4<u32>>(x) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
+}
+
+fn unaryNan(x: vec4<f32>) -> vec4<f32> {
+  return select(unaryOp(x), x, isNan(x));
+}
+
+fn binaryNan(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+  if (OP >= 26u) { return binaryOp(a, b); }
+  return select(select(binaryOp(a, b), b, isNan(b)), a, isNan(a));
 }
 
 fn unaryOp(x: vec4<f32>) -> vec4<f32> {
@@ -63,10 +75,10 @@ fn unaryOp(x: vec4<f32>) -> vec4<f32> {
     case 1u: { return exp(x); }
     case 2u: { return log(x); }
     case 3u: { return sqrt(x); }
-    case 4u: { return select(ZERO, x, x > ZERO) + select(ZERO, x, isNan(x)); }  // relu, NaN passes through
+    case 4u: { return select(ZERO, x, x > ZERO); }                               // relu
     case 5u: { return 0.5 * x * (1.0 + erf(x * 0.7071067811865476)); }          // gelu (exact, erf form)
     case 6u: { return sigmoid(x); }
-    case 7u: { return select(tanh(x), x, isNan(x)); }  // llvmpipe tanh(NaN) is -1
+    case 7u: { return tanh(x); }
     case 8u: { return abs(x); }
     case 9u: { return x * x; }
     case 10u: { return 1.0 / x; }
@@ -81,7 +93,7 @@ fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     case 22u: { return a * b; }
     case 23u: { return a / b; }
     case 24u: { return pow(a, b); }   // defined as exp2(b * log2(a)): a must be ≥ 0 (as documented)
-    case 25u: { return max(a, b) + select(ZERO, a + b, isNan(a) | isNan(b)); }  // NaN propagates
+    case 25u: { return max(a, b); }
     case 26u: { return select(ZERO, ONE, a == b); }
     case 27u: { return select(ZERO, ONE, a > b); }
     // backward: a is the incoming gradient, b the saved forward input or output
@@ -102,7 +114,7 @@ fn unary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
          @builtin(local_invocation_index) lid: u32) {
   let i = index(wg, nwg, lid);
   if (i * 4u >= p.count) { return; }
-  out_unary[i] = unaryOp(a[i]);
+  out_unary[i] = unaryNan(a[i]);
 }
 
 @compute @workgroup_size(WG)
@@ -111,7 +123,7 @@ fn scalar(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
   let i = index(wg, nwg, lid);
   if (i * 4u >= p.count) { return; }
   let s = vec4<f32>(p.scalar);
-  out_unary[i] = select(binaryOp(a[i], s), binaryOp(s, a[i]), SWAP);
+  out_unary[i] = select(binaryNan(a[i], s), binaryNan(s, a[i]), SWAP);
 }
 
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
@@ -122,7 +134,7 @@ fn binary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
           @builtin(local_invocation_index) lid: u32) {
   let i = index(wg, nwg, lid);
   if (i * 4u >= p.count) { return; }
-  out_binary[i] = binaryOp(a[i], b[i]);
+  out_binary[i] = binaryNan(a[i], b[i]);
 }
 
 fn strides(d: u32) -> vec2<u32> {
@@ -164,5 +176,5 @@ fn broadcast(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
       }
     }
   }
-  out_binary[i] = binaryOp(x, y);
+  out_binary[i] = binaryNan(x, y);
 }

@@ -3,14 +3,15 @@
 // need not be innermost (strided read, no transposing copy). A row is cut into chunks of seg·ITEMS elements;
 // `seg` invocations (a power of two ≤ WG; one workgroup serves WG/seg chunks, so a row of ≤ ITEMS elements
 // is one invocation's) each fold at most ITEMS elements, then tree-reduce in workgroup memory into one
-// partial per pair (row, chunk), numbered row·chunks + chunk. The host repeats passes over the partials, [rows, chunks] contiguous, until one value
-// per row remains.
+// partial per pair (row, chunk), numbered row·chunks + chunk. The host repeats passes over the partials
+// ([rows, chunks], contiguous) until one value per row remains. No invocation loops more than ITEMS·8 times.
 // Every accumulator is a vec2: OP 0 sum (x), OP 1 max (x), OP 2 logsumexp as (running max m, Σ exp(v − m)),
 // merged like online softmax; the last pass writes m + log(s).
 // A tensor over maxStorageBufferBindingSize is read one window at a time: elements [first, first + count) are
 // bound at binding 1 and a dispatch reduces pairs [pair0, pair0 + npairs), reading only offsets inside the
 // window. Windows cut between pairs (contiguous rows) write partial `pair`; windows that each see every pair
 // (strided rows) write partial pair·nwin + win, and the next pass folds those too.
+// Entry points: main (tree over seg invocations per pair), serial (seg = 1: one invocation per pair).
 // Bindings: 0 params (uniform), 1 x (storage, read; pairs when PAIRS_IN), 2 out (storage; pairs when PAIRS_OUT).
 struct Params {
   len: u32,      // elements per row
@@ -30,7 +31,7 @@ struct Params {
 }
 
 override WG: u32 = 256;
-override ITEMS: u32 = 16;
+override ITEMS: u32 = 64;
 override OP: u32 = 0;
 override PAIRS_IN: bool = false;
 override PAIRS_OUT: bool = false;
@@ -41,8 +42,8 @@ override PAIRS_OUT: bool = false;
 
 var<workgroup> partial: array<vec2<f32>, WG>;
 
-// Entry d of list L of p.lists (0 kept shape, 1 kept stride, 2 reduced shape, 3 reduced stride).
-fn entry(list: u32, d: u32) -> u32 {
+// Entry d of list `list` of p.lists (0 kept shape, 1 kept stride, 2 reduced shape, 3 reduced stride).
+fn dimOf(list: u32, d: u32) -> u32 {
   return p.lists[2u * list + d / 4u][d % 4u];
 }
 
@@ -54,11 +55,11 @@ fn offsetOf(i: u32, rank: u32, dims: u32) -> u32 {
   var rest = i;
   var off = 0u;
   for (var d = rank - 1u; d > 0u && d < 8u; d--) {
-    let n = entry(dims, d);
-    off += (rest % n) * entry(dims + 1u, d);
+    let n = dimOf(dims, d);
+    off += (rest % n) * dimOf(dims + 1u, d);
     rest /= n;
   }
-  return off + rest * entry(dims + 1u, 0u);
+  return off + rest * dimOf(dims + 1u, 0u);
 }
 
 // max that returns NaN when either side is NaN (WGSL's max may drop it).
@@ -93,25 +94,48 @@ fn load(i: u32) -> vec2<f32> {
   return vec2<f32>(x[i], 1.0);  // logsumexp of one value v: m = v, s = 1 (sum and max ignore y)
 }
 
+// Linear workgroup index (the runner spreads more than 65,535 workgroups over x and y); shared by both entries.
+fn workgroupIndex(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return wg.y * nwg.x + wg.x;
+}
+
+// Folds the elements t, t + seg, ... (at most ITEMS) of the chunk of `pair` that lie in the bound window.
+fn fold(pair: u32, t: u32) -> vec2<f32> {
+  var acc = identity();
+  let base = offsetOf(pair / p.chunks, p.krank, KEPT);
+  let start = (pair % p.chunks) * p.seg * ITEMS + t;
+  for (var k = 0u; k < ITEMS; k++) {
+    let j = start + k * p.seg;
+    if (j >= p.len) { break; }
+    let off = base + offsetOf(j, p.rrank, REDUCED);
+    if (off >= p.first && off - p.first < p.count) {
+      acc = combine(acc, load(off - p.first));
+    }
+  }
+  return acc;
+}
+
+fn store(pair: u32, acc: vec2<f32>) {
+  let o = pair * p.nwin + p.win;
+  if (PAIRS_OUT) {
+    out[2u * o] = acc.x;
+    out[2u * o + 1u] = acc.y;
+  } else if (OP == 2u) {
+    out[o] = acc.x + log(acc.y);
+  } else {
+    out[o] = acc.x * p.scale;
+  }
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let t = lid % p.seg;
-  let local = (wg.y * nwg.x + wg.x) * (WG / p.seg) + lid / p.seg;
-  let pair = p.pair0 + local;
-  let live = local < p.npairs;
+  let i = workgroupIndex(wg, nwg) * (WG / p.seg) + lid / p.seg;
+  let live = i < p.npairs;
   var acc = identity();
   if (live) {
-    let base = offsetOf(pair / p.chunks, p.krank, KEPT);
-    let start = (pair % p.chunks) * p.seg * ITEMS + t;
-    for (var k = 0u; k < ITEMS; k++) {
-      let j = start + k * p.seg;
-      if (j >= p.len) { break; }
-      let off = base + offsetOf(j, p.rrank, REDUCED);
-      if (off >= p.first && off - p.first < p.count) {
-        acc = combine(acc, load(off - p.first));
-      }
-    }
+    acc = fold(p.pair0 + i, t);
   }
   partial[lid] = acc;
   for (var s = p.seg / 2u; s > 0u; s /= 2u) {
@@ -121,14 +145,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       partial[lid] = acc;
     }
   }
-  if (!live || t != 0u) { return; }
-  let o = pair * p.nwin + p.win;
-  if (PAIRS_OUT) {
-    out[2u * o] = acc.x;
-    out[2u * o + 1u] = acc.y;
-  } else if (OP == 2u) {
-    out[o] = acc.x + log(acc.y);
-  } else {
-    out[o] = acc.x * p.scale;
+  if (live && t == 0u) {
+    store(p.pair0 + i, acc);
+  }
+}
+
+// seg = 1 (rows of ≤ ITEMS elements): each invocation folds a whole pair; no workgroup memory and no barrier,
+// which also spares llvmpipe the per-workgroup cost of running invocations as coroutines.
+@compute @workgroup_size(WG)
+fn serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let i = workgroupIndex(wg, nwg) * WG + lid;
+  if (i < p.npairs) {
+    store(p.pair0 + i, fold(p.pair0 + i, 0u));
   }
 }

@@ -110,7 +110,9 @@ export async function init(options: InitOptions = {}): Promise<Engine> {
     maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
     maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
   };
-  const requiredFeatures: GPUFeatureName[] = adapter.features.has("timestamp-query") ? ["timestamp-query"] : [];
+  const requiredFeatures: GPUFeatureName[] = adapter.features.has("timestamp-query")
+    ? ["timestamp-query"]
+    : [];
   let device: GPUDevice;
   try {
     device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
@@ -171,7 +173,8 @@ export class Engine {
 
   /** A tensor from host data; `data` may be a typed array or a plain array (dtype f32 unless given). */
   tensor(data: ArrayLike<number> | TypedArray, shape?: readonly number[], dtype?: DType): Tensor {
-    const dt: DType = dtype ?? (data instanceof Int32Array ? "i32" : data instanceof Uint32Array ? "u32" : "f32");
+    const dt: DType = dtype ??
+      (data instanceof Int32Array ? "i32" : data instanceof Uint32Array ? "u32" : "f32");
     const sh = shape ?? [data.length];
     if (shapeSize(sh) !== data.length) {
       throw new ShapeError(`tensor: ${data.length} values do not fill shape ${fmtShape(sh)}`);
@@ -180,7 +183,11 @@ export class Engine {
     // queue.writeBuffer runs before the unsubmitted encoder: if that encoder still reads this buffer's old
     // contents (it was freed during this batch), submit the encoder first.
     if (this.#freedThisBatch.has(t.buffer)) this.flush();
-    const host = dt === "f32" ? Float32Array.from(data) : dt === "i32" ? Int32Array.from(data) : Uint32Array.from(data);
+    const host = dt === "f32"
+      ? Float32Array.from(data)
+      : dt === "i32"
+      ? Int32Array.from(data)
+      : Uint32Array.from(data);
     this.device.queue.writeBuffer(t.buffer, 0, host.buffer, host.byteOffset, host.byteLength);
     return t;
   }
@@ -217,7 +224,12 @@ export class Engine {
 
   /** Live tensors and their bytes; `pooledBytes` are freed buffers kept for reuse. */
   memory(): { tensors: number; bytes: number; pooledBytes: number; peakBytes: number } {
-    return { tensors: this.#live.size, bytes: this.#liveBytes, pooledBytes: this.#pooledBytes, peakBytes: this.#peakBytes };
+    return {
+      tensors: this.#live.size,
+      bytes: this.#liveBytes,
+      pooledBytes: this.#pooledBytes,
+      peakBytes: this.#peakBytes,
+    };
   }
 
   /** Starts a new peak: memory().peakBytes is the most live bytes since the last call. */
@@ -265,7 +277,9 @@ export class Engine {
     const bytes = size * 4;
     if (bytes > this.limits.maxBufferSize) {
       throw new ShapeError(
-        `tensor ${fmtShape(shape)} needs ${bytes} bytes, over the adapter's maxBufferSize of ${this.limits.maxBufferSize}`,
+        `tensor ${
+          fmtShape(shape)
+        } needs ${bytes} bytes, over the adapter's maxBufferSize of ${this.limits.maxBufferSize}`,
       );
     }
     const t = new Tensor(this, this.#acquire(bytes), [...shape], dtype);
@@ -308,7 +322,9 @@ export class Engine {
     const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
     const x = Math.min(k.workgroups, maxDim);
     const y = Math.ceil(k.workgroups / maxDim);
-    if (y > maxDim) throw new ShapeError(`${k.op}: ${k.workgroups} workgroups exceed ${maxDim}² per dispatch`);
+    if (y > maxDim) {
+      throw new ShapeError(`${k.op}: ${k.workgroups} workgroups exceed ${maxDim}² per dispatch`);
+    }
     if (k.workgroups === 0) return;
     const pipeline = this.pipeline(k.op, k.shader, k.entry ?? "main", k.constants ?? {});
     if (this.#arenaUsed === ARENA_SLOTS || this.#dispatches >= this.batchSize) this.flush();
@@ -346,7 +362,10 @@ export class Engine {
       if (code === undefined) throw new Error(`${op}: no shader named '${shader}' (run deno task build)`);
       this.device.pushErrorScope("validation");
       const module = this.device.createShaderModule({ code, label: shader });
-      p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: entry, constants } });
+      p = this.device.createComputePipeline({
+        layout: "auto",
+        compute: { module, entryPoint: entry, constants },
+      });
       this.#watch(`${op} (shader ${shader}.wgsl, entry ${entry})`);
       this.#pipelines.set(key, p);
     }
@@ -377,9 +396,11 @@ export class Engine {
   }
 
   #watch(op: string): void {
-    this.#errors.push(this.device.popErrorScope().then((e) => {
-      if (e) throw new KernelError(`${op}: ${e.message} (the batch of work recorded with it was dropped)`);
-    }));
+    this.#errors.push(
+      this.device.popErrorScope().then((e) => {
+        if (e) throw new KernelError(`${op}: ${e.message} (the batch of work recorded with it was dropped)`);
+      }),
+    );
   }
 
   #computePass(): GPUComputePassEncoder {
@@ -448,14 +469,21 @@ export class Engine {
   async read(t: Tensor): Promise<TypedArray> {
     this.#checkAlive();
     const bytes = t.bytes;
-    const staging = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const staging = this.device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
     try {
       this.copy(t.buffer, 0, staging, 0, bytes);
       this.flush();
       await this.#settle(staging.mapAsync(GPUMapMode.READ));
       const copy = staging.getMappedRange().slice(0);
       staging.unmap();
-      return t.dtype === "f32" ? new Float32Array(copy) : t.dtype === "i32" ? new Int32Array(copy) : new Uint32Array(copy);
+      return t.dtype === "f32"
+        ? new Float32Array(copy)
+        : t.dtype === "i32"
+        ? new Int32Array(copy)
+        : new Uint32Array(copy);
     } finally {
       staging.destroy();
     }
@@ -475,7 +503,10 @@ export class Engine {
       size: capacity * 8,
       usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
     });
-    const staging = this.device.createBuffer({ size: capacity * 8, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const staging = this.device.createBuffer({
+      size: capacity * 8,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
     try {
       fn();
       this.#endPass();

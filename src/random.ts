@@ -14,7 +14,9 @@ function generate(
   seed: number,
   value: number,
 ): Tensor {
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError(`${op}: seed must be an integer in [0, 2^53), got ${seed}`);
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new RangeError(`${op}: seed must be an integer in [0, 2^53), got ${seed}`);
+  }
   const out = engine.empty(shape, dtype);
   const bits = new DataView(new ArrayBuffer(4));
   if (dtype === "f32") bits.setFloat32(0, value, true);
@@ -25,7 +27,13 @@ function generate(
       op,
       shader: "random",
       constants: { WG, MODE: MODES[mode] },
-      params: new Params().u32(w.count, w.first, seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0, bits.getUint32(0, true)),
+      params: new Params().u32(
+        w.count,
+        w.first,
+        seed >>> 0,
+        Math.floor(seed / 2 ** 32) >>> 0,
+        bits.getUint32(0, true),
+      ),
       buffers: [w.binding],
       workgroups: Math.ceil(w.count / WG),
     });

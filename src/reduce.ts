@@ -1,6 +1,6 @@
 // Reductions over axes: sum, mean, max, logsumexp, and softmax / logSoftmax built on them (shaders/reduce.wgsl;
 // CPU reference in src/ref/reduce.ts).
-import { record } from "./autograd.ts";
+import { noGrad, record } from "./autograd.ts";
 import { Params, type Window, windows } from "./engine.ts";
 import { checkF32, div, equal, exp, mul, sub } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
@@ -39,10 +39,13 @@ function keptShape(shape: readonly number[], axes: number[]): number[] {
 
 /**
  * Kept and reduced dims as (shape, stride) lists in input order, size-1 dims dropped and neighbours of the same
- * kind merged, so the common cases read contiguously with one division per element.
+ * kind merged, so the common cases (one kept and one reduced list) need no division per element.
  */
 function split(shape: readonly number[], axes: number[]) {
-  const dims = { kept: { shape: [] as number[], stride: [] as number[] }, reduced: { shape: [] as number[], stride: [] as number[] } };
+  const dims = {
+    kept: { shape: [] as number[], stride: [] as number[] },
+    reduced: { shape: [] as number[], stride: [] as number[] },
+  };
   let stride = 1;
   let last: typeof dims.kept | null = null;
   for (let d = shape.length - 1; d >= 0; d--) {
@@ -92,7 +95,13 @@ function slices(x: Tensor, contiguous: boolean, len: number, chunks: number, spa
       if (end + step <= total && start(end + step) - first <= limit) end += step;
     }
     const count = start(end) - first;
-    out.push({ first, count, binding: { buffer: x.buffer, offset: first * 4, size: count * 4 }, pair0: q, npairs: end - q });
+    out.push({
+      first,
+      count,
+      binding: { buffer: x.buffer, offset: first * 4, size: count * 4 },
+      pair0: q,
+      npairs: end - q,
+    });
     q = end;
   }
   return { nwin: 1, slices: out };
@@ -102,13 +111,21 @@ function slices(x: Tensor, contiguous: boolean, len: number, chunks: number, spa
  * Records the passes reducing the given axes of `x` with OP and returns the result (shape `outShape`). The
  * first pass reads `x` window by window; each later pass reduces the contiguous partials of the one before.
  */
-function reduce(op: keyof typeof OPS, name: string, x: Tensor, axes: number[], outShape: number[], scale = 1): Tensor {
+function reduce(
+  op: keyof typeof OPS,
+  name: string,
+  x: Tensor,
+  axes: number[],
+  outShape: number[],
+  scale = 1,
+): Tensor {
   const e = x.engine;
   const pairs = op === "logsumexp";
   let { kept, reduced } = split(x.shape, axes);
   const rows = product(kept.shape);
   let len = product(reduced.shape);
-  const contiguous = kept.shape.length <= 1 && reduced.shape.length <= 1 && reduced.stride.every((s) => s === 1);
+  const contiguous = kept.shape.length <= 1 && reduced.shape.length <= 1 &&
+    reduced.stride.every((s) => s === 1);
   let source = x;
   for (let pass = 0;; pass++) {
     // Invocations per chunk: enough that each folds ≤ ITEMS elements (short rows: one invocation per row).
@@ -119,10 +136,11 @@ function reduce(op: keyof typeof OPS, name: string, x: Tensor, axes: number[], o
       : { nwin: 1, slices: windows(source).map((w): Slice => ({ ...w, pair0: 0, npairs: rows * chunks })) };
     const last = chunks * nwin === 1;
     const count = last ? rows : rows * chunks * nwin * (pairs ? 2 : 1);
-    if (count * 4 > e.maxBinding) {
+    const bytes = count * 4;
+    if (bytes > e.maxBinding) {
       throw new ShapeError(
-        `${name}: reducing axes [${axes}] of ${fmtShape(x.shape)} leaves ${count * 4} bytes of partials, over ` +
-          `maxStorageBufferBindingSize (${e.maxBinding} bytes)`,
+        `${name}: reducing axes [${axes}] of ${fmtShape(x.shape)} leaves ${bytes} bytes of partials, ` +
+          `over maxStorageBufferBindingSize (${e.maxBinding} bytes)`,
       );
     }
     const out = e.empty(last ? outShape : [count]);
@@ -130,7 +148,14 @@ function reduce(op: keyof typeof OPS, name: string, x: Tensor, axes: number[], o
       e.run({
         op: name,
         shader: "reduce",
-        constants: { WG, ITEMS, OP: OPS[op], PAIRS_IN: pairs && pass > 0 ? 1 : 0, PAIRS_OUT: pairs && !last ? 1 : 0 },
+        entry: seg === 1 ? "serial" : "main",
+        constants: {
+          WG,
+          ITEMS,
+          OP: OPS[op],
+          PAIRS_IN: pairs && pass > 0 ? 1 : 0,
+          PAIRS_OUT: pairs && !last ? 1 : 0,
+        },
         params: new Params()
           .u32(len, chunks, seg, s.first, s.count, s.pair0, s.npairs, nwin, nwin === 1 ? 0 : w)
           .u32(kept.shape.length, reduced.shape.length).f32(last ? scale : 1, -Infinity)
@@ -159,14 +184,14 @@ function reduction(
   axesArg: number | number[] | undefined,
   opts: ReduceOptions,
   backward: (g: Tensor, y: Tensor, axes: number[]) => Tensor,
-  mean = false,
+  average = false,
 ): Tensor {
   checkF32(name, x);
   const axes = normalizeAxes(name, x.shape, axesArg);
   const keep = keptShape(x.shape, axes);
   const outShape = opts.keepDims ? keep : x.shape.filter((_, i) => !axes.includes(i));
   const len = product(axes.map((a) => x.shape[a]));
-  const y = reduce(op, name, x, axes, outShape, mean ? 1 / len : 1);
+  const y = reduce(op, name, x, axes, outShape, average ? 1 / len : 1);
   return record(y, name, [x], (g) => {
     const gk = asShape(g, keep);
     const yk = op === "sum" ? y : asShape(y, keep);
@@ -217,27 +242,22 @@ export function max(x: Tensor, axes?: number | number[], opts: ReduceOptions = {
 /** log Σ exp(x) over `axes` (all by default), computed without overflow (running max, online rescaling). */
 export function logsumexp(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
   return reduction("logsumexp", "logsumexp", x, axes, opts, (g, y) => {
-    const p = softmaxFrom(x, y);
+    // g·softmax = g·exp(x − y)
+    const d = sub(x, y);
+    const p = exp(d);
+    d.dispose();
     const r = mul(p, g);
     p.dispose();
     return r;
   });
 }
 
-/** exp(x − lse) with lse in keepDims shape. */
-function softmaxFrom(x: Tensor, lse: Tensor): Tensor {
-  const d = sub(x, lse);
-  const p = exp(d);
-  d.dispose();
-  return p;
-}
-
-/** x − logsumexp(x) along one axis, by a forward that records no inner nodes. */
+/** x − logsumexp(x) along one axis, recording no graph (the callers record one node for the whole op). */
 function logSoftmaxRaw(name: string, x: Tensor, axis: number): Tensor {
   checkF32(name, x);
   const axes = normalizeAxes(name, x.shape, axis);
   const lse = reduce("logsumexp", name, x, axes, keptShape(x.shape, axes));
-  const r = sub(x, lse);
+  const r = noGrad(() => sub(x, lse));
   lse.dispose();
   return r;
 }
@@ -245,7 +265,7 @@ function logSoftmaxRaw(name: string, x: Tensor, axis: number): Tensor {
 /** exp(x) normalised along `axis` (default the last), via logsumexp so large values do not overflow. */
 export function softmax(x: Tensor, axis = -1): Tensor {
   const logits = logSoftmaxRaw("softmax", x, axis);
-  const y = exp(logits);
+  const y = noGrad(() => exp(logits));
   logits.dispose();
   return record(y, "softmax", [x], (g) => {
     // y·(g − Σ g·y)

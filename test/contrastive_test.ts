@@ -14,6 +14,7 @@ import { test } from "./harness.ts";
 import {
   assert,
   assertClose,
+  assertCloseScaled,
   assertNoLeak,
   assertThrows,
   finiteDifference,
@@ -26,9 +27,7 @@ import {
 // 1e-4 × the largest |expected| covers elements near zero, whose f32 error is set by the larger terms they
 // cancel (a sum of ~2N terms of that size, each with f32 rounding 6e-8).
 function close(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, rtol = 1e-4): void {
-  let scale = 0;
-  for (let i = 0; i < expected.length; i++) scale = Math.max(scale, Math.abs(expected[i]));
-  assertClose(actual, expected, { rtol, atol: rtol * scale }, what);
+  assertCloseScaled(actual, expected, rtol, what);
 }
 
 async function lossAndGrads(

@@ -5,6 +5,7 @@ import { test } from "./harness.ts";
 import {
   assert,
   assertClose,
+  assertCloseScaled,
   assertNoLeak,
   assertThrows,
   finiteDifference,
@@ -17,9 +18,7 @@ import {
 // 6e-8 each, growing like √terms through the tree reductions and the matmul's K loop), and the off-diagonal sums
 // are formed as Σ_all − Σ_diagonal, which cancels terms of the size of the diagonal.
 function close(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, rtol = 1e-4): void {
-  let scale = 0;
-  for (let i = 0; i < expected.length; i++) scale = Math.max(scale, Math.abs(expected[i]));
-  assertClose(actual, expected, { rtol, atol: rtol * scale }, what);
+  assertCloseScaled(actual, expected, rtol, what);
 }
 
 /**

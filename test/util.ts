@@ -52,6 +52,21 @@ export function assertClose(
   }
 }
 
+/**
+ * assertClose with atol = rtol × the largest |expected|: for outputs whose small elements come from cancelling
+ * larger terms, so their f32 error is set by the size of those terms rather than their own.
+ */
+export function assertCloseScaled(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  rtol: number,
+  message = "",
+): void {
+  let scale = 0;
+  for (let i = 0; i < expected.length; i++) scale = Math.max(scale, Math.abs(expected[i]));
+  assertClose(actual, expected, { rtol, atol: rtol * scale }, message);
+}
+
 /** Runs `fn` and checks it throws an error of `type` whose message contains every string in `includes`. */
 export async function assertThrows(
   fn: () => unknown,

@@ -110,7 +110,11 @@ export function refBinary(
 }
 
 /** Sums a broadcast gradient of `outShape` back to `shape`. */
-export function refUnbroadcast(g: ArrayLike<number>, outShape: readonly number[], shape: readonly number[]): Float64Array {
+export function refUnbroadcast(
+  g: ArrayLike<number>,
+  outShape: readonly number[],
+  shape: readonly number[],
+): Float64Array {
   const out = new Float64Array(shape.reduce((x, y) => x * y, 1));
   for (let i = 0; i < g.length; i++) out[broadcastIndex(unravel(i, outShape), shape)] += g[i];
   return out;

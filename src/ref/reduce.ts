@@ -30,7 +30,9 @@ function rowOf(shape: readonly number[], axes: readonly number[]): Uint32Array {
 }
 
 export function reducedShape(shape: readonly number[], axes: readonly number[], keepDims: boolean): number[] {
-  return keepDims ? shape.map((d, i) => (axes.includes(i) ? 1 : d)) : shape.filter((_, i) => !axes.includes(i));
+  return keepDims
+    ? shape.map((d, i) => (axes.includes(i) ? 1 : d))
+    : shape.filter((_, i) => !axes.includes(i));
 }
 
 function fold(
@@ -48,22 +50,38 @@ function fold(
   return { data, shape: out };
 }
 
-const lengthOf = (shape: readonly number[], axes: readonly number[]) => axes.reduce((n, a) => n * shape[a], 1);
+const lengthOf = (shape: readonly number[], axes: readonly number[]) =>
+  axes.reduce((n, a) => n * shape[a], 1);
 
 /** Max that propagates NaN. */
 const maxNaN = (a: number, b: number) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : Math.max(a, b));
 
-export function refSum(x: ArrayLike<number>, shape: readonly number[], axes: readonly number[], keepDims = false): Reduced {
+export function refSum(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  axes: readonly number[],
+  keepDims = false,
+): Reduced {
   return fold(x, shape, axes, keepDims, 0, (a, v) => a + v);
 }
 
-export function refMean(x: ArrayLike<number>, shape: readonly number[], axes: readonly number[], keepDims = false): Reduced {
+export function refMean(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  axes: readonly number[],
+  keepDims = false,
+): Reduced {
   const r = refSum(x, shape, axes, keepDims);
   const n = lengthOf(shape, axes);
   return { data: r.data.map((v) => v / n), shape: r.shape };
 }
 
-export function refMax(x: ArrayLike<number>, shape: readonly number[], axes: readonly number[], keepDims = false): Reduced {
+export function refMax(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  axes: readonly number[],
+  keepDims = false,
+): Reduced {
   return fold(x, shape, axes, keepDims, -Infinity, maxNaN);
 }
 
@@ -95,11 +113,19 @@ export function refSoftmax(x: ArrayLike<number>, shape: readonly number[], axis:
 
 // ---- gradients: dL/dx given x and dL/dy (g in the reduced shape, either keepDims or not) ---------------------
 
-export function refSumGrad(g: ArrayLike<number>, shape: readonly number[], axes: readonly number[]): Float64Array {
+export function refSumGrad(
+  g: ArrayLike<number>,
+  shape: readonly number[],
+  axes: readonly number[],
+): Float64Array {
   return Float64Array.from(rowOf(shape, axes), (r) => g[r]);
 }
 
-export function refMeanGrad(g: ArrayLike<number>, shape: readonly number[], axes: readonly number[]): Float64Array {
+export function refMeanGrad(
+  g: ArrayLike<number>,
+  shape: readonly number[],
+  axes: readonly number[],
+): Float64Array {
   const n = lengthOf(shape, axes);
   return refSumGrad(g, shape, axes).map((v) => v / n);
 }
