@@ -5,6 +5,7 @@
 import {
   colorizationTask,
   denoiseTask,
+  identityParams,
   jigsawTask,
   maskedImageTask,
   maskedTokenTask,
@@ -83,18 +84,7 @@ export async function bench(ctx: BenchContext): Promise<void> {
   using x = engine.tensor(host, shape);
   const sub = 16;
   const subShape = [sub, 3, size, size];
-  const identity = (q: Partial<SampleParams>): SampleParams => ({
-    crop: { top: 0, left: 0, height: size, width: size },
-    flip: false,
-    rotate: 0,
-    jitter: null,
-    grayscale: false,
-    erase: null,
-    noise: 0,
-    blur: 0,
-    solarize: null,
-    ...q,
-  });
+  const identity = (q: Partial<SampleParams>): SampleParams => ({ ...identityParams(size, size), ...q });
   const tokenShape = [n, 512];
   const ids = Int32Array.from({ length: n * 512 }, (_, i) => (i * 7919) % 30000);
   using tokens = engine.tensor(ids, tokenShape, "i32");

@@ -13,6 +13,8 @@
 //              (A_ROW / B_ROW: it varies along that dim, with stride 1) or one value for all four.
 //                                                                  bindings: 1 a, 2 b, 3 out
 // Op codes: unary 0..19, binary 20..; backward ops take (gradient, saved value).
+//! include lib/nan.wgsl
+
 struct Params {
   count: u32,     // output elements in this window
   rank: u32,
@@ -53,20 +55,17 @@ fn sigmoid(x: vec4<f32>) -> vec4<f32> {
   return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= ZERO);
 }
 
-// NaN by its bits: compilers may assume x == x, and adapters differ on NaN through exp, tanh or max
-// (SwiftShader: exp(NaN) = Inf, max(NaN, 3) = 3; llvmpipe: tanh(NaN) = -1). Every op here returns a NaN
-// input unchanged, as the float64 reference does; comparisons and backward ops (codes ≥ 26) are exempt.
-fn isNan(x: vec4<f32>) -> vec4<bool> {
-  return (bitcast<vec4<u32>>(x) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
-}
+// Adapters differ on NaN through exp, tanh or max (SwiftShader: exp(NaN) = Inf, max(NaN, 3) = 3; llvmpipe:
+// tanh(NaN) = -1). Every op here returns a NaN input unchanged, as the float64 reference does; comparisons and
+// backward ops (codes ≥ 26) are exempt.
 
 fn unaryNan(x: vec4<f32>) -> vec4<f32> {
-  return select(unaryOp(x), x, isNan(x));
+  return select(unaryOp(x), x, isNan4(x));
 }
 
 fn binaryNan(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
   if (OP >= 26u) { return binaryOp(a, b); }
-  return select(select(binaryOp(a, b), b, isNan(b)), a, isNan(a));
+  return select(select(binaryOp(a, b), b, isNan4(b)), a, isNan4(a));
 }
 
 fn unaryOp(x: vec4<f32>) -> vec4<f32> {

@@ -13,6 +13,8 @@
 // (strided rows) write partial pair·nwin + win, and the next pass folds those too.
 // Entry points: main (tree over seg invocations per pair), serial (seg = 1: one invocation per pair).
 // Bindings: 0 params (uniform), 1 x (storage, read; pairs when PAIRS_IN), 2 out (storage; pairs when PAIRS_OUT).
+//! include lib/nan.wgsl
+
 struct Params {
   len: u32,      // elements per row
   chunks: u32,   // chunks per row
@@ -64,7 +66,7 @@ fn offsetOf(i: u32, rank: u32, dims: u32) -> u32 {
 
 // max that returns NaN when either side is NaN (WGSL's max may drop it).
 fn maxNaN(a: f32, b: f32) -> f32 {
-  return select(max(a, b), a + b, a != a || b != b);
+  return select(select(max(a, b), b, isNan(b)), a, isNan(a));
 }
 
 // exp(v − m) for a term v merged under the new max m; 1 when v == m, so m = ±∞ gives no ∞ − ∞.

@@ -109,6 +109,7 @@ function roundHalfEven(x: number): number {
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
+/** Parameters that leave an h×w image as it is: a starting point for hand-made `applyParams` records. */
 export function identityParams(h: number, w: number): SampleParams {
   return {
     crop: { top: 0, left: 0, height: h, width: w },

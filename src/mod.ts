@@ -1,16 +1,91 @@
 // pretext: a WebGPU compute engine for self-supervised learning. Ops are functions on tensors; the engine is
-// taken from their inputs.
+// taken from their inputs. This file is the public surface: helpers the op modules share stay internal.
 export { type Binding, Engine, init, type InitOptions, type Kernel, Params } from "./engine.ts";
 export { type DType, type GradNode, Tensor, type TypedArray } from "./tensor.ts";
 export { DeviceError, DeviceLostError, KernelError, ShapeError } from "./errors.ts";
 export { grad, noGrad } from "./autograd.ts";
-export * from "./elementwise.ts";
-export * from "./reduce.ts";
-export * from "./shape.ts";
-export * from "./matmul.ts";
-export * from "./nn.ts";
-export * from "./contrastive.ts";
-export * from "./augment.ts";
-export * from "./pretext.ts";
-export * from "./reconstruction.ts";
-export * from "./joint_embedding.ts";
+export {
+  abs,
+  add,
+  div,
+  equal,
+  exp,
+  gelu,
+  greater,
+  log,
+  maximum,
+  mul,
+  neg,
+  type Operand,
+  pow,
+  relu,
+  sigmoid,
+  sqrt,
+  square,
+  sub,
+  tanh,
+} from "./elementwise.ts";
+export { logSoftmax, logsumexp, max, mean, type ReduceOptions, softmax, sum } from "./reduce.ts";
+export { concat, reshape, slice, transpose } from "./shape.ts";
+export { matmul, type MatmulOptions } from "./matmul.ts";
+export { crossEntropy, normalize } from "./nn.ts";
+export {
+  infoNCE,
+  type InfoNCEOptions,
+  negativeCosine,
+  ntXent,
+  type NTXentOptions,
+  supCon,
+  type SupConOptions,
+} from "./contrastive.ts";
+export { barlowTwins, type BarlowTwinsOptions, vicreg, type VICRegOptions } from "./joint_embedding.ts";
+export {
+  bceWithLogits,
+  huber,
+  l1,
+  type LossOptions,
+  maskedMSE,
+  mse,
+  type Reduction,
+  smoothL1,
+  ssim,
+  ssimLoss,
+  type SSIMOptions,
+} from "./reconstruction.ts";
+export {
+  type ApplyOptions,
+  applyParams,
+  type Augmented,
+  type Box,
+  byolViews,
+  colorJitter,
+  type FactorRange,
+  gaussianBlur,
+  gaussianNoise,
+  horizontalFlip,
+  identityParams,
+  images,
+  type Jitter,
+  type JitterOptions,
+  normalizeChannels,
+  randomErasing,
+  randomGrayscale,
+  type RandomOptions,
+  randomResizedCrop,
+  rotate90,
+  type SampleParams,
+  simclrViews,
+  solarize,
+  type Views,
+} from "./augment.ts";
+export {
+  colorizationTask,
+  denoiseTask,
+  jigsawPermutations,
+  jigsawTask,
+  maskedImageTask,
+  maskedTokenTask,
+  NEIGHBORS,
+  relativePositionTask,
+  rotationTask,
+} from "./pretext.ts";

@@ -7,6 +7,7 @@ import {
   gaussianBlur,
   gaussianNoise,
   horizontalFlip,
+  identityParams,
   normalizeChannels,
   randomErasing,
   randomGrayscale,
@@ -102,7 +103,7 @@ test("augment: every op matches the float64 reference with the same seed", async
     await checkOp("noise", host, x, gaussianNoise(x, { seed, sigma: 0.1 }), PIXEL, { seed });
     const norm = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
     const got = await take(normalizeChannels(x, norm.mean, norm.std));
-    const params = Array.from({ length: shape[0] }, () => (applyIdentity(shape)));
+    const params = Array.from({ length: shape[0] }, () => identityParams(shape[2], shape[3]));
     // Normalizing divides by std ≈ 0.22: the 1e-5 pixel bound scaled by 1/0.22.
     assertClose(
       got,
@@ -119,20 +120,6 @@ test("augment: every op matches the float64 reference with the same seed", async
   }
   assertNoLeak(engine, before, "ops");
 });
-
-function applyIdentity(shape: number[]): SampleParams {
-  return {
-    crop: { top: 0, left: 0, height: shape[2], width: shape[3] },
-    flip: false,
-    rotate: 0,
-    jitter: null,
-    grayscale: false,
-    erase: null,
-    noise: 0,
-    blur: 0,
-    solarize: null,
-  };
-}
 
 test("augment: the ops draw per sample (some samples get each op, some do not)", (engine) => {
   const { x } = batch(engine, [8, 3, 6, 6], 3);

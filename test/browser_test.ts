@@ -30,9 +30,13 @@ const PAGE = `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,
 
 const testDir = new URL("./", import.meta.url);
 
+// BROWSER_TESTS=reduce,matmul runs only the test files whose names contain one of those words.
+const only = Deno.env.get("BROWSER_TESTS")?.split(",");
+
 function testFiles(): string[] {
   return [...Deno.readDirSync(testDir)]
     .filter((e) => e.isFile && e.name.endsWith("_test.ts") && e.name !== "browser_test.ts")
+    .filter((e) => !only || only.some((word) => e.name.includes(word)))
     .map((e) => e.name)
     .sort();
 }
