@@ -1,29 +1,32 @@
 // reduce.wgsl: one pass of a row reduction. The input is viewed as [rows, len]: a row's kept-dims index and an
 // element's reduced-dims index each map to an element offset through (shape, stride) lists, so reduced axes
-// need not be innermost (strided read, no transposing copy). A row is cut into chunks of seg·ITEMS elements;
-// `seg` invocations (a power of two ≤ WG; one workgroup serves WG/seg chunks, so a row of ≤ ITEMS elements
-// is one invocation's) each fold at most ITEMS elements, then tree-reduce in workgroup memory into one
-// partial per pair (row, chunk), numbered row·chunks + chunk. The host repeats passes over the partials
-// ([rows, chunks], contiguous) until one value per row remains. No invocation loops more than ITEMS·8 times.
+// need not be innermost (strided read, no transposing copy). A row is cut into chunks of seg·ITEMS elements
+// and a chunk into `seg` parts: part `lane` folds elements lane, lane + seg, ... (at most ITEMS; neighbouring
+// invocations read neighbouring elements) into one partial, numbered (row·chunks + chunk)·seg + lane. The host
+// repeats passes over the partials ([rows, chunks·seg], contiguous) until one value per row remains (len ≤
+// ITEMS: seg = 1, one part per row). No tree in workgroup memory: barriers cost a CPU adapter a coroutine
+// switch per SIMD group (llvmpipe ran sums 3x slower with one), and a GPU hides the extra passes.
+// A part folds in blocks of BLOCK, so a value meets ≤ BLOCK + ITEMS / BLOCK roundings per pass, not ITEMS.
+// No invocation loops more than ITEMS·8 times (offsetOf's loop included).
 // Every accumulator is a vec2: OP 0 sum (x), OP 1 max (x), OP 2 logsumexp as (running max m, Σ exp(v − m)),
 // merged like online softmax; the last pass writes m + log(s).
 // A tensor over maxStorageBufferBindingSize is read one window at a time: elements [first, first + count) are
-// bound at binding 1 and a dispatch reduces pairs [pair0, pair0 + npairs), reading only offsets inside the
-// window. Windows cut between pairs (contiguous rows) write partial `pair`; windows that each see every pair
-// (strided rows) write partial pair·nwin + win, and the next pass folds those too.
-// Entry points: main (tree over seg invocations per pair), serial (seg = 1: one invocation per pair).
+// bound at binding 1 and a dispatch folds parts [part0, part0 + nparts), reading only offsets inside the
+// window. Windows cut between chunks (contiguous rows, CONTIGUOUS: no offset lists, no window test) write
+// partial `part`; windows that each see every part (strided rows) write partial part·nwin + win, and the next
+// pass folds those too.
 // Bindings: 0 params (uniform), 1 x (storage, read; pairs when PAIRS_IN), 2 out (storage; pairs when PAIRS_OUT).
 //! include lib/nan.wgsl
 
 struct Params {
   len: u32,      // elements per row
   chunks: u32,   // chunks per row
-  seg: u32,      // invocations per chunk
+  seg: u32,      // parts per chunk
   first: u32,    // input window: element offset bound at binding 1, and its element count
   count: u32,
-  pair0: u32,    // pairs reduced by this dispatch
-  npairs: u32,
-  nwin: u32,     // partials per pair, and the one this dispatch writes
+  part0: u32,    // parts folded by this dispatch
+  nparts: u32,
+  nwin: u32,     // partials per part, and the one this dispatch writes
   win: u32,
   krank: u32,    // ranks of the kept and reduced (shape, stride) lists
   rrank: u32,
@@ -37,12 +40,12 @@ override ITEMS: u32 = 64;
 override OP: u32 = 0;
 override PAIRS_IN: bool = false;
 override PAIRS_OUT: bool = false;
+override CONTIGUOUS: bool = false;
+const BLOCK = 8u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
-
-var<workgroup> partial: array<vec2<f32>, WG>;
 
 // Entry d of list `list` of p.lists (0 kept shape, 1 kept stride, 2 reduced shape, 3 reduced stride).
 fn dimOf(list: u32, d: u32) -> u32 {
@@ -96,29 +99,8 @@ fn load(i: u32) -> vec2<f32> {
   return vec2<f32>(x[i], 1.0);  // logsumexp of one value v: m = v, s = 1 (sum and max ignore y)
 }
 
-// Linear workgroup index (the runner spreads more than 65,535 workgroups over x and y); shared by both entries.
-fn workgroupIndex(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
-  return wg.y * nwg.x + wg.x;
-}
-
-// Folds the elements t, t + seg, ... (at most ITEMS) of the chunk of `pair` that lie in the bound window.
-fn fold(pair: u32, t: u32) -> vec2<f32> {
-  var acc = identity();
-  let base = offsetOf(pair / p.chunks, p.krank, KEPT);
-  let start = (pair % p.chunks) * p.seg * ITEMS + t;
-  for (var k = 0u; k < ITEMS; k++) {
-    let j = start + k * p.seg;
-    if (j >= p.len) { break; }
-    let off = base + offsetOf(j, p.rrank, REDUCED);
-    if (off >= p.first && off - p.first < p.count) {
-      acc = combine(acc, load(off - p.first));
-    }
-  }
-  return acc;
-}
-
-fn store(pair: u32, acc: vec2<f32>) {
-  let o = pair * p.nwin + p.win;
+fn store(part: u32, acc: vec2<f32>) {
+  let o = part * p.nwin + p.win;
   if (PAIRS_OUT) {
     out[2u * o] = acc.x;
     out[2u * o + 1u] = acc.y;
@@ -132,33 +114,26 @@ fn store(pair: u32, acc: vec2<f32>) {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let t = lid % p.seg;
-  let i = workgroupIndex(wg, nwg) * (WG / p.seg) + lid / p.seg;
-  let live = i < p.npairs;
+  let i = (wg.y * nwg.x + wg.x) * WG + lid;
+  if (i >= p.nparts) { return; }
+  let part = p.part0 + i;
+  let row = part / (p.chunks * p.seg);
+  let start = (part % (p.chunks * p.seg) / p.seg) * p.seg * ITEMS + part % p.seg;  // reduced index
+  let n = select(0u, min(ITEMS, (p.len - start + p.seg - 1u) / p.seg), start < p.len);
+  let base = offsetOf(row, p.krank, KEPT);
   var acc = identity();
-  if (live) {
-    acc = fold(p.pair0 + i, t);
-  }
-  partial[lid] = acc;
-  for (var s = p.seg / 2u; s > 0u; s /= 2u) {
-    workgroupBarrier();
-    if (t < s) {
-      acc = combine(acc, partial[lid + s]);
-      partial[lid] = acc;
+  for (var b = 0u; b < n; b += BLOCK) {
+    var block = identity();
+    for (var k = b; k < min(b + BLOCK, n); k++) {
+      let j = start + k * p.seg;
+      if (CONTIGUOUS) {
+        block = combine(block, load(base + j - p.first));
+      } else {
+        let off = base + offsetOf(j, p.rrank, REDUCED);
+        if (off >= p.first && off - p.first < p.count) { block = combine(block, load(off - p.first)); }
+      }
     }
+    acc = combine(acc, block);
   }
-  if (live && t == 0u) {
-    store(p.pair0 + i, acc);
-  }
-}
-
-// seg = 1 (rows of ≤ ITEMS elements): each invocation folds a whole pair; no workgroup memory and no barrier,
-// which also spares llvmpipe the per-workgroup cost of running invocations as coroutines.
-@compute @workgroup_size(WG)
-fn serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-  let i = workgroupIndex(wg, nwg) * WG + lid;
-  if (i < p.npairs) {
-    store(p.pair0 + i, fold(p.pair0 + i, 0u));
-  }
+  store(part, acc);
 }

@@ -65,22 +65,22 @@ function split(shape: readonly number[], axes: number[]) {
 
 const product = (xs: number[]) => xs.reduce((a, b) => a * b, 1);
 
-/** A window of a pass's input and the pairs (row, chunk) one dispatch reduces from it. */
+/** A window of a pass's input and the chunks (row, chunk) one dispatch folds from it. */
 interface Slice extends Window {
-  pair0: number;
-  npairs: number;
+  chunk0: number;
+  nchunks: number;
 }
 
 /**
- * The first pass's windows of `x` (one, when it fits a binding). Contiguous rows are cut between pairs, so each
- * pair is read from one window (nwin 1); strided rows can span windows, so every window folds every pair into
- * its own partial (nwin = windows).
+ * The first pass's windows of `x` (one, when it fits a binding). Contiguous rows are cut between chunks, so each
+ * chunk is read from one window (nwin 1); strided rows can span windows, so every window folds every chunk into
+ * partials of its own (nwin = windows).
  */
 function slices(x: Tensor, contiguous: boolean, len: number, chunks: number, span: number) {
   const total = (x.size / len) * chunks;
   const whole = windows(x);
   if (whole.length === 1 || !contiguous) {
-    return { nwin: whole.length, slices: whole.map((w): Slice => ({ ...w, pair0: 0, npairs: total })) };
+    return { nwin: whole.length, slices: whole.map((w): Slice => ({ ...w, chunk0: 0, nchunks: total })) };
   }
   const e = x.engine;
   const align = e.bindingAlignment / 4;
@@ -89,7 +89,7 @@ function slices(x: Tensor, contiguous: boolean, len: number, chunks: number, spa
   const out: Slice[] = [];
   for (let q = 0; q < total;) {
     const first = Math.floor(start(q) / align) * align;
-    // The most pairs from q on whose elements fit one binding starting at `first` (start is monotonic).
+    // The most chunks from q on whose elements fit one binding starting at `first` (start is monotonic).
     let end = q + 1;
     for (let step = 2 ** Math.ceil(Math.log2(total)); step >= 1; step /= 2) {
       if (end + step <= total && start(end + step) - first <= limit) end += step;
@@ -99,8 +99,8 @@ function slices(x: Tensor, contiguous: boolean, len: number, chunks: number, spa
       first,
       count,
       binding: { buffer: x.buffer, offset: first * 4, size: count * 4 },
-      pair0: q,
-      npairs: end - q,
+      chunk0: q,
+      nchunks: end - q,
     });
     q = end;
   }
@@ -128,14 +128,14 @@ function reduce(
     reduced.stride.every((s) => s === 1);
   let source = x;
   for (let pass = 0;; pass++) {
-    // Invocations per chunk: enough that each folds ≤ ITEMS elements (short rows: one invocation per row).
-    const seg = Math.min(WG, 2 ** Math.ceil(Math.log2(Math.ceil(len / ITEMS))));
+    // Parts per chunk: enough that each folds ≤ ITEMS elements (rows of ≤ ITEMS: one part per row).
+    const seg = Math.min(WG, Math.ceil(len / ITEMS));
     const chunks = Math.ceil(len / (seg * ITEMS));
     const { nwin, slices: parts } = pass === 0
       ? slices(x, contiguous, len, chunks, seg * ITEMS)
-      : { nwin: 1, slices: windows(source).map((w): Slice => ({ ...w, pair0: 0, npairs: rows * chunks })) };
-    const last = chunks * nwin === 1;
-    const count = last ? rows : rows * chunks * nwin * (pairs ? 2 : 1);
+      : { nwin: 1, slices: windows(source).map((w): Slice => ({ ...w, chunk0: 0, nchunks: rows * chunks })) };
+    const last = chunks * seg * nwin === 1;
+    const count = last ? rows : rows * chunks * seg * nwin * (pairs ? 2 : 1);
     const bytes = count * 4;
     if (bytes > e.maxBinding) {
       throw new ShapeError(
@@ -148,25 +148,25 @@ function reduce(
       e.run({
         op: name,
         shader: "reduce",
-        entry: seg === 1 ? "serial" : "main",
         constants: {
           WG,
           ITEMS,
           OP: OPS[op],
           PAIRS_IN: pairs && pass > 0 ? 1 : 0,
           PAIRS_OUT: pairs && !last ? 1 : 0,
+          CONTIGUOUS: contiguous || pass > 0 ? 1 : 0,
         },
         params: new Params()
-          .u32(len, chunks, seg, s.first, s.count, s.pair0, s.npairs, nwin, nwin === 1 ? 0 : w)
+          .u32(len, chunks, seg, s.first, s.count, s.chunk0 * seg, s.nchunks * seg, nwin, nwin === 1 ? 0 : w)
           .u32(kept.shape.length, reduced.shape.length).f32(last ? scale : 1, -Infinity)
           .dims(kept.shape).dims(kept.stride).dims(reduced.shape).dims(reduced.stride),
         buffers: [s.binding, out],
-        workgroups: Math.ceil(s.npairs / (WG / seg)),
+        workgroups: Math.ceil((s.nchunks * seg) / WG),
       });
     });
     if (source !== x) source.dispose();
     if (last) return out;
-    len = chunks * nwin;
+    len = chunks * seg * nwin;
     kept = { shape: [rows], stride: [len] };
     reduced = { shape: [len], stride: [1] };
     source = out;
