@@ -6,7 +6,8 @@
 // times the memory traffic); the masked loss sums each patch with a workgroup tree.
 //
 // Elementwise losses, x = pred, y = target, w = weight (1 unless WEIGHTED), per element ℓ(x, y)·w and
-// dℓ/dx·w; LOSS 0 mse, 1 l1, 2 huber (param = delta), 3 smoothL1 (param = beta), 4 bceWithLogits.
+// dℓ/dx·w; LOSS 0 mse, 1 l1, 2 huber (param = delta), 3 smoothL1 (param = beta), 4 bceWithLogits; LOSS 5
+// gives bceWithLogits' dℓ/dy = −x in place of dℓ/dx, and no ℓ (`grad` only: its target's gradient).
 // Workgroup w covers window elements [w·WG·ITEMS, (w + 1)·WG·ITEMS), invocation lid those ≡ lid mod WG
 // (coalesced). With BROADCAST (one window only) target and weight are read through strides over pred's dims.
 //   reduce:       1 pred, 2 target, 3 weight, 4 partials   partials[part_base + w·WG + lid] = scale · Σ ℓ
@@ -90,7 +91,7 @@ fn asF32(bits: u32) -> f32 {
 @group(0) @binding(2) var<storage, read> tgt: array<f32>;  // `target` is a WGSL reserved word
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 
-// (ℓ, dℓ/dx) for prediction x and target y, with PyTorch's definitions.
+// (ℓ, dℓ/dx) for prediction x and target y, with PyTorch's definitions (LOSS 5: (0, dℓ/dy) of bce).
 fn lossGrad(x: f32, y: f32) -> vec2<f32> {
   let d = x - y;
   let a = abs(d);
@@ -99,12 +100,13 @@ fn lossGrad(x: f32, y: f32) -> vec2<f32> {
     case 1u: { return vec2(a, sign(d)); }
     case 2u: { return select(vec2(p.param * (a - 0.5 * p.param), p.param * sign(d)), vec2(0.5 * d * d, d), a <= p.param); }
     case 3u: { return select(vec2(a - 0.5 * p.param, sign(d)), vec2(0.5 * d * d / p.param, d / p.param), a < p.param); }
-    default: {
+    case 4u: {
       // max(x, 0) − x·y + log(1 + e^−|x|) never overflows; sigmoid split by sign for the same reason.
       let e = exp(-abs(x));
       let sig = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
       return vec2(max(x, 0.0) - x * y + log(1.0 + e), sig - y);
     }
+    default: { return vec2(0.0, -x); }  // 5: bce's dℓ/dy alone, for the `grad` pass
   }
 }
 

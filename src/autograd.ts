@@ -25,7 +25,7 @@ export function record(
   out: Tensor,
   op: string,
   inputs: Tensor[],
-  backward: (gradOutput: Tensor) => (Tensor | null)[],
+  backward: (gradOutput: Tensor, needs: boolean[]) => (Tensor | null)[],
   saved: Tensor[] = [],
 ): Tensor {
   if (recording) out.node = { op, inputs, backward, saved };
@@ -87,7 +87,7 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
       const node = t.node;
       let inGrads: (Tensor | null)[];
       try {
-        inGrads = node.backward(g);
+        inGrads = node.backward(g, node.inputs.map((i) => leads.has(i)));
       } catch (e) {
         for (const v of grads.values()) v.dispose();
         const m = (e as Error).message;

@@ -5,10 +5,13 @@
 // this loss the backward hands that gradient over, so forward + backward read the inputs once and write the
 // gradient once. Any other upstream (the loss inside a larger expression, a second `grad`) runs a backward
 // pass that reads pred, target and g on the GPU. Evaluate under `noGrad` to skip the gradient write.
-// Targets, weights and masks are constants: gradients flow to pred (and to x in ssim) only.
+// Gradients flow to both arguments, as in PyTorch; the second argument's is made only when `grad` asks for it:
+// −(pred's), summed over the dims a broadcast target spans (one elementwise pass); bce's −x·w likewise; ssim's
+// y gradient in x's backward passes (S is symmetric in x and y: one more coefficient to gather). Weights, masks
+// and maskedMSE's target are constants (grad gives zeros for them).
 import { isRecording, isSeed, record } from "./autograd.ts";
 import { type Binding, Params, windows } from "./engine.ts";
-import { checkF32 } from "./elementwise.ts";
+import { checkF32, mul, neg, unbroadcast } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
 
@@ -19,10 +22,13 @@ const WG = 256;
 const ITEMS = 32;
 const PER_WORKGROUP = WG * ITEMS;
 const LOSSES = { mse: 0, l1: 1, huber: 2, smoothL1: 3, bceWithLogits: 4 } as const;
+// LOSS 5 in shaders/reconstruction.wgsl: bceWithLogits with d(loss)/d(target) in place of d(loss)/d(pred).
+const BCE_TARGET = 5;
 const DTYPES = { f32: 0, i32: 1, u32: 2 } as const;
 // maskedMSE: an invocation loops about 3·patch²·C / 64 times; this keeps it near 3,000 (llvmpipe's loop cap).
 const MAX_PATCH_PIXELS = 65536;
-// ssim: an invocation loops window² times.
+// ssim: an invocation loops window times (the window is applied as two 1-D passes); params hold the first
+// (window + 1) / 2 taps, 32 at most.
 const MAX_WINDOW = 63;
 
 export type Reduction = "mean" | "sum" | "none";
@@ -98,9 +104,11 @@ function checkEngine(op: string, a: Tensor, ...rest: (Tensor | undefined)[]): vo
 }
 
 /**
- * Attaches `backward` to `out`, keeping `saved` for it (disposed with `out`). `unitGrad`, the gradient the
- * forward wrote for an upstream of exactly 1, is handed over (and leaves `saved`) when the backward starts from
- * grad's seed; otherwise, or once it is gone (taken, or disposed by an enclosing `tidy`), `backward` runs.
+ * Attaches a backward to `out`, keeping `saved` for it (disposed with `out`). `inputs[0]` is pred, whose
+ * gradient is `backward(g)`; `others(g, predGrad)` gives the gradients of the rest of `inputs`, only when one of
+ * them is asked for. `unitGrad`, the gradient the forward wrote for an upstream of exactly 1, is handed over as
+ * pred's (and leaves `saved`) when the backward starts from grad's seed; otherwise, or once it is gone (taken,
+ * or disposed by an enclosing `tidy`), `backward` runs.
  */
 function recordFused(
   out: Tensor,
@@ -109,14 +117,21 @@ function recordFused(
   unitGrad: Tensor | null,
   backward: (g: Tensor) => Tensor,
   saved: Tensor[] = [],
+  others: (g: Tensor, predGrad: Tensor) => Tensor[] = () => [],
 ): Tensor {
   // record keeps this very array as the node's `saved`, so removing unitGrad from it hands it over.
   const kept = unitGrad ? [...saved, unitGrad] : saved;
-  return record(out, op, inputs, (g) => {
+  return record(out, op, inputs, (g, needs) => {
+    const wantOthers = needs.slice(1).some((n) => n);
+    if (!needs[0] && !wantOthers) return [];
     const at = unitGrad ? kept.indexOf(unitGrad) : -1;
-    if (at < 0 || !isSeed(g) || unitGrad!.disposed) return [backward(g)];
-    kept.splice(at, 1);
-    return [unitGrad];
+    const handOver = at >= 0 && isSeed(g) && !unitGrad!.disposed;
+    if (handOver) kept.splice(at, 1);
+    const predGrad = handOver ? unitGrad! : backward(g);
+    const rest = wantOthers ? others(g, predGrad) : [];
+    if (needs[0]) return [predGrad, ...rest];
+    predGrad.dispose();
+    return [null, ...rest];
   }, kept);
 }
 
@@ -188,38 +203,52 @@ function pointLoss(
   const targetWindows = alike(target);
   const weightWindows = weight ? alike(weight) : predWindows.map((w) => w.binding);
   const scale = reduction === "mean" ? 1 / pred.size : 1;
-  const constants = { WG, LOSS: LOSSES[kind], BROADCAST: broadcast ? 1 : 0, WEIGHTED: weight ? 1 : 0 };
+  const constants = { WG, BROADCAST: broadcast ? 1 : 0, WEIGHTED: weight ? 1 : 0 };
   const params = (count: number, partBase: number, s: number) => {
     const p = new Params().u32(count, partBase, pred.shape.length).f32(s, param);
     if (!broadcast) return p;
     const weightStrides = weight ? broadcastStrides(weight.shape, pred.shape) : [];
     return p.dims(pred.shape).dims(broadcastStrides(target.shape, pred.shape), 0).dims(weightStrides, 0);
   };
-  const dispatch = (entry: string, s: number, extra: (i: number) => Binding[], partBase: number[] = []) =>
+  const dispatch = (
+    entry: string,
+    s: number,
+    extra: (i: number) => Binding[],
+    partBase: number[] = [],
+    loss: number = LOSSES[kind],
+  ) =>
     predWindows.forEach((w, i) =>
       engine.run({
         op,
         shader: "reconstruction",
         entry,
-        constants: { ...constants, UPSTREAM_EACH: reduction === "none" ? 1 : 0 },
+        constants: { ...constants, LOSS: loss, UPSTREAM_EACH: reduction === "none" ? 1 : 0 },
         params: params(w.count, partBase[i] ?? 0, s),
         buffers: [w.binding, targetWindows[i], weightWindows[i], ...extra(i)],
         workgroups: Math.ceil(w.count / PER_WORKGROUP),
       })
     );
-  const backward = (g: Tensor) => {
-    const gp = engine.empty(pred.shape);
-    const gw = windows(gp);
+  // The gradient pass for upstream g, in pred's shape: d(loss)/d(pred), or bce's d(loss)/d(target).
+  const gradPass = (g: Tensor, loss: number) => {
+    const out = engine.empty(pred.shape);
+    const ow = windows(out);
     const upstream = reduction === "none" ? windows(g).map((w) => w.binding) : predWindows.map(() => g);
-    dispatch("grad", scale, (i) => [upstream[i], gw[i].binding]);
-    return gp;
+    dispatch("grad", scale, (i) => [upstream[i], ow[i].binding], [], loss);
+    return out;
   };
+  const backward = (g: Tensor) => gradPass(g, LOSSES[kind]);
+  // bce's d(loss)/d(target) = −scale·x·w·g: from grad's seed without weights that is one scalar multiply.
+  const bceTargetGrad = (g: Tensor) => isSeed(g) && !weight ? mul(pred, -scale) : gradPass(g, BCE_TARGET);
+  // The other losses are functions of pred − target: d/d(target) = −d/d(pred).
+  const targetGrad = (g: Tensor, predGrad: Tensor) => [
+    kind === "bceWithLogits" ? bceTargetGrad(g) : unbroadcast(neg(predGrad), target.shape),
+  ];
 
   if (reduction === "none") {
     const out = engine.empty(pred.shape);
     const ow = windows(out);
     dispatch("loss", 1, (i) => [ow[i].binding]);
-    return recordFused(out, op, [pred], null, backward);
+    return recordFused(out, op, [pred, target], null, backward, [], targetGrad);
   }
   const groups = predWindows.map((w) => Math.ceil(w.count / PER_WORKGROUP));
   const partials = engine.empty([groups.reduce((a, b) => a + b) * WG]);
@@ -234,7 +263,7 @@ function pointLoss(
   );
   const out = sumToScalar(op, partials);
   partials.dispose();
-  return recordFused(out, op, [pred], saved, backward);
+  return recordFused(out, op, [pred, target], saved, backward, [], targetGrad);
 }
 
 /**
@@ -243,6 +272,7 @@ function pointLoss(
  * Σ mask·mse(patch) / Σ mask. `pred` is [N, C, H, W] like `target`, or MAE's patchified [N, L, patch²·C]
  * (pixels in row, column, channel order). With `normPix` each target patch is first normalised by its own
  * mean and unbiased variance (eps 1e-6), as MAE's norm_pix_loss. The mask may be f32, i32 or u32.
+ * Differentiable in pred only: the target (an image, as in MAE) and the mask are constants.
  */
 export function maskedMSE(
   pred: Tensor,
@@ -327,6 +357,20 @@ function maskedWorkgroup(k: number): number {
   return Math.max(8, Math.min(64, 2 ** Math.ceil(Math.log2(k))));
 }
 
+/** The normalised 1-D Gaussian window. */
+function gaussianTaps(size: number, sigma: number): number[] {
+  const r = (size - 1) / 2;
+  const g = Array.from({ length: size }, (_, i) => Math.exp(-((i - r) ** 2) / (2 * sigma * sigma)));
+  const total = g.reduce((a, b) => a + b, 0);
+  return g.map((v) => v / total);
+}
+
+/** Planes [first, first + count) of images [N, C, H, W], N·C planes in all. */
+interface PlaneRange {
+  first: number;
+  count: number;
+}
+
 export interface SSIMOptions {
   /** Side of the Gaussian window, odd, ≤ 63 (default 11). */
   window?: number;
@@ -338,7 +382,7 @@ export interface SSIMOptions {
 
 /**
  * Mean SSIM of images x and y [N, C, H, W] (Wang et al. 2004): Gaussian window per channel, averaged over
- * every position where the window fits. Differentiable in x.
+ * every position where the window fits. Differentiable in x and y.
  */
 export function ssim(x: Tensor, y: Tensor, options: SSIMOptions = {}): Tensor {
   return ssimOp("ssim", x, y, options, 1, 0);
@@ -378,32 +422,73 @@ function ssimOp(
     );
   }
   const engine = x.engine;
-  const outputs = n * c * (h - window + 1) * (w - window + 1);
+  const planes = n * c;
+  const ho = h - window + 1;
+  const wo = w - window + 1;
+  const outputs = planes * ho * wo;
   const scale = sign / outputs;
-  const run = (entry: string, buffers: Binding[], invocations: number) =>
+  // x, y and the gradients are bound whole. The window sums along rows and the gathered coefficients, a vec4
+  // per row position ([H, Wo] per plane), are the largest buffers made per plane: a dispatch takes as many
+  // planes as fit one binding.
+  const imageBytes = x.size * 4;
+  const planeBytes = 16 * h * wo;
+  if (Math.max(imageBytes, planeBytes) > engine.maxBinding) {
+    throw new ShapeError(
+      `${op}: images ${fmtShape(x.shape)} need ${imageBytes} bytes in one binding and ${planeBytes} bytes ` +
+        `of window sums per plane; maxStorageBufferBindingSize is ${engine.maxBinding} bytes`,
+    );
+  }
+  const perDispatch = Math.floor(engine.maxBinding / planeBytes);
+  const chunks: PlaneRange[] = [];
+  for (let first = 0; first < planes; first += perDispatch) {
+    chunks.push({ first, count: Math.min(perDispatch, planes - first) });
+  }
+  const halfTaps = gaussianTaps(window, sigma).slice(0, (window + 1) / 2);
+  const run = (entry: string, chunk: PlaneRange, buffers: Binding[], invocations: number) =>
     engine.run({
       op,
       shader: "ssim",
       entry,
       constants: { WG },
-      params: new Params().u32(n * c, h, w, window).f32(
-        sigma,
-        (0.01 * dataRange) ** 2,
-        (0.03 * dataRange) ** 2,
-        scale,
-      ),
-      buffers: [x, y, ...buffers],
+      params: new Params()
+        .u32(chunk.count, chunk.first, h, w, window)
+        .f32((0.01 * dataRange) ** 2, (0.03 * dataRange) ** 2, scale, ...halfTaps),
+      buffers,
       workgroups: Math.ceil(invocations / WG),
     });
+  const recording = isRecording();
   const map = engine.empty([outputs]);
-  const coef = isRecording() ? engine.empty([3, outputs]) : null;
-  run(coef ? "forward_grad" : "forward", coef ? [map, coef] : [map], outputs);
+  const coefs: Tensor[] = [];
+  for (const chunk of chunks) {
+    const rowValues = chunk.count * h * wo;
+    const rows = engine.empty([rowValues, 4]);
+    const rowsXY = engine.empty([rowValues]);
+    run("moments", chunk, [x, y, rows, rowsXY], rowValues);
+    const chunkOutputs = chunk.count * ho * wo;
+    if (recording) {
+      const coef = engine.empty([chunkOutputs, 4]);
+      run("forward_grad", chunk, [rows, rowsXY, map, coef], chunkOutputs);
+      coefs.push(coef);
+    } else {
+      run("forward", chunk, [rows, rowsXY, map], chunkOutputs);
+    }
+    rows.dispose();
+    rowsXY.dispose();
+  }
   const out = sumToScalar(op, map, scale, offset);
   map.dispose();
-  if (!coef) return out;
-  return record(out, op, [x], (g) => {
+  if (!recording) return out;
+  // One backward gives both gradients: y's shares the gathers of b and c with x's and adds that of a'.
+  return record(out, op, [x, y], (g) => {
     const gx = engine.empty(x.shape);
-    run("backward", [coef, g, gx], x.size);
-    return [gx];
-  }, [coef]);
+    const gy = engine.empty(y.shape);
+    chunks.forEach((chunk, i) => {
+      const rowValues = chunk.count * h * wo;
+      const cols = engine.empty([rowValues, 4]);
+      run("gather", chunk, [coefs[i], cols], rowValues);
+      run("backward", chunk, [x, y, cols, g, gx, gy], chunk.count * h * w);
+      cols.dispose();
+    });
+    return [gx, gy];
+  }, coefs);
 }

@@ -8,8 +8,11 @@ export type TypedArray = Float32Array | Int32Array | Uint32Array;
 export interface GradNode {
   op: string;
   inputs: Tensor[];
-  /** Gradients for each input given the output's gradient; null where an input gets none. */
-  backward: (gradOutput: Tensor) => (Tensor | null)[];
+  /**
+   * Gradients for each input given the output's gradient; null where an input gets none. `needs[i]` says
+   * whether input i leads to a requested gradient: a backward may return null for the others and skip the work.
+   */
+  backward: (gradOutput: Tensor, needs: boolean[]) => (Tensor | null)[];
   /** Tensors kept for the backward alone; disposed with the output. */
   saved: Tensor[];
 }

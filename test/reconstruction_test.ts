@@ -81,33 +81,40 @@ async function checkLoss(
   const pred = engine.tensor(x, shape);
   const target = engine.tensor(y, targetShape);
   const weight = wv ? engine.tensor(wv, weightShape!) : undefined;
-  const ref = refLoss(kind, x, shape, y, targetShape, {
-    reduction,
-    param: PARAM[kind],
-    weight: wv,
-    weightShape: weightShape ?? [],
-  });
+  const refOptions = { reduction, param: PARAM[kind], weight: wv, weightShape: weightShape ?? [] };
+  const ref = refLoss(kind, x, shape, y, targetShape, refOptions);
   const loss = LOSSES[kind](pred, target, { reduction, weight });
   // Per-element values: f32 rounding only (1e-6 relative to the largest); sums: tree sum in f32 (1e-5).
   assertClose(await loss.toArray(), ref.loss, scaledTol(ref.loss, reduction === "none" ? 1e-6 : 1e-5), what);
+  // A target's gradient is pred's negated (bce: its own pass), f32 rounding only, unless the target is
+  // broadcast: then it is summed over the broadcast dims in f32 (1e-5).
+  const targetTol = targetShape.join() === shape.join() ? 1e-6 : 1e-5;
   if (reduction === "none") {
-    // A scalar from the per-element loss by another loss: mse(L, 0) = mean(L²), so dpred = 2L·ℓ'/N through
-    // the backward pass that reads an upstream gradient per element.
+    // A scalar from the per-element loss by another loss: mse(L, 0) = mean(L²), so the upstream of element i
+    // is 2L/N, through the backward pass that reads an upstream gradient per element.
     const zero = engine.zeros(shape);
     const total = mse(loss, zero);
-    const [g] = grad(total, [pred]);
-    const expected = ref.grad.map((d, i) => (2 * ref.loss[i] * d) / size);
-    assertClose(await take(g), expected, scaledTol(expected, 1e-5), `${what} grad`);
+    const [g, gt] = grad(total, [pred, target]);
+    const upstream = ref.loss.map((l) => (2 * l) / size);
+    const expected = refLoss(kind, x, shape, y, targetShape, { ...refOptions, upstream });
+    assertClose(await take(g), expected.grad, scaledTol(expected.grad, 1e-5), `${what} grad`);
+    const tol = scaledTol(expected.gradTarget, 1e-5);
+    assertClose(await take(gt), expected.gradTarget, tol, `${what} target grad`);
     zero.dispose();
     total.dispose();
   } else {
     // Gradient from grad's seed: the one the forward wrote; then through mul(loss, 3): the backward pass.
-    const [g] = grad(loss, [pred]);
+    const [g, gt] = grad(loss, [pred, target]);
     assertClose(await take(g), ref.grad, scaledTol(ref.grad, 1e-6), `${what} fused grad`);
+    const fusedTol = scaledTol(ref.gradTarget, targetTol);
+    assertClose(await take(gt), ref.gradTarget, fusedTol, `${what} fused target grad`);
     const tripled = mul(loss, 3);
-    const [g3] = grad(tripled, [pred]);
+    const [g3, gt3] = grad(tripled, [pred, target]);
     const expected = ref.grad.map((v) => 3 * v);
     assertClose(await take(g3), expected, scaledTol(expected, 1e-6), `${what} backward pass`);
+    const expectedTarget = ref.gradTarget.map((v) => 3 * v);
+    const tol = scaledTol(expectedTarget, targetTol);
+    assertClose(await take(gt3), expectedTarget, tol, `${what} backward pass, target`);
     tripled.dispose();
   }
   for (const t of [loss, pred, target, weight]) t?.dispose();
@@ -168,6 +175,41 @@ test("reconstruction: gradients match central finite differences", async (engine
     // f32 loss sums of ~11 terms of size ~1: rounding 1e-6 over 2h = 2e-2 gives ~1e-4, plus O(h²) curvature
     // (bce: |ℓ'''| ≤ 0.1, so 0.1·h²/6 ≈ 2e-6).
     assertClose(smooth.map((i) => analytic[i]), fd, { rtol: 1e-3, atol: 5e-4 }, `${kind} finite differences`);
+    for (const t of [loss, pred, target, w]) t.dispose();
+  }
+});
+
+test("reconstruction: target gradients match central finite differences, a broadcast target too", async (engine) => {
+  const shape = [3, 5];
+  for (const kind of KINDS) {
+    // bce takes a target of the logits' shape; the others one broadcast over pred's rows.
+    const targetShape = kind === "bceWithLogits" ? shape : [5];
+    const { x } = inputs(kind, 15, 510);
+    const { y } = inputs(kind, targetShape.reduce((a, b) => a * b, 1), 511);
+    const pred = engine.tensor(x, shape);
+    const w = engine.tensor(randomArray(15, 512, 0.5, 1.5), shape);
+    const lossOf = async (v: Float32Array) => {
+      const t = engine.tensor(v, targetShape);
+      const l = noGrad(() => LOSSES[kind](pred, t, { weight: w, reduction: "sum" }));
+      const r = (await take(l))[0];
+      t.dispose();
+      return r;
+    };
+    const target = engine.tensor(y, targetShape);
+    const loss = LOSSES[kind](pred, target, { weight: w, reduction: "sum" });
+    const [gt] = grad(loss, [target]);
+    const analytic = await take(gt);
+    // Skip targets within 2h of a kink (|d| = 0, delta, beta) of a difference d = pred[r, j] − target[j].
+    const h = 1e-2;
+    const nearKink = (d: number) => d < 2 * h || Math.abs(d - PARAM[kind]) < 2 * h;
+    const smooth = [...y.keys()].filter((j) =>
+      kind === "mse" || kind === "bceWithLogits" ||
+      [0, 1, 2].every((r) => !nearKink(Math.abs(x[r * 5 + j] - y[j])))
+    );
+    assert(smooth.length >= 3, `${kind}: too few smooth points`);
+    const fd = await finiteDifference(lossOf, y, smooth, h);
+    // As for pred: f32 sums of ~15 terms of size ~1 give ~1e-4 over 2h; bce is linear in the target (exact).
+    assertClose(smooth.map((j) => analytic[j]), fd, { rtol: 1e-3, atol: 5e-4 }, `${kind} target fd`);
     for (const t of [loss, pred, target, w]) t.dispose();
   }
 });
@@ -292,34 +334,69 @@ test("ssim: value and gradient against the float64 reference and finite differen
     const s = ssim(x, y, { window, sigma });
     // Window sums of ≤ 121 f32 terms and σ² = E[x²] − μ² in f32: ~1e-5 relative on S, ~1e-4 on the gradient.
     assertClose(await s.toArray(), [ref.ssim], { rtol: 1e-5, atol: 1e-6 }, `ssim ${shape}`);
-    const [g] = grad(s, [x]);
+    const [g, gy] = grad(s, [x, y]);
     assertClose(await take(g), ref.grad, scaledTol(ref.grad, 1e-4), `ssim grad ${shape}`);
+    assertClose(await take(gy), ref.gradY, scaledTol(ref.gradY, 1e-4), `ssim grad y ${shape}`);
     const l = ssimLoss(x, y, { window, sigma });
     assertClose(await l.toArray(), [1 - ref.ssim], { rtol: 1e-5, atol: 1e-6 }, `ssimLoss ${shape}`);
-    const [gl] = grad(l, [x]);
+    const [gl, gly] = grad(l, [x, y]);
     const negated = ref.grad.map((v) => -v);
     assertClose(await take(gl), negated, scaledTol(negated, 1e-4), `ssimLoss grad ${shape}`);
+    const negatedY = ref.gradY.map((v) => -v);
+    assertClose(await take(gly), negatedY, scaledTol(negatedY, 1e-4), `ssimLoss grad y ${shape}`);
     for (const t of [s, l, x, y]) t.dispose();
     assertNoLeak(engine, before, `ssim ${shape}`);
   }
   const shape = [1, 1, 6, 6];
   const xv = randomArray(36, 62, 0, 1);
-  const y = engine.tensor(randomArray(36, 63, 0, 1), shape);
+  const yv = randomArray(36, 63, 0, 1);
+  const y = engine.tensor(yv, shape);
   const x = engine.tensor(xv, shape);
   const s = ssim(x, y, { window: 3 });
-  const [g] = grad(s, [x]);
-  const lossOf = async (v: Float32Array) => {
+  const [g, gy] = grad(s, [x, y]);
+  const ssimOf = (wrtY: boolean) => async (v: Float32Array) => {
     const p = engine.tensor(v, shape);
-    const r = (await take(noGrad(() => ssim(p, y, { window: 3 }))))[0];
+    const r = (await take(noGrad(() => wrtY ? ssim(x, p, { window: 3 }) : ssim(p, y, { window: 3 }))))[0];
     p.dispose();
     return r;
   };
   const indices = [0, 7, 14, 21, 35];
   const analytic = await take(g);
+  const analyticY = await take(gy);
   // SSIM ~0.1 in f32 (1e-8 rounding) over 2h = 2e-3, plus curvature O(h²): 1e-3 relative, 2e-4 absolute.
-  const fd = await finiteDifference(lossOf, xv, indices, 1e-3);
+  const fd = await finiteDifference(ssimOf(false), xv, indices, 1e-3);
   assertClose(indices.map((i) => analytic[i]), fd, { rtol: 1e-2, atol: 2e-4 }, "ssim fd");
+  const fdY = await finiteDifference(ssimOf(true), yv, indices, 1e-3);
+  assertClose(indices.map((i) => analyticY[i]), fdY, { rtol: 1e-2, atol: 2e-4 }, "ssim fd y");
   for (const t of [s, x, y]) t.dispose();
+});
+
+test("ssim: planes split over dispatches where the window sums pass one binding", async (engine) => {
+  // 3×64 planes and a 3×3 window: the row sums take 3·62 vec4s a plane, so 46,200 planes need 131 MiB, over
+  // the 128 MiB binding: two dispatches. Seven random planes repeat, so the mean is theirs and each plane's
+  // gradient is its pattern's, scaled by 7 / 46,200.
+  const [distinct, planes, h, w] = [7, 46200, 3, 64];
+  const shape = [planes / 3, 3, h, w];
+  const xs = randomArray(distinct * h * w, 70, 0, 1);
+  const noise = randomArray(xs.length, 71);
+  const ys = xs.map((v, i) => Math.min(1, Math.max(0, v + 0.2 * noise[i])));
+  const ref = refSSIM(xs, ys, [distinct, 1, h, w], 3, 1.5);
+  const size = planes * h * w;
+  const tile = (a: ArrayLike<number>, scale: number) =>
+    Float32Array.from({ length: size }, (_, i) => scale * a[i % a.length]);
+  const before = engine.memory();
+  const x = engine.tensor(tile(xs, 1), shape);
+  const y = engine.tensor(tile(ys, 1), shape);
+  const s = ssim(x, y, { window: 3 });
+  // The mean of 2.3 million outputs by a tree in f32: 1e-5 relative.
+  assertClose(await s.toArray(), [ref.ssim], { rtol: 1e-5, atol: 1e-6 }, "ssim over two dispatches");
+  const [gx, gy] = grad(s, [x, y]);
+  const expectedX = tile(ref.grad, distinct / planes);
+  assertClose(await take(gx), expectedX, scaledTol(expectedX, 1e-4), "ssim grad over two dispatches");
+  const expectedY = tile(ref.gradY, distinct / planes);
+  assertClose(await take(gy), expectedY, scaledTol(expectedY, 1e-4), "ssim grad y over two dispatches");
+  for (const t of [s, x, y]) t.dispose();
+  assertNoLeak(engine, before, "ssim over two dispatches");
 });
 
 test("reconstruction: a loss disposed without grad frees what its forward kept; noGrad keeps nothing", async (engine) => {
@@ -378,6 +455,15 @@ test("reconstruction: bad input throws a clear error and leaks nothing", async (
   await assertThrows(() => ssim(img, img), ShapeError, ["11×11"]);
   await assertThrows(() => ssim(img, img, { window: 4 }), RangeError, ["odd"]);
   await assertThrows(() => ssim(img, img, { window: 65 }), RangeError, ["63"]);
+  // Over the 128 MiB binding: one plane's window sums (4·H·Wo floats), and images bound whole.
+  for (const shape of [[1, 1, 3000, 3000], [40, 1, 1024, 1024]]) {
+    const huge = engine.zeros(shape);
+    await assertThrows(() => ssim(huge, huge), ShapeError, [
+      `[${shape.join(", ")}]`,
+      "maxStorageBufferBindingSize",
+    ]);
+    huge.dispose();
+  }
   assertNoLeak(engine, before, "failed ops");
   a.dispose();
   await assertThrows(() => mse(a, a), Error, ["used after dispose"]);

@@ -1,25 +1,30 @@
 // Float64 CPU reference of the reconstruction losses (src/reconstruction.ts), with PyTorch's definitions.
-// Gradients are d(loss)/d(pred) for an upstream gradient of 1 (of ones for reduction "none").
+// Gradients are d(loss)/d(pred) and d(loss)/d(target) for an upstream gradient of 1 (of ones for reduction
+// "none", unless given).
 
 export type LossKind = "mse" | "l1" | "huber" | "smoothL1" | "bceWithLogits";
 export type Reduction = "mean" | "sum" | "none";
 
-/** [ℓ, dℓ/dx] of one element; `param` is huber's delta or smoothL1's beta. */
-export function refElement(kind: LossKind, x: number, y: number, param: number): [number, number] {
+/** [ℓ, dℓ/dx, dℓ/dy] of one element; `param` is huber's delta or smoothL1's beta. */
+export function refElement(kind: LossKind, x: number, y: number, param: number): [number, number, number] {
   const d = x - y;
   const a = Math.abs(d);
   const s = Math.sign(d);
   switch (kind) {
     case "mse":
-      return [d * d, 2 * d];
+      return [d * d, 2 * d, -2 * d];
     case "l1":
-      return [a, s];
+      return [a, s, -s];
     case "huber":
-      return a <= param ? [0.5 * d * d, d] : [param * (a - 0.5 * param), param * s];
+      return a <= param ? [0.5 * d * d, d, -d] : [param * (a - 0.5 * param), param * s, -param * s];
     case "smoothL1":
-      return a < param ? [0.5 * d * d / param, d / param] : [a - 0.5 * param, s];
+      return a < param ? [0.5 * d * d / param, d / param, -d / param] : [a - 0.5 * param, s, -s];
     case "bceWithLogits":
-      return [Math.max(x, 0) - x * y + Math.log1p(Math.exp(-Math.abs(x))), 1 / (1 + Math.exp(-x)) - y];
+      return [
+        Math.max(x, 0) - x * y + Math.log1p(Math.exp(-Math.abs(x))),
+        1 / (1 + Math.exp(-x)) - y,
+        -x,
+      ];
   }
 }
 
@@ -39,7 +44,11 @@ export function broadcastIndex(i: number, shape: readonly number[], outShape: re
   return idx;
 }
 
-/** The loss (one value, or one per element for "none") and its gradient w.r.t. pred. */
+/**
+ * The loss (one value, or one per element for "none"), its gradient w.r.t. pred and w.r.t. target (in
+ * target's shape: summed over the dims it is broadcast along). `upstream` is the upstream gradient of each
+ * element for reduction "none" (default ones).
+ */
 export function refLoss(
   kind: LossKind,
   pred: ArrayLike<number>,
@@ -51,27 +60,27 @@ export function refLoss(
     param?: number;
     weight?: ArrayLike<number>;
     weightShape?: readonly number[];
+    upstream?: ArrayLike<number>;
   } = {},
-): { loss: Float64Array; grad: Float64Array } {
+): { loss: Float64Array; grad: Float64Array; gradTarget: Float64Array } {
   const n = pred.length;
   const reduction = options.reduction ?? "mean";
   const scale = reduction === "mean" ? 1 / n : 1;
   const each = new Float64Array(n);
   const grad = new Float64Array(n);
+  const gradTarget = new Float64Array(target.length);
   let total = 0;
   for (let i = 0; i < n; i++) {
-    const [l, g] = refElement(
-      kind,
-      pred[i],
-      target[broadcastIndex(i, targetShape, shape)],
-      options.param ?? 1,
-    );
+    const it = broadcastIndex(i, targetShape, shape);
+    const [l, gx, gy] = refElement(kind, pred[i], target[it], options.param ?? 1);
     const w = options.weight ? options.weight[broadcastIndex(i, options.weightShape!, shape)] : 1;
+    const up = options.upstream ? options.upstream[i] : 1;
     each[i] = l * w;
-    grad[i] = g * w * scale;
+    grad[i] = gx * w * scale * up;
+    gradTarget[it] += gy * w * scale * up;
     total += l * w;
   }
-  return { loss: reduction === "none" ? each : Float64Array.of(total * scale), grad };
+  return { loss: reduction === "none" ? each : Float64Array.of(total * scale), grad, gradTarget };
 }
 
 /**
@@ -160,9 +169,10 @@ export function gaussianWindow(size: number, sigma: number): Float64Array {
 
 /**
  * Mean SSIM of images [N, C, H, W] over every channel and every position where the window fits ("valid", as
- * Wang et al. and pytorch_msssim), and its gradient w.r.t. x, derived by hand:
+ * Wang et al. and pytorch_msssim), and its gradients w.r.t. x and y, derived by hand:
  * S = (2μxμy + C1)(2σxy + C2) / ((μx² + μy² + C1)(σx² + σy² + C2)), with μ, E[x²], E[xy] window averages;
- * dS(p)/dx(q) = w(q − p)·(∂S/∂μx + 2x(q)·∂S/∂E[x²] + y(q)·∂S/∂E[xy]).
+ * dS(p)/dx(q) = w(q − p)·(∂S/∂μx + 2x(q)·∂S/∂E[x²] + y(q)·∂S/∂E[xy]), and
+ * dS(p)/dy(q) = w(q − p)·(∂S/∂μy + 2y(q)·∂S/∂E[y²] + x(q)·∂S/∂E[xy]).
  */
 export function refSSIM(
   x: ArrayLike<number>,
@@ -171,7 +181,7 @@ export function refSSIM(
   window = 11,
   sigma = 1.5,
   dataRange = 1,
-): { ssim: number; grad: Float64Array } {
+): { ssim: number; grad: Float64Array; gradY: Float64Array } {
   const [n, c, h, w] = shape;
   const g = gaussianWindow(window, sigma);
   const c1 = (0.01 * dataRange) ** 2;
@@ -180,6 +190,7 @@ export function refSSIM(
   const wo = w - window + 1;
   const count = n * c * ho * wo;
   const grad = new Float64Array(x.length);
+  const gradY = new Float64Array(y.length);
   let total = 0;
   for (let plane = 0; plane < n * c; plane++) {
     const base = plane * h * w;
@@ -204,16 +215,19 @@ export function refSSIM(
         const s = (a1 * a2) / (b1 * b2);
         total += s;
         const dmx = (2 * my * (a2 - a1)) / (b1 * b2) - 2 * mx * s * (1 / b1 - 1 / b2);
+        const dmy = (2 * mx * (a2 - a1)) / (b1 * b2) - 2 * my * s * (1 / b1 - 1 / b2);
+        // ∂S/∂E[x²] = ∂S/∂E[y²]
         const dexx = -s / b2;
         const dexy = (2 * a1) / (b1 * b2);
         for (let u = 0; u < window; u++) {
           for (let v = 0; v < window; v++) {
             const q = base + (i + u) * w + j + v;
             grad[q] += (g[u] * g[v] * (dmx + 2 * x[q] * dexx + y[q] * dexy)) / count;
+            gradY[q] += (g[u] * g[v] * (dmy + 2 * y[q] * dexx + x[q] * dexy)) / count;
           }
         }
       }
     }
   }
-  return { ssim: total / count, grad };
+  return { ssim: total / count, grad, gradY };
 }
