@@ -8,15 +8,15 @@
 // Entry points (the workgroup index spread over x and y):
 //   unpack: RGBA8 packed in u32 -> [N, 3, H, W], alpha dropped. One invocation per pixel.
 //           bindings: 1 src (u32), 2 out
-// stats, view and blur run one workgroup per TILE×TILE output tile of one sample (workgroup g is tile
-// g % tiles of sample g / tiles), one invocation per pixel: the per-sample record is uniform across a workgroup
-// and no lane divides.
-//   stats:  each tile's sum of the grayscale image as contrast sees it (after the jitter steps ordered before
-//           contrast).                                               bindings: 1 x, 2 records, 3 partials
-//   means:  per-sample mean of the grayscale image from the tile sums. One invocation per sample.
-//           bindings: 1 partials, 2 means
+// view and blur run one workgroup per TILE×TILE output tile of one sample (workgroup g is tile g % tiles of
+// sample g / tiles), one invocation per pixel: the per-sample record is uniform across a workgroup and no lane
+// divides.
+//   stats:  sums of the grayscale image as contrast sees it (after the jitter steps ordered before contrast),
+//           one invocation per TILE pixels of an output row, no workgroup tree (a barrier costs a CPU adapter a
+//           coroutine switch per SIMD group): partial (n·oh + y)·tiles_x + x / TILE; src/augment.ts sums each
+//           sample's partials with the reduce op.              bindings: 1 x, 2 records, 3 partials
 //   view:   the fused pass: rotate, flip, crop + bilinear resize, color jitter in the sample's order, grayscale,
-//           solarize (unblurred samples), erase, noise, normalize.   bindings: 1 x, 2 records, 3 means, 4 out
+//           solarize (unblurred samples), erase, noise, normalize.   bindings: 1 x, 2 records, 3 sums, 4 out
 //   blur:   one direction (DIR 0 along W, 1 along H) of the separable Gaussian blur, radius ceil(3 sigma) with
 //           reflected borders, for samples with sigma > 0 only (others are left as they are); DIR 1 then
 //           solarizes those samples.                                 bindings: 1 src, 2 records, 3 dst
@@ -204,37 +204,19 @@ fn unpack(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 @group(0) @binding(2) var<storage, read> records: array<f32>;
 @group(0) @binding(3) var<storage, read_write> partials: array<f32>;
 
-var<workgroup> shared_sum: array<f32, WG>;
-
 @compute @workgroup_size(WG)
 fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-  let g = linear(wg, nwg);
-  let px = tilePixel(g, lid);
-  let n = min(px.x, p.n - 1u);
-  let live = px.x < p.n && px.y < p.oh && px.z < p.ow && rec(n, 6u) != 0.0 && rec(n, 8u) != 1.0;
+  let i = linear(wg, nwg) * WG + lid;
+  if (i >= p.n * p.oh * p.tiles_x) { return; }
+  let n = i / (p.oh * p.tiles_x);
+  let y = (i / p.tiles_x) % p.oh;
+  let x0 = (i % p.tiles_x) * TILE;
   var s = 0.0;
-  if (live) { s = luma(jitter(sample(n, px.y, px.z), n, 0.0, true)); }
-  shared_sum[lid] = s;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-    if (lid < stride) { shared_sum[lid] += shared_sum[lid + stride]; }
-    workgroupBarrier();
+  if (rec(n, 6u) != 0.0 && rec(n, 8u) != 1.0) {
+    for (var x = x0; x < min(x0 + TILE, p.ow); x++) { s += luma(jitter(sample(n, y, x), n, 0.0, true)); }
   }
-  if (lid == 0u && px.x < p.n) { partials[g] = shared_sum[0]; }
-}
-
-@group(0) @binding(1) var<storage, read> partial_in: array<f32>;
-@group(0) @binding(2) var<storage, read_write> means_out: array<f32>;
-
-@compute @workgroup_size(WG)
-fn means(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-         @builtin(local_invocation_index) lid: u32) {
-  let n = linear(wg, nwg) * WG + lid;
-  if (n >= p.n) { return; }
-  var s = 0.0;
-  for (var k = 0u; k < p.tiles; k++) { s += partial_in[n * p.tiles + k]; }
-  means_out[n] = s / f32(p.oh * p.ow);
+  partials[i] = s;
 }
 
 @group(0) @binding(3) var<storage, read> means_in: array<f32>;
@@ -251,7 +233,7 @@ fn view(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let pixels = p.oh * p.ow;
   let at = oy * p.ow + ox;
   var v = sample(n, oy, ox);
-  if (JITTER && rec(n, 6u) != 0.0) { v = jitter(v, n, means_in[n], false); }
+  if (JITTER && rec(n, 6u) != 0.0) { v = jitter(v, n, means_in[n] / f32(pixels), false); }
   if ((rec(n, 12u) != 0.0 && p.c == 3u) || p.oc < p.c) { v = vec3<f32>(gray(v)); }
   let erase = rec(n, 14u) != 0.0 && f32(oy) >= rec(n, 15u) && f32(oy) < rec(n, 15u) + rec(n, 17u) &&
     f32(ox) >= rec(n, 16u) && f32(ox) < rec(n, 16u) + rec(n, 18u);
@@ -295,23 +277,24 @@ fn blur(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let sigma = rec(n, 21u);
   if (sigma == 0.0) { return; }
   let radius = i32(ceil(3.0 * sigma));
-  for (var c = 0u; c < p.oc; c++) {
-    let base = (n * p.oc + c) * p.oh * p.ow;
-    var s = 0.0;
-    var total = 0.0;
-    for (var d = -radius; d <= radius; d++) {
-      let wgt = exp(-f32(d * d) / (2.0 * sigma * sigma));
-      var j: u32;
-      if (DIR == 0u) {
-        j = px.y * p.ow + reflect(x + d, p.ow);
-      } else {
-        j = reflect(y + d, p.oh) * p.ow + px.z;
-      }
-      s += wgt * blur_src[base + j];
-      total += wgt;
+  let plane = p.oh * p.ow;
+  let base = n * p.oc * plane;
+  var acc = vec3<f32>(0.0);
+  var total = 0.0;
+  for (var d = -radius; d <= radius; d++) {
+    let wgt = exp(-f32(d * d) / (2.0 * sigma * sigma));  // once per tap for all channels
+    var j: u32;
+    if (DIR == 0u) {
+      j = px.y * p.ow + reflect(x + d, p.ow);
+    } else {
+      j = reflect(y + d, p.oh) * p.ow + px.z;
     }
-    var v = s / total;
+    for (var c = 0u; c < p.oc; c++) { acc[c] += wgt * blur_src[base + c * plane + j]; }
+    total += wgt;
+  }
+  for (var c = 0u; c < p.oc; c++) {
+    var v = acc[c] / total;
     if (DIR == 1u && rec(n, 13u) != 0.0) { v = solarize(v, n); }
-    blur_dst[base + px.y * p.ow + px.z] = v;
+    blur_dst[base + c * plane + px.y * p.ow + px.z] = v;
   }
 }

@@ -9,15 +9,15 @@
 //
 // Every random op returns `{ output, params }`: one `SampleParams` per sample, which `applyParams` replays.
 import { type Engine, Params } from "./engine.ts";
+import { noGrad } from "./autograd.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
+import { sum } from "./reduce.ts";
 import { philox, seedKey, uniformFromBits } from "./ref/random.ts";
 import type { Tensor } from "./tensor.ts";
 
 const WG = 256;
 const TILE = 16;
 const REC = 24;
-/** Output tiles a sample may have (the per-sample mean loops over them). */
-const MAX_TILES = 16384;
 const MAX_SIGMA = 100;
 
 /** Op tags in the Philox counter. */
@@ -353,11 +353,6 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
   const oc = options.grayOutput ? 1 : c;
   const tilesX = Math.ceil(ow / TILE);
   const tiles = tilesX * Math.ceil(oh / TILE);
-  if (tiles > MAX_TILES) {
-    throw new ShapeError(
-      `${op}: output ${oh}×${ow} has ${tiles} tiles of ${TILE}², over the ${MAX_TILES} supported per image`,
-    );
-  }
   const engine = x.engine;
   const seed = checkSeed(op, options.seed ?? 0);
   const norm = options.normalize;
@@ -372,11 +367,10 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
       .f32(...[0, 1, 2].map((k) => norm?.mean[k] ?? 0), ...[0, 1, 2].map((k) => norm?.std[k] ?? 1));
   const records = engine.tensor(packRecords(params), [n, REC]);
   const temps: Tensor[] = [records];
-  let means = records;
+  // Each sample's grayscale sum (contrast blends toward its mean), from partial sums of row segments.
+  let sums = records;
   if (params.some((q) => q.jitter && q.jitter.contrast !== 1)) {
-    const partials = engine.empty([n * tiles]);
-    means = engine.empty([n]);
-    temps.push(partials, means);
+    const partials = engine.empty([n, oh * tilesX]);
     engine.run({
       op,
       shader: "augment",
@@ -384,17 +378,10 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
       constants: { WG, TILE },
       params: params_(),
       buffers: [x, records, partials],
-      workgroups: n * tiles,
+      workgroups: Math.ceil((n * oh * tilesX) / WG),
     });
-    engine.run({
-      op,
-      shader: "augment",
-      entry: "means",
-      constants: { WG },
-      params: params_(),
-      buffers: [partials, means],
-      workgroups: Math.ceil(n / WG),
-    });
+    sums = noGrad(() => sum(partials, 1));
+    temps.push(partials, sums);
   }
   const out = engine.empty([n, oc, oh, ow]);
   engine.run({
@@ -403,7 +390,7 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
     entry: "view",
     constants: { WG, TILE, JITTER: +params.some((q) => q.jitter), NOISE: +params.some((q) => q.noise !== 0) },
     params: params_(),
-    buffers: [x, records, means, out],
+    buffers: [x, records, sums, out],
     workgroups: n * tiles,
   });
   if (params.some((q) => q.blur > 0)) {

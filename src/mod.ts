@@ -64,7 +64,6 @@ export {
   gaussianNoise,
   horizontalFlip,
   identityParams,
-  images,
   type Jitter,
   type JitterOptions,
   normalizeChannels,
