@@ -65,8 +65,16 @@ fn tilePixel(g: u32, lid: u32) -> vec3<u32> {
   return vec3<u32>(g / p.tiles, (t / p.tiles_x) * TILE + lid / TILE, (t % p.tiles_x) * TILE + lid % TILE);
 }
 
-fn rec(n: u32, field: u32) -> f32 {
-  return records[n * REC + field];
+// The sample's record, read once per invocation as REC / 4 vec4s: a CPU adapter pays per lane for every storage
+// read, and the steps below consult some 25 fields per pixel.
+var<private> record: array<vec4<f32>, REC / 4u>;
+
+fn loadRecord(n: u32) {
+  for (var k = 0u; k < REC / 4u; k++) { record[k] = records[n * (REC / 4u) + k]; }
+}
+
+fn rec(field: u32) -> f32 {
+  return record[field / 4u][field % 4u];
 }
 
 // ---- color (torchvision's definitions) ------------------------------------------------------------------------
@@ -122,13 +130,13 @@ fn blend(a: vec3<f32>, b: vec3<f32>, f: f32) -> vec3<f32> {
 
 // The jitter steps of sample n in its order; `upToContrast` stops before contrast (what stats measures).
 // For one channel, saturation and hue do nothing (as in torchvision).
-fn jitter(v0: vec3<f32>, n: u32, mean: f32, upToContrast: bool) -> vec3<f32> {
+fn jitter(v0: vec3<f32>, mean: f32, upToContrast: bool) -> vec3<f32> {
   var v = v0;
-  let order = u32(rec(n, 11u));
+  let order = u32(rec(11u));
   for (var k = 0u; k < 4u; k++) {
     let step = (order >> (2u * k)) & 3u;
     if (upToContrast && step == 1u) { break; }
-    let f = rec(n, 7u + step);
+    let f = rec(7u + step);
     if (step == 0u && f != 1.0) {
       v = clamp(f * v, vec3<f32>(0.0), vec3<f32>(1.0));
     } else if (step == 1u && f != 1.0) {
@@ -154,13 +162,13 @@ fn luma(v: vec3<f32>) -> f32 {
 fn sample(n: u32, oy: u32, ox: u32) -> vec3<f32> {
   var y = oy;
   var x = ox;
-  let k = u32(rec(n, 5u));
+  let k = u32(rec(5u));
   let last = p.ow - 1u;   // rot90 needs a square output
   if (k == 1u) { y = ox; x = last - oy; } else if (k == 2u) { y = last - oy; x = last - ox; } else if (k == 3u) { y = last - ox; x = oy; }
-  if (rec(n, 4u) != 0.0) { x = p.ow - 1u - x; }
+  if (rec(4u) != 0.0) { x = p.ow - 1u - x; }
   // Bilinear with half-pixel centers (align_corners = false), edges clamped.
-  let sy = clamp(rec(n, 0u) + (f32(y) + 0.5) * (rec(n, 2u) / f32(p.oh)) - 0.5, 0.0, f32(p.h - 1u));
-  let sx = clamp(rec(n, 1u) + (f32(x) + 0.5) * (rec(n, 3u) / f32(p.ow)) - 0.5, 0.0, f32(p.w - 1u));
+  let sy = clamp(rec(0u) + (f32(y) + 0.5) * (rec(2u) / f32(p.oh)) - 0.5, 0.0, f32(p.h - 1u));
+  let sx = clamp(rec(1u) + (f32(x) + 0.5) * (rec(3u) / f32(p.ow)) - 0.5, 0.0, f32(p.w - 1u));
   let y0 = u32(floor(sy));
   let x0 = u32(floor(sx));
   let y1 = min(y0 + 1u, p.h - 1u);
@@ -177,8 +185,8 @@ fn sample(n: u32, oy: u32, ox: u32) -> vec3<f32> {
   return v;
 }
 
-fn solarize(v: f32, n: u32) -> f32 {
-  return select(v, 1.0 - v, v >= rec(n, 22u));
+fn solarize(v: f32) -> f32 {
+  return select(v, 1.0 - v, v >= rec(22u));
 }
 
 // ---- entry points ---------------------------------------------------------------------------------------------
@@ -201,7 +209,7 @@ fn unpack(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 }
 
 @group(0) @binding(1) var<storage, read> x_in: array<f32>;
-@group(0) @binding(2) var<storage, read> records: array<f32>;
+@group(0) @binding(2) var<storage, read> records: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> partials: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -212,9 +220,10 @@ fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let n = i / (p.oh * p.tiles_x);
   let y = (i / p.tiles_x) % p.oh;
   let x0 = (i % p.tiles_x) * TILE;
+  loadRecord(n);
   var s = 0.0;
-  if (rec(n, 6u) != 0.0 && rec(n, 8u) != 1.0) {
-    for (var x = x0; x < min(x0 + TILE, p.ow); x++) { s += luma(jitter(sample(n, y, x), n, 0.0, true)); }
+  if (rec(6u) != 0.0 && rec(8u) != 1.0) {
+    for (var x = x0; x < min(x0 + TILE, p.ow); x++) { s += luma(jitter(sample(n, y, x), 0.0, true)); }
   }
   partials[i] = s;
 }
@@ -230,20 +239,21 @@ fn view(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let oy = px.y;
   let ox = px.z;
   if (n >= p.n || oy >= p.oh || ox >= p.ow) { return; }
+  loadRecord(n);
   let pixels = p.oh * p.ow;
   let at = oy * p.ow + ox;
   var v = sample(n, oy, ox);
-  if (JITTER && rec(n, 6u) != 0.0) { v = jitter(v, n, means_in[n] / f32(pixels), false); }
-  if ((rec(n, 12u) != 0.0 && p.c == 3u) || p.oc < p.c) { v = vec3<f32>(gray(v)); }
-  let erase = rec(n, 14u) != 0.0 && f32(oy) >= rec(n, 15u) && f32(oy) < rec(n, 15u) + rec(n, 17u) &&
-    f32(ox) >= rec(n, 16u) && f32(ox) < rec(n, 16u) + rec(n, 18u);
-  let sigma = rec(n, 20u);
+  if (JITTER && rec(6u) != 0.0) { v = jitter(v, means_in[n] / f32(pixels), false); }
+  if ((rec(12u) != 0.0 && p.c == 3u) || p.oc < p.c) { v = vec3<f32>(gray(v)); }
+  let erase = rec(14u) != 0.0 && f32(oy) >= rec(15u) && f32(oy) < rec(15u) + rec(17u) &&
+    f32(ox) >= rec(16u) && f32(ox) < rec(16u) + rec(18u);
+  let sigma = rec(20u);
   let mean = vec3<f32>(p.mean0, p.mean1, p.mean2);
   let stdev = vec3<f32>(p.std0, p.std1, p.std2);
   for (var c = 0u; c < p.oc; c++) {
     var e = v[c];
-    if (rec(n, 13u) != 0.0 && rec(n, 21u) == 0.0) { e = solarize(e, n); }
-    if (erase) { e = rec(n, 19u); }
+    if (rec(13u) != 0.0 && rec(21u) == 0.0) { e = solarize(e); }
+    if (erase) { e = rec(19u); }
     if (NOISE && sigma != 0.0) {
       // Box-Muller over Philox, counter (element index in the sample, sample, tag): as src/ref/augment.ts.
       let r = philox(vec4<u32>(c * pixels + at, n, p.noise_tag, 0u), vec2<u32>(p.seed_lo, p.seed_hi));
@@ -274,7 +284,8 @@ fn blur(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let y = i32(px.y);
   let x = i32(px.z);
   if (n >= p.n || px.y >= p.oh || px.z >= p.ow) { return; }
-  let sigma = rec(n, 21u);
+  loadRecord(n);
+  let sigma = rec(21u);
   if (sigma == 0.0) { return; }
   let radius = i32(ceil(3.0 * sigma));
   let plane = p.oh * p.ow;
@@ -294,7 +305,7 @@ fn blur(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
   for (var c = 0u; c < p.oc; c++) {
     var v = acc[c] / total;
-    if (DIR == 1u && rec(n, 13u) != 0.0) { v = solarize(v, n); }
+    if (DIR == 1u && rec(13u) != 0.0) { v = solarize(v); }
     blur_dst[base + c * plane + px.y * p.ow + px.z] = v;
   }
 }
