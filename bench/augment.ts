@@ -16,6 +16,7 @@ import {
   type Tensor,
 } from "../src/mod.ts";
 import { refApplyParams } from "../src/ref/augment.ts";
+import { gridOrigin } from "../src/pretext.ts";
 import { refMaskedImage, refMaskedTokens, refTiles } from "../src/ref/pretext.ts";
 import { randomArray } from "../test/util.ts";
 import type { BenchContext } from "./lib.ts";
@@ -105,10 +106,10 @@ export async function bench(ctx: BenchContext): Promise<void> {
         refTiles(
           host,
           subShape,
-          Array.from({ length: sub }, () => [8, 7, 6, 5, 4, 3, 2, 1, 0]),
+          Array.from({ length: sub }, () =>
+            [8, 7, 6, 5, 4, 3, 2, 1, 0].map((t) => gridOrigin(t, tile, tile, 3))),
           tile,
           tile,
-          3,
           3,
         ),
     },
@@ -123,8 +124,22 @@ export async function bench(ctx: BenchContext): Promise<void> {
       bytes: 4 * n * 3 * tile * tile * 4,
       gpu: () => dispose(relativePositionTask(x, { seed: 1 })),
       cpu: () => {
-        refTiles(host, subShape, Array.from({ length: sub }, () => [4]), tile, tile, 1, 3);
-        refTiles(host, subShape, Array.from({ length: sub }, () => [1]), tile, tile, 1, 3);
+        refTiles(
+          host,
+          subShape,
+          Array.from({ length: sub }, () => [gridOrigin(4, tile, tile, 3)]),
+          tile,
+          tile,
+          1,
+        );
+        refTiles(
+          host,
+          subShape,
+          Array.from({ length: sub }, () => [gridOrigin(1, tile, tile, 3)]),
+          tile,
+          tile,
+          1,
+        );
       },
     },
     {

@@ -1,9 +1,9 @@
 // pretext.wgsl: the kernels of the pretext-task generators (src/pretext.ts). Images are f32 [N, C, H, W].
 // Randomness drawn here is Philox keyed by the seed with counter (position, sample, tag, 0), as src/ref/pretext.ts.
 // Entry points (the workgroup index spread over x and y, one invocation per output element unless noted):
-//   tiles:      out [N, C, OH, OW] made of th×tw tiles; output tile t of sample n shows source tile
-//               table[n·T + t] of the source's grid (tiles numbered row-major, `cols` per row).
-//               bindings: 1 x, 2 table (i32 [N, T]), 3 out
+//   tiles:      out [N, C, OH, OW] made of th×tw tiles; output tile t of sample n shows the th×tw source rect
+//               whose top-left pixel is origins[n·T + t] = (row, column).
+//               bindings: 1 x, 2 origins (i32 [N, T, 2]), 3 out
 //   mask_keys:  a random u32 key per patch.                      bindings: 1 keys (u32 [N, L])
 //   mask_rank:  a patch is masked (1) when its key ranks among the k smallest of its image (ties by index), so
 //               exactly k per image; loops L times.               bindings: 1 keys, 2 mask (f32 [N, L])
@@ -22,7 +22,7 @@ struct Params {
   ow: u32,
   th: u32,      // tile height, width
   tw: u32,
-  cols: u32,    // source tiles per row (tiles); patches per row (mask_apply)
+  cols: u32,    // patches per row (mask_apply)
   len: u32,     // patches (masks) or tokens per sample
   k: u32,       // patches masked per image
   seed_lo: u32,
@@ -42,7 +42,7 @@ fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 }
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> table: array<i32>;
+@group(0) @binding(2) var<storage, read> origins: array<vec2<i32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -56,9 +56,9 @@ fn tiles(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let oy = (i % plane) / p.ow;
   let ox = i % p.ow;
   let perSample = (p.oh / p.th) * (p.ow / p.tw);
-  let s = u32(table[n * perSample + (oy / p.th) * (p.ow / p.tw) + ox / p.tw]);
-  let sy = (s / p.cols) * p.th + oy % p.th;
-  let sx = (s % p.cols) * p.tw + ox % p.tw;
+  let origin = vec2<u32>(origins[n * perSample + (oy / p.th) * (p.ow / p.tw) + ox / p.tw]);
+  let sy = origin.x + oy % p.th;
+  let sx = origin.y + ox % p.tw;
   out[i] = x[(nc * p.h + sy) * p.w + sx];
 }
 

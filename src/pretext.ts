@@ -37,26 +37,31 @@ function copy(x: Tensor): Tensor {
   return out;
 }
 
-/** Copies th×tw tiles: output tile t of sample n is source tile table[n][t] (row-major, `cols` per source row). */
+/** Top-left pixel [row, column] of tile `tile` of a grid of th×tw tiles, `cols` per row. */
+export function gridOrigin(tile: number, th: number, tw: number, cols: number): [number, number] {
+  return [Math.floor(tile / cols) * th, (tile % cols) * tw];
+}
+
+/** Copies th×tw tiles: output tile t of sample n is the source rect at origins[n][t] ([row, column]). */
 function tiles(
   op: string,
   x: Tensor,
-  table: number[][],
+  origins: [number, number][][],
   th: number,
   tw: number,
   rows: number,
-  cols: number,
 ): Tensor {
   const [n, c, h, w] = imageDims(op, x);
   const engine = x.engine;
-  const t = engine.tensor(Int32Array.from(table.flat()), [n, table[0].length], "i32");
-  const out = engine.empty([n, c, rows * th, (table[0].length / rows) * tw]);
+  const perSample = origins[0].length;
+  const t = engine.tensor(Int32Array.from(origins.flat(2)), [n, perSample, 2], "i32");
+  const out = engine.empty([n, c, rows * th, (perSample / rows) * tw]);
   engine.run({
     op,
     shader: "pretext",
     entry: "tiles",
     constants: { WG },
-    params: new Params().u32(n, c, h, w, out.shape[2], out.shape[3], th, tw, cols),
+    params: new Params().u32(n, c, h, w, out.shape[2], out.shape[3], th, tw),
     buffers: [x, t, out],
     workgroups: Math.ceil(out.size / WG),
   });
@@ -171,15 +176,9 @@ export function jigsawTask(
     { length: n },
     (_, i) => Math.floor(drawUniforms(seed, RANDOM_TAG.jigsaw, 0, i, 0)[0] * count),
   );
-  const input = tiles(
-    op,
-    x,
-    labels.map((l) => table[l]),
-    Math.floor(h / grid),
-    Math.floor(w / grid),
-    grid,
-    grid,
-  );
+  const [th, tw] = [Math.floor(h / grid), Math.floor(w / grid)];
+  const origins = labels.map((l) => table[l].map((tile) => gridOrigin(tile, th, tw, grid)));
+  const input = tiles(op, x, origins, th, tw, grid);
   return { input, labels: x.engine.tensor(Int32Array.from(labels), [n], "i32"), permutationTable: table };
 }
 
@@ -187,39 +186,61 @@ export function jigsawTask(
 export const NEIGHBORS = [[-1, -1], [-1, 0], [-1, 1], [0, -1], [0, 1], [1, -1], [1, 0], [1, 1]];
 
 /**
- * Doersch et al.'s context prediction: a center tile (random among the grid's inner tiles) and one of its 8
- * neighbors; labels[i] indexes NEIGHBORS. Tiles are floor(H/grid)×floor(W/grid).
+ * Doersch et al.'s context prediction: a center patch (a random inner cell of a grid×grid grid of th×tw patches
+ * with `gap` pixels between them) and one of its 8 neighbors; labels[i] indexes NEIGHBORS. Each patch moves by
+ * up to `jitter` pixels each way (kept inside the image). Gaps and jitter deny the network the trivial cues of
+ * continuing lines and textures across patch borders (Doersch et al. use a gap of half a patch and a jitter of 7
+ * pixels on 96-pixel patches); patches are floor((H − (grid − 1)·gap) / grid) high, likewise wide.
  */
 export function relativePositionTask(
   x: Tensor,
-  o: { seed: number; grid?: number },
+  o: { seed: number; grid?: number; gap?: number; jitter?: number },
 ): { center: Tensor; neighbor: Tensor; labels: Tensor } {
   const op = "relativePositionTask";
   const [n, , h, w] = imageDims(op, x);
   const seed = checkSeed(op, o.seed);
   const grid = o.grid ?? 3;
+  const gap = o.gap ?? 0;
+  const jitter = o.jitter ?? 0;
   if (!Number.isInteger(grid) || grid < 3) {
     throw new RangeError(`${op}: grid must be an integer ≥ 3, got ${grid}`);
   }
-  if (grid > h || grid > w) {
-    throw new ShapeError(`${op}: a ${grid}×${grid} grid does not fit images ${fmtShape(x.shape)}`);
+  for (const [name, v] of [["gap", gap], ["jitter", jitter]] as const) {
+    if (!Number.isInteger(v) || v < 0) {
+      throw new RangeError(`${op}: ${name} must be an integer ≥ 0, got ${v}`);
+    }
   }
-  const centers: number[][] = [];
-  const neighbors: number[][] = [];
+  const th = Math.floor((h - (grid - 1) * gap) / grid);
+  const tw = Math.floor((w - (grid - 1) * gap) / grid);
+  if (th < 1 || tw < 1) {
+    throw new ShapeError(
+      `${op}: a ${grid}×${grid} grid with gap ${gap} does not fit images ${fmtShape(x.shape)}`,
+    );
+  }
+  // Cell (r, c)'s patch moved by a jitter drawn from u1, u2 in [0, 1), clamped into the image.
+  const place = (r: number, c: number, u1: number, u2: number): [number, number] => {
+    const shift = (u: number) => Math.floor(u * (2 * jitter + 1)) - jitter;
+    return [
+      Math.min(Math.max(r * (th + gap) + shift(u1), 0), h - th),
+      Math.min(Math.max(c * (tw + gap) + shift(u2), 0), w - tw),
+    ];
+  };
+  const centers: [number, number][][] = [];
+  const neighbors: [number, number][][] = [];
   const labels = Array.from({ length: n }, (_, i) => {
     const r = drawUniforms(seed, RANDOM_TAG.relativePosition, 0, i, 0);
+    const j = drawUniforms(seed, RANDOM_TAG.relativePosition, 0, i, 1);
     const cy = 1 + Math.floor(r[1] * (grid - 2));
     const cx = 1 + Math.floor(r[2] * (grid - 2));
     const label = Math.floor(r[0] * 8);
     const [dy, dx] = NEIGHBORS[label];
-    centers.push([cy * grid + cx]);
-    neighbors.push([(cy + dy) * grid + cx + dx]);
+    centers.push([place(cy, cx, j[0], j[1])]);
+    neighbors.push([place(cy + dy, cx + dx, j[2], j[3])]);
     return label;
   });
-  const [th, tw] = [Math.floor(h / grid), Math.floor(w / grid)];
   return {
-    center: tiles(op, x, centers, th, tw, 1, grid),
-    neighbor: tiles(op, x, neighbors, th, tw, 1, grid),
+    center: tiles(op, x, centers, th, tw, 1),
+    neighbor: tiles(op, x, neighbors, th, tw, 1),
     labels: x.engine.tensor(Int32Array.from(labels), [n], "i32"),
   };
 }

@@ -12,6 +12,7 @@ import {
   type Tensor,
 } from "../src/mod.ts";
 import { refApplyParams } from "../src/ref/augment.ts";
+import { gridOrigin } from "../src/pretext.ts";
 import { refMaskedImage, refMaskedTokens, refTiles } from "../src/ref/pretext.ts";
 import { test } from "./harness.ts";
 import { assert, assertClose, assertEquals, assertNoLeak, assertThrows, randomArray, take } from "./util.ts";
@@ -95,7 +96,8 @@ test("pretext: jigsawTask tiles equal their source tiles (awkward sizes, grids 2
     assert(ls.every((l) => l >= 0 && l < count), `labels ${ls}`);
     const [th, tw] = [Math.floor(shape[2] / grid), Math.floor(shape[3] / grid)];
     assertEquals(input.shape, [shape[0], shape[1], grid * th, grid * tw], "output shape");
-    const expected = refTiles(host, shape, ls.map((l) => permutationTable[l]), th, tw, grid, grid);
+    const origins = ls.map((l) => permutationTable[l].map((tile) => gridOrigin(tile, th, tw, grid)));
+    const expected = refTiles(host, shape, origins, th, tw, grid);
     assertClose(await take(input), expected, EXACT, `jigsaw ${shape}`);
     x.dispose();
   }
@@ -110,9 +112,52 @@ test("pretext: relativePositionTask gives a center tile and the neighbor its lab
   const ls = await takeInt(labels);
   assert(ls.every((l) => l >= 0 && l < 8) && new Set(ls).size >= 6, `labels ${ls}`);
   // Grid 3: the center is the middle tile (3×3 tiles of 3×3 pixels), the neighbor at NEIGHBORS[label].
-  assertClose(await take(center), refTiles(host, shape, ls.map(() => [4]), 3, 3, 1, 3), EXACT, "center");
-  const nb = ls.map((l) => [(1 + NEIGHBORS[l][0]) * 3 + 1 + NEIGHBORS[l][1]]);
-  assertClose(await take(neighbor), refTiles(host, shape, nb, 3, 3, 1, 3), EXACT, "neighbor");
+  assertClose(await take(center), refTiles(host, shape, ls.map(() => [[3, 3]]), 3, 3, 1), EXACT, "center");
+  const nb = ls.map((l): [number, number][] => [[3 + 3 * NEIGHBORS[l][0], 3 + 3 * NEIGHBORS[l][1]]]);
+  assertClose(await take(neighbor), refTiles(host, shape, nb, 3, 3, 1), EXACT, "neighbor");
+  x.dispose();
+  assertNoLeak(engine, before);
+});
+
+test("pretext: relativePositionTask with gaps and jitter crops each patch near its grid cell", async (engine) => {
+  const before = engine.memory();
+  // Grid 4 with gap 3: patches of floor((26 − 9) / 4) = 4 pixels at cells 7 apart, each moved by ≤ 2 pixels.
+  const shape = [40, 1, 26, 26];
+  const [patch, step, jitter] = [4, 7, 2];
+  const { x, host } = batch(engine, shape, 7);
+  const { center, neighbor, labels } = relativePositionTask(x, { seed: 8, grid: 4, gap: 3, jitter });
+  assertEquals(center.shape, [40, 1, patch, patch], "patch shape");
+  const [ls, cs, ns] = [await takeInt(labels), await take(center), await take(neighbor)];
+  // Where in image s the patch p (values random, so one position matches) was cut from.
+  const find = (s: number, p: ArrayLike<number>): [number, number] => {
+    const matches: [number, number][] = [];
+    for (let top = 0; top + patch <= 26; top++) {
+      for (let left = 0; left + patch <= 26; left++) {
+        const crop = refTiles(host, shape, Array.from({ length: 40 }, () => [[top, left]]), patch, patch, 1);
+        const at = s * patch * patch;
+        if (Array.from(p).every((v, k) => v === crop[at + k])) matches.push([top, left]);
+      }
+    }
+    assertEquals(matches.length, 1, `sample ${s}: positions its patch matches`);
+    return matches[0];
+  };
+  const shifts = new Set<number>();
+  for (let s = 0; s < 40; s++) {
+    const size = patch * patch;
+    const [ct, cl] = find(s, cs.slice(s * size, (s + 1) * size));
+    const [nt, nl] = find(s, ns.slice(s * size, (s + 1) * size));
+    // The center cell is an inner one (1 or 2 of 0..3), the neighbor one cell away in the label's direction.
+    const cy = Math.round(ct / step);
+    const cx = Math.round(cl / step);
+    assert(cy >= 1 && cy <= 2 && cx >= 1 && cx <= 2, `sample ${s}: center cell (${cy}, ${cx})`);
+    const [dy, dx] = NEIGHBORS[ls[s]];
+    for (const [got, cell] of [[ct, cy], [cl, cx], [nt, cy + dy], [nl, cx + dx]]) {
+      const want = cell * step;
+      assert(Math.abs(got - want) <= jitter, `sample ${s}: origin ${got} not within ${jitter} of ${want}`);
+      shifts.add(got - want);
+    }
+  }
+  assert(shifts.size === 2 * jitter + 1, `every shift in [−${jitter}, ${jitter}] occurs: ${[...shifts]}`);
   x.dispose();
   assertNoLeak(engine, before);
 });
@@ -263,6 +308,12 @@ test("pretext: bad input throws a clear error and leaks nothing", async (engine)
     "24",
   ]);
   await assertThrows(() => relativePositionTask(x, { seed: 0, grid: 2 }), RangeError, ["grid"]);
+  await assertThrows(() => relativePositionTask(x, { seed: 0, jitter: -1 }), RangeError, ["jitter"]);
+  await assertThrows(
+    () => relativePositionTask(x, { seed: 0, gap: 100 }),
+    ShapeError,
+    ["gap 100", "[2, 3, 8, 6]"],
+  );
   await assertThrows(() => colorizationTask(gray), ShapeError, ["C = 3", "[2, 1, 8, 8]"]);
   await assertThrows(() => maskedTokenTask(flat, { seed: 0, maskId: 1, vocabSize: 5 }), TypeError, ["i32"]);
   const ids = engine.zeros([2, 3, 4], "i32");

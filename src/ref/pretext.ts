@@ -4,27 +4,28 @@ import { philox, seedKey } from "./random.ts";
 const MASKED_IMAGE_TAG = 11;
 const MASKED_TOKEN_TAG = 12;
 
-/** Output tile t of sample n is source tile table[n][t] (th×tw tiles, `cols` per source row, `outCols` per output row). */
+/**
+ * Output tile t of sample n is the th×tw source rect whose top-left pixel is origins[n][t] = [row, column]
+ * (`outCols` tiles per output row).
+ */
 export function refTiles(
   x: ArrayLike<number>,
   [n, c, h, w]: readonly number[],
-  table: number[][],
+  origins: [number, number][][],
   th: number,
   tw: number,
   outCols: number,
-  cols: number,
 ): Float64Array {
-  const oh = (table[0].length / outCols) * th;
+  const oh = (origins[0].length / outCols) * th;
   const ow = outCols * tw;
   const out = new Float64Array(n * c * oh * ow);
   for (let s = 0; s < n; s++) {
     for (let ch = 0; ch < c; ch++) {
       for (let y = 0; y < oh; y++) {
         for (let xx = 0; xx < ow; xx++) {
-          const src = table[s][Math.floor(y / th) * outCols + Math.floor(xx / tw)];
-          const sy = Math.floor(src / cols) * th + (y % th);
-          const sx = (src % cols) * tw + (xx % tw);
-          out[((s * c + ch) * oh + y) * ow + xx] = x[((s * c + ch) * h + sy) * w + sx];
+          const [top, left] = origins[s][Math.floor(y / th) * outCols + Math.floor(xx / tw)];
+          out[((s * c + ch) * oh + y) * ow + xx] =
+            x[((s * c + ch) * h + top + (y % th)) * w + left + (xx % tw)];
         }
       }
     }
