@@ -83,16 +83,17 @@ export async function init(options: InitOptions = {}): Promise<Engine> {
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) {
     throw new DeviceError(
-      "WebGPU is not available (navigator.gpu is undefined). In Deno use version ≥ 2 (WebGPU is on by default; " +
-        "on Linux without a GPU install Mesa's Vulkan drivers: apt-get install mesa-vulkan-drivers). In a browser " +
-        "serve the page from https or localhost and use Chrome/Edge ≥ 113 or Chromium with --enable-unsafe-webgpu.",
+      "WebGPU is not available (navigator.gpu is undefined). In Deno use version ≥ 2 (WebGPU is on by default). " +
+        "In a browser serve the page from https or 127.0.0.1 and use Chrome/Edge ≥ 113, or Chromium with " +
+        "--enable-unsafe-webgpu.",
     );
   }
   const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference });
   if (!adapter) {
     throw new DeviceError(
-      "navigator.gpu.requestAdapter() found no adapter: install a Vulkan driver (Mesa's llvmpipe/lavapipe: " +
-        "apt-get install mesa-vulkan-drivers), or in Chromium pass --enable-unsafe-webgpu (and --enable-features=Vulkan).",
+      "navigator.gpu.requestAdapter() found no adapter. On Linux without a GPU, Deno finds Mesa's llvmpipe " +
+        "through EGL (apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri) or Vulkan (apt-get install " +
+        "mesa-vulkan-drivers); Chromium needs --enable-unsafe-webgpu.",
     );
   }
   const l = adapter.limits;

@@ -1,4 +1,14 @@
-import { add, DeviceLostError, init, KernelError, mul, Params, ShapeError, Tensor } from "../src/mod.ts";
+import {
+  add,
+  DeviceError,
+  DeviceLostError,
+  init,
+  KernelError,
+  mul,
+  Params,
+  ShapeError,
+  Tensor,
+} from "../src/mod.ts";
 import { philox, refRand, refRandn, seedKey, uniformFromBits } from "../src/ref/random.ts";
 import { test } from "./harness.ts";
 import { assert, assertClose, assertEquals, assertNoLeak, assertThrows, take } from "./util.ts";
@@ -157,4 +167,21 @@ test("device loss rejects pending work; init() again gives a working engine", as
   assertEquals([...y], [2, 2]);
   fresh.destroy();
   assert(x instanceof Tensor);
+});
+
+test("init without WebGPU, or without an adapter, throws a DeviceError saying how to get one", async () => {
+  // navigator.gpu shadowed by an own property for the test, then restored.
+  const withGpu = async (gpu: unknown, expected: string[]) => {
+    Object.defineProperty(navigator, "gpu", { value: gpu, configurable: true });
+    try {
+      await assertThrows(() => init(), DeviceError, expected);
+    } finally {
+      delete (navigator as unknown as Record<string, unknown>).gpu;
+    }
+  };
+  await withGpu(undefined, ["navigator.gpu is undefined", "--enable-unsafe-webgpu"]);
+  await withGpu({ requestAdapter: () => Promise.resolve(null) }, ["found no adapter", "apt-get install"]);
+  const engine = await init();
+  assert(engine.adapterName.length > 0, "navigator.gpu is back");
+  engine.destroy();
 });
