@@ -1,6 +1,7 @@
 // Runs the whole suite again in headless Chromium: esbuild bundles every test/*_test.ts (found at run time) with
 // test/browser/runner.ts, Deno serves the bundle from 127.0.0.1, puppeteer-core drives Debian's chromium, and each
-// browser test is reported as a step "chromium: <name>". The one test file that uses Deno APIs: it is not bundled.
+// browser test is reported as a step "chromium: <name>". The one test file that uses Deno APIs (it is not bundled),
+// so it also holds the checks that read files: the library bundle and README.md's example.
 import * as esbuild from "esbuild";
 import puppeteer, { type Page } from "puppeteer-core";
 import { browserModule, bundleLibrary } from "../tools/bundle.ts";
@@ -161,4 +162,31 @@ Deno.test("deno task build: src/mod.ts bundles into one ES module with the whole
   } finally {
     engine.destroy();
   }
+});
+
+Deno.test({
+  name: "README: the ten-line example runs against src/mod.ts",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const readme = Deno.readTextFileSync(new URL("../README.md", import.meta.url));
+  const code = readme.match(/```ts\n([\s\S]*?)```/)?.[1];
+  assert(code?.includes('from "./src/mod.ts"'), "README.md has a ts example importing ./src/mod.ts");
+  const file = Deno.makeTempFileSync({ suffix: ".ts" });
+  Deno.writeTextFileSync(
+    file,
+    code!.replace('"./src/mod.ts"', JSON.stringify(new URL("../src/mod.ts", import.meta.url).href)),
+  );
+  const printed: unknown[][] = [];
+  const log = console.log;
+  console.log = (...args: unknown[]) => printed.push(args);
+  try {
+    await import(new URL(`file://${file}`).href);
+  } finally {
+    console.log = log;
+    Deno.removeSync(file);
+  }
+  assertEquals(printed.length, 1, "lines the example prints");
+  const [loss] = printed[0] as [Float32Array];
+  assert(loss.length === 1 && Number.isFinite(loss[0]) && loss[0] > 0, `the example's loss: ${loss}`);
 });
