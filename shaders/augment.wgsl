@@ -228,7 +228,7 @@ fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
   partials[i] = s;
 }
 
-@group(0) @binding(3) var<storage, read> means_in: array<f32>;
+@group(0) @binding(3) var<storage, read> sums_in: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -243,7 +243,7 @@ fn view(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let pixels = p.oh * p.ow;
   let at = oy * p.ow + ox;
   var v = sample(n, oy, ox);
-  if (JITTER && rec(6u) != 0.0) { v = jitter(v, means_in[n] / f32(pixels), false); }
+  if (JITTER && rec(6u) != 0.0) { v = jitter(v, sums_in[n] / f32(pixels), false); }
   if ((rec(12u) != 0.0 && p.c == 3u) || p.oc < p.c) { v = vec3<f32>(gray(v)); }
   let erase = rec(14u) != 0.0 && f32(oy) >= rec(15u) && f32(oy) < rec(15u) + rec(17u) &&
     f32(ox) >= rec(16u) && f32(ox) < rec(16u) + rec(18u);

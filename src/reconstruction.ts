@@ -11,7 +11,7 @@
 // and maskedMSE's target are constants (grad gives zeros for them).
 import { isRecording, isSeed, record } from "./autograd.ts";
 import { type Binding, Params, windows } from "./engine.ts";
-import { checkF32, mul, neg, unbroadcast } from "./elementwise.ts";
+import { checkF32, neg, unbroadcast } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
 
@@ -105,10 +105,10 @@ function checkEngine(op: string, a: Tensor, ...rest: (Tensor | undefined)[]): vo
 
 /**
  * Attaches a backward to `out`, keeping `saved` for it (disposed with `out`). `inputs[0]` is pred, whose
- * gradient is `backward(g)`; `others(g, predGrad)` gives the gradients of the rest of `inputs`, only when one of
- * them is asked for. `unitGrad`, the gradient the forward wrote for an upstream of exactly 1, is handed over as
- * pred's (and leaves `saved`) when the backward starts from grad's seed; otherwise, or once it is gone (taken,
- * or disposed by an enclosing `tidy`), `backward` runs.
+ * gradient is `backward(g)`; `others(g, predGrad)` gives the gradients of the rest of `inputs` when one of them
+ * is asked for, calling `predGrad()` only if it needs pred's. `unitGrad`, the gradient the forward wrote for an
+ * upstream of exactly 1, is handed over as pred's (and leaves `saved`) when the backward starts from grad's
+ * seed; otherwise, or once it is gone (taken, or disposed by an enclosing `tidy`), `backward` runs.
  */
 function recordFused(
   out: Tensor,
@@ -117,20 +117,22 @@ function recordFused(
   unitGrad: Tensor | null,
   backward: (g: Tensor) => Tensor,
   saved: Tensor[] = [],
-  others: (g: Tensor, predGrad: Tensor) => Tensor[] = () => [],
+  others: (g: Tensor, predGrad: () => Tensor) => Tensor[] = () => [],
 ): Tensor {
   // record keeps this very array as the node's `saved`, so removing unitGrad from it hands it over.
   const kept = unitGrad ? [...saved, unitGrad] : saved;
   return record(out, op, inputs, (g, needs) => {
-    const wantOthers = needs.slice(1).some((n) => n);
-    if (!needs[0] && !wantOthers) return [];
-    const at = unitGrad ? kept.indexOf(unitGrad) : -1;
-    const handOver = at >= 0 && isSeed(g) && !unitGrad!.disposed;
-    if (handOver) kept.splice(at, 1);
-    const predGrad = handOver ? unitGrad! : backward(g);
-    const rest = wantOthers ? others(g, predGrad) : [];
-    if (needs[0]) return [predGrad, ...rest];
-    predGrad.dispose();
+    let predGrad: Tensor | undefined;
+    const takePredGrad = () => {
+      if (predGrad) return predGrad;
+      const at = unitGrad ? kept.indexOf(unitGrad) : -1;
+      if (at >= 0 && isSeed(g) && !unitGrad!.disposed) predGrad = kept.splice(at, 1)[0];
+      else predGrad = backward(g);
+      return predGrad;
+    };
+    const rest = needs.slice(1).some((n) => n) ? others(g, takePredGrad) : [];
+    if (needs[0]) return [takePredGrad(), ...rest];
+    predGrad?.dispose();
     return [null, ...rest];
   }, kept);
 }
@@ -237,11 +239,10 @@ function pointLoss(
     return out;
   };
   const backward = (g: Tensor) => gradPass(g, LOSSES[kind]);
-  // bce's d(loss)/d(target) = −scale·x·w·g: from grad's seed without weights that is one scalar multiply.
-  const bceTargetGrad = (g: Tensor) => isSeed(g) && !weight ? mul(pred, -scale) : gradPass(g, BCE_TARGET);
-  // The other losses are functions of pred − target: d/d(target) = −d/d(pred).
-  const targetGrad = (g: Tensor, predGrad: Tensor) => [
-    kind === "bceWithLogits" ? bceTargetGrad(g) : unbroadcast(neg(predGrad), target.shape),
+  // bce's d(loss)/d(target) = −scale·x·w·g has a pass of its own; the other losses are functions of
+  // pred − target: d/d(target) = −d/d(pred).
+  const targetGrad = (g: Tensor, predGrad: () => Tensor) => [
+    kind === "bceWithLogits" ? gradPass(g, BCE_TARGET) : unbroadcast(neg(predGrad()), target.shape),
   ];
 
   if (reduction === "none") {
