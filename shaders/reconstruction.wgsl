@@ -8,8 +8,11 @@
 // Elementwise losses, x = pred, y = target, w = weight (1 unless WEIGHTED), per element ℓ(x, y)·w and
 // dℓ/dx·w; LOSS 0 mse, 1 l1, 2 huber (param = delta), 3 smoothL1 (param = beta), 4 bceWithLogits; LOSS 5
 // gives bceWithLogits' dℓ/dy = −x in place of dℓ/dx, and no ℓ (`grad` only: its target's gradient).
-// Workgroup w covers window elements [w·WG·ITEMS, (w + 1)·WG·ITEMS), invocation lid those ≡ lid mod WG
-// (coalesced). With BROADCAST (one window only) target and weight are read through strides over pred's dims.
+// Workgroup w covers window elements [w·WG·ITEMS, (w + 1)·WG·ITEMS) as vec4s, invocation lid the vec4s ≡ lid
+// mod WG (coalesced). Tensors are bound in whole vec4s (engine.ts rounds bindings up; the pool's buffers are
+// 256-byte multiples): a lane past the window's end adds nothing to the loss, and its gradient lands in padding
+// nobody reads. With BROADCAST (one window only) target and weight are read element by element through strides
+// over pred's dims.
 //   reduce:       1 pred, 2 target, 3 weight, 4 partials   partials[part_base + w·WG + lid] = scale · Σ ℓ
 //   reduce_grad:  1 pred, 2 target, 3 weight, 4 partials, 5 grad     and grad[i] = scale · dℓ/dx
 //   grad:         1 pred, 2 target, 3 weight, 4 upstream, 5 grad     grad[i] = scale · dℓ/dx · g, where
@@ -44,6 +47,7 @@ override WG: u32 = 256;  // a power of two (the masked loss's tree)
 // llvmpipe unrolls only loops whose trip count is known when the WGSL is compiled (2x faster here).
 // Serial sums of 32 f32 terms then a tree over passes: accurate to ~1e-7 relative in practice.
 const ITEMS: u32 = 32u;
+const ITEMS4: u32 = ITEMS / 4u;  // the elementwise losses read vec4s: llvmpipe pays per access, not per byte
 override LOSS: u32 = 0;
 override BROADCAST: bool = false;
 override WEIGHTED: bool = false;
@@ -87,67 +91,87 @@ fn asF32(bits: u32) -> f32 {
 
 // ---- elementwise losses ----------------------------------------------------------------------------------
 
-@group(0) @binding(1) var<storage, read> pred: array<f32>;
-@group(0) @binding(2) var<storage, read> tgt: array<f32>;  // `target` is a WGSL reserved word
-@group(0) @binding(3) var<storage, read> weight: array<f32>;
+@group(0) @binding(1) var<storage, read> pred: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> tgt: array<vec4<f32>>;  // `target` is a WGSL reserved word
+@group(0) @binding(3) var<storage, read> weight: array<vec4<f32>>;
 
-// (ℓ, dℓ/dx) for prediction x and target y, with PyTorch's definitions (LOSS 5: (0, dℓ/dy) of bce).
-fn lossGrad(x: f32, y: f32) -> vec2<f32> {
+struct LossGrad {
+  l: vec4<f32>,  // ℓ
+  g: vec4<f32>,  // dℓ/dx
+}
+
+// ℓ and dℓ/dx of 4 elements, prediction x and target y, with PyTorch's definitions (LOSS 5: 0 and dℓ/dy of
+// bce).
+fn lossGrad(x: vec4<f32>, y: vec4<f32>) -> LossGrad {
   let d = x - y;
   let a = abs(d);
+  let zero = vec4<f32>(0.0);
+  let t = vec4<f32>(p.param);
   switch LOSS {
-    case 0u: { return vec2(d * d, 2.0 * d); }
-    case 1u: { return vec2(a, sign(d)); }
-    case 2u: { return select(vec2(p.param * (a - 0.5 * p.param), p.param * sign(d)), vec2(0.5 * d * d, d), a <= p.param); }
-    case 3u: { return select(vec2(a - 0.5 * p.param, sign(d)), vec2(0.5 * d * d / p.param, d / p.param), a < p.param); }
+    case 0u: { return LossGrad(d * d, 2.0 * d); }
+    case 1u: { return LossGrad(a, sign(d)); }
+    case 2u: { return LossGrad(select(t * (a - 0.5 * t), 0.5 * d * d, a <= t), select(t * sign(d), d, a <= t)); }
+    case 3u: { return LossGrad(select(a - 0.5 * t, 0.5 * d * d / t, a < t), select(sign(d), d / t, a < t)); }
     case 4u: {
       // max(x, 0) − x·y + log(1 + e^−|x|) never overflows; sigmoid split by sign for the same reason.
       let e = exp(-abs(x));
-      let sig = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
-      return vec2(max(x, 0.0) - x * y + log(1.0 + e), sig - y);
+      let sig = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= zero);
+      return LossGrad(max(x, zero) - x * y + log(1.0 + e), sig - y);
     }
-    default: { return vec2(0.0, -x); }  // 5: bce's dℓ/dy alone, for the `grad` pass
+    default: { return LossGrad(zero, -x); }  // 5: bce's dℓ/dy alone, for the `grad` pass
   }
 }
 
-// (ℓ·w, dℓ/dx·w) of window element i.
-fn element(i: u32) -> vec2<f32> {
-  var it = i;
-  var iw = i;
+// Element offsets in target and weight of element i of pred (BROADCAST).
+fn offsets(i: u32) -> vec2<u32> {
+  var o = vec2<u32>(0u);
+  var rest = i;
+  for (var d = i32(p.rank) - 1; d >= 0; d--) {
+    let k = rest % dim(u32(d));
+    rest /= dim(u32(d));
+    o += k * vec2<u32>(p.stride_t[d / 4][d % 4], p.stride_w[d / 4][d % 4]);
+  }
+  return o;
+}
+
+// (ℓ·w, dℓ/dx·w) of window elements 4v .. 4v + 3; a lane past the window's end has ℓ = 0.
+fn element(v: u32) -> LossGrad {
+  var y: vec4<f32>;
+  var w = vec4<f32>(1.0);
   if (BROADCAST) {
-    it = 0u;
-    iw = 0u;
-    var rest = i;
-    for (var d = i32(p.rank) - 1; d >= 0; d--) {
-      let k = rest % dim(u32(d));
-      rest /= dim(u32(d));
-      it += k * p.stride_t[d / 4][d % 4];
-      iw += k * p.stride_w[d / 4][d % 4];
+    for (var j = 0u; j < 4u; j++) {
+      let o = offsets(min(4u * v + j, p.count - 1u));
+      y[j] = tgt[o.x / 4u][o.x % 4u];
+      if (WEIGHTED) { w[j] = weight[o.y / 4u][o.y % 4u]; }
     }
+  } else {
+    y = tgt[v];
+    if (WEIGHTED) { w = weight[v]; }
   }
-  let r = lossGrad(pred[i], tgt[it]);
-  if (WEIGHTED) { return r * weight[iw]; }
-  return r;
+  let r = lossGrad(pred[v], y);
+  let live = 4u * v + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.count);
+  return LossGrad(select(vec4<f32>(0.0), r.l * w, live), r.g * w);
 }
 
+// Index of the k-th vec4 of invocation lid in workgroup w: neighbouring invocations read neighbouring vec4s.
 fn elementIndex(w: u32, k: u32, lid: u32) -> u32 {
-  return (w * ITEMS + k) * WG + lid;
+  return (w * ITEMS4 + k) * WG + lid;
 }
 
 @group(0) @binding(4) var<storage, read_write> partials: array<f32>;
-@group(0) @binding(5) var<storage, read_write> grad_out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> grad_out: array<vec4<f32>>;
 
 @compute @workgroup_size(WG)
 fn reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
   let w = workgroupIndex(wg, nwg);
   if (w * ITEMS * WG >= p.count) { return; }
-  var s = 0.0;
-  for (var k = 0u; k < ITEMS; k++) {
-    let i = elementIndex(w, k, lid);
-    if (i < p.count) { s += element(i).x; }
+  var s = vec4<f32>(0.0);
+  for (var k = 0u; k < ITEMS4; k++) {
+    let v = elementIndex(w, k, lid);
+    if (4u * v < p.count) { s += element(v).l; }
   }
-  partials[p.part_base + w * WG + lid] = p.scale * s;
+  partials[p.part_base + w * WG + lid] = p.scale * dot(s, vec4<f32>(1.0));
 }
 
 @compute @workgroup_size(WG)
@@ -155,44 +179,48 @@ fn reduce_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
                @builtin(local_invocation_index) lid: u32) {
   let w = workgroupIndex(wg, nwg);
   if (w * ITEMS * WG >= p.count) { return; }
-  var s = 0.0;
-  for (var k = 0u; k < ITEMS; k++) {
-    let i = elementIndex(w, k, lid);
-    if (i < p.count) {
-      let r = element(i);
-      s += r.x;
-      grad_out[i] = p.scale * r.y;
+  var s = vec4<f32>(0.0);
+  for (var k = 0u; k < ITEMS4; k++) {
+    let v = elementIndex(w, k, lid);
+    if (4u * v < p.count) {
+      let r = element(v);
+      s += r.l;
+      grad_out[v] = p.scale * r.g;
     }
   }
-  partials[p.part_base + w * WG + lid] = p.scale * s;
+  partials[p.part_base + w * WG + lid] = p.scale * dot(s, vec4<f32>(1.0));
 }
 
-@group(0) @binding(4) var<storage, read> upstream: array<f32>;
+@group(0) @binding(4) var<storage, read> upstream: array<vec4<f32>>;
 
 @compute @workgroup_size(WG)
 fn grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let w = workgroupIndex(wg, nwg);
-  for (var k = 0u; k < ITEMS; k++) {
-    let i = elementIndex(w, k, lid);
-    if (i < p.count) { grad_out[i] = p.scale * element(i).y * upstream[select(0u, i, UPSTREAM_EACH)]; }
+  for (var k = 0u; k < ITEMS4; k++) {
+    let v = elementIndex(w, k, lid);
+    if (4u * v < p.count) {
+      grad_out[v] = p.scale * element(v).g * select(vec4<f32>(upstream[0].x), upstream[v], UPSTREAM_EACH);
+    }
   }
 }
 
-@group(0) @binding(4) var<storage, read_write> loss_out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> loss_out: array<vec4<f32>>;
 
 @compute @workgroup_size(WG)
 fn loss(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let w = workgroupIndex(wg, nwg);
-  for (var k = 0u; k < ITEMS; k++) {
-    let i = elementIndex(w, k, lid);
-    if (i < p.count) { loss_out[i] = element(i).x; }
+  for (var k = 0u; k < ITEMS4; k++) {
+    let v = elementIndex(w, k, lid);
+    if (4u * v < p.count) { loss_out[v] = element(v).l; }
   }
 }
 
 // ---- masked patch MSE ------------------------------------------------------------------------------------
 
+@group(0) @binding(1) var<storage, read> patch_pred: array<f32>;
+@group(0) @binding(2) var<storage, read> patch_tgt: array<f32>;
 @group(0) @binding(3) var<storage, read> mask: array<u32>;
 @group(0) @binding(4) var<storage, read> msum: array<f32>;
 @group(0) @binding(5) var<storage, read_write> patch_loss: array<f32>;
@@ -231,13 +259,13 @@ fn patchNorm(origin: vec2<u32>, lid: u32, live: bool) -> vec2<f32> {
   let k = patchSize();
   var s = 0.0;
   if (live) {
-    for (var j = lid; j < k; j += WG) { s += tgt[pixel(origin, j).x]; }
+    for (var j = lid; j < k; j += WG) { s += patch_tgt[pixel(origin, j).x]; }
   }
   let mean = treeSum(lid, s) / f32(k);
   var v = 0.0;
   if (live) {
     for (var j = lid; j < k; j += WG) {
-      let t = tgt[pixel(origin, j).x] - mean;
+      let t = patch_tgt[pixel(origin, j).x] - mean;
       v += t * t;
     }
   }
@@ -245,7 +273,7 @@ fn patchNorm(origin: vec2<u32>, lid: u32, live: bool) -> vec2<f32> {
 }
 
 fn patchDiff(at: vec2<u32>, norm: vec2<f32>) -> f32 {
-  return pred[at.y] - (tgt[at.x] - norm.x) * norm.y;
+  return patch_pred[at.y] - (patch_tgt[at.x] - norm.x) * norm.y;
 }
 
 // Writes grad = g · 2d · mask / (K · msum) over patch q (zeros where masked out); returns this invocation's Σ d².

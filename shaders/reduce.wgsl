@@ -15,7 +15,10 @@
 // window. Windows cut between chunks (contiguous rows, CONTIGUOUS: no offset lists, no window test) write
 // partial `part`; windows that each see every part (strided rows) write partial part·nwin + win, and the next
 // pass folds those too.
-// Bindings: 0 params (uniform), 1 x (storage, read; pairs when PAIRS_IN), 2 out (storage; pairs when PAIRS_OUT).
+// With VEC4 (a first pass over contiguous rows whose length is a multiple of 4) lengths, offsets and windows
+// count vec4s, and a part folds ITEMS vec4s: a quarter of the loads, which is what a CPU adapter pays for.
+// Bindings: 0 params (uniform), 1 x (storage, read, bound in whole vec4s; pairs when PAIRS_IN), 2 out (storage;
+// pairs when PAIRS_OUT).
 //! include lib/nan.wgsl
 
 struct Params {
@@ -41,10 +44,11 @@ override OP: u32 = 0;
 override PAIRS_IN: bool = false;
 override PAIRS_OUT: bool = false;
 override CONTIGUOUS: bool = false;
+override VEC4: bool = false;  // contiguous rows of a multiple of 4: every index above counts vec4s
 const BLOCK = 8u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;  // vec4s: llvmpipe pays per access, not per byte
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 // Entry d of list `list` of p.lists (0 kept shape, 1 kept stride, 2 reduced shape, 3 reduced stride).
@@ -92,11 +96,18 @@ fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
   }
 }
 
+// Input i as an accumulator: a value (logsumexp of one value v: m = v, s = 1; sum and max ignore y), a pair
+// (PAIRS_IN), or with VEC4 the 4 values of vec4 i folded pairwise.
 fn load(i: u32) -> vec2<f32> {
-  if (PAIRS_IN) {
-    return vec2<f32>(x[2u * i], x[2u * i + 1u]);
+  if (VEC4) {
+    let v = x[i];
+    return combine(combine(vec2<f32>(v.x, 1.0), vec2<f32>(v.y, 1.0)), combine(vec2<f32>(v.z, 1.0), vec2<f32>(v.w, 1.0)));
   }
-  return vec2<f32>(x[i], 1.0);  // logsumexp of one value v: m = v, s = 1 (sum and max ignore y)
+  if (PAIRS_IN) {
+    let v = x[i / 2u];
+    return select(v.xy, v.zw, i % 2u == 1u);
+  }
+  return vec2<f32>(x[i / 4u][i % 4u], 1.0);
 }
 
 fn store(part: u32, acc: vec2<f32>) {

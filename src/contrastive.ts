@@ -25,8 +25,6 @@ const DV = 16 * TILE.WGC;
 const WG = 64;
 /** Loop iterations one invocation may run per dispatch: half of llvmpipe's silent cap of 65,535. */
 const LOOP_BUDGET = 32768;
-/** Workgroups a dispatch should have to fill the GPU; column splits run side by side up to this. */
-const TARGET_WORKGROUPS = 256;
 /** As torch.nn.functional.normalize. */
 const NORM_EPS = 1e-12;
 
@@ -79,7 +77,7 @@ function plan(op: string, pr: Problem, withGrad: boolean): Plan {
   const rowTiles = Math.ceil(pr.rows / TR);
   const chunks = withGrad ? Math.ceil(pr.dim / DV) : 1;
   const colTiles = Math.ceil(pr.cols / TC);
-  const fill = Math.ceil(TARGET_WORKGROUPS / (rowTiles * chunks));
+  const fill = Math.ceil(pr.a.engine.parallelWorkgroups / (rowTiles * chunks));
   const splits = Math.min(colTiles, Math.max(Math.ceil(colTiles / maxTiles), fill));
   const tilesPerSplit = Math.ceil(colTiles / splits);
   const used = Math.ceil(colTiles / tilesPerSplit);

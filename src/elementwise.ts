@@ -115,16 +115,9 @@ function collapseDims(shape: readonly number[], sa: number[], sb: number[]): [nu
   return [dims, ra, rb];
 }
 
-/**
- * Elements [first, first + count) of `t` bound in whole vec4s (see elementwise.wgsl); the rounding stays inside
- * the buffer because the engine's pool allocates multiples of 256 bytes.
- */
-function vec4Binding(t: Tensor, first = 0, count = t.size): Binding {
-  return { buffer: t.buffer, offset: first * 4, size: Math.ceil(count / 4) * 16 };
-}
-
-function vec4Bindings(t: Tensor): Binding[] {
-  return windows(t).map((w) => vec4Binding(t, w.first, w.count));
+/** A tensor's windows as bindings (whole vec4s, see elementwise.wgsl). */
+function bindings(t: Tensor): Binding[] {
+  return windows(t).map((w) => w.binding);
 }
 
 /** One elementwise dispatch per window of `out`; each input is one binding for all windows or one per window. */
@@ -143,7 +136,7 @@ function dispatch(
       entry,
       constants: { WG, ...constants },
       params: params(w.count),
-      buffers: [...inputs.map((x) => Array.isArray(x) ? x[i] : x), vec4Binding(out, w.first, w.count)],
+      buffers: [...inputs.map((x) => Array.isArray(x) ? x[i] : x), w.binding],
       workgroups: Math.ceil(w.count / 4 / WG),
     });
   });
@@ -152,7 +145,7 @@ function dispatch(
 function unary(op: keyof typeof UNARY, a: Tensor): Tensor {
   checkF32(op, a);
   const out = a.engine.empty(a.shape);
-  dispatch(op, "unary", { OP: UNARY[op] }, (n) => new Params().u32(n, 0).f32(0), out, [vec4Bindings(a)]);
+  dispatch(op, "unary", { OP: UNARY[op] }, (n) => new Params().u32(n, 0).f32(0), out, [bindings(a)]);
   return out;
 }
 
@@ -166,7 +159,7 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
     checkF32(op, t);
     const out = t.engine.empty(t.shape);
     const constants = { OP: BINARY[op], SWAP: typeof a === "number" ? 1 : 0 };
-    dispatch(op, "scalar", constants, (n) => new Params().u32(n, 0).f32(s), out, [vec4Bindings(t)]);
+    dispatch(op, "scalar", constants, (n) => new Params().u32(n, 0).f32(s), out, [bindings(t)]);
     return out;
   }
   checkF32(op, a);
@@ -184,7 +177,7 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
   const out = a.engine.empty(shape);
   if (same) {
     // Same-shape inputs are windowed like the output.
-    const inputs = [vec4Bindings(a), vec4Bindings(b)];
+    const inputs = [bindings(a), bindings(b)];
     dispatch(op, "binary", { OP: BINARY[op] }, (n) => new Params().u32(n, 0), out, inputs);
     return out;
   }
@@ -202,7 +195,7 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
     A_ROW: Number(sa.at(-1) === 1),
     B_ROW: Number(sb.at(-1) === 1),
   };
-  dispatch(op, "broadcast", constants, params, out, [vec4Binding(a), vec4Binding(b)]);
+  dispatch(op, "broadcast", constants, params, out, [a, b]);
   return out;
 }
 

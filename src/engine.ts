@@ -15,6 +15,12 @@ export interface InitOptions {
    * windowed paths identically on every adapter).
    */
   maxStorageBufferBindingSize?: number;
+  /**
+   * Workgroups one dispatch needs to keep the adapter busy; ops whose work can be split (ntXent's column
+   * stream) split until a dispatch has this many. Default: 256 on a GPU; 4 per CPU thread on a CPU adapter
+   * (llvmpipe, SwiftShader), where each workgroup costs a start-up and splits only add work.
+   */
+  parallelWorkgroups?: number;
 }
 
 /** A storage binding: a whole tensor, or a byte window of a buffer (offset aligned to the adapter's limit). */
@@ -80,6 +86,10 @@ function sizeClass(bytes: number): number {
 }
 
 export async function init(options: InitOptions = {}): Promise<Engine> {
+  const pw = options.parallelWorkgroups;
+  if (pw !== undefined && !(Number.isInteger(pw) && pw >= 1)) {
+    throw new RangeError(`init: parallelWorkgroups must be a positive integer, got ${pw}`);
+  }
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) {
     throw new DeviceError(
@@ -128,6 +138,10 @@ export class Engine {
   /** The adapter's name, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
   readonly adapterName: string;
   readonly batchSize: number;
+  /** Workgroups one dispatch needs to keep the adapter busy (`InitOptions.parallelWorkgroups`). */
+  readonly parallelWorkgroups: number;
+  /** Whether the adapter runs kernels on the CPU (a fallback adapter such as llvmpipe or SwiftShader). */
+  readonly cpuAdapter: boolean;
   /** Command buffers submitted so far (ops batch into one; readbacks and full batches submit). */
   submits = 0;
   #pipelines = new Map<string, GPUComputePipeline>();
@@ -156,6 +170,10 @@ export class Engine {
     this.adapterName = [info?.description || info?.device, info?.vendor, info?.architecture]
       .filter((s) => s).join(" / ") || "unknown adapter";
     this.batchSize = options.batchSize ?? 256;
+    this.cpuAdapter = (info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter === true ||
+      /llvmpipe|lavapipe|swiftshader/i.test(this.adapterName);
+    this.parallelWorkgroups = options.parallelWorkgroups ??
+      (this.cpuAdapter ? 4 * (globalThis.navigator?.hardwareConcurrency || 1) : 256);
     this.#arena = device.createBuffer({
       size: this.#arenaData.byteLength,
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
@@ -566,7 +584,13 @@ export function windows(t: Tensor): Window[] {
   const out: Window[] = [];
   for (let first = 0; first < t.size; first += per) {
     const count = Math.min(per, t.size - first);
-    out.push({ first, count, binding: { buffer: t.buffer, offset: first * 4, size: count * 4 } });
+    // Whole vec4s, as a Tensor binding (kernels that read vec4s need them; the pool's buffers are 256-byte
+    // multiples, so the rounding stays inside the buffer).
+    out.push({
+      first,
+      count,
+      binding: { buffer: t.buffer, offset: first * 4, size: Math.ceil(count / 4) * 16 },
+    });
   }
   return out;
 }

@@ -98,7 +98,7 @@ function slices(x: Tensor, contiguous: boolean, len: number, chunks: number, spa
     out.push({
       first,
       count,
-      binding: { buffer: x.buffer, offset: first * 4, size: count * 4 },
+      binding: { buffer: x.buffer, offset: first * 4, size: Math.ceil(count / 4) * 16 },
       chunk0: q,
       nchunks: end - q,
     });
@@ -128,11 +128,14 @@ function reduce(
     reduced.stride.every((s) => s === 1);
   let source = x;
   for (let pass = 0;; pass++) {
-    // Parts per chunk: enough that each folds ≤ ITEMS elements (rows of ≤ ITEMS: one part per row).
-    const seg = Math.min(WG, Math.ceil(len / ITEMS));
-    const chunks = Math.ceil(len / (seg * ITEMS));
+    // Contiguous rows of a multiple of 4 are read as vec4s: `unit` elements per item.
+    const unit = pass === 0 && contiguous && len % 4 === 0 ? 4 : 1;
+    const items = len / unit;
+    // Parts per chunk: enough that each folds ≤ ITEMS items (rows of ≤ ITEMS: one part per row).
+    const seg = Math.min(WG, Math.ceil(items / ITEMS));
+    const chunks = Math.ceil(items / (seg * ITEMS));
     const { nwin, slices: parts } = pass === 0
-      ? slices(x, contiguous, len, chunks, seg * ITEMS)
+      ? slices(x, contiguous, len, chunks, seg * ITEMS * unit)
       : { nwin: 1, slices: windows(source).map((w): Slice => ({ ...w, chunk0: 0, nchunks: rows * chunks })) };
     const last = chunks * seg * nwin === 1;
     const count = last ? rows : rows * chunks * seg * nwin * (pairs ? 2 : 1);
@@ -155,11 +158,12 @@ function reduce(
           PAIRS_IN: pairs && pass > 0 ? 1 : 0,
           PAIRS_OUT: pairs && !last ? 1 : 0,
           CONTIGUOUS: contiguous || pass > 0 ? 1 : 0,
+          VEC4: unit === 4 ? 1 : 0,
         },
         params: new Params()
-          .u32(len, chunks, seg, s.first, s.count, s.chunk0 * seg, s.nchunks * seg, nwin, nwin === 1 ? 0 : w)
-          .u32(kept.shape.length, reduced.shape.length).f32(last ? scale : 1, -Infinity)
-          .dims(kept.shape).dims(kept.stride).dims(reduced.shape).dims(reduced.stride),
+          .u32(items, chunks, seg, s.first / unit, s.count / unit, s.chunk0 * seg, s.nchunks * seg, nwin)
+          .u32(nwin === 1 ? 0 : w, kept.shape.length, reduced.shape.length).f32(last ? scale : 1, -Infinity)
+          .dims(kept.shape).dims(kept.stride.map((st) => st / unit)).dims(reduced.shape).dims(reduced.stride),
         buffers: [s.binding, out],
         workgroups: Math.ceil((s.nchunks * seg) / WG),
       });

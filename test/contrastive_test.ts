@@ -235,8 +235,8 @@ test("ntXent, infoNCE, supCon: gradients match central finite differences", asyn
 
 test("infoNCE: a 1.3M-column negatives bank is split across workgroups and dispatches (loop cap)", async (engine) => {
   // One row tile against 1.3M columns would be ~1e7 loop iterations in one invocation (llvmpipe stops at
-  // 65,535); the plan cuts it into >256 splits, more than one dispatch's worth, so both the side-by-side
-  // partials and the merge across dispatches run.
+  // 65,535); the plan cuts it into ~240 splits, 8 side by side per dispatch (the test engine's
+  // parallelWorkgroups), so both the side-by-side partials and the merge across dispatches run.
   const before = engine.memory();
   const n = 5;
   const d = 4;
@@ -274,7 +274,7 @@ test("ntXent: peak memory of forward + backward is O(N·D), far below the (2N)²
   close([(await take(loss))[0]], [ref.loss], "loss");
   close(await take(g1), ref.dz1, "dz1");
   close(await take(g2), ref.dz2, "dz2");
-  // Live on top of the inputs: packed u, two gradients, split partials of the gradient (≤ 256 workgroups' worth)
+  // Live on top of the inputs: packed u, two gradients, split partials of the gradient (≤ 8 workgroups' worth)
   // and O(N) stats: a small multiple of N·D·4 bytes, while the similarity matrix alone is (2N)²·4 = 16 MiB.
   const embedding = 2 * n * d * 4;
   assert(peak <= 8 * embedding, `peak ${peak} bytes over 8 × ${embedding}`);

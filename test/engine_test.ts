@@ -185,3 +185,15 @@ test("init without WebGPU, or without an adapter, throws a DeviceError saying ho
   assert(engine.adapterName.length > 0, "navigator.gpu is back");
   engine.destroy();
 });
+
+test("parallelWorkgroups: a CPU adapter gets 4 per thread, a GPU 256; bad values throw", async () => {
+  await assertThrows(() => init({ parallelWorkgroups: 0 }), RangeError, ["parallelWorkgroups", "0"]);
+  await assertThrows(() => init({ parallelWorkgroups: 2.5 }), RangeError, ["parallelWorkgroups", "2.5"]);
+  const engine = await init();
+  const expected = engine.cpuAdapter ? 4 * (navigator.hardwareConcurrency || 1) : 256;
+  assertEquals(engine.parallelWorkgroups, expected);
+  engine.destroy();
+  const chosen = await init({ parallelWorkgroups: 3 });
+  assertEquals(chosen.parallelWorkgroups, 3);
+  chosen.destroy();
+});

@@ -16,8 +16,9 @@ let shared: Promise<Engine> | null = null;
 /** The engine every test shares; a missing adapter fails each test with DeviceError's install advice. */
 export function sharedEngine(): Promise<Engine> {
   // 128 MiB bindings on every adapter (llvmpipe's own limit; SwiftShader offers 1 GiB), so the windowed paths
-  // for tensors over one binding are exercised the same way in Deno and in Chromium.
-  shared ??= init({ maxStorageBufferBindingSize: 128 * 2 ** 20 });
+  // for tensors over one binding are exercised the same way in Deno and in Chromium; 8 parallel workgroups
+  // whatever the machine's core count, so ops that split their work split the same way everywhere.
+  shared ??= init({ maxStorageBufferBindingSize: 128 * 2 ** 20, parallelWorkgroups: 8 });
   return shared;
 }
 

@@ -13,6 +13,7 @@ import {
   smoothL1,
   ssim,
   ssimLoss,
+  sum,
   type Tensor,
 } from "../src/mod.ts";
 import {
@@ -130,6 +131,26 @@ test("reconstruction: every loss and reduction against the float64 reference", a
       for (const reduction of ["mean", "sum", "none"] as Reduction[]) {
         await checkLoss(engine, kind, shape, shape, reduction, null, seed++);
       }
+    }
+  }
+});
+
+test("reconstruction: the padding past a tensor's last element never reaches the loss", async (engine) => {
+  // The passes read whole vec4s. Buffers come from the pool: fill one with NaN and free it, so that the next
+  // 5-element tensors (same 256-byte buffer) have NaN in the 3 padding lanes of their second vec4.
+  for (const kind of KINDS) {
+    for (let k = 0; k < 3; k++) engine.full([64], NaN).dispose();
+    const { x, y } = inputs(kind, 5, 11);
+    using pred = engine.tensor(x, [5]);
+    using target = engine.tensor(y, [5]);
+    for (const reduction of ["mean", "sum", "none"] as const) {
+      const ref = refLoss(kind, x, [5], y, [5], { reduction, param: PARAM[kind] });
+      const loss = LOSSES[kind](pred, target, { reduction });
+      // "none" runs the loss and grad passes, the others the fused loss+gradient pass.
+      const [g] = grad(reduction === "none" ? sum(loss) : loss, [pred]);
+      // One f32 rounding per element and a 5-term sum: 1e-6 relative covers it.
+      assertClose(await take(loss), ref.loss, { rtol: 1e-6, atol: 1e-7 }, `${kind} ${reduction} loss`);
+      assertClose(await take(g), ref.grad, { rtol: 1e-6, atol: 1e-7 }, `${kind} ${reduction} grad`);
     }
   }
 });

@@ -59,8 +59,9 @@ function leakTest(name: string, body: (engine: Engine) => Promise<void>): void {
 
 // Integer-valued f32 (|x| ≤ 8, every partial < 2^24) sums exactly in any order: compared exactly, a lost or
 // repeated element shows. Other f32 sums: a pass folds ≤ 64 values (ITEMS) in blocks of 8, ≤ 7 + 8 = 15
-// roundings, and rows here (≤ 50M elements) take ≤ 5 passes, so each value meets ≤ 75 roundings of ≤ 2^-24 times
-// a partial no larger than Σ|x| ≤ len (inputs in [-1, 1]): |error| ≤ 75·2^-24·len ≈ 4.5e-6·len.
+// roundings, and rows here (≤ 50M elements) take ≤ 5 passes (a first pass over vec4s folds 64 vec4s, each
+// pairwise: 2 + 15 roundings, and leaves ≤ 4 passes), so each value meets ≤ 75 roundings of ≤ 2^-24 times a
+// partial no larger than Σ|x| ≤ len (inputs in [-1, 1]): |error| ≤ 75·2^-24·len ≈ 4.5e-6·len.
 const sumTol = (len: number) => ({ rtol: 0, atol: 4.5e-6 * len });
 // mean of integer values: the exact sum times 1/len (rounded once), rounded once more.
 const meanTol = { rtol: 2.4e-7, atol: 0 };
