@@ -3,6 +3,8 @@
 // op(B) [BK x BN] are staged in workgroup memory; each invocation accumulates a TM x TN register block.
 // It writes C [batch, M, N], or with several K slices its partial product into P [slices, batch, M, N]
 // (matmul.ts sums P over slices).   bindings: 1 A, 2 B, 3 C or P
+// Two entries: `main` (above; any shape) and `direct` (CPU adapters, dims multiples of 4: no workgroup memory,
+// see its comment below).
 // Element (r, c) of op(A) in batch item b is A[a_batch + r * a_rs + c * a_cs] (B likewise), so a transpose
 // only swaps the two strides. Loop cap: an invocation runs k_chunk / BK tile steps of BM*BK/WG + BK*BN/WG
 // loads plus the BK-deep product (unrolled by the compiler; ~400 iterations per step even if not).
@@ -41,20 +43,26 @@ override BN = TX * TN;
 var<workgroup> tile_a: array<vec4<f32>, BK * BM / 4>;  // [BK][BM]: a vec4 holds TM consecutive rows
 var<workgroup> tile_b: array<vec4<f32>, BK * BN / 4>;  // [BK][BN]: a vec4 holds TN consecutive columns
 
-@compute @workgroup_size(TX, TY)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32, @builtin(local_invocation_id) loc: vec3<u32>) {
-  let tiles_n = (p.n + BN - 1u) / BN;
-  let tiles_m = (p.m + BM - 1u) / BM;
-  var rest = wg.y * nwg.x + wg.x;
+// Which output tile, batch item and K slice workgroup w computes (tiles of bm × bn), and the element offsets of
+// that batch item in A and B.
+struct Place {
+  tm: u32,
+  tn: u32,
+  item: u32,
+  slice: u32,
+  a_off: u32,
+  b_off: u32,
+}
+
+fn place(w: u32, bm: u32, bn: u32) -> Place {
+  let tiles_n = (p.n + bn - 1u) / bn;
+  let tiles_m = (p.m + bm - 1u) / bm;
+  var rest = w;
   let tn = rest % tiles_n;
   rest /= tiles_n;
   let tm = rest % tiles_m;
   rest /= tiles_m;
   let item = rest % p.batch;
-  let slice = rest / p.batch;
-  if (slice >= p.slices) { return; }
-
   var a_off = 0u;
   var b_off = 0u;
   var digits = item;
@@ -64,10 +72,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     b_off += (digits % dim) * p.b_batch[d / 4][d % 4];
     digits /= dim;
   }
+  return Place(tm, tn, item, rest / p.batch, a_off, b_off);
+}
 
-  let row0 = tm * BM;
-  let col0 = tn * BN;
-  let k_begin = slice * p.k_chunk;
+@compute @workgroup_size(TX, TY)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32, @builtin(local_invocation_id) loc: vec3<u32>) {
+  let at = place(wg.y * nwg.x + wg.x, BM, BN);
+  if (at.slice >= p.slices) { return; }
+
+  let row0 = at.tm * BM;
+  let col0 = at.tn * BN;
+  let k_begin = at.slice * p.k_chunk;
   let k_end = min(p.k, k_begin + p.k_chunk);
   var acc: array<array<vec4<f32>, TN / 4>, TM>;
   for (var k0 = k_begin; k0 < k_end; k0 += BK) {
@@ -75,14 +91,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       let r = i / BK;
       let kk = i % BK;
       var v = 0.0;
-      if (row0 + r < p.m && k0 + kk < k_end) { v = a[a_off + (row0 + r) * p.a_rs + (k0 + kk) * p.a_cs]; }
+      if (row0 + r < p.m && k0 + kk < k_end) { v = a[at.a_off + (row0 + r) * p.a_rs + (k0 + kk) * p.a_cs]; }
       tile_a[(kk * BM + r) / 4u][r % 4u] = v;
     }
     for (var i = lid; i < BK * BN; i += WG) {
       let kk = i / BN;
       let col = i % BN;
       var v = 0.0;
-      if (col0 + col < p.n && k0 + kk < k_end) { v = b[b_off + (k0 + kk) * p.b_rs + (col0 + col) * p.b_cs]; }
+      if (col0 + col < p.n && k0 + kk < k_end) { v = b[at.b_off + (k0 + kk) * p.b_rs + (col0 + col) * p.b_cs]; }
       tile_b[i / 4u][i % 4u] = v;
     }
     workgroupBarrier();
@@ -98,12 +114,90 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     workgroupBarrier();
   }
 
-  let out_base = (slice * p.batch + item) * p.m * p.n;
+  let out_base = (at.slice * p.batch + at.item) * p.m * p.n;
   for (var r = 0u; r < TM; r++) {
     let row = row0 + loc.y * TM + r;
     for (var j = 0u; j < TN; j++) {
       let col = col0 + loc.x * TN + j;
       if (row < p.m && col < p.n) { c[out_base + row * p.n + col] = acc[r][j / 4][j % 4]; }
+    }
+  }
+}
+
+// ---- direct: for CPU adapters ------------------------------------------------------------------------------
+// Each invocation reads the DM × 4 block of op(A) and the 4 × DN block of op(B) of every 4-deep K step straight
+// from storage as vec4s: no workgroup memory, no barriers. A CPU adapter pays per access, not per byte (llvmpipe
+// loops over the SIMD lanes for each one) and pays each barrier as a coroutine switch; its caches do what the
+// staging does on a GPU. Needs M, N and K multiples of 4, so a vec4 is wholly inside or outside the matrix and
+// every offset is a multiple of 4. TRANS_A / TRANS_B say which way the vec4s run: along K, or along M (N).
+const DM = 8u;
+const DN = 16u;
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> c4: array<vec4<f32>>;
+
+@compute @workgroup_size(TX, TY)
+fn direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) loc: vec3<u32>) {
+  let at = place(wg.y * nwg.x + wg.x, TY * DM, TX * DN);
+  if (at.slice >= p.slices) { return; }
+  let row0 = at.tm * TY * DM + loc.y * DM;
+  let col0 = at.tn * TX * DN + loc.x * DN;
+  let k_begin = at.slice * p.k_chunk;
+  let k_end = min(p.k, k_begin + p.k_chunk);
+  var acc: array<array<vec4<f32>, DN / 4>, DM>;  // acc[r][j]: row r, columns 4j .. 4j + 3
+  for (var k = k_begin; k < k_end; k += 4u) {
+    var av: array<vec4<f32>, DM>;  // av[r][kk] = op(A)[row0 + r, k + kk]
+    if (TRANS_A) {
+      for (var kk = 0u; kk < 4u; kk++) {
+        for (var i = 0u; i < DM; i += 4u) {
+          let ok = row0 + i < p.m;
+          let v = select(vec4<f32>(0.0), a4[select(0u, (at.a_off + (k + kk) * p.a_cs + row0 + i) / 4u, ok)], ok);
+          av[i][kk] = v.x;
+          av[i + 1u][kk] = v.y;
+          av[i + 2u][kk] = v.z;
+          av[i + 3u][kk] = v.w;
+        }
+      }
+    } else {
+      for (var r = 0u; r < DM; r++) {
+        let ok = row0 + r < p.m;
+        av[r] = select(vec4<f32>(0.0), a4[select(0u, (at.a_off + (row0 + r) * p.a_rs + k) / 4u, ok)], ok);
+      }
+    }
+    var bv: array<array<vec4<f32>, DN / 4>, 4>;  // bv[kk][j] = op(B)[k + kk, col0 + 4j .. + 3]
+    if (TRANS_B) {
+      for (var c = 0u; c < DN; c++) {
+        let ok = col0 + c < p.n;
+        let v = select(vec4<f32>(0.0), b4[select(0u, (at.b_off + (col0 + c) * p.b_cs + k) / 4u, ok)], ok);
+        bv[0][c / 4u][c % 4u] = v.x;
+        bv[1][c / 4u][c % 4u] = v.y;
+        bv[2][c / 4u][c % 4u] = v.z;
+        bv[3][c / 4u][c % 4u] = v.w;
+      }
+    } else {
+      for (var kk = 0u; kk < 4u; kk++) {
+        for (var j = 0u; j < DN / 4u; j++) {
+          let ok = col0 + 4u * j < p.n;
+          bv[kk][j] = select(vec4<f32>(0.0), b4[select(0u, (at.b_off + (k + kk) * p.b_rs + col0 + 4u * j) / 4u, ok)], ok);
+        }
+      }
+    }
+    for (var kk = 0u; kk < 4u; kk++) {
+      for (var r = 0u; r < DM; r++) {
+        for (var j = 0u; j < DN / 4u; j++) { acc[r][j] = fma(vec4<f32>(av[r][kk]), bv[kk][j], acc[r][j]); }
+      }
+    }
+  }
+  let out_base = (at.slice * p.batch + at.item) * p.m * p.n;
+  for (var r = 0u; r < DM; r++) {
+    for (var j = 0u; j < DN / 4u; j++) {
+      let row = row0 + r;
+      let col = col0 + 4u * j;
+      if (row < p.m && col < p.n) { c4[(out_base + row * p.n + col) / 4u] = acc[r][j]; }
     }
   }
 }

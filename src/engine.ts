@@ -21,6 +21,11 @@ export interface InitOptions {
    * (llvmpipe, SwiftShader), where each workgroup costs a start-up and splits only add work.
    */
   parallelWorkgroups?: number;
+  /**
+   * Use the kernel variants made for CPU adapters (matmul without workgroup memory). Default: whether the
+   * adapter runs on the CPU (a fallback adapter such as llvmpipe or SwiftShader).
+   */
+  cpuKernels?: boolean;
 }
 
 /** A storage binding: a whole tensor, or a byte window of a buffer (offset aligned to the adapter's limit). */
@@ -140,8 +145,8 @@ export class Engine {
   readonly batchSize: number;
   /** Workgroups one dispatch needs to keep the adapter busy (`InitOptions.parallelWorkgroups`). */
   readonly parallelWorkgroups: number;
-  /** Whether the adapter runs kernels on the CPU (a fallback adapter such as llvmpipe or SwiftShader). */
-  readonly cpuAdapter: boolean;
+  /** Whether ops pick the kernel variants made for CPU adapters (`InitOptions.cpuKernels`). */
+  readonly cpuKernels: boolean;
   /** Command buffers submitted so far (ops batch into one; readbacks and full batches submit). */
   submits = 0;
   #pipelines = new Map<string, GPUComputePipeline>();
@@ -170,10 +175,11 @@ export class Engine {
     this.adapterName = [info?.description || info?.device, info?.vendor, info?.architecture]
       .filter((s) => s).join(" / ") || "unknown adapter";
     this.batchSize = options.batchSize ?? 256;
-    this.cpuAdapter = (info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter === true ||
+    const cpu = (info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter === true ||
       /llvmpipe|lavapipe|swiftshader/i.test(this.adapterName);
+    this.cpuKernels = options.cpuKernels ?? cpu;
     this.parallelWorkgroups = options.parallelWorkgroups ??
-      (this.cpuAdapter ? 4 * (globalThis.navigator?.hardwareConcurrency || 1) : 256);
+      (cpu ? 4 * (globalThis.navigator?.hardwareConcurrency || 1) : 256);
     this.#arena = device.createBuffer({
       size: this.#arenaData.byteLength,
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,

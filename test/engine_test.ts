@@ -186,14 +186,17 @@ test("init without WebGPU, or without an adapter, throws a DeviceError saying ho
   engine.destroy();
 });
 
-test("parallelWorkgroups: a CPU adapter gets 4 per thread, a GPU 256; bad values throw", async () => {
+test("parallelWorkgroups and cpuKernels: CPU adapters get 4 workgroups per thread and the CPU kernels", async () => {
   await assertThrows(() => init({ parallelWorkgroups: 0 }), RangeError, ["parallelWorkgroups", "0"]);
   await assertThrows(() => init({ parallelWorkgroups: 2.5 }), RangeError, ["parallelWorkgroups", "2.5"]);
   const engine = await init();
-  const expected = engine.cpuAdapter ? 4 * (navigator.hardwareConcurrency || 1) : 256;
-  assertEquals(engine.parallelWorkgroups, expected);
+  // Both runtimes here have CPU adapters (llvmpipe, SwiftShader); a GPU gets the other defaults.
+  const cpu = /llvmpipe|lavapipe|swiftshader/i.test(engine.adapterName);
+  assertEquals(engine.cpuKernels, cpu);
+  assertEquals(engine.parallelWorkgroups, cpu ? 4 * (navigator.hardwareConcurrency || 1) : 256);
   engine.destroy();
-  const chosen = await init({ parallelWorkgroups: 3 });
+  const chosen = await init({ parallelWorkgroups: 3, cpuKernels: !cpu });
   assertEquals(chosen.parallelWorkgroups, 3);
+  assertEquals(chosen.cpuKernels, !cpu);
   chosen.destroy();
 });

@@ -1,4 +1,4 @@
-import { grad, matmul, reshape, ShapeError, type Tensor } from "../src/mod.ts";
+import { grad, init, matmul, reshape, ShapeError, type Tensor } from "../src/mod.ts";
 import { refMatmul } from "../src/ref/matmul.ts";
 import { test } from "./harness.ts";
 import {
@@ -90,6 +90,30 @@ test("matmul: 2-D shapes incl. 1, primes and tile edges, all transpose combos, v
       const [as, bs] = operandShapes([], [], m, k, n, f);
       await check(engine, as, bs, f, seed++, worstCase);
     }
+  }
+});
+
+test("matmul: both kernels (workgroup-memory tiles; CPU adapters' direct vec4 reads) where dims are multiples of 4", async (engine) => {
+  // Dims that are all multiples of 4 take the `direct` entry on CPU adapters and the tiled one elsewhere; a
+  // second engine with cpuKernels flipped runs the other, so both are checked on every adapter. Shapes cross
+  // the tile edges (64), split K over slices (K > 1,024) and broadcast a batch.
+  const other = await init({ cpuKernels: !engine.cpuKernels, maxStorageBufferBindingSize: 128 * 2 ** 20 });
+  try {
+    let seed = 300;
+    for (const e of [engine, other]) {
+      for (const [m, k, n] of [[4, 4, 4], [8, 12, 68], [68, 4, 132], [132, 2052, 8]]) {
+        for (const f of COMBOS) {
+          const [as, bs] = operandShapes([], [], m, k, n, f);
+          await check(e, as, bs, f, seed++, worstCase);
+        }
+      }
+      for (const f of COMBOS) {
+        const [as, bs] = operandShapes([3, 2], [2], 12, 8, 20, f);
+        await check(e, as, bs, f, seed++, worstCase);
+      }
+    }
+  } finally {
+    other.destroy();
   }
 });
 
