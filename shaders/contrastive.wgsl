@@ -4,9 +4,9 @@
 // (all j, or j ≠ i with EXCLUDE_SELF), pos(i) = columns with label(j) == label(i), valid = pos(i) not empty;
 // label(x) = labels[x] with LABELS, else x % period.
 //
-// Tiling: a workgroup of WGR × WGC invocations covers TR = 4·WGR rows × TC = 4·WGC columns; each invocation
-// owns a 4×4 block (a mat4x4 whose column r holds row r's 4 logits). DK4 vec4s of dims at a time of both tiles
-// are staged in workgroup memory. A, B and the gradient partials are packed: rows padded with zeros to dim4
+// Tiling: a workgroup of WGR × WGC invocations covers TR = 8·WGR rows × TC = 8·WGC columns; each invocation
+// owns an 8×8 block (four mat4x4 quadrants; column r of one holds row r's 4 logits). DK4 vec4s of dims at a
+// time of both tiles are staged in workgroup memory, or with DIRECT (CPU adapters) read straight from storage. A, B and the gradient partials are packed: rows padded with zeros to dim4
 // vec4s. A row tile's columns are cut into splits of `cols_per_split` (chosen on the host so no
 // invocation loops more than a few ten thousand times: llvmpipe stops loops silently at 65,535); `split_par`
 // splits run side by side in one dispatch and dispatch number `seq` takes the next `split_par` splits, merging
@@ -15,6 +15,7 @@
 // Entries and bindings (0 is always Params):
 //   normalize:     u = x / max(|x|, eps) (or x without NORMALIZE), rows of x1 then x2, packed: rows padded
 //                  with zeros to 4·dim4                            1 x1, 2 x2, 3 u [R, 4·dim4], 4 norms [R]
+//                  (normalizeRows: the same, one invocation per row, for CPU adapters)
 //   stats:         partial (max, Σexp, Σ positive logits, #positives) per (split_par, row)
 //                                                                  1 A, 2 B, 3 labels, 4 partial [split_par·R]
 //   finish:        per row lse, 1/#pos, loss; workgroup sums      1 partial, 2 rowstats [R + 1], 3 sums
@@ -26,6 +27,9 @@
 //   rowDot:        sums[i] = (−u1_i·u2_i, 1) (negative cosine of normalised rows)   1 u1, 2 u2, 3 sums
 //   normalizeGrad: dx = J_normalize(g·scale·Σ dpart) (or without NORMALIZE the sum), rows to dx1 then dx2
 //                                                                  1 dpart, 2 u, 3 norms, 4 g, 5 dx1, 6 dx2
+//                  (normalizeGradRows: one invocation per row, for CPU adapters)
+// Entries marked for CPU adapters, and the DIRECT logits, are picked by src/contrastive.ts when the engine's
+// cpuKernels is set.
 // rowstats[i] = (lse_i, 1/#pos_i or 0 when invalid); rowstats[R] = (1/#valid or 0, #valid).
 struct Params {
   rows: u32,
@@ -44,10 +48,11 @@ struct Params {
   scale: f32,
 }
 
-override WGR: u32 = 16;      // invocations along rows (tile rows TR = 4·WGR)
-override WGC: u32 = 16;      // invocations along columns (tile columns TC = 4·WGC; grad: 8·WGC dims per pass)
-override DK4: u32 = 4;       // vec4s of dims staged per step
-override SMEM4: u32 = 512;   // vec4s of workgroup memory: max(4·(WGR + WGC)·DK4, 4·WGR·WGC)
+override WGR: u32 = 8;       // invocations along rows (tile rows TR = 8·WGR)
+override WGC: u32 = 8;       // invocations along columns (tile columns TC = 8·WGC; grad: 16·WGC dims per pass)
+override DK4: u32 = 8;       // vec4s of dims staged per step
+override SMEM4: u32 = 1024;  // vec4s of workgroup memory: max(8·(WGR + WGC)·DK4, 16·WGR·WGC)
+override DIRECT: bool = false;  // logits read straight from storage (CPU adapters), not staged
 override WG: u32 = 64;       // row-wise entries: invocations per workgroup (a power of two)
 override EXCLUDE_SELF: bool = false;
 override LABELS: bool = false;
@@ -93,6 +98,19 @@ fn workgroupSum(lid: u32, v: f32) -> f32 {
   return total;
 }
 
+// Normalisation runs one workgroup per row summing with a tree (`normalize`, GPUs), or one invocation per row
+// summing serially in blocks of 8 (`normalizeRows`, CPU adapters: they pay each tree level's barrier as a
+// coroutine switch per SIMD group).
+
+// Writes dims first, first + step, ... of packed row `row` of u, given the row's norm.
+fn writeRow(row: u32, n: f32, first: u32, step: u32) {
+  let inv = select(1.0, 1.0 / max(n, p.eps), NORMALIZE);
+  for (var d = first; d < 4u * p.dim4; d += step) {
+    u_out[row * 4u * p.dim4 + d] = select(0.0, xAt(row, min(d, p.dim - 1u)) * inv, d < p.dim);
+  }
+  if (NORMALIZE && first == 0u) { norms_out[row] = n; }
+}
+
 @compute @workgroup_size(WG)
 fn normalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
@@ -103,12 +121,24 @@ fn normalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     let v = xAt(row, d);
     ss += v * v;
   }
-  let n = sqrt(workgroupSum(lid, ss));
-  let inv = select(1.0, 1.0 / max(n, p.eps), NORMALIZE);
-  for (var d = lid; d < 4u * p.dim4; d += WG) {
-    u_out[row * 4u * p.dim4 + d] = select(0.0, xAt(row, min(d, p.dim - 1u)) * inv, d < p.dim);
+  writeRow(row, sqrt(workgroupSum(lid, ss)), lid, WG);
+}
+
+@compute @workgroup_size(WG)
+fn normalizeRows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+  let row = linear(wg, nwg) * WG + lid;
+  if (row >= p.rows) { return; }
+  var ss = 0.0;
+  for (var d0 = 0u; d0 < p.dim; d0 += 8u) {
+    var block = 0.0;
+    for (var d = d0; d < min(d0 + 8u, p.dim); d++) {
+      let v = xAt(row, d);
+      block += v * v;
+    }
+    ss += block;
   }
-  if (NORMALIZE && lid == 0u) { norms_out[row] = n; }
+  writeRow(row, sqrt(ss), 0u, 1u);
 }
 
 // ---- the logits tile ---------------------------------------------------------------------------------------
@@ -125,60 +155,112 @@ fn label(x: u32, n: u32) -> i32 {
 // Stages dims [4·k0, 4·(k0 + DK4)) of the tile's rows ([TR][DK4] vec4s) and columns ([TC][DK4] after them).
 fn loadTile(row0: u32, col0: u32, k0: u32, lid: u32) {
   let wg = WGR * WGC;
-  for (var e = lid; e < 4u * WGR * DK4; e += wg) {
+  for (var e = lid; e < 8u * WGR * DK4; e += wg) {
     let i = row0 + e / DK4;
     let k = k0 + e % DK4;
     smem[e] = select(vec4<f32>(0.0), xa[min(i, p.rows - 1u) * p.dim4 + min(k, p.dim4 - 1u)], i < p.rows && k < p.dim4);
   }
-  for (var e = lid; e < 4u * WGC * DK4; e += wg) {
+  for (var e = lid; e < 8u * WGC * DK4; e += wg) {
     let j = col0 + e / DK4;
     let k = k0 + e % DK4;
-    smem[4u * WGR * DK4 + e] =
+    smem[8u * WGR * DK4 + e] =
       select(vec4<f32>(0.0), xb[min(j, p.cols - 1u) * p.dim4 + min(k, p.dim4 - 1u)], j < p.cols && k < p.dim4);
   }
+}
+
+// Vec4 k of row i of A / column j of B straight from storage (DIRECT), zeros past the end as staged.
+fn rowA(i: u32, k: u32) -> vec4<f32> {
+  return select(vec4<f32>(0.0), xa[min(i, p.rows - 1u) * p.dim4 + k], i < p.rows);
+}
+
+fn rowB(j: u32, k: u32) -> vec4<f32> {
+  return select(vec4<f32>(0.0), xb[min(j, p.cols - 1u) * p.dim4 + k], j < p.cols);
 }
 
 fn dots(a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
   return vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
 }
 
-// Logits of rows row0 + 4·ty + r and columns col0 + 4·tx + c as s[r][c]. Call from uniform control flow.
-// Hot loops index vectors and matrices by constants only: a dynamic index makes llvmpipe keep them in memory.
-fn logits(row0: u32, col0: u32, ty: u32, tx: u32, lid: u32) -> mat4x4<f32> {
-  var s = mat4x4<f32>();
-  let a = 4u * ty * DK4;
-  let b = 4u * WGR * DK4 + 4u * tx * DK4;
-  for (var k0 = 0u; k0 < p.dim4; k0 += DK4) {
-    workgroupBarrier();
-    loadTile(row0, col0, k0, lid);
-    workgroupBarrier();
-    for (var k = 0u; k < DK4; k++) {
-      let b0 = smem[b + k];
-      let b1 = smem[b + DK4 + k];
-      let b2 = smem[b + 2u * DK4 + k];
-      let b3 = smem[b + 3u * DK4 + k];
-      s[0] += dots(smem[a + k], b0, b1, b2, b3);
-      s[1] += dots(smem[a + DK4 + k], b0, b1, b2, b3);
-      s[2] += dots(smem[a + 2u * DK4 + k], b0, b1, b2, b3);
-      s[3] += dots(smem[a + 3u * DK4 + k], b0, b1, b2, b3);
-    }
-  }
-  workgroupBarrier();
-  return s * p.inv_temp;
+// An invocation's 8×8 block of logits as four 4×4 quadrants; column r of a quadrant holds row r's 4 logits.
+struct Block {
+  s00: mat4x4<f32>,  // rows 0..3 × columns 0..3
+  s01: mat4x4<f32>,  // rows 0..3 × columns 4..7
+  s10: mat4x4<f32>,  // rows 4..7 × columns 0..3
+  s11: mat4x4<f32>,  // rows 4..7 × columns 4..7
 }
 
-// Which of a row's 4 columns count (in range, not itself) and which are its positives.
+// Adds the products of 8 row vec4s a and 8 column vec4s b (the same 4 dims) into the block.
+fn addProducts(s: ptr<function, Block>, a: array<vec4<f32>, 8>, b: array<vec4<f32>, 8>) {
+  (*s).s00 += mat4x4<f32>(dots(a[0], b[0], b[1], b[2], b[3]), dots(a[1], b[0], b[1], b[2], b[3]),
+                          dots(a[2], b[0], b[1], b[2], b[3]), dots(a[3], b[0], b[1], b[2], b[3]));
+  (*s).s01 += mat4x4<f32>(dots(a[0], b[4], b[5], b[6], b[7]), dots(a[1], b[4], b[5], b[6], b[7]),
+                          dots(a[2], b[4], b[5], b[6], b[7]), dots(a[3], b[4], b[5], b[6], b[7]));
+  (*s).s10 += mat4x4<f32>(dots(a[4], b[0], b[1], b[2], b[3]), dots(a[5], b[0], b[1], b[2], b[3]),
+                          dots(a[6], b[0], b[1], b[2], b[3]), dots(a[7], b[0], b[1], b[2], b[3]));
+  (*s).s11 += mat4x4<f32>(dots(a[4], b[4], b[5], b[6], b[7]), dots(a[5], b[4], b[5], b[6], b[7]),
+                          dots(a[6], b[4], b[5], b[6], b[7]), dots(a[7], b[4], b[5], b[6], b[7]));
+}
+
+// Logits of rows row0 + 8·ty + r and columns col0 + 8·tx + c. Call from uniform control flow. Staged through
+// workgroup memory, or with DIRECT (CPU adapters) read straight from storage: no barriers, which a CPU adapter
+// pays as coroutine switches, and its caches do what the staging does on a GPU.
+// Hot loops index vectors and matrices by constants only (after unrolling): a dynamic index makes llvmpipe
+// keep them in memory.
+fn logits(row0: u32, col0: u32, ty: u32, tx: u32, lid: u32) -> Block {
+  var s = Block();
+  var a: array<vec4<f32>, 8>;
+  var b: array<vec4<f32>, 8>;
+  if (DIRECT) {
+    let i = row0 + 8u * ty;
+    let j = col0 + 8u * tx;
+    for (var k = 0u; k < p.dim4; k++) {
+      for (var r = 0u; r < 8u; r++) {
+        a[r] = rowA(i + r, k);
+        b[r] = rowB(j + r, k);
+      }
+      addProducts(&s, a, b);
+    }
+  } else {
+    let ta = 8u * ty * DK4;
+    let tb = 8u * WGR * DK4 + 8u * tx * DK4;
+    for (var k0 = 0u; k0 < p.dim4; k0 += DK4) {
+      workgroupBarrier();
+      loadTile(row0, col0, k0, lid);
+      workgroupBarrier();
+      for (var k = 0u; k < DK4; k++) {
+        for (var r = 0u; r < 8u; r++) {
+          a[r] = smem[ta + r * DK4 + k];
+          b[r] = smem[tb + r * DK4 + k];
+        }
+        addProducts(&s, a, b);
+      }
+    }
+    workgroupBarrier();
+  }
+  let t = p.inv_temp;
+  return Block(s.s00 * t, s.s01 * t, s.s10 * t, s.s11 * t);
+}
+
+// Which of a row's 4 columns count (in range, not itself) and which are its positives, from the row's label
+// li and the columns' labels lj.
 struct Cols {
   ok: vec4<bool>,
   pos: vec4<bool>,
 }
 
-fn cols(i: u32, j: vec4<u32>) -> Cols {
+fn cols(i: u32, li: i32, j: vec4<u32>, lj: vec4<i32>) -> Cols {
   var ok = j < vec4<u32>(p.cols);
   if (EXCLUDE_SELF) { ok &= j != vec4<u32>(i); }
-  let li = label(i, p.rows);
-  let lj = vec4<i32>(label(j.x, p.cols), label(j.y, p.cols), label(j.z, p.cols), label(j.w, p.cols));
   return Cols(ok, ok & (lj == vec4<i32>(li)));
+}
+
+fn colLabels(j: vec4<u32>) -> vec4<i32> {
+  return vec4<i32>(label(j.x, p.cols), label(j.y, p.cols), label(j.z, p.cols), label(j.w, p.cols));
+}
+
+// Columns j as seen by a split ending at col_end: those past it are moved past p.cols (they do not count).
+fn inSplit(j: vec4<u32>, col_end: u32) -> vec4<u32> {
+  return select(vec4<u32>(p.cols), j, j < vec4<u32>(col_end));
 }
 
 // ---- forward -----------------------------------------------------------------------------------------------
@@ -205,7 +287,7 @@ struct Place {
   split_slot: u32,  // 0 .. split_par − 1
   col_begin: u32,
   col_end: u32,
-  chunk: u32,       // grad: which 8·WGC dims
+  chunk: u32,       // grad: which 16·WGC dims
 }
 
 fn place(w: u32) -> Place {
@@ -213,7 +295,7 @@ fn place(w: u32) -> Place {
   let slot = (w / p.row_tiles) % p.split_par;
   let split = p.seq * p.split_par + slot;
   let begin = min(split * p.cols_per_split, p.cols);
-  return Place(tile * 4u * WGR, slot, begin, min(begin + p.cols_per_split, p.cols), w / (p.row_tiles * p.split_par));
+  return Place(tile * 8u * WGR, slot, begin, min(begin + p.cols_per_split, p.cols), w / (p.row_tiles * p.split_par));
 }
 
 @compute @workgroup_size(WGC, WGR)
@@ -222,26 +304,28 @@ fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let at = place(linear(wg, nwg));
   let tx = lid3.x;
   let ty = lid3.y;
-  let i = at.row0 + 4u * ty;
-  var st0 = vec4<f32>(NEG, 0.0, 0.0, 0.0);
-  var st1 = st0;
-  var st2 = st0;
-  var st3 = st0;
-  for (var col0 = at.col_begin; col0 < at.col_end; col0 += 4u * WGC) {
+  let i = at.row0 + 8u * ty;
+  var st: array<vec4<f32>, 8>;  // the 8 rows' states
+  var li: array<i32, 8>;
+  for (var r = 0u; r < 8u; r++) {
+    st[r] = vec4<f32>(NEG, 0.0, 0.0, 0.0);
+    li[r] = label(i + r, p.rows);
+  }
+  for (var col0 = at.col_begin; col0 < at.col_end; col0 += 8u * WGC) {
     let s = logits(at.row0, col0, ty, tx, lid);
-    let j = col0 + 4u * tx + vec4<u32>(0u, 1u, 2u, 3u);
-    let jj = select(vec4<u32>(p.cols), j, j < vec4<u32>(at.col_end));  // columns past this split do not count
-    st0 = absorb(st0, s[0], cols(i, jj));
-    st1 = absorb(st1, s[1], cols(i + 1u, jj));
-    st2 = absorb(st2, s[2], cols(i + 2u, jj));
-    st3 = absorb(st3, s[3], cols(i + 3u, jj));
+    let j0 = inSplit(col0 + 8u * tx + vec4<u32>(0u, 1u, 2u, 3u), at.col_end);
+    let j1 = inSplit(col0 + 8u * tx + vec4<u32>(4u, 5u, 6u, 7u), at.col_end);
+    let l0 = colLabels(j0);
+    let l1 = colLabels(j1);
+    for (var r = 0u; r < 4u; r++) {
+      st[r] = absorb(absorb(st[r], s.s00[r], cols(i + r, li[r], j0, l0)), s.s01[r], cols(i + r, li[r], j1, l1));
+      let h = r + 4u;
+      st[h] = absorb(absorb(st[h], s.s10[r], cols(i + h, li[h], j0, l0)), s.s11[r], cols(i + h, li[h], j1, l1));
+    }
   }
   // Combine the WGC invocations that share each row, then merge into the earlier dispatches' partial.
-  let tr = 4u * WGR;
-  smem[tx * tr + 4u * ty] = st0;
-  smem[tx * tr + 4u * ty + 1u] = st1;
-  smem[tx * tr + 4u * ty + 2u] = st2;
-  smem[tx * tr + 4u * ty + 3u] = st3;
+  let tr = 8u * WGR;
+  for (var r = 0u; r < 8u; r++) { smem[tx * tr + 8u * ty + r] = st[r]; }
   workgroupBarrier();
   if (lid >= tr) { return; }
   let row = at.row0 + lid;
@@ -334,13 +418,14 @@ fn colStats(j: vec4<u32>) -> ColStats {
   return ColStats(vec4<f32>(s0.x, s1.x, s2.x, s3.x), inv, (j < vec4<u32>(p.col_stats)) & (inv > vec4<f32>(0.0)));
 }
 
-// dL/ds_ij for row i against 4 columns: for each loss row that holds s_ij (row i: ROW_TERM; row j, as s_ji:
-// COL_TERM), (softmax − [positive]/#positives) / #valid; 0 for rows without positives.
-fn weights(i: u32, s: vec4<f32>, jj: vec4<u32>, cb: ColStats, scale_a: f32, scale_b: f32) -> vec4<f32> {
-  let c = cols(i, jj);
+// dL/ds_ij for row i (its label li, its rowstats st) against 4 columns j (labels lj): for each loss row that
+// holds s_ij (row i: ROW_TERM; row j, as s_ji: COL_TERM), (softmax − [positive]/#positives) / #valid; 0 for
+// rows without positives.
+fn weights(i: u32, li: i32, st: vec2<f32>, s: vec4<f32>, j: vec4<u32>, lj: vec4<i32>, cb: ColStats,
+           scale_a: f32, scale_b: f32) -> vec4<f32> {
+  let c = cols(i, li, j, lj);
   var w = vec4<f32>(0.0);
   if (ROW_TERM) {
-    let st = rowstats_a[min(i, p.rows - 1u)];
     let wa = (exp(s - st.x) - select(vec4<f32>(0.0), vec4<f32>(st.y), c.pos)) * scale_a;
     w += select(vec4<f32>(0.0), wa, c.ok & vec4<bool>(st.y > 0.0));
   }
@@ -368,49 +453,72 @@ fn storeGrad(i: u32, q: u32, slot: u32, o: mat4x4<f32>) {
   }
 }
 
+// The weights of 4 rows (a quadrant's columns r) against 4 columns, transposed: column c over the 4 rows.
+fn quadWeights(i: u32, li: array<i32, 8>, st: array<vec2<f32>, 8>, h: u32, s: mat4x4<f32>, j: vec4<u32>,
+               lj: vec4<i32>, cb: ColStats, scale_a: f32, scale_b: f32) -> mat4x4<f32> {
+  return transpose(mat4x4<f32>(
+    weights(i + h, li[h], st[h], s[0], j, lj, cb, scale_a, scale_b),
+    weights(i + h + 1u, li[h + 1u], st[h + 1u], s[1], j, lj, cb, scale_a, scale_b),
+    weights(i + h + 2u, li[h + 2u], st[h + 2u], s[2], j, lj, cb, scale_a, scale_b),
+    weights(i + h + 3u, li[h + 3u], st[h + 3u], s[3], j, lj, cb, scale_a, scale_b)));
+}
+
 @compute @workgroup_size(WGC, WGR)
 fn grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let at = place(linear(wg, nwg));
   let tx = lid3.x;
   let ty = lid3.y;
-  let i = at.row0 + 4u * ty;
+  let i = at.row0 + 8u * ty;
   let q0 = (at.chunk * WGC + tx) * 4u;  // the invocation's 4 vec4s of dims: q0 .. q0 + 3
+  let last = p.dim4 - 1u;
   let scale_a = rowstats_a[p.rows].x;
   let scale_b = rowstats_b[p.col_stats].x;
-  var o0 = mat4x4<f32>();
-  var o1 = mat4x4<f32>();
-  var o2 = mat4x4<f32>();
-  var o3 = mat4x4<f32>();
-  for (var col0 = at.col_begin; col0 < at.col_end; col0 += 4u * WGC) {
-    let s = logits(at.row0, col0, ty, tx, lid);
-    let j = col0 + 4u * tx + vec4<u32>(0u, 1u, 2u, 3u);
-    let jj = select(vec4<u32>(p.cols), j, j < vec4<u32>(at.col_end));
-    let cb = colStats(jj);
-    // Weights to workgroup memory by column (a vec4 over the invocation's 4 rows), then o += W · B.
-    let w = transpose(mat4x4<f32>(weights(i, s[0], jj, cb, scale_a, scale_b),
-                                  weights(i + 1u, s[1], jj, cb, scale_a, scale_b),
-                                  weights(i + 2u, s[2], jj, cb, scale_a, scale_b),
-                                  weights(i + 3u, s[3], jj, cb, scale_a, scale_b)));
-    smem[4u * tx * WGR + ty] = w[0];
-    smem[(4u * tx + 1u) * WGR + ty] = w[1];
-    smem[(4u * tx + 2u) * WGR + ty] = w[2];
-    smem[(4u * tx + 3u) * WGR + ty] = w[3];
-    workgroupBarrier();
-    let last = p.dim4 - 1u;
-    for (var c = 0u; c < 4u * WGC; c++) {
-      let wc = smem[c * WGR + ty];
-      let base = min(col0 + c, p.cols - 1u) * p.dim4;
-      o0 += outer(wc, xb[base + min(q0, last)]);
-      o1 += outer(wc, xb[base + min(q0 + 1u, last)]);
-      o2 += outer(wc, xb[base + min(q0 + 2u, last)]);
-      o3 += outer(wc, xb[base + min(q0 + 3u, last)]);
-    }
+  var li: array<i32, 8>;
+  var st: array<vec2<f32>, 8>;
+  for (var r = 0u; r < 8u; r++) {
+    li[r] = label(i + r, p.rows);
+    st[r] = rowstats_a[min(i + r, p.rows - 1u)];
   }
-  storeGrad(i, q0, at.split_slot, o0);
-  storeGrad(i, q0 + 1u, at.split_slot, o1);
-  storeGrad(i, q0 + 2u, at.split_slot, o2);
-  storeGrad(i, q0 + 3u, at.split_slot, o3);
+  var o: array<mat4x4<f32>, 8>;  // o[4h + q]: rows 4h .. 4h + 3 × dims of vec4 q0 + q
+  for (var col0 = at.col_begin; col0 < at.col_end; col0 += 8u * WGC) {
+    let s = logits(at.row0, col0, ty, tx, lid);
+    let j0 = inSplit(col0 + 8u * tx + vec4<u32>(0u, 1u, 2u, 3u), at.col_end);
+    let j1 = inSplit(col0 + 8u * tx + vec4<u32>(4u, 5u, 6u, 7u), at.col_end);
+    let l0 = colLabels(j0);
+    let l1 = colLabels(j1);
+    let c0 = colStats(j0);
+    let c1 = colStats(j1);
+    // Weights to workgroup memory by column (two vec4s over the invocation's 8 rows), then o += W · B.
+    let w00 = quadWeights(i, li, st, 0u, s.s00, j0, l0, c0, scale_a, scale_b);
+    let w01 = quadWeights(i, li, st, 0u, s.s01, j1, l1, c1, scale_a, scale_b);
+    let w10 = quadWeights(i, li, st, 4u, s.s10, j0, l0, c0, scale_a, scale_b);
+    let w11 = quadWeights(i, li, st, 4u, s.s11, j1, l1, c1, scale_a, scale_b);
+    for (var c = 0u; c < 4u; c++) {
+      let at0 = (8u * tx + c) * WGR + ty;
+      let at1 = (8u * tx + 4u + c) * WGR + ty;
+      smem[2u * at0] = w00[c];
+      smem[2u * at0 + 1u] = w10[c];
+      smem[2u * at1] = w01[c];
+      smem[2u * at1 + 1u] = w11[c];
+    }
+    workgroupBarrier();
+    for (var c = 0u; c < 8u * WGC; c++) {
+      let top = smem[2u * (c * WGR + ty)];
+      let bottom = smem[2u * (c * WGR + ty) + 1u];
+      let base = min(col0 + c, p.cols - 1u) * p.dim4;
+      for (var q = 0u; q < 4u; q++) {
+        let bq = xb[base + min(q0 + q, last)];
+        o[q] += outer(top, bq);
+        o[q + 4u] += outer(bottom, bq);
+      }
+    }
+    workgroupBarrier();  // the next tile's weights overwrite these
+  }
+  for (var q = 0u; q < 4u; q++) {
+    storeGrad(i, q0 + q, at.split_slot, o[q]);
+    storeGrad(i + 4u, q0 + q, at.split_slot, o[q + 4u]);
+  }
 }
 
 @group(0) @binding(1) var<storage, read> dpart_in: array<f32>;
@@ -426,19 +534,13 @@ fn du(row: u32, d: u32) -> f32 {
   return v * g[0] * p.scale;
 }
 
-// The gradient through u = x / max(|x|, eps): (du − u (u·du)) / |x|, or du / eps where |x| ≤ eps.
-@compute @workgroup_size(WG)
-fn normalizeGrad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32) {
-  let row = linear(wg, nwg);
-  if (row >= p.rows) { return; }
-  var dot_ = 0.0;
-  if (NORMALIZE) {
-    for (var d = lid; d < p.dim; d += WG) { dot_ += u_in[row * 4u * p.dim4 + d] * du(row, d); }
-  }
-  dot_ = workgroupSum(lid, dot_);
+// The gradient through u = x / max(|x|, eps): (du − u (u·du)) / |x|, or du / eps where |x| ≤ eps. Rows as in
+// normalize (`normalizeGrad`) and normalizeRows (`normalizeGradRows`).
+
+// Writes dims first, first + step, ... of row `row`'s gradient, given u·du.
+fn writeGrad(row: u32, dot_: f32, first: u32, step: u32) {
   let n = norms_in[row];
-  for (var d = lid; d < p.dim; d += WG) {
+  for (var d = first; d < p.dim; d += step) {
     var v = du(row, d);
     if (NORMALIZE) {
       v = select(v / p.eps, (v - u_in[row * 4u * p.dim4 + d] * dot_) / n, n > p.eps);
@@ -449,4 +551,32 @@ fn normalizeGrad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
       dx2[(row - p.n1) * p.dim + d] = v;
     }
   }
+}
+
+@compute @workgroup_size(WG)
+fn normalizeGrad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+  let row = linear(wg, nwg);
+  if (row >= p.rows) { return; }
+  var dot_ = 0.0;
+  if (NORMALIZE) {
+    for (var d = lid; d < p.dim; d += WG) { dot_ += u_in[row * 4u * p.dim4 + d] * du(row, d); }
+  }
+  writeGrad(row, workgroupSum(lid, dot_), lid, WG);
+}
+
+@compute @workgroup_size(WG)
+fn normalizeGradRows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+  let row = linear(wg, nwg) * WG + lid;
+  if (row >= p.rows) { return; }
+  var dot_ = 0.0;
+  if (NORMALIZE) {
+    for (var d0 = 0u; d0 < p.dim; d0 += 8u) {
+      var block = 0.0;
+      for (var d = d0; d < min(d0 + 8u, p.dim); d++) { block += u_in[row * 4u * p.dim4 + d] * du(row, d); }
+      dot_ += block;
+    }
+  }
+  writeGrad(row, dot_, 0u, 1u);
 }

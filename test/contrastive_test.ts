@@ -10,7 +10,7 @@ import {
   type Tensor,
 } from "../src/mod.ts";
 import { refInfoNCE, refNegativeCosine, refNtXent, refSupCon } from "../src/ref/contrastive.ts";
-import { test } from "./harness.ts";
+import { bothKernels, test } from "./harness.ts";
 import {
   assert,
   assertClose,
@@ -48,88 +48,91 @@ function allFinite(xs: ArrayLike<number>[], what: string): void {
   }
 }
 
-test("ntXent: value and gradients match the float64 reference (random N, D, temperatures 1 .. 0.01)", async (engine) => {
-  const before = engine.memory();
-  const cases: [number, number, number][] = [[1, 3, 0.5], [2, 2, 1], [5, 7, 0.1], [33, 16, 0.5], [
-    64,
-    128,
-    0.07,
-  ], [
-    97,
-    13,
-    0.01,
-  ], [200, 33, 0.2]];
-  for (const [n, d, t] of cases) {
-    const a = randomArray(n * d, n * 31 + d);
-    const b = randomArray(n * d, n * 17 + d + 1);
-    const z1 = engine.tensor(a, [n, d]);
-    const z2 = engine.tensor(b, [n, d]);
-    const [loss, [g1, g2]] = await lossAndGrads(() => ntXent(z1, z2, { temperature: t }), [z1, z2]);
-    const ref = refNtXent(a, b, n, d, t);
-    close([loss], [ref.loss], `loss N=${n} D=${d} t=${t}`);
-    close(g1, ref.dz1, `dz1 N=${n} D=${d} t=${t}`);
-    close(g2, ref.dz2, `dz2 N=${n} D=${d} t=${t}`);
-    z1.dispose();
-    z2.dispose();
-  }
-  assertNoLeak(engine, before, "ntXent");
-});
+test("ntXent: value and gradients match the float64 reference (random N, D, temperatures 1 .. 0.01)", () =>
+  bothKernels(async (engine) => {
+    const before = engine.memory();
+    const cases: [number, number, number][] = [[1, 3, 0.5], [2, 2, 1], [5, 7, 0.1], [33, 16, 0.5], [
+      64,
+      128,
+      0.07,
+    ], [
+      97,
+      13,
+      0.01,
+    ], [200, 33, 0.2]];
+    for (const [n, d, t] of cases) {
+      const a = randomArray(n * d, n * 31 + d);
+      const b = randomArray(n * d, n * 17 + d + 1);
+      const z1 = engine.tensor(a, [n, d]);
+      const z2 = engine.tensor(b, [n, d]);
+      const [loss, [g1, g2]] = await lossAndGrads(() => ntXent(z1, z2, { temperature: t }), [z1, z2]);
+      const ref = refNtXent(a, b, n, d, t);
+      close([loss], [ref.loss], `loss N=${n} D=${d} t=${t}`);
+      close(g1, ref.dz1, `dz1 N=${n} D=${d} t=${t}`);
+      close(g2, ref.dz2, `dz2 N=${n} D=${d} t=${t}`);
+      z1.dispose();
+      z2.dispose();
+    }
+    assertNoLeak(engine, before, "ntXent");
+  }));
 
-test("infoNCE: with and without a negatives bank, one-way and symmetric, match the reference", async (engine) => {
-  const before = engine.memory();
-  const cases: [number, number, number, number, boolean][] = [
-    [1, 4, 1, 0, false],
-    [1, 5, 0.5, 3, true],
-    [7, 9, 0.1, 0, true],
-    [40, 32, 0.07, 101, false],
-    [37, 64, 0.01, 29, true],
-  ];
-  for (const [n, d, t, k, symmetric] of cases) {
-    // Normalised-scale inputs as CLIP / MoCo pass them (the loss itself does not normalise).
-    const q = randomArray(n * d, n + d, -0.3, 0.3);
-    const kk = randomArray(n * d, n + d + 1, -0.3, 0.3);
-    const neg = k ? randomArray(k * d, k + d, -0.3, 0.3) : null;
-    const query = engine.tensor(q, [n, d]);
-    const keys = engine.tensor(kk, [n, d]);
-    const negatives = neg ? engine.tensor(neg, [k, d]) : undefined;
-    const [loss, [gq, gk]] = await lossAndGrads(
-      () => infoNCE(query, keys, { temperature: t, negatives, symmetric }),
-      [query, keys],
-    );
-    const ref = refInfoNCE(q, kk, n, d, t, neg, k, symmetric);
-    const what = `N=${n} D=${d} t=${t} K=${k} symmetric=${symmetric}`;
-    close([loss], [ref.loss], `loss ${what}`);
-    close(gq, ref.dq, `dq ${what}`);
-    close(gk, ref.dk, `dk ${what}`);
-    for (const x of [query, keys, negatives]) x?.dispose();
-  }
-  assertNoLeak(engine, before, "infoNCE");
-});
+test("infoNCE: with and without a negatives bank, one-way and symmetric, match the reference", () =>
+  bothKernels(async (engine) => {
+    const before = engine.memory();
+    const cases: [number, number, number, number, boolean][] = [
+      [1, 4, 1, 0, false],
+      [1, 5, 0.5, 3, true],
+      [7, 9, 0.1, 0, true],
+      [40, 32, 0.07, 101, false],
+      [37, 64, 0.01, 29, true],
+    ];
+    for (const [n, d, t, k, symmetric] of cases) {
+      // Normalised-scale inputs as CLIP / MoCo pass them (the loss itself does not normalise).
+      const q = randomArray(n * d, n + d, -0.3, 0.3);
+      const kk = randomArray(n * d, n + d + 1, -0.3, 0.3);
+      const neg = k ? randomArray(k * d, k + d, -0.3, 0.3) : null;
+      const query = engine.tensor(q, [n, d]);
+      const keys = engine.tensor(kk, [n, d]);
+      const negatives = neg ? engine.tensor(neg, [k, d]) : undefined;
+      const [loss, [gq, gk]] = await lossAndGrads(
+        () => infoNCE(query, keys, { temperature: t, negatives, symmetric }),
+        [query, keys],
+      );
+      const ref = refInfoNCE(q, kk, n, d, t, neg, k, symmetric);
+      const what = `N=${n} D=${d} t=${t} K=${k} symmetric=${symmetric}`;
+      close([loss], [ref.loss], `loss ${what}`);
+      close(gq, ref.dq, `dq ${what}`);
+      close(gk, ref.dk, `dk ${what}`);
+      for (const x of [query, keys, negatives]) x?.dispose();
+    }
+    assertNoLeak(engine, before, "infoNCE");
+  }));
 
-test("supCon: labels with several positives and anchors without any match the reference", async (engine) => {
-  const before = engine.memory();
-  const cases: [number, number, number, number][] = [[1, 3, 0.5, 1], [2, 4, 0.1, 1], [19, 8, 0.07, 4], [
-    70,
-    33,
-    0.01,
-    9,
-  ]];
-  for (const [n, d, t, classes] of cases) {
-    const x = randomArray(n * d, n * 7 + d);
-    const r = rng(n);
-    // Label n − 1 is unique: that anchor has no positive and is left out of the mean.
-    const lab = Int32Array.from({ length: n }, (_, i) => (i === n - 1 ? 1000 : Math.floor(r() * classes)));
-    const z = engine.tensor(x, [n, d]);
-    const labels = engine.tensor(lab, [n], "i32");
-    const [loss, [gz]] = await lossAndGrads(() => supCon(z, labels, { temperature: t }), [z]);
-    const ref = refSupCon(x, lab, n, d, t);
-    close([loss], [ref.loss], `loss N=${n} D=${d} t=${t}`);
-    close(gz, ref.dz, `dz N=${n} D=${d} t=${t}`);
-    z.dispose();
-    labels.dispose();
-  }
-  assertNoLeak(engine, before, "supCon");
-});
+test("supCon: labels with several positives and anchors without any match the reference", () =>
+  bothKernels(async (engine) => {
+    const before = engine.memory();
+    const cases: [number, number, number, number][] = [[1, 3, 0.5, 1], [2, 4, 0.1, 1], [19, 8, 0.07, 4], [
+      70,
+      33,
+      0.01,
+      9,
+    ]];
+    for (const [n, d, t, classes] of cases) {
+      const x = randomArray(n * d, n * 7 + d);
+      const r = rng(n);
+      // Label n − 1 is unique: that anchor has no positive and is left out of the mean.
+      const lab = Int32Array.from({ length: n }, (_, i) => (i === n - 1 ? 1000 : Math.floor(r() * classes)));
+      const z = engine.tensor(x, [n, d]);
+      const labels = engine.tensor(lab, [n], "i32");
+      const [loss, [gz]] = await lossAndGrads(() => supCon(z, labels, { temperature: t }), [z]);
+      const ref = refSupCon(x, lab, n, d, t);
+      close([loss], [ref.loss], `loss N=${n} D=${d} t=${t}`);
+      close(gz, ref.dz, `dz N=${n} D=${d} t=${t}`);
+      z.dispose();
+      labels.dispose();
+    }
+    assertNoLeak(engine, before, "supCon");
+  }));
 
 test("negativeCosine: value and gradient to p match the reference; z gets none", async (engine) => {
   const before = engine.memory();
@@ -233,31 +236,36 @@ test("ntXent, infoNCE, supCon: gradients match central finite differences", asyn
   assertNoLeak(engine, before, "finite differences");
 });
 
-test("infoNCE: a 1.3M-column negatives bank is split across workgroups and dispatches (loop cap)", async (engine) => {
-  // One row tile against 1.3M columns would be ~1e7 loop iterations in one invocation (llvmpipe stops at
-  // 65,535); the plan cuts it into ~240 splits, 8 side by side per dispatch (the test engine's
-  // parallelWorkgroups), so both the side-by-side partials and the merge across dispatches run.
-  const before = engine.memory();
-  const n = 5;
-  const d = 4;
-  const k = 1_300_000;
-  const q = randomArray(n * d, 1, -0.3, 0.3);
-  const kk = randomArray(n * d, 2, -0.3, 0.3);
-  const neg = randomArray(k * d, 3, -0.3, 0.3);
-  const query = engine.tensor(q, [n, d]);
-  const keys = engine.tensor(kk, [n, d]);
-  const negatives = engine.tensor(neg, [k, d]);
-  const [loss, [gq, gk]] = await lossAndGrads(() => infoNCE(query, keys, { temperature: 0.05, negatives }), [
-    query,
-    keys,
-  ]);
-  const ref = refInfoNCE(q, kk, n, d, 0.05, neg, k);
-  close([loss], [ref.loss], "loss");
-  close(gq, ref.dq, "dq");
-  close(gk, ref.dk, "dk");
-  for (const x of [query, keys, negatives]) x.dispose();
-  assertNoLeak(engine, before, "big bank");
-});
+test("infoNCE: a 200,000-column negatives bank is split across workgroups and dispatches (loop cap)", () =>
+  bothKernels(async (engine) => {
+    // One row tile against 200,000 columns: the backward's column loop alone would run ~2e5 times in one
+    // invocation (llvmpipe stops loops at 65,535). With 2 parallel workgroups only the loop budget splits it:
+    // ~34 splits of ≤ 94 column tiles, 2 side by side per dispatch, so both the side-by-side partials and the
+    // merge across dispatches run.
+    const before = engine.memory();
+    const n = 5;
+    const d = 4;
+    const k = 200_000;
+    const q = randomArray(n * d, 1, -0.3, 0.3);
+    const kk = randomArray(n * d, 2, -0.3, 0.3);
+    const neg = randomArray(k * d, 3, -0.3, 0.3);
+    const query = engine.tensor(q, [n, d]);
+    const keys = engine.tensor(kk, [n, d]);
+    const negatives = engine.tensor(neg, [k, d]);
+    const [loss, [gq, gk]] = await lossAndGrads(
+      () => infoNCE(query, keys, { temperature: 0.05, negatives }),
+      [
+        query,
+        keys,
+      ],
+    );
+    const ref = refInfoNCE(q, kk, n, d, 0.05, neg, k);
+    close([loss], [ref.loss], "loss");
+    close(gq, ref.dq, "dq");
+    close(gk, ref.dk, "dk");
+    for (const x of [query, keys, negatives]) x.dispose();
+    assertNoLeak(engine, before, "big bank");
+  }, { parallelWorkgroups: 2 }));
 
 test("ntXent: peak memory of forward + backward is O(N·D), far below the (2N)² matrix", async (engine) => {
   const n = 1024;

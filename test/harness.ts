@@ -1,6 +1,6 @@
 // One test API for both runtimes: under Deno each test is a Deno.test; in the browser (test/browser_test.ts
 // bundles every *_test.ts with esbuild) tests are collected here and run by the page.
-import { type Engine, init } from "../src/mod.ts";
+import { type Engine, init, type InitOptions } from "../src/mod.ts";
 
 export type TestFn = (engine: Engine) => Promise<void> | void;
 export interface TestCase {
@@ -11,15 +11,33 @@ export interface TestCase {
 /** Tests registered so far (the browser page runs these). */
 export const registry: TestCase[] = [];
 
+// 128 MiB bindings on every adapter (llvmpipe's own limit; SwiftShader offers 1 GiB), so the windowed paths for
+// tensors over one binding are exercised the same way in Deno and in Chromium; 8 parallel workgroups whatever
+// the machine's core count, so ops that split their work split the same way everywhere.
+const SHARED_OPTIONS = { maxStorageBufferBindingSize: 128 * 2 ** 20, parallelWorkgroups: 8 };
+
 let shared: Promise<Engine> | null = null;
 
 /** The engine every test shares; a missing adapter fails each test with DeviceError's install advice. */
 export function sharedEngine(): Promise<Engine> {
-  // 128 MiB bindings on every adapter (llvmpipe's own limit; SwiftShader offers 1 GiB), so the windowed paths
-  // for tensors over one binding are exercised the same way in Deno and in Chromium; 8 parallel workgroups
-  // whatever the machine's core count, so ops that split their work split the same way everywhere.
-  shared ??= init({ maxStorageBufferBindingSize: 128 * 2 ** 20, parallelWorkgroups: 8 });
+  shared ??= init(SHARED_OPTIONS);
   return shared;
+}
+
+/**
+ * Runs `fn` on two engines of the shared engine's options (and `options`), one with `cpuKernels` and one
+ * without, so both kernel variants (the CPU adapters' direct ones, the GPUs' staged ones) are tested on every
+ * adapter. Each engine is destroyed afterwards.
+ */
+export async function bothKernels(fn: TestFn, options: InitOptions = {}): Promise<void> {
+  for (const cpuKernels of [true, false]) {
+    const engine = await init({ ...SHARED_OPTIONS, ...options, cpuKernels });
+    try {
+      await fn(engine);
+    } finally {
+      engine.destroy();
+    }
+  }
 }
 
 export function test(name: string, fn: TestFn): void {

@@ -1,6 +1,6 @@
-import { grad, init, matmul, reshape, ShapeError, type Tensor } from "../src/mod.ts";
+import { grad, matmul, reshape, ShapeError, type Tensor } from "../src/mod.ts";
 import { refMatmul } from "../src/ref/matmul.ts";
-import { test } from "./harness.ts";
+import { bothKernels, test } from "./harness.ts";
 import {
   assert,
   assertClose,
@@ -93,29 +93,23 @@ test("matmul: 2-D shapes incl. 1, primes and tile edges, all transpose combos, v
   }
 });
 
-test("matmul: both kernels (workgroup-memory tiles; CPU adapters' direct vec4 reads) where dims are multiples of 4", async (engine) => {
-  // Dims that are all multiples of 4 take the `direct` entry on CPU adapters and the tiled one elsewhere; a
-  // second engine with cpuKernels flipped runs the other, so both are checked on every adapter. Shapes cross
-  // the tile edges (64), split K over slices (K > 1,024) and broadcast a batch.
-  const other = await init({ cpuKernels: !engine.cpuKernels, maxStorageBufferBindingSize: 128 * 2 ** 20 });
-  try {
+test("matmul: both kernels (workgroup-memory tiles; CPU adapters' direct vec4 reads) where dims are multiples of 4", () =>
+  // Dims that are all multiples of 4 take the `direct` entry with cpuKernels and the tiled one without;
+  // bothKernels runs both. Shapes cross the tile edges (64, 128), split K over slices (K > 1,024) and
+  // broadcast a batch.
+  bothKernels(async (engine) => {
     let seed = 300;
-    for (const e of [engine, other]) {
-      for (const [m, k, n] of [[4, 4, 4], [8, 12, 68], [68, 4, 132], [132, 2052, 8]]) {
-        for (const f of COMBOS) {
-          const [as, bs] = operandShapes([], [], m, k, n, f);
-          await check(e, as, bs, f, seed++, worstCase);
-        }
-      }
+    for (const [m, k, n] of [[4, 4, 4], [8, 12, 68], [68, 4, 132], [132, 2052, 8]]) {
       for (const f of COMBOS) {
-        const [as, bs] = operandShapes([3, 2], [2], 12, 8, 20, f);
-        await check(e, as, bs, f, seed++, worstCase);
+        const [as, bs] = operandShapes([], [], m, k, n, f);
+        await check(engine, as, bs, f, seed++, worstCase);
       }
     }
-  } finally {
-    other.destroy();
-  }
-});
+    for (const f of COMBOS) {
+      const [as, bs] = operandShapes([3, 2], [2], 12, 8, 20, f);
+      await check(engine, as, bs, f, seed++, worstCase);
+    }
+  }));
 
 test("matmul: batch dims broadcast NumPy-style, 2-D operand against batched, with transposes", async (engine) => {
   const cases: [number[], number[]][] = [[[2, 1], [3]], [[], [4]], [[5], []], [[3], [3]], [[1, 2, 1], [
