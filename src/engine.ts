@@ -22,8 +22,9 @@ export interface InitOptions {
    */
   parallelWorkgroups?: number;
   /**
-   * Use the kernel variants made for CPU adapters (matmul without workgroup memory). Default: whether the
-   * adapter runs on the CPU (a fallback adapter such as llvmpipe or SwiftShader).
+   * Use the kernel variants made for CPU adapters (matmul and the contrastive logits without workgroup memory,
+   * row-wise passes without workgroup trees). Default: whether the adapter runs on the CPU (a fallback adapter
+   * such as llvmpipe or SwiftShader).
    */
   cpuKernels?: boolean;
 }
