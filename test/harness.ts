@@ -24,20 +24,23 @@ export function sharedEngine(): Promise<Engine> {
   return shared;
 }
 
+const kept = new Map<string, Promise<Engine>>();
+
+/** An engine of the shared options and `options`, made on first use and kept, like the shared engine. */
+function keptEngine(options: InitOptions): Promise<Engine> {
+  const key = JSON.stringify(options);
+  if (!kept.has(key)) kept.set(key, init({ ...SHARED_OPTIONS, ...options }));
+  return kept.get(key)!;
+}
+
 /**
  * Runs `fn` on two engines of the shared engine's options (and `options`), one with `cpuKernels` and one
  * without, so both kernel variants (the CPU adapters' direct ones, the GPUs' staged ones) are tested on every
- * adapter. Each engine is destroyed afterwards.
+ * adapter. The engines are kept for later tests: creating and destroying devices over and over is what Deno's
+ * WebGPU handles least well.
  */
 export async function bothKernels(fn: TestFn, options: InitOptions = {}): Promise<void> {
-  for (const cpuKernels of [true, false]) {
-    const engine = await init({ ...SHARED_OPTIONS, ...options, cpuKernels });
-    try {
-      await fn(engine);
-    } finally {
-      engine.destroy();
-    }
-  }
+  for (const cpuKernels of [true, false]) await fn(await keptEngine({ ...options, cpuKernels }));
 }
 
 export function test(name: string, fn: TestFn): void {
