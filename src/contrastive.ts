@@ -1,6 +1,6 @@
 // Contrastive and joint-embedding losses (shaders/contrastive.wgsl; CPU reference in src/ref/contrastive.ts).
-// NT-Xent, InfoNCE and SupCon share one fused kernel family: logits stream through workgroup memory tile by
-// tile with an online log-sum-exp, the backward recomputes them from the saved per-row log-sum-exp, so live
+// NT-Xent, InfoNCE and SupCon share one fused kernel family: logits stream tile by tile (staged in workgroup
+// memory on GPUs, read straight from storage on CPU adapters) with an online log-sum-exp, the backward recomputes them from the saved per-row log-sum-exp, so live
 // memory is O(N·D + N) and never an N×N matrix.
 import { type Engine, Params } from "./engine.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
@@ -111,8 +111,15 @@ function problemConstants(pr: Problem) {
   };
 }
 
-/** Workgroups of normalize and normalizeGrad: one per row, or on CPU adapters one per WG rows. */
-const rowWorkgroups = (e: Engine, rows: number) => e.cpuKernels ? Math.ceil(rows / WG) : rows;
+/**
+ * Entry and workgroups of a row-wise pass (normalize, normalizeGrad): one workgroup per row, or on CPU adapters
+ * the entry's `Rows` variant, one invocation per row.
+ */
+function rowPass(e: Engine, entry: string, rows: number): { entry: string; workgroups: number } {
+  return e.cpuKernels
+    ? { entry: `${entry}Rows`, workgroups: Math.ceil(rows / WG) }
+    : { entry, workgroups: rows };
+}
 
 /**
  * Rows of x1 then x2, packed (each padded with zeros to a multiple of 4 dims) and, when `normalize`, scaled
@@ -128,11 +135,10 @@ function pack(op: string, normalize: boolean, x1: Tensor, x2?: Tensor): [Tensor,
   e.run({
     op,
     shader: "contrastive",
-    entry: e.cpuKernels ? "normalizeRows" : "normalize",
+    ...rowPass(e, "normalize", rows),
     constants: { WG, NORMALIZE: normalize ? 1 : 0 },
     params: new Params().u32(rows, 0, dim, dim4(dim)).f32(0).u32(0, 0, 0, 0, 0, 0, n1).f32(NORM_EPS, 1),
     buffers: [x1, x2 ?? x1, u, norms],
-    workgroups: rowWorkgroups(e, rows),
   });
   return [u, norms];
 }
@@ -245,12 +251,11 @@ function finishGrad(
   dpart.engine.run({
     op,
     shader: "contrastive",
-    entry: dpart.engine.cpuKernels ? "normalizeGradRows" : "normalizeGrad",
+    ...rowPass(dpart.engine, "normalizeGrad", rows),
     constants: { WG, NORMALIZE: saved ? 1 : 0 },
     params: new Params().u32(rows, 0, dim, dim4(dim)).f32(0).u32(0, 0, splitPar, 0, 0, 0, dx1.shape[0])
       .f32(NORM_EPS, scale),
     buffers: [dpart, saved?.[0] ?? dpart, saved?.[1] ?? dpart, g, dx1, second],
-    workgroups: rowWorkgroups(dpart.engine, rows),
   });
   if (!dx2) second.dispose();
 }

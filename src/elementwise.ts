@@ -1,5 +1,5 @@
 // Elementwise ops with NumPy broadcasting (shaders/elementwise.wgsl; CPU reference in src/ref/elementwise.ts).
-import { type Binding, Params, windows } from "./engine.ts";
+import { type Binding, Params, windowBindings, windows } from "./engine.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { record } from "./autograd.ts";
 import { sum } from "./reduce.ts";
@@ -115,11 +115,6 @@ function collapseDims(shape: readonly number[], sa: number[], sb: number[]): [nu
   return [dims, ra, rb];
 }
 
-/** A tensor's windows as bindings (whole vec4s, see elementwise.wgsl). */
-function bindings(t: Tensor): Binding[] {
-  return windows(t).map((w) => w.binding);
-}
-
 /** One elementwise dispatch per window of `out`; each input is one binding for all windows or one per window. */
 function dispatch(
   op: string,
@@ -145,7 +140,7 @@ function dispatch(
 function unary(op: keyof typeof UNARY, a: Tensor): Tensor {
   checkF32(op, a);
   const out = a.engine.empty(a.shape);
-  dispatch(op, "unary", { OP: UNARY[op] }, (n) => new Params().u32(n, 0).f32(0), out, [bindings(a)]);
+  dispatch(op, "unary", { OP: UNARY[op] }, (n) => new Params().u32(n, 0).f32(0), out, [windowBindings(a)]);
   return out;
 }
 
@@ -159,7 +154,7 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
     checkF32(op, t);
     const out = t.engine.empty(t.shape);
     const constants = { OP: BINARY[op], SWAP: typeof a === "number" ? 1 : 0 };
-    dispatch(op, "scalar", constants, (n) => new Params().u32(n, 0).f32(s), out, [bindings(t)]);
+    dispatch(op, "scalar", constants, (n) => new Params().u32(n, 0).f32(s), out, [windowBindings(t)]);
     return out;
   }
   checkF32(op, a);
@@ -177,7 +172,7 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
   const out = a.engine.empty(shape);
   if (same) {
     // Same-shape inputs are windowed like the output.
-    const inputs = [bindings(a), bindings(b)];
+    const inputs = [windowBindings(a), windowBindings(b)];
     dispatch(op, "binary", { OP: BINARY[op] }, (n) => new Params().u32(n, 0), out, inputs);
     return out;
   }

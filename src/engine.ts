@@ -579,6 +579,11 @@ export interface Window {
   binding: Binding;
 }
 
+/** A tensor's windows as bindings, one per window. */
+export function windowBindings(t: Tensor): Binding[] {
+  return windows(t).map((w) => w.binding);
+}
+
 /**
  * Splits a tensor into windows that each fit one storage binding (maxStorageBufferBindingSize), with offsets
  * on the adapter's alignment. Small tensors give one window: the whole tensor.

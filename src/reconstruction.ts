@@ -10,7 +10,7 @@
 // y gradient in x's backward passes (S is symmetric in x and y: one more coefficient to gather). Weights, masks
 // and maskedMSE's target are constants (grad gives zeros for them).
 import { isRecording, isSeed, record } from "./autograd.ts";
-import { type Binding, Params, windows } from "./engine.ts";
+import { type Binding, Params, windowBindings, windows } from "./engine.ts";
 import { checkF32, neg, unbroadcast } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
@@ -201,7 +201,7 @@ function pointLoss(
   }
   // Same-shape inputs are windowed alike; broadcast ones are bound whole.
   const alike = (t: Tensor): Binding[] =>
-    sameShape(t.shape, pred.shape) ? windows(t).map((w) => w.binding) : predWindows.map(() => t);
+    sameShape(t.shape, pred.shape) ? windowBindings(t) : predWindows.map(() => t);
   const targetWindows = alike(target);
   const weightWindows = weight ? alike(weight) : predWindows.map((w) => w.binding);
   const scale = reduction === "mean" ? 1 / pred.size : 1;
@@ -234,7 +234,7 @@ function pointLoss(
   const gradPass = (g: Tensor, loss: number) => {
     const out = engine.empty(pred.shape);
     const ow = windows(out);
-    const upstream = reduction === "none" ? windows(g).map((w) => w.binding) : predWindows.map(() => g);
+    const upstream = reduction === "none" ? windowBindings(g) : predWindows.map(() => g);
     dispatch("grad", scale, (i) => [upstream[i], ow[i].binding], [], loss);
     return out;
   };
