@@ -1,25 +1,29 @@
 // augment.wgsl: per-sample image augmentation. Images are f32 [N, C, H, W] (C = 1 or 3), values in [0, 1].
-// Every random choice lives in a per-sample record of REC f32 (src/augment.ts `packRecord`, drawn from Philox
-// keyed by the seed); only the Gaussian noise is drawn here, per element. Record fields:
+// Every random choice lives in a per-sample record of REC f32 (src/augment.ts `packRecords`, drawn from Philox
+// keyed by the seed); only the Gaussian noise is drawn here, per element. The records of up to RECORDS samples,
+// `first` onwards, fill one 64 KiB uniform binding (a dispatch per such chunk): every invocation of a workgroup
+// reads the same record, a uniform read a CPU adapter makes once per SIMD group, where a storage read loops over
+// the lanes. Record fields:
 //   0..3 crop top, left, height, width (source pixels)   4 flip   5 rot90 k
 //   6 jitter on   7 brightness   8 contrast   9 saturation   10 hue   11 jitter order (4 base-4 digits, first low)
 //   12 grayscale   13 solarize   14 erase on   15..18 erase top, left, height, width   19 erase value
 //   20 noise sigma   21 blur sigma   22 solarize threshold
-// Entry points (the workgroup index spread over x and y):
-//   unpack: RGBA8 packed in u32 -> [N, 3, H, W], alpha dropped. One invocation per pixel.
-//           bindings: 1 src (u32), 2 out
-// view and blur run one workgroup per TILE×TILE output tile of one sample (workgroup g is tile g % tiles of
-// sample g / tiles), one invocation per pixel: the per-sample record is uniform across a workgroup and no lane
-// divides.
+// Entry points:
+//   unpack: RGBA8 packed in u32 -> [N, 3, H, W], alpha dropped. One invocation per pixel, the workgroup index
+//           spread over x and y.                              bindings: 1 src (u32), 2 out
+// The others take workgroup z as the sample (first + z) and x, y within it, so no lane divides to find them.
+// view and blur run one workgroup per TILE×TILE output tile (x, y), one invocation per pixel.
 //   stats:  sums of the grayscale image as contrast sees it (after the jitter steps ordered before contrast),
-//           one invocation per TILE pixels of an output row, no workgroup tree (a barrier costs a CPU adapter a
-//           coroutine switch per SIMD group): partial (n·oh + y)·tiles_x + x / TILE; src/augment.ts sums each
-//           sample's partials with the reduce op.              bindings: 1 x, 2 records, 3 partials
+//           one invocation per TILE pixels of an output row (workgroup x counts WG of them), no workgroup tree
+//           (a barrier costs a CPU adapter a coroutine switch per SIMD group): partial (n·oh + y)·tiles_x +
+//           x / TILE; src/augment.ts sums each sample's partials with the reduce op.
+//                                                              bindings: 1 x, 2 records, 3 partials
 //   view:   the fused pass: rotate, flip, crop + bilinear resize, color jitter in the sample's order, grayscale,
 //           solarize (unblurred samples), erase, noise, normalize.   bindings: 1 x, 2 records, 3 sums, 4 out
 //   blur:   one direction (DIR 0 along W, 1 along H) of the separable Gaussian blur, radius ceil(3 sigma) with
 //           reflected borders, for samples with sigma > 0 only (others are left as they are); DIR 1 then
 //           solarizes those samples.                                 bindings: 1 src, 2 records, 3 dst
+//   blur4:  blur for widths that are multiples of 4, four pixels per invocation (see its comment).
 //! include lib/philox.wgsl
 
 struct Params {
@@ -31,7 +35,7 @@ struct Params {
   ow: u32,
   oc: u32,       // channels written: c, or 1 for the grayscale of a 3-channel input
   tiles_x: u32,  // output tiles per row
-  tiles: u32,    // output tiles per sample
+  first: u32,    // sample of record 0
   seed_lo: u32,
   seed_hi: u32,
   noise_tag: u32,
@@ -51,26 +55,24 @@ override DIR: u32 = 0;
 // sides of a branch).
 override JITTER: bool = true;
 override NOISE: bool = true;
+// Some blur radius reaches past the image side: reflections may fold more than once (a modulo per tap).
+override FAR: bool = false;
+override OC: u32 = 3u;   // channels blur4 writes
 const REC = 24u;
+const RECORDS = 682u;   // samples per dispatch: 65,536 / (REC · 4) bytes
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-fn linear(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
-  return wg.y * nwg.x + wg.x;
+// (sample, y, x) of invocation lid of tile workgroup wg.
+fn tilePixel(wg: vec3<u32>, lid: u32) -> vec3<u32> {
+  return vec3<u32>(p.first + wg.z, wg.y * TILE + lid / TILE, wg.x * TILE + lid % TILE);
 }
 
-// (sample, y, x) of invocation lid of tile workgroup g.
-fn tilePixel(g: u32, lid: u32) -> vec3<u32> {
-  let t = g % p.tiles;
-  return vec3<u32>(g / p.tiles, (t / p.tiles_x) * TILE + lid / TILE, (t % p.tiles_x) * TILE + lid % TILE);
-}
-
-// The sample's record, read once per invocation as REC / 4 vec4s: a CPU adapter pays per lane for every storage
-// read, and the steps below consult some 25 fields per pixel.
+// The record of the dispatch's sample z, copied once per invocation: the steps below consult some 25 fields.
 var<private> record: array<vec4<f32>, REC / 4u>;
 
-fn loadRecord(n: u32) {
-  for (var k = 0u; k < REC / 4u; k++) { record[k] = records[n * (REC / 4u) + k]; }
+fn loadRecord(z: u32) {
+  for (var k = 0u; k < REC / 4u; k++) { record[k] = records[z * (REC / 4u) + k]; }
 }
 
 fn rec(field: u32) -> f32 {
@@ -197,7 +199,7 @@ fn solarize(v: f32) -> f32 {
 @compute @workgroup_size(WG)
 fn unpack(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-  let i = linear(wg, nwg) * WG + lid;
+  let i = (wg.y * nwg.x + wg.x) * WG + lid;
   let hw = p.h * p.w;
   if (i >= p.n * hw) { return; }
   let px = packed[i];
@@ -209,23 +211,23 @@ fn unpack(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 }
 
 @group(0) @binding(1) var<storage, read> x_in: array<f32>;
-@group(0) @binding(2) var<storage, read> records: array<vec4<f32>>;
+@group(0) @binding(2) var<uniform> records: array<vec4<f32>, RECORDS * REC / 4u>;
 @group(0) @binding(3) var<storage, read_write> partials: array<f32>;
 
 @compute @workgroup_size(WG)
 fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-  let i = linear(wg, nwg) * WG + lid;
-  if (i >= p.n * p.oh * p.tiles_x) { return; }
-  let n = i / (p.oh * p.tiles_x);
-  let y = (i / p.tiles_x) % p.oh;
+  let i = wg.x * WG + lid;
+  if (i >= p.oh * p.tiles_x) { return; }
+  let n = p.first + wg.z;
+  let y = i / p.tiles_x;
   let x0 = (i % p.tiles_x) * TILE;
-  loadRecord(n);
+  loadRecord(wg.z);
   var s = 0.0;
   if (rec(6u) != 0.0 && rec(8u) != 1.0) {
     for (var x = x0; x < min(x0 + TILE, p.ow); x++) { s += luma(jitter(sample(n, y, x), 0.0, true)); }
   }
-  partials[i] = s;
+  partials[n * p.oh * p.tiles_x + i] = s;
 }
 
 @group(0) @binding(3) var<storage, read> sums_in: array<f32>;
@@ -234,12 +236,12 @@ fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @compute @workgroup_size(WG)
 fn view(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let px = tilePixel(linear(wg, nwg), lid);
+  let px = tilePixel(wg, lid);
   let n = px.x;
   let oy = px.y;
   let ox = px.z;
-  if (n >= p.n || oy >= p.oh || ox >= p.ow) { return; }
-  loadRecord(n);
+  if (oy >= p.oh || ox >= p.ow) { return; }
+  loadRecord(wg.z);
   let pixels = p.oh * p.ow;
   let at = oy * p.ow + ox;
   var v = sample(n, oy, ox);
@@ -267,45 +269,107 @@ fn view(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 @group(0) @binding(1) var<storage, read> blur_src: array<f32>;
 @group(0) @binding(3) var<storage, read_write> blur_dst: array<f32>;
 
-// Index i reflected into [0, n) without repeating the edge (torchvision's "reflect" padding), any distance out.
-// Reflection is symmetric about 0, so |i| avoids a modulo of negative numbers.
+// Index i reflected into [0, n) without repeating the edge (torchvision's "reflect" padding). One bounce covers
+// -(n - 1) ≤ i ≤ 2(n - 1), every tap when the radius is under n; FAR folds any distance by the period first (a
+// modulo, which a CPU adapter runs lane by lane). Reflection is symmetric about 0, so |i| needs no signed modulo.
 fn reflect(i: i32, n: u32) -> u32 {
-  if (n == 1u) { return 0u; }
-  let period = 2u * (n - 1u);
-  let m = u32(abs(i)) % period;
-  return select(period - m, m, m < n);
+  var m = u32(abs(i));
+  if (FAR) {
+    if (n == 1u) { return 0u; }
+    m %= 2u * (n - 1u);
+  }
+  return select(2u * (n - 1u) - m, m, m < n);
 }
 
 @compute @workgroup_size(WG)
 fn blur(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let px = tilePixel(linear(wg, nwg), lid);
+  let px = tilePixel(wg, lid);
   let n = px.x;
   let y = i32(px.y);
   let x = i32(px.z);
-  if (n >= p.n || px.y >= p.oh || px.z >= p.ow) { return; }
-  loadRecord(n);
+  if (px.y >= p.oh || px.z >= p.ow) { return; }
+  loadRecord(wg.z);
   let sigma = rec(21u);
   if (sigma == 0.0) { return; }
   let radius = i32(ceil(3.0 * sigma));
   let plane = p.oh * p.ow;
   let base = n * p.oc * plane;
+  let at = px.y * p.ow + px.z;
   var acc = vec3<f32>(0.0);
-  var total = 0.0;
-  for (var d = -radius; d <= radius; d++) {
-    let wgt = exp(-f32(d * d) / (2.0 * sigma * sigma));  // once per tap for all channels
-    var j: u32;
+  for (var c = 0u; c < p.oc; c++) { acc[c] = blur_src[base + c * plane + at]; }
+  var total = 1.0;
+  // Taps in mirrored pairs share a weight: one exp per pair, for all channels.
+  for (var d = 1; d <= radius; d++) {
+    let wgt = exp(-f32(d * d) / (2.0 * sigma * sigma));
+    var lo: u32;
+    var hi: u32;
     if (DIR == 0u) {
-      j = px.y * p.ow + reflect(x + d, p.ow);
+      lo = at - px.z + reflect(x - d, p.ow);
+      hi = at - px.z + reflect(x + d, p.ow);
     } else {
-      j = reflect(y + d, p.oh) * p.ow + px.z;
+      lo = reflect(y - d, p.oh) * p.ow + px.z;
+      hi = reflect(y + d, p.oh) * p.ow + px.z;
     }
-    for (var c = 0u; c < p.oc; c++) { acc[c] += wgt * blur_src[base + c * plane + j]; }
-    total += wgt;
+    for (var c = 0u; c < p.oc; c++) {
+      acc[c] += wgt * (blur_src[base + c * plane + lo] + blur_src[base + c * plane + hi]);
+    }
+    total += 2.0 * wgt;
   }
   for (var c = 0u; c < p.oc; c++) {
     var v = acc[c] / total;
     if (DIR == 1u && rec(13u) != 0.0) { v = solarize(v); }
     blur_dst[base + c * plane + px.y * p.ow + px.z] = v;
+  }
+}
+
+@group(0) @binding(1) var<storage, read> blur_src4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> blur_dst4: array<vec4<f32>>;
+
+// blur for widths that are multiples of 4: one invocation per 4 pixels of a row (a workgroup covers TILE rows of
+// 4·TILE columns), OC (1 or 3) channels. Along W the 2R + 4 source pixels of the four are read once each; along H
+// each tap is one vec4 per channel. Four times fewer lane-by-lane reads on a CPU adapter.
+@compute @workgroup_size(WG)
+fn blur4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let w4 = p.ow / 4u;
+  let y = wg.y * TILE + lid / TILE;
+  let q = wg.x * TILE + lid % TILE;   // vec4 column: pixels 4q .. 4q + 3
+  if (y >= p.oh || q >= w4) { return; }
+  loadRecord(wg.z);
+  let sigma = rec(21u);
+  if (sigma == 0.0) { return; }
+  let radius = i32(ceil(3.0 * sigma));
+  let k = -0.5 / (sigma * sigma);
+  let plane4 = p.oh * w4;
+  let base4 = (p.first + wg.z) * OC * plane4;
+  var acc: array<vec4<f32>, 3>;
+  var total = vec4<f32>(0.0);
+  if (DIR == 0u) {
+    // Source pixel 4q + e, e in [-R, R + 3], weighs w(e - j) in output pixel j = 0..3 where |e - j| ≤ R.
+    let d0 = vec4<f32>(0.0, -1.0, -2.0, -3.0);
+    for (var e = -radius; e <= radius + 3; e++) {
+      let d = f32(e) + d0;
+      let wgt = select(vec4<f32>(0.0), exp(k * d * d), abs(d) <= vec4<f32>(f32(radius)));
+      let s = reflect(i32(4u * q) + e, p.ow);
+      for (var c = 0u; c < OC; c++) { acc[c] += wgt * blur_src4[base4 + c * plane4 + y * w4 + s / 4u][s % 4u]; }
+      total += wgt;
+    }
+  } else {
+    for (var c = 0u; c < OC; c++) { acc[c] = blur_src4[base4 + c * plane4 + y * w4 + q]; }
+    total = vec4<f32>(1.0);
+    for (var d = 1; d <= radius; d++) {
+      let wgt = exp(k * f32(d * d));
+      let lo = reflect(i32(y) - d, p.oh) * w4 + q;
+      let hi = reflect(i32(y) + d, p.oh) * w4 + q;
+      for (var c = 0u; c < OC; c++) {
+        acc[c] += wgt * (blur_src4[base4 + c * plane4 + lo] + blur_src4[base4 + c * plane4 + hi]);
+      }
+      total += 2.0 * wgt;
+    }
+  }
+  for (var c = 0u; c < OC; c++) {
+    var v = acc[c] / total;
+    if (DIR == 1u && rec(13u) != 0.0) { v = select(v, 1.0 - v, v >= vec4<f32>(rec(22u))); }
+    blur_dst4[base4 + c * plane4 + y * w4 + q] = v;
   }
 }

@@ -2,8 +2,9 @@
 // Randomness drawn here is Philox keyed by the seed with counter (position, sample, tag, 0), as src/ref/pretext.ts.
 // Entry points (the workgroup index spread over x and y, one invocation per output element unless noted):
 //   tiles:      out [N, C, OH, OW] made of th×tw tiles; output tile t of sample n shows the th×tw source rect
-//               whose top-left pixel is origins[n·T + t] = (row, column).
-//               bindings: 1 x, 2 origins (i32 [N, T, 2]), 3 out
+//               whose top-left pixel is origins[n·T + t] = (row, column). One invocation per run of up to SPAN
+//               pixels of a tile's row: a few divisions per run, not per pixel (a CPU adapter divides lane by
+//               lane).                                  bindings: 1 x, 2 origins (i32 [N, T, 2]), 3 out
 //   mask_keys:  a random u32 key per patch.                      bindings: 1 keys (u32 [N, L])
 //   mask_rank:  a patch is masked (1) when its key ranks among the k smallest of its image (ties by index), so
 //               exactly k per image; loops L times.               bindings: 1 keys, 2 mask (f32 [N, L])
@@ -34,6 +35,7 @@ struct Params {
 }
 
 override WG: u32 = 256;
+override SPAN: u32 = 64;   // tiles: most pixels one invocation copies
 
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -48,18 +50,21 @@ fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 @compute @workgroup_size(WG)
 fn tiles(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
+  let per_row = p.ow / p.tw;                 // tiles across
+  let parts = (p.tw + SPAN - 1u) / SPAN;     // runs per tile row
+  let runs = p.oh * per_row * parts;         // runs per image plane
   let i = index(wg, nwg, lid);
-  let plane = p.oh * p.ow;
-  if (i >= p.n * p.c * plane) { return; }
-  let nc = i / plane;
-  let n = nc / p.c;
-  let oy = (i % plane) / p.ow;
-  let ox = i % p.ow;
-  let perSample = (p.oh / p.th) * (p.ow / p.tw);
-  let origin = vec2<u32>(origins[n * perSample + (oy / p.th) * (p.ow / p.tw) + ox / p.tw]);
-  let sy = origin.x + oy % p.th;
-  let sx = origin.y + ox % p.tw;
-  out[i] = x[(nc * p.h + sy) * p.w + sx];
+  if (i >= p.n * p.c * runs) { return; }
+  let plane = i / runs;
+  let run = i % runs;
+  let part = run % parts;
+  let column = (run / parts) % per_row;      // which tile across
+  let oy = run / (parts * per_row);
+  let tile = (oy / p.th) * per_row + column;
+  let origin = vec2<u32>(origins[(plane / p.c) * (p.oh / p.th) * per_row + tile]);
+  let src = (plane * p.h + origin.x + oy % p.th) * p.w + origin.y;
+  let dst = (plane * p.oh + oy) * p.ow + column * p.tw;
+  for (var j = part * SPAN; j < min(p.tw, (part + 1u) * SPAN); j++) { out[dst + j] = x[src + j]; }
 }
 
 @group(0) @binding(1) var<storage, read_write> keys_out: array<u32>;

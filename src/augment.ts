@@ -8,7 +8,7 @@
 // drawn in the kernel from the same generator. Parameter index 0 is the op's coin for `p`.
 //
 // Every random op returns `{ output, params }`: one `SampleParams` per sample, which `applyParams` replays.
-import { type Engine, Params } from "./engine.ts";
+import { type Binding, type Engine, Params } from "./engine.ts";
 import { noGrad } from "./autograd.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { sum } from "./reduce.ts";
@@ -18,6 +18,9 @@ import type { Tensor } from "./tensor.ts";
 const WG = 256;
 const TILE = 16;
 const REC = 24;
+/** A dispatch's records: one 64 KiB uniform window (WebGPU's least maxUniformBufferBindingSize), RECORDS samples. */
+const RECORD_WINDOW = 65536;
+const RECORDS = Math.floor(RECORD_WINDOW / (REC * 4));
 const MAX_SIGMA = 100;
 
 /** Op tags in the Philox counter. */
@@ -352,7 +355,7 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
   }
   const oc = options.grayOutput ? 1 : c;
   const tilesX = Math.ceil(ow / TILE);
-  const tiles = tilesX * Math.ceil(oh / TILE);
+  const tilesY = Math.ceil(oh / TILE);
   const engine = x.engine;
   const seed = checkSeed(op, options.seed ?? 0);
   const norm = options.normalize;
@@ -361,52 +364,79 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
       `normalize: need ${c} means and ${c} non-zero stds, got mean [${norm.mean}] std [${norm.std}]`,
     );
   }
-  const params_ = () =>
-    new Params().u32(n, c, h, w, oh, ow, oc, tilesX, tiles, seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0)
+  // The records of each chunk of RECORDS samples fill one 64 KiB window, bound as a uniform buffer.
+  const chunks = Math.ceil(n / RECORDS);
+  const packed = new Float32Array(chunks * (RECORD_WINDOW / 4));
+  for (let k = 0; k < chunks; k++) {
+    packed.set(packRecords(params.slice(k * RECORDS, (k + 1) * RECORDS)), k * (RECORD_WINDOW / 4));
+  }
+  const records = engine.tensor(packed, [packed.length]);
+  const temps: Tensor[] = [records];
+  const uniforms = (first: number) =>
+    new Params().u32(n, c, h, w, oh, ow, oc, tilesX, first, seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0)
       .u32(RANDOM_TAG.noise + 256 * (options.stream ?? 0), norm ? 1 : 0)
       .f32(...[0, 1, 2].map((k) => norm?.mean[k] ?? 0), ...[0, 1, 2].map((k) => norm?.std[k] ?? 1));
-  const records = engine.tensor(packRecords(params), [n, REC]);
-  const temps: Tensor[] = [records];
+  /** One dispatch per chunk: its uniforms, its records window and its sample count (workgroup z). */
+  const perChunk = (fn: (uniforms: Params, window: Binding, count: number) => void) => {
+    for (let k = 0; k < chunks; k++) {
+      const window = { buffer: records.buffer, offset: k * RECORD_WINDOW, size: RECORD_WINDOW };
+      fn(uniforms(k * RECORDS), window, Math.min(RECORDS, n - k * RECORDS));
+    }
+  };
   // Each sample's grayscale sum (contrast blends toward its mean), from partial sums of row segments.
   let sums = records;
   if (params.some((q) => q.jitter && q.jitter.contrast !== 1)) {
     const partials = engine.empty([n, oh * tilesX]);
-    engine.run({
-      op,
-      shader: "augment",
-      entry: "stats",
-      constants: { WG, TILE },
-      params: params_(),
-      buffers: [x, records, partials],
-      workgroups: Math.ceil((n * oh * tilesX) / WG),
-    });
+    perChunk((uniforms, window, count) =>
+      engine.run({
+        op,
+        shader: "augment",
+        entry: "stats",
+        constants: { WG, TILE },
+        params: uniforms,
+        buffers: [x, window, partials],
+        workgroups: [Math.ceil((oh * tilesX) / WG), 1, count],
+      })
+    );
     sums = noGrad(() => sum(partials, 1));
     temps.push(partials, sums);
   }
   const out = engine.empty([n, oc, oh, ow]);
-  engine.run({
-    op,
-    shader: "augment",
-    entry: "view",
-    constants: { WG, TILE, JITTER: +params.some((q) => q.jitter), NOISE: +params.some((q) => q.noise !== 0) },
-    params: params_(),
-    buffers: [x, records, sums, out],
-    workgroups: n * tiles,
-  });
+  perChunk((uniforms, window, count) =>
+    engine.run({
+      op,
+      shader: "augment",
+      entry: "view",
+      constants: {
+        WG,
+        TILE,
+        JITTER: +params.some((q) => q.jitter),
+        NOISE: +params.some((q) => q.noise !== 0),
+      },
+      params: uniforms,
+      buffers: [x, window, sums, out],
+      workgroups: [tilesX, tilesY, count],
+    })
+  );
   if (params.some((q) => q.blur > 0)) {
     const tmp = engine.empty(out.shape);
     temps.push(tmp);
-    const blurParams = params_();
+    // A radius (ceil(3σ), rounded in f32 on the GPU: one more here for safety) at or past a side - 1 folds.
+    const far = params.some((q) => q.blur > 0 && Math.ceil(3 * q.blur) + 1 >= Math.min(oh, ow));
+    // Rows of whole vec4s: four pixels per invocation (blur4).
+    const vec4 = ow % 4 === 0;
     for (const [dir, src, dst] of [[0, out, tmp], [1, tmp, out]] as const) {
-      engine.run({
-        op,
-        shader: "augment",
-        entry: "blur",
-        constants: { WG, TILE, DIR: dir },
-        params: blurParams,
-        buffers: [src, records, dst],
-        workgroups: n * tiles,
-      });
+      perChunk((uniforms, window, count) =>
+        engine.run({
+          op,
+          shader: "augment",
+          entry: vec4 ? "blur4" : "blur",
+          constants: { WG, TILE, DIR: dir, FAR: +far, ...(vec4 ? { OC: oc } : {}) },
+          params: uniforms,
+          buffers: [src, window, dst],
+          workgroups: [vec4 ? Math.ceil(ow / 4 / TILE) : tilesX, tilesY, count],
+        })
+      );
     }
   }
   for (const t of temps) t.dispose();

@@ -45,8 +45,11 @@ export interface Kernel {
   params: Params;
   /** Storage buffers at @binding(1), @binding(2), ... in order. */
   buffers: Binding[];
-  /** Workgroup count; laid out over x and y when it exceeds the per-dimension limit (kernels rebuild the index). */
-  workgroups: number;
+  /**
+   * Workgroup count, laid out over x and y when it exceeds the per-dimension limit (kernels rebuild the index);
+   * or an [x, y, z] grid, dispatched as given.
+   */
+  workgroups: number | readonly [number, number, number];
 }
 
 /** Packs a uniform struct of 4-byte scalars; `shape` adds an array<vec4<u32>, 2> of up to 8 dims. */
@@ -334,9 +337,12 @@ export class Engine {
       this.#pooledBytes -= size;
       return pooled;
     }
+    // UNIFORM too: small per-sample tables (augmentation records) bind as uniform buffers, whose reads a CPU
+    // adapter vectorises where it loops over the lanes for a storage read.
     return this.device.createBuffer({
       size,
-      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_SRC |
+        GPUBufferUsage.COPY_DST,
     });
   }
 
@@ -346,12 +352,16 @@ export class Engine {
   run(k: Kernel): void {
     this.#checkAlive();
     const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
-    const x = Math.min(k.workgroups, maxDim);
-    const y = Math.ceil(k.workgroups / maxDim);
-    if (y > maxDim) {
-      throw new ShapeError(`${k.op}: ${k.workgroups} workgroups exceed ${maxDim}² per dispatch`);
+    const grid = typeof k.workgroups === "number"
+      ? [Math.min(k.workgroups, maxDim), Math.ceil(k.workgroups / maxDim), 1]
+      : k.workgroups;
+    if (grid.some((d) => d > maxDim)) {
+      const limit = typeof k.workgroups === "number" ? `${maxDim}²` : `${maxDim} per dimension`;
+      throw new ShapeError(
+        `${k.op}: ${JSON.stringify(k.workgroups)} workgroups exceed ${limit} per dispatch`,
+      );
     }
-    if (k.workgroups === 0) return;
+    if (grid.includes(0)) return;
     const pipeline = this.pipeline(k.op, k.shader, k.entry ?? "main", k.constants ?? {});
     if (this.#arenaUsed === ARENA_SLOTS || this.#dispatches >= this.batchSize) this.flush();
     const slot = this.#arenaUsed++;
@@ -367,7 +377,7 @@ export class Engine {
     const pass = this.#computePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(x, y);
+    pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
     this.#dispatches++;
   }
 

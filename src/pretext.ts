@@ -16,6 +16,8 @@ import { fmtShape, ShapeError } from "./errors.ts";
 import type { Tensor } from "./tensor.ts";
 
 const WG = 256;
+/** tiles: most pixels of a tile row one invocation copies. */
+const SPAN = 64;
 const MAX_PATCHES = 4096;
 /** 24-bit thresholds, as the uniforms are 24-bit. */
 const BITS = 2 ** 24;
@@ -56,14 +58,15 @@ function tiles(
   const perSample = origins[0].length;
   const t = engine.tensor(Int32Array.from(origins.flat(2)), [n, perSample, 2], "i32");
   const out = engine.empty([n, c, rows * th, (perSample / rows) * tw]);
+  const runs = n * c * out.shape[2] * (perSample / rows) * Math.ceil(tw / SPAN);
   engine.run({
     op,
     shader: "pretext",
     entry: "tiles",
-    constants: { WG },
+    constants: { WG, SPAN },
     params: new Params().u32(n, c, h, w, out.shape[2], out.shape[3], th, tw),
     buffers: [x, t, out],
-    workgroups: Math.ceil(out.size / WG),
+    workgroups: Math.ceil(runs / WG),
   });
   t.dispose();
   return out;

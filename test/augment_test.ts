@@ -121,6 +121,36 @@ test("augment: every op matches the float64 reference with the same seed", async
   assertNoLeak(engine, before, "ops");
 });
 
+test("augment: blur on rows of whole vec4s, radii past the image side, batches past one records window", async (engine) => {
+  const before = engine.memory();
+  // [shape, sigma range]: widths that are multiples of 4 take blur4; a 4-wide or 2-high image folds a radius of up
+  // to 6 more than once (FAR); 690 samples span two 682-sample record windows (two dispatches per pass).
+  const cases: [number[], [number, number]][] = [
+    [[4, 3, 12, 8], [0.1, 2]],
+    [[3, 1, 5, 4], [0.1, 2]],
+    [[2, 3, 40, 36], [3, 5]],
+    [[690, 3, 2, 4], [0.1, 2]],
+  ];
+  for (const [k, [shape, sigma]] of cases.entries()) {
+    const { x, host } = batch(engine, shape, 30 + k);
+    const blurred = gaussianBlur(x, { seed: k, p: 0.8, sigma });
+    await checkOp(`blur ${shape}`, host, x, blurred, PIXEL);
+    if (shape[1] === 3) {
+      const gray = await take(applyParams(x, blurred.params, { grayOutput: true }));
+      assertClose(
+        gray,
+        refApplyParams(host, shape, blurred.params, { grayOutput: true }),
+        PIXEL,
+        `gray blur ${shape}`,
+      );
+    }
+    const jitter = { brightness: 0.8, contrast: 0.8, saturation: 0.8, hue: 0.2 };
+    await checkOp(`jitter ${shape}`, host, x, colorJitter(x, { seed: k, ...jitter }), PIXEL);
+    x.dispose();
+  }
+  assertNoLeak(engine, before, "blur");
+});
+
 test("augment: the ops draw per sample (some samples get each op, some do not)", (engine) => {
   const { x } = batch(engine, [8, 3, 6, 6], 3);
   const draws: [string, Augmented, (q: SampleParams) => boolean][] = [
