@@ -58,6 +58,9 @@ override NOISE: bool = true;
 // Some blur radius reaches past the image side: reflections may fold more than once (a modulo per tap).
 override FAR: bool = false;
 override OC: u32 = 3u;   // channels blur4 writes
+// Every sample's crop is the whole image at the output's size: after the turns and the flip, output pixel (y, x)
+// reads source pixel (y, x) alone, where bilinear would give it weight 1 and read three more.
+override UNSCALED: bool = false;
 const REC = 24u;
 const RECORDS = 682u;   // samples per dispatch: 65,536 / (REC · 4) bytes
 
@@ -168,6 +171,11 @@ fn sample(n: u32, oy: u32, ox: u32) -> vec3<f32> {
   let last = p.ow - 1u;   // rot90 needs a square output
   if (k == 1u) { y = ox; x = last - oy; } else if (k == 2u) { y = last - oy; x = last - ox; } else if (k == 3u) { y = last - ox; x = oy; }
   if (rec(4u) != 0.0) { x = p.ow - 1u - x; }
+  if (UNSCALED) {
+    var v = vec3<f32>(0.0);
+    for (var c = 0u; c < p.c; c++) { v[c] = x_in[((n * p.c + c) * p.h + y) * p.w + x]; }
+    return v;
+  }
   // Bilinear with half-pixel centers (align_corners = false), edges clamped.
   let sy = clamp(rec(0u) + (f32(y) + 0.5) * (rec(2u) / f32(p.oh)) - 0.5, 0.0, f32(p.h - 1u));
   let sx = clamp(rec(1u) + (f32(x) + 0.5) * (rec(3u) / f32(p.ow)) - 0.5, 0.0, f32(p.w - 1u));

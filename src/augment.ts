@@ -356,6 +356,8 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
   const oc = options.grayOutput ? 1 : c;
   const tilesX = Math.ceil(ow / TILE);
   const tilesY = Math.ceil(oh / TILE);
+  const unscaled = oh === h && ow === w &&
+    params.every(({ crop }) => crop.top === 0 && crop.left === 0 && crop.height === h && crop.width === w);
   const engine = x.engine;
   const seed = checkSeed(op, options.seed ?? 0);
   const norm = options.normalize;
@@ -392,7 +394,7 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
         op,
         shader: "augment",
         entry: "stats",
-        constants: { WG, TILE },
+        constants: { WG, TILE, UNSCALED: +unscaled },
         params: uniforms,
         buffers: [x, window, partials],
         workgroups: [Math.ceil((oh * tilesX) / WG), 1, count],
@@ -410,6 +412,7 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
       constants: {
         WG,
         TILE,
+        UNSCALED: +unscaled,
         JITTER: +params.some((q) => q.jitter),
         NOISE: +params.some((q) => q.noise !== 0),
       },
