@@ -3,8 +3,8 @@
 // op(B) [BK x BN] are staged in workgroup memory; each invocation accumulates a TM x TN register block.
 // It writes C [batch, M, N], or with several K slices its partial product into P [slices, batch, M, N]
 // (matmul.ts sums P over slices).   bindings: 1 A, 2 B, 3 C or P
-// Two entries: `main` (above; any shape) and `direct` (CPU adapters, dims multiples of 4: no workgroup memory,
-// see its comment below).
+// Three entries: `main` (above; any shape), and for CPU adapters with dims multiples of 4 `direct` (no workgroup
+// memory) and `slab` (A in a uniform window); see their comments below.
 // Element (r, c) of op(A) in batch item b is A[a_batch + r * a_rs + c * a_cs] (B likewise), so a transpose
 // only swaps the two strides. Loop cap: an invocation runs k_chunk / BK tile steps of BM*BK/WG + BK*BN/WG
 // loads plus the BK-deep product (unrolled by the compiler; ~400 iterations per step even if not).
@@ -16,7 +16,7 @@ struct Params {
   k_chunk: u32,     // K per slice, a multiple of BK
   slices: u32,
   batch_rank: u32,
-  _pad: u32,
+  row0: u32,        // slab: the first row of A in this dispatch's window
   a_rs: u32,        // element strides of op(A) along its rows (M) and columns (K)
   a_cs: u32,
   b_rs: u32,        // element strides of op(B) along its rows (K) and columns (N)
@@ -198,6 +198,58 @@ fn direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
       let row = row0 + r;
       let col = col0 + 4u * j;
       if (row < p.m && col < p.n) { c4[(out_base + row * p.n + col) / 4u] = acc[r][j]; }
+    }
+  }
+}
+
+// ---- slab: for CPU adapters, one batch item, A not transposed, K ≤ 1,024 --------------------------------------
+// One dispatch per SM rows of A, bound as a 64 KiB uniform window (rows row0 .. row0 + SM - 1, K apart; SM·K ≤
+// 16,384 floats). Every invocation reads the same element of A at the same step, a uniform read that a CPU adapter
+// makes once per SIMD group, where a storage read loops over the lanes: only B is read lane by lane, each vec4 of
+// it feeding 4·SM multiply-adds. Each invocation computes an SM × SN block, WG invocations side by side along N.
+// Rows past M read the window's slack and are not stored.
+const SM = 16u;
+const SN = 8u;
+
+@group(0) @binding(1) var<uniform> a_slab: array<vec4<f32>, 4096>;
+
+@compute @workgroup_size(WG)
+fn slab(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let col0 = ((wg.y * nwg.x + wg.x) * WG + lid) * SN;
+  if (col0 >= p.n) { return; }
+  var acc: array<array<vec4<f32>, SN / 4>, SM>;  // acc[r][j]: row row0 + r, columns col0 + 4j .. + 3
+  for (var k = 0u; k < p.k; k += 4u) {
+    var bv: array<array<vec4<f32>, SN / 4>, 4>;  // bv[kk][j] = op(B)[k + kk, col0 + 4j .. + 3]
+    if (TRANS_B) {
+      for (var c = 0u; c < SN; c++) {
+        let ok = col0 + c < p.n;
+        let v = select(vec4<f32>(0.0), b4[select(0u, ((col0 + c) * p.b_cs + k) / 4u, ok)], ok);
+        bv[0][c / 4u][c % 4u] = v.x;
+        bv[1][c / 4u][c % 4u] = v.y;
+        bv[2][c / 4u][c % 4u] = v.z;
+        bv[3][c / 4u][c % 4u] = v.w;
+      }
+    } else {
+      for (var kk = 0u; kk < 4u; kk++) {
+        for (var j = 0u; j < SN / 4u; j++) {
+          let ok = col0 + 4u * j < p.n;
+          bv[kk][j] = select(vec4<f32>(0.0), b4[select(0u, ((k + kk) * p.b_rs + col0 + 4u * j) / 4u, ok)], ok);
+        }
+      }
+    }
+    for (var r = 0u; r < SM; r++) {
+      let av = a_slab[(r * p.k + k) / 4u];  // A[row0 + r, k .. k + 3]
+      for (var kk = 0u; kk < 4u; kk++) {
+        for (var j = 0u; j < SN / 4u; j++) { acc[r][j] = fma(vec4<f32>(av[kk]), bv[kk][j], acc[r][j]); }
+      }
+    }
+  }
+  for (var r = 0u; r < SM; r++) {
+    for (var j = 0u; j < SN / 4u; j++) {
+      let row = p.row0 + r;
+      let col = col0 + 4u * j;
+      if (row < p.m && col < p.n) { c4[(row * p.n + col) / 4u] = acc[r][j]; }
     }
   }
 }
