@@ -28,6 +28,8 @@
 //   masked:           1 pred, 2 target, 3 mask, 4 msum, 5 partials   partials[q] = mask · Σ d² / (K · msum)
 //   masked_grad:      1 pred, 2 target, 3 mask, 4 msum, 5 partials, 6 grad   and grad = 2d · mask / (K · msum)
 //   masked_backward:  1 pred, 2 target, 3 mask, 4 msum, 5 upstream, 6 grad   grad = upstream[0] · that
+// The same three with `_lanes` (CPU adapters, P a multiple of 4): invocation q (not workgroup) is patch q; see
+// laneLoss.
 //
 // combine: 1 values (f32, or i32/u32 by IN_DTYPE), 2 sums
 //   sums[j] = param + scale · Σ_k values[j + k·M], k < ITEMS, for the M = ⌈count / ITEMS⌉ outputs
@@ -55,6 +57,7 @@ override UPSTREAM_EACH: bool = false;
 override NORM_PIX: bool = false;
 override PATCHIFIED: bool = false;
 override IN_DTYPE: u32 = 0;  // 0 f32, 1 i32, 2 u32
+override PRED_STRIDE: u32 = 1u;  // masked lanes: pred elements between neighbouring pixels of a patch row
 
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -330,6 +333,153 @@ fn masked_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
   let q = workgroupIndex(wg, nwg);
   if (q >= p.count) { return; }
   patchGrad(q, lid, patch_upstream[0]);
+}
+
+// ---- masked patch MSE, one patch per invocation (CPU adapters) ----------------------------------------------
+// Invocation q walks patch q in nested (c, py, px) loops reading vec4s along px (P a multiple of 4): no divisions
+// per pixel and no workgroup tree, which a CPU adapter pays per lane and per SIMD group. Rows are summed apart,
+// then the rows (≤ 4·C·P terms). Loops: 3·K/4 + 3·C·P iterations, under 52,000 for K ≤ 65,536. pred runs along
+// px with stride PRED_STRIDE: 1 in image layout or patchified with C = 1, else C (read element by element).
+
+@group(0) @binding(1) var<storage, read> lane_pred: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> lane_tgt: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> lane_grad: array<vec4<f32>>;
+
+// pred (and grad) elements i, i + s, i + 2s, i + 3s for s = PRED_STRIDE.
+fn lanePred(i: u32) -> vec4<f32> {
+  if (PRED_STRIDE == 1u) { return lane_pred[i / 4u]; }
+  var v: vec4<f32>;
+  for (var e = 0u; e < 4u; e++) {
+    let j = i + e * PRED_STRIDE;
+    v[e] = lane_pred[j / 4u][j % 4u];
+  }
+  return v;
+}
+
+fn laneGrad(i: u32, v: vec4<f32>) {
+  if (PRED_STRIDE == 1u) {
+    lane_grad[i / 4u] = v;
+    return;
+  }
+  for (var e = 0u; e < 4u; e++) {
+    let j = i + e * PRED_STRIDE;
+    lane_grad[j / 4u][j % 4u] = v[e];
+  }
+}
+
+fn hsum(v: vec4<f32>) -> f32 {
+  return (v.x + v.y) + (v.z + v.w);
+}
+
+// Σ over patch q's target pixels of (t − shift)² when SQUARE, else of t.
+fn laneTargetSum(origin: vec2<u32>, shift: f32, square: bool) -> f32 {
+  let ps = dim(4u);
+  var total = 0.0;
+  for (var c = 0u; c < dim(1u); c++) {
+    for (var py = 0u; py < ps; py++) {
+      let row = (origin.x + (c * dim(2u) + py) * dim(3u)) / 4u;
+      var s = vec4<f32>(0.0);
+      for (var px4 = 0u; px4 < ps / 4u; px4++) {
+        let t = lane_tgt[row + px4] - shift;
+        s += select(t, t * t, square);
+      }
+      total += hsum(s);
+    }
+  }
+  return total;
+}
+
+// Patch q's mask value, origin (patchOrigin) and target normalisation (mean, 1 / sqrt(var + eps)).
+struct LanePatch {
+  m: f32,
+  origin: vec2<u32>,
+  norm: vec2<f32>,
+}
+
+fn lanePatch(q: u32) -> LanePatch {
+  let m = asF32(mask[q]);
+  let origin = patchOrigin(q);
+  var norm = vec2(0.0, 1.0);
+  if (NORM_PIX && m != 0.0) {
+    let k = f32(patchSize());
+    let mean = laneTargetSum(origin, 0.0, false) / k;
+    norm = vec2(mean, inverseSqrt(laneTargetSum(origin, mean, true) / (k - 1.0) + p.param));
+  }
+  return LanePatch(m, origin, norm);
+}
+
+// (target, pred) indices of pixel (c, py, 0) of the patch.
+fn laneRow(lp: LanePatch, c: u32, py: u32) -> vec2<u32> {
+  let img = lp.origin.x + (c * dim(2u) + py) * dim(3u);
+  return vec2(img, select(img, lp.origin.y + py * dim(4u) * dim(1u) + c, PATCHIFIED));
+}
+
+// d = pred − normalised target for pixels px .. px + 3 of the row at `at`; 0 where the patch is unmasked.
+fn laneDiff(lp: LanePatch, at: vec2<u32>, px: u32) -> vec4<f32> {
+  if (lp.m == 0.0) { return vec4<f32>(0.0); }
+  return lanePred(at.y + px * PRED_STRIDE) - (lane_tgt[(at.x + px) / 4u] - lp.norm.x) * lp.norm.y;
+}
+
+// Σ d² over patch q.
+fn laneLoss(q: u32) -> f32 {
+  let lp = lanePatch(q);
+  var total = 0.0;
+  for (var c = 0u; c < dim(1u); c++) {
+    for (var py = 0u; py < dim(4u); py++) {
+      let at = laneRow(lp, c, py);
+      var s = vec4<f32>(0.0);
+      for (var px = 0u; px < dim(4u); px += 4u) {
+        let d = laneDiff(lp, at, px);
+        s += d * d;
+      }
+      total += hsum(s);
+    }
+  }
+  return total;
+}
+
+// laneLoss, writing grad = g · 2d · mask / (K · msum) on the way (zeros where masked out).
+fn laneLossGrad(q: u32, g: f32) -> f32 {
+  let lp = lanePatch(q);
+  let coef = 2.0 * g * lp.m / (f32(patchSize()) * msum[0]);
+  var total = 0.0;
+  for (var c = 0u; c < dim(1u); c++) {
+    for (var py = 0u; py < dim(4u); py++) {
+      let at = laneRow(lp, c, py);
+      var s = vec4<f32>(0.0);
+      for (var px = 0u; px < dim(4u); px += 4u) {
+        let d = laneDiff(lp, at, px);
+        s += d * d;
+        laneGrad(at.y + px * PRED_STRIDE, coef * d);
+      }
+      total += hsum(s);
+    }
+  }
+  return total;
+}
+
+@compute @workgroup_size(WG)
+fn masked_lanes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+  let q = workgroupIndex(wg, nwg) * WG + lid;
+  if (q >= p.count) { return; }
+  patch_loss[q] = asF32(mask[q]) * laneLoss(q) / (f32(patchSize()) * msum[0]);
+}
+
+@compute @workgroup_size(WG)
+fn masked_grad_lanes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+  let q = workgroupIndex(wg, nwg) * WG + lid;
+  if (q >= p.count) { return; }
+  patch_loss[q] = asF32(mask[q]) * laneLossGrad(q, 1.0) / (f32(patchSize()) * msum[0]);
+}
+
+@compute @workgroup_size(WG)
+fn masked_backward_lanes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+  let q = workgroupIndex(wg, nwg) * WG + lid;
+  if (q >= p.count) { return; }
+  laneLossGrad(q, patch_upstream[0]);
 }
 
 // ---- combine ---------------------------------------------------------------------------------------------

@@ -26,7 +26,9 @@ const LOSSES = { mse: 0, l1: 1, huber: 2, smoothL1: 3, bceWithLogits: 4 } as con
 const BCE_TARGET = 5;
 const DTYPES = { f32: 0, i32: 1, u32: 2 } as const;
 // maskedMSE: an invocation loops about 3·patch²·C / 64 times; this keeps it near 3,000 (llvmpipe's loop cap).
+// The `_lanes` entries (one patch per invocation) loop under 52,000 times for it.
 const MAX_PATCH_PIXELS = 65536;
+const MASKED_LANES_WG = 64;
 // ssim: an invocation loops window times (the window is applied as two 1-D passes); params hold the first
 // (window + 1) / 2 taps, 32 at most.
 const MAX_WINDOW = 63;
@@ -326,20 +328,23 @@ export function maskedMSE(
   const engine = pred.engine;
   const patches = n * perImage;
   const msum = sumToScalar(op, mask);
+  // CPU adapters: one patch per invocation, reading vec4s along patch rows.
+  const lanes = engine.cpuKernels && patch % 4 === 0;
   const run = (entry: string, buffers: Binding[]) =>
     engine.run({
       op,
       shader: "reconstruction",
-      entry,
+      entry: lanes ? `${entry}_lanes` : entry,
       constants: {
-        WG: maskedWorkgroup(k),
+        WG: lanes ? MASKED_LANES_WG : maskedWorkgroup(k),
         NORM_PIX: normPix ? 1 : 0,
         PATCHIFIED: patchified ? 1 : 0,
         IN_DTYPE: DTYPES[mask.dtype],
+        ...(lanes ? { PRED_STRIDE: patchified ? c : 1 } : {}),
       },
       params: new Params().u32(patches, 0, 4).f32(1, 1e-6).dims([n, c, h, w, patch, w / patch]),
       buffers: [pred, target, mask, msum, ...buffers],
-      workgroups: patches,
+      workgroups: lanes ? Math.ceil(patches / MASKED_LANES_WG) : patches,
     });
   const partials = engine.empty([patches]);
   const saved = isRecording() ? engine.empty(pred.shape) : null;
