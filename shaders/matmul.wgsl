@@ -139,6 +139,28 @@ override TRANS_B: bool = false;
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c4: array<vec4<f32>>;
 
+// op(B)[k + kk, col .. col + 3] for kk = 0 .. 3, B's batch item at element b_off: four vec4s along N, or with
+// TRANS_B four along K regrouped. Zeros past N.
+fn bBlock(b_off: u32, k: u32, col: u32) -> array<vec4<f32>, 4> {
+  var v: array<vec4<f32>, 4>;
+  if (TRANS_B) {
+    for (var c = 0u; c < 4u; c++) {
+      let ok = col + c < p.n;
+      let t = select(vec4<f32>(0.0), b4[select(0u, (b_off + (col + c) * p.b_cs + k) / 4u, ok)], ok);
+      v[0][c] = t.x;
+      v[1][c] = t.y;
+      v[2][c] = t.z;
+      v[3][c] = t.w;
+    }
+  } else {
+    let ok = col < p.n;
+    for (var kk = 0u; kk < 4u; kk++) {
+      v[kk] = select(vec4<f32>(0.0), b4[select(0u, (b_off + (k + kk) * p.b_rs + col) / 4u, ok)], ok);
+    }
+  }
+  return v;
+}
+
 @compute @workgroup_size(TX, TY)
 fn direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_id) loc: vec3<u32>) {
@@ -169,22 +191,9 @@ fn direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
       }
     }
     var bv: array<array<vec4<f32>, DN / 4>, 4>;  // bv[kk][j] = op(B)[k + kk, col0 + 4j .. + 3]
-    if (TRANS_B) {
-      for (var c = 0u; c < DN; c++) {
-        let ok = col0 + c < p.n;
-        let v = select(vec4<f32>(0.0), b4[select(0u, (at.b_off + (col0 + c) * p.b_cs + k) / 4u, ok)], ok);
-        bv[0][c / 4u][c % 4u] = v.x;
-        bv[1][c / 4u][c % 4u] = v.y;
-        bv[2][c / 4u][c % 4u] = v.z;
-        bv[3][c / 4u][c % 4u] = v.w;
-      }
-    } else {
-      for (var kk = 0u; kk < 4u; kk++) {
-        for (var j = 0u; j < DN / 4u; j++) {
-          let ok = col0 + 4u * j < p.n;
-          bv[kk][j] = select(vec4<f32>(0.0), b4[select(0u, (at.b_off + (k + kk) * p.b_rs + col0 + 4u * j) / 4u, ok)], ok);
-        }
-      }
+    for (var j = 0u; j < DN / 4u; j++) {
+      let block = bBlock(at.b_off, k, col0 + 4u * j);
+      for (var kk = 0u; kk < 4u; kk++) { bv[kk][j] = block[kk]; }
     }
     for (var kk = 0u; kk < 4u; kk++) {
       for (var r = 0u; r < DM; r++) {
@@ -221,22 +230,9 @@ fn slab(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   var acc: array<array<vec4<f32>, SN / 4>, SM>;  // acc[r][j]: row row0 + r, columns col0 + 4j .. + 3
   for (var k = 0u; k < p.k; k += 4u) {
     var bv: array<array<vec4<f32>, SN / 4>, 4>;  // bv[kk][j] = op(B)[k + kk, col0 + 4j .. + 3]
-    if (TRANS_B) {
-      for (var c = 0u; c < SN; c++) {
-        let ok = col0 + c < p.n;
-        let v = select(vec4<f32>(0.0), b4[select(0u, ((col0 + c) * p.b_cs + k) / 4u, ok)], ok);
-        bv[0][c / 4u][c % 4u] = v.x;
-        bv[1][c / 4u][c % 4u] = v.y;
-        bv[2][c / 4u][c % 4u] = v.z;
-        bv[3][c / 4u][c % 4u] = v.w;
-      }
-    } else {
-      for (var kk = 0u; kk < 4u; kk++) {
-        for (var j = 0u; j < SN / 4u; j++) {
-          let ok = col0 + 4u * j < p.n;
-          bv[kk][j] = select(vec4<f32>(0.0), b4[select(0u, ((k + kk) * p.b_rs + col0 + 4u * j) / 4u, ok)], ok);
-        }
-      }
+    for (var j = 0u; j < SN / 4u; j++) {
+      let block = bBlock(0u, k, col0 + 4u * j);
+      for (var kk = 0u; kk < 4u; kk++) { bv[kk][j] = block[kk]; }
     }
     for (var r = 0u; r < SM; r++) {
       let av = a_slab[(r * p.k + k) / 4u];  // A[row0 + r, k .. k + 3]

@@ -438,7 +438,8 @@ fn laneLoss(q: u32) -> f32 {
   return total;
 }
 
-// laneLoss, writing grad = g · 2d · mask / (K · msum) on the way (zeros where masked out).
+// laneLoss, writing grad = g · 2d · mask / (K · msum) on the way (zeros where masked out). A walk of its own: an
+// entry that only reads (masked_lanes) must not reference lane_grad, or its bind group would need one.
 fn laneLossGrad(q: u32, g: f32) -> f32 {
   let lp = lanePatch(q);
   let coef = 2.0 * g * lp.m / (f32(patchSize()) * msum[0]);
