@@ -129,31 +129,41 @@ fn hsvToRgb(hsv: vec3<f32>) -> vec3<f32> {
   }
 }
 
-fn blend(a: vec3<f32>, b: vec3<f32>, f: f32) -> vec3<f32> {
-  return clamp(f * a + (1.0 - f) * b, vec3<f32>(0.0), vec3<f32>(1.0));
+// One of the linear jitter steps (0 brightness, 1 contrast, 2 saturation) with the sample's factor f:
+// clamp(f·v + (1 − f)·t) toward black, the image mean or the pixel's gray (torchvision's definitions). None at
+// f = 1, nor saturation for one channel (as in torchvision).
+fn linearStep(v: vec3<f32>, step: u32, mean: f32) -> vec3<f32> {
+  let f = select(select(rec(7u), rec(8u), step == 1u), rec(9u), step == 2u);
+  let t = select(select(vec3<f32>(0.0), vec3<f32>(mean), step == 1u), vec3<f32>(gray(v)), step == 2u);
+  let stepped = clamp(f * v + (1.0 - f) * t, vec3<f32>(0.0), vec3<f32>(1.0));
+  return select(stepped, v, f == 1.0 || (step == 2u && p.c != 3u));
 }
 
-// The jitter steps of sample n in its order; `upToContrast` stops before contrast (what stats measures).
-// For one channel, saturation and hue do nothing (as in torchvision).
+// Hue rotation by the sample's f turns, through HSV; none at f = 0 or for one channel.
+fn hueStep(v: vec3<f32>) -> vec3<f32> {
+  let f = rec(10u);
+  let hsv = rgbToHsv(v);
+  let h = hsv.x + f;
+  return select(hsvToRgb(vec3<f32>(h - floor(h), hsv.y, hsv.z)), v, f == 0.0 || p.c != 3u);
+}
+
+// The jitter steps of the sample in its order; `upToContrast` stops before contrast (what stats measures).
+// A CPU adapter runs a masked-off branch as if taken, so no step is chosen by a branch: the loops hold only the
+// linear steps, and the costly hue rotation runs once, between the steps before and after its place.
 fn jitter(v0: vec3<f32>, mean: f32, upToContrast: bool) -> vec3<f32> {
-  var v = v0;
   let order = u32(rec(11u));
+  var hue_at = 0u;
+  var contrast_at = 0u;
   for (var k = 0u; k < 4u; k++) {
     let step = (order >> (2u * k)) & 3u;
-    if (upToContrast && step == 1u) { break; }
-    let f = rec(7u + step);
-    if (step == 0u && f != 1.0) {
-      v = clamp(f * v, vec3<f32>(0.0), vec3<f32>(1.0));
-    } else if (step == 1u && f != 1.0) {
-      v = blend(v, vec3<f32>(mean), f);
-    } else if (step == 2u && f != 1.0 && p.c == 3u) {
-      v = blend(v, vec3<f32>(gray(v)), f);
-    } else if (step == 3u && f != 0.0 && p.c == 3u) {
-      let hsv = rgbToHsv(v);
-      let h = hsv.x + f;
-      v = hsvToRgb(vec3<f32>(h - floor(h), hsv.y, hsv.z));
-    }
+    hue_at = select(hue_at, k, step == 3u);
+    contrast_at = select(contrast_at, k, step == 1u);
   }
+  let end = select(4u, contrast_at, upToContrast);
+  var v = v0;
+  for (var k = 0u; k < min(hue_at, end); k++) { v = linearStep(v, (order >> (2u * k)) & 3u, mean); }
+  if (hue_at < end) { v = hueStep(v); }
+  for (var k = hue_at + 1u; k < end; k++) { v = linearStep(v, (order >> (2u * k)) & 3u, mean); }
   return v;
 }
 
