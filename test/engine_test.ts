@@ -155,6 +155,22 @@ test("WebGPU validation errors surface as KernelError naming the op", async (eng
   assertEquals([...(await take(mul(fresh, 3)))], [6, 6, 6]);
 });
 
+test("a dispatch past the workgroup limits throws a ShapeError naming the limit, before any work", async (engine) => {
+  using out = engine.zeros([4]);
+  const max = engine.limits.maxComputeWorkgroupsPerDimension;
+  const kernel = { op: "bigOp", shader: "random", params: new Params().u32(4), buffers: [out] };
+  await assertThrows(
+    () => engine.run({ ...kernel, workgroups: [max + 1, 1, 1] }),
+    ShapeError,
+    ["bigOp", `${max} per dimension`],
+  );
+  await assertThrows(() => engine.run({ ...kernel, workgroups: (max + 1) * max }), ShapeError, [
+    "bigOp",
+    `${max}²`,
+  ]);
+  assertEquals([...(await take(add(out, 1)))], [1, 1, 1, 1], "the engine keeps working");
+});
+
 test("device loss rejects pending work; init() again gives a working engine", async () => {
   const engine = await init();
   const x = engine.rand([1 << 16], { seed: 1 });
