@@ -9,6 +9,8 @@
 //   mask_rank:  a patch is masked (1) when its key ranks among the k smallest of its image (ties by index), so
 //               exactly k per image; loops L times.               bindings: 1 keys, 2 mask (f32 [N, L])
 //   mask_apply: zero the pixels of masked patches.               bindings: 1 x, 2 mask, 3 out
+//               (mask_apply4: a vec4 per invocation where W and the patch are multiples of 4, so a vec4 lies in
+//               one patch row: a quarter of the divisions and lane-by-lane accesses)
 //   tokens_mask: BERT masking of i32 ids [N, L]: a position is chosen when its 24-bit draw is below `chosen`; of the
 //               chosen, 80% become mask_id, 10% a random id, 10% stay; labels hold the id where chosen, else -100.
 //               bindings: 1 tokens, 2 input, 3 labels
@@ -110,6 +112,22 @@ fn mask_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
   let side = p.oh;   // patch side
   let masked = mask[n * p.len + (y / side) * p.cols + xx / side] != 0.0;
   out[i] = select(x[i], 0.0, masked);
+}
+
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn mask_apply4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+  let i = index(wg, nwg, lid);
+  let plane = p.h * p.w;
+  if (4u * i >= p.n * p.c * plane) { return; }
+  let n = 4u * i / (p.c * plane);
+  let at = 4u * i % plane;
+  let side = p.oh;   // patch side
+  let masked = mask[n * p.len + (at / p.w / side) * p.cols + at % p.w / side] != 0.0;
+  out4[i] = select(x4[i], vec4<f32>(0.0), masked);
 }
 
 @group(0) @binding(1) var<storage, read> tokens: array<i32>;

@@ -304,7 +304,8 @@ export function maskedImageTask(
     });
   run("mask_keys", [keys], n * len);
   run("mask_rank", [keys, mask], n * len);
-  run("mask_apply", [x, mask, input], x.size);
+  if (w % 4 === 0 && patch % 4 === 0) run("mask_apply4", [x, mask, input], x.size / 4);
+  else run("mask_apply", [x, mask, input], x.size);
   keys.dispose();
   return { input, mask, target: copy(x) };
 }

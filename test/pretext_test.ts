@@ -166,14 +166,15 @@ test("pretext: relativePositionTask with gaps and jitter crops each patch near i
 
 test("pretext: maskedImageTask masks exactly round(ratio·patches) per image, as the reference", async (engine) => {
   const before = engine.memory();
-  // The last case has 4096 patches per image, the most supported (each rank loops 4096 times).
-  for (
-    const [shape, patch, ratio] of [[[3, 3, 12, 8], 4, 0.75], [[2, 1, 5, 5], 1, 0.3], [
-      [2, 1, 64, 64],
-      1,
-      0.6,
-    ]] as const
-  ) {
+  // Patches of 4 and 8 take the vec4 pass (two vec4s per patch row for 8); the last case has 4096 patches per
+  // image, the most supported (each rank loops 4096 times).
+  const cases = [
+    [[3, 3, 12, 8], 4, 0.75],
+    [[2, 3, 16, 24], 8, 0.5],
+    [[2, 1, 5, 5], 1, 0.3],
+    [[2, 1, 64, 64], 1, 0.6],
+  ] as const;
+  for (const [shape, patch, ratio] of cases) {
     const { x, host } = batch(engine, [...shape], 7);
     const { input, mask, target } = maskedImageTask(x, { seed: 8, patch, ratio });
     const len = (shape[2] / patch) * (shape[3] / patch);
