@@ -57,14 +57,14 @@ fn sigmoid(x: vec4<f32>) -> vec4<f32> {
 
 // Adapters differ on NaN through exp, tanh or max (SwiftShader: exp(NaN) = Inf, max(NaN, 3) = 3; llvmpipe:
 // tanh(NaN) = -1). Every op here returns a NaN input unchanged, as the float64 reference does; comparisons and
-// backward ops (codes ≥ 26) are exempt.
+// backward ops (codes ≥ 27) are exempt.
 
 fn unaryNan(x: vec4<f32>) -> vec4<f32> {
   return select(unaryOp(x), x, isNan4(x));
 }
 
 fn binaryNan(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-  if (OP >= 26u) { return binaryOp(a, b); }
+  if (OP >= 27u) { return binaryOp(a, b); }
   return select(select(binaryOp(a, b), b, isNan4(b)), a, isNan4(a));
 }
 
@@ -93,8 +93,12 @@ fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     case 23u: { return a / b; }
     case 24u: { return pow(a, b); }   // defined as exp2(b * log2(a)): a must be ≥ 0 (as documented)
     case 25u: { return max(a, b); }
-    case 26u: { return select(ZERO, ONE, a == b); }
-    case 27u: { return select(ZERO, ONE, a > b); }
+    case 26u: {  // softmax's exp(x − logsumexp) in one pass; ∞ − ∞ stays NaN through exp
+      let d = a - b;
+      return select(exp(d), d, isNan4(d));
+    }
+    case 27u: { return select(ZERO, ONE, a == b); }
+    case 28u: { return select(ZERO, ONE, a > b); }
     // backward: a is the incoming gradient, b the saved forward input or output
     case 40u: { return select(ZERO, a, b > ZERO); }                                        // relu'(x)
     case 41u: { return a * (0.5 * (1.0 + erf(b * 0.7071067811865476)) + b * 0.3989422804014327 * exp(-0.5 * b * b)); }  // gelu'(x)

@@ -29,8 +29,9 @@ const BINARY = {
   div: 23,
   pow: 24,
   maximum: 25,
-  equal: 26,
-  greater: 27,
+  expDiff: 26,
+  equal: 27,
+  greater: 28,
   reluBackward: 40,
   geluBackward: 41,
   sigmoidBackward: 42,
@@ -348,6 +349,11 @@ function grads(
   fb: (g: Tensor) => Tensor,
 ): (Tensor | null)[] {
   return [operandGrad(a, g, fa), operandGrad(b, g, fb)].filter((_, i) => typeof [a, b][i] !== "number");
+}
+
+/** exp(a − b), broadcasting (no gradient): softmax's exp(x − logsumexp(x)) in one pass. */
+export function expDiff(a: Tensor, b: Tensor): Tensor {
+  return binary("expDiff", a, b);
 }
 
 /** 1 where a == b else 0 (no gradient). */

@@ -2,7 +2,7 @@
 // CPU reference in src/ref/reduce.ts).
 import { noGrad, record } from "./autograd.ts";
 import { Params, type Window, windows } from "./engine.ts";
-import { checkF32, div, equal, exp, mul, sub } from "./elementwise.ts";
+import { checkF32, div, equal, exp, expDiff, mul, sub } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { reshape } from "./shape.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
@@ -247,30 +247,29 @@ export function max(x: Tensor, axes?: number | number[], opts: ReduceOptions = {
 export function logsumexp(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
   return reduction("logsumexp", "logsumexp", x, axes, opts, (g, y) => {
     // g·softmax = g·exp(x − y)
-    const d = sub(x, y);
-    const p = exp(d);
-    d.dispose();
+    const p = expDiff(x, y);
     const r = mul(p, g);
     p.dispose();
     return r;
   });
 }
 
-/** x − logsumexp(x) along one axis, recording no graph (the callers record one node for the whole op). */
-function logSoftmaxRaw(name: string, x: Tensor, axis: number): Tensor {
+/**
+ * f(x, logsumexp(x)) along one axis (f broadcasting the kept dims), recording no graph (the callers record one
+ * node for the whole op).
+ */
+function withLogsumexp(name: string, x: Tensor, axis: number, f: (x: Tensor, lse: Tensor) => Tensor): Tensor {
   checkF32(name, x);
   const axes = normalizeAxes(name, x.shape, axis);
   const lse = reduce("logsumexp", name, x, axes, keptShape(x.shape, axes));
-  const r = noGrad(() => sub(x, lse));
+  const r = noGrad(() => f(x, lse));
   lse.dispose();
   return r;
 }
 
 /** exp(x) normalised along `axis` (default the last), via logsumexp so large values do not overflow. */
 export function softmax(x: Tensor, axis = -1): Tensor {
-  const logits = logSoftmaxRaw("softmax", x, axis);
-  const y = noGrad(() => exp(logits));
-  logits.dispose();
+  const y = withLogsumexp("softmax", x, axis, expDiff);
   return record(y, "softmax", [x], (g) => {
     // y·(g − Σ g·y)
     const gy = mul(g, y);
@@ -286,7 +285,7 @@ export function softmax(x: Tensor, axis = -1): Tensor {
 
 /** x − logsumexp(x) along `axis` (default the last). */
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
-  const y = logSoftmaxRaw("logSoftmax", x, axis);
+  const y = withLogsumexp("logSoftmax", x, axis, sub);
   return record(y, "logSoftmax", [x], (g) => {
     // g − softmax·Σg
     const s = sum(g, axis, { keepDims: true });

@@ -274,6 +274,8 @@ leakTest("NaN and infinities propagate like the reference", async (engine) => {
   assertClose(await take(sum(t, 1)), refSum(x, shape, [1]).data, exact, "sum");
   assertClose(await take(max(t, 1)), refMax(x, shape, [1]).data, exact, "max");
   assertClose(await take(logsumexp(t, 1)), refLogsumexp(x, shape, [1]).data, lseTol, "logsumexp");
+  // exp(x − lse) in one pass: NaN where the reference has NaN (an all −∞ row, ∞ − ∞, a NaN input), not ∞.
+  assertClose(await take(softmax(t, 1)), refSoftmax(x, shape, 1), lseTol, "softmax");
 });
 
 leakTest("softmax of rows with values near ±1e4 neither overflows nor underflows to NaN", async (engine) => {
