@@ -10,7 +10,9 @@
 //   broadcast: out[i] = f(a[ia], b[ib]) with NumPy broadcasting: ia, ib from the output's multi-index and
 //              per-input strides (0 on broadcast dims); a and b are bound whole. With INNER4 (the innermost
 //              dim a multiple of 4) the vec4's elements share one row: each input gives a vec4 there
-//              (A_ROW / B_ROW: it varies along that dim, with stride 1) or one value for all four.
+//              (A_ROW / B_ROW: it varies along that dim, with stride 1) or one value for all four; and an
+//              invocation takes a run of up to RUN vec4s of one innermost row, finding the offsets (a division
+//              per dim) once per run and stepping them after.
 //                                                                  bindings: 1 a, 2 b, 3 out
 // Op codes: unary 0..19, binary 20..; backward ops take (gradient, saved value).
 //! include lib/nan.wgsl
@@ -26,6 +28,7 @@ struct Params {
 }
 
 override WG: u32 = 256;
+const RUN = 16u;
 override OP: u32 = 0;
 override SWAP: bool = false;
 override INNER4: bool = false;
@@ -161,22 +164,35 @@ fn offsets(e: u32) -> vec2<u32> {
 @compute @workgroup_size(WG)
 fn broadcast(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
+  if (INNER4) {
+    let inner4 = p.shape[(p.rank - 1u) / 4u][(p.rank - 1u) % 4u] / 4u;
+    let runs = (inner4 + RUN - 1u) / RUN;  // per innermost row
+    let t = index(wg, nwg, lid);
+    let row = t / runs;
+    let first = row * inner4 + (t % runs) * RUN;  // the run's first vec4
+    if (4u * first >= p.count) { return; }
+    var o = offsets(4u * first);
+    let step = vec2<u32>(select(0u, 4u, A_ROW), select(0u, 4u, B_ROW));
+    for (var i = first; i < min(first + RUN, (row + 1u) * inner4); i++) {
+      var x: vec4<f32>;
+      var y: vec4<f32>;
+      if (A_ROW) { x = a[o.x / 4u]; } else { x = vec4<f32>(a[o.x / 4u][o.x % 4u]); }
+      if (B_ROW) { y = b[o.y / 4u]; } else { y = vec4<f32>(b[o.y / 4u][o.y % 4u]); }
+      out_binary[i] = binaryNan(x, y);
+      o += step;
+    }
+    return;
+  }
   let i = index(wg, nwg, lid);
   if (i * 4u >= p.count) { return; }
   var x = ZERO;
   var y = ZERO;
-  if (INNER4) {
-    let o = offsets(i * 4u);
-    if (A_ROW) { x = a[o.x / 4u]; } else { x = vec4<f32>(a[o.x / 4u][o.x % 4u]); }
-    if (B_ROW) { y = b[o.y / 4u]; } else { y = vec4<f32>(b[o.y / 4u][o.y % 4u]); }
-  } else {
-    for (var j = 0u; j < 4u; j++) {
-      let e = i * 4u + j;
-      if (e < p.count) {
-        let o = offsets(e);
-        x[j] = a[o.x / 4u][o.x % 4u];
-        y[j] = b[o.y / 4u][o.y % 4u];
-      }
+  for (var j = 0u; j < 4u; j++) {
+    let e = i * 4u + j;
+    if (e < p.count) {
+      let o = offsets(e);
+      x[j] = a[o.x / 4u][o.x % 4u];
+      y[j] = b[o.y / 4u][o.y % 4u];
     }
   }
   out_binary[i] = binaryNan(x, y);

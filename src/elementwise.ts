@@ -7,6 +7,8 @@ import { reshape } from "./shape.ts";
 import { sameShape, shapeSize, type Tensor } from "./tensor.ts";
 
 const WG = 256;
+/** broadcast with vec4 rows: vec4s per invocation (shaders/elementwise.wgsl RUN). */
+const RUN = 16;
 export type Operand = Tensor | number;
 
 const UNARY = {
@@ -191,7 +193,22 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
     A_ROW: Number(sa.at(-1) === 1),
     B_ROW: Number(sb.at(-1) === 1),
   };
-  dispatch(op, "broadcast", constants, params, out, [a, b]);
+  if (constants.INNER4) {
+    // One invocation per run of up to RUN vec4s of an innermost row (one window: the output fits one binding).
+    const inner4 = dims.at(-1)! / 4;
+    const runs = (out.size / 4 / inner4) * Math.ceil(inner4 / RUN);
+    out.engine.run({
+      op,
+      shader: "elementwise",
+      entry: "broadcast",
+      constants: { WG, ...constants },
+      params: params(out.size),
+      buffers: [a, b, out],
+      workgroups: Math.ceil(runs / WG),
+    });
+  } else {
+    dispatch(op, "broadcast", constants, params, out, [a, b]);
+  }
   return out;
 }
 

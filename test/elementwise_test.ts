@@ -86,10 +86,17 @@ test("scalars are accepted on either side", async (engine) => {
 
 test("broadcasts whose innermost dim is a multiple of 4 (vec4 rows) match the reference", async (engine) => {
   const before = engine.memory();
-  const cases = [[[6, 8], [8]], [[2, 3, 4], [3, 1]], [[5, 1, 12], [1, 7, 12]], [[4], [3, 4]], [[3, 4], [1]], [
-    [2, 1, 8],
-    [2, 3, 1],
-  ]];
+  // Rows of 68 and 132 elements take two and three runs of up to 16 vec4s.
+  const cases = [
+    [[6, 8], [8]],
+    [[2, 3, 4], [3, 1]],
+    [[5, 1, 12], [1, 7, 12]],
+    [[4], [3, 4]],
+    [[3, 4], [1]],
+    [[2, 1, 8], [2, 3, 1]],
+    [[3, 68], [68]],
+    [[2, 1, 132], [1, 3, 1]],
+  ];
   for (const [k, [aShape, bShape]] of cases.entries()) {
     const a = randomArray(aShape.reduce((x, y) => x * y, 1), 300 + k);
     const b = randomArray(bShape.reduce((x, y) => x * y, 1), 400 + k, 0.5, 2);
