@@ -7,8 +7,9 @@
 // Tiling: a workgroup of WGR × WGC invocations covers TR = 8·WGR rows × TC = 8·WGC columns; each invocation
 // owns an 8×8 block (four mat4x4 quadrants; column r of one holds row r's 4 logits). DK4 vec4s of dims at a
 // time of both tiles are staged in workgroup memory, or with DIRECT (CPU adapters) read straight from storage.
-// A, B and the gradient partials are packed: rows padded with zeros to dim4 vec4s. A row tile's columns are cut into splits of `cols_per_split` (chosen on the host so no
-// invocation loops more than a few ten thousand times: llvmpipe stops loops silently at 65,535); `split_par`
+// A, B and the gradient partials are packed: rows padded with zeros to dim4 vec4s. A row tile's columns are cut
+// into splits of `cols_per_split` (chosen on the host so no invocation loops more than a few ten thousand times:
+// llvmpipe stops loops silently at 65,535); `split_par`
 // splits run side by side in one dispatch and dispatch number `seq` takes the next `split_par` splits, merging
 // into the same partials, so partial memory is split_par·R whatever C is.
 //

@@ -43,7 +43,7 @@ override BN = TX * TN;
 var<workgroup> tile_a: array<vec4<f32>, BK * BM / 4>;  // [BK][BM]: a vec4 holds TM consecutive rows
 var<workgroup> tile_b: array<vec4<f32>, BK * BN / 4>;  // [BK][BN]: a vec4 holds TN consecutive columns
 
-// Which output tile, batch item and K slice workgroup w computes (tiles of bm × bn), and the element offsets of
+// Which output tile, batch item and K slice workgroup w computes (tiles of BM × BN), and the element offsets of
 // that batch item in A and B.
 struct Place {
   tm: u32,
@@ -54,9 +54,9 @@ struct Place {
   b_off: u32,
 }
 
-fn place(w: u32, bm: u32, bn: u32) -> Place {
-  let tiles_n = (p.n + bn - 1u) / bn;
-  let tiles_m = (p.m + bm - 1u) / bm;
+fn place(w: u32) -> Place {
+  let tiles_n = (p.n + BN - 1u) / BN;
+  let tiles_m = (p.m + BM - 1u) / BM;
   var rest = w;
   let tn = rest % tiles_n;
   rest /= tiles_n;
@@ -78,7 +78,7 @@ fn place(w: u32, bm: u32, bn: u32) -> Place {
 @compute @workgroup_size(TX, TY)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32, @builtin(local_invocation_id) loc: vec3<u32>) {
-  let at = place(wg.y * nwg.x + wg.x, BM, BN);
+  let at = place(wg.y * nwg.x + wg.x);
   if (at.slice >= p.slices) { return; }
 
   let row0 = at.tm * BM;
@@ -125,13 +125,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 }
 
 // ---- direct: for CPU adapters ------------------------------------------------------------------------------
-// Each invocation reads the DM × 4 block of op(A) and the 4 × DN block of op(B) of every 4-deep K step straight
-// from storage as vec4s: no workgroup memory, no barriers. A CPU adapter pays per access, not per byte (llvmpipe
+// Each invocation (the same TM × TN register block as `main`) reads the TM × 4 block of op(A) and the 4 × TN
+// block of op(B) of every 4-deep K step straight from storage as vec4s: no workgroup memory, no barriers. A CPU adapter pays per access, not per byte (llvmpipe
 // loops over the SIMD lanes for each one) and pays each barrier as a coroutine switch; its caches do what the
 // staging does on a GPU. Needs M, N and K multiples of 4, so a vec4 is wholly inside or outside the matrix and
 // every offset is a multiple of 4. TRANS_A / TRANS_B say which way the vec4s run: along K, or along M (N).
-const DM = 8u;
-const DN = 16u;
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 
@@ -164,18 +162,18 @@ fn bBlock(b_off: u32, k: u32, col: u32) -> array<vec4<f32>, 4> {
 @compute @workgroup_size(TX, TY)
 fn direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_id) loc: vec3<u32>) {
-  let at = place(wg.y * nwg.x + wg.x, TY * DM, TX * DN);
+  let at = place(wg.y * nwg.x + wg.x);
   if (at.slice >= p.slices) { return; }
-  let row0 = at.tm * TY * DM + loc.y * DM;
-  let col0 = at.tn * TX * DN + loc.x * DN;
+  let row0 = at.tm * BM + loc.y * TM;
+  let col0 = at.tn * BN + loc.x * TN;
   let k_begin = at.slice * p.k_chunk;
   let k_end = min(p.k, k_begin + p.k_chunk);
-  var acc: array<array<vec4<f32>, DN / 4>, DM>;  // acc[r][j]: row r, columns 4j .. 4j + 3
+  var acc: array<array<vec4<f32>, TN / 4>, TM>;  // acc[r][j]: row r, columns 4j .. 4j + 3
   for (var k = k_begin; k < k_end; k += 4u) {
-    var av: array<vec4<f32>, DM>;  // av[r][kk] = op(A)[row0 + r, k + kk]
+    var av: array<vec4<f32>, TM>;  // av[r][kk] = op(A)[row0 + r, k + kk]
     if (TRANS_A) {
       for (var kk = 0u; kk < 4u; kk++) {
-        for (var i = 0u; i < DM; i += 4u) {
+        for (var i = 0u; i < TM; i += 4u) {
           let ok = row0 + i < p.m;
           let v = select(vec4<f32>(0.0), a4[select(0u, (at.a_off + (k + kk) * p.a_cs + row0 + i) / 4u, ok)], ok);
           av[i][kk] = v.x;
@@ -185,25 +183,25 @@ fn direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
         }
       }
     } else {
-      for (var r = 0u; r < DM; r++) {
+      for (var r = 0u; r < TM; r++) {
         let ok = row0 + r < p.m;
         av[r] = select(vec4<f32>(0.0), a4[select(0u, (at.a_off + (row0 + r) * p.a_rs + k) / 4u, ok)], ok);
       }
     }
-    var bv: array<array<vec4<f32>, DN / 4>, 4>;  // bv[kk][j] = op(B)[k + kk, col0 + 4j .. + 3]
-    for (var j = 0u; j < DN / 4u; j++) {
+    var bv: array<array<vec4<f32>, TN / 4>, 4>;  // bv[kk][j] = op(B)[k + kk, col0 + 4j .. + 3]
+    for (var j = 0u; j < TN / 4u; j++) {
       let block = bBlock(at.b_off, k, col0 + 4u * j);
       for (var kk = 0u; kk < 4u; kk++) { bv[kk][j] = block[kk]; }
     }
     for (var kk = 0u; kk < 4u; kk++) {
-      for (var r = 0u; r < DM; r++) {
-        for (var j = 0u; j < DN / 4u; j++) { acc[r][j] = fma(vec4<f32>(av[r][kk]), bv[kk][j], acc[r][j]); }
+      for (var r = 0u; r < TM; r++) {
+        for (var j = 0u; j < TN / 4u; j++) { acc[r][j] = fma(vec4<f32>(av[r][kk]), bv[kk][j], acc[r][j]); }
       }
     }
   }
   let out_base = (at.slice * p.batch + at.item) * p.m * p.n;
-  for (var r = 0u; r < DM; r++) {
-    for (var j = 0u; j < DN / 4u; j++) {
+  for (var r = 0u; r < TM; r++) {
+    for (var j = 0u; j < TN / 4u; j++) {
       let row = row0 + r;
       let col = col0 + 4u * j;
       if (row < p.m && col < p.n) { c4[(out_base + row * p.n + col) / 4u] = acc[r][j]; }

@@ -1,7 +1,7 @@
 // Contrastive and joint-embedding losses (shaders/contrastive.wgsl; CPU reference in src/ref/contrastive.ts).
 // NT-Xent, InfoNCE and SupCon share one fused kernel family: logits stream tile by tile (staged in workgroup
-// memory on GPUs, read straight from storage on CPU adapters) with an online log-sum-exp, the backward recomputes them from the saved per-row log-sum-exp, so live
-// memory is O(N·D + N) and never an N×N matrix.
+// memory on GPUs, read straight from storage on CPU adapters) with an online log-sum-exp, the backward
+// recomputes them from the saved per-row log-sum-exp, so live memory is O(N·D + N) and never an N×N matrix.
 import { type Engine, Params } from "./engine.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { noGrad, record } from "./autograd.ts";

@@ -22,9 +22,10 @@ export interface InitOptions {
    */
   parallelWorkgroups?: number;
   /**
-   * Use the kernel variants made for CPU adapters (matmul and the contrastive logits without workgroup memory,
-   * row-wise passes without workgroup trees). Default: whether the adapter runs on the CPU (a fallback adapter
-   * such as llvmpipe or SwiftShader).
+   * Use the kernel variants made for CPU adapters: matmul with A's rows in a uniform window (or vec4 reads with
+   * no workgroup memory), the contrastive logits without workgroup memory, row-wise passes and maskedMSE without
+   * workgroup trees. Default: whether the adapter runs on the CPU (a fallback adapter such as llvmpipe or
+   * SwiftShader).
    */
   cpuKernels?: boolean;
 }
@@ -337,8 +338,8 @@ export class Engine {
       this.#pooledBytes -= size;
       return pooled;
     }
-    // UNIFORM too: small per-sample tables (augmentation records) bind as uniform buffers, whose reads a CPU
-    // adapter vectorises where it loops over the lanes for a storage read.
+    // UNIFORM too: what every invocation reads alike (augmentation records, a slab of matmul's A) binds as a
+    // uniform window, whose reads a CPU adapter vectorises where it loops over the lanes for a storage read.
     return this.device.createBuffer({
       size,
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_SRC |

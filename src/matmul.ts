@@ -7,17 +7,15 @@ import { sum } from "./reduce.ts";
 import { broadcastShapes, checkF32, unbroadcast } from "./elementwise.ts";
 import { shapeSize, type Tensor } from "./tensor.ts";
 
-/** Tile shape: TX x TY invocations, each an 8 x 16 register block (TM x TN in the shader), staging BK of K. */
+/**
+ * Tile shape: TX x TY invocations, each an 8 x 16 register block (TM x TN in the shader), staging BK of K. The
+ * `direct` entry (CPU adapters) has the same tile, reading 4 of K per step from storage: K_CHUNK / 4 steps of ~150
+ * iterations even with no loop unrolled. On llvmpipe its 8 x 16 blocks ran 1024³ at 1.1x the speed of 8 x 8 or
+ * 16 x 8, and 1.5x that of 4 x 16.
+ */
 const TILE = { TX: 8, TY: 8, BK: 8 };
 const BM = TILE.TY * 8;
 const BN = TILE.TX * 16;
-/**
- * The `direct` entry's tile (CPU adapters): TX x TY invocations, each an 8 x 16 block (DM x DN), reading 4 of K
- * per step: K_CHUNK / 4 steps of ~150 iterations even with no loop unrolled. On llvmpipe 8 x 16 ran 1024³ at
- * 1.1x the speed of 8 x 8 or 16 x 8, and 1.5x that of 4 x 16.
- */
-const DIRECT_BM = TILE.TY * 8;
-const DIRECT_BN = TILE.TX * 16;
 /**
  * The `slab` entry (CPU adapters; one batch item, A not transposed, dims multiples of 4, K ≤ SLAB_K): one dispatch
  * per SLAB_ROWS rows of A, which it binds as a 64 KiB uniform window; SLAB_WG invocations a workgroup, each a
@@ -119,7 +117,6 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
     }
     padded.dispose();
   } else {
-    const [bm, bn] = direct ? [DIRECT_BM, DIRECT_BN] : [BM, BN];
     engine.run({
       op: "matmul",
       shader: "matmul",
@@ -127,7 +124,7 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
       constants: direct ? { ...TILE, TRANS_A: +transA, TRANS_B: +transB } : TILE,
       params: params(0),
       buffers: [a, b, partial],
-      workgroups: Math.ceil(m / bm) * Math.ceil(n / bn) * items * slices,
+      workgroups: Math.ceil(m / BM) * Math.ceil(n / BN) * items * slices,
     });
   }
   let out = partial;
