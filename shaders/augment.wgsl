@@ -20,6 +20,9 @@
 //                                                              bindings: 1 x, 2 records, 3 partials
 //   view:   the fused pass: rotate, flip, crop + bilinear resize, color jitter in the sample's order, grayscale,
 //           solarize (unblurred samples), erase, noise, normalize.   bindings: 1 x, 2 records, 3 sums, 4 out
+//   view4, stats4: view and stats four pixels of an output row per invocation, for input and output widths that
+//           are multiples of 4 and no odd quarter turn (see sample4); a view4 workgroup covers WG / QUADS rows of
+//           QUADS vec4 columns.
 //   blur:   one direction (DIR 0 along W, 1 along H) of the separable Gaussian blur, radius ceil(3 sigma) with
 //           reflected borders, for samples with sigma > 0 only (others are left as they are); DIR 1 then
 //           solarizes those samples.                                 bindings: 1 src, 2 records, 3 dst
@@ -28,12 +31,10 @@
 
 struct Params {
   n: u32,
-  c: u32,        // channels of the input
   h: u32,        // input height, width
   w: u32,
   oh: u32,       // output height, width
   ow: u32,
-  oc: u32,       // channels written: c, or 1 for the grayscale of a 3-channel input
   tiles_x: u32,  // output tiles per row
   first: u32,    // sample of record 0
   seed_lo: u32,
@@ -57,10 +58,17 @@ override JITTER: bool = true;
 override NOISE: bool = true;
 // Some blur radius reaches past the image side: reflections may fold more than once (a modulo per tap).
 override FAR: bool = false;
-override OC: u32 = 3u;   // channels blur4 writes
+// Channels as constants, so loops over them unroll: a CPU adapter keeps a vector indexed by a variable in memory
+// it reads lane by lane.
+override C: u32 = 3u;    // channels of the input
+override OC: u32 = 3u;   // channels written: C, or 1 for the grayscale of a 3-channel input
 // Every sample's crop is the whole image at the output's size: after the turns and the flip, output pixel (y, x)
 // reads source pixel (y, x) alone, where bilinear would give it weight 1 and read three more.
 override UNSCALED: bool = false;
+override QUADS: u32 = 8u;   // view4's vec4 columns per workgroup row: 8 divides 32, 64 and 224 pixels by 4
+// vec4s of a source row sample4 reads for four neighbouring output pixels: they sample 3·scale + 2 neighbouring
+// columns (scale = crop width / output width), starting anywhere in a vec4 (src/augment.ts `sourceQuads`).
+override NV: u32 = 2u;
 const REC = 24u;
 const RECORDS = 682u;   // samples per dispatch: 65,536 / (REC · 4) bytes
 
@@ -136,7 +144,7 @@ fn linearStep(v: vec3<f32>, step: u32, mean: f32) -> vec3<f32> {
   let f = select(select(rec(7u), rec(8u), step == 1u), rec(9u), step == 2u);
   let t = select(select(vec3<f32>(0.0), vec3<f32>(mean), step == 1u), vec3<f32>(gray(v)), step == 2u);
   let stepped = clamp(f * v + (1.0 - f) * t, vec3<f32>(0.0), vec3<f32>(1.0));
-  return select(stepped, v, f == 1.0 || (step == 2u && p.c != 3u));
+  return select(stepped, v, f == 1.0 || (step == 2u && C != 3u));
 }
 
 // Hue rotation by the sample's f turns, through HSV; none at f = 0 or for one channel.
@@ -144,7 +152,7 @@ fn hueStep(v: vec3<f32>) -> vec3<f32> {
   let f = rec(10u);
   let hsv = rgbToHsv(v);
   let h = hsv.x + f;
-  return select(hsvToRgb(vec3<f32>(h - floor(h), hsv.y, hsv.z)), v, f == 0.0 || p.c != 3u);
+  return select(hsvToRgb(vec3<f32>(h - floor(h), hsv.y, hsv.z)), v, f == 0.0 || C != 3u);
 }
 
 // The jitter steps of the sample in its order; `upToContrast` stops before contrast (what stats measures).
@@ -168,7 +176,7 @@ fn jitter(v0: vec3<f32>, mean: f32, upToContrast: bool) -> vec3<f32> {
 }
 
 fn luma(v: vec3<f32>) -> f32 {
-  return select(v.x, gray(v), p.c == 3u);
+  return select(v.x, gray(v), C == 3u);
 }
 
 // ---- geometry -------------------------------------------------------------------------------------------------
@@ -178,12 +186,12 @@ fn sample(n: u32, oy: u32, ox: u32) -> vec3<f32> {
   var y = oy;
   var x = ox;
   let k = u32(rec(5u));
-  let last = p.ow - 1u;   // rot90 needs a square output
-  if (k == 1u) { y = ox; x = last - oy; } else if (k == 2u) { y = last - oy; x = last - ox; } else if (k == 3u) { y = last - ox; x = oy; }
+  let last = p.ow - 1u;   // an odd quarter turn needs a square output
+  if (k == 1u) { y = ox; x = last - oy; } else if (k == 2u) { y = p.oh - 1u - oy; x = last - ox; } else if (k == 3u) { y = last - ox; x = oy; }
   if (rec(4u) != 0.0) { x = p.ow - 1u - x; }
   if (UNSCALED) {
     var v = vec3<f32>(0.0);
-    for (var c = 0u; c < p.c; c++) { v[c] = x_in[((n * p.c + c) * p.h + y) * p.w + x]; }
+    for (var c = 0u; c < C; c++) { v[c] = x_in[((n * C + c) * p.h + y) * p.w + x]; }
     return v;
   }
   // Bilinear with half-pixel centers (align_corners = false), edges clamped.
@@ -196,13 +204,67 @@ fn sample(n: u32, oy: u32, ox: u32) -> vec3<f32> {
   let fy = sy - f32(y0);
   let fx = sx - f32(x0);
   var v = vec3<f32>(0.0);
-  for (var c = 0u; c < p.c; c++) {
-    let base = (n * p.c + c) * p.h * p.w;
+  for (var c = 0u; c < C; c++) {
+    let base = (n * C + c) * p.h * p.w;
     let top = (1.0 - fx) * x_in[base + y0 * p.w + x0] + fx * x_in[base + y0 * p.w + x1];
     let bottom = (1.0 - fx) * x_in[base + y1 * p.w + x0] + fx * x_in[base + y1 * p.w + x1];
     v[c] = (1.0 - fy) * top + fy * bottom;
   }
   return v;
+}
+
+// Output pixels (oy, 4q .. 4q + 3) of sample n when its quarter turns are even (rows stay rows) and both widths
+// are multiples of 4, as `sample` gives them: column j of the result is pixel j. The four read along one source
+// row (mirrored by a flip or a half turn), so each of the two bilinear rows is NV whole vec4s of the source, and
+// each pixel's two taps are picked from those by selects: 2·NV·C vec4 reads per four pixels instead of 4·C per
+// pixel, the reads a CPU adapter makes lane by lane.
+fn sample4(n: u32, oy: u32, q: u32) -> mat4x3<f32> {
+  let half = u32(rec(5u)) == 2u;
+  let mirror = (rec(4u) != 0.0) != half;
+  let y = select(oy, p.oh - 1u - oy, half);
+  let w4 = p.w / 4u;
+  var m: mat3x4<f32>;   // column c: channel c of the four pixels
+  if (UNSCALED) {
+    for (var c = 0u; c < C; c++) {
+      let v = x4[((n * C + c) * p.h + y) * w4 + select(q, w4 - 1u - q, mirror)];
+      m[c] = select(v, v.wzyx, mirror);
+    }
+    return transpose(m);
+  }
+  let ox = f32(4u * q) + vec4<f32>(0.0, 1.0, 2.0, 3.0);
+  let x = select(ox, f32(p.ow - 1u) - ox, vec4<bool>(mirror));
+  let sy = clamp(rec(0u) + (f32(y) + 0.5) * (rec(2u) / f32(p.oh)) - 0.5, 0.0, f32(p.h - 1u));
+  let sx = clamp(rec(1u) + (x + 0.5) * (rec(3u) / f32(p.ow)) - 0.5, vec4<f32>(0.0), vec4<f32>(f32(p.w - 1u)));
+  let y0 = u32(floor(sy));
+  let y1 = min(y0 + 1u, p.h - 1u);
+  let fy = sy - f32(y0);
+  let x0 = floor(sx);
+  let fx = sx - x0;
+  let x1 = min(x0 + 1.0, vec4<f32>(f32(p.w - 1u)));
+  let first = u32(min(x0.x, x0.w)) / 4u;   // vec4 column of the leftmost tap
+  let at0 = vec4<u32>(x0) - 4u * first;      // each pixel's taps within the NV vec4s read
+  let at1 = vec4<u32>(x1) - 4u * first;
+  for (var c = 0u; c < C; c++) {
+    let plane = (n * C + c) * p.h;
+    var top0 = vec4<f32>(0.0);
+    var top1 = vec4<f32>(0.0);
+    var bottom0 = vec4<f32>(0.0);
+    var bottom1 = vec4<f32>(0.0);
+    for (var k = 0u; k < NV; k++) {
+      let col = min(first + k, w4 - 1u);   // past the row's end only where no tap looks
+      let top = x4[(plane + y0) * w4 + col];
+      let bottom = x4[(plane + y1) * w4 + col];
+      for (var e = 0u; e < 4u; e++) {
+        let here = vec4<u32>(4u * k + e);
+        top0 = select(top0, vec4<f32>(top[e]), at0 == here);
+        top1 = select(top1, vec4<f32>(top[e]), at1 == here);
+        bottom0 = select(bottom0, vec4<f32>(bottom[e]), at0 == here);
+        bottom1 = select(bottom1, vec4<f32>(bottom[e]), at1 == here);
+      }
+    }
+    m[c] = (1.0 - fy) * ((1.0 - fx) * top0 + fx * top1) + fy * ((1.0 - fx) * bottom0 + fx * bottom1);
+  }
+  return transpose(m);
 }
 
 fn solarize(v: f32) -> f32 {
@@ -233,8 +295,7 @@ fn unpack(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 @group(0) @binding(3) var<storage, read_write> partials: array<f32>;
 
 @compute @workgroup_size(WG)
-fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-         @builtin(local_invocation_index) lid: u32) {
+fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i = wg.x * WG + lid;
   if (i >= p.oh * p.tiles_x) { return; }
   let n = p.first + wg.z;
@@ -248,12 +309,61 @@ fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
   partials[n * p.oh * p.tiles_x + i] = s;
 }
 
+@compute @workgroup_size(WG)
+fn stats4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = wg.x * WG + lid;
+  if (i >= p.oh * p.tiles_x) { return; }
+  let n = p.first + wg.z;
+  let y = i / p.tiles_x;
+  let q0 = (i % p.tiles_x) * (TILE / 4u);
+  loadRecord(wg.z);
+  var s = 0.0;
+  if (rec(6u) != 0.0 && rec(8u) != 1.0) {
+    for (var q = q0; q < min(q0 + TILE / 4u, p.ow / 4u); q++) {
+      let px = sample4(n, y, q);
+      s += luma(jitter(px[0], 0.0, true)) + luma(jitter(px[1], 0.0, true)) + luma(jitter(px[2], 0.0, true)) +
+        luma(jitter(px[3], 0.0, true));
+    }
+  }
+  partials[n * p.oh * p.tiles_x + i] = s;
+}
+
 @group(0) @binding(3) var<storage, read> sums_in: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
+// Output pixel (oy, ox) of sample n from the input pixel it shows: the color steps after the geometry, each
+// channel as written (the first oc).
+fn finish(v0: vec3<f32>, n: u32, oy: u32, ox: u32, mean: f32) -> vec3<f32> {
+  var v = v0;
+  if (JITTER && rec(6u) != 0.0) { v = jitter(v, mean, false); }
+  if ((rec(12u) != 0.0 && C == 3u) || OC < C) { v = vec3<f32>(gray(v)); }
+  if (rec(13u) != 0.0 && rec(21u) == 0.0) { v = select(v, 1.0 - v, v >= vec3<f32>(rec(22u))); }
+  if (rec(14u) != 0.0 && f32(oy) >= rec(15u) && f32(oy) < rec(15u) + rec(17u) && f32(ox) >= rec(16u) &&
+      f32(ox) < rec(16u) + rec(18u)) {
+    v = vec3<f32>(rec(19u));
+  }
+  if (NOISE && rec(20u) != 0.0) {
+    let at = oy * p.ow + ox;
+    let pixels = p.oh * p.ow;
+    var z = vec3<f32>(noise(at, n), 0.0, 0.0);
+    if (OC == 3u) { z = vec3<f32>(z.x, noise(pixels + at, n), noise(2u * pixels + at, n)); }
+    v = clamp(v + rec(20u) * z, vec3<f32>(0.0), vec3<f32>(1.0));
+  }
+  if (p.normalize != 0u) {
+    v = (v - vec3<f32>(p.mean0, p.mean1, p.mean2)) / vec3<f32>(p.std0, p.std1, p.std2);
+  }
+  return v;
+}
+
+// A standard normal for element i of sample n: Box-Muller over Philox, counter (element index in the sample,
+// sample, tag), as src/ref/augment.ts draws it.
+fn noise(i: u32, n: u32) -> f32 {
+  let r = philox(vec4<u32>(i, n, p.noise_tag, 0u), vec2<u32>(p.seed_lo, p.seed_hi));
+  return philoxNormal(r.x, r.y);
+}
+
 @compute @workgroup_size(WG)
-fn view(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
+fn view(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let px = tilePixel(wg, lid);
   let n = px.x;
   let oy = px.y;
@@ -261,27 +371,27 @@ fn view(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   if (oy >= p.oh || ox >= p.ow) { return; }
   loadRecord(wg.z);
   let pixels = p.oh * p.ow;
-  let at = oy * p.ow + ox;
-  var v = sample(n, oy, ox);
-  if (JITTER && rec(6u) != 0.0) { v = jitter(v, sums_in[n] / f32(pixels), false); }
-  if ((rec(12u) != 0.0 && p.c == 3u) || p.oc < p.c) { v = vec3<f32>(gray(v)); }
-  let erase = rec(14u) != 0.0 && f32(oy) >= rec(15u) && f32(oy) < rec(15u) + rec(17u) &&
-    f32(ox) >= rec(16u) && f32(ox) < rec(16u) + rec(18u);
-  let sigma = rec(20u);
-  let mean = vec3<f32>(p.mean0, p.mean1, p.mean2);
-  let stdev = vec3<f32>(p.std0, p.std1, p.std2);
-  for (var c = 0u; c < p.oc; c++) {
-    var e = v[c];
-    if (rec(13u) != 0.0 && rec(21u) == 0.0) { e = solarize(e); }
-    if (erase) { e = rec(19u); }
-    if (NOISE && sigma != 0.0) {
-      // Box-Muller over Philox, counter (element index in the sample, sample, tag): as src/ref/augment.ts.
-      let r = philox(vec4<u32>(c * pixels + at, n, p.noise_tag, 0u), vec2<u32>(p.seed_lo, p.seed_hi));
-      e = clamp(e + sigma * philoxNormal(r.x, r.y), 0.0, 1.0);
-    }
-    if (p.normalize != 0u) { e = (e - mean[c]) / stdev[c]; }
-    out[(n * p.oc + c) * pixels + at] = e;
-  }
+  let v = finish(sample(n, oy, ox), n, oy, ox, sums_in[n] / f32(pixels));
+  for (var c = 0u; c < OC; c++) { out[(n * OC + c) * pixels + oy * p.ow + ox] = v[c]; }
+}
+
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> out4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn view4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let n = p.first + wg.z;
+  let oy = wg.y * (WG / QUADS) + lid / QUADS;
+  let q = wg.x * QUADS + lid % QUADS;   // pixels 4q .. 4q + 3
+  let w4 = p.ow / 4u;
+  if (oy >= p.oh || q >= w4) { return; }
+  loadRecord(wg.z);
+  let mean = sums_in[n] / f32(p.oh * p.ow);
+  let px = sample4(n, oy, q);
+  let x = 4u * q;
+  let v = transpose(mat4x3<f32>(finish(px[0], n, oy, x, mean), finish(px[1], n, oy, x + 1u, mean),
+                                finish(px[2], n, oy, x + 2u, mean), finish(px[3], n, oy, x + 3u, mean)));
+  for (var c = 0u; c < OC; c++) { out4[((n * OC + c) * p.oh + oy) * w4 + q] = v[c]; }
 }
 
 @group(0) @binding(1) var<storage, read> blur_src: array<f32>;
@@ -300,8 +410,7 @@ fn reflect(i: i32, n: u32) -> u32 {
 }
 
 @compute @workgroup_size(WG)
-fn blur(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
+fn blur(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let px = tilePixel(wg, lid);
   let n = px.x;
   let y = i32(px.y);
@@ -312,10 +421,10 @@ fn blur(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   if (sigma == 0.0) { return; }
   let radius = i32(ceil(3.0 * sigma));
   let plane = p.oh * p.ow;
-  let base = n * p.oc * plane;
+  let base = n * OC * plane;
   let at = px.y * p.ow + px.z;
   var acc = vec3<f32>(0.0);
-  for (var c = 0u; c < p.oc; c++) { acc[c] = blur_src[base + c * plane + at]; }
+  for (var c = 0u; c < OC; c++) { acc[c] = blur_src[base + c * plane + at]; }
   var total = 1.0;
   // Taps in mirrored pairs share a weight: one exp per pair, for all channels.
   for (var d = 1; d <= radius; d++) {
@@ -329,12 +438,12 @@ fn blur(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       lo = reflect(y - d, p.oh) * p.ow + px.z;
       hi = reflect(y + d, p.oh) * p.ow + px.z;
     }
-    for (var c = 0u; c < p.oc; c++) {
+    for (var c = 0u; c < OC; c++) {
       acc[c] += wgt * (blur_src[base + c * plane + lo] + blur_src[base + c * plane + hi]);
     }
     total += 2.0 * wgt;
   }
-  for (var c = 0u; c < p.oc; c++) {
+  for (var c = 0u; c < OC; c++) {
     var v = acc[c] / total;
     if (DIR == 1u && rec(13u) != 0.0) { v = solarize(v); }
     blur_dst[base + c * plane + px.y * p.ow + px.z] = v;

@@ -22,6 +22,8 @@ const REC = 24;
 const RECORD_WINDOW = 65536;
 const RECORDS = Math.floor(RECORD_WINDOW / (REC * 4));
 const MAX_SIGMA = 100;
+/** view4's vec4 columns per workgroup row (shaders/augment.wgsl `QUADS`). */
+const QUADS = 8;
 
 /** Op tags in the Philox counter. */
 export const RANDOM_TAG = {
@@ -321,6 +323,22 @@ function packRecords(params: SampleParams[]): Float32Array {
   return r;
 }
 
+/**
+ * The vec4s of a source row that view4 reads for four neighbouring output pixels (shaders/augment.wgsl `NV`), or
+ * 0 where view4 does not apply: widths not multiples of 4, an odd quarter turn, or a crop so much wider than the
+ * output that more than 4 would be needed. Four pixels at scale s = crop width / output width sample source
+ * columns ceil(3s) + 2 apart at most (3s exactly in f32 when s ≤ 1: both sides are small integers then),
+ * starting at any of a vec4's 4 lanes.
+ */
+function sourceQuads(params: SampleParams[], w: number, ow: number, unscaled: boolean): number {
+  if (w % 4 || ow % 4 || params.some((q) => q.rotate % 2)) return 0;
+  if (unscaled) return 1;
+  const scale = Math.max(...params.map((q) => q.crop.width / ow));
+  const span = scale <= 1 ? 3 : Math.ceil(3 * scale + 1e-4);
+  const nv = Math.ceil((span + 5) / 4);
+  return nv <= 4 ? nv : 0;
+}
+
 export interface ApplyOptions {
   /** Output [height, width] (default the input's). */
   size?: number | [number, number];
@@ -358,6 +376,7 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
   const tilesY = Math.ceil(oh / TILE);
   const unscaled = oh === h && ow === w &&
     params.every(({ crop }) => crop.top === 0 && crop.left === 0 && crop.height === h && crop.width === w);
+  const nv = sourceQuads(params, w, ow, unscaled);
   const engine = x.engine;
   const seed = checkSeed(op, options.seed ?? 0);
   const norm = options.normalize;
@@ -375,7 +394,7 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
   const records = engine.tensor(packed, [packed.length]);
   const temps: Tensor[] = [records];
   const uniforms = (first: number) =>
-    new Params().u32(n, c, h, w, oh, ow, oc, tilesX, first, seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0)
+    new Params().u32(n, h, w, oh, ow, tilesX, first, seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0)
       .u32(RANDOM_TAG.noise + 256 * (options.stream ?? 0), norm ? 1 : 0)
       .f32(...[0, 1, 2].map((k) => norm?.mean[k] ?? 0), ...[0, 1, 2].map((k) => norm?.std[k] ?? 1));
   /** One dispatch per chunk: its uniforms, its records window and its sample count (workgroup z). */
@@ -393,8 +412,8 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
       engine.run({
         op,
         shader: "augment",
-        entry: "stats",
-        constants: { WG, TILE, UNSCALED: +unscaled },
+        entry: nv ? "stats4" : "stats",
+        constants: { WG, TILE, C: c, OC: oc, UNSCALED: +unscaled, ...(nv ? { NV: nv } : {}) },
         params: uniforms,
         buffers: [x, window, partials],
         workgroups: [Math.ceil((oh * tilesX) / WG), 1, count],
@@ -408,17 +427,22 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
     engine.run({
       op,
       shader: "augment",
-      entry: "view",
+      entry: nv ? "view4" : "view",
       constants: {
         WG,
         TILE,
+        C: c,
+        OC: oc,
         UNSCALED: +unscaled,
         JITTER: +params.some((q) => q.jitter),
         NOISE: +params.some((q) => q.noise !== 0),
+        ...(nv ? { NV: nv, QUADS } : {}),
       },
       params: uniforms,
       buffers: [x, window, sums, out],
-      workgroups: [tilesX, tilesY, count],
+      workgroups: nv
+        ? [Math.ceil(ow / 4 / QUADS), Math.ceil(oh / (WG / QUADS)), count]
+        : [tilesX, tilesY, count],
     })
   );
   if (params.some((q) => q.blur > 0)) {
@@ -434,7 +458,7 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
           op,
           shader: "augment",
           entry: vec4 ? "blur4" : "blur",
-          constants: { WG, TILE, DIR: dir, FAR: +far, ...(vec4 ? { OC: oc } : {}) },
+          constants: { WG, TILE, OC: oc, DIR: dir, FAR: +far },
           params: uniforms,
           buffers: [src, window, dst],
           workgroups: [vec4 ? Math.ceil(ow / 4 / TILE) : tilesX, tilesY, count],
@@ -662,7 +686,7 @@ export function images(
     shader: "augment",
     entry: "unpack",
     constants: { WG },
-    params: new Params().u32(n, 3, height, width),
+    params: new Params().u32(n, height, width),
     buffers: [packed, out],
     workgroups: Math.ceil(count / WG),
   });

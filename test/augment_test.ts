@@ -21,7 +21,16 @@ import {
 } from "../src/mod.ts";
 import { refApplyParams, refImages } from "../src/ref/augment.ts";
 import { test } from "./harness.ts";
-import { assert, assertClose, assertEquals, assertNoLeak, assertThrows, randomArray, take } from "./util.ts";
+import {
+  assert,
+  assertClose,
+  assertEquals,
+  assertNoLeak,
+  assertThrows,
+  randomArray,
+  rng,
+  take,
+} from "./util.ts";
 
 // Same-geometry ops against the float64 reference: a handful of f32 operations on values in [0, 1] (the HSV
 // round trip and the f32 contrast mean being the longest chains, WGSL log/cos a few ulp for noise) → 1e-5.
@@ -149,6 +158,64 @@ test("augment: blur on rows of whole vec4s, radii past the image side, batches p
     x.dispose();
   }
   assertNoLeak(engine, before, "blur");
+});
+
+/** Hand-made records for n samples of h×w: crops `cropWidth` wide, and every step some samples take. */
+function handMade(
+  n: number,
+  h: number,
+  w: number,
+  cropWidth: [number, number],
+  seed: number,
+): SampleParams[] {
+  const r = rng(seed);
+  const int = (lo: number, hi: number) => lo + Math.floor(r() * (hi - lo + 1));
+  return Array.from({ length: n }, (_, i) => {
+    const q = identityParams(h, w);
+    const [height, width] = [int(1, h), int(...cropWidth)];
+    q.crop = { top: int(0, h - height), left: int(0, w - width), height, width };
+    q.flip = i % 2 === 1;
+    q.rotate = i % 3 === 2 ? 2 : 0;
+    if (i % 4 !== 3) {
+      const order = [0, 1, 2, 3].sort(() => r() - 0.5);
+      q.jitter = { brightness: 0.5 + r(), contrast: 0.5 + r(), saturation: 0.5 + r(), hue: r() - 0.5, order };
+    }
+    q.grayscale = i % 5 === 4;
+    if (i % 3 === 1) q.erase = { top: 1, left: 2, height: 3, width: 5, value: 0.25 };
+    q.noise = i === 1 ? 0.1 : 0;
+    q.solarize = i % 2 ? 0.4 : null;
+    q.blur = i % 4 === 1 ? 0.8 : 0;
+    return q;
+  });
+}
+
+test("augment: four pixels per invocation where widths are multiples of 4: crops up and down, flips, half turns", async (engine) => {
+  const before = engine.memory();
+  // [input shape, output size, crop widths]: four neighbouring outputs read NV vec4s of a source row: 2 when
+  // upscaling, 3 when shrinking by 4/3 or 2, 4 by 3.5; past that the per-pixel view takes over; one channel; a
+  // source one vec4 wide.
+  const cases: [number[], [number, number], [number, number]][] = [
+    [[7, 3, 12, 16], [20, 24], [1, 16]],
+    [[7, 3, 12, 16], [8, 12], [9, 16]],
+    [[6, 3, 20, 24], [8, 8], [13, 16]],
+    [[6, 3, 20, 24], [8, 4], [13, 14]],
+    [[5, 3, 8, 24], [6, 4], [17, 24]],
+    [[7, 1, 9, 20], [9, 12], [1, 20]],
+    [[3, 3, 5, 4], [7, 4], [1, 4]],
+  ];
+  for (const [k, [shape, size, cropWidth]] of cases.entries()) {
+    const { x, host } = batch(engine, shape, 40 + k);
+    const params = handMade(shape[0], shape[2], shape[3], cropWidth, k);
+    const got = await take(applyParams(x, params, { size, seed: k }));
+    assertClose(got, refApplyParams(host, shape, params, { size, seed: k }), BILINEAR, `${shape} -> ${size}`);
+    if (shape[1] === 3) {
+      const gray = await take(applyParams(x, params, { size, seed: k, grayOutput: true }));
+      const expected = refApplyParams(host, shape, params, { size, seed: k, grayOutput: true });
+      assertClose(gray, expected, BILINEAR, `gray ${shape} -> ${size}`);
+    }
+    x.dispose();
+  }
+  assertNoLeak(engine, before, "view4");
 });
 
 test("augment: the ops draw per sample (some samples get each op, some do not)", (engine) => {

@@ -67,7 +67,7 @@ function sample(
   const last = ow - 1;
   let [y, xx] = [oy, ox];
   if (q.rotate === 1) [y, xx] = [ox, last - oy];
-  else if (q.rotate === 2) [y, xx] = [last - oy, last - ox];
+  else if (q.rotate === 2) [y, xx] = [oh - 1 - oy, last - ox];
   else if (q.rotate === 3) [y, xx] = [last - ox, oy];
   if (q.flip) xx = ow - 1 - xx;
   const sy = Math.min(h - 1, Math.max(0, q.crop.top + (y + 0.5) * (q.crop.height / oh) - 0.5));
