@@ -26,7 +26,8 @@
 //   blur:   one direction (DIR 0 along W, 1 along H) of the separable Gaussian blur, radius ceil(3 sigma) with
 //           reflected borders, for samples with sigma > 0 only (others are left as they are); DIR 1 then
 //           solarizes those samples.                                 bindings: 1 src, 2 records, 3 dst
-//   blur4:  blur for widths that are multiples of 4, four pixels per invocation (see its comment).
+//   blurW4, blurW4Inner, blurH4: blur for widths that are multiples of 4, four pixels per invocation (see
+//           blurW4's comment).
 //! include lib/philox.wgsl
 
 struct Params {
@@ -453,50 +454,111 @@ fn blur(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 @group(0) @binding(1) var<storage, read> blur_src4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> blur_dst4: array<vec4<f32>>;
 
-// blur for widths that are multiples of 4: one invocation per 4 pixels of a row (a workgroup covers TILE rows of
-// 4·TILE columns), OC (1 or 3) channels. Along W the 2R + 4 source pixels of the four are read once each; along H
-// each tap is one vec4 per channel. Four times fewer lane-by-lane reads on a CPU adapter.
+// The blur for widths that are multiples of 4, four pixels of a row per invocation, in vec4s: along W (DIR 0)
+// blurW4Inner reads the 2·CB + 1 whole vec4s around its four pixels, where no tap reflects, and blurW4 takes every
+// tap on its own, reflected, for the CB vec4 columns at each end of a row (EDGES) or for all of them (where CB
+// would be too many); along H (DIR 1) blurH4 blurs four rows at once, each tap one vec4 per channel. A workgroup
+// covers WG / QUADS lines of QUADS vec4 columns. Fewer lane-by-lane reads than a pixel per invocation: a tap's
+// vec4 serves four pixels, and along H each source row serves four output rows.
+override CB: u32 = 2u;   // vec4 columns on each side that blurW4Inner reads: ceil(radius / 4) for every sample
+override EDGES: bool = false;
+
+// The Gaussian weights exp(k·d²) (0 past the radius) of one source pixel in four neighbouring outputs, at tap
+// offsets d, d - 1, d - 2, d - 3, from those of the previous pixel (offsets one less): one exp per source pixel.
+fn nextWeights(prev: vec4<f32>, d: f32, k: f32, radius: f32) -> vec4<f32> {
+  return vec4<f32>(select(0.0, exp(k * d * d), abs(d) <= radius), prev.xyz);
+}
+
 @compute @workgroup_size(WG)
-fn blur4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn blurW4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let w4 = p.ow / 4u;
-  let y = wg.y * TILE + lid / TILE;
-  let q = wg.x * TILE + lid % TILE;   // vec4 column: pixels 4q .. 4q + 3
-  if (y >= p.oh || q >= w4) { return; }
+  let y = wg.y * (WG / QUADS) + lid / QUADS;
+  let i = wg.x * QUADS + lid % QUADS;
+  let q = select(i, select(i, w4 - 2u * CB + i, i >= CB), EDGES);   // vec4 column: pixels 4q .. 4q + 3
+  if (y >= p.oh || i >= select(w4, 2u * CB, EDGES)) { return; }
   loadRecord(wg.z);
   let sigma = rec(21u);
   if (sigma == 0.0) { return; }
-  let radius = i32(ceil(3.0 * sigma));
+  let radius = ceil(3.0 * sigma);
   let k = -0.5 / (sigma * sigma);
   let plane4 = p.oh * w4;
-  let base4 = (p.first + wg.z) * OC * plane4;
+  let row = (p.first + wg.z) * OC * plane4 + y * w4;
   var acc: array<vec4<f32>, 3>;
   var total = vec4<f32>(0.0);
-  if (DIR == 0u) {
-    // Source pixel 4q + e, e in [-R, R + 3], weighs w(e - j) in output pixel j = 0..3 where |e - j| ≤ R.
-    let d0 = vec4<f32>(0.0, -1.0, -2.0, -3.0);
-    for (var e = -radius; e <= radius + 3; e++) {
-      let d = f32(e) + d0;
-      let wgt = select(vec4<f32>(0.0), exp(k * d * d), abs(d) <= vec4<f32>(f32(radius)));
-      let s = reflect(i32(4u * q) + e, p.ow);
-      for (var c = 0u; c < OC; c++) { acc[c] += wgt * blur_src4[base4 + c * plane4 + y * w4 + s / 4u][s % 4u]; }
+  var wgt = vec4<f32>(0.0);
+  // Source pixel 4q + e, e in [-R, R + 3], weighs w(e - j) in output pixel j = 0..3 where |e - j| ≤ R.
+  for (var e = -i32(radius); e <= i32(radius) + 3; e++) {
+    wgt = nextWeights(wgt, f32(e), k, radius);
+    let s = reflect(i32(4u * q) + e, p.ow);
+    for (var c = 0u; c < OC; c++) { acc[c] += wgt * blur_src4[row + c * plane4 + s / 4u][s % 4u]; }
+    total += wgt;
+  }
+  for (var c = 0u; c < OC; c++) { blur_dst4[row + c * plane4 + q] = acc[c] / total; }
+}
+
+@compute @workgroup_size(WG)
+fn blurW4Inner(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let w4 = p.ow / 4u;
+  let y = wg.y * (WG / QUADS) + lid / QUADS;
+  let q = CB + wg.x * QUADS + lid % QUADS;
+  if (y >= p.oh || q + CB >= w4) { return; }
+  loadRecord(wg.z);
+  let sigma = rec(21u);
+  if (sigma == 0.0) { return; }
+  let radius = ceil(3.0 * sigma);
+  let k = -0.5 / (sigma * sigma);
+  let plane4 = p.oh * w4;
+  let row = (p.first + wg.z) * OC * plane4 + y * w4;
+  var acc: array<vec4<f32>, 3>;
+  var total = vec4<f32>(0.0);
+  var wgt = vec4<f32>(0.0);
+  for (var m = 0u; m <= 2u * CB; m++) {
+    var src: array<vec4<f32>, 3>;
+    for (var c = 0u; c < OC; c++) { src[c] = blur_src4[row + c * plane4 + q + m - CB]; }
+    // Lane e of vec4 column q + m - CB is tap offset 4(m - CB) + e - j from output pixel j.
+    for (var e = 0u; e < 4u; e++) {
+      wgt = nextWeights(wgt, f32(4u * m + e) - f32(4u * CB), k, radius);
+      for (var c = 0u; c < OC; c++) { acc[c] += wgt * src[c][e]; }
       total += wgt;
     }
-  } else {
-    for (var c = 0u; c < OC; c++) { acc[c] = blur_src4[base4 + c * plane4 + y * w4 + q]; }
-    total = vec4<f32>(1.0);
-    for (var d = 1; d <= radius; d++) {
-      let wgt = exp(k * f32(d * d));
-      let lo = reflect(i32(y) - d, p.oh) * w4 + q;
-      let hi = reflect(i32(y) + d, p.oh) * w4 + q;
-      for (var c = 0u; c < OC; c++) {
-        acc[c] += wgt * (blur_src4[base4 + c * plane4 + lo] + blur_src4[base4 + c * plane4 + hi]);
-      }
-      total += 2.0 * wgt;
-    }
   }
-  for (var c = 0u; c < OC; c++) {
-    var v = acc[c] / total;
-    if (DIR == 1u && rec(13u) != 0.0) { v = select(v, 1.0 - v, v >= vec4<f32>(rec(22u))); }
-    blur_dst4[base4 + c * plane4 + y * w4 + q] = v;
+  for (var c = 0u; c < OC; c++) { blur_dst4[row + c * plane4 + q] = acc[c] / total; }
+}
+
+@compute @workgroup_size(WG)
+fn blurH4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let w4 = p.ow / 4u;
+  let y0 = 4u * (wg.y * (WG / QUADS) + lid / QUADS);   // rows y0 .. y0 + 3
+  let q = wg.x * QUADS + lid % QUADS;
+  if (y0 >= p.oh || q >= w4) { return; }
+  loadRecord(wg.z);
+  let sigma = rec(21u);
+  if (sigma == 0.0) { return; }
+  let radius = ceil(3.0 * sigma);
+  let k = -0.5 / (sigma * sigma);
+  let plane4 = p.oh * w4;
+  let base4 = (p.first + wg.z) * OC * plane4 + q;
+  var acc: array<vec4<f32>, 12>;   // row j, channel c at 3j + c
+  var total = vec4<f32>(0.0);      // lane j: row j
+  var wgt = vec4<f32>(0.0);
+  for (var e = -i32(radius); e <= i32(radius) + 3; e++) {
+    wgt = nextWeights(wgt, f32(e), k, radius);
+    // Rows past the image's end only feed rows that are not written; the min keeps their reads inside it.
+    let s = min(reflect(i32(y0) + e, p.oh), p.oh - 1u) * w4;
+    for (var c = 0u; c < OC; c++) {
+      let v = blur_src4[base4 + c * plane4 + s];
+      acc[c] += wgt.x * v;
+      acc[3u + c] += wgt.y * v;
+      acc[6u + c] += wgt.z * v;
+      acc[9u + c] += wgt.w * v;
+    }
+    total += wgt;
+  }
+  for (var j = 0u; j < 4u; j++) {
+    for (var c = 0u; c < OC && y0 + j < p.oh; c++) {
+      var v = acc[3u * j + c] / total[j];
+      if (rec(13u) != 0.0) { v = select(v, 1.0 - v, v >= vec4<f32>(rec(22u))); }
+      blur_dst4[base4 + c * plane4 + (y0 + j) * w4] = v;
+    }
   }
 }

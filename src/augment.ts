@@ -448,22 +448,44 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
   if (params.some((q) => q.blur > 0)) {
     const tmp = engine.empty(out.shape);
     temps.push(tmp);
-    // A radius (ceil(3σ), rounded in f32 on the GPU: one more here for safety) at or past a side - 1 folds.
-    const far = params.some((q) => q.blur > 0 && Math.ceil(3 * q.blur) + 1 >= Math.min(oh, ow));
-    // Rows of whole vec4s: four pixels per invocation (blur4).
-    const vec4 = ow % 4 === 0;
-    for (const [dir, src, dst] of [[0, out, tmp], [1, tmp, out]] as const) {
+    // The largest radius: ceil(3σ), rounded in f32 on the GPU (one more here for safety). At or past a side - 1
+    // reflections fold more than once (FAR).
+    const radius = Math.max(...params.map((q) => (q.blur > 0 ? Math.ceil(3 * q.blur) + 1 : 0)));
+    const far = +(radius >= Math.min(oh, ow));
+    const pass = (
+      entry: string,
+      src: Tensor,
+      dst: Tensor,
+      constants: Record<string, number>,
+      grid: number[],
+    ) =>
       perChunk((uniforms, window, count) =>
         engine.run({
           op,
           shader: "augment",
-          entry: vec4 ? "blur4" : "blur",
-          constants: { WG, TILE, OC: oc, DIR: dir, FAR: +far },
+          entry,
+          constants: { WG, TILE, QUADS, OC: oc, FAR: far, ...constants },
           params: uniforms,
           buffers: [src, window, dst],
-          workgroups: [vec4 ? Math.ceil(ow / 4 / TILE) : tilesX, tilesY, count],
+          workgroups: [grid[0], grid[1], count],
         })
       );
+    if (ow % 4) {
+      pass("blur", out, tmp, { DIR: 0 }, [tilesX, tilesY]);
+      pass("blur", tmp, out, { DIR: 1 }, [tilesX, tilesY]);
+    } else {
+      // Rows of whole vec4s: four pixels per invocation. Along W, the vec4 columns CB or more from both ends
+      // read their neighbours whole, unreflected (CB up to 4: the loop over them stays short enough to unroll).
+      const w4 = ow / 4;
+      const lines = Math.ceil(oh / (WG / QUADS));
+      const cb = Math.ceil(radius / 4);
+      if (!far && 2 * cb < w4 && cb <= 4) {
+        pass("blurW4Inner", out, tmp, { CB: cb }, [Math.ceil((w4 - 2 * cb) / QUADS), lines]);
+        pass("blurW4", out, tmp, { CB: cb, EDGES: 1 }, [Math.ceil((2 * cb) / QUADS), lines]);
+      } else {
+        pass("blurW4", out, tmp, {}, [Math.ceil(w4 / QUADS), lines]);
+      }
+      pass("blurH4", tmp, out, {}, [Math.ceil(w4 / QUADS), Math.ceil(oh / 4 / (WG / QUADS))]);
     }
   }
   for (const t of temps) t.dispose();

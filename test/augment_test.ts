@@ -132,13 +132,17 @@ test("augment: every op matches the float64 reference with the same seed", async
 
 test("augment: blur on rows of whole vec4s, radii past the image side, batches past one records window", async (engine) => {
   const before = engine.memory();
-  // [shape, sigma range]: widths that are multiples of 4 take blur4; a 4-wide or 2-high image folds a radius of up
-  // to 6 more than once (FAR); 690 samples span two 682-sample record windows (two dispatches per pass).
+  // [shape, sigma range]: widths that are multiples of 4 blur four pixels per invocation (blurW4 alone where every
+  // vec4 column is near an edge, blurW4Inner with blurW4's EDGES where some are not: the last three cases); a
+  // 4-wide or 2-high image folds a radius of up to 6 more than once (FAR); 690 samples span two 682-sample record
+  // windows (two dispatches per pass); 30 rows end in a partial block of blurH4's four.
   const cases: [number[], [number, number]][] = [
     [[4, 3, 12, 8], [0.1, 2]],
     [[3, 1, 5, 4], [0.1, 2]],
     [[2, 3, 40, 36], [3, 5]],
     [[690, 3, 2, 4], [0.1, 2]],
+    [[3, 3, 30, 64], [0.1, 2]],
+    [[3, 1, 9, 32], [0.5, 3]],
   ];
   for (const [k, [shape, sigma]] of cases.entries()) {
     const { x, host } = batch(engine, shape, 30 + k);
