@@ -28,6 +28,11 @@
 //           solarizes those samples.                                 bindings: 1 src, 2 records, 3 dst
 //   blurW4, blurW4Inner, blurH4: blur for widths that are multiples of 4, four pixels per invocation (see
 //           blurW4's comment).
+//   turn4:  view for geometry alone (quarter turns of square images, flips; no crop, no color step), sides
+//           multiples of 4: one invocation per 4×4 block of output pixels, read as the 4 rows of one 4×4
+//           source block (vec4s) and written turned (a transpose for odd turns, then reversals): 4 vec4 reads
+//           and 4 writes per channel where view pays 16 scalar reads and 16 writes.
+//                                                                     bindings: 1 x, 2 records, 3 out
 //! include lib/philox.wgsl
 
 struct Params {
@@ -559,6 +564,37 @@ fn blurH4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
       var v = acc[3u * j + c] / total[j];
       if (rec(13u) != 0.0) { v = select(v, 1.0 - v, v >= vec4<f32>(rec(22u))); }
       blur_dst4[base4 + c * plane4 + (y0 + j) * w4] = v;
+    }
+  }
+}
+
+// Output block (by, bx) of 4×4 pixels of sample n from source block (sr, sc), whose 4 rows are the columns of
+// m. Even turns keep rows as rows: output row i is source row i or 3 − i, reversed or not. Odd turns make
+// columns rows: after the transpose, m's column c is source column c, output row i is column i or 3 − i.
+@compute @workgroup_size(WG)
+fn turn4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let w4 = p.ow / 4u;
+  let h4 = p.oh / 4u;
+  let by = wg.y * (WG / QUADS) + lid / QUADS;   // output rows 4by .. 4by + 3
+  let bx = wg.x * QUADS + lid % QUADS;          // output vec4 column
+  if (by >= h4 || bx >= w4) { return; }
+  loadRecord(wg.z);
+  let n = p.first + wg.z;
+  let k = u32(rec(5u));
+  let flip = rec(4u) != 0.0;
+  let odd = (k & 1u) == 1u;
+  let sr = select(select(by, h4 - 1u - by, k == 2u), select(w4 - 1u - bx, bx, k == 1u), odd);
+  let sc = select(select(bx, w4 - 1u - bx, (k == 2u) != flip), select(by, h4 - 1u - by, (k == 1u) != flip), odd);
+  let rev_i = select(k == 2u, (k == 1u) != flip, odd);
+  let rev_j = select((k == 2u) != flip, k == 3u, odd);
+  for (var c = 0u; c < C; c++) {
+    let src = ((n * C + c) * p.h + 4u * sr) * w4 + sc;
+    var m = mat4x4<f32>(x4[src], x4[src + w4], x4[src + 2u * w4], x4[src + 3u * w4]);
+    if (odd) { m = transpose(m); }
+    let dst = ((n * C + c) * p.oh + 4u * by) * w4 + bx;
+    for (var i = 0u; i < 4u; i++) {
+      let v = select(m[i], m[3u - i], rev_i);
+      blur_dst4[dst + i * w4] = select(v, v.wzyx, rev_j);
     }
   }
 }

@@ -377,6 +377,12 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
   const unscaled = oh === h && ow === w &&
     params.every(({ crop }) => crop.top === 0 && crop.left === 0 && crop.height === h && crop.width === w);
   const nv = sourceQuads(params, w, ow, unscaled);
+  // Geometry alone (turns, flips) on sides that are multiples of 4: 4×4 blocks of vec4s (turn4).
+  const geometryOnly = params.every((q) =>
+    !q.jitter && !q.grayscale && q.solarize === null && !q.erase && q.noise === 0
+  );
+  const turn = unscaled && geometryOnly && h % 4 === 0 && w % 4 === 0 && !options.grayOutput &&
+    !options.normalize;
   const engine = x.engine;
   const seed = checkSeed(op, options.seed ?? 0);
   const norm = options.normalize;
@@ -423,28 +429,33 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
     temps.push(partials, sums);
   }
   const out = engine.empty([n, oc, oh, ow]);
+  const flags = {
+    WG,
+    TILE,
+    C: c,
+    OC: oc,
+    UNSCALED: +unscaled,
+    JITTER: +params.some((q) => q.jitter),
+    NOISE: +params.some((q) => q.noise !== 0),
+  };
+  const lines = WG / QUADS;
+  const [entry, constants, grid]: [string, Record<string, number>, number[]] = turn
+    ? ["turn4", { WG, QUADS, C: c }, [Math.ceil(ow / 4 / QUADS), Math.ceil(oh / 4 / lines)]]
+    : nv
+    ? ["view4", { ...flags, NV: nv, QUADS }, [Math.ceil(ow / 4 / QUADS), Math.ceil(oh / lines)]]
+    : ["view", flags, [tilesX, tilesY]];
   perChunk((uniforms, window, count) =>
     engine.run({
       op,
       shader: "augment",
-      entry: nv ? "view4" : "view",
-      constants: {
-        WG,
-        TILE,
-        C: c,
-        OC: oc,
-        UNSCALED: +unscaled,
-        JITTER: +params.some((q) => q.jitter),
-        NOISE: +params.some((q) => q.noise !== 0),
-        ...(nv ? { NV: nv, QUADS } : {}),
-      },
+      entry,
+      constants,
       params: uniforms,
-      buffers: [x, window, sums, out],
-      workgroups: nv
-        ? [Math.ceil(ow / 4 / QUADS), Math.ceil(oh / (WG / QUADS)), count]
-        : [tilesX, tilesY, count],
+      buffers: turn ? [x, window, out] : [x, window, sums, out],
+      workgroups: [grid[0], grid[1], count],
     })
   );
+
   if (params.some((q) => q.blur > 0)) {
     const tmp = engine.empty(out.shape);
     temps.push(tmp);

@@ -321,6 +321,25 @@ test("augment: rotate90 permutes pixels as numpy's rot90 does", async (engine) =
   x.dispose();
 });
 
+test("augment: turns and flips alone on sides that are multiples of 4 move whole 4×4 blocks, exactly", async (engine) => {
+  const before = engine.memory();
+  // All 8 (quarter turns, flip) pairs on square images of both channel counts, and flips and half turns of a
+  // non-square one; 36 = 9 blocks a side, past one workgroup's 8 block columns. Moving pixels is exact.
+  for (const shape of [[8, 3, 36, 36], [8, 1, 12, 12], [4, 3, 8, 20]]) {
+    const { x, host } = batch(engine, shape, shape[2]);
+    const square = shape[2] === shape[3];
+    const params = Array.from({ length: shape[0] }, (_, i) => ({
+      ...identityParams(shape[2], shape[3]),
+      rotate: square ? i % 4 : 2 * (i % 2),
+      flip: i >= shape[0] / 2,
+    }));
+    const got = await take(applyParams(x, params));
+    assertEquals(Array.from(got), Array.from(refApplyParams(host, shape, params)), `${shape}`);
+    x.dispose();
+  }
+  assertNoLeak(engine, before, "turns");
+});
+
 test("augment: parameter distributions follow their specification", async (engine) => {
   const n = 2000;
   const [h, w] = [48, 64];
