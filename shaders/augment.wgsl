@@ -71,7 +71,7 @@ override OC: u32 = 3u;   // channels written: C, or 1 for the grayscale of a 3-c
 // Every sample's crop is the whole image at the output's size: after the turns and the flip, output pixel (y, x)
 // reads source pixel (y, x) alone, where bilinear would give it weight 1 and read three more.
 override UNSCALED: bool = false;
-override QUADS: u32 = 8u;   // view4's vec4 columns per workgroup row: 8 divides 32, 64 and 224 pixels by 4
+override QUADS: u32 = 8u;  // vec4 columns per workgroup row (view4, turn4, blurs): 8 divides 32, 64, 224 / 4
 // vec4s of a source row sample4 reads for four neighbouring output pixels: they sample 3·scale + 2 neighbouring
 // columns (scale = crop width / output width), starting anywhere in a vec4 (src/augment.ts `sourceQuads`).
 override NV: u32 = 2u;

@@ -22,7 +22,7 @@ const REC = 24;
 const RECORD_WINDOW = 65536;
 const RECORDS = Math.floor(RECORD_WINDOW / (REC * 4));
 const MAX_SIGMA = 100;
-/** view4's vec4 columns per workgroup row (shaders/augment.wgsl `QUADS`). */
+/** vec4 columns per workgroup row of view4, turn4 and the vec4 blurs (shaders/augment.wgsl `QUADS`). */
 const QUADS = 8;
 
 /** Op tags in the Philox counter. */
@@ -455,7 +455,6 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
       workgroups: [grid[0], grid[1], count],
     })
   );
-
   if (params.some((q) => q.blur > 0)) {
     const tmp = engine.empty(out.shape);
     temps.push(tmp);
