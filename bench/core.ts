@@ -102,10 +102,13 @@ async function fmaCeiling(ctx: BenchContext): Promise<number> {
     });
   // Far below llvmpipe's 65,535-iteration cap on one invocation's loops.
   const MAX_ROUNDS = 16384;
+  // Long enough that launching the million invocations and storing their results is noise: on llvmpipe that
+  // costs ~50 ms, so 16 or 32 rounds measured 20 to 25 GFLOP/s where 256 and more measure ~29.
+  const target = ctx.quick ? 100 : 500;
   let rounds = 16;
   let ms = await ctx.gpu(() => run(rounds), 1);
-  while (ms < (ctx.quick ? 20 : 50) && rounds < MAX_ROUNDS) {
-    rounds = Math.min(MAX_ROUNDS, rounds * Math.max(2, Math.ceil(50 / Math.max(ms, 0.01))));
+  while (ms < target && rounds < MAX_ROUNDS) {
+    rounds = Math.min(MAX_ROUNDS, rounds * Math.max(2, Math.ceil(target / Math.max(ms, 0.01))));
     ms = await ctx.gpu(() => run(rounds), 1);
   }
   ms = await ctx.gpu(() => run(rounds));
