@@ -468,6 +468,20 @@ fn blur(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 override CB: u32 = 2u;   // vec4 columns on each side that blurW4Inner reads: ceil(radius / 4) for every sample
 override EDGES: bool = false;
 
+// Sample z's blur, its record loaded: sigma (0: not blurred), the radius ceil(3σ), and k = −1/(2σ²) of the
+// weights exp(k·d²).
+struct Blur {
+  sigma: f32,
+  radius: f32,
+  k: f32,
+}
+
+fn loadBlur(z: u32) -> Blur {
+  loadRecord(z);
+  let sigma = rec(21u);
+  return Blur(sigma, ceil(3.0 * sigma), -0.5 / (sigma * sigma));
+}
+
 // The Gaussian weights exp(k·d²) (0 past the radius) of one source pixel in four neighbouring outputs, at tap
 // offsets d, d - 1, d - 2, d - 3, from those of the previous pixel (offsets one less): one exp per source pixel.
 fn nextWeights(prev: vec4<f32>, d: f32, k: f32, radius: f32) -> vec4<f32> {
@@ -481,19 +495,16 @@ fn blurW4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
   let i = wg.x * QUADS + lid % QUADS;
   let q = select(i, select(i, w4 - 2u * CB + i, i >= CB), EDGES);   // vec4 column: pixels 4q .. 4q + 3
   if (y >= p.oh || i >= select(w4, 2u * CB, EDGES)) { return; }
-  loadRecord(wg.z);
-  let sigma = rec(21u);
-  if (sigma == 0.0) { return; }
-  let radius = ceil(3.0 * sigma);
-  let k = -0.5 / (sigma * sigma);
+  let b = loadBlur(wg.z);
+  if (b.sigma == 0.0) { return; }
   let plane4 = p.oh * w4;
   let row = (p.first + wg.z) * OC * plane4 + y * w4;
   var acc: array<vec4<f32>, 3>;
   var total = vec4<f32>(0.0);
   var wgt = vec4<f32>(0.0);
   // Source pixel 4q + e, e in [-R, R + 3], weighs w(e - j) in output pixel j = 0..3 where |e - j| ≤ R.
-  for (var e = -i32(radius); e <= i32(radius) + 3; e++) {
-    wgt = nextWeights(wgt, f32(e), k, radius);
+  for (var e = -i32(b.radius); e <= i32(b.radius) + 3; e++) {
+    wgt = nextWeights(wgt, f32(e), b.k, b.radius);
     let s = reflect(i32(4u * q) + e, p.ow);
     for (var c = 0u; c < OC; c++) { acc[c] += wgt * blur_src4[row + c * plane4 + s / 4u][s % 4u]; }
     total += wgt;
@@ -507,11 +518,8 @@ fn blurW4Inner(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
   let y = wg.y * (WG / QUADS) + lid / QUADS;
   let q = CB + wg.x * QUADS + lid % QUADS;
   if (y >= p.oh || q + CB >= w4) { return; }
-  loadRecord(wg.z);
-  let sigma = rec(21u);
-  if (sigma == 0.0) { return; }
-  let radius = ceil(3.0 * sigma);
-  let k = -0.5 / (sigma * sigma);
+  let b = loadBlur(wg.z);
+  if (b.sigma == 0.0) { return; }
   let plane4 = p.oh * w4;
   let row = (p.first + wg.z) * OC * plane4 + y * w4;
   var acc: array<vec4<f32>, 3>;
@@ -522,7 +530,7 @@ fn blurW4Inner(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     for (var c = 0u; c < OC; c++) { src[c] = blur_src4[row + c * plane4 + q + m - CB]; }
     // Lane e of vec4 column q + m - CB is tap offset 4(m - CB) + e - j from output pixel j.
     for (var e = 0u; e < 4u; e++) {
-      wgt = nextWeights(wgt, f32(4u * m + e) - f32(4u * CB), k, radius);
+      wgt = nextWeights(wgt, f32(4u * m + e) - f32(4u * CB), b.k, b.radius);
       for (var c = 0u; c < OC; c++) { acc[c] += wgt * src[c][e]; }
       total += wgt;
     }
@@ -536,18 +544,15 @@ fn blurH4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
   let y0 = 4u * (wg.y * (WG / QUADS) + lid / QUADS);   // rows y0 .. y0 + 3
   let q = wg.x * QUADS + lid % QUADS;
   if (y0 >= p.oh || q >= w4) { return; }
-  loadRecord(wg.z);
-  let sigma = rec(21u);
-  if (sigma == 0.0) { return; }
-  let radius = ceil(3.0 * sigma);
-  let k = -0.5 / (sigma * sigma);
+  let b = loadBlur(wg.z);
+  if (b.sigma == 0.0) { return; }
   let plane4 = p.oh * w4;
   let base4 = (p.first + wg.z) * OC * plane4 + q;
   var acc: array<vec4<f32>, 12>;   // row j, channel c at 3j + c
   var total = vec4<f32>(0.0);      // lane j: row j
   var wgt = vec4<f32>(0.0);
-  for (var e = -i32(radius); e <= i32(radius) + 3; e++) {
-    wgt = nextWeights(wgt, f32(e), k, radius);
+  for (var e = -i32(b.radius); e <= i32(b.radius) + 3; e++) {
+    wgt = nextWeights(wgt, f32(e), b.k, b.radius);
     // Rows past the image's end only feed rows that are not written; the min keeps their reads inside it.
     let s = min(reflect(i32(y0) + e, p.oh), p.oh - 1u) * w4;
     for (var c = 0u; c < OC; c++) {
