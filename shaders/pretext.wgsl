@@ -100,18 +100,20 @@ fn mask_rank(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
 
 @group(0) @binding(2) var<storage, read> mask: array<f32>;
 
+// Whether element e of x (element e + 1 .. e + 3 too, for mask_apply4) lies in a masked patch.
+fn inMaskedPatch(e: u32) -> bool {
+  let plane = p.h * p.w;
+  let at = e % plane;
+  let side = p.oh;   // patch side
+  return mask[e / (p.c * plane) * p.len + (at / p.w / side) * p.cols + at % p.w / side] != 0.0;
+}
+
 @compute @workgroup_size(WG)
 fn mask_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
   let i = index(wg, nwg, lid);
-  let plane = p.h * p.w;
-  if (i >= p.n * p.c * plane) { return; }
-  let n = i / (p.c * plane);
-  let y = (i % plane) / p.w;
-  let xx = i % p.w;
-  let side = p.oh;   // patch side
-  let masked = mask[n * p.len + (y / side) * p.cols + xx / side] != 0.0;
-  out[i] = select(x[i], 0.0, masked);
+  if (i >= p.n * p.c * p.h * p.w) { return; }
+  out[i] = select(x[i], 0.0, inMaskedPatch(i));
 }
 
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
@@ -121,13 +123,8 @@ fn mask_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
 fn mask_apply4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
   let i = index(wg, nwg, lid);
-  let plane = p.h * p.w;
-  if (4u * i >= p.n * p.c * plane) { return; }
-  let n = 4u * i / (p.c * plane);
-  let at = 4u * i % plane;
-  let side = p.oh;   // patch side
-  let masked = mask[n * p.len + (at / p.w / side) * p.cols + at % p.w / side] != 0.0;
-  out4[i] = select(x4[i], vec4<f32>(0.0), masked);
+  if (4u * i >= p.n * p.c * p.h * p.w) { return; }
+  out4[i] = select(x4[i], vec4<f32>(0.0), inMaskedPatch(4u * i));
 }
 
 @group(0) @binding(1) var<storage, read> tokens: array<i32>;
