@@ -3,8 +3,8 @@
 // op(B) [BK x BN] are staged in workgroup memory; each invocation accumulates a TM x TN register block.
 // It writes C [batch, M, N], or with several K slices its partial product into P [slices, batch, M, N]
 // (matmul.ts sums P over slices).   bindings: 1 A, 2 B, 3 C or P
-// Three entries: `main` (above; any shape), and for CPU adapters with dims multiples of 4 `direct` (no workgroup
-// memory) and `slab` (A in a uniform window); see their comments below.
+// Four entries: `main` (above; any shape), and for CPU adapters with dims multiples of 4 `direct` (no workgroup
+// memory) and `slab` (A in a uniform window, B packed into column panels by `packB`); see their comments below.
 // Element (r, c) of op(A) in batch item b is A[a_batch + r * a_rs + c * a_cs] (B likewise), so a transpose
 // only swaps the two strides. Loop cap: an invocation runs k_chunk / BK tile steps of BM*BK/WG + BK*BN/WG
 // loads plus the BK-deep product (unrolled by the compiler; ~400 iterations per step even if not).
@@ -211,10 +211,13 @@ fn direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 
 // ---- slab: for CPU adapters, one batch item, A not transposed, K ≤ 1,024 --------------------------------------
 // One dispatch per SM rows of A, bound as a 64 KiB uniform window (rows row0 .. row0 + SM - 1, K apart; SM·K ≤
-// 16,384 floats). Every invocation reads the same element of A at the same step, a uniform read that a CPU adapter
-// makes once per SIMD group, where a storage read loops over the lanes: only B is read lane by lane, each vec4 of
-// it feeding 4·SM multiply-adds. Each invocation computes an SM × SN block, WG invocations side by side along N.
-// Rows past M read the window's slack and are not stored.
+// 16,384 floats). Every invocation reads the same element of A at the same step: llvmpipe gathers a uniform
+// buffer read without the per-lane exec-mask and bounds tests of a storage read, about a quarter of its cost.
+// Each vec4 of B feeds 4·SM multiply-adds. Each invocation computes an SM × SN block, WG invocations side by side along N:
+// workgroup w covers the PW = WG·SN columns of panel w. B comes packed by `packB` as panels [ceil(N / PW)][K][PW]
+// (zeros past N), so a workgroup's reads run through memory in order: read in place, each K step of B is N floats
+// on, a new page every few steps, where a CPU's prefetcher stops and every read waits on memory.
+// Rows past M read the window's slack and are not stored.   bindings: 1 A window, 2 packed B, 3 C
 const SM = 16u;
 const SN = 8u;
 
@@ -223,14 +226,15 @@ const SN = 8u;
 @compute @workgroup_size(WG)
 fn slab(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let col0 = ((wg.y * nwg.x + wg.x) * WG + lid) * SN;
+  let panel = wg.y * nwg.x + wg.x;
+  let col0 = (panel * WG + lid) * SN;
   if (col0 >= p.n) { return; }
+  let b_at = panel * p.k * (WG * SN / 4u) + lid * (SN / 4u);  // vec4 of packed B at K step 0
   var acc: array<array<vec4<f32>, SN / 4>, SM>;  // acc[r][j]: row row0 + r, columns col0 + 4j .. + 3
   for (var k = 0u; k < p.k; k += 4u) {
     var bv: array<array<vec4<f32>, SN / 4>, 4>;  // bv[kk][j] = op(B)[k + kk, col0 + 4j .. + 3]
-    for (var j = 0u; j < SN / 4u; j++) {
-      let block = bBlock(0u, k, col0 + 4u * j);
-      for (var kk = 0u; kk < 4u; kk++) { bv[kk][j] = block[kk]; }
+    for (var kk = 0u; kk < 4u; kk++) {
+      for (var j = 0u; j < SN / 4u; j++) { bv[kk][j] = b4[b_at + (k + kk) * (WG * SN / 4u) + j]; }
     }
     for (var r = 0u; r < SM; r++) {
       let av = a_slab[(r * p.k + k) / 4u];  // A[row0 + r, k .. k + 3]
@@ -246,4 +250,24 @@ fn slab(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       if (row < p.m && col < p.n) { c4[(row * p.n + col) / 4u] = acc[r][j]; }
     }
   }
+}
+
+// packB: one invocation per vec4 of the panels [ceil(N / PW)][K][PW], PW = WG·SN (run with slab's WG):
+// op(B)[k, c .. c + 3] read through the strides, zeros past N.   bindings: 1 B, 2 packed B
+@group(0) @binding(1) var<storage, read> unpacked: array<f32>;
+@group(0) @binding(2) var<storage, read_write> packed: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn packB(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+  let i = (wg.y * nwg.x + wg.x) * WG + lid;
+  let pw4 = WG * SN / 4u;
+  if (i >= (p.n + 4u * pw4 - 1u) / (4u * pw4) * p.k * pw4) { return; }
+  let c = (i / (p.k * pw4) * pw4 + i % pw4) * 4u;
+  let k = i / pw4 % p.k;
+  var v = vec4<f32>(0.0);  // zeros past N: never stored, but they keep the reads inside B
+  for (var e = 0u; e < 4u; e++) {
+    if (c + e < p.n) { v[e] = unpacked[k * p.b_rs + (c + e) * p.b_cs]; }
+  }
+  packed[i] = v;
 }
