@@ -17,14 +17,16 @@
 //   normalize:     u = x / max(|x|, eps) (or x without NORMALIZE), rows of x1 then x2, packed: rows padded
 //                  with zeros to 4·dim4                            1 x1, 2 x2, 3 u [R, 4·dim4], 4 norms [R]
 //                  (normalizeRows: the same, one invocation per row, for CPU adapters)
-//   stats:         partial (max, Σexp, Σ positive logits, #positives) per (split_par, row)
-//                                                                  1 A, 2 B, 3 labels, 4 partial [split_par·R]
+//   stats:         partial (max, Σexp, Σ positive logits, #positives) per (split_par, row); with p.cache the
+//                  logits too                                      1 A, 2 B, 3 labels, 4 partial [split_par·R],
+//                                                                  5 logits cache
 //   finish:        per row lse, 1/#pos, loss; workgroup sums      1 partial, 2 rowstats [R + 1], 3 sums
 //   total:         one workgroup: loss = Σ loss / #valid           1 sums, 2 rowstats, 3 loss [1]
 //   grad:          partial dA_i = Σ_j W_ij b_j · inv_temp per (split_par, row, dims), W from the row term
 //                  (ROW_TERM, rowstats of A) and the column term (COL_TERM, rowstats of B for j < col_stats)
 //                                                                  1 A, 2 B, 3 labels, 4 rowstats A, 5 rowstats B,
-//                                                                  6 dpart [split_par·R, 4·dim4]
+//                                                                  6 dpart [split_par·R, 4·dim4], 7 logits cache
+//                  (p.cache: the logits are read from the cache stats wrote, not recomputed)
 //   rowDot:        sums[i] = (−u1_i·u2_i, 1) (negative cosine of normalised rows)   1 u1, 2 u2, 3 sums
 //   normalizeGrad: dx = J_normalize(g·scale·Σ dpart) (or without NORMALIZE the sum), rows to dx1 then dx2
 //                                                                  1 dpart, 2 u, 3 norms, 4 g, 5 dx1, 6 dx2
@@ -47,6 +49,7 @@ struct Params {
   n1: u32,
   eps: f32,
   scale: f32,
+  cache: u32,     // stats, grad: 1 to write / read the logits cache (a uniform, so no pipeline variant)
 }
 
 override WGR: u32 = 8;       // invocations along rows (tile rows TR = 8·WGR)
@@ -264,6 +267,43 @@ fn inSplit(j: vec4<u32>, col_end: u32) -> vec4<u32> {
   return select(vec4<u32>(p.cols), j, j < vec4<u32>(col_end));
 }
 
+// The logits cache (p.cache = 1): [rows][cols rounded up to a tile], f32 scaled logits, written by stats, read by
+// grad instead of recomputing them; vec4 q of row i holds columns 4q .. 4q + 3.
+@group(0) @binding(5) var<storage, read_write> cache_out: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> cache_in: array<vec4<f32>>;
+
+fn cacheAt(i: u32, j: u32) -> u32 {
+  let tc = 8u * WGC;
+  return i * ((p.cols + tc - 1u) / tc * tc / 4u) + j / 4u;
+}
+
+// Stores the block of rows i .. i + 7 and columns j .. j + 7 (rows past the end are not cached).
+fn storeLogits(i: u32, j: u32, s: Block) {
+  for (var r = 0u; r < 4u; r++) {
+    if (i + r < p.rows) {
+      cache_out[cacheAt(i + r, j)] = s.s00[r];
+      cache_out[cacheAt(i + r, j) + 1u] = s.s01[r];
+    }
+    if (i + r + 4u < p.rows) {
+      cache_out[cacheAt(i + r + 4u, j)] = s.s10[r];
+      cache_out[cacheAt(i + r + 4u, j) + 1u] = s.s11[r];
+    }
+  }
+}
+
+fn loadLogits(i: u32, j: u32) -> Block {
+  var s: Block;
+  for (var r = 0u; r < 4u; r++) {
+    let top = cacheAt(min(i + r, p.rows - 1u), j);
+    let bottom = cacheAt(min(i + r + 4u, p.rows - 1u), j);
+    s.s00[r] = cache_in[top];
+    s.s01[r] = cache_in[top + 1u];
+    s.s10[r] = cache_in[bottom];
+    s.s11[r] = cache_in[bottom + 1u];
+  }
+  return s;
+}
+
 // ---- forward -----------------------------------------------------------------------------------------------
 
 @group(0) @binding(4) var<storage, read_write> partial: array<vec4<f32>>;
@@ -314,6 +354,7 @@ fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   for (var col0 = at.col_begin; col0 < at.col_end; col0 += 8u * WGC) {
     let s = logits(at.row0, col0, ty, tx, lid);
+    if (p.cache == 1u) { storeLogits(i, col0 + 8u * tx, s); }
     let j0 = inSplit(col0 + 8u * tx + vec4<u32>(0u, 1u, 2u, 3u), at.col_end);
     let j1 = inSplit(col0 + 8u * tx + vec4<u32>(4u, 5u, 6u, 7u), at.col_end);
     let l0 = colLabels(j0);
@@ -483,7 +524,12 @@ fn grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
   var o: array<mat4x4<f32>, 8>;  // o[4h + q]: rows 4h .. 4h + 3 × dims of vec4 q0 + q
   for (var col0 = at.col_begin; col0 < at.col_end; col0 += 8u * WGC) {
-    let s = logits(at.row0, col0, ty, tx, lid);
+    var s: Block;
+    if (p.cache == 1u) {
+      s = loadLogits(i, col0 + 8u * tx);
+    } else {
+      s = logits(at.row0, col0, ty, tx, lid);
+    }
     let j0 = inSplit(col0 + 8u * tx + vec4<u32>(0u, 1u, 2u, 3u), at.col_end);
     let j1 = inSplit(col0 + 8u * tx + vec4<u32>(4u, 5u, 6u, 7u), at.col_end);
     let l0 = colLabels(j0);

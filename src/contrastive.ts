@@ -1,10 +1,11 @@
 // Contrastive and joint-embedding losses (shaders/contrastive.wgsl; CPU reference in src/ref/contrastive.ts).
 // NT-Xent, InfoNCE and SupCon share one fused kernel family: logits stream tile by tile (staged in workgroup
-// memory on GPUs, read straight from storage on CPU adapters) with an online log-sum-exp, the backward
-// recomputes them from the saved per-row log-sum-exp, so live memory is O(N·D + N) and never an N×N matrix.
+// memory on GPUs, read straight from storage on CPU adapters) with an online log-sum-exp; the backward
+// recomputes them (with the saved per-row log-sum-exp), so live memory is O(N·D + N), never an N×N matrix,
+// except that logits up to the engine's logitCacheBytes are kept from the forward instead of recomputed.
 import { type Engine, Params } from "./engine.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
-import { noGrad, record } from "./autograd.ts";
+import { isRecording, noGrad, record } from "./autograd.ts";
 import { add, checkF32, mul } from "./elementwise.ts";
 import type { Tensor } from "./tensor.ts";
 
@@ -97,9 +98,10 @@ function plan(op: string, pr: Problem, withGrad: boolean): Plan {
   };
 }
 
-function params(pr: Problem, pl: Plan, seq: number, colStats = 0): Params {
+function params(pr: Problem, pl: Plan, seq: number, colStats = 0, cache = false): Params {
   return new Params().u32(pr.rows, pr.cols, pr.dim, dim4(pr.dim)).f32(pr.invTemp)
-    .u32(pr.pairing.period, pl.colsPerSplit, pl.splitPar, seq, pl.rowTiles, colStats, 0).f32(NORM_EPS, 1);
+    .u32(pr.pairing.period, pl.colsPerSplit, pl.splitPar, seq, pl.rowTiles, colStats, 0).f32(NORM_EPS, 1)
+    .u32(cache ? 1 : 0);
 }
 
 function problemConstants(pr: Problem) {
@@ -143,25 +145,33 @@ function pack(op: string, normalize: boolean, x1: Tensor, x2?: Tensor): [Tensor,
   return [u, norms];
 }
 
+/** Floats of the logits cache of a problem: rows × columns rounded up to a tile (contrastive.wgsl `cacheAt`). */
+const cacheSize = (pr: Problem) => pr.rows * Math.ceil(pr.cols / TC) * TC;
+
 /**
- * Forward of the fused loss: the scalar loss and per-row stats [rows + 1, 2] (lse, 1/#positives; the last
- * row 1/#valid, #valid) that the backward needs.
+ * Forward of the fused loss: the scalar loss, per-row stats [rows + 1, 2] (lse, 1/#positives; the last row
+ * 1/#valid, #valid) that the backward needs, and the logits cache when the backward may come (recording) and
+ * it fits the engine's logitCacheBytes.
  */
-function lossStats(op: string, pr: Problem): [Tensor, Tensor] {
+function lossStats(op: string, pr: Problem): { loss: Tensor; rowstats: Tensor; cache: Tensor | null } {
   const e = pr.a.engine;
   const pl = plan(op, pr, false);
   const partial = e.empty([pl.splitPar * pr.rows, 4]);
+  const cached = isRecording() && 4 * cacheSize(pr) <= e.logitCacheBytes;
+  // Without a cache its binding still needs a buffer of its own (two writable bindings of one buffer are invalid).
+  const cache = e.empty([cached ? cacheSize(pr) : 4]);
   for (let seq = 0; seq < pl.dispatches; seq++) {
     e.run({
       op,
       shader: "contrastive",
       entry: "stats",
       constants: problemConstants(pr),
-      params: params(pr, pl, seq),
-      buffers: [pr.a, pr.b, pr.pairing.labels ?? pr.a, partial],
+      params: params(pr, pl, seq, 0, cached),
+      buffers: [pr.a, pr.b, pr.pairing.labels ?? pr.a, partial, cache],
       workgroups: pl.rowTiles * pl.splitPar,
     });
   }
+  if (!cached) cache.dispose();
   const rowstats = e.empty([pr.rows + 1, 2]);
   const groups = Math.ceil(pr.rows / WG);
   const sums = e.empty([groups, 2]);
@@ -177,7 +187,7 @@ function lossStats(op: string, pr: Problem): [Tensor, Tensor] {
   const loss = total(op, sums, rowstats, pr.rows);
   partial.dispose();
   sums.dispose();
-  return [loss, rowstats];
+  return { loss, rowstats, cache: cached ? cache : null };
 }
 
 /** Σ sums.x / Σ sums.y as a scalar; writes (1/Σy, Σy) to rowstats[at]. */
@@ -203,8 +213,11 @@ interface Terms {
   colStats?: number;
 }
 
-/** Split partials of dL/da_i = Σ_j W_ij b_j / τ, packed: [splitPar·rows, 4·dim4], and splitPar. */
-function lossGrad(op: string, pr: Problem, terms: Terms): [Tensor, number] {
+/**
+ * Split partials of dL/da_i = Σ_j W_ij b_j / τ, packed: [splitPar·rows, 4·dim4], and splitPar. The logits come
+ * from `cache` (lossStats of the same problem) when there is one.
+ */
+function lossGrad(op: string, pr: Problem, terms: Terms, cache: Tensor | null = null): [Tensor, number] {
   const e = pr.a.engine;
   const pl = plan(op, pr, true);
   const dpart = e.empty([pl.splitPar * pr.rows, 4 * dim4(pr.dim)]);
@@ -221,8 +234,8 @@ function lossGrad(op: string, pr: Problem, terms: Terms): [Tensor, number] {
         ROW_TERM: terms.row ? 1 : 0,
         COL_TERM: terms.col ? 1 : 0,
       },
-      params: params(pr, pl, seq, colStats),
-      buffers: [pr.a, pr.b, pr.pairing.labels ?? pr.a, statsA, statsB, dpart],
+      params: params(pr, pl, seq, colStats, cache !== null),
+      buffers: [pr.a, pr.b, pr.pairing.labels ?? pr.a, statsA, statsB, dpart, cache ?? pr.a],
       workgroups: pl.rowTiles * pl.splitPar * pl.chunks,
     });
   }
@@ -314,16 +327,16 @@ export function ntXent(z1: Tensor, z2: Tensor, options: NTXentOptions = {}): Ten
     invTemp,
     pairing: { excludeSelf: true, period: n },
   };
-  const [loss, rowstats] = lossStats(op, pr);
+  const { loss, rowstats, cache } = lossStats(op, pr);
   return record(loss, op, [z1, z2], (g) => {
     // s_ij = s_ji sits in row i's loss and in row j's: both terms go to u_i.
-    const [dpart, splitPar] = lossGrad(op, pr, { row: rowstats, col: rowstats });
+    const [dpart, splitPar] = lossGrad(op, pr, { row: rowstats, col: rowstats }, cache);
     const dz1 = z1.engine.empty(z1.shape);
     const dz2 = z1.engine.empty(z2.shape);
     finishGrad(op, dpart, splitPar, g, 1, saved, dz1, dz2);
     dpart.dispose();
     return [dz1, dz2];
-  }, [...saved, rowstats]);
+  }, [...saved, rowstats, ...(cache ? [cache] : [])]);
 }
 
 export interface InfoNCEOptions {
@@ -363,14 +376,16 @@ export function infoNCE(query: Tensor, keys: Tensor, options: InfoNCEOptions): T
   knNorms.dispose();
   const qk: Problem = { a: q, b: kn, rows: n, cols: kn.shape[0], dim, invTemp, pairing };
   const kq: Problem = { a: kn, b: q, rows: n, cols: n, dim, invTemp, pairing };
-  const [lossQ, statsQ] = lossStats(op, qk);
-  const saved = [q, kn, statsQ];
+  const { loss: lossQ, rowstats: statsQ, cache: cacheQ } = lossStats(op, qk);
+  const saved = [q, kn, statsQ, ...(cacheQ ? [cacheQ] : [])];
   let loss = lossQ;
   let statsK: Tensor | undefined;
+  let cacheK: Tensor | null = null;
   if (options.symmetric) {
-    const [lossK, stats] = lossStats(op, kq);
-    statsK = stats;
-    saved.push(statsK);
+    const { loss: lossK, rowstats, cache } = lossStats(op, kq);
+    statsK = rowstats;
+    cacheK = cache;
+    saved.push(statsK, ...(cacheK ? [cacheK] : []));
     loss = noGrad(() => {
       const both = add(lossQ, lossK);
       const mean = mul(both, 0.5);
@@ -385,11 +400,11 @@ export function infoNCE(query: Tensor, keys: Tensor, options: InfoNCEOptions): T
     const dq = e.empty(query.shape);
     const dk = e.empty(keys.shape);
     // dq: the query's own row (qk) and, when symmetric, its column in every key's row (kq, keys only).
-    const [dpq, spq] = lossGrad(op, qk, { row: statsQ, col: statsK, colStats: n });
+    const [dpq, spq] = lossGrad(op, qk, { row: statsQ, col: statsK, colStats: n }, cacheQ);
     finishGrad(op, dpq, spq, half, 1, null, dq);
     dpq.dispose();
     // dk: the key's column in every query's row (qk) and, when symmetric, its own row (kq).
-    const [dpk, spk] = lossGrad(op, kq, { row: statsK, col: statsQ, colStats: n });
+    const [dpk, spk] = lossGrad(op, kq, { row: statsK, col: statsQ, colStats: n }, cacheK);
     finishGrad(op, dpk, spk, half, 1, null, dk);
     dpk.dispose();
     if (half !== g) half.dispose();
@@ -423,14 +438,14 @@ export function supCon(z: Tensor, labels: Tensor, options: SupConOptions): Tenso
   const [u] = saved;
   const pairing: Pairing = { excludeSelf: true, period: 0xffffffff, labels };
   const pr: Problem = { a: u, b: u, rows: n, cols: n, dim, invTemp, pairing };
-  const [loss, rowstats] = lossStats(op, pr);
+  const { loss, rowstats, cache } = lossStats(op, pr);
   return record(loss, op, [z], (g) => {
-    const [dpart, splitPar] = lossGrad(op, pr, { row: rowstats, col: rowstats });
+    const [dpart, splitPar] = lossGrad(op, pr, { row: rowstats, col: rowstats }, cache);
     const dz = z.engine.empty(z.shape);
     finishGrad(op, dpart, splitPar, g, 1, saved, dz);
     dpart.dispose();
     return [dz];
-  }, [...saved, rowstats]);
+  }, [...saved, rowstats, ...(cache ? [cache] : [])]);
 }
 
 /**

@@ -10,7 +10,7 @@ import {
   type Tensor,
 } from "../src/mod.ts";
 import { refInfoNCE, refNegativeCosine, refNtXent, refSupCon } from "../src/ref/contrastive.ts";
-import { bothKernels, test } from "./harness.ts";
+import { bothKernels, keptEngine, test, type TestFn } from "./harness.ts";
 import {
   assert,
   assertClose,
@@ -48,8 +48,14 @@ function allFinite(xs: ArrayLike<number>[], what: string): void {
   }
 }
 
+/** Runs `fn` with the logits cache (the default) and without it, each on both kernel variants. */
+async function bothCaches(fn: TestFn): Promise<void> {
+  await bothKernels(fn);
+  await bothKernels(fn, { logitCacheBytes: 0 });
+}
+
 test("ntXent: value and gradients match the float64 reference (random N, D, temperatures 1 .. 0.01)", () =>
-  bothKernels(async (engine) => {
+  bothCaches(async (engine) => {
     const before = engine.memory();
     // [150, 130]: D past one workgroup's 128 dims of the gradient (two chunks), not a multiple of 4.
     const cases: [number, number, number][] = [
@@ -79,7 +85,7 @@ test("ntXent: value and gradients match the float64 reference (random N, D, temp
   }));
 
 test("infoNCE: with and without a negatives bank, one-way and symmetric, match the reference", () =>
-  bothKernels(async (engine) => {
+  bothCaches(async (engine) => {
     const before = engine.memory();
     const cases: [number, number, number, number, boolean][] = [
       [1, 4, 1, 0, false],
@@ -111,7 +117,7 @@ test("infoNCE: with and without a negatives bank, one-way and symmetric, match t
   }));
 
 test("supCon: labels with several positives and anchors without any match the reference", () =>
-  bothKernels(async (engine) => {
+  bothCaches(async (engine) => {
     const before = engine.memory();
     const cases: [number, number, number, number][] = [[1, 3, 0.5, 1], [2, 4, 0.1, 1], [19, 8, 0.07, 4], [
       70,
@@ -269,29 +275,36 @@ test("infoNCE: a 200,000-column negatives bank is split across workgroups and di
     assertNoLeak(engine, before, "big bank");
   }, { parallelWorkgroups: 2 }));
 
-test("ntXent: peak memory of forward + backward is O(N·D), far below the (2N)² matrix", async (engine) => {
+test("ntXent: peak memory of forward + backward is O(N·D) without the logits cache, that plus the cache with it", async () => {
   const n = 1024;
   const d = 32;
-  const z1 = engine.randn([n, d], { seed: 1 });
-  const z2 = engine.randn([n, d], { seed: 2 });
-  const before = engine.memory();
-  engine.resetPeak();
-  const loss = ntXent(z1, z2, { temperature: 0.1 });
-  const [g1, g2] = grad(loss, [z1, z2]);
-  await g1.toArray();
-  const peak = engine.memory().peakBytes - before.bytes;
-  const ref = refNtXent(await z1.toArray(), await z2.toArray(), n, d, 0.1);
-  close([(await take(loss))[0]], [ref.loss], "loss");
-  close(await take(g1), ref.dz1, "dz1");
-  close(await take(g2), ref.dz2, "dz2");
-  // Live on top of the inputs: packed u, two gradients, split partials of the gradient (≤ 8 workgroups' worth)
-  // and O(N) stats: a small multiple of N·D·4 bytes, while the similarity matrix alone is (2N)²·4 = 16 MiB.
-  const embedding = 2 * n * d * 4;
-  assert(peak <= 8 * embedding, `peak ${peak} bytes over 8 × ${embedding}`);
-  assert(peak < (2 * n) ** 2 * 4 / 8, `peak ${peak} bytes not far below the N² matrix`);
-  z1.dispose();
-  z2.dispose();
-  assertNoLeak(engine, { tensors: before.tensors - 2, bytes: before.bytes - 2 * n * d * 4 }, "memory");
+  // (2N)² logits of 4 bytes: 16 MiB, what the default logitCacheBytes holds.
+  const matrix = (2 * n) ** 2 * 4;
+  for (const logitCacheBytes of [0, matrix]) {
+    const engine = await keptEngine({ logitCacheBytes });
+    const z1 = engine.randn([n, d], { seed: 1 });
+    const z2 = engine.randn([n, d], { seed: 2 });
+    const before = engine.memory();
+    engine.resetPeak();
+    const loss = ntXent(z1, z2, { temperature: 0.1 });
+    const [g1, g2] = grad(loss, [z1, z2]);
+    await g1.toArray();
+    const peak = engine.memory().peakBytes - before.bytes;
+    const ref = refNtXent(await z1.toArray(), await z2.toArray(), n, d, 0.1);
+    close([(await take(loss))[0]], [ref.loss], "loss");
+    close(await take(g1), ref.dz1, "dz1");
+    close(await take(g2), ref.dz2, "dz2");
+    // Live on top of the inputs: packed u, two gradients, split partials of the gradient (≤ 8 workgroups'
+    // worth) and O(N) stats: a small multiple of N·D·4 bytes; with the cache the logits on top.
+    const embedding = 2 * n * d * 4;
+    const bound = 8 * embedding + logitCacheBytes;
+    assert(peak <= bound, `cache ${logitCacheBytes}: peak ${peak} bytes over ${bound}`);
+    if (logitCacheBytes === 0) assert(peak < matrix / 8, `peak ${peak} bytes not far below the N² matrix`);
+    else assert(peak >= matrix, `peak ${peak} bytes: the logits were not cached`);
+    z1.dispose();
+    z2.dispose();
+    assertNoLeak(engine, { tensors: before.tensors - 2, bytes: before.bytes - 2 * n * d * 4 }, "memory");
+  }
 });
 
 test("contrastive losses: bad shapes, labels and temperatures throw and leak nothing", async (engine) => {

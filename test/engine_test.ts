@@ -202,14 +202,17 @@ test("init without WebGPU, or without an adapter, throws a DeviceError saying ho
   engine.destroy();
 });
 
-test("parallelWorkgroups and cpuKernels: CPU adapters get 4 workgroups per thread and the CPU kernels", async () => {
+test("parallelWorkgroups, cpuKernels, logitCacheBytes: CPU adapters get 4 workgroups per thread and the CPU kernels", async () => {
   await assertThrows(() => init({ parallelWorkgroups: 0 }), RangeError, ["parallelWorkgroups", "0"]);
   await assertThrows(() => init({ parallelWorkgroups: 2.5 }), RangeError, ["parallelWorkgroups", "2.5"]);
+  await assertThrows(() => init({ logitCacheBytes: -1 }), RangeError, ["logitCacheBytes", "-1"]);
+  await assertThrows(() => init({ logitCacheBytes: NaN }), RangeError, ["logitCacheBytes", "NaN"]);
   const engine = await init();
   // Both runtimes here have CPU adapters (llvmpipe, SwiftShader); a GPU gets the other defaults.
   const cpu = /llvmpipe|lavapipe|swiftshader/i.test(engine.adapterName);
   assertEquals(engine.cpuKernels, cpu);
   assertEquals(engine.parallelWorkgroups, cpu ? 4 * (navigator.hardwareConcurrency || 1) : 256);
+  assertEquals(engine.logitCacheBytes, 16 * 2 ** 20);
   engine.destroy();
   const chosen = await init({ parallelWorkgroups: 3, cpuKernels: !cpu });
   assertEquals(chosen.parallelWorkgroups, 3);

@@ -27,7 +27,7 @@ export function sharedEngine(): Promise<Engine> {
 const kept = new Map<string, Promise<Engine>>();
 
 /** An engine of the shared options and `options`, made on first use and kept, like the shared engine. */
-function keptEngine(options: InitOptions): Promise<Engine> {
+export function keptEngine(options: InitOptions): Promise<Engine> {
   const key = JSON.stringify(options);
   if (!kept.has(key)) kept.set(key, init({ ...SHARED_OPTIONS, ...options }));
   return kept.get(key)!;
