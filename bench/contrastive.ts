@@ -78,7 +78,8 @@ export async function bench(ctx: BenchContext): Promise<void> {
         ms,
         flops: backward ? flops.fwdbwd : flops.fwd,
         peakBytes: peak,
-        note: `fused; the (2N)² matrix alone would be ${(matrixBytes / 2 ** 20).toFixed(0)} MiB`,
+        note: `fused${backward && matrixBytes <= e.logitCacheBytes ? ", logits cached" : ""}; ` +
+          `the (2N)² matrix alone would be ${(matrixBytes / 2 ** 20).toFixed(0)} MiB`,
       });
       if (matrixBytes <= e.maxBinding) {
         const eye = new Float32Array((2 * n) ** 2);
