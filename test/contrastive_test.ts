@@ -2,6 +2,7 @@
 import {
   grad,
   infoNCE,
+  type InitOptions,
   negativeCosine,
   noGrad,
   ntXent,
@@ -49,9 +50,9 @@ function allFinite(xs: ArrayLike<number>[], what: string): void {
 }
 
 /** Runs `fn` with the logits cache (the default) and without it, each on both kernel variants. */
-async function bothCaches(fn: TestFn): Promise<void> {
-  await bothKernels(fn);
-  await bothKernels(fn, { logitCacheBytes: 0 });
+async function bothCaches(fn: TestFn, options: InitOptions = {}): Promise<void> {
+  await bothKernels(fn, options);
+  await bothKernels(fn, { ...options, logitCacheBytes: 0 });
 }
 
 test("ntXent: value and gradients match the float64 reference (random N, D, temperatures 1 .. 0.01)", () =>
@@ -245,7 +246,7 @@ test("ntXent, infoNCE, supCon: gradients match central finite differences", asyn
 });
 
 test("infoNCE: a 200,000-column negatives bank is split across workgroups and dispatches (loop cap)", () =>
-  bothKernels(async (engine) => {
+  bothCaches(async (engine) => {
     // One row tile against 200,000 columns: the backward's column loop alone would run ~2e5 times in one
     // invocation (llvmpipe stops loops at 65,535). With 2 parallel workgroups only the loop budget splits it:
     // ~34 splits of ≤ 94 column tiles, 2 side by side per dispatch, so both the side-by-side partials and the

@@ -26,8 +26,21 @@ export function sharedEngine(): Promise<Engine> {
 
 const kept = new Map<string, Promise<Engine>>();
 
-/** An engine of the shared options and `options`, made on first use and kept, like the shared engine. */
-export function keptEngine(options: InitOptions): Promise<Engine> {
+/** What an option became on an engine: where the shared engine already has every asked value, it serves. */
+const RESOLVED: Partial<Record<keyof InitOptions, (e: Engine) => unknown>> = {
+  cpuKernels: (e) => e.cpuKernels,
+  parallelWorkgroups: (e) => e.parallelWorkgroups,
+  logitCacheBytes: (e) => e.logitCacheBytes,
+};
+
+/**
+ * An engine of the shared options and `options`, made on first use and kept, like the shared engine; the
+ * shared engine itself where it already is one (each engine compiles its pipelines anew, slowly on a CPU).
+ */
+export async function keptEngine(options: InitOptions): Promise<Engine> {
+  const shared = await sharedEngine();
+  const same = Object.entries(options).every(([k, v]) => RESOLVED[k as keyof InitOptions]?.(shared) === v);
+  if (same) return shared;
   const key = JSON.stringify(options);
   if (!kept.has(key)) kept.set(key, init({ ...SHARED_OPTIONS, ...options }));
   return kept.get(key)!;
