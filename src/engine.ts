@@ -33,6 +33,7 @@ export interface InitOptions {
    * differentiated problem's logits fit, the forward stores them and the backward reads them instead of
    * recomputing them (ntXent forward+backward at N = 256 ran ~1.5x faster on llvmpipe). Bigger problems
    * recompute, so memory stays O(N·D) beyond this constant. Default 16 MiB (ntXent to N = 1,024); 0 never caches.
+   * `engine.logitCacheBytes` changes it later.
    */
   logitCacheBytes?: number;
 }
@@ -102,15 +103,18 @@ function sizeClass(bytes: number): number {
   return Math.ceil(bytes / step) * step;
 }
 
+function checkCacheBytes(where: string, bytes: number): void {
+  if (!(Number.isFinite(bytes) && bytes >= 0)) {
+    throw new RangeError(`${where}: logitCacheBytes must be a finite number ≥ 0, got ${bytes}`);
+  }
+}
+
 export async function init(options: InitOptions = {}): Promise<Engine> {
   const pw = options.parallelWorkgroups;
   if (pw !== undefined && !(Number.isInteger(pw) && pw >= 1)) {
     throw new RangeError(`init: parallelWorkgroups must be a positive integer, got ${pw}`);
   }
-  const cache = options.logitCacheBytes;
-  if (cache !== undefined && !(Number.isFinite(cache) && cache >= 0)) {
-    throw new RangeError(`init: logitCacheBytes must be a finite number ≥ 0, got ${cache}`);
-  }
+  if (options.logitCacheBytes !== undefined) checkCacheBytes("init", options.logitCacheBytes);
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) {
     throw new DeviceError(
@@ -161,8 +165,7 @@ export class Engine {
   readonly batchSize: number;
   /** Workgroups one dispatch needs to keep the adapter busy (`InitOptions.parallelWorkgroups`). */
   readonly parallelWorkgroups: number;
-  /** Largest logits cache of the fused contrastive losses (`InitOptions.logitCacheBytes`). */
-  readonly logitCacheBytes: number;
+  #logitCacheBytes: number;
   /** Whether ops pick the kernel variants made for CPU adapters (`InitOptions.cpuKernels`). */
   readonly cpuKernels: boolean;
   /** Command buffers submitted so far (ops batch into one; readbacks and full batches submit). */
@@ -198,7 +201,7 @@ export class Engine {
     this.cpuKernels = options.cpuKernels ?? cpu;
     this.parallelWorkgroups = options.parallelWorkgroups ??
       (cpu ? 4 * (globalThis.navigator?.hardwareConcurrency || 1) : 256);
-    this.logitCacheBytes = options.logitCacheBytes ?? 16 * 2 ** 20;
+    this.#logitCacheBytes = options.logitCacheBytes ?? 16 * 2 ** 20;
     this.#arena = device.createBuffer({
       size: this.#arenaData.byteLength,
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
@@ -421,6 +424,19 @@ export class Engine {
       this.#pipelines.set(key, p);
     }
     return p;
+  }
+
+  /**
+   * Largest logits cache of the fused contrastive losses (`InitOptions.logitCacheBytes`); a new value applies to
+   * the forwards that follow (the cache flag is a uniform, so no pipeline is rebuilt).
+   */
+  get logitCacheBytes(): number {
+    return this.#logitCacheBytes;
+  }
+
+  set logitCacheBytes(bytes: number) {
+    checkCacheBytes("Engine", bytes);
+    this.#logitCacheBytes = bytes;
   }
 
   /** Largest byte window a kernel may bind, and the alignment of a window's offset. */

@@ -11,7 +11,7 @@ import {
   type Tensor,
 } from "../src/mod.ts";
 import { refInfoNCE, refNegativeCosine, refNtXent, refSupCon } from "../src/ref/contrastive.ts";
-import { bothKernels, keptEngine, test, type TestFn } from "./harness.ts";
+import { bothKernels, test, type TestFn } from "./harness.ts";
 import {
   assert,
   assertClose,
@@ -49,10 +49,21 @@ function allFinite(xs: ArrayLike<number>[], what: string): void {
   }
 }
 
-/** Runs `fn` with the logits cache (the default) and without it, each on both kernel variants. */
-async function bothCaches(fn: TestFn, options: InitOptions = {}): Promise<void> {
-  await bothKernels(fn, options);
-  await bothKernels(fn, { ...options, logitCacheBytes: 0 });
+/**
+ * Runs `fn` on both kernel variants, each with the logits cache (the default) and without it: the same engine
+ * and pipelines (the cache flag is a uniform), only `logitCacheBytes` set to 0 for the second run.
+ */
+function bothCaches(fn: TestFn, options: InitOptions = {}): Promise<void> {
+  return bothKernels(async (engine) => {
+    await fn(engine);
+    const bytes = engine.logitCacheBytes;
+    engine.logitCacheBytes = 0;
+    try {
+      await fn(engine);
+    } finally {
+      engine.logitCacheBytes = bytes;
+    }
+  }, options);
 }
 
 test("ntXent: value and gradients match the float64 reference (random N, D, temperatures 1 .. 0.01)", () =>
@@ -276,35 +287,40 @@ test("infoNCE: a 200,000-column negatives bank is split across workgroups and di
     assertNoLeak(engine, before, "big bank");
   }, { parallelWorkgroups: 2 }));
 
-test("ntXent: peak memory of forward + backward is O(N·D) without the logits cache, that plus the cache with it", async () => {
+test("ntXent: peak memory of forward + backward is O(N·D) without the logits cache, that plus the cache with it", async (engine) => {
   const n = 1024;
   const d = 32;
   // (2N)² logits of 4 bytes: 16 MiB, what the default logitCacheBytes holds.
   const matrix = (2 * n) ** 2 * 4;
-  for (const logitCacheBytes of [0, matrix]) {
-    const engine = await keptEngine({ logitCacheBytes });
-    const z1 = engine.randn([n, d], { seed: 1 });
-    const z2 = engine.randn([n, d], { seed: 2 });
-    const before = engine.memory();
-    engine.resetPeak();
-    const loss = ntXent(z1, z2, { temperature: 0.1 });
-    const [g1, g2] = grad(loss, [z1, z2]);
-    await g1.toArray();
-    const peak = engine.memory().peakBytes - before.bytes;
-    const ref = refNtXent(await z1.toArray(), await z2.toArray(), n, d, 0.1);
-    close([(await take(loss))[0]], [ref.loss], "loss");
-    close(await take(g1), ref.dz1, "dz1");
-    close(await take(g2), ref.dz2, "dz2");
-    // Live on top of the inputs: packed u, two gradients, split partials of the gradient (≤ 8 workgroups'
-    // worth) and O(N) stats: a small multiple of N·D·4 bytes; with the cache the logits on top.
-    const embedding = 2 * n * d * 4;
-    const bound = 8 * embedding + logitCacheBytes;
-    assert(peak <= bound, `cache ${logitCacheBytes}: peak ${peak} bytes over ${bound}`);
-    if (logitCacheBytes === 0) assert(peak < matrix / 8, `peak ${peak} bytes not far below the N² matrix`);
-    else assert(peak >= matrix, `peak ${peak} bytes: the logits were not cached`);
-    z1.dispose();
-    z2.dispose();
-    assertNoLeak(engine, { tensors: before.tensors - 2, bytes: before.bytes - 2 * n * d * 4 }, "memory");
+  const bytes = engine.logitCacheBytes;
+  try {
+    for (const logitCacheBytes of [0, matrix]) {
+      engine.logitCacheBytes = logitCacheBytes;
+      const z1 = engine.randn([n, d], { seed: 1 });
+      const z2 = engine.randn([n, d], { seed: 2 });
+      const before = engine.memory();
+      engine.resetPeak();
+      const loss = ntXent(z1, z2, { temperature: 0.1 });
+      const [g1, g2] = grad(loss, [z1, z2]);
+      await g1.toArray();
+      const peak = engine.memory().peakBytes - before.bytes;
+      const ref = refNtXent(await z1.toArray(), await z2.toArray(), n, d, 0.1);
+      close([(await take(loss))[0]], [ref.loss], "loss");
+      close(await take(g1), ref.dz1, "dz1");
+      close(await take(g2), ref.dz2, "dz2");
+      // Live on top of the inputs: packed u, two gradients, split partials of the gradient (≤ 8 workgroups'
+      // worth) and O(N) stats: a small multiple of N·D·4 bytes; with the cache the logits on top.
+      const embedding = 2 * n * d * 4;
+      const bound = 8 * embedding + logitCacheBytes;
+      assert(peak <= bound, `cache ${logitCacheBytes}: peak ${peak} bytes over ${bound}`);
+      if (logitCacheBytes === 0) assert(peak < matrix / 8, `peak ${peak} bytes not far below the N² matrix`);
+      else assert(peak >= matrix, `peak ${peak} bytes: the logits were not cached`);
+      z1.dispose();
+      z2.dispose();
+      assertNoLeak(engine, { tensors: before.tensors - 2, bytes: before.bytes - 2 * n * d * 4 }, "memory");
+    }
+  } finally {
+    engine.logitCacheBytes = bytes;
   }
 });
 

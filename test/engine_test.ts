@@ -213,6 +213,9 @@ test("parallelWorkgroups, cpuKernels, logitCacheBytes: CPU adapters get 4 workgr
   assertEquals(engine.cpuKernels, cpu);
   assertEquals(engine.parallelWorkgroups, cpu ? 4 * (navigator.hardwareConcurrency || 1) : 256);
   assertEquals(engine.logitCacheBytes, 16 * 2 ** 20);
+  await assertThrows(() => (engine.logitCacheBytes = -1), RangeError, ["logitCacheBytes", "-1"]);
+  engine.logitCacheBytes = 0;
+  assertEquals(engine.logitCacheBytes, 0);
   engine.destroy();
   const chosen = await init({ parallelWorkgroups: 3, cpuKernels: !cpu });
   assertEquals(chosen.parallelWorkgroups, 3);

@@ -26,7 +26,7 @@ export function sharedEngine(): Promise<Engine> {
 
 const kept = new Map<string, Promise<Engine>>();
 
-/** What an option became on an engine: where the shared engine already has every asked value, it serves. */
+/** What an option became on an engine, so options that resolve alike share one kept engine. */
 const RESOLVED: Partial<Record<keyof InitOptions, (e: Engine) => unknown>> = {
   cpuKernels: (e) => e.cpuKernels,
   parallelWorkgroups: (e) => e.parallelWorkgroups,
@@ -34,14 +34,18 @@ const RESOLVED: Partial<Record<keyof InitOptions, (e: Engine) => unknown>> = {
 };
 
 /**
- * An engine of the shared options and `options`, made on first use and kept, like the shared engine; the
- * shared engine itself where it already is one (each engine compiles its pipelines anew, slowly on a CPU).
+ * An engine of the shared options and `options`, made on first use and kept, like the shared engine: the
+ * shared engine itself where `options` resolve to what it has, and one engine for all options that resolve
+ * alike (each engine compiles its pipelines anew, slowly on a CPU).
  */
 export async function keptEngine(options: InitOptions): Promise<Engine> {
   const shared = await sharedEngine();
-  const same = Object.entries(options).every(([k, v]) => RESOLVED[k as keyof InitOptions]?.(shared) === v);
-  if (same) return shared;
-  const key = JSON.stringify(options);
+  const resolve = (o: InitOptions) => {
+    const values = Object.entries(RESOLVED).map(([k, f]) => [k, f!(shared)]);
+    return JSON.stringify(Object.entries({ ...Object.fromEntries(values), ...o }).sort());
+  };
+  const key = resolve(options);
+  if (key === resolve({})) return shared;
   if (!kept.has(key)) kept.set(key, init({ ...SHARED_OPTIONS, ...options }));
   return kept.get(key)!;
 }
