@@ -30,7 +30,6 @@ const kept = new Map<string, Promise<Engine>>();
 const RESOLVED: Partial<Record<keyof InitOptions, (e: Engine) => unknown>> = {
   cpuKernels: (e) => e.cpuKernels,
   parallelWorkgroups: (e) => e.parallelWorkgroups,
-  logitCacheBytes: (e) => e.logitCacheBytes,
 };
 
 /**
@@ -38,7 +37,7 @@ const RESOLVED: Partial<Record<keyof InitOptions, (e: Engine) => unknown>> = {
  * shared engine itself where `options` resolve to what it has, and one engine for all options that resolve
  * alike (each engine compiles its pipelines anew, slowly on a CPU).
  */
-export async function keptEngine(options: InitOptions): Promise<Engine> {
+async function keptEngine(options: InitOptions): Promise<Engine> {
   const shared = await sharedEngine();
   const resolve = (o: InitOptions) => {
     const values = Object.entries(RESOLVED).map(([k, f]) => [k, f!(shared)]);
