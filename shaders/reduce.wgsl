@@ -17,6 +17,9 @@
 // pass folds those too.
 // With VEC4 (a first pass over contiguous rows whose length is a multiple of 4) lengths, offsets and windows
 // count vec4s, and a part folds ITEMS vec4s: a quarter of the loads, which is what a CPU adapter pays for.
+// With ROWS_FAST (a first pass over strided rows whose kept dims include the innermost) neighbouring
+// invocations take the same part of neighbouring rows, which lie side by side in memory; the partials keep
+// their numbering.
 // Bindings: 0 params (uniform), 1 x (storage, read, bound in whole vec4s; pairs when PAIRS_IN), 2 out (storage;
 // pairs when PAIRS_OUT).
 //! include lib/nan.wgsl
@@ -45,6 +48,7 @@ override PAIRS_IN: bool = false;
 override PAIRS_OUT: bool = false;
 override CONTIGUOUS: bool = false;
 override VEC4: bool = false;  // contiguous rows of a multiple of 4: every index above counts vec4s
+override ROWS_FAST: bool = false;
 const BLOCK = 8u;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -127,7 +131,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         @builtin(local_invocation_index) lid: u32) {
   let i = (wg.y * nwg.x + wg.x) * WG + lid;
   if (i >= p.nparts) { return; }
-  let part = p.part0 + i;
+  let per_row = p.chunks * p.seg;
+  let rows = p.nparts / per_row;
+  let part = select(p.part0 + i, (i % rows) * per_row + i / rows, ROWS_FAST);
   let row = part / (p.chunks * p.seg);
   let start = (part % (p.chunks * p.seg) / p.seg) * p.seg * ITEMS + part % p.seg;  // reduced index
   let n = select(0u, min(ITEMS, (p.len - start + p.seg - 1u) / p.seg), start < p.len);

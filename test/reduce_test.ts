@@ -26,7 +26,7 @@ import {
   refSum,
   refSumGrad,
 } from "../src/ref/reduce.ts";
-import { test } from "./harness.ts";
+import { bothKernels, test } from "./harness.ts";
 import {
   assertClose,
   assertEquals,
@@ -48,13 +48,17 @@ type Ref = (
 
 const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
-/** A test whose body must leave engine.memory() where it found it (`using` tensors are gone by then). */
-function leakTest(name: string, body: (engine: Engine) => Promise<void>): void {
-  test(name, async (engine) => {
+/**
+ * A test whose body must leave engine.memory() where it found it (`using` tensors are gone by then); with
+ * `both`, run on the CPU adapters' kernel choices and the GPUs' (reductions cut rows into parts differently).
+ */
+function leakTest(name: string, body: (engine: Engine) => Promise<void>, both = false): void {
+  const run = async (engine: Engine) => {
     const before = engine.memory();
     await body(engine);
     assertNoLeak(engine, before);
-  });
+  };
+  test(name, (engine) => both ? bothKernels(run) : run(engine));
 }
 
 // Integer-valued f32 (|x| ≤ 8, every partial < 2^24) sums exactly in any order: compared exactly, a lost or
@@ -122,6 +126,7 @@ leakTest(
       }
     }
   },
+  true,
 );
 
 leakTest(
@@ -159,7 +164,7 @@ leakTest("logsumexp over axes matches float64 on random shapes", async (engine) 
       );
     }
   }
-});
+}, true);
 
 leakTest("softmax and logSoftmax along any axis match float64", async (engine) => {
   for (const [k, { shape }] of cases(12, 3).entries()) {
@@ -196,7 +201,7 @@ leakTest("multi-pass rows: 100,003 elements along the inner and the outer axis",
     assertClose(await take(max(t, axis)), refMax(x, shape, [axis]).data, exact, `max ${shape}`);
     assertClose(await take(logsumexp(t, axis)), refLogsumexp(x, shape, [axis]).data, lseTol, `lse ${shape}`);
   }
-});
+}, true);
 
 // Where a tensor is over maxStorageBufferBindingSize (128 MiB on llvmpipe; Chromium's SwiftShader binds 1 GiB,
 // so there these two tests run unwindowed), the first pass reads it window by window.
