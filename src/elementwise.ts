@@ -7,8 +7,9 @@ import { reshape } from "./shape.ts";
 import { sameShape, shapeSize, type Tensor } from "./tensor.ts";
 
 const WG = 256;
-/** broadcast with vec4 rows: vec4s per invocation (shaders/elementwise.wgsl RUN). */
+/** broadcast with vec4 rows: vec4s per invocation (shaders/elementwise.wgsl RUN), and invocations sharing a run. */
 const RUN = 16;
+const LANES = 8;
 export type Operand = Tensor | number;
 
 const UNARY = {
@@ -184,8 +185,10 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
     broadcastStrides(a.shape, shape),
     broadcastStrides(b.shape, shape),
   );
+  const inner4 = dims.at(-1)! / 4;
+  const lanes = Math.min(LANES, Math.ceil(inner4 / RUN));
   const params = (n: number) =>
-    new Params().u32(n, dims.length).f32(0).u32(0).dims(dims).dims(sa, 0).dims(sb, 0);
+    new Params().u32(n, dims.length).f32(0).u32(lanes).dims(dims).dims(sa, 0).dims(sb, 0);
   // After collapsing, an input's innermost stride is 1 (it has that dim) or 0 (broadcast along it).
   const constants = {
     OP: BINARY[op],
@@ -194,9 +197,9 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
     B_ROW: Number(sb.at(-1) === 1),
   };
   if (constants.INNER4) {
-    // One invocation per run of up to RUN vec4s of an innermost row (one window: the output fits one binding).
-    const inner4 = dims.at(-1)! / 4;
-    const runs = (out.size / 4 / inner4) * Math.ceil(inner4 / RUN);
+    // `lanes` invocations per run of up to lanes·RUN vec4s of an innermost row (one window: the output fits one
+    // binding).
+    const runs = (out.size / 4 / inner4) * Math.ceil(inner4 / (lanes * RUN)) * lanes;
     out.engine.run({
       op,
       shader: "elementwise",

@@ -86,7 +86,9 @@ test("scalars are accepted on either side", async (engine) => {
 
 test("broadcasts whose innermost dim is a multiple of 4 (vec4 rows) match the reference", async (engine) => {
   const before = engine.memory();
-  // Rows of 68 and 132 elements take two and three runs of up to 16 vec4s.
+  // A run is up to 16 vec4s per invocation, lanes = min(8, ⌈vec4s / 16⌉) invocations sharing it (each taking
+  // every lanes-th vec4): rows of 68 and 132 elements are one run of 2 and 3 lanes; rows of 516 and 1,044 are
+  // runs of 8 lanes, whose last run has 1 and 5 vec4s (the other lanes idle).
   const cases = [
     [[6, 8], [8]],
     [[2, 3, 4], [3, 1]],
@@ -96,6 +98,9 @@ test("broadcasts whose innermost dim is a multiple of 4 (vec4 rows) match the re
     [[2, 1, 8], [2, 3, 1]],
     [[3, 68], [68]],
     [[2, 1, 132], [1, 3, 1]],
+    [[5, 516], [5, 1]],
+    [[3, 1044], [1044]],
+    [[2, 1, 1044], [1, 3, 1]],
   ];
   for (const [k, [aShape, bShape]] of cases.entries()) {
     const a = randomArray(aShape.reduce((x, y) => x * y, 1), 300 + k);
