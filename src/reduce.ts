@@ -149,6 +149,8 @@ function reduce(
           `over maxStorageBufferBindingSize (${e.maxBinding} bytes)`,
       );
     }
+    const rowsFast = pass === 0 && !contiguous && kept.stride.at(-1) === 1;
+    const kept4 = rowsFast && kept.shape.at(-1)! % 4 === 0 && parts.length === 1;
     const out = e.empty(last ? outShape : [count]);
     parts.forEach((s, w) => {
       e.run({
@@ -162,15 +164,16 @@ function reduce(
           PAIRS_OUT: pairs && !last ? 1 : 0,
           CONTIGUOUS: contiguous || pass > 0 ? 1 : 0,
           VEC4: unit === 4 ? 1 : 0,
-          // Strided rows side by side in memory: neighbouring invocations take neighbouring rows.
-          ROWS_FAST: pass === 0 && !contiguous && kept.stride.at(-1) === 1 ? 1 : 0,
+          // Strided rows side by side in memory: neighbouring invocations take neighbouring rows, or each 4.
+          ROWS_FAST: rowsFast ? 1 : 0,
+          KEPT4: kept4 ? 1 : 0,
         },
         params: new Params()
           .u32(items, chunks, seg, s.first / unit, s.count / unit, s.chunk0 * seg, s.nchunks * seg, nwin)
           .u32(nwin === 1 ? 0 : w, kept.shape.length, reduced.shape.length).f32(last ? scale : 1, -Infinity)
           .dims(kept.shape).dims(kept.stride.map((st) => st / unit)).dims(reduced.shape).dims(reduced.stride),
         buffers: [s.binding, out],
-        workgroups: Math.ceil((s.nchunks * seg) / WG),
+        workgroups: Math.ceil((s.nchunks * seg) / (kept4 ? 4 : 1) / WG),
       });
     });
     if (source !== x) source.dispose();

@@ -203,6 +203,44 @@ leakTest("multi-pass rows: 100,003 elements along the inner and the outer axis",
   }
 }, true);
 
+leakTest(
+  "reductions over outer axes, the innermost dim kept (4 neighbouring rows per invocation)",
+  async (engine) => {
+    // Kept innermost dims of 4, 8 and 12 read 4 rows as one vec4 per step; 6 reads one row per invocation.
+    // [2, 70_001, 4] over axis 1 folds 70,001 elements a row: a second pass, as in the multi-pass test.
+    const cases: [number[], number[]][] = [
+      [[97, 12], [0]],
+      [[5, 7, 8], [0, 1]],
+      [[3, 16, 4], [1]],
+      [[13, 6], [0]],
+      [[2, 70_001, 4], [1]],
+    ];
+    for (const [shape, axes] of cases) {
+      const ints = integers(size(shape), 9);
+      using t = engine.tensor(ints, shape);
+      for (const keepDims of [false, true]) {
+        const what = `${shape} axes ${axes} keepDims ${keepDims}`;
+        assertClose(
+          await take(sum(t, axes, { keepDims })),
+          refSum(ints, shape, axes, keepDims).data,
+          exact,
+          what,
+        );
+        assertClose(
+          await take(max(t, axes, { keepDims })),
+          refMax(ints, shape, axes, keepDims).data,
+          exact,
+          what,
+        );
+      }
+      const x = randomArray(size(shape), 10, -2, 2);
+      using u = engine.tensor(x, shape);
+      assertClose(await take(logsumexp(u, axes)), refLogsumexp(x, shape, axes).data, lseTol, `lse ${shape}`);
+    }
+  },
+  true,
+);
+
 // Where a tensor is over maxStorageBufferBindingSize (128 MiB on llvmpipe; Chromium's SwiftShader binds 1 GiB,
 // so there these two tests run unwindowed), the first pass reads it window by window.
 leakTest("one dispatch of more than 65,535 workgroups (a tensor just over 128 MiB)", async (engine) => {
