@@ -161,8 +161,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
   if (i >= p.nparts) { return; }
   let part = select(p.part0 + i, (i % rows) * per_row + i / rows, ROWS_FAST);
-  let row = part / (p.chunks * p.seg);
-  let start = (part % (p.chunks * p.seg) / p.seg) * p.seg * ITEMS + part % p.seg;  // reduced index
+  let row = part / per_row;
+  let start = (part % per_row / p.seg) * p.seg * ITEMS + part % p.seg;  // reduced index
   let n = select(0u, min(ITEMS, (p.len - start + p.seg - 1u) / p.seg), start < p.len);
   let base = offsetOf(row, p.krank, KEPT);
   var acc = identity();
