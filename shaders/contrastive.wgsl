@@ -280,13 +280,15 @@ fn cacheAt(i: u32, j: u32) -> u32 {
 // Stores the block of rows i .. i + 7 and columns j .. j + 7 (rows past the end are not cached).
 fn storeLogits(i: u32, j: u32, s: Block) {
   for (var r = 0u; r < 4u; r++) {
+    let top = cacheAt(i + r, j);
+    let bottom = cacheAt(i + r + 4u, j);
     if (i + r < p.rows) {
-      cache_out[cacheAt(i + r, j)] = s.s00[r];
-      cache_out[cacheAt(i + r, j) + 1u] = s.s01[r];
+      cache_out[top] = s.s00[r];
+      cache_out[top + 1u] = s.s01[r];
     }
     if (i + r + 4u < p.rows) {
-      cache_out[cacheAt(i + r + 4u, j)] = s.s10[r];
-      cache_out[cacheAt(i + r + 4u, j) + 1u] = s.s11[r];
+      cache_out[bottom] = s.s10[r];
+      cache_out[bottom + 1u] = s.s11[r];
     }
   }
 }

@@ -185,10 +185,6 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
     broadcastStrides(a.shape, shape),
     broadcastStrides(b.shape, shape),
   );
-  const inner4 = dims.at(-1)! / 4;
-  const lanes = Math.min(LANES, Math.ceil(inner4 / RUN));
-  const params = (n: number) =>
-    new Params().u32(n, dims.length).f32(0).u32(lanes).dims(dims).dims(sa, 0).dims(sb, 0);
   // After collapsing, an input's innermost stride is 1 (it has that dim) or 0 (broadcast along it).
   const constants = {
     OP: BINARY[op],
@@ -196,6 +192,10 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
     A_ROW: Number(sa.at(-1) === 1),
     B_ROW: Number(sb.at(-1) === 1),
   };
+  const inner4 = constants.INNER4 ? dims.at(-1)! / 4 : 0;
+  const lanes = constants.INNER4 ? Math.min(LANES, Math.ceil(inner4 / RUN)) : 0;
+  const params = (n: number) =>
+    new Params().u32(n, dims.length).f32(0).u32(lanes).dims(dims).dims(sa, 0).dims(sb, 0);
   if (constants.INNER4) {
     // `lanes` invocations per run of up to lanes·RUN vec4s of an innermost row (one window: the output fits one
     // binding).
