@@ -210,13 +210,14 @@ fn direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 }
 
 // ---- slab: for CPU adapters, one batch item, A not transposed, K ≤ 1,024 --------------------------------------
-// One dispatch per SM rows of A, bound as a 64 KiB uniform window (rows row0 .. row0 + SM - 1, K apart; SM·K ≤
-// 16,384 floats). Every invocation reads the same element of A at the same step: llvmpipe gathers a uniform
-// buffer read without the per-lane exec-mask and bounds tests of a storage read, about a quarter of its cost.
-// Each vec4 of B feeds 4·SM multiply-adds. Each invocation computes an SM × SN block, WG invocations side by side along N:
-// workgroup w covers the PW = WG·SN columns of panel w. B comes packed by `packB` as panels [ceil(N / PW)][K][PW]
-// (zeros past N), so a workgroup's reads run through memory in order: read in place, each K step of B is N floats
-// on, a new page every few steps, where a CPU's prefetcher stops and every read waits on memory.
+// One dispatch per window of A's rows, bound as a 64 KiB uniform window (rows row0 onwards, K apart; 16,384
+// floats hold 16,384 / K rows, blocks of SM of them). Every invocation reads the same element of A at the same
+// step: llvmpipe gathers a uniform buffer read without the per-lane exec-mask and bounds tests of a storage read,
+// about a quarter of its cost. Each vec4 of B feeds 4·SM multiply-adds. Each invocation computes an SM × SN
+// block, WG invocations side by side along N: workgroup w covers the PW = WG·SN columns of panel w % panels in
+// row block w / panels. B comes packed by `packB` as panels [ceil(N / PW)][K][PW] (zeros past N), so a
+// workgroup's reads run through memory in order: read in place, each K step of B is N floats on, a new page every
+// few steps, where a CPU's prefetcher stops and every read waits on memory.
 // Rows past M read the window's slack and are not stored.   bindings: 1 A window, 2 packed B, 3 C
 const SM = 16u;
 const SN = 8u;
@@ -226,9 +227,12 @@ const SN = 8u;
 @compute @workgroup_size(WG)
 fn slab(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let panel = wg.y * nwg.x + wg.x;
+  let w = wg.y * nwg.x + wg.x;
+  let panels = (p.n + WG * SN - 1u) / (WG * SN);
+  let panel = w % panels;
+  let row0 = w / panels * SM;  // the block's first row in the window
   let col0 = (panel * WG + lid) * SN;
-  if (col0 >= p.n) { return; }
+  if (col0 >= p.n || p.row0 + row0 >= p.m) { return; }
   let b_at = panel * p.k * (WG * SN / 4u) + lid * (SN / 4u);  // vec4 of packed B at K step 0
   var acc: array<array<vec4<f32>, SN / 4>, SM>;  // acc[r][j]: row row0 + r, columns col0 + 4j .. + 3
   for (var k = 0u; k < p.k; k += 4u) {
@@ -237,7 +241,7 @@ fn slab(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       for (var j = 0u; j < SN / 4u; j++) { bv[kk][j] = b4[b_at + (k + kk) * (WG * SN / 4u) + j]; }
     }
     for (var r = 0u; r < SM; r++) {
-      let av = a_slab[(r * p.k + k) / 4u];  // A[row0 + r, k .. k + 3]
+      let av = a_slab[((row0 + r) * p.k + k) / 4u];  // A[p.row0 + row0 + r, k .. k + 3]
       for (var kk = 0u; kk < 4u; kk++) {
         for (var j = 0u; j < SN / 4u; j++) { acc[r][j] = fma(vec4<f32>(av[kk]), bv[kk][j], acc[r][j]); }
       }
@@ -245,7 +249,7 @@ fn slab(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
   for (var r = 0u; r < SM; r++) {
     for (var j = 0u; j < SN / 4u; j++) {
-      let row = p.row0 + r;
+      let row = p.row0 + row0 + r;
       let col = col0 + 4u * j;
       if (row < p.m && col < p.n) { c4[(row * p.n + col) / 4u] = acc[r][j]; }
     }
