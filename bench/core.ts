@@ -1,5 +1,5 @@
-// Core section: the adapter's ceilings (copy bandwidth, peak FMA rate), then elementwise, reduction, matmul
-// and a small MLP's forward+backward, each on WebGPU and against its float64 CPU reference.
+// Core section: the adapter's ceilings (copy bandwidth, peak FMA rate), then elementwise, reduction,
+// transpose, matmul and a small MLP's forward+backward, each on WebGPU and against its float64 CPU reference.
 import {
   add,
   exp,
@@ -14,10 +14,12 @@ import {
   sub,
   sum,
   type Tensor,
+  transpose,
 } from "../src/mod.ts";
 import { refBinary, refUnary } from "../src/ref/elementwise.ts";
 import { refMatmul } from "../src/ref/matmul.ts";
 import { refSoftmax, refSum } from "../src/ref/reduce.ts";
+import { refTranspose } from "../src/ref/shape.ts";
 import { randomArray } from "../test/util.ts";
 import { type BenchContext, median, type Row } from "./lib.ts";
 
@@ -204,6 +206,19 @@ async function reductions(ctx: BenchContext): Promise<void> {
   }
 }
 
+/** 2-D transposes: dims that are multiples of 4 move 4×4 blocks as vec4s; others take the strided copy. */
+async function transposes(ctx: BenchContext): Promise<void> {
+  const { engine } = ctx;
+  const shapes = ctx.quick ? [[1024, 1024], [1023, 1025]] : [[1024, 1024], [4096, 4096], [4095, 4097]];
+  for (const [rows, cols] of shapes) {
+    const n = rows * cols;
+    const x = randomArray(n, 12);
+    using t = engine.tensor(x, [rows, cols]);
+    const row = { kernel: "transpose", size: fmtShape([rows, cols]), bytes: 8 * n };
+    await compare(ctx, row, n, () => transpose(t).dispose(), () => refTranspose(x, [rows, cols], [1, 0]));
+  }
+}
+
 async function matmuls(ctx: BenchContext): Promise<void> {
   const { engine } = ctx;
   for (const n of [256, 1024]) {
@@ -282,6 +297,7 @@ async function mlp(ctx: BenchContext): Promise<void> {
 export async function bench(ctx: BenchContext): Promise<void> {
   await elementwise(ctx);
   await reductions(ctx);
+  await transposes(ctx);
   await matmuls(ctx);
   await mlp(ctx);
 }

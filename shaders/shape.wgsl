@@ -6,6 +6,11 @@
 // pad and concat: dst strides of the larger output, dst_offset = where the piece goes.
 // Bindings: 0 params (uniform), 1 src (read), 2 dst (read_write); either may be a window of a larger buffer,
 // the offsets being relative to the window.
+// transpose4: the last two dims of whole tensors swapped, [batch, R, C] -> [batch, C, R] with R and C multiples
+// of 4 (count = 4×4 blocks, dims[0].xy = R / 4, C / 4): one invocation per block, 4 vec4 rows read and written
+// as 4 vec4 columns, 8 accesses per 16 elements where `main` makes 32 (each a loop over the SIMD lanes on a CPU
+// adapter), and no per-element index arithmetic. Neighbouring invocations read neighbouring vec4s of the 4
+// input rows (on llvmpipe 1.3x to 1.7x faster than writing neighbouring vec4s of the output rows).
 struct Params {
   count: u32,
   rank: u32,
@@ -38,4 +43,31 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     d += k * p.dst_stride[a / 4][a % 4];
   }
   dst[d] = src[s];
+}
+
+@group(0) @binding(1) var<storage, read> src4: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<u32>>;
+
+@compute @workgroup_size(WG)
+fn transpose4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+  let i = (wg.y * nwg.x + wg.x) * WG + lid;
+  if (i >= p.count) { return; }
+  let rows4 = p.dims[0].x;  // input rows / 4 = output vec4s per row
+  let cols4 = p.dims[0].y;  // input vec4s per row = output rows / 4
+  let per = rows4 * cols4;  // blocks per matrix
+  let block = i % per;
+  let ob = block % cols4;   // output rows 4·ob .. + 3 = input vec4 column ob
+  let oc = block / cols4;   // output vec4 column oc = input rows 4·oc .. + 3
+  let at = i / per * 4u * per;
+  let r = at + 4u * oc * cols4 + ob;
+  let r0 = src4[r];
+  let r1 = src4[r + cols4];
+  let r2 = src4[r + 2u * cols4];
+  let r3 = src4[r + 3u * cols4];
+  let w = at + 4u * ob * rows4 + oc;
+  dst4[w] = vec4<u32>(r0.x, r1.x, r2.x, r3.x);
+  dst4[w + rows4] = vec4<u32>(r0.y, r1.y, r2.y, r3.y);
+  dst4[w + 2u * rows4] = vec4<u32>(r0.z, r1.z, r2.z, r3.z);
+  dst4[w + 3u * rows4] = vec4<u32>(r0.w, r1.w, r2.w, r3.w);
 }

@@ -156,13 +156,27 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
   const shape = p.map((a) => x.shape[a]);
   const xs = stridesOf(x.shape);
   const out = x.engine.empty(shape, x.dtype);
-  stridedCopy("transpose", x, out, {
-    dims: shape,
-    srcStrides: p.map((a) => xs[a]),
-    srcOffset: 0,
-    dstStrides: stridesOf(shape),
-    dstOffset: 0,
-  });
+  const [rows, cols] = x.shape.slice(-2);
+  const swapsLastTwo = rank >= 2 && p.every((a, i) => a === (i < rank - 2 ? i : 2 * rank - 3 - i));
+  if (swapsLastTwo && rows % 4 === 0 && cols % 4 === 0 && x.size > 0 && x.bytes <= x.engine.maxBinding) {
+    x.engine.run({
+      op: "transpose",
+      shader: "shape",
+      entry: "transpose4",
+      constants: { WG },
+      params: new Params().u32(x.size / 16, 0, 0, 0).dims([rows / 4, cols / 4]).dims([]).dims([]),
+      buffers: [x, out],
+      workgroups: Math.ceil(x.size / 16 / WG),
+    });
+  } else {
+    stridedCopy("transpose", x, out, {
+      dims: shape,
+      srcStrides: p.map((a) => xs[a]),
+      srcOffset: 0,
+      dstStrides: stridesOf(shape),
+      dstOffset: 0,
+    });
+  }
   const inverse = p.map((_, i) => p.indexOf(i));
   return record(out, "transpose", [x], (g) => [transpose(g, inverse)]);
 }

@@ -79,6 +79,37 @@ test("transpose matches the reference for every dtype, random perms and shapes",
   assertNoLeak(engine, before);
 });
 
+test("transpose of the last two dims, multiples of 4 (4×4 blocks), matches the reference bit for bit", async (engine) => {
+  // Shapes whose last two dims are multiples of 4 take the block kernel (transpose4): square and not, one
+  // block, row counts that are not powers of two (65 blocks), batch dims of 1 and more. u32 bit patterns of
+  // signalling and quiet NaNs must come through unchanged.
+  const before = engine.memory();
+  const cases: [number[], number[] | undefined][] = [
+    [[4, 4], undefined],
+    [[8, 12], undefined],
+    [[12, 8], [1, 0]],
+    [[4, 260], undefined],
+    [[3, 20, 36], [0, 2, 1]],
+    [[2, 1, 4, 8], [0, 1, 3, 2]],
+    [[1, 28, 4], [0, -1, -2]],
+  ];
+  let seed = 900;
+  for (const [shape, perm] of cases) {
+    for (const dtype of DTYPES) {
+      const x = values(dtype, size(shape), seed++);
+      if (dtype === "u32") x.splice(0, 3, 0x7fa00001, 0xffc00000, 0x7f800001);
+      using t = engine.tensor(x, shape, dtype);
+      const p = (perm ?? shape.map((_, i) => shape.length - 1 - i)).map((a) =>
+        (a + shape.length) % shape.length
+      );
+      const y = transpose(t, perm);
+      assertEquals(y.shape, p.map((a) => shape[a]), `shape of ${shape} by ${p}`);
+      assertEquals(await read(y), refTranspose(x, shape, p), `${dtype} ${shape} perm ${p}`);
+    }
+  }
+  assertNoLeak(engine, before);
+});
+
 test("transpose of [4097, 4099] spans more than 65,535 workgroups", async (engine) => {
   // 16,793,603 elements = 65,601 workgroups of 256. u32 iota: each output element must name its source index.
   const [r, c] = [4097, 4099];
