@@ -6,6 +6,8 @@
 // pad and concat: dst strides of the larger output, dst_offset = where the piece goes.
 // Bindings: 0 params (uniform), 1 src (read), 2 dst (read_write); either may be a window of a larger buffer,
 // the offsets being relative to the window.
+// main4: the same copy a vec4 at a time, every count, dim, stride and offset in vec4s (the innermost dim
+// contiguous on both sides).
 // transpose4: the last two dims of whole tensors swapped, [batch, R, C] -> [batch, C, R] with R and C multiples
 // of 4 (count = 4×4 blocks, dims[0].xy = R / 4, C / 4): one invocation per block, 4 vec4 rows read and written
 // as 4 vec4 columns, 8 accesses per 16 elements where `main` makes 32 (each a loop over the SIMD lanes on a CPU
@@ -27,26 +29,39 @@ override WG: u32 = 256;
 @group(0) @binding(1) var<storage, read> src: array<u32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<u32>;
 
+// Where invocation i's element comes from and goes to: (src index, dst index).
+fn locate(i: u32) -> vec2<u32> {
+  var rest = i;
+  var at = vec2<u32>(p.src_offset, p.dst_offset);
+  for (var a = i32(p.rank) - 1; a >= 0; a--) {
+    let n = p.dims[a / 4][a % 4];
+    let k = rest % n;
+    rest /= n;
+    at += k * vec2<u32>(p.src_stride[a / 4][a % 4], p.dst_stride[a / 4][a % 4]);
+  }
+  return at;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let i = (wg.y * nwg.x + wg.x) * WG + lid;
   if (i >= p.count) { return; }
-  var rest = i;
-  var s = p.src_offset;
-  var d = p.dst_offset;
-  for (var a = i32(p.rank) - 1; a >= 0; a--) {
-    let n = p.dims[a / 4][a % 4];
-    let k = rest % n;
-    rest /= n;
-    s += k * p.src_stride[a / 4][a % 4];
-    d += k * p.dst_stride[a / 4][a % 4];
-  }
-  dst[d] = src[s];
+  let at = locate(i);
+  dst[at.y] = src[at.x];
 }
 
 @group(0) @binding(1) var<storage, read> src4: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read_write> dst4: array<vec4<u32>>;
+
+@compute @workgroup_size(WG)
+fn main4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+  let i = (wg.y * nwg.x + wg.x) * WG + lid;
+  if (i >= p.count) { return; }
+  let at = locate(i);
+  dst4[at.y] = src4[at.x];
+}
 
 @compute @workgroup_size(WG)
 fn transpose4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,4 +1,4 @@
-import { concat, grad, noGrad, reshape, ShapeError, slice, transpose } from "../src/mod.ts";
+import { concat, grad, mul, noGrad, reshape, ShapeError, slice, sum, transpose } from "../src/mod.ts";
 import type { DType, Engine, Tensor } from "../src/mod.ts";
 import { refConcat, refPad, refSlice, refTranspose } from "../src/ref/shape.ts";
 import { test } from "./harness.ts";
@@ -196,6 +196,49 @@ test("a large concat spans more than 65,535 workgroups", async (engine) => {
   b.dispose();
 });
 
+test("copies whose innermost run is whole, aligned vec4s (main4) match the reference bit for bit", async (engine) => {
+  // Slices, concats, pads (slice's backward) and transposes that keep the last dim move a vec4 per invocation
+  // where the innermost run is contiguous on both sides, a multiple of 4 long and every stride and offset a
+  // multiple of 4; a start 2 elements off takes the element-wise kernel. u32 NaN bit patterns must survive.
+  const before = engine.memory();
+  {
+    const shape = [6, 12, 20];
+    const x = values("u32", size(shape), 950);
+    x.splice(0, 3, 0x7fa00001, 0xffc00000, 0x7f800001);
+    using t = engine.tensor(x, shape, "u32");
+    for (
+      const [begin, end] of [[[1, 4, 8], [5, 12, 16]], [[0, 0, 2], [6, 12, 10]], [[2, 0, 0], [4, 12, 20]]]
+    ) {
+      const what = `slice ${begin}..${end}`;
+      assertEquals(await read(slice(t, begin, end)), refSlice(x, shape, begin, end), what);
+    }
+    const a = values("u32", 3 * 8, 951);
+    const b = values("u32", 3 * 12, 952);
+    using ta = engine.tensor(a, [3, 8], "u32");
+    using tb = engine.tensor(b, [3, 12], "u32");
+    assertEquals(
+      await read(concat([ta, tb], 1)),
+      refConcat([a, b], [[3, 8], [3, 12]], 1),
+      "concat [3, 8] [3, 12]",
+    );
+    const hs = [2, 3, 4, 8];
+    const h = values("f32", size(hs), 953);
+    using th = engine.tensor(h, hs);
+    assertEquals(
+      await read(transpose(th, [1, 0, 2, 3])),
+      refTranspose(h, hs, [1, 0, 2, 3]),
+      "heads transpose",
+    );
+    const g = values("f32", 4 * 8 * 8, 954);
+    const xs = [6, 12, 20];
+    using tx = engine.tensor(values("f32", size(xs), 955), xs);
+    using tg = engine.tensor(g, [4, 8, 8]);
+    const dx = engine.tidy(() => grad(sum(mul(slice(tx, [1, 4, 8], [5, 12, 16]), tg)), [tx])[0]);
+    assertEquals(await read(dx), refPad(g, [4, 8, 8], xs, [1, 4, 8]), "slice backward (pad)");
+  }
+  assertNoLeak(engine, before);
+});
+
 test("slice and concat of tensors over maxStorageBufferBindingSize are split into bindable windows", async (engine) => {
   // [8200, 4100] u32 is 134,480,000 bytes, over llvmpipe's 128 MiB binding limit: the copies run in chunks of
   // rows, each bound as a window. Splitting it in halves and joining them back must give the iota again.
@@ -214,13 +257,23 @@ test("slice and concat of tensors over maxStorageBufferBindingSize are split int
   right.dispose();
   const y = await joined.toArray();
   for (let i = 0; i < y.length; i++) if (y[i] !== i) throw new Error(`joined[${i}] = ${y[i]}`);
+  joined.dispose();
+  // Halves of 2048 and 2052 columns: vec4-aligned runs, copied a vec4 at a time (main4) in windows of vec4s.
+  const left4 = slice(x, [0, 0], [r, 2048]);
+  const right4 = slice(x, [0, 2048], [r, c]);
+  const joined4 = concat([left4, right4], 1);
+  left4.dispose();
+  right4.dispose();
+  const y4 = await joined4.toArray();
+  joined4.dispose();
+  for (let i = 0; i < y4.length; i++) if (y4[i] !== i) throw new Error(`joined (vec4 runs)[${i}] = ${y4[i]}`);
   // A transpose of it cannot be chunked by rows (one output row reads the whole input): a clear error.
   await assertThrows(() => transpose(x), ShapeError, [
     "transpose",
     "[8200, 4100]",
     "maxStorageBufferBindingSize",
   ]);
-  for (const t of [x, joined]) t.dispose();
+  x.dispose();
   assertNoLeak(engine, before);
 });
 
