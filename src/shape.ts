@@ -170,6 +170,7 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
   const xs = stridesOf(x.shape);
   const out = x.engine.empty(shape, x.dtype);
   const [rows, cols] = x.shape.slice(-2);
+  // perm keeps every axis but the last two, which it swaps: a batch of matrix transposes.
   const swapsLastTwo = rank >= 2 && p.every((a, i) => a === (i < rank - 2 ? i : 2 * rank - 3 - i));
   if (swapsLastTwo && rows % 4 === 0 && cols % 4 === 0 && x.size > 0 && x.bytes <= x.engine.maxBinding) {
     x.engine.run({
