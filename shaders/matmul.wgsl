@@ -209,7 +209,7 @@ fn direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
   }
 }
 
-// ---- slab: for CPU adapters, one batch item, A not transposed, K ≤ 1,024 --------------------------------------
+// ---- slab: for CPU adapters, one batch item, A not transposed (matmul.ts transposes it first), K ≤ 1,024 -
 // One dispatch per window of A's rows, bound as a 64 KiB uniform window (rows row0 onwards, K apart; 16,384
 // floats hold 16,384 / K rows, blocks of SM of them). Every invocation reads the same element of A at the same
 // step: llvmpipe gathers a uniform buffer read without the per-lane exec-mask and bounds tests of a storage read,

@@ -147,6 +147,23 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 }
 
 /**
+ * Records [..., R, C] → [..., C, R] of x into `out` (its first x.size values) in 4×4 blocks (`transpose4`), no
+ * autograd. R and C must be multiples of 4 and x within one binding.
+ */
+export function transposeBlocks(op: string, x: Tensor, out: Tensor): void {
+  const [rows, cols] = x.shape.slice(-2);
+  x.engine.run({
+    op,
+    shader: "shape",
+    entry: "transpose4",
+    constants: { WG },
+    params: new Params().u32(x.size / 16, 0, 0, 0).dims([rows / 4, cols / 4]).dims([]).dims([]),
+    buffers: [x, out],
+    workgroups: Math.ceil(x.size / 16 / WG),
+  });
+}
+
+/**
  * Permutes the axes: output dim i is input dim perm[i] (like torch.permute / np.transpose); perm defaults to
  * reversing the axes and may use negative axes.
  */
@@ -173,15 +190,7 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
   // perm keeps every axis but the last two, which it swaps: a batch of matrix transposes.
   const swapsLastTwo = rank >= 2 && p.every((a, i) => a === (i < rank - 2 ? i : 2 * rank - 3 - i));
   if (swapsLastTwo && rows % 4 === 0 && cols % 4 === 0 && x.size > 0 && x.bytes <= x.engine.maxBinding) {
-    x.engine.run({
-      op: "transpose",
-      shader: "shape",
-      entry: "transpose4",
-      constants: { WG },
-      params: new Params().u32(x.size / 16, 0, 0, 0).dims([rows / 4, cols / 4]).dims([]).dims([]),
-      buffers: [x, out],
-      workgroups: Math.ceil(x.size / 16 / WG),
-    });
+    transposeBlocks("transpose", x, out);
   } else {
     stridedCopy("transpose", x, out, {
       dims: shape,
