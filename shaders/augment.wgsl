@@ -11,6 +11,8 @@
 // Entry points:
 //   unpack: RGBA8 packed in u32 -> [N, 3, H, W], alpha dropped. One invocation per pixel, the workgroup index
 //           spread over x and y.                              bindings: 1 src (u32), 2 out
+//   unpack4: the same, four pixels per invocation (one vec4 read, a vec4 written per channel) where H·W is a
+//           multiple of 4.
 // The others take workgroup z as the sample (first + z) and x, y within it, so no lane divides to find them.
 // view and blur run one workgroup per TILE×TILE output tile (x, y), one invocation per pixel.
 //   stats:  sums of the grayscale image as contrast sees it (after the jitter steps ordered before contrast),
@@ -293,6 +295,23 @@ fn unpack(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
   let at = i % hw;
   for (var c = 0u; c < 3u; c++) {
     unpacked[(n * 3u + c) * hw + at] = f32((px >> (8u * c)) & 255u) / 255.0;
+  }
+}
+
+@group(0) @binding(1) var<storage, read> packed4: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> unpacked4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn unpack4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+  let i = (wg.y * nwg.x + wg.x) * WG + lid;
+  let hw4 = p.h * p.w / 4u;
+  if (i >= p.n * hw4) { return; }
+  let px = packed4[i];
+  let n = i / hw4;
+  let at = i % hw4;
+  for (var c = 0u; c < 3u; c++) {
+    unpacked4[(n * 3u + c) * hw4 + at] = vec4<f32>((px >> vec4<u32>(8u * c)) & vec4<u32>(255u)) / 255.0;
   }
 }
 

@@ -59,7 +59,7 @@ async function checkOp(
 // Shapes: a 1×1 image, primes, both channel counts, sizes unlike the workgroup (256); N = 6 so p < 1 splits.
 const SHAPES = [[1, 3, 1, 1], [6, 3, 7, 5], [6, 1, 13, 11], [2, 3, 17, 3]];
 
-test("augment: images() unpacks RGBA8 (bytes, clamped bytes, ImageData) and drops alpha", async (engine) => {
+test("augment: images() unpacks RGBA8 (bytes, clamped bytes, ImageData, four pixels at a time) and drops alpha", async (engine) => {
   const before = engine.memory();
   const [n, h, w] = [2, 3, 5];
   const bytes = Uint8Array.from({ length: n * h * w * 4 }, (_, i) => (i * 37 + 11) % 256);
@@ -67,6 +67,16 @@ test("augment: images() unpacks RGBA8 (bytes, clamped bytes, ImageData) and drop
   // f32 division by 255 on the GPU (≤ 2.5 ulp) against float64: 1e-7.
   const tol = { rtol: 0, atol: 1e-7 };
   assertClose(await take(engine.images(bytes, { n, height: h, width: w })), expected, tol, "Uint8Array");
+  // H·W a multiple of 4 (four pixels an invocation): one quad, and 700 quads over three workgroups.
+  for (const [qn, qh, qw] of [[1, 1, 4], [3, 4, 6], [5, 20, 28]]) {
+    const quads = Uint8Array.from({ length: qn * qh * qw * 4 }, (_, i) => (i * 53 + 7) % 256);
+    assertClose(
+      await take(engine.images(quads, { n: qn, height: qh, width: qw })),
+      refImages(quads, qn, qh, qw),
+      tol,
+      `[${qn}, ${qh}, ${qw}]`,
+    );
+  }
   assertClose(
     await take(engine.images(new Uint8ClampedArray(bytes), { n, height: h, width: w })),
     expected,
