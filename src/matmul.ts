@@ -19,8 +19,8 @@ const BM = TILE.TY * 8;
 const BN = TILE.TX * 16;
 /**
  * The `slab` entry (CPU adapters; one batch item, SLAB_MIN_ROWS rows or more, dims multiples of 4, K ≤ SLAB_K):
- * one dispatch per window of A's rows, which it binds as a 64 KiB uniform window holding SLAB_K / K blocks of SLAB_ROWS rows;
- * SLAB_WG invocations a workgroup, each a 16 x 8 block. On llvmpipe it ran 1024³ 1.4x to 1.6x faster than the
+ * one dispatch per window of A's rows, which it binds as a 64 KiB uniform window holding SLAB_K / K blocks of
+ * SLAB_ROWS rows; SLAB_WG invocations a workgroup, each a 16 x 8 block. On llvmpipe it ran 1024³ 1.4x to 1.6x faster than the
  * direct entry, 512³ 1.24x, 256³ 1.05x; 16 x 8 blocks beat 16 x 16, 16 x 4 and 8 x 16; workgroups of 8 keep a
  * 256-wide output on several threads. B packed into panels (packB) made 1024³ a further 1.06x to 1.09x faster
  * (none at 512³, where B stays in cache). Several blocks a window (a dispatch costs llvmpipe ~100 µs): 256³
@@ -121,7 +121,8 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
     // op(A) copied (transposed in 4×4 blocks where asked) with a window's slack after it, so the last rows'
     // 64 KiB binding fits; B packed into panels.
     const padded = engine.empty([m * k + SLAB_WINDOW / 4]);
-    if (transA) transposeBlocks("matmul", a, padded);
+    // Bound as a window of A's size: the slack after it may take padded past one binding.
+    if (transA) transposeBlocks("matmul", a, { buffer: padded.buffer, offset: 0, size: a.bytes });
     else engine.copy(a.buffer, 0, padded.buffer, 0, a.bytes);
     const panels = engine.empty([panelBytes / 4]);
     const kernel = { op: "matmul", shader: "matmul", constants: { TX: SLAB_WG, TY: 1 } };

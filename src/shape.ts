@@ -1,7 +1,7 @@
 // Shape ops: reshape, transpose, slice, concat (shaders/shape.wgsl; CPU reference in src/ref/shape.ts).
 // Every op is a copy (tensors never share buffers, so dispose stays simple) and keeps the dtype.
 import { record } from "./autograd.ts";
-import { MAX_RANK, Params } from "./engine.ts";
+import { type Binding, MAX_RANK, Params } from "./engine.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { shapeSize, type Tensor } from "./tensor.ts";
 
@@ -147,10 +147,10 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 }
 
 /**
- * Records [..., R, C] → [..., C, R] of x into `out` (its first x.size values) in 4×4 blocks (`transpose4`), no
- * autograd. R and C must be multiples of 4 and x within one binding.
+ * Records [..., R, C] → [..., C, R] of x into `out` (a tensor or window of x's size) in 4×4 blocks
+ * (`transpose4`), no autograd. R and C must be multiples of 4 and x within one binding.
  */
-export function transposeBlocks(op: string, x: Tensor, out: Tensor): void {
+export function transposeBlocks(op: string, x: Tensor, out: Binding): void {
   const [rows, cols] = x.shape.slice(-2);
   x.engine.run({
     op,

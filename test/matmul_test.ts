@@ -144,6 +144,15 @@ test("matmul: a dispatch of more than 65,535 workgroups (65,537 batch items, 2-D
   await check(engine, [65_537, 2, 3], [3, 2], {}, 11, worstCase);
 });
 
+test("matmul: a transposed A of one whole binding takes the slab (its padded copy is past one binding)", async (engine) => {
+  // With cpuKernels (CPU adapters, as in CI) a transposed A of M ≥ 512 rows is block-transposed into a copy with
+  // 64 KiB of slack after it; with A exactly maxStorageBufferBindingSize that copy is bigger than one binding,
+  // so the transpose must write it through a window of A's size.
+  const k = 1024;
+  const m = Math.floor(engine.maxBinding / 4 / k / 16) * 16;
+  await check(engine, [k, m], [k, 4], { transA: true }, 13, worstCase, 0);
+});
+
 /** Scalar loss Σ C·W as a [1, 1] product (a differentiable scalar without other op families), and its temporary. */
 function loss(c: Tensor, w: Tensor): [Tensor, Tensor] {
   const flat = reshape(c, [1, c.size]);
