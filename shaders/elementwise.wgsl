@@ -16,7 +16,8 @@
 //              SIMD group reads whole cache lines in order at each step (one invocation per run read 8 lines a
 //              step 256 bytes apart and waited on memory: 1.33x slower on llvmpipe), as a GPU's warp coalesces.
 //                                                                  bindings: 1 a, 2 b, 3 out
-// Op codes: unary 0..19, binary 20..; backward ops take (gradient, saved value).
+// Op codes: unary 0..19, binary 20..; backward ops 40..44 take (gradient, saved value), 45 and 46 compute
+// pow's gradient factors.
 //! include lib/nan.wgsl
 
 struct Params {
@@ -60,16 +61,48 @@ fn sigmoid(x: vec4<f32>) -> vec4<f32> {
   return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= ZERO);
 }
 
+// A runtime vec4 of the given bits (NaN or ∞): WGSL rejects NaN and ∞ in constant expressions. Taking x keeps
+// the value out of constant folding.
+fn bits4(x: vec4<f32>, bits: u32) -> vec4<f32> {
+  return bitcast<vec4<f32>>((bitcast<vec4<u32>>(x) & vec4<u32>(0u)) | vec4<u32>(bits));
+}
+
+fn isInf4(x: vec4<f32>) -> vec4<bool> {
+  return (bitcast<vec4<u32>>(x) & vec4<u32>(0x7fffffffu)) == vec4<u32>(0x7f800000u);
+}
+
+// a^b as C's pow and PyTorch have it. WGSL's pow is exp2(b·log2 a), undefined for a < 0 and unreliable at 0 and
+// ∞ (llvmpipe gives 0^-1 = 0), so only finite positive bases take that path: a negative base keeps the sign of
+// an odd integer exponent and is NaN for a non-integer one; 0 and ∞ bases, ∞ exponents, b = 0 and a = 1 (even
+// with a NaN on the other side: both give 1) are set explicitly.
+fn powC(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+  let inf = bits4(a, 0x7f800000u);
+  let nan = bits4(a, 0x7fc00000u);
+  let infA = isInf4(a);
+  let infB = isInf4(b);
+  let integer = (b == trunc(b)) & !infB;
+  let odd = integer & (b * 0.5 != trunc(b * 0.5));
+  let negative = (bitcast<vec4<u32>>(a) & vec4<u32>(0x80000000u)) != vec4<u32>(0u);  // -0 included
+  var r = exp2(b * log2(abs(a)));
+  r = select(r, select(ZERO, inf, (b > ZERO) == infA), (a == ZERO) | infA);
+  r = select(r, nan, (a < ZERO) & !infA & !integer & !infB);
+  r = select(r, -r, negative & odd);
+  let above = abs(a) > ONE;  // for an ∞ exponent: |a| = 1 gives 1, otherwise 0 or ∞
+  r = select(r, select(select(ZERO, inf, above == (b > ZERO)), ONE, abs(a) == ONE), infB);
+  r = select(r, nan, isNan4(a) | isNan4(b));
+  return select(r, ONE, (b == ZERO) | (a == ONE));
+}
+
 // Adapters differ on NaN through exp, tanh or max (SwiftShader: exp(NaN) = Inf, max(NaN, 3) = 3; llvmpipe:
-// tanh(NaN) = -1). Every op here returns a NaN input unchanged, as the float64 reference does; comparisons and
-// backward ops (codes ≥ 27) are exempt.
+// tanh(NaN) = -1). Every op here returns a NaN input unchanged, as the float64 reference does; pow (which has
+// its own NaN rules), comparisons and backward ops (codes ≥ 27) are exempt.
 
 fn unaryNan(x: vec4<f32>) -> vec4<f32> {
   return select(unaryOp(x), x, isNan4(x));
 }
 
 fn binaryNan(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-  if (OP >= 27u) { return binaryOp(a, b); }
+  if (OP >= 27u || OP == 24u) { return binaryOp(a, b); }
   return select(select(binaryOp(a, b), b, isNan4(b)), a, isNan4(a));
 }
 
@@ -77,8 +110,8 @@ fn unaryOp(x: vec4<f32>) -> vec4<f32> {
   switch OP {
     case 0u: { return -x; }
     case 1u: { return exp(x); }
-    case 2u: { return log(x); }
-    case 3u: { return sqrt(x); }
+    case 2u: { return select(log(x), bits4(x, 0x7fc00000u), x < ZERO); }   // adapters differ below 0 (ln|x|)
+    case 3u: { return select(sqrt(x), bits4(x, 0x7fc00000u), x < ZERO); }
     case 4u: { return select(ZERO, x, x > ZERO); }                               // relu
     case 5u: { return 0.5 * x * (1.0 + erf(x * 0.7071067811865476)); }          // gelu (exact, erf form)
     case 6u: { return sigmoid(x); }
@@ -96,7 +129,7 @@ fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     case 21u: { return a - b; }
     case 22u: { return a * b; }
     case 23u: { return a / b; }
-    case 24u: { return pow(a, b); }   // defined as exp2(b * log2(a)): a must be ≥ 0 (as documented)
+    case 24u: { return powC(a, b); }
     case 25u: { return max(a, b); }
     case 26u: {  // softmax's exp(x − logsumexp) in one pass; ∞ − ∞ stays NaN through exp
       let d = a - b;
@@ -110,6 +143,11 @@ fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     case 42u: { return a * b * (1.0 - b); }                                                // sigmoid'(y)
     case 43u: { return a * (1.0 - b * b); }                                                // tanh'(y)
     case 44u: { return a * select(select(ZERO, -ONE, b < ZERO), ONE, b > ZERO); }          // abs'(x)
+    case 45u: { return select(a * b, ZERO, a == ZERO); }  // a·b, 0 where a = 0: pow's b·a^(b−1) at b = 0
+    case 46u: {  // pow's d/db factor y·ln x for (x, y = x^b): 0 where x = 0 and b ≥ 0 (y ≤ 1), as PyTorch
+      let r = select(b * log(a), bits4(a, 0x7fc00000u), (a < ZERO) | isNan4(a) | isNan4(b));
+      return select(r, ZERO, (a == ZERO) & (b <= ONE));
+    }
     default: { return a; }
   }
 }

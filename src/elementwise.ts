@@ -40,6 +40,8 @@ const BINARY = {
   sigmoidBackward: 42,
   tanhBackward: 43,
   absBackward: 44,
+  timesNonzero: 45,
+  powExponentGrad: 46,
 };
 
 /** Validates an f32 input that is still live. */
@@ -313,27 +315,22 @@ export function div(a: Operand, b: Operand): Tensor {
     }));
 }
 
-/** a^b for a ≥ 0 (as exp(b·log a), like WGSL's pow); a scalar exponent may be any value for any a it defines. */
+/**
+ * a^b with C's and PyTorch's rules: a negative base takes integer exponents only (NaN otherwise), 0^0 = 1,
+ * 0^b = ∞ for b < 0, and a^0 = 1^b = 1 even for NaN. Gradients as PyTorch: d/da = b·a^(b−1), 0 where b = 0;
+ * d/db = a^b·ln a, 0 where a = 0 and b ≥ 0.
+ */
 export function pow(a: Operand, b: Operand): Tensor {
   const y = binary("pow", a, b);
   return record(y, "pow", inputs(a, b), (g) =>
     grads(a, b, g, (g) => {
-      // d/da = b·a^(b-1) = b·y/a
-      const by = binary("mul", y, b);
-      const t = binary("div", by, a);
-      by.dispose();
-      const r = binary("mul", g, t);
-      t.dispose();
-      return r;
-    }, (g) => {
-      // d/db = y·ln a
-      const la = typeof a === "number" ? Math.log(a) : unary("log", a);
-      const t = binary("mul", y, la);
-      if (typeof la !== "number") la.dispose();
-      const r = binary("mul", g, t);
-      t.dispose();
-      return r;
-    }));
+      const bMinus1 = typeof b === "number" ? b - 1 : binary("sub", b, 1);
+      const p = binary("pow", a, bMinus1);
+      if (typeof bMinus1 !== "number") bMinus1.dispose();
+      const t = binary("timesNonzero", b, p);
+      p.dispose();
+      return weighted(g, t);
+    }, (g) => weighted(g, binary("powExponentGrad", a, y))));
 }
 
 /** Elementwise maximum (gradient to the larger operand; ties split evenly). Not differentiable w.r.t. scalars. */
