@@ -1,5 +1,5 @@
 // Elementwise ops with NumPy broadcasting (shaders/elementwise.wgsl; CPU reference in src/ref/elementwise.ts).
-import { type Binding, Params, windowBindings, windows } from "./engine.ts";
+import { type Binding, checkRank, Params, windowBindings, windows } from "./engine.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { record } from "./autograd.ts";
 import { sum } from "./reduce.ts";
@@ -175,9 +175,9 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
         `maxStorageBufferBindingSize (${a.engine.maxBinding} bytes); broadcast outputs must fit one binding`,
     );
   }
-  const out = a.engine.empty(shape);
   if (same) {
     // Same-shape inputs are windowed like the output.
+    const out = a.engine.empty(shape);
     const inputs = [windowBindings(a), windowBindings(b)];
     dispatch(op, "binary", { OP: BINARY[op] }, (n) => new Params().u32(n, 0), out, inputs);
     return out;
@@ -187,6 +187,12 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
     broadcastStrides(a.shape, shape),
     broadcastStrides(b.shape, shape),
   );
+  checkRank(
+    op,
+    `broadcasting ${fmtShape(a.shape)} with ${fmtShape(b.shape)} (adjacent dims merged)`,
+    dims.length,
+  );
+  const out = a.engine.empty(shape);
   // After collapsing, an input's innermost stride is 1 (it has that dim) or 0 (broadcast along it).
   const constants = {
     OP: BINARY[op],

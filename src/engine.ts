@@ -93,6 +93,11 @@ export class Params {
 }
 
 export const MAX_RANK = 8;
+
+/** A ShapeError when a kernel would need more than MAX_RANK dims; called before anything is allocated. */
+export function checkRank(op: string, what: string, rank: number): void {
+  if (rank > MAX_RANK) throw new ShapeError(`${op}: ${what}: ${rank} dims, over the supported ${MAX_RANK}`);
+}
 const UNIFORM_SLOT = 256;
 const ARENA_SLOTS = 1024;
 

@@ -1,6 +1,6 @@
 // Matrix multiply with batch broadcasting and strided transposes (shaders/matmul.wgsl; CPU reference in
 // src/ref/matmul.ts).
-import { Params } from "./engine.ts";
+import { checkRank, Params } from "./engine.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { record } from "./autograd.ts";
 import { sum } from "./reduce.ts";
@@ -95,6 +95,7 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
     );
   }
   const batch = broadcastShapes("matmul (batch dims)", a.shape.slice(0, -2), b.shape.slice(0, -2));
+  checkRank("matmul", `batch dims of ${shapes}`, batch.length);
   const items = shapeSize(batch);
   const engine = a.engine;
   const slices = Math.ceil(k / K_CHUNK);

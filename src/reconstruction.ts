@@ -10,7 +10,7 @@
 // y gradient in x's backward passes (S is symmetric in x and y: one more coefficient to gather). Weights, masks
 // and maskedMSE's target are constants (grad gives zeros for them).
 import { isRecording, isSeed, record } from "./autograd.ts";
-import { type Binding, Params, windowBindings, windows } from "./engine.ts";
+import { type Binding, checkRank, Params, windowBindings, windows } from "./engine.ts";
 import { checkF32, neg, unbroadcast } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
@@ -191,6 +191,10 @@ function pointLoss(
   const engine = pred.engine;
   const broadcast = !sameShape(target.shape, pred.shape) ||
     (weight !== undefined && !sameShape(weight.shape, pred.shape));
+  if (broadcast) {
+    const others = `target ${fmtShape(target.shape)}${weight ? ` and weight ${fmtShape(weight.shape)}` : ""}`;
+    checkRank(op, `pred ${fmtShape(pred.shape)} with ${others} broadcast`, pred.shape.length);
+  }
   const predWindows = windows(pred);
   if (broadcast && predWindows.length > 1) {
     throw new ShapeError(

@@ -1,7 +1,7 @@
 // Reductions over axes: sum, mean, max, logsumexp, and softmax / logSoftmax built on them (shaders/reduce.wgsl;
 // CPU reference in src/ref/reduce.ts).
 import { noGrad, record } from "./autograd.ts";
-import { Params, type Window, windows } from "./engine.ts";
+import { checkRank, Params, type Window, windows } from "./engine.ts";
 import { checkF32, div, equal, exp, expDiff, mul, sub } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { reshape } from "./shape.ts";
@@ -122,6 +122,10 @@ function reduce(
   const e = x.engine;
   const pairs = op === "logsumexp";
   let { kept, reduced } = split(x.shape, axes);
+  const what = (dims: string) =>
+    `${dims} dims of ${fmtShape(x.shape)} over axes [${axes}] (neighbours merged)`;
+  checkRank(name, what("kept"), kept.shape.length);
+  checkRank(name, what("reduced"), reduced.shape.length);
   const rows = product(kept.shape);
   let len = product(reduced.shape);
   const contiguous = kept.shape.length <= 1 && reduced.shape.length <= 1 &&

@@ -274,6 +274,10 @@ test("bad input is a clear error and leaks nothing", async (engine) => {
     using i = engine.zeros([3], "i32");
     await assertThrows(() => exp(i), TypeError, ["f32", "i32"]);
     await assertThrows(() => add(1 as never, 2 as never), TypeError, ["tensor"]);
+    // Alternating broadcast dims do not merge: 9 of them are over the kernel's 8 (thrown before allocating).
+    using deepA = engine.zeros([2, 1, 2, 1, 2, 1, 2, 1, 2]);
+    using deepB = engine.zeros([1, 2, 1, 2, 1, 2, 1, 2, 1]);
+    await assertThrows(() => mul(deepA, deepB), ShapeError, ["[2, 1, 2, 1", "[1, 2, 1, 2", "9 dims", "8"]);
     const d = engine.ones([3]);
     d.dispose();
     await assertThrows(() => mul(d, 2), Error, ["used after dispose", "[3]"]);

@@ -262,6 +262,17 @@ test("matmul: bad input throws a clear error and leaks nothing", async (engine) 
   const x = engine.tensor(randomArray(2 * 2 * 3, 3), [2, 2, 3]);
   const y = engine.tensor(randomArray(3 * 3 * 2, 4), [3, 3, 2]);
   await assertThrows(() => matmul(x, y), ShapeError, ["[2]", "[3]"]);
+  // 9 batch dims that do not merge are over the kernel's 8 (thrown before allocating).
+  {
+    using deepX = engine.zeros([2, 1, 2, 1, 2, 1, 2, 1, 2, 3, 3]);
+    using deepY = engine.zeros([1, 2, 1, 2, 1, 2, 1, 2, 1, 3, 3]);
+    await assertThrows(() => matmul(deepX, deepY), ShapeError, [
+      "batch dims",
+      "[2, 1, 2",
+      "[1, 2, 1",
+      "9 dims",
+    ]);
+  }
   const v = engine.tensor(randomArray(3, 5), [3]);
   await assertThrows(() => matmul(a, v), ShapeError, ["[3]", "at least 2 dims"]);
   [x, y, v].forEach((t) => t.dispose());

@@ -480,6 +480,16 @@ test("reconstruction: bad input throws a clear error and leaks nothing", async (
   await assertThrows(() => maskedMSE(a, img, mask, { patch: 4 }), ShapeError, ["pred [3, 4]", "[2, 4, 48]"]);
   await assertThrows(() => maskedMSE(img, img, mask, { patch: 0 }), RangeError, ["patch"]);
   await assertThrows(() => ssim(img, a), ShapeError, ["[2, 3, 8, 8]", "[3, 4]"]);
+  // A broadcast target or weight is read through per-dim strides: at most 8 dims (thrown before allocating).
+  {
+    using deep = engine.zeros([2, 3, 2, 3, 2, 3, 2, 3, 2]);
+    using deepTarget = engine.zeros([1, 3, 1, 3, 1, 3, 1, 3, 1]);
+    await assertThrows(() => mse(deep, deepTarget), ShapeError, ["[2, 3, 2, 3", "target [1, 3, 1", "9 dims"]);
+    await assertThrows(() => l1(deep, deep, { weight: deepTarget, reduction: "none" }), ShapeError, [
+      "weight [1, 3, 1",
+      "9 dims",
+    ]);
+  }
   await assertThrows(() => ssim(img, img), ShapeError, ["11×11"]);
   await assertThrows(() => ssim(img, img, { window: 4 }), RangeError, ["odd"]);
   await assertThrows(() => ssim(img, img, { window: 65 }), RangeError, ["63"]);

@@ -494,6 +494,14 @@ leakTest("bad input throws a clear error and allocates nothing", async (engine) 
     await assertThrows(() => op(ints), TypeError, ["i32"]);
     await assertThrows(() => op(t, 2), RangeError, ["axis 2", "[2, 3]"]);
   }
+  // 17 dims alternating kept and reduced do not merge: 9 of one kind are over the kernel's 8.
+  using deep = engine.zeros(Array.from({ length: 17 }, (_, i) => 2 + (i % 2)));
+  const even = [0, 2, 4, 6, 8, 10, 12, 14, 16];
+  await assertThrows(() => sum(deep, even), ShapeError, ["reduced dims", "[2, 3, 2", "9 dims", "8"]);
+  await assertThrows(() => max(deep, even.slice(0, 8).map((d) => d + 1)), ShapeError, [
+    "kept dims",
+    "9 dims",
+  ]);
   const gone = engine.tensor([1, 2], [2]);
   gone.dispose();
   for (const op of [sum, mean, max, logsumexp, softmax, logSoftmax]) {
