@@ -364,6 +364,9 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
     throw new ShapeError(`${op}: ${params.length} parameter records for a batch ${fmtShape(x.shape)}`);
   }
   for (const q of params) {
+    if (![0, 1, 2, 3].includes(q.rotate)) {
+      throw new RangeError(`${op}: rotate ${q.rotate} is not a count of quarter turns 0, 1, 2 or 3`);
+    }
     if (q.rotate % 2 && oh !== ow) {
       throw new ShapeError(`${op}: rotating by 90° needs a square output, got ${oh}×${ow}`);
     }

@@ -66,21 +66,30 @@ interface Plan {
   dispatches: number;
 }
 
-function plan(op: string, pr: Problem, withGrad: boolean): Plan {
+/**
+ * Loop iterations of one invocation per column tile (the backward's, which adds the weighted sum over the
+ * tile's columns), from the loops in contrastive.wgsl, counting no loop as unrolled: the logits (staged: per
+ * step two loads of the tile and DK4 × 9; direct: 9 per vec4 of dims), then the weights and the sum.
+ */
+function tileIterations(dim: number, cpuKernels: boolean): number {
   const wg = TILE.WGR * TILE.WGC;
-  // Loop iterations of one invocation per column tile (the backward's, which adds the weighted sum over the
-  // tile's columns), from the loops in contrastive.wgsl, counting no loop as unrolled: the logits (staged: per
-  // step two loads of the tile and DK4 × 9; direct: 9 per vec4 of dims), then the weights and the sum.
-  const DK4 = dk4(pr.dim);
-  const staged = Math.ceil(dim4(pr.dim) / DK4) *
+  const DK4 = dk4(dim);
+  const staged = Math.ceil(dim4(dim) / DK4) *
     (Math.ceil((TR * DK4) / wg) + Math.ceil((TC * DK4) / wg) + 9 * DK4 + 1);
-  const perTile = (pr.a.engine.cpuKernels ? 9 * dim4(pr.dim) + 1 : staged) + 5 * TC + 16;
-  const maxTiles = Math.floor(LOOP_BUDGET / perTile);
-  if (maxTiles < 1) {
+  return (cpuKernels ? 9 * dim4(dim) + 1 : staged) + 5 * TC + 16;
+}
+
+/** A RangeError, before anything is allocated, where one column tile of `dim` dims overruns the loop budget. */
+function checkTileBudget(op: string, dim: number, e: Engine): void {
+  if (tileIterations(dim, e.cpuKernels) > LOOP_BUDGET) {
     throw new RangeError(
-      `${op}: embedding dim ${pr.dim} is too large for one tile within the loop budget of ${LOOP_BUDGET}`,
+      `${op}: embedding dim ${dim} is too large for one tile within the loop budget of ${LOOP_BUDGET}`,
     );
   }
+}
+
+function plan(pr: Problem, withGrad: boolean): Plan {
+  const maxTiles = Math.floor(LOOP_BUDGET / tileIterations(pr.dim, pr.a.engine.cpuKernels));
   const rowTiles = Math.ceil(pr.rows / TR);
   const chunks = withGrad ? Math.ceil(pr.dim / DV) : 1;
   const colTiles = Math.ceil(pr.cols / TC);
@@ -155,7 +164,7 @@ const cacheSize = (pr: Problem) => pr.rows * Math.ceil(pr.cols / TC) * TC;
  */
 function lossStats(op: string, pr: Problem): { loss: Tensor; rowstats: Tensor; cache: Tensor | null } {
   const e = pr.a.engine;
-  const pl = plan(op, pr, false);
+  const pl = plan(pr, false);
   const partial = e.empty([pl.splitPar * pr.rows, 4]);
   const cached = isRecording() && 4 * cacheSize(pr) <= e.logitCacheBytes;
   // Without a cache its binding still needs a buffer of its own (two writable bindings of one buffer are invalid).
@@ -219,7 +228,7 @@ interface Terms {
  */
 function lossGrad(op: string, pr: Problem, terms: Terms, cache: Tensor | null = null): [Tensor, number] {
   const e = pr.a.engine;
-  const pl = plan(op, pr, true);
+  const pl = plan(pr, true);
   const dpart = e.empty([pl.splitPar * pr.rows, 4 * dim4(pr.dim)]);
   const statsA = terms.row ?? terms.col!;
   const statsB = terms.col ?? terms.row!;
@@ -316,6 +325,7 @@ export function ntXent(z1: Tensor, z2: Tensor, options: NTXentOptions = {}): Ten
   checkSameShape(op, ["z1", "z2"], z1, z2);
   const invTemp = checkTemperature(op, options.temperature ?? 0.5);
   const [n, dim] = z1.shape;
+  checkTileBudget(op, dim, z1.engine);
   const saved = pack(op, true, z1, z2);
   const [u] = saved;
   const pr: Problem = {
@@ -369,6 +379,7 @@ export function infoNCE(query: Tensor, keys: Tensor, options: InfoNCEOptions): T
   const e = query.engine;
   const [n, dim] = query.shape;
   const pairing: Pairing = { excludeSelf: false, period: 0xffffffff };
+  checkTileBudget(op, dim, query.engine);
   const [q, qNorms] = pack(op, false, query);
   // Keys then the negatives: the keys alone are its first n rows.
   const [kn, knNorms] = pack(op, false, keys, negatives);
@@ -434,6 +445,7 @@ export function supCon(z: Tensor, labels: Tensor, options: SupConOptions): Tenso
   }
   const invTemp = checkTemperature(op, options.temperature);
   const [n, dim] = z.shape;
+  checkTileBudget(op, dim, z.engine);
   const saved = pack(op, true, z);
   const [u] = saved;
   const pairing: Pairing = { excludeSelf: true, period: 0xffffffff, labels };

@@ -452,6 +452,10 @@ test("augment: bad input throws a clear error and leaks nothing", async (engine)
   await assertThrows(() => gaussianBlur(x, { sigma: [1, 1000] }), RangeError, ["sigma"]);
   await assertThrows(() => normalizeChannels(x, [0, 0, 0], [1, 0, 1]), RangeError, ["std"]);
   await assertThrows(() => applyParams(x, [], {}), ShapeError, ["0 parameter records", "[2, 3, 4, 5]"]);
+  for (const rotate of [7, 1.5, -1]) {
+    const turned = [identityParams(4, 5), { ...identityParams(4, 5), rotate }];
+    await assertThrows(() => applyParams(x, turned, { size: 4 }), RangeError, [`rotate ${rotate}`]);
+  }
   assertNoLeak(engine, after, "bad input");
   for (const t of [rank3, c2, ids]) t.dispose();
   assertNoLeak(engine, before);

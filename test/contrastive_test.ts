@@ -347,6 +347,15 @@ test("contrastive losses: bad shapes, labels and temperatures throw and leak not
   await assertThrows(() => supCon(a, floatLabels, { temperature: 0.1 }), ShapeError, ["f32", "[4, 8]"]);
   await assertThrows(() => supCon(flat, labels, { temperature: 0.1 }), ShapeError, ["[8]"]);
   await assertThrows(() => negativeCosine(a, b), ShapeError, ["[4, 8]", "[5, 8]"]);
+  // One column tile of 40,000 dims overruns the per-invocation loop budget: thrown before packing the rows.
+  {
+    using wide = engine.zeros([2, 40_000]);
+    using wideLabels = engine.zeros([2], "i32");
+    const budget = ["embedding dim 40000", "loop budget"];
+    await assertThrows(() => ntXent(wide, wide), RangeError, budget);
+    await assertThrows(() => infoNCE(wide, wide, { temperature: 0.1 }), RangeError, budget);
+    await assertThrows(() => supCon(wide, wideLabels, { temperature: 0.1 }), RangeError, budget);
+  }
   const loss = ntXent(a, a);
   loss.dispose();
   assert(/disposed/.test((await assertThrows(() => grad(loss, [a]), Error)).message), "grad after dispose");
