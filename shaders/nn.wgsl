@@ -1,23 +1,34 @@
-// nn.wgsl: the label gather and the backward of crossEntropy. logits / softmax are f32 [rows, classes] row-major,
-// labels i32 [rows]. A label outside [0, classes) cannot be reported synchronously, so it turns its row to NaN.
+// nn.wgsl: crossEntropy's per-row losses, its mean and its backward. logits / softmax are f32 [rows, classes]
+// row-major, labels i32 [rows]. A row whose label is p.ignore is left out: loss 0, gradient 0. Any other label
+// outside [0, classes) cannot be reported synchronously, so it turns its row to NaN.
 // Entry points (one invocation each; the workgroup index spread over x and y):
-//   pick:     out[n] = logits[n, labels[n]], or NaN.                      bindings: 1 logits, 2 labels, 3 out [rows]
-//   backward: out[n, c] = (softmax[n, c] − [c == labels[n]]) · g[0] / rows, or NaN for the whole row.
-//                                                bindings: 1 softmax, 2 labels, 3 out [rows, classes], 4 g [1]
+//   nll:      out[n] = lse[n] − logits[n, labels[n]], 0 where ignored, or NaN; with COUNT also out[rows + n] = 1
+//             where row n is kept (not ignored), else 0, so one sum over [2, rows] gives (Σ loss, kept rows).
+//                                        bindings: 1 logits, 2 labels, 3 out [rows] ([2, rows] with COUNT), 4 lse
+//   mean:     out[0] = num[0] / sums[1] (sums from nll with COUNT), NaN when no row is kept (PyTorch's 0/0).
+//                                                                  bindings: 1 num, 2 sums [2], 3 out [1]
+//   backward: out[n, c] = (softmax[n, c] − [c == labels[n]]) · g, g = upstream[n] with UPSTREAM_EACH (reduction
+//             none) else upstream[0] (mean's upstream already over the kept rows); 0 where ignored, NaN rows for
+//             other labels outside [0, classes).
+//                                        bindings: 1 softmax, 2 labels, 3 out [rows, classes], 4 upstream
 struct Params {
-  count: u32,    // invocations: rows for pick, rows · classes for backward
+  count: u32,    // invocations: rows for nll, 1 for mean, rows · classes for backward
   rows: u32,
   classes: u32,
   nan: f32,      // a quiet NaN from the host: WGSL has no NaN constant (a constant expression may not be NaN)
+  ignore: i32,   // ignoreIndex
 }
 
 override WG: u32 = 256;
+override COUNT: bool = false;
+override UPSTREAM_EACH: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<i32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<storage, read> g: array<f32>;
+@group(0) @binding(4) var<storage, read> row_in: array<f32>;  // nll's lse, backward's upstream
+@group(0) @binding(2) var<storage, read> sums: array<f32>;
 
 fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
   return (wg.y * nwg.x + wg.x) * WG + lid;
@@ -27,13 +38,26 @@ fn valid(label: i32) -> bool {
   return label >= 0 && label < i32(p.classes);
 }
 
+// v for a row of label `label`: 0 where ignored, NaN where the label is outside [0, classes).
+fn rowValue(v: f32, label: i32) -> f32 {
+  return select(select(p.nan, v, valid(label)), 0.0, label == p.ignore);
+}
+
 @compute @workgroup_size(WG)
-fn pick(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
+fn nll(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lid: u32) {
   let n = index(wg, nwg, lid);
   if (n >= p.count) { return; }
   let label = labels[n];
-  out[n] = select(p.nan, x[n * p.classes + min(u32(max(label, 0)), p.classes - 1u)], valid(label));
+  let picked = x[n * p.classes + min(u32(max(label, 0)), p.classes - 1u)];
+  out[n] = rowValue(row_in[n] - picked, label);
+  if (COUNT) { out[p.rows + n] = select(1.0, 0.0, label == p.ignore); }
+}
+
+@compute @workgroup_size(1)
+fn mean() {
+  let kept = sums[1];
+  out[0] = select(p.nan, x[0] / kept, kept > 0.0);
 }
 
 @compute @workgroup_size(WG)
@@ -41,7 +65,8 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
             @builtin(local_invocation_index) lid: u32) {
   let i = index(wg, nwg, lid);
   if (i >= p.count) { return; }
-  let label = labels[i / p.classes];
+  let n = i / p.classes;
+  let label = labels[n];
   let onehot = select(0.0, 1.0, i32(i % p.classes) == label);
-  out[i] = select(p.nan, (x[i] - onehot) * g[0] / f32(p.rows), valid(label));
+  out[i] = rowValue((x[i] - onehot) * row_in[select(0u, n, UPSTREAM_EACH)], label);
 }

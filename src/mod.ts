@@ -25,10 +25,19 @@ export {
   sub,
   tanh,
 } from "./elementwise.ts";
-export { logSoftmax, logsumexp, max, mean, type ReduceOptions, softmax, sum } from "./reduce.ts";
+export {
+  logSoftmax,
+  logsumexp,
+  max,
+  mean,
+  type ReduceOptions,
+  type Reduction,
+  softmax,
+  sum,
+} from "./reduce.ts";
 export { concat, reshape, slice, transpose } from "./shape.ts";
 export { matmul, type MatmulOptions } from "./matmul.ts";
-export { crossEntropy, normalize } from "./nn.ts";
+export { crossEntropy, type CrossEntropyOptions, normalize } from "./nn.ts";
 export {
   infoNCE,
   type InfoNCEOptions,
@@ -46,7 +55,6 @@ export {
   type LossOptions,
   maskedMSE,
   mse,
-  type Reduction,
   smoothL1,
   ssim,
   ssimLoss,

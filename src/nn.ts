@@ -1,10 +1,10 @@
-// Neural-network ops built on the core ones: L2 normalize, cross-entropy (shaders/nn.wgsl for the label gather
-// and cross-entropy's backward; CPU reference in src/ref/nn.ts).
+// Neural-network ops built on the core ones: L2 normalize, cross-entropy (shaders/nn.wgsl for the per-row losses,
+// the mean over the rows not ignored and cross-entropy's backward; CPU reference in src/ref/nn.ts).
 import { noGrad, record } from "./autograd.ts";
 import { Params } from "./engine.ts";
 import { checkF32, div, greater, maximum, mul, sqrt, square, sub } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
-import { logsumexp, mean, softmax, sum } from "./reduce.ts";
+import { checkReduction, logsumexp, type Reduction, softmax, sum } from "./reduce.ts";
 import { normalizeAxis } from "./shape.ts";
 import type { Tensor } from "./tensor.ts";
 
@@ -63,17 +63,31 @@ export function normalize(x: Tensor, options: { axis?: number; eps?: number } = 
   });
 }
 
+export interface CrossEntropyOptions {
+  /** Rows whose label is this i32 are left out: loss 0, gradient 0, not counted by the mean (default -100). */
+  ignoreIndex?: number;
+  /** "mean" (default) over the rows not ignored, "sum", or "none" for the per-row losses [N]. */
+  reduction?: Reduction;
+}
+
 /**
- * Mean over the batch of −log softmax(logits)[label], like torch.nn.functional.cross_entropy (reduction mean):
- * logits f32 [N, C], labels i32 [N] holding class indices. Only the logits get a gradient. A label outside
- * [0, C) cannot be checked without a readback, so it makes the loss (and its row of the gradient) NaN.
- * The labels must stay alive until grad() has run.
+ * −log softmax(logits)[label] per row, reduced over the batch, like torch.nn.functional.cross_entropy: logits
+ * f32 [N, C], labels i32 [N] holding class indices. Rows labelled `ignoreIndex` contribute nothing; the mean
+ * divides by the rows left (counted on the GPU), so a batch whose rows are all ignored has a NaN mean (PyTorch's
+ * 0/0) and a sum of 0. Only the logits get a gradient. Any other label outside [0, C) cannot be checked without a
+ * readback, so it makes its row's loss and gradient NaN (and so a mean or sum). The labels must stay alive until
+ * grad() has run.
  */
-export function crossEntropy(logits: Tensor, labels: Tensor): Tensor {
+export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntropyOptions = {}): Tensor {
   const op = "crossEntropy";
   checkAlive(op, logits);
   checkAlive(op, labels);
   checkF32(op, logits);
+  const reduction = checkReduction(op, options.reduction);
+  const ignoreIndex = options.ignoreIndex ?? -100;
+  if (!Number.isInteger(ignoreIndex) || ignoreIndex < -(2 ** 31) || ignoreIndex >= 2 ** 31) {
+    throw new RangeError(`${op}: ignoreIndex must be an i32 integer, got ${ignoreIndex}`);
+  }
   if (labels.dtype !== "i32") {
     throw new TypeError(
       `${op}: labels must be i32 class indices, got ${labels.dtype} ${fmtShape(labels.shape)}`,
@@ -93,40 +107,51 @@ export function crossEntropy(logits: Tensor, labels: Tensor): Tensor {
     );
   }
   const [rows, classes] = logits.shape;
-  const params = (count: number) => new Params().u32(count, rows, classes, NAN_BITS);
-  const loss = noGrad(() => {
+  const params = (count: number) => new Params().u32(count, rows, classes, NAN_BITS).i32(ignoreIndex);
+  // num[0] / kept rows as a new tensor [] (NaN where no row is kept); `sums` is nll's (Σ loss, kept rows).
+  const overKept = (num: Tensor, sums: Tensor) => {
+    const out = e.empty([]);
+    e.run({ op, shader: "nn", entry: "mean", params: params(1), buffers: [num, sums, out], workgroups: 1 });
+    return out;
+  };
+  // The mean keeps its sums [2] with the loss: the backward divides by the kept rows too.
+  const { loss, sums } = noGrad(() => {
     const lse = logsumexp(logits, 1);
-    const picked = e.empty([rows]);
+    const count = reduction === "mean";
+    const nll = e.empty(count ? [2, rows] : [rows]);
     e.run({
       op,
       shader: "nn",
-      entry: "pick",
-      constants: { WG },
+      entry: "nll",
+      constants: { WG, COUNT: count ? 1 : 0 },
       params: params(rows),
-      buffers: [logits, labels, picked],
+      buffers: [logits, labels, nll, lse],
       workgroups: Math.ceil(rows / WG),
     });
-    const nll = sub(lse, picked);
     lse.dispose();
-    picked.dispose();
-    const loss = mean(nll);
+    if (reduction === "none") return { loss: nll, sums: null };
+    const sums = sum(nll, reduction === "mean" ? 1 : undefined);
     nll.dispose();
-    return loss;
+    if (reduction === "sum") return { loss: sums, sums: null };
+    return { loss: overKept(sums, sums), sums };
   });
   return record(loss, op, [logits], (g) => {
     checkAlive(op, labels);
+    // The mean's upstream is g / kept rows: one value, like the sum's; "none" has one per row.
+    const upstream = sums ? overKept(g, sums) : g;
     const p = softmax(logits, 1);
     const out = e.empty(logits.shape);
     e.run({
       op: `${op} (backward)`,
       shader: "nn",
       entry: "backward",
-      constants: { WG },
+      constants: { WG, UPSTREAM_EACH: reduction === "none" ? 1 : 0 },
       params: params(logits.size),
-      buffers: [p, labels, out, g],
+      buffers: [p, labels, out, upstream],
       workgroups: Math.ceil(logits.size / WG),
     });
     p.dispose();
+    if (upstream !== g) upstream.dispose();
     return [out];
-  });
+  }, sums ? [sums] : []);
 }

@@ -13,6 +13,7 @@ import { isRecording, isSeed, record } from "./autograd.ts";
 import { type Binding, checkRank, Params, windowBindings, windows } from "./engine.ts";
 import { checkF32, neg, unbroadcast } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
+import { checkReduction, type Reduction } from "./reduce.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
 
 const WG = 256;
@@ -33,7 +34,6 @@ const MASKED_LANES_WG = 64;
 // (window + 1) / 2 taps, 32 at most.
 const MAX_WINDOW = 63;
 
-export type Reduction = "mean" | "sum" | "none";
 export interface LossOptions {
   /** "mean" (default) over all elements, "sum", or "none" for the per-element loss. */
   reduction?: Reduction;
@@ -171,12 +171,7 @@ function pointLoss(
 ): Tensor {
   const op = kind;
   const { weight } = options;
-  const reduction = options.reduction ?? "mean";
-  if (!["mean", "sum", "none"].includes(reduction)) {
-    throw new RangeError(
-      `${op}: reduction must be "mean", "sum" or "none", got ${JSON.stringify(reduction)}`,
-    );
-  }
+  const reduction = checkReduction(op, options.reduction);
   checkF32(op, pred);
   checkF32(op, target);
   if (weight) checkF32(op, weight);

@@ -11,6 +11,18 @@ const WG = 256;
 const ITEMS = 64;
 const OPS = { sum: 0, max: 1, logsumexp: 2 } as const;
 
+/** How a loss reduces its per-element (or per-row) values: "mean", "sum", or "none" to keep them all. */
+export type Reduction = "mean" | "sum" | "none";
+
+/** `reduction`, "mean" when undefined; a RangeError naming `op` for anything else. */
+export function checkReduction(op: string, reduction: Reduction | undefined): Reduction {
+  const r = reduction ?? "mean";
+  if (!["mean", "sum", "none"].includes(r)) {
+    throw new RangeError(`${op}: reduction must be "mean", "sum" or "none", got ${JSON.stringify(r)}`);
+  }
+  return r;
+}
+
 export interface ReduceOptions {
   /** Keep each reduced axis as a dim of size 1 (default false). */
   keepDims?: boolean;

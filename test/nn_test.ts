@@ -1,5 +1,16 @@
-import { crossEntropy, grad, mul, normalize, ShapeError, sum } from "../src/mod.ts";
-import type { Engine } from "../src/mod.ts";
+import {
+  crossEntropy,
+  type CrossEntropyOptions,
+  grad,
+  maskedTokenTask,
+  mul,
+  normalize,
+  type Reduction,
+  reshape,
+  ShapeError,
+  sum,
+} from "../src/mod.ts";
+import type { Engine, Tensor } from "../src/mod.ts";
 import { refCrossEntropy, refCrossEntropyGrad, refNormalize, refNormalizeGrad } from "../src/ref/nn.ts";
 import { test } from "./harness.ts";
 import {
@@ -130,12 +141,7 @@ test("crossEntropy matches the float64 reference, C = 100,003 included", async (
     using ty = engine.tensor(labels, [rows], "i32");
     const loss = crossEntropy(tl, ty);
     assert(loss.size === 1, `loss shape ${loss.shape}`);
-    assertClose(
-      await take(loss),
-      [refCrossEntropy(logits, labels, classes)],
-      CE_TOL,
-      `[${rows}, ${classes}]`,
-    );
+    assertClose(await take(loss), refCrossEntropy(logits, labels, classes), CE_TOL, `[${rows}, ${classes}]`);
   }
   assertNoLeak(engine, before);
 });
@@ -237,6 +243,17 @@ test("nn ops reject bad arguments with clear errors and leak nothing", async (en
   await assertThrows(() => crossEntropy(x, three), ShapeError, ["[2, 3]", "[3]"]);
   await assertThrows(() => crossEntropy(cube, labels), ShapeError, ["[2, 3, 2]", "[2]"]);
   await assertThrows(() => crossEntropy(x, gone), Error, ["used after dispose"]);
+  for (const ignoreIndex of [1.5, NaN, Infinity, 2 ** 31, -(2 ** 31) - 1]) {
+    await assertThrows(() => crossEntropy(x, labels, { ignoreIndex }), RangeError, [
+      "ignoreIndex",
+      `${ignoreIndex}`,
+    ]);
+  }
+  await assertThrows(() => crossEntropy(x, labels, { reduction: "avg" as Reduction }), RangeError, [
+    "crossEntropy",
+    "reduction",
+    '"avg"',
+  ]);
   assertNoLeak(engine, before);
   // Logits over one binding would need windowed kernels: refused up front (an uninitialised tensor suffices).
   using huge = engine.empty([336, 100_003]);
@@ -247,6 +264,186 @@ test("nn ops reject bad arguments with clear errors and leak nothing", async (en
     "maxStorageBufferBindingSize",
   ]);
   assertNoLeak(engine, bigBefore, "huge logits");
+});
+
+test("crossEntropy's ignoreIndex and reductions on a hand-computed batch (PyTorch's definitions)", async (engine) => {
+  const before = engine.memory();
+  {
+    // Row 0: log(e + e² + e³) − 3; row 1 is ignored (label −100); row 2: log 3. The mean is over the 2 kept rows.
+    using tl = engine.tensor([1, 2, 3, 5, -5, 0, 0, 0, 0], [3, 3]);
+    using ty = engine.tensor([2, -100, 1], [3], "i32");
+    const each = [0.4076059644443806, 0, 1.0986122886681098];
+    // f32 logsumexp and a sum of two: a few ulp.
+    const tol = { rtol: 1e-6, atol: 1e-7 };
+    assertClose(await take(crossEntropy(tl, ty, { reduction: "none" })), each, tol, "none");
+    assertClose(await take(crossEntropy(tl, ty, { reduction: "sum" })), [1.5062182531124904], tol, "sum");
+    const loss = crossEntropy(tl, ty);
+    assertClose(await loss.toArray(), [0.7531091265562452], tol, "mean");
+    // (softmax − onehot) / 2 kept rows: softmax(1, 2, 3) = (0.0900306, 0.2447285, 0.6652410); 1/3 each for row 2.
+    const [g] = grad(loss, [tl]);
+    loss.dispose();
+    assertClose(
+      await take(g),
+      [0.04501528658519023, 0.12236423552739882, -0.1673795221125891, 0, 0, 0, 1 / 6, -1 / 3, 1 / 6],
+      tol,
+      "mean gradient",
+    );
+    // ignoreIndex 2 leaves out row 0 and makes −100 an ordinary label, outside [0, 3): its row is NaN.
+    const nan = crossEntropy(tl, ty, { ignoreIndex: 2, reduction: "none" });
+    assertClose(await take(nan), [0, NaN, 1.0986122886681098], tol, "ignoreIndex 2");
+  }
+  assertNoLeak(engine, before);
+});
+
+/** Labels as labelsOf, with about a third of the rows (chosen by `seed`) set to `ignoreIndex`. */
+function labelsIgnoring(rows: number, classes: number, ignoreIndex: number, seed: number): Int32Array {
+  const r = rng(seed + 1000);
+  return labelsOf(rows, classes, seed).map((label) => (r() < 0.3 ? ignoreIndex : label));
+}
+
+/**
+ * crossEntropy with `options` against the reference: the value, and the gradient for an upstream of 1.5 (mean,
+ * sum) or of random weights per row (none, through sum(loss · w)).
+ */
+async function checkCrossEntropyOptions(
+  engine: Engine,
+  rows: number,
+  classes: number,
+  options: CrossEntropyOptions & { reduction: Reduction },
+  seed: number,
+) {
+  const what = `[${rows}, ${classes}] ${JSON.stringify(options)}`;
+  const logits = randomArray(rows * classes, seed, -6, 6);
+  const labels = labelsIgnoring(rows, classes, options.ignoreIndex ?? -100, seed);
+  const each = options.reduction === "none";
+  const upstream = each ? randomArray(rows, seed + 1, -2, 2) : 1.5;
+  using tl = engine.tensor(logits, [rows, classes]);
+  using ty = engine.tensor(labels, [rows], "i32");
+  using tw = engine.tensor(each ? (upstream as Float32Array) : [upstream as number], each ? [rows] : []);
+  const loss = crossEntropy(tl, ty, options);
+  assert(loss.size === (each ? rows : 1), `${what}: loss shape ${loss.shape}`);
+  const scaled = mul(loss, tw);
+  const total = each ? sum(scaled) : scaled;
+  const [g] = grad(total, [tl]);
+  // Per row, lse − picked cancels: its error is a few ulp of |lse| ≲ 20 (ulp 2e-6), whatever the loss; the
+  // reduced losses are f32 tree sums of those (CE_TOL).
+  assertClose(
+    await loss.toArray(),
+    refCrossEntropy(logits, labels, classes, options),
+    each ? { rtol: 1e-5, atol: 1e-5 } : CE_TOL,
+    `${what} loss`,
+  );
+  // As checkCrossEntropyGrad, with atol set by the largest upstream a row gets (1.5 / kept rows for the mean).
+  const expected = refCrossEntropyGrad(logits, labels, classes, upstream, options);
+  const kept = labels.filter((label) => label !== (options.ignoreIndex ?? -100)).length;
+  const rowScale = each ? 2 : options.reduction === "mean" ? 1.5 / Math.max(kept, 1) : 1.5;
+  assertClose(await take(g), expected, { rtol: 1e-4, atol: 1e-5 * rowScale }, `${what} gradient`);
+  for (const t of new Set<Tensor>([loss, scaled, total])) t.dispose();
+}
+
+// Sizes 1, primes and non-multiples of the 256-wide workgroup; ignoreIndex the default, or a class in range.
+const IGNORE_CASES: [number, number, number | undefined][] = [
+  [1, 1, undefined],
+  [1, 7, 3],
+  [2, 5, undefined],
+  [13, 257, 0],
+  [257, 3, undefined],
+  [1031, 11, 10],
+  [2053, 2, undefined],
+];
+
+test("crossEntropy with ignored rows matches the reference for every reduction", async (engine) => {
+  const before = engine.memory();
+  for (const [i, [rows, classes, ignoreIndex]] of IGNORE_CASES.entries()) {
+    for (const reduction of ["mean", "sum", "none"] as const) {
+      await checkCrossEntropyOptions(engine, rows, classes, { ignoreIndex, reduction }, 20 + i);
+    }
+  }
+  assertNoLeak(engine, before);
+});
+
+test("crossEntropy with ignored rows: finite differences for every reduction", async (engine) => {
+  const before = engine.memory();
+  {
+    const logits = randomArray(20, 3, -2, 2);
+    const labels = Int32Array.of(4, -100, 0, 2);
+    const w = randomArray(4, 4, -2, 2);
+    using ty = engine.tensor(labels, [4], "i32");
+    using tw = engine.tensor(w, [4]);
+    // Indices in every row, the ignored row 1 (gradient 0) included.
+    const idx = [0, 4, 6, 9, 10, 13, 19];
+    for (const reduction of ["mean", "sum", "none"] as const) {
+      const f = async (v: Float32Array) => {
+        using tv = engine.tensor(v, [4, 5]);
+        using loss = crossEntropy(tv, ty, { reduction });
+        if (reduction !== "none") return (await loss.toArray())[0];
+        using weighted = mul(loss, tw);
+        return (await take(sum(weighted)))[0];
+      };
+      const fd = await finiteDifference(f, logits, idx);
+      const expected = refCrossEntropyGrad(logits, labels, 5, reduction === "none" ? w : 1, { reduction });
+      // h = 1e-2: the f32 loss (≲ 10) rounds at ≲ 1e-6, /2h → 5e-5; the O(h²) truncation is ~1e-5 (gradients
+      // ≲ 2 here).
+      assertClose(
+        fd,
+        idx.map((i) => expected[i]),
+        { rtol: 1e-2, atol: 2e-4 },
+        `${reduction} finite differences`,
+      );
+    }
+  }
+  assertNoLeak(engine, before);
+});
+
+test("crossEntropy with every row ignored: the mean is NaN (0/0), the sum 0, the gradients 0", async (engine) => {
+  const before = engine.memory();
+  {
+    using tl = engine.tensor(randomArray(15, 5), [5, 3]);
+    using ty = engine.tensor(new Int32Array(5).fill(7), [5], "i32");
+    for (const reduction of ["mean", "sum", "none"] as const) {
+      const loss = crossEntropy(tl, ty, { ignoreIndex: 7, reduction });
+      const expected = reduction === "mean" ? [NaN] : reduction === "sum" ? [0] : [0, 0, 0, 0, 0];
+      assertClose(await loss.toArray(), expected, { rtol: 0, atol: 0 }, `${reduction} loss`);
+      const total = reduction === "none" ? sum(loss) : loss;
+      const [g] = grad(total, [tl]);
+      assertClose(await take(g), new Float64Array(15), { rtol: 0, atol: 0 }, `${reduction} gradient`);
+      if (total !== loss) total.dispose();
+      loss.dispose();
+    }
+  }
+  assertNoLeak(engine, before);
+});
+
+test("crossEntropy over maskedTokenTask's labels leaves out the unchosen positions (-100), as BERT", async (engine) => {
+  const before = engine.memory();
+  {
+    const [n, len, vocab] = [4, 37, 50];
+    using tokens = engine.tensor(
+      Int32Array.from({ length: n * len }, (_, i) => (i * 7919) % vocab),
+      [n, len],
+      "i32",
+    );
+    const { input, labels } = maskedTokenTask(tokens, { seed: 5, maskId: 0, vocabSize: vocab });
+    input.dispose();
+    using flat = reshape(labels, [n * len]);
+    labels.dispose();
+    const host = await flat.toArray();
+    const chosen = host.filter((label) => label !== -100).length;
+    assert(chosen > 0 && chosen < n * len, `${chosen} of ${n * len} positions chosen`);
+    const logits = randomArray(n * len * vocab, 6, -6, 6);
+    using tl = engine.tensor(logits, [n * len, vocab]);
+    const loss = crossEntropy(tl, flat);
+    const [g] = grad(loss, [tl]);
+    assertClose(await take(loss), refCrossEntropy(logits, host, vocab), CE_TOL, "loss");
+    // As checkCrossEntropyGrad, with 1/chosen rows as the scale.
+    assertClose(
+      await take(g),
+      refCrossEntropyGrad(logits, host, vocab),
+      { rtol: 1e-4, atol: 1e-5 / chosen },
+      "gradient",
+    );
+  }
+  assertNoLeak(engine, before);
 });
 
 test("crossEntropy needs its labels alive until grad()", async (engine) => {

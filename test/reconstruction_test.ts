@@ -9,6 +9,7 @@ import {
   mse,
   mul,
   noGrad,
+  type Reduction,
   ShapeError,
   smoothL1,
   ssim,
@@ -16,14 +17,7 @@ import {
   sum,
   type Tensor,
 } from "../src/mod.ts";
-import {
-  type LossKind,
-  type Reduction,
-  refLoss,
-  refMaskedMSE,
-  refPatchify,
-  refSSIM,
-} from "../src/ref/reconstruction.ts";
+import { type LossKind, refLoss, refMaskedMSE, refPatchify, refSSIM } from "../src/ref/reconstruction.ts";
 import { bothKernels, test } from "./harness.ts";
 import {
   assert,

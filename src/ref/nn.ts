@@ -1,4 +1,5 @@
 // CPU reference of src/nn.ts in float64.
+import type { CrossEntropyOptions } from "../nn.ts";
 
 /** Calls fn(indices) for each line of `shape` along `axis`: the flat indices of its elements. */
 function forEachLine(shape: readonly number[], axis: number, fn: (idx: number[]) => void): void {
@@ -46,37 +47,62 @@ export function refNormalizeGrad(
   return out;
 }
 
-/** Mean over rows of logsumexp(row) − row[label]; NaN when a label is outside [0, classes). */
+/**
+ * logsumexp(row) − row[label] per row: 0 where the label is ignoreIndex, NaN where it is otherwise outside
+ * [0, classes). Reduced: [Σ] for "sum", [Σ / rows not ignored] for "mean" (NaN when all are ignored), or per row
+ * for "none".
+ */
 export function refCrossEntropy(
   logits: ArrayLike<number>,
   labels: ArrayLike<number>,
   classes: number,
-): number {
+  options: CrossEntropyOptions = {},
+): Float64Array {
+  const { ignoreIndex = -100, reduction = "mean" } = options;
   const rows = labels.length;
+  const each = new Float64Array(rows);
   let total = 0;
+  let kept = 0;
   for (let n = 0; n < rows; n++) {
     const label = labels[n];
-    if (!(label >= 0 && label < classes)) return NaN;
-    total += logsumexpRow(logits, n, classes) - logits[n * classes + label];
+    if (label === ignoreIndex) continue;
+    kept++;
+    each[n] = label >= 0 && label < classes
+      ? logsumexpRow(logits, n, classes) - logits[n * classes + label]
+      : NaN;
+    total += each[n];
   }
-  return total / rows;
+  if (reduction === "none") return each;
+  return Float64Array.of(reduction === "sum" ? total : total / kept);
 }
 
-/** Gradient of crossEntropy times g: (softmax − onehot) · g / rows; NaN rows for labels outside [0, classes). */
+/**
+ * Gradient of crossEntropy for upstream gradient `upstream` (one value, or one per row for "none"):
+ * (softmax − onehot) · upstream, over the rows not ignored for "mean"; 0 for ignored rows, NaN rows for other
+ * labels outside [0, classes).
+ */
 export function refCrossEntropyGrad(
   logits: ArrayLike<number>,
   labels: ArrayLike<number>,
   classes: number,
-  g = 1,
+  upstream: number | ArrayLike<number> = 1,
+  options: CrossEntropyOptions = {},
 ): Float64Array {
+  const { ignoreIndex = -100, reduction = "mean" } = options;
   const rows = labels.length;
+  let kept = 0;
+  for (let n = 0; n < rows; n++) if (labels[n] !== ignoreIndex) kept++;
   const out = new Float64Array(rows * classes);
   for (let n = 0; n < rows; n++) {
+    const label = labels[n];
+    if (label === ignoreIndex) continue;
+    const g = typeof upstream === "number" ? upstream : upstream[n];
+    const scale = reduction === "mean" ? g / kept : g;
     const lse = logsumexpRow(logits, n, classes);
-    const valid = labels[n] >= 0 && labels[n] < classes;
+    const valid = label >= 0 && label < classes;
     for (let c = 0; c < classes; c++) {
       const i = n * classes + c;
-      out[i] = valid ? (Math.exp(logits[i] - lse) - (c === labels[n] ? 1 : 0)) * g / rows : NaN;
+      out[i] = valid ? (Math.exp(logits[i] - lse) - (c === label ? 1 : 0)) * scale : NaN;
     }
   }
   return out;

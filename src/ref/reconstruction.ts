@@ -2,8 +2,9 @@
 // Gradients are d(loss)/d(pred) and d(loss)/d(target) for an upstream gradient of 1 (of ones for reduction
 // "none", unless given).
 
+import type { Reduction } from "../reduce.ts";
+
 export type LossKind = "mse" | "l1" | "huber" | "smoothL1" | "bceWithLogits";
-export type Reduction = "mean" | "sum" | "none";
 
 /** [ℓ, dℓ/dx, dℓ/dy] of one element; `param` is huber's delta or smoothL1's beta. */
 export function refElement(kind: LossKind, x: number, y: number, param: number): [number, number, number] {
