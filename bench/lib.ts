@@ -5,7 +5,8 @@ import type { Engine } from "../src/mod.ts";
 export interface Row {
   kernel: string;
   size: string;
-  backend: "webgpu" | "cpu";
+  /** pretext on WebGPU, its float64 CPU reference, or a peer library on WebGPU (bench/peers.ts). */
+  backend: "webgpu" | "cpu" | "tfjs-webgpu";
   /** Median milliseconds of one run. */
   ms: number;
   /** Bytes read plus written once by one run. */
@@ -58,7 +59,7 @@ const LONG_CPU_MS = 250;
 const COLUMNS: [string, number][] = [
   ["kernel", 22],
   ["size", 20],
-  ["backend", 7],
+  ["backend", 11],
   ["ms", 10],
   ["rate", 15],
   ["ceiling", 8],
@@ -71,7 +72,7 @@ function cells(values: string[]): string {
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
-function fmtMs(ms: number): string {
+export function fmtMs(ms: number): string {
   return ms >= 100 ? ms.toFixed(1) : ms >= 1 ? ms.toFixed(3) : ms.toPrecision(3);
 }
 
@@ -135,14 +136,16 @@ export class Bench implements BenchContext {
     const { copyGBps, fmaGFLOPs } = this.ceilings;
     if (row.bytes !== undefined) {
       r.gbps = row.bytes / row.ms / 1e6;
-      if (row.backend === "webgpu" && copyGBps > 0) r.ofCopy = r.gbps / copyGBps;
+      if (row.backend !== "cpu" && copyGBps > 0) r.ofCopy = r.gbps / copyGBps;
     }
     if (row.flops !== undefined) {
       r.gflops = row.flops / row.ms / 1e6;
-      if (row.backend === "webgpu" && fmaGFLOPs > 0) r.ofFma = r.gflops / fmaGFLOPs;
+      if (row.backend !== "cpu" && fmaGFLOPs > 0) r.ofFma = r.gflops / fmaGFLOPs;
     }
+    // Speedups pair pretext's webgpu and cpu rows only; a peer's row says its ratio in its note.
+    const other = row.backend === "webgpu" ? "cpu" : row.backend === "cpu" ? "webgpu" : null;
     const match = this.results.find((m) =>
-      m.kernel === row.kernel && m.size === row.size && m.backend !== row.backend
+      m.kernel === row.kernel && m.size === row.size && m.backend === other
     );
     const gpuRow = row.backend === "webgpu" ? r : match;
     const cpuRow = row.backend === "cpu" ? r : match;
