@@ -15,6 +15,8 @@ export interface Row {
   flops?: number;
   /** Peak memory a run needs, in bytes. */
   peakBytes?: number;
+  /** Peer rows: pretext's median wall ms of the same run, timed as the peer was. */
+  pretextMs?: number;
   note?: string;
 }
 

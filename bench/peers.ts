@@ -309,6 +309,7 @@ export async function bench(ctx: BenchContext): Promise<void> {
         ms: tfMs,
         bytes: c.bytes,
         flops: c.flops,
+        pretextMs: ms,
         note: `pretext ${fmtMs(ms)} ms: ${(ratio >= 1 ? ratio : 1 / ratio).toFixed(1)}x ` +
           `${ratio >= 1 ? "faster" : "slower"} (wall time, both timed alike)`,
       });
