@@ -67,10 +67,6 @@ fn bits4(x: vec4<f32>, bits: u32) -> vec4<f32> {
   return bitcast<vec4<f32>>((bitcast<vec4<u32>>(x) & vec4<u32>(0u)) | vec4<u32>(bits));
 }
 
-fn isInf4(x: vec4<f32>) -> vec4<bool> {
-  return (bitcast<vec4<u32>>(x) & vec4<u32>(0x7fffffffu)) == vec4<u32>(0x7f800000u);
-}
-
 // a^b as C's pow and PyTorch have it. WGSL's pow is exp2(b·log2 a), undefined for a < 0 and unreliable at 0 and
 // ∞ (llvmpipe gives 0^-1 = 0), so only finite positive bases take that path: a negative base keeps the sign of
 // an odd integer exponent and is NaN for a non-integer one; 0 and ∞ bases, ∞ exponents, b = 0 and a = 1 (even
