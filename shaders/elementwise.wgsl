@@ -15,6 +15,9 @@
 //              lanes-th vec4 and finding its offsets (a division per dim) once. With 8 lanes, a CPU adapter's
 //              SIMD group reads whole cache lines in order at each step (one invocation per run read 8 lines a
 //              step 256 bytes apart and waited on memory: 1.33x slower on llvmpipe), as a GPU's warp coalesces.
+//              With B_SPLIT, b is a sum kept as two halves, its first term m and from vec4 p.half4 on its second
+//              l (softmax's logsumexp: the row max and log Σ exp(x − m)), and the op (sub or expDiff) takes
+//              a − b as (a − m) − l, which carries no rounding of m + l (ulp(m): 2e-3 at |m| = 3e4).
 //                                                                  bindings: 1 a, 2 b, 3 out
 // Op codes: unary 0..19, binary 20..; backward ops 40..44 take (gradient, saved value), 45 and 46 compute
 // pow's gradient factors.
@@ -25,6 +28,7 @@ struct Params {
   rank: u32,
   scalar: f32,
   lanes: u32,     // broadcast with INNER4: invocations that share a run, taking every lanes-th vec4
+  half4: u32,     // broadcast with B_SPLIT: the vec4 where b's second half starts
   shape: array<vec4<u32>, 2>,     // output dims, padded with 1
   stride_a: array<vec4<u32>, 2>,  // element strides of a on the output's dims, 0 where a is broadcast
   stride_b: array<vec4<u32>, 2>,
@@ -37,6 +41,7 @@ override SWAP: bool = false;
 override INNER4: bool = false;
 override A_ROW: bool = false;
 override B_ROW: bool = false;
+override B_SPLIT: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -210,11 +215,21 @@ fn broadcast(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     if (first >= (row + 1u) * inner4 || 4u * first >= p.count) { return; }
     var o = offsets(4u * first);
     let step = vec2<u32>(select(0u, 4u * g, A_ROW), select(0u, 4u * g, B_ROW));
+    // An input broadcast along the row has one value for the whole run: read once, not per vec4.
+    let a1 = vec4<f32>(a[o.x / 4u][o.x % 4u]);
+    let b1 = vec4<f32>(b[o.y / 4u][o.y % 4u]);
+    var b2 = ZERO;
+    if (B_SPLIT) { b2 = vec4<f32>(b[o.y / 4u + p.half4][o.y % 4u]); }
     for (var i = first; i < min(first + g * RUN, (row + 1u) * inner4); i += g) {
-      var x: vec4<f32>;
-      var y: vec4<f32>;
-      if (A_ROW) { x = a[o.x / 4u]; } else { x = vec4<f32>(a[o.x / 4u][o.x % 4u]); }
-      if (B_ROW) { y = b[o.y / 4u]; } else { y = vec4<f32>(b[o.y / 4u][o.y % 4u]); }
+      var x = a1;
+      var y = b1;
+      if (A_ROW) { x = a[o.x / 4u]; }
+      if (B_ROW) { y = b[o.y / 4u]; }
+      if (B_SPLIT) {
+        x -= y;
+        y = b2;
+        if (B_ROW) { y = b[o.y / 4u + p.half4]; }
+      }
       out_binary[i] = binaryNan(x, y);
       o += step;
     }
@@ -230,6 +245,10 @@ fn broadcast(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
       let o = offsets(e);
       x[j] = a[o.x / 4u][o.x % 4u];
       y[j] = b[o.y / 4u][o.y % 4u];
+      if (B_SPLIT) {
+        x[j] -= y[j];
+        y[j] = b[o.y / 4u + p.half4][o.y % 4u];
+      }
     }
   }
   out_binary[i] = binaryNan(x, y);

@@ -4,6 +4,8 @@
 // Entry points (one invocation each; the workgroup index spread over x and y):
 //   nll:      out[n] = lse[n] − logits[n, labels[n]], 0 where ignored, or NaN; with COUNT also out[rows + n] = 1
 //             where row n is kept (not ignored), else 0, so one sum over [2, rows] gives (Σ loss, kept rows).
+//             lse comes as two halves (src/reduce.ts splitLogsumexp): the row max m at n, log Σ exp(x − m) at
+//             p.half + n, taken as (m − logit) + log Σ, which keeps the rounding of m + log Σ (ulp(m)) out.
 //                                        bindings: 1 logits, 2 labels, 3 out [rows] ([2, rows] with COUNT), 4 lse
 //   mean:     out[0] = num[0] / sums[1] (sums from nll with COUNT), NaN when no row is kept (PyTorch's 0/0).
 //                                                                  bindings: 1 num, 2 sums [2], 3 out [1]
@@ -17,6 +19,7 @@ struct Params {
   classes: u32,
   nan: f32,      // a quiet NaN from the host: WGSL has no NaN constant (a constant expression may not be NaN)
   ignore: i32,   // ignoreIndex
+  half: u32,     // nll: where lse's second half starts
 }
 
 override WG: u32 = 256;
@@ -50,7 +53,7 @@ fn nll(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
   if (n >= p.count) { return; }
   let label = labels[n];
   let picked = x[n * p.classes + min(u32(max(label, 0)), p.classes - 1u)];
-  out[n] = rowValue(row_in[n] - picked, label);
+  out[n] = rowValue((row_in[n] - picked) + row_in[p.half + n], label);
   if (COUNT) { out[p.rows + n] = select(1.0, 0.0, label == p.ignore); }
 }
 

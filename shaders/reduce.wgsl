@@ -11,7 +11,9 @@
 // block's reads in flight together (sums 1.13x, column sums 1.18x on llvmpipe).
 // No invocation loops more than ITEMS·8 times (offsetOf's loop included).
 // Every accumulator is a vec2: OP 0 sum (x), OP 1 max (x), OP 2 logsumexp as (running max m, Σ exp(v − m)),
-// merged like online softmax; the last pass writes m + log(s).
+// merged like online softmax; the last pass writes m + log(s), or with SPLIT m and log(s) apart (m at row r,
+// log(s) at p.half + r) for softmax and logSoftmax: (x − m) − log(s) is exact to f32 where x − (m + log s)
+// carries the rounding of m + log s, ulp(m) (2e-3 at |m| = 3e4).
 // A tensor over maxStorageBufferBindingSize is read one window at a time: elements [first, first + count) are
 // bound at binding 1 and a dispatch folds parts [part0, part0 + nparts), reading only offsets inside the
 // window. Windows cut between chunks (contiguous rows, CONTIGUOUS: no offset lists, no window test) write
@@ -24,7 +26,7 @@
 // their numbering. With KEPT4 as well (one window, the innermost dim a multiple of 4) an invocation takes the
 // part of 4 neighbouring rows, reading them as one vec4 per step.
 // Bindings: 0 params (uniform), 1 x (storage, read, bound in whole vec4s; pairs when PAIRS_IN), 2 out (storage;
-// pairs when PAIRS_OUT).
+// pairs when PAIRS_OUT, two halves when SPLIT).
 //! include lib/nan.wgsl
 
 struct Params {
@@ -41,6 +43,7 @@ struct Params {
   rrank: u32,
   scale: f32,    // multiplies the result on the last pass (mean = sum · 1/len)
   ninf: f32,     // −∞ from the host: WGSL has no infinity literal
+  half: u32,     // SPLIT: where the log(s) half of the output starts
   lists: array<vec4<u32>, 8>,  // kept shape, kept strides, reduced shape, reduced strides: 8 u32 each
 }
 
@@ -53,6 +56,7 @@ override CONTIGUOUS: bool = false;
 override VEC4: bool = false;  // contiguous rows of a multiple of 4: every index above counts vec4s
 override ROWS_FAST: bool = false;
 override KEPT4: bool = false;
+override SPLIT: bool = false;
 const BLOCK = 8u;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -123,6 +127,9 @@ fn store(part: u32, acc: vec2<f32>) {
   if (PAIRS_OUT) {
     out[2u * o] = acc.x;
     out[2u * o + 1u] = acc.y;
+  } else if (SPLIT) {
+    out[o] = acc.x;
+    out[p.half + o] = log(acc.y);
   } else if (OP == 2u) {
     out[o] = acc.x + log(acc.y);
   } else {

@@ -167,29 +167,43 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
   checkF32(op, b);
   if (a.engine !== b.engine) throw new Error(`${op}: tensors belong to different engines`);
   const shape = broadcastShapes(op, a.shape, b.shape);
-  const same = sameShape(a.shape, shape) && sameShape(b.shape, shape);
-  const bytes = shapeSize(shape) * 4;
-  if (!same && bytes > a.engine.maxBinding) {
-    throw new ShapeError(
-      `${op}: broadcasting ${fmtShape(a.shape)} with ${fmtShape(b.shape)} gives ${bytes} bytes, over ` +
-        `maxStorageBufferBindingSize (${a.engine.maxBinding} bytes); broadcast outputs must fit one binding`,
-    );
-  }
-  if (same) {
+  if (sameShape(a.shape, shape) && sameShape(b.shape, shape)) {
     // Same-shape inputs are windowed like the output.
     const out = a.engine.empty(shape);
     const inputs = [windowBindings(a), windowBindings(b)];
     dispatch(op, "binary", { OP: BINARY[op] }, (n) => new Params().u32(n, 0), out, inputs);
     return out;
   }
+  return broadcast(op, a, b, b.shape, shape);
+}
+
+/**
+ * f(a, b) broadcast to `shape`, b having shape `bShape`. With `half`, b is a sum kept as two halves, its first
+ * term and from element `half` on its second (a multiple of 4), and a − b is taken as (a − first) − second.
+ */
+function broadcast(
+  op: keyof typeof BINARY,
+  a: Tensor,
+  b: Tensor,
+  bShape: readonly number[],
+  shape: number[],
+  half = 0,
+): Tensor {
+  const bytes = shapeSize(shape) * 4;
+  if (bytes > a.engine.maxBinding) {
+    throw new ShapeError(
+      `${op}: broadcasting ${fmtShape(a.shape)} with ${fmtShape(bShape)} gives ${bytes} bytes, over ` +
+        `maxStorageBufferBindingSize (${a.engine.maxBinding} bytes); broadcast outputs must fit one binding`,
+    );
+  }
   const [dims, sa, sb] = collapseDims(
     shape,
     broadcastStrides(a.shape, shape),
-    broadcastStrides(b.shape, shape),
+    broadcastStrides(bShape, shape),
   );
   checkRank(
     op,
-    `broadcasting ${fmtShape(a.shape)} with ${fmtShape(b.shape)} (adjacent dims merged)`,
+    `broadcasting ${fmtShape(a.shape)} with ${fmtShape(bShape)} (adjacent dims merged)`,
     dims.length,
   );
   const out = a.engine.empty(shape);
@@ -199,11 +213,12 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
     INNER4: Number(dims.length > 0 && dims.at(-1)! % 4 === 0),
     A_ROW: Number(sa.at(-1) === 1),
     B_ROW: Number(sb.at(-1) === 1),
+    B_SPLIT: Number(half > 0),
   };
   const inner4 = constants.INNER4 ? dims.at(-1)! / 4 : 0;
   const lanes = constants.INNER4 ? Math.min(LANES, Math.ceil(inner4 / RUN)) : 0;
   const params = (n: number) =>
-    new Params().u32(n, dims.length).f32(0).u32(lanes).dims(dims).dims(sa, 0).dims(sb, 0);
+    new Params().u32(n, dims.length).f32(0).u32(lanes, half / 4).dims(dims).dims(sa, 0).dims(sb, 0);
   if (constants.INNER4) {
     // `lanes` invocations per run of up to lanes·RUN vec4s of an innermost row (one window: the output fits one
     // binding).
@@ -221,6 +236,20 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
     dispatch(op, "broadcast", constants, params, out, [a, b]);
   }
   return out;
+}
+
+/**
+ * a − lse ("sub") or exp(a − lse) ("expDiff") for a logsumexp kept as its two halves ([2, half]: each row's max
+ * m, then log Σ exp(a − m); half a multiple of 4) broadcast from `lseShape`, taken as (a − m) − log Σ. No
+ * gradient: softmax and logSoftmax record their own.
+ */
+export function minusSplit(
+  op: "sub" | "expDiff",
+  a: Tensor,
+  lse: Tensor,
+  lseShape: readonly number[],
+): Tensor {
+  return broadcast(op, a, lse, lseShape, a.shape.slice(), lse.size / 2);
 }
 
 // ---- differentiable ops ------------------------------------------------------------------------------------

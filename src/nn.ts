@@ -4,7 +4,7 @@ import { noGrad, record } from "./autograd.ts";
 import { Params } from "./engine.ts";
 import { checkF32, div, greater, maximum, mul, sqrt, square, sub } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
-import { checkReduction, logsumexp, type Reduction, softmax, sum } from "./reduce.ts";
+import { checkReduction, type Reduction, softmax, splitLogsumexp, sum } from "./reduce.ts";
 import { normalizeAxis } from "./shape.ts";
 import type { Tensor } from "./tensor.ts";
 
@@ -107,7 +107,8 @@ export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntro
     );
   }
   const [rows, classes] = logits.shape;
-  const params = (count: number) => new Params().u32(count, rows, classes, NAN_BITS).i32(ignoreIndex);
+  const params = (count: number) =>
+    new Params().u32(count, rows, classes, NAN_BITS).i32(ignoreIndex).u32(Math.ceil(rows / 4) * 4);
   // num[0] / kept rows as a new tensor [] (NaN where no row is kept); `sums` is nll's (Σ loss, kept rows).
   const overKept = (num: Tensor, sums: Tensor) => {
     const out = e.empty([]);
@@ -116,7 +117,7 @@ export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntro
   };
   // The mean keeps its sums [2] with the loss: the backward divides by the kept rows too.
   const { loss, sums } = noGrad(() => {
-    const lse = logsumexp(logits, 1);
+    const lse = splitLogsumexp(op, logits, [1]);
     const count = reduction === "mean";
     const nll = e.empty(count ? [2, rows] : [rows]);
     e.run({

@@ -1,8 +1,8 @@
 // Reductions over axes: sum, mean, max, logsumexp, and softmax / logSoftmax built on them (shaders/reduce.wgsl;
 // CPU reference in src/ref/reduce.ts).
-import { noGrad, record } from "./autograd.ts";
+import { record } from "./autograd.ts";
 import { checkRank, Params, type Window, windows } from "./engine.ts";
-import { checkF32, div, equal, exp, expDiff, mul, sub } from "./elementwise.ts";
+import { checkF32, div, equal, exp, expDiff, minusSplit, mul, sub } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { reshape } from "./shape.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
@@ -122,6 +122,7 @@ function slices(x: Tensor, contiguous: boolean, len: number, chunks: number, spa
 /**
  * Records the passes reducing the given axes of `x` with OP and returns the result (shape `outShape`). The
  * first pass reads `x` window by window; each later pass reduces the contiguous partials of the one before.
+ * With `half`, logsumexp's last pass writes the max m of each row and log Σ exp(x − m) `half` elements on.
  */
 function reduce(
   op: keyof typeof OPS,
@@ -130,6 +131,7 @@ function reduce(
   axes: number[],
   outShape: number[],
   scale = 1,
+  half = 0,
 ): Tensor {
   const e = x.engine;
   const pairs = op === "logsumexp";
@@ -183,10 +185,12 @@ function reduce(
           // Strided rows side by side in memory: neighbouring invocations take neighbouring rows, or each 4.
           ROWS_FAST: rowsFast ? 1 : 0,
           KEPT4: kept4 ? 1 : 0,
+          SPLIT: half > 0 && last ? 1 : 0,
         },
         params: new Params()
           .u32(items, chunks, seg, s.first / unit, s.count / unit, s.chunk0 * seg, s.nchunks * seg, nwin)
           .u32(nwin === 1 ? 0 : w, kept.shape.length, reduced.shape.length).f32(last ? scale : 1, -Infinity)
+          .u32(half)
           .dims(kept.shape).dims(kept.stride.map((st) => st / unit)).dims(reduced.shape).dims(reduced.stride),
         buffers: [s.binding, out],
         workgroups: Math.ceil((s.nchunks * seg) / (kept4 ? 4 : 1) / WG),
@@ -279,21 +283,33 @@ export function logsumexp(x: Tensor, axes?: number | number[], opts: ReduceOptio
 }
 
 /**
- * f(x, logsumexp(x)) along one axis (f broadcasting the kept dims), recording no graph (the callers record one
- * node for the whole op).
+ * logsumexp of `x` over `axes` as two halves, each row's max m and then, from element `half` on (rows rounded
+ * up to 4), log Σ exp(x − m): [2, half]. A caller that subtracts it takes (x − m) − log Σ, where rounding
+ * m + log Σ to f32 first would cost ulp(m) (2e-3 at |m| = 3e4). No gradient.
  */
-function withLogsumexp(name: string, x: Tensor, axis: number, f: (x: Tensor, lse: Tensor) => Tensor): Tensor {
+export function splitLogsumexp(name: string, x: Tensor, axes: number[]): Tensor {
+  const half = Math.ceil(product(keptShape(x.shape, axes)) / 4) * 4;
+  return reduce("logsumexp", name, x, axes, [2, half], 1, half);
+}
+
+/**
+ * x − logsumexp(x) along one axis (op "sub") or its exp ("expDiff") through splitLogsumexp, recording no graph
+ * (the callers record one node for the whole op).
+ */
+function minusLogsumexp(name: string, x: Tensor, axis: number, op: "sub" | "expDiff"): Tensor {
   checkF32(name, x);
   const axes = normalizeAxes(name, x.shape, axis);
-  const lse = reduce("logsumexp", name, x, axes, keptShape(x.shape, axes));
-  const r = noGrad(() => f(x, lse));
-  lse.dispose();
-  return r;
+  const lse = splitLogsumexp(name, x, axes);
+  try {
+    return minusSplit(op, x, lse, keptShape(x.shape, axes));
+  } finally {
+    lse.dispose();
+  }
 }
 
 /** exp(x) normalised along `axis` (default the last), via logsumexp so large values do not overflow. */
 export function softmax(x: Tensor, axis = -1): Tensor {
-  const y = withLogsumexp("softmax", x, axis, expDiff);
+  const y = minusLogsumexp("softmax", x, axis, "expDiff");
   return record(y, "softmax", [x], (g) => {
     // y·(g − Σ g·y)
     const gy = mul(g, y);
@@ -309,7 +325,7 @@ export function softmax(x: Tensor, axis = -1): Tensor {
 
 /** x − logsumexp(x) along `axis` (default the last). */
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
-  const y = withLogsumexp("logSoftmax", x, axis, sub);
+  const y = minusLogsumexp("logSoftmax", x, axis, "sub");
   return record(y, "logSoftmax", [x], (g) => {
     // g − softmax·Σg
     const s = sum(g, axis, { keepDims: true });

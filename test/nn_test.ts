@@ -192,6 +192,36 @@ test("crossEntropy's gradient matches the reference and finite differences", asy
   assertNoLeak(engine, { tensors: before.tensors + 1, bytes: before.bytes + 16 });
 });
 
+test("crossEntropy keeps f32 precision at logits near ±3e4", async (engine) => {
+  const before = engine.memory();
+  const [rows, classes] = [9, 13];
+  // Rounded to f32, lse ≈ 3e4 would be off by up to 2e-3 in every row's loss (ulp(3e4) / 2); taken as
+  // (max − logit) + log Σ exp(x − max), the loss keeps CE_TOL and the gradient (softmax through the same split
+  // logsumexp) the tolerance of checkCrossEntropyGrad.
+  const logits = randomArray(rows * classes, 5, -6, 6).map((u, i) =>
+    u + (Math.floor(i / classes) % 2 ? 3e4 : -3e4)
+  );
+  const labels = labelsOf(rows, classes, 5);
+  {
+    using tl = engine.tensor(logits, [rows, classes]);
+    using ty = engine.tensor(labels, [rows], "i32");
+    const none = { reduction: "none" } as const;
+    const expected = refCrossEntropy(logits, labels, classes, none);
+    assertClose(await take(crossEntropy(tl, ty, none)), expected, CE_TOL, "per-row losses");
+    const loss = crossEntropy(tl, ty, { reduction: "sum" });
+    const [g] = grad(loss, [tl]);
+    loss.dispose();
+    const tol = { rtol: 1e-4, atol: 1e-5 };
+    assertClose(
+      await take(g),
+      refCrossEntropyGrad(logits, labels, classes, 1, { reduction: "sum" }),
+      tol,
+      "grad",
+    );
+  }
+  assertNoLeak(engine, before);
+});
+
 test("crossEntropy's backward over more than 65,535 workgroups", async (engine) => {
   // [168, 100,003] = 16.8M gradient elements = 65,627 workgroups of 256; spot-check across the whole grid.
   const n = 168 * 100_003;

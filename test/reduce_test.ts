@@ -73,9 +73,11 @@ const exact = { rtol: 0, atol: 0 };
 // logsumexp: m is exact; s sums positive terms exp(v − m) ≤ 1, each within WGSL exp's few ulp, with the sum's
 // relative error ≤ 75·2^-24 ≈ 4.5e-6 (as above), so log s is off by ≤ ~5e-6; m + log s then rounds once.
 const lseTol = { rtol: 1.2e-7, atol: 6e-6 };
-// softmax = exp(x − lse): the lse error becomes a relative error, plus the rounding of x − lse and exp's ulps.
+// softmax = exp((x − m) − log s), m the row max: log s's error (≤ ~5e-6, as in lseTol) becomes a relative error,
+// plus the roundings of the two differences and exp's ulps.
 const softmaxTol = { rtol: 1.5e-5, atol: 0 };
-// logSoftmax = x − lse: the lse error plus one rounding of a result of magnitude ≲ 10.
+// logSoftmax = (x − m) − log s: log s's error plus the rounding of a result of magnitude ≲ 10 (x − m is exact
+// where x is within a factor 2 of m, and otherwise rounds at the result's own ulp).
 const logSoftmaxTol = { rtol: 1.2e-7, atol: 1.2e-5 };
 
 // Random shapes (rank 1..4) with dims of 1, primes and primes past the workgroup (97, 257), and random axes.
@@ -321,19 +323,32 @@ leakTest("NaN and infinities propagate like the reference", async (engine) => {
   assertClose(await take(softmax(t, 1)), refSoftmax(x, shape, 1), lseTol, "softmax");
 });
 
-leakTest("softmax of rows with values near ±1e4 neither overflows nor underflows to NaN", async (engine) => {
+leakTest("softmax and logSoftmax keep f32 precision at logits near ±1e4 and 3e4", async (engine) => {
   const x = [1e4, 1e4 - 1, -1e4, 0, 1e4 - 3, -1e4, -1e4 + 2, -1e4 + 0.5, 9999.5, -1e4, 3, -5];
-  const shape = [3, 4];
-  using t = engine.tensor(x, shape);
-  // lse ≈ ±1e4 rounds to f32 within half an ulp of 1e4 (4.9e-4), which x − lse carries into the exponent:
-  // softmax is off by a relative 4.9e-4 and logSoftmax by 4.9e-4 absolute (plus its own rounding).
-  assertClose(await take(softmax(t)), refSoftmax(x, shape, 1), { rtol: 1e-3, atol: 1e-30 }, "softmax");
-  assertClose(
-    await take(logSoftmax(t)),
-    refLogSoftmax(x, shape, 1),
-    { rtol: 1e-6, atol: 1.5e-3 },
-    "logSoftmax",
-  );
+  // Rounded to f32, lse ≈ 1e4 or 3e4 would be off by up to half an ulp (4.9e-4, 2e-3), which x − lse carries into
+  // every result; kept as max and log-sum apart, the usual tolerances hold. The shapes take every path of the
+  // elementwise pass: rows of vec4s with one lse per row ([3, 4] and [6, 8] along axis 1), a different lse per
+  // column (axis 0), and rows that are not whole vec4s ([7, 5]).
+  const cases: [number[], ArrayLike<number>, number][] = [[[3, 4], x, 1]];
+  for (const [k, shape] of [[6, 8], [7, 5], [3, 2, 12]].entries()) {
+    const v = randomArray(size(shape), 70 + k, -4, 4).map((u, i) => u + (i % 3 === 0 ? -3e4 : 3e4));
+    for (let axis = 0; axis < shape.length; axis++) cases.push([shape, v, axis]);
+  }
+  for (const [shape, v, axis] of cases) {
+    using input = engine.tensor(v, shape);
+    assertClose(
+      await take(softmax(input, axis)),
+      refSoftmax(v, shape, axis),
+      softmaxTol,
+      `softmax ${shape}, ${axis}`,
+    );
+    assertClose(
+      await take(logSoftmax(input, axis)),
+      refLogSoftmax(v, shape, axis),
+      logSoftmaxTol,
+      `logSoftmax ${shape}, ${axis}`,
+    );
+  }
 });
 
 // ---- gradients -----------------------------------------------------------------------------------------------
