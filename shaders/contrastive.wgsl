@@ -394,10 +394,12 @@ fn finish(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
   if (row < p.rows) {
     var st = partial_in[row];
     for (var k = 1u; k < p.split_par; k++) { st = combine(st, partial_in[k * p.rows + row]); }
-    let lse = st.x + log(max(st.y, 1e-38));
+    let logSum = log(max(st.y, 1e-38));
     let valid = st.w > 0.0;
-    rowstats[row] = vec2<f32>(lse, select(0.0, 1.0 / st.w, valid));
-    rowLoss = select(vec2<f32>(0.0), vec2<f32>(lse - st.z / st.w, 1.0), valid);
+    rowstats[row] = vec2<f32>(st.x + logSum, select(0.0, 1.0 / st.w, valid));
+    // (max − positives' mean) + log Σ, not lse − mean: rounding lse = max + log Σ to f32 first would cost
+    // ulp(max), 4e-6 at 1/temperature = 100, where a well-separated row's whole loss may be 1e-2.
+    rowLoss = select(vec2<f32>(0.0), vec2<f32>((st.x - st.z / st.w) + logSum, 1.0), valid);
   }
   red[lid] = rowLoss;
   for (var s = WG / 2u; s > 0u; s /= 2u) {

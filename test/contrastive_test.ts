@@ -223,6 +223,30 @@ test("ntXent and supCon: no NaN or Inf at temperature 0.01 with near-identical, 
   assertNoLeak(engine, before, "numerics");
 });
 
+test("ntXent and infoNCE keep f32 precision of a small loss at temperature 0.01", () =>
+  bothCaches(async (engine) => {
+    const before = engine.memory();
+    // Row i is e_D + 0.295·e_i in both views: positives have cosine 1 (logit 100), negatives 1 / (1 + 0.295²)
+    // ≈ 0.92 (logit ≈ 92), so the losses are small: ntXent's log(1 + 2(n − 1)·e^-8) ≈ 1e-2, infoNCE's 2.5e-3.
+    // Rounded to f32, lse ≈ 100 would be off by up to ulp(100) / 2 = 3.8e-6, 1.5e-3 of infoNCE's loss; taken
+    // as (max − positive) + log Σ (the max is the positive logit itself here), the losses keep the issue's 1e-4.
+    const [n, d] = [16, 17];
+    const z = new Float32Array(n * d);
+    for (let i = 0; i < n; i++) {
+      z[i * d + d - 1] = 1;
+      z[i * d + i] = 0.295;
+    }
+    const z1 = engine.tensor(z, [n, d]);
+    const z2 = engine.tensor(z, [n, d]);
+    const nt = ntXent(z1, z2, { temperature: 0.01 });
+    close(await take(nt), [refNtXent(z, z, n, d, 0.01).loss], "ntXent loss");
+    const nce = infoNCE(z1, z2, { temperature: 0.01 });
+    close(await take(nce), [refInfoNCE(z, z, n, d, 0.01).loss], "infoNCE loss");
+    z1.dispose();
+    z2.dispose();
+    assertNoLeak(engine, before, "small loss");
+  }));
+
 test("ntXent, infoNCE, supCon: gradients match central finite differences", async (engine) => {
   const before = engine.memory();
   const n = 3;
