@@ -103,6 +103,15 @@ struct LossGrad {
   g: vec4<f32>,  // dℓ/dx
 }
 
+// log(1 + e) for e in [0, 1], accurate where 1 + e rounds (log(1 + 2e-9) would be 0; WGSL has no log1p):
+// 2·atanh(t) with t = e / (2 + e) ≤ 1/3, by its series to t^15 (the next term is under 2e-9 of the sum).
+fn log1p01(e: vec4<f32>) -> vec4<f32> {
+  let t = e / (2.0 + e);
+  let t2 = t * t;
+  let odd = 1.0 / 13.0 + t2 / 15.0;
+  return 2.0 * t * (1.0 + t2 * (1.0 / 3.0 + t2 * (0.2 + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0 + t2 * (1.0 / 11.0 + t2 * odd))))));
+}
+
 // ℓ and dℓ/dx of 4 elements, prediction x and target y, with PyTorch's definitions (LOSS 5: 0 and dℓ/dy of
 // bce).
 fn lossGrad(x: vec4<f32>, y: vec4<f32>) -> LossGrad {
@@ -116,10 +125,12 @@ fn lossGrad(x: vec4<f32>, y: vec4<f32>) -> LossGrad {
     case 2u: { return LossGrad(select(t * (a - 0.5 * t), 0.5 * d * d, a <= t), select(t * sign(d), d, a <= t)); }
     case 3u: { return LossGrad(select(a - 0.5 * t, 0.5 * d * d / t, a < t), select(sign(d), d / t, a < t)); }
     case 4u: {
-      // max(x, 0) − x·y + log(1 + e^−|x|) never overflows; sigmoid split by sign for the same reason.
+      // max(x, 0) − x·y + log1p(e^−|x|) never overflows. σ(x) − y is σ(−|x|) − y for x < 0 and
+      // (1 − y) − σ(−|x|) for x ≥ 0, so a confident match (x = 20, y = 1) keeps its gradient −2e-9 where
+      // σ(x) − 1 rounds to 0.
       let e = exp(-abs(x));
-      let sig = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= zero);
-      return LossGrad(max(x, zero) - x * y + log(1.0 + e), sig - y);
+      let s = e / (1.0 + e);
+      return LossGrad(max(x, zero) - x * y + log1p01(e), select(s - y, (1.0 - y) - s, x >= zero));
     }
     default: { return LossGrad(zero, -x); }  // 5: bce's dℓ/dy alone, for the `grad` pass
   }

@@ -129,6 +129,29 @@ test("reconstruction: every loss and reduction against the float64 reference", a
   }
 });
 
+test("bceWithLogits keeps f32 precision for confident logits, as log1p and a split σ(x) − y give", async (engine) => {
+  // Confident logits make the loss log1p(e^−|x|) alone (2e-9 at x = 20, y = 1), which log(1 + e) rounds to 0
+  // below e = 6e-8, and the gradient σ(x) − 1 = −2e-9, which rounds to 0 the same way. Both must keep f32's
+  // relative precision: rtol 1e-5 (exp's few ulp and the series' 2e-9); atol only under f32's smallest normal.
+  const xs = [0.5, -0.5, 5, -5, 10, -10, 20, -20, 30, -30, 60, -60];
+  const x = xs.flatMap((v) => [v, v, v]);
+  const y = xs.flatMap(() => [0, 1, 0.3]);
+  const before = engine.memory();
+  {
+    using pred = engine.tensor(x, [x.length]);
+    using target = engine.tensor(y, [y.length]);
+    const tol = { rtol: 1e-5, atol: 1e-37 };
+    const ref = refLoss("bceWithLogits", x, [x.length], y, [y.length], { reduction: "sum" });
+    const none = refLoss("bceWithLogits", x, [x.length], y, [y.length], { reduction: "none" });
+    assertClose(await take(bceWithLogits(pred, target, { reduction: "none" })), none.loss, tol, "loss");
+    const loss = bceWithLogits(pred, target, { reduction: "sum" });
+    const [g] = grad(loss, [pred]);
+    loss.dispose();
+    assertClose(await take(g), ref.grad, tol, "gradient");
+  }
+  assertNoLeak(engine, before);
+});
+
 test("reconstruction: the padding past a tensor's last element never reaches the loss", async (engine) => {
   // The passes read whole vec4s. Buffers come from the pool: fill one with NaN and free it, so that the next
   // 5-element tensors (same 256-byte buffer) have NaN in the 3 padding lanes of their second vec4.

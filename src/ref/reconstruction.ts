@@ -20,12 +20,12 @@ export function refElement(kind: LossKind, x: number, y: number, param: number):
       return a <= param ? [0.5 * d * d, d, -d] : [param * (a - 0.5 * param), param * s, -param * s];
     case "smoothL1":
       return a < param ? [0.5 * d * d / param, d / param, -d / param] : [a - 0.5 * param, s, -s];
-    case "bceWithLogits":
-      return [
-        Math.max(x, 0) - x * y + Math.log1p(Math.exp(-Math.abs(x))),
-        1 / (1 + Math.exp(-x)) - y,
-        -x,
-      ];
+    case "bceWithLogits": {
+      // σ(x) − y as (1 − y) − σ(−|x|) for x ≥ 0: 1 / (1 + e^-x) − 1 would round away a gradient below 1e-16.
+      const e = Math.exp(-Math.abs(x));
+      const s = e / (1 + e);
+      return [Math.max(x, 0) - x * y + Math.log1p(e), x >= 0 ? 1 - y - s : s - y, -x];
+    }
   }
 }
 
