@@ -31,7 +31,8 @@ import {
 } from "./util.ts";
 
 // f32 kernels against float64 references: one rounding of the result plus WGSL's documented accuracy of
-// exp/log/tanh (a few ulp) and A&S erf (1.5e-7 absolute) → rtol 2e-6 with a small atol for values near zero.
+// exp/log/tanh (a few ulp) and gelu's fit of Φ (1.2e-7 relative) → rtol 2e-6 with a small atol for values near
+// zero.
 const TOL = { rtol: 2e-6, atol: 1e-6 };
 
 const UNARY = { neg, exp, log, sqrt, relu, gelu, sigmoid, tanh };
@@ -190,6 +191,27 @@ test("NaN propagates like the reference", async (engine) => {
   for (const [name, op] of Object.entries(BINARY)) {
     assertClose(await take(op(t, u)), refBinary(name, [NaN, 1, -1], [3], [2, NaN, 0], [3]).data, TOL, name);
   }
+});
+
+test("gelu and its gradient keep relative precision in the lower tail", async (engine) => {
+  // gelu(x) = x·Φ(x): at x = −5 it is −1.4e-6, at −12 −2e-32. Computed as 1 + erf(x/√2), Φ cancels to
+  // nothing (1.6e-3 relative error at −5, 100% at −10); through erfc it keeps ~1e-7 relative, plus exp's
+  // 6e-8·x²/2 from rounding x²/2 (4e-6 at x = −12): rtol 1e-5 and no atol. Past −13, Φ(x) is below f32's
+  // normal range, which SwiftShader flushes to 0.
+  const x = [-1, -2, -3, -4, -5, -6, -8, -10, -12, 1, 3, 6];
+  const before = engine.memory();
+  {
+    using t = engine.tensor(x, [x.length]);
+    const tol = { rtol: 1e-5, atol: 0 };
+    assertClose(await take(gelu(t)), refUnary("gelu", x), tol, "gelu");
+    const y = gelu(t);
+    const loss = sum(y);
+    const [g] = grad(loss, [t]);
+    loss.dispose();
+    y.dispose();
+    assertClose(await take(g), Float64Array.from(x, UNARY_GRAD_REF.gelu), tol, "gelu'");
+  }
+  assertNoLeak(engine, before);
 });
 
 test("unary gradients match the analytic derivative and finite differences", async (engine) => {
