@@ -33,7 +33,8 @@ const LOOP_BUDGET = 32768;
 const NORM_EPS = 1e-12;
 
 function tileConstants(dim: number, direct: boolean) {
-  const DK4 = dk4(dim);
+  // DIRECT stages nothing: one DK4 for every dim, so one pipeline per entry serves them all.
+  const DK4 = direct ? 1 : dk4(dim);
   const SMEM4 = Math.max(8 * (TILE.WGR + TILE.WGC) * DK4, 16 * TILE.WGR * TILE.WGC);
   return { ...TILE, DK4, SMEM4, DIRECT: direct ? 1 : 0 };
 }

@@ -283,9 +283,9 @@ test("ntXent, infoNCE, supCon: gradients match central finite differences", asyn
 test("infoNCE: a 200,000-column negatives bank is split across workgroups and dispatches (loop cap)", () =>
   bothCaches(async (engine) => {
     // One row tile against 200,000 columns: the backward's column loop alone would run ~2e5 times in one
-    // invocation (llvmpipe stops loops at 65,535). With 2 parallel workgroups only the loop budget splits it:
-    // ~34 splits of ≤ 94 column tiles, 2 side by side per dispatch, so both the side-by-side partials and the
-    // merge across dispatches run.
+    // invocation (llvmpipe stops loops at 65,535). The loop budget, not the 8 parallel workgroups of the test
+    // engines, sets the splits: ~34 of ≤ 94 column tiles, 8 side by side per dispatch in 5 dispatches, so both
+    // the side-by-side partials and the merge across dispatches run.
     const before = engine.memory();
     const n = 5;
     const d = 4;
@@ -309,7 +309,7 @@ test("infoNCE: a 200,000-column negatives bank is split across workgroups and di
     close(gk, ref.dk, "dk");
     for (const x of [query, keys, negatives]) x.dispose();
     assertNoLeak(engine, before, "big bank");
-  }, { parallelWorkgroups: 2 }));
+  }));
 
 test("ntXent: peak memory of forward + backward is O(N·D) without the logits cache, that plus the cache with it", async (engine) => {
   const n = 1024;
