@@ -36,6 +36,13 @@ export interface InitOptions {
    * `engine.logitCacheBytes` changes it later.
    */
   logitCacheBytes?: number;
+  /**
+   * Lay a dispatch's workgroups over x and y past this many (default, and at most, the adapter's
+   * maxComputeWorkgroupsPerDimension, 65,535 or more). Kernels rebuild their index from that grid; tests lower
+   * this to check it at small sizes, where a kernel that takes 4 or 16 elements per invocation could not pass
+   * 65,535 workgroups in one 128 MiB binding.
+   */
+  maxComputeWorkgroupsPerDimension?: number;
 }
 
 /** A storage binding: a whole tensor, or a byte window of a buffer (offset aligned to the adapter's limit). */
@@ -120,6 +127,10 @@ export async function init(options: InitOptions = {}): Promise<Engine> {
     throw new RangeError(`init: parallelWorkgroups must be a positive integer, got ${pw}`);
   }
   if (options.logitCacheBytes !== undefined) checkCacheBytes("init", options.logitCacheBytes);
+  const wpd = options.maxComputeWorkgroupsPerDimension;
+  if (wpd !== undefined && !(Number.isInteger(wpd) && wpd >= 1)) {
+    throw new RangeError(`init: maxComputeWorkgroupsPerDimension must be a positive integer, got ${wpd}`);
+  }
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) {
     throw new DeviceError(
@@ -173,6 +184,8 @@ export class Engine {
   #logitCacheBytes: number;
   /** Whether ops pick the kernel variants made for CPU adapters (`InitOptions.cpuKernels`). */
   readonly cpuKernels: boolean;
+  /** Workgroups along x before a dispatch is laid over x and y (`InitOptions.maxComputeWorkgroupsPerDimension`). */
+  readonly workgroupsPerDimension: number;
   /** Command buffers submitted so far (ops batch into one; readbacks and full batches submit). */
   submits = 0;
   #pipelines = new Map<string, GPUComputePipeline>();
@@ -207,6 +220,10 @@ export class Engine {
     this.parallelWorkgroups = options.parallelWorkgroups ??
       (cpu ? 4 * (globalThis.navigator?.hardwareConcurrency || 1) : 256);
     this.#logitCacheBytes = options.logitCacheBytes ?? 16 * 2 ** 20;
+    this.workgroupsPerDimension = Math.min(
+      this.limits.maxComputeWorkgroupsPerDimension,
+      options.maxComputeWorkgroupsPerDimension ?? Infinity,
+    );
     this.#arena = device.createBuffer({
       size: this.#arenaData.byteLength,
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
@@ -375,11 +392,12 @@ export class Engine {
   run(k: Kernel): void {
     this.#checkAlive();
     const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
+    const across = this.workgroupsPerDimension;
     const grid = typeof k.workgroups === "number"
-      ? [Math.min(k.workgroups, maxDim), Math.ceil(k.workgroups / maxDim), 1]
+      ? [Math.min(k.workgroups, across), Math.ceil(k.workgroups / across), 1]
       : k.workgroups;
     if (grid.some((d) => d > maxDim)) {
-      const limit = typeof k.workgroups === "number" ? `${maxDim}²` : `${maxDim} per dimension`;
+      const limit = typeof k.workgroups === "number" ? `${across} × ${maxDim}` : `${maxDim} per dimension`;
       throw new ShapeError(
         `${k.op}: ${JSON.stringify(k.workgroups)} workgroups exceed ${limit} per dispatch`,
       );

@@ -6,6 +6,8 @@ import { fmtShape, ShapeError } from "./errors.ts";
 import { shapeSize, type Tensor } from "./tensor.ts";
 
 const WG = 256;
+/** Elements (main4: vec4s) one invocation of the strided copy moves (shaders/shape.wgsl RUN). */
+const RUN = 4;
 
 function checkAlive(op: string, t: Tensor): void {
   if (t.disposed) throw new Error(`${op}: tensor ${fmtShape(t.shape)} ${t.dtype} used after dispose`);
@@ -122,7 +124,7 @@ function stridedCopy(op: string, src: Tensor, dst: Tensor, c: StridedCopy): void
       params: new Params().u32(n * rowCount, dims.length, s.offset, d.offset)
         .dims([n, ...dims.slice(1)]).dims(ss, 0).dims(ds, 0),
       buffers: [s.binding, d.binding],
-      workgroups: Math.ceil((n * rowCount) / WG),
+      workgroups: Math.ceil((n * rowCount) / RUN / WG),
     });
   }
 }

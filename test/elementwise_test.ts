@@ -39,7 +39,8 @@ const UNARY = { neg, exp, log, sqrt, relu, gelu, sigmoid, tanh };
 const BINARY = { add, sub, mul, div, maximum };
 
 // Sizes: 1, primes, non-multiples of 4 (one vec4 per invocation) and of the workgroup's 1,024 elements. A
-// dispatch over 65,535 workgroups is out of reach here: 128 MiB windows hold 32,768 workgroups of 1,024.
+// dispatch over 65,535 workgroups is out of reach here (128 MiB windows hold 32,768 workgroups of 1,024): the
+// grid laid over x and y is checked in engine_test.ts at 64 workgroups across.
 const SIZES = [1, 7, 257, 1009, 65_537];
 
 test("unary ops match the float64 reference at awkward sizes", async (engine) => {

@@ -2,16 +2,27 @@ import {
   add,
   DeviceError,
   DeviceLostError,
+  exp,
   init,
   KernelError,
+  matmul,
   mul,
   Params,
   ShapeError,
+  slice,
+  sum,
   Tensor,
+  transpose,
 } from "../src/mod.ts";
+import { refBinary, refUnary } from "../src/ref/elementwise.ts";
+import { refMatmul } from "../src/ref/matmul.ts";
 import { philox, refRand, refRandn, seedKey, uniformFromBits } from "../src/ref/random.ts";
+import { refSum } from "../src/ref/reduce.ts";
+import { refSlice, refTranspose } from "../src/ref/shape.ts";
 import { test } from "./harness.ts";
-import { assert, assertClose, assertEquals, assertNoLeak, assertThrows, take } from "./util.ts";
+import { assert, assertClose, assertEquals, assertNoLeak, assertThrows, randomArray, take } from "./util.ts";
+
+const EXACT = { rtol: 0, atol: 0 };
 
 test("tensors round-trip every dtype and report shape, dtype, size", async (engine) => {
   const before = engine.memory();
@@ -166,7 +177,7 @@ test("a dispatch past the workgroup limits throws a ShapeError naming the limit,
   );
   await assertThrows(() => engine.run({ ...kernel, workgroups: (max + 1) * max }), ShapeError, [
     "bigOp",
-    `${max}²`,
+    `${max} × ${max}`,
   ]);
   assertEquals([...(await take(add(out, 1)))], [1, 1, 1, 1], "the engine keeps working");
 });
@@ -205,6 +216,10 @@ test("init without WebGPU, or without an adapter, throws a DeviceError saying ho
 test("parallelWorkgroups, cpuKernels, logitCacheBytes: CPU adapters get 4 workgroups per thread and the CPU kernels", async () => {
   await assertThrows(() => init({ parallelWorkgroups: 0 }), RangeError, ["parallelWorkgroups", "0"]);
   await assertThrows(() => init({ parallelWorkgroups: 2.5 }), RangeError, ["parallelWorkgroups", "2.5"]);
+  await assertThrows(() => init({ maxComputeWorkgroupsPerDimension: 0 }), RangeError, [
+    "maxComputeWorkgroupsPerDimension",
+    "0",
+  ]);
   await assertThrows(() => init({ logitCacheBytes: -1 }), RangeError, ["logitCacheBytes", "-1"]);
   await assertThrows(() => init({ logitCacheBytes: NaN }), RangeError, ["logitCacheBytes", "NaN"]);
   const engine = await init();
@@ -221,4 +236,47 @@ test("parallelWorkgroups, cpuKernels, logitCacheBytes: CPU adapters get 4 workgr
   assertEquals(chosen.parallelWorkgroups, 3);
   assertEquals(chosen.cpuKernels, !cpu);
   chosen.destroy();
+});
+
+test("kernels rebuild their index from a grid laid over x and y (64 workgroups across)", async () => {
+  // A kernel that takes 4 or 16 elements an invocation cannot pass 65,535 workgroups within a 128 MiB binding,
+  // so the second grid row is reached here by laying dispatches over x and y past 64 workgroups. Each dispatch
+  // below has 65 to 274 workgroups; a kernel that dropped wg.y would leave everything past the first 64 unwritten.
+  const engine = await init({ maxComputeWorkgroupsPerDimension: 64 });
+  try {
+    const tol = { rtol: 2e-6, atol: 1e-6 }; // one f32 rounding (elementwise), exact for copies
+    const n = 70_001; // 69 workgroups of 1,024 elements
+    const x = randomArray(n, 1, -2, 2);
+    using t = engine.tensor(x, [n]);
+    assertClose(await take(exp(t)), refUnary("exp", x), tol, "exp (unary)");
+    assertClose(await take(add(t, t)), refBinary("add", x, [n], x, [n]).data, tol, "add (binary)");
+    using col = engine.tensor([0.5], [1]);
+    assertClose(await take(mul(t, col)), refBinary("mul", x, [n], [0.5], [1]).data, tol, "mul (broadcast)");
+    using rows = engine.tensor(x.slice(0, 70_000), [70_000 / 4, 4]);
+    // 17,500 rows of 4: one part per row, 69 workgroups. Sums of 4 values in f32: one rounding each.
+    const sums = refSum(x.slice(0, 70_000), [17_500, 4], [1]).data;
+    assertClose(await take(sum(rows, 1)), sums, tol, "sum (reduce)");
+    const m = randomArray(257 * 263, 2);
+    using tm = engine.tensor(m, [257, 263]); // 66 workgroups of 4 elements an invocation
+    assertClose(await take(transpose(tm)), refTranspose(m, [257, 263], [1, 0]), EXACT, "strided copy");
+    const w = randomArray(1100 * 512, 3);
+    using tw = engine.tensor(w, [1100, 512]); // 69 workgroups of 4 vec4s an invocation
+    assertClose(
+      await take(slice(tw, [0, 0], [1100, 256])),
+      refSlice(w, [1100, 512], [0, 0], [1100, 256]),
+      EXACT,
+      "vec4 copy",
+    );
+    const v = randomArray(512 * 516, 4);
+    using tv = engine.tensor(v, [512, 516]); // 65 workgroups of 4×4 blocks
+    assertClose(await take(transpose(tv)), refTranspose(v, [512, 516], [1, 0]), EXACT, "4×4 block transpose");
+    const a = randomArray(4160 * 4, 5);
+    const b = randomArray(16, 6);
+    using ta = engine.tensor(a, [4160, 4]);
+    using tb = engine.tensor(b, [4, 4]);
+    const product = refMatmul({ data: a, shape: [4160, 4] }, { data: b, shape: [4, 4] }).data;
+    assertClose(await take(matmul(ta, tb)), product, tol, "matmul (65 to 260 tiles)");
+  } finally {
+    engine.destroy();
+  }
 });

@@ -110,8 +110,9 @@ test("transpose of the last two dims, multiples of 4 (4×4 blocks), matches the 
   assertNoLeak(engine, before);
 });
 
-test("transpose of [4097, 4099] spans more than 65,535 workgroups", async (engine) => {
-  // 16,793,603 elements = 65,601 workgroups of 256. u32 iota: each output element must name its source index.
+test("transpose of [4097, 4099], 16.8M elements, names every source element", async (engine) => {
+  // 16,401 workgroups of 1,024 elements (4 an invocation): a 128 MiB binding holds at most 32,768, so the grid
+  // laid over x and y is checked in engine_test.ts. u32 iota: each output element must name its source index.
   const [r, c] = [4097, 4099];
   const x = new Uint32Array(r * c);
   for (let i = 0; i < x.length; i++) x[i] = i;
@@ -180,7 +181,7 @@ test("concat matches the reference for every dtype and axis", async (engine) => 
   assertNoLeak(engine, before);
 });
 
-test("a large concat spans more than 65,535 workgroups", async (engine) => {
+test("a large concat along the last axis writes all 16.8M elements", async (engine) => {
   // Along axis 1 the slabs interleave, so the kernel (not a buffer copy) writes 16.8M elements.
   const rows = 4099;
   const a = engine.tensor(Uint32Array.from({ length: rows * 4000 }, (_, i) => i), [rows, 4000], "u32");
