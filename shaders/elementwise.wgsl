@@ -242,12 +242,21 @@ fn broadcast(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
   }
   let i = index(wg, nwg, lid);
   if (i * 4u >= p.count) { return; }
+  // Offsets found (a division per dim) for the first element only, then stepped along the innermost dim.
+  let last = max(p.rank, 1u) - 1u;
+  let n = select(1u, p.shape[last / 4u][last % 4u], p.rank > 0u);
+  let step = select(vec2<u32>(0u), strides(last), p.rank > 0u);
+  var o = offsets(4u * i);
+  var k = 4u * i % n;  // innermost index
   var x = ZERO;
   var y = ZERO;
   for (var j = 0u; j < 4u; j++) {
     let e = i * 4u + j;
+    if (k == n) {
+      o = offsets(e);
+      k = 0u;
+    }
     if (e < p.count) {
-      let o = offsets(e);
       x[j] = a[o.x / 4u][o.x % 4u];
       y[j] = b[o.y / 4u][o.y % 4u];
       if (B_SPLIT) {
@@ -255,6 +264,8 @@ fn broadcast(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
         y[j] = b[o.y / 4u + p.half4][o.y % 4u];
       }
     }
+    o += step;
+    k++;
   }
   out_binary[i] = binaryNan(x, y);
 }
