@@ -3,9 +3,11 @@ import {
   DeviceError,
   DeviceLostError,
   exp,
+  grad,
   init,
   KernelError,
   matmul,
+  mse,
   mul,
   Params,
   ShapeError,
@@ -17,6 +19,7 @@ import {
 import { refBinary, refUnary } from "../src/ref/elementwise.ts";
 import { refMatmul } from "../src/ref/matmul.ts";
 import { philox, refRand, refRandn, seedKey, uniformFromBits } from "../src/ref/random.ts";
+import { refLoss } from "../src/ref/reconstruction.ts";
 import { refSum } from "../src/ref/reduce.ts";
 import { refSlice, refTranspose } from "../src/ref/shape.ts";
 import { test } from "./harness.ts";
@@ -276,6 +279,17 @@ test("kernels rebuild their index from a grid laid over x and y (64 workgroups a
     using tb = engine.tensor(b, [4, 4]);
     const product = refMatmul({ data: a, shape: [4160, 4] }, { data: b, shape: [4, 4] }).data;
     assertClose(await take(matmul(ta, tb)), product, tol, "matmul (65 to 260 tiles)");
+    assertClose(await take(engine.rand([n], { seed: 3 })), refRand(n, 3), EXACT, "rand (69 workgroups)");
+    const big = 600_001; // 74 workgroups of 8,192 elements
+    const [px, py] = [randomArray(big, 7), randomArray(big, 8)];
+    using tp = engine.tensor(px, [big]);
+    using tt = engine.tensor(py, [big]);
+    const loss = mse(tp, tt);
+    const [g] = grad(loss, [tp]);
+    const ref = refLoss("mse", px, [big], py, [big]);
+    // The mean: an f32 tree sum of 6e5 squares (1e-5 relative, as in reconstruction_test.ts).
+    assertClose(await take(loss), ref.loss, { rtol: 1e-5, atol: 0 }, "mse (loss pass)");
+    assertClose(await take(g), ref.grad, { rtol: 1e-5, atol: 1e-12 }, "mse (gradient)");
   } finally {
     engine.destroy();
   }
