@@ -177,6 +177,22 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
   return broadcast(op, a, b, b.shape, shape);
 }
 
+/** A ShapeError unless the broadcast of `a` with `bShape` to `shape` fits one storage binding. */
+export function checkBroadcastFits(
+  op: string,
+  a: Tensor,
+  bShape: readonly number[],
+  shape: readonly number[],
+) {
+  const bytes = shapeSize(shape) * 4;
+  if (bytes > a.engine.maxBinding) {
+    throw new ShapeError(
+      `${op}: broadcasting ${fmtShape(a.shape)} with ${fmtShape(bShape)} gives ${bytes} bytes, over ` +
+        `maxStorageBufferBindingSize (${a.engine.maxBinding} bytes); broadcast outputs must fit one binding`,
+    );
+  }
+}
+
 /**
  * f(a, b) broadcast to `shape`, b having shape `bShape`. With `half`, b is a sum kept as two halves, its first
  * term and from element `half` on its second (a multiple of 4), and a − b is taken as (a − first) − second.
@@ -189,13 +205,7 @@ function broadcast(
   shape: number[],
   half = 0,
 ): Tensor {
-  const bytes = shapeSize(shape) * 4;
-  if (bytes > a.engine.maxBinding) {
-    throw new ShapeError(
-      `${op}: broadcasting ${fmtShape(a.shape)} with ${fmtShape(bShape)} gives ${bytes} bytes, over ` +
-        `maxStorageBufferBindingSize (${a.engine.maxBinding} bytes); broadcast outputs must fit one binding`,
-    );
-  }
+  checkBroadcastFits(op, a, bShape, shape);
   const [dims, sa, sb] = collapseDims(
     shape,
     broadcastStrides(a.shape, shape),

@@ -2,7 +2,17 @@
 // CPU reference in src/ref/reduce.ts).
 import { record } from "./autograd.ts";
 import { checkRank, Params, type Window, windows } from "./engine.ts";
-import { checkF32, div, equal, exp, expDiff, minusSplit, mul, sub } from "./elementwise.ts";
+import {
+  checkBroadcastFits,
+  checkF32,
+  div,
+  equal,
+  exp,
+  expDiff,
+  minusSplit,
+  mul,
+  sub,
+} from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { reshape } from "./shape.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
@@ -159,7 +169,7 @@ function reduce(
       ? slices(x, contiguous, len, chunks, seg * ITEMS * unit)
       : { nwin: 1, slices: windows(source).map((w): Slice => ({ ...w, chunk0: 0, nchunks: rows * chunks })) };
     const last = chunks * seg * nwin === 1;
-    const count = last ? rows : rows * chunks * seg * nwin * (pairs ? 2 : 1);
+    const count = last ? (half > 0 ? 2 * half : rows) : rows * chunks * seg * nwin * (pairs ? 2 : 1);
     const bytes = count * 4;
     if (bytes > e.maxBinding) {
       throw new ShapeError(
@@ -299,9 +309,11 @@ export function splitLogsumexp(name: string, x: Tensor, axes: number[]): Tensor 
 function minusLogsumexp(name: string, x: Tensor, axis: number, op: "sub" | "expDiff"): Tensor {
   checkF32(name, x);
   const axes = normalizeAxes(name, x.shape, axis);
+  const keep = keptShape(x.shape, axes);
+  checkBroadcastFits(name, x, keep, x.shape);
   const lse = splitLogsumexp(name, x, axes);
   try {
-    return minusSplit(op, x, lse, keptShape(x.shape, axes));
+    return minusSplit(op, x, lse, keep);
   } finally {
     lse.dispose();
   }

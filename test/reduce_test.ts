@@ -524,6 +524,14 @@ leakTest("bad input throws a clear error and allocates nothing", async (engine) 
   }
   // Reducing axis 0 of [2, cols] leaves cols values: more than one binding holds, so the partials cannot be
   // written (WebGPU's default maxBufferSize is exactly 2·128 MiB, too small for this input).
+  // softmax writes its output through one binding: a tensor just over one is refused before any work.
+  using over = engine.empty([engine.maxBinding / 4 + 4]);
+  for (const op of [softmax, logSoftmax]) {
+    await assertThrows(() => op(over), ShapeError, [
+      "maxStorageBufferBindingSize",
+      `[${engine.maxBinding / 4 + 4}]`,
+    ]);
+  }
   const cols = engine.maxBinding / 4 + 64;
   if (2 * cols * 4 <= engine.limits.maxBufferSize) {
     using wide = engine.empty([2, cols]);
