@@ -73,7 +73,9 @@ override OC: u32 = 3u;   // channels written: C, or 1 for the grayscale of a 3-c
 // Every sample's crop is the whole image at the output's size: after the turns and the flip, output pixel (y, x)
 // reads source pixel (y, x) alone, where bilinear would give it weight 1 and read three more.
 override UNSCALED: bool = false;
-override QUADS: u32 = 8u;  // vec4 columns per workgroup row (view4, turn4, blurs): 8 divides 32, 64, 224 / 4
+// vec4 columns per workgroup row (view4, turn4, blurs), a power of two dividing WG: the row's width up to 64
+// (src/augment.ts `quadsFor`), so a workgroup reads its source rows in order.
+override QUADS: u32 = 64u;
 // vec4s of a source row sample4 reads for four neighbouring output pixels: they sample 3·scale + 2 neighbouring
 // columns (scale = crop width / output width), starting anywhere in a vec4 (src/augment.ts `sourceQuads`).
 override NV: u32 = 2u;
@@ -252,25 +254,22 @@ fn sample4(n: u32, oy: u32, q: u32) -> mat4x3<f32> {
   let first = u32(min(x0.x, x0.w)) / 4u;   // vec4 column of the leftmost tap
   let at0 = vec4<u32>(x0) - 4u * first;      // each pixel's taps within the NV vec4s read
   let at1 = vec4<u32>(x1) - 4u * first;
+  // The two source rows are blended first (fy is the same for the four pixels), so the taps are picked from
+  // one row: half the selects of picking four taps from two.
   for (var c = 0u; c < C; c++) {
     let plane = (n * C + c) * p.h;
-    var top0 = vec4<f32>(0.0);
-    var top1 = vec4<f32>(0.0);
-    var bottom0 = vec4<f32>(0.0);
-    var bottom1 = vec4<f32>(0.0);
+    var left = vec4<f32>(0.0);
+    var right = vec4<f32>(0.0);
     for (var k = 0u; k < NV; k++) {
       let col = min(first + k, w4 - 1u);   // past the row's end only where no tap looks
-      let top = x4[(plane + y0) * w4 + col];
-      let bottom = x4[(plane + y1) * w4 + col];
+      let blended = (1.0 - fy) * x4[(plane + y0) * w4 + col] + fy * x4[(plane + y1) * w4 + col];
       for (var e = 0u; e < 4u; e++) {
         let here = vec4<u32>(4u * k + e);
-        top0 = select(top0, vec4<f32>(top[e]), at0 == here);
-        top1 = select(top1, vec4<f32>(top[e]), at1 == here);
-        bottom0 = select(bottom0, vec4<f32>(bottom[e]), at0 == here);
-        bottom1 = select(bottom1, vec4<f32>(bottom[e]), at1 == here);
+        left = select(left, vec4<f32>(blended[e]), at0 == here);
+        right = select(right, vec4<f32>(blended[e]), at1 == here);
       }
     }
-    m[c] = (1.0 - fy) * ((1.0 - fx) * top0 + fx * top1) + fy * ((1.0 - fx) * bottom0 + fx * bottom1);
+    m[c] = (1.0 - fx) * left + fx * right;
   }
   return transpose(m);
 }

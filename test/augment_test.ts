@@ -145,7 +145,8 @@ test("augment: blur on rows of whole vec4s, radii past the image side, batches p
   // [shape, sigma range]: widths that are multiples of 4 blur four pixels per invocation (blurW4 alone where every
   // vec4 column is near an edge, blurW4Inner with blurW4's EDGES where some are not: the last three cases); a
   // 4-wide or 2-high image folds a radius of up to 6 more than once (FAR); 690 samples span two 682-sample record
-  // windows (two dispatches per pass); 30 rows end in a partial block of blurH4's four.
+  // windows (two dispatches per pass); 30 rows end in a partial block of blurH4's four; 300 = 75 vec4 columns take
+  // two workgroups of 64 across.
   const cases: [number[], [number, number]][] = [
     [[4, 3, 12, 8], [0.1, 2]],
     [[3, 1, 5, 4], [0.1, 2]],
@@ -153,6 +154,7 @@ test("augment: blur on rows of whole vec4s, radii past the image side, batches p
     [[690, 3, 2, 4], [0.1, 2]],
     [[3, 3, 30, 64], [0.1, 2]],
     [[3, 1, 9, 32], [0.5, 3]],
+    [[2, 3, 5, 300], [0.5, 3]],
   ];
   for (const [k, [shape, sigma]] of cases.entries()) {
     const { x, host } = batch(engine, shape, 30 + k);
@@ -207,9 +209,10 @@ test("augment: four pixels per invocation where widths are multiples of 4: crops
   const before = engine.memory();
   // [input shape, output size, crop widths]: four neighbouring outputs read NV vec4s of a source row: 2 when
   // upscaling, 3 when shrinking by 4/3 or 2, 4 by 3.5; past that the per-pixel view takes over; one channel; a
-  // source one vec4 wide.
+  // source one vec4 wide; 75 vec4 columns, two workgroups of 64 across.
   const cases: [number[], [number, number], [number, number]][] = [
     [[7, 3, 12, 16], [20, 24], [1, 16]],
+    [[2, 3, 4, 300], [3, 300], [150, 300]],
     [[7, 3, 12, 16], [8, 12], [9, 16]],
     [[6, 3, 20, 24], [8, 8], [13, 16]],
     [[6, 3, 20, 24], [8, 4], [13, 14]],
@@ -334,8 +337,8 @@ test("augment: rotate90 permutes pixels as numpy's rot90 does", async (engine) =
 test("augment: turns and flips alone on sides that are multiples of 4 move whole 4×4 blocks, exactly", async (engine) => {
   const before = engine.memory();
   // All 8 (quarter turns, flip) pairs on square images of both channel counts, and flips and half turns of a
-  // non-square one; 36 = 9 blocks a side, past one workgroup's 8 block columns. Moving pixels is exact.
-  for (const shape of [[8, 3, 36, 36], [8, 1, 12, 12], [4, 3, 8, 20]]) {
+  // non-square one; 260 = 65 blocks a side, past one workgroup's 64 block columns. Moving pixels is exact.
+  for (const shape of [[8, 3, 36, 36], [8, 1, 12, 12], [4, 3, 8, 20], [4, 1, 260, 260]]) {
     const { x, host } = batch(engine, shape, shape[2]);
     const square = shape[2] === shape[3];
     const params = Array.from({ length: shape[0] }, (_, i) => ({
