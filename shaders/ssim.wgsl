@@ -11,7 +11,7 @@
 // A dispatch covers P planes from plane `first` of x, y, smap and the gradients (bound whole); rows, rows_xy,
 // coef and cols hold those P planes only (src/reconstruction.ts splits the planes so that each fits one
 // binding), row-major, vec4 where four values go together (one load instead of four: up to 2x faster on
-// llvmpipe). Invocation e of a pass computes element e of what it writes and loops WIN times (≤ 63).
+// llvmpipe). An invocation computes four neighbouring values along its pass and loops WIN + 3 times (≤ 66).
 //   moments:       1 x, 2 y, 3 rows, 4 rows_xy   along rows: rows[p, r, j] = Σ_v g[v]·(x, y, x², y²) at
 //                                                (p, r, j + v), rows_xy[p, r, j] likewise of xy; [P, H, Wo]
 //   forward:       1 rows, 2 rows_xy, 3 smap     down columns: smap[o] = S(o) from Σ_u g[u]·rows[p, i + u, j]
@@ -53,14 +53,27 @@ fn outCols() -> u32 {
   return p.w - p.win + 1u;
 }
 
-fn outputs() -> u32 {
-  return p.planes * outRows() * outCols();
+// Each invocation computes four neighbouring values of what its pass writes, along the pass's direction, and
+// loops WIN + 3 times: every value it reads serves up to four of them (a CPU adapter pays per read, lane by
+// lane). slide gives the taps at input offset k from the four values' first window start: lane t holds
+// g[k − t], 0 outside the window, from the previous offset's by a shift.
+fn slide(prev: vec4<f32>, k: u32) -> vec4<f32> {
+  return vec4(select(0.0, tap(min(k, p.win - 1u)), k < p.win), prev.xyz);
 }
 
-// The outputs along a line of n inputs whose window covers input r, first and last: [max(r + 1, WIN) − WIN,
-// min(r, n − WIN)].
-fn covering(r: u32, n: u32) -> vec2<u32> {
-  return vec2(max(r + 1u, p.win) - p.win, min(r, n - p.win));
+// Block e of a pass down columns over `lines` rows: rows r0 .. r0 + 3 of column j of plane `plane` (counted
+// from the dispatch's first), j fastest so that neighbouring invocations read neighbouring values.
+struct ColumnBlock {
+  plane: u32,
+  r0: u32,
+  j: u32,
+}
+
+fn columnBlock(e: u32, lines: u32) -> ColumnBlock {
+  let wo = outCols();
+  let rest = e / wo;
+  let blocks = (lines + 3u) / 4u;
+  return ColumnBlock(rest / blocks, 4u * (rest % blocks), e % wo);
 }
 
 // ---- forward ---------------------------------------------------------------------------------------------
@@ -75,19 +88,33 @@ fn moments(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
            @builtin(local_invocation_index) lid: u32) {
   let e = invocation(wg, nwg, lid);
   let wo = outCols();
-  if (e >= p.planes * p.h * wo) { return; }
-  let start = (p.first * p.h + e / wo) * p.w + e % wo;
-  var m = vec4(0.0);
-  var mxy = 0.0;
-  for (var v = 0u; v < p.win; v++) {
-    let t = tap(v);
-    let xv = x[start + v];
-    let yv = y[start + v];
-    m += t * vec4(xv, yv, xv * xv, yv * yv);
-    mxy += t * xv * yv;
+  let blocks = (wo + 3u) / 4u;
+  if (e >= p.planes * p.h * blocks) { return; }
+  let line = e / blocks;   // plane · H + row, from the dispatch's first plane
+  let j0 = 4u * (e % blocks);
+  let start = (p.first * p.h + line) * p.w + j0;
+  var m: mat4x4<f32>;      // column t: Σ g·(x, y, x², y²) for output column j0 + t
+  var mxy = vec4(0.0);     // lane t: Σ g·xy
+  var g = vec4(0.0);
+  for (var k = 0u; k < p.win + 3u; k++) {
+    g = slide(g, k);
+    // Inputs past the row's end only feed columns past wo, which are not written.
+    let at = start + min(k, p.w - 1u - j0);
+    let xv = x[at];
+    let yv = y[at];
+    let v = vec4(xv, yv, xv * xv, yv * yv);
+    m[0] += g.x * v;
+    m[1] += g.y * v;
+    m[2] += g.z * v;
+    m[3] += g.w * v;
+    mxy += g * (xv * yv);
   }
-  rows[e] = m;
-  rows_xy[e] = mxy;
+  for (var t = 0u; t < 4u; t++) {
+    if (j0 + t < wo) {
+      rows[line * wo + j0 + t] = m[t];
+      rows_xy[line * wo + j0 + t] = mxy[t];
+    }
+  }
 }
 
 @group(0) @binding(1) var<storage, read> rows_in: array<vec4<f32>>;
@@ -95,24 +122,38 @@ fn moments(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 @group(0) @binding(3) var<storage, read_write> smap: array<f32>;
 @group(0) @binding(4) var<storage, read_write> coef: array<vec4<f32>>;
 
+// The window sums of output rows b.r0 .. b.r0 + 3 at column b.j: the row sums summed down the window.
+struct WindowSums {
+  m: mat4x4<f32>,  // column t: μx, μy, E[x²], E[y²] of row r0 + t
+  xy: vec4<f32>,   // lane t: E[xy]
+}
+
+fn windowSums(b: ColumnBlock) -> WindowSums {
+  let wo = outCols();
+  let top = b.plane * p.h * wo + b.j;
+  var s: WindowSums;
+  var g = vec4(0.0);
+  for (var k = 0u; k < p.win + 3u; k++) {
+    g = slide(g, k);
+    // Rows past the plane's end only feed output rows past ho, which are not written.
+    let at = top + min(b.r0 + k, p.h - 1u) * wo;
+    let v = rows_in[at];
+    s.m[0] += g.x * v;
+    s.m[1] += g.y * v;
+    s.m[2] += g.z * v;
+    s.m[3] += g.w * v;
+    s.xy += g * rows_xy_in[at];
+  }
+  return s;
+}
+
 struct Ssim {
   s: f32,
   coef: vec4<f32>,  // a, a', b, c
 }
 
-// S and its coefficients at output position o, summing the row sums down the window's columns.
-fn ssimAt(o: u32) -> Ssim {
-  let ho = outRows();
-  let wo = outCols();
-  let start = (o / (ho * wo) * p.h + (o / wo) % ho) * wo + o % wo;
-  var m = vec4(0.0);  // μx, μy, E[x²], E[y²]
-  var exy = 0.0;
-  for (var u = 0u; u < p.win; u++) {
-    let t = tap(u);
-    let at = start + u * wo;
-    m += t * rows_in[at];
-    exy += t * rows_xy_in[at];
-  }
+// S and its coefficients from the window sums m = (μx, μy, E[x²], E[y²]) and E[xy].
+fn ssimOf(m: vec4<f32>, exy: f32) -> Ssim {
   let mx = m.x;
   let my = m.y;
   let a1 = 2.0 * mx * my + p.c1;
@@ -125,25 +166,56 @@ fn ssimAt(o: u32) -> Ssim {
   return Ssim(s, vec4(dmx, dmy, -s / b2, 2.0 * a1 / (b1 * b2)));
 }
 
+// Index in the dispatch's smap and coef of output row b.r0 + t, column b.j; and the count of output blocks.
+fn outputIndex(b: ColumnBlock, t: u32) -> u32 {
+  return (b.plane * outRows() + b.r0 + t) * outCols() + b.j;
+}
+
+fn outputBlocks() -> u32 {
+  return p.planes * ((outRows() + 3u) / 4u) * outCols();
+}
+
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
-  let o = invocation(wg, nwg, lid);
-  if (o >= outputs()) { return; }
-  smap[p.first * outRows() * outCols() + o] = ssimAt(o).s;
+  let e = invocation(wg, nwg, lid);
+  if (e >= outputBlocks()) { return; }
+  let b = columnBlock(e, outRows());
+  let sums = windowSums(b);
+  for (var t = 0u; t < 4u; t++) {
+    if (b.r0 + t < outRows()) {
+      smap[p.first * outRows() * outCols() + outputIndex(b, t)] = ssimOf(sums.m[t], sums.xy[t]).s;
+    }
+  }
 }
 
 @compute @workgroup_size(WG)
 fn forward_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-  let o = invocation(wg, nwg, lid);
-  if (o >= outputs()) { return; }
-  let r = ssimAt(o);
-  smap[p.first * outRows() * outCols() + o] = r.s;
-  coef[o] = r.coef;
+  let e = invocation(wg, nwg, lid);
+  if (e >= outputBlocks()) { return; }
+  let b = columnBlock(e, outRows());
+  let sums = windowSums(b);
+  for (var t = 0u; t < 4u; t++) {
+    if (b.r0 + t < outRows()) {
+      let r = ssimOf(sums.m[t], sums.xy[t]);
+      let o = outputIndex(b, t);
+      smap[p.first * outRows() * outCols() + o] = r.s;
+      coef[o] = r.coef;
+    }
+  }
 }
 
 // ---- backward --------------------------------------------------------------------------------------------
+// Both are "full" correlations: value r gathers g[r − i]·v[i] over the i in [0, n) with 0 ≤ r − i < WIN. For
+// four values r0 .. r0 + 3 the loop takes i = r0 + 3 − k, so value t's tap g[k − (3 − t)] is slide's lane 3 − t.
+
+fn gatherInto(s: ptr<function, mat4x4<f32>>, g: vec4<f32>, v: vec4<f32>) {
+  (*s)[0] += g.w * v;
+  (*s)[1] += g.z * v;
+  (*s)[2] += g.y * v;
+  (*s)[3] += g.x * v;
+}
 
 @group(0) @binding(1) var<storage, read> coef_in: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> cols: array<vec4<f32>>;
@@ -152,17 +224,21 @@ fn forward_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
 fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
   let e = invocation(wg, nwg, lid);
+  let ho = outRows();
   let wo = outCols();
-  if (e >= p.planes * p.h * wo) { return; }
-  let plane = e / (p.h * wo);
-  let r = (e / wo) % p.h;
-  let j = e % wo;
-  let span = covering(r, p.h);
-  var s = vec4(0.0);
-  for (var i = span.x; i <= span.y; i++) {
-    s += tap(r - i) * coef_in[(plane * outRows() + i) * wo + j];
+  if (e >= p.planes * ((p.h + 3u) / 4u) * wo) { return; }
+  let b = columnBlock(e, p.h);
+  var s: mat4x4<f32>;   // column t: row r0 + t
+  var g = vec4(0.0);
+  for (var k = 0u; k < p.win + 3u; k++) {
+    g = slide(g, k);
+    let i = i32(b.r0 + 3u) - i32(k);
+    let v = coef_in[(b.plane * ho + u32(clamp(i, 0, i32(ho) - 1))) * wo + b.j];
+    gatherInto(&s, g, select(vec4(0.0), v, i >= 0 && i < i32(ho)));
   }
-  cols[e] = s;
+  for (var t = 0u; t < 4u; t++) {
+    if (b.r0 + t < p.h) { cols[(b.plane * p.h + b.r0 + t) * wo + b.j] = s[t]; }
+  }
 }
 
 @group(0) @binding(3) var<storage, read> cols_in: array<vec4<f32>>;
@@ -173,17 +249,28 @@ fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 @compute @workgroup_size(WG)
 fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
-  let q = invocation(wg, nwg, lid);
-  if (q >= p.planes * p.h * p.w) { return; }
-  let c = q % p.w;
-  let row = (q / p.w) * outCols();
-  let span = covering(c, p.w);
-  var s = vec4(0.0);  // A, A', B, C
-  for (var j = span.x; j <= span.y; j++) {
-    s += tap(c - j) * cols_in[row + j];
+  let e = invocation(wg, nwg, lid);
+  let wo = outCols();
+  let blocks = (p.w + 3u) / 4u;
+  if (e >= p.planes * p.h * blocks) { return; }
+  let line = e / blocks;   // plane · H + row, from the dispatch's first plane
+  let c0 = 4u * (e % blocks);
+  var s: mat4x4<f32>;      // column t: (A, A', B, C) at pixel c0 + t
+  var g = vec4(0.0);
+  for (var k = 0u; k < p.win + 3u; k++) {
+    g = slide(g, k);
+    let j = i32(c0 + 3u) - i32(k);
+    let v = cols_in[line * wo + u32(clamp(j, 0, i32(wo) - 1))];
+    gatherInto(&s, g, select(vec4(0.0), v, j >= 0 && j < i32(wo)));
   }
-  let g = p.scale * upstream[0];
-  let i = p.first * p.h * p.w + q;
-  grad_x[i] = g * (s.x + 2.0 * x[i] * s.z + y[i] * s.w);
-  grad_y[i] = g * (s.y + 2.0 * y[i] * s.z + x[i] * s.w);
+  let scale = p.scale * upstream[0];
+  let base = (p.first * p.h + line) * p.w + c0;
+  for (var t = 0u; t < 4u; t++) {
+    if (c0 + t < p.w) {
+      let i = base + t;
+      let a = s[t];
+      grad_x[i] = scale * (a.x + 2.0 * x[i] * a.z + y[i] * a.w);
+      grad_y[i] = scale * (a.y + 2.0 * y[i] * a.z + x[i] * a.w);
+    }
+  }
 }

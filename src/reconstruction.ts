@@ -30,7 +30,7 @@ const DTYPES = { f32: 0, i32: 1, u32: 2 } as const;
 // The `_lanes` entries (one patch per invocation) loop under 52,000 times for it.
 const MAX_PATCH_PIXELS = 65536;
 const MASKED_LANES_WG = 64;
-// ssim: an invocation loops window times (the window is applied as two 1-D passes); params hold the first
+// ssim: an invocation loops window + 3 times (the window is applied as two 1-D passes); params hold the first
 // (window + 1) / 2 taps, 32 at most.
 const MAX_WINDOW = 63;
 
@@ -468,14 +468,15 @@ function ssimOp(
     const rowValues = chunk.count * h * wo;
     const rows = engine.empty([rowValues, 4]);
     const rowsXY = engine.empty([rowValues]);
-    run("moments", chunk, [x, y, rows, rowsXY], rowValues);
-    const chunkOutputs = chunk.count * ho * wo;
+    // Each invocation computes four neighbouring values along its pass (along rows, or down columns).
+    run("moments", chunk, [x, y, rows, rowsXY], chunk.count * h * Math.ceil(wo / 4));
+    const outputBlocks = chunk.count * Math.ceil(ho / 4) * wo;
     if (recording) {
-      const coef = engine.empty([chunkOutputs, 4]);
-      run("forward_grad", chunk, [rows, rowsXY, map, coef], chunkOutputs);
+      const coef = engine.empty([chunk.count * ho * wo, 4]);
+      run("forward_grad", chunk, [rows, rowsXY, map, coef], outputBlocks);
       coefs.push(coef);
     } else {
-      run("forward", chunk, [rows, rowsXY, map], chunkOutputs);
+      run("forward", chunk, [rows, rowsXY, map], outputBlocks);
     }
     rows.dispose();
     rowsXY.dispose();
@@ -490,8 +491,8 @@ function ssimOp(
     chunks.forEach((chunk, i) => {
       const rowValues = chunk.count * h * wo;
       const cols = engine.empty([rowValues, 4]);
-      run("gather", chunk, [coefs[i], cols], rowValues);
-      run("backward", chunk, [x, y, cols, g, gx, gy], chunk.count * h * w);
+      run("gather", chunk, [coefs[i], cols], chunk.count * Math.ceil(h / 4) * wo);
+      run("backward", chunk, [x, y, cols, g, gx, gy], chunk.count * h * Math.ceil(w / 4));
       cols.dispose();
     });
     return [gx, gy];

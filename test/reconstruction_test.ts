@@ -363,11 +363,12 @@ test("maskedMSE: gradient matches central finite differences", async (engine) =>
 
 test("ssim: value and gradient against the float64 reference and finite differences", async (engine) => {
   for (
-    const [shape, window, sigma] of [[[2, 3, 16, 19], 11, 1.5], [[1, 1, 7, 5], 3, 0.8], [
-      [1, 2, 1, 1],
-      1,
-      1,
-    ]] as const
+    const [shape, window, sigma] of [
+      [[2, 3, 16, 19], 11, 1.5],
+      [[1, 1, 7, 5], 3, 0.8],
+      [[1, 2, 1, 1], 1, 1],
+      [[1, 2, 37, 41], 7, 1.2],
+    ] as const
   ) {
     const size = shape.reduce((a: number, b: number) => a * b, 1);
     const xv = randomArray(size, 60, 0, 1);
