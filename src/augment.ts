@@ -392,6 +392,10 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
   );
   const turn = unscaled && geometryOnly && h % 4 === 0 && w % 4 === 0 && !options.grayOutput &&
     !options.normalize;
+  // No sample turns or flips either (a blur alone): the view is a copy, which copyBufferToBuffer makes at the
+  // adapter's copy bandwidth (a view pass copying ran at a tenth of it on llvmpipe).
+  const copy = unscaled && geometryOnly && params.every((q) => q.rotate === 0 && !q.flip) &&
+    !options.grayOutput && !options.normalize;
   const engine = x.engine;
   const seed = checkSeed(op, options.seed ?? 0);
   const norm = options.normalize;
@@ -454,17 +458,21 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
     : nv
     ? ["view4", { ...flags, NV: nv, QUADS: quads }, [Math.ceil(ow / 4 / quads), Math.ceil(oh / lines)]]
     : ["view", flags, [tilesX, tilesY]];
-  perChunk((uniforms, window, count) =>
-    engine.run({
-      op,
-      shader: "augment",
-      entry,
-      constants,
-      params: uniforms,
-      buffers: turn ? [x, window, out] : [x, window, sums, out],
-      workgroups: [grid[0], grid[1], count],
-    })
-  );
+  if (copy) {
+    engine.copy(x.buffer, 0, out.buffer, 0, x.bytes);
+  } else {
+    perChunk((uniforms, window, count) =>
+      engine.run({
+        op,
+        shader: "augment",
+        entry,
+        constants,
+        params: uniforms,
+        buffers: turn ? [x, window, out] : [x, window, sums, out],
+        workgroups: [grid[0], grid[1], count],
+      })
+    );
+  }
   if (params.some((q) => q.blur > 0)) {
     const tmp = engine.empty(out.shape);
     temps.push(tmp);
