@@ -175,6 +175,7 @@ fn outputBlocks() -> u32 {
   return p.planes * ((outRows() + 3u) / 4u) * outCols();
 }
 
+// Two entries, not one with a flag: an entry that references coef needs it in its bind group.
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {

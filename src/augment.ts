@@ -390,12 +390,11 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
   const geometryOnly = params.every((q) =>
     !q.jitter && !q.grayscale && q.solarize === null && !q.erase && q.noise === 0
   );
-  const turn = unscaled && geometryOnly && h % 4 === 0 && w % 4 === 0 && !options.grayOutput &&
-    !options.normalize;
+  const plain = unscaled && geometryOnly && !options.grayOutput && !options.normalize;
+  const turn = plain && h % 4 === 0 && w % 4 === 0;
   // No sample turns or flips either (a blur alone): the view is a copy, which copyBufferToBuffer makes at the
   // adapter's copy bandwidth (a view pass copying ran at a tenth of it on llvmpipe).
-  const copy = unscaled && geometryOnly && params.every((q) => q.rotate === 0 && !q.flip) &&
-    !options.grayOutput && !options.normalize;
+  const copy = plain && params.every((q) => q.rotate === 0 && !q.flip);
   const engine = x.engine;
   const seed = checkSeed(op, options.seed ?? 0);
   const norm = options.normalize;
