@@ -256,22 +256,19 @@ fn slab(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
 }
 
-// packB: one invocation per vec4 of the panels [ceil(N / PW)][K][PW], PW = WG·SN (run with slab's WG):
-// op(B)[k, c .. c + 3] read through the strides, zeros past N.   bindings: 1 B, 2 packed B
-@group(0) @binding(1) var<storage, read> unpacked: array<f32>;
-@group(0) @binding(2) var<storage, read_write> packed: array<vec4<f32>>;
-
+// packB: one invocation per 4 × 4 block of op(B) (bBlock: 4 K steps by 4 columns, zeros past N), stored as 4
+// vec4s of the panels [ceil(N / PW)][K][PW], PW = WG·SN (run with slab's WG and direct's TRANS_B).
+// bindings: 2 B, 3 packed B (1 unused)
 @compute @workgroup_size(WG)
 fn packB(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
   let i = (wg.y * nwg.x + wg.x) * WG + lid;
   let pw4 = WG * SN / 4u;
-  if (i >= (p.n + 4u * pw4 - 1u) / (4u * pw4) * p.k * pw4) { return; }
-  let c = (i / (p.k * pw4) * pw4 + i % pw4) * 4u;
-  let k = i / pw4 % p.k;
-  var v = vec4<f32>(0.0);  // zeros past N: never stored, but they keep the reads inside B
-  for (var e = 0u; e < 4u; e++) {
-    if (c + e < p.n) { v[e] = unpacked[k * p.b_rs + (c + e) * p.b_cs]; }
-  }
-  packed[i] = v;
+  let steps = p.k / 4u;
+  if (i >= (p.n + 4u * pw4 - 1u) / (4u * pw4) * steps * pw4) { return; }
+  let q = i % pw4;
+  let k = i / pw4 % steps * 4u;
+  let panel = i / (pw4 * steps);
+  let block = bBlock(0u, k, (panel * pw4 + q) * 4u);
+  for (var kk = 0u; kk < 4u; kk++) { c4[(panel * p.k + k + kk) * pw4 + q] = block[kk]; }
 }

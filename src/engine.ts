@@ -59,8 +59,8 @@ export interface Kernel {
   constants?: Record<string, number>;
   /** Bytes of the uniform struct at @binding(0); build with `Params`. */
   params: Params;
-  /** Storage buffers at @binding(1), @binding(2), ... in order. */
-  buffers: Binding[];
+  /** Storage buffers at @binding(1), @binding(2), ... in order; null for a binding the entry does not use. */
+  buffers: (Binding | null)[];
   /**
    * Workgroup count, laid out over x and y when it exceeds the per-dimension limit (kernels rebuild the index);
    * or an [x, y, z] grid, dispatched as given.
@@ -411,7 +411,9 @@ export class Engine {
       binding: 0,
       resource: { buffer: this.#arena, offset: slot * UNIFORM_SLOT, size: UNIFORM_SLOT },
     }];
-    k.buffers.forEach((b, i) => entries.push({ binding: i + 1, resource: this.#bindingResource(k.op, b) }));
+    k.buffers.forEach((b, i) =>
+      b && entries.push({ binding: i + 1, resource: this.#bindingResource(k.op, b) })
+    );
     this.device.pushErrorScope("validation");
     const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
     this.#watch(k.op);

@@ -20,11 +20,12 @@ const BN = TILE.TX * 16;
 /**
  * The `slab` entry (CPU adapters; one batch item, SLAB_MIN_ROWS rows or more, dims multiples of 4, K ≤ SLAB_K):
  * one dispatch per window of A's rows, which it binds as a 64 KiB uniform window holding SLAB_K / K blocks of
- * SLAB_ROWS rows; SLAB_WG invocations a workgroup, each a 16 x 8 block. On llvmpipe it ran 1024³ 1.4x to 1.6x faster than the
- * direct entry, 512³ 1.24x, 256³ 1.05x; 16 x 8 blocks beat 16 x 16, 16 x 4 and 8 x 16; workgroups of 8 keep a
- * 256-wide output on several threads. B packed into panels (packB) made 1024³ a further 1.06x to 1.09x faster
- * (none at 512³, where B stays in cache). Several blocks a window (a dispatch costs llvmpipe ~100 µs): 256³
- * 1.3x, [1024, 256]·[256, 256] 1.45x.
+ * SLAB_ROWS rows; SLAB_WG invocations a workgroup, each a 16 x 8 block. On llvmpipe it ran 1024³ 1.4x to 1.6x
+ * faster than the direct entry, 512³ 1.24x, 256³ 1.05x; 16 x 8 blocks beat 16 x 16, 16 x 12, 16 x 4 and 8 x 16;
+ * workgroups of 8 keep a 256-wide output on several threads. B packed into panels (packB) made 1024³ a further
+ * 1.06x to 1.09x faster (none at 512³, where B stays in cache), and packing in 4 x 4 blocks of vec4s, not
+ * element by element, 1.05x more (the scalar reads took 8% of a 1024³ product). Several blocks a window (a
+ * dispatch costs llvmpipe ~100 µs): 256³ 1.3x, [1024, 256]·[256, 256] 1.45x.
  */
 const SLAB_ROWS = 16;
 const SLAB_COLS = 8;
@@ -130,9 +131,10 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
     engine.run({
       ...kernel,
       entry: "packB",
+      constants: { ...kernel.constants, TRANS_B: +transB },
       params: params(0),
-      buffers: [b, panels],
-      workgroups: Math.ceil(panels.size / 4 / SLAB_WG),
+      buffers: [null, b, panels],
+      workgroups: Math.ceil(panels.size / 16 / SLAB_WG),
     });
     const blocks = Math.min(Math.floor(SLAB_K / k), Math.ceil(m / SLAB_ROWS));
     for (let row0 = 0; row0 < m; row0 += blocks * SLAB_ROWS) {
