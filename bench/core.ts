@@ -104,8 +104,7 @@ async function fmaCeiling(ctx: BenchContext): Promise<number> {
     });
   // Far below llvmpipe's 65,535-iteration cap on one invocation's loops.
   const MAX_ROUNDS = 16384;
-  // Long enough that launching the million invocations and storing their results is noise: on llvmpipe that
-  // costs ~50 ms, so 16 or 32 rounds measured 20 to 25 GFLOP/s where 256 and more measure ~29.
+  // Long enough that launching the million invocations and storing their results (~50 ms on llvmpipe) is noise.
   const target = ctx.quick ? 100 : 500;
   let rounds = 16;
   let ms = await ctx.gpu(() => run(rounds), 1);
@@ -114,7 +113,7 @@ async function fmaCeiling(ctx: BenchContext): Promise<number> {
     ms = await ctx.gpu(() => run(rounds), 1);
   }
   ms = await ctx.gpu(() => run(rounds), undefined, fastest);
-  const flops = invocations * rounds * 64;
+  const flops = invocations * rounds * 256;
   ctx.add({
     kernel: "ceiling: fma",
     size: `${invocations / M}M inv x${rounds}`,

@@ -1,7 +1,10 @@
 // ceiling.wgsl: the benchmark's peak f32 rate. Each invocation runs eight independent vec4 chains of fused
-// multiply-adds x ← x·m + c, held in registers, for `rounds` rounds (a uniform, so nothing folds away; the
-// bench keeps it far below llvmpipe's 65,535-iteration loop cap), and stores their sum so none is dead.
-// Eight chains cover the FMA latency on CPUs and GPUs alike. One round is 32 FMAs = 64 FLOPs per invocation.
+// multiply-adds x ← x·m + c, held in registers, four per chain and round (`fma4`), for `rounds` rounds (a uniform,
+// so nothing folds away; the bench keeps it far below llvmpipe's 65,535-iteration loop cap), and stores their sum
+// so none is dead. Eight chains cover the FMA latency on CPUs and GPUs alike. Four to an assignment because
+// llvmpipe blends every assignment to a loop-carried variable with the loop's exec mask: with one FMA per
+// assignment the blends bound the rate, 1.4x below this (two ran 1.3x, eight 1.1x: the chains serialise). One
+// round is 128 FMAs = 256 FLOPs per invocation.
 // Bindings: 0 params (uniform), 1 out (storage, one f32 per invocation).
 struct Params {
   rounds: u32,
@@ -13,6 +16,10 @@ override WG: u32 = 64;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
+
+fn fma4(x: vec4<f32>, m: vec4<f32>, c: vec4<f32>) -> vec4<f32> {
+  return fma(fma(fma(fma(x, m, c), m, c), m, c), m, c);
+}
 
 @compute @workgroup_size(WG)
 fn fma_peak(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -30,14 +37,14 @@ fn fma_peak(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
   var x6 = seed + 6.0;
   var x7 = seed + 7.0;
   for (var r = 0u; r < p.rounds; r++) {
-    x0 = fma(x0, m, c);
-    x1 = fma(x1, m, c);
-    x2 = fma(x2, m, c);
-    x3 = fma(x3, m, c);
-    x4 = fma(x4, m, c);
-    x5 = fma(x5, m, c);
-    x6 = fma(x6, m, c);
-    x7 = fma(x7, m, c);
+    x0 = fma4(x0, m, c);
+    x1 = fma4(x1, m, c);
+    x2 = fma4(x2, m, c);
+    x3 = fma4(x3, m, c);
+    x4 = fma4(x4, m, c);
+    x5 = fma4(x5, m, c);
+    x6 = fma4(x6, m, c);
+    x7 = fma4(x7, m, c);
   }
   let s = (x0 + x1) + (x2 + x3) + (x4 + x5) + (x6 + x7);
   out[i] = s.x + s.y + s.z + s.w;
