@@ -1,14 +1,18 @@
 // Core section: the adapter's ceilings (copy bandwidth, peak FMA rate), then elementwise, reduction,
-// transpose, matmul and a small MLP's forward+backward, each on WebGPU and against its float64 CPU reference.
+// transpose, matmul, a small MLP's forward+backward and optimiser steps, each on WebGPU and against its float64
+// CPU reference.
 import {
+  adamw,
   add,
   exp,
   grad,
+  lars,
   matmul,
   mean,
   mul,
   Params,
   relu,
+  sgd,
   softmax,
   square,
   sub,
@@ -18,6 +22,7 @@ import {
 } from "../src/mod.ts";
 import { refBinary, refUnary } from "../src/ref/elementwise.ts";
 import { refMatmul } from "../src/ref/matmul.ts";
+import { refAdamStep, refLarsStep, refSgdStep } from "../src/ref/optim.ts";
 import { refSoftmax, refSum } from "../src/ref/reduce.ts";
 import { refTranspose } from "../src/ref/shape.ts";
 import { randomArray } from "../test/util.ts";
@@ -293,10 +298,69 @@ async function mlp(ctx: BenchContext): Promise<void> {
   }
 }
 
+/**
+ * One optimiser step on a [16K, 1024] parameter. Bytes are what a step must move at least: SGD with momentum
+ * reads w, g and the buffer and writes w and the buffer; AdamW reads w, g, m, v and writes w, m, v; LARS reads
+ * w and g once more for its norms before its momentum step.
+ */
+async function optimisers(ctx: BenchContext): Promise<void> {
+  const { engine } = ctx;
+  const shape = [ctx.quick ? 1024 : 16384, 1024];
+  const n = shape[0] * shape[1];
+  const xw = randomArray(n, 7);
+  const xg = randomArray(n, 8, -1e-2, 1e-2);
+  using w = engine.tensor(xw, shape);
+  using g = engine.tensor(xg, shape);
+  const w64 = Float64Array.from(xw);
+  const state = [new Float64Array(n), new Float64Array(n)];
+  const size = fmtShape(shape);
+  const rows = [
+    {
+      kernel: "sgd (momentum)",
+      words: 5,
+      make: () => sgd([w], { lr: 1e-3, momentum: 0.9 }),
+      cpu: () =>
+        refSgdStep(w64, xg, state[0], {
+          lr: 1e-3,
+          momentum: 0.9,
+          dampening: 0,
+          weightDecay: 0,
+          nesterov: false,
+        }, false),
+    },
+    {
+      kernel: "adamw",
+      words: 7,
+      make: () => adamw([w], { lr: 1e-3 }),
+      cpu: () =>
+        refAdamStep(w64, xg, state[0], state[1], 2, {
+          lr: 1e-3,
+          beta1: 0.9,
+          beta2: 0.999,
+          eps: 1e-8,
+          weightDecay: 0.01,
+          decoupled: true,
+        }),
+    },
+    {
+      kernel: "lars",
+      words: 7,
+      make: () => lars([w], { lr: 0.1, weightDecay: 1e-6 }),
+      cpu: () =>
+        refLarsStep(w64, xg, state[0], { lr: 0.1, momentum: 0.9, weightDecay: 1e-6, eta: 1e-3, adapt: true }),
+    },
+  ];
+  for (const { kernel, words, make, cpu } of rows) {
+    using opt = make();
+    await compare(ctx, { kernel, size, bytes: 4 * words * n }, n, () => opt.step([g]), cpu);
+  }
+}
+
 export async function bench(ctx: BenchContext): Promise<void> {
   await elementwise(ctx);
   await reductions(ctx);
   await transposes(ctx);
   await matmuls(ctx);
   await mlp(ctx);
+  await optimisers(ctx);
 }

@@ -96,3 +96,14 @@ export {
   relativePositionTask,
   rotationTask,
 } from "./pretext.ts";
+export {
+  adam,
+  type AdamOptions,
+  adamw,
+  emaUpdate,
+  lars,
+  type LarsOptions,
+  Optimizer,
+  sgd,
+  type SgdOptions,
+} from "./optim.ts";

@@ -1,11 +1,13 @@
 import {
   add,
+  concat,
   DeviceError,
   DeviceLostError,
   exp,
   grad,
   init,
   KernelError,
+  lars,
   matmul,
   mse,
   mul,
@@ -18,6 +20,7 @@ import {
 } from "../src/mod.ts";
 import { refBinary, refUnary } from "../src/ref/elementwise.ts";
 import { refMatmul } from "../src/ref/matmul.ts";
+import { refLarsStep } from "../src/ref/optim.ts";
 import { philox, refRand, refRandn, seedKey, uniformFromBits } from "../src/ref/random.ts";
 import { refLoss } from "../src/ref/reconstruction.ts";
 import { refSum } from "../src/ref/reduce.ts";
@@ -124,6 +127,26 @@ test("a tensor over maxStorageBufferBindingSize works where windowed, else names
     for (const i of [0, n - 1, Math.floor(engine.maxBinding / 4), Math.floor(engine.maxBinding / 4) - 1]) {
       const ref = uniformFromBits(philox([i, 0, 0, 0], seedKey(9))[0]);
       assertClose([got[i]], [2 * ref], { rtol: 0, atol: 0 }, `element ${i} (doubling is exact)`);
+    }
+    // An optimiser step windows its parameter, gradient and state alike; LARS's norms sum partials over both
+    // windows: w = 1 − 0.5·eta·(|w| / |g|)·g with |w|² = n and |g|² from the reduce op. g is x with its second
+    // window scaled by 10, so that no mix-up of the windows' partial sums keeps |g| (uniform values would).
+    const k = Math.floor(engine.maxBinding / 4);
+    using head = slice(x, [0], [k]);
+    using tail = slice(x, [k], [n]);
+    using tail10 = mul(tail, 10);
+    using g = concat([head, tail10]);
+    using w = engine.ones([n]);
+    using opt = lars([w], { lr: 0.5, momentum: 0, excludeBiasAndNorm: false });
+    opt.step([g]);
+    using squares = mul(g, g);
+    const gNorm = Math.sqrt((await take(sum(squares)))[0]);
+    const stepped = await w.toArray();
+    for (const i of [0, n - 1, k, k - 1]) {
+      const gi = (got[i] / 2) * (i < k ? 1 : 10);
+      const expected = 1 - 0.5 * 1e-3 * (Math.sqrt(n) / gNorm) * gi;
+      // f32 sums of 4e7 squares on two paths (~1e-6 relative each), then a few roundings.
+      assertClose([stepped[i]], [expected], { rtol: 1e-5, atol: 0 }, `lars, windowed: element ${i}`);
     }
     using row = engine.ones([1, n]);
     using col = engine.ones([2, 1]);
@@ -290,6 +313,19 @@ test("kernels rebuild their index from a grid laid over x and y (64 workgroups a
     // The mean: an f32 tree sum of 6e5 squares (1e-5 relative, as in reconstruction_test.ts).
     assertClose(await take(loss), ref.loss, { rtol: 1e-5, atol: 0 }, "mse (loss pass)");
     assertClose(await take(g), ref.grad, { rtol: 1e-5, atol: 1e-12 }, "mse (gradient)");
+    const w0 = randomArray(n, 9);
+    using param = engine.tensor(w0, [n]);
+    using opt = lars([param], { lr: 0.5, momentum: 0, excludeBiasAndNorm: false }); // 69 workgroups of 256 vec4s
+    opt.step([t]);
+    const wRef = Float64Array.from(w0);
+    refLarsStep(wRef, x, new Float64Array(n), {
+      lr: 0.5,
+      momentum: 0,
+      weightDecay: 0,
+      eta: 1e-3,
+      adapt: true,
+    });
+    assertClose(await param.toArray(), wRef, { rtol: 1e-5, atol: 1e-6 }, "lars (optim_test.ts's bound)");
   } finally {
     engine.destroy();
   }

@@ -1,0 +1,370 @@
+// Optimisers: SGD, Adam, AdamW and LARS (SimCLR's, Barlow Twins' and VICReg's optimiser), and the EMA target
+// update of BYOL and MoCo. Each step updates the parameters in place on the GPU, one fused pass per parameter
+// (LARS adds a pass for its two norms), recorded like any op: no readback, no submit (shaders/optim.wgsl; CPU
+// reference in src/ref/optim.ts).
+import { noGrad } from "./autograd.ts";
+import { type Binding, Params, windows } from "./engine.ts";
+import { checkF32 } from "./elementwise.ts";
+import { fmtShape, ShapeError } from "./errors.ts";
+import { sum } from "./reduce.ts";
+import { sameShape, type Tensor } from "./tensor.ts";
+
+const WG = 256;
+/** vec4s per lars_norms invocation (shaders/optim.wgsl ITEMS). */
+const ITEMS = 16;
+
+/** What one dispatch's uniform carries (shaders/optim.wgsl Params); unset fields are 0. */
+interface StepValues {
+  firstStep?: boolean;
+  lr?: number;
+  weightDecay?: number;
+  momentum?: number;
+  dampening?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  stepSize?: number;
+  sqrtBc2?: number;
+  eta?: number;
+  /** axpby: w = a·w + b·g. */
+  a?: number;
+  b?: number;
+}
+
+function stepParams(count: number, partBase: number, v: StepValues): Params {
+  return new Params()
+    .u32(count, partBase, v.firstStep ? 1 : 0)
+    .f32(v.lr ?? 0, v.weightDecay ?? 0, v.momentum ?? 0, v.dampening ?? 0, v.beta1 ?? 0, v.beta2 ?? 0)
+    .f32(v.eps ?? 0, v.stepSize ?? 0, v.sqrtBc2 ?? 1, v.eta ?? 0, v.a ?? 0, v.b ?? 0);
+}
+
+/**
+ * One dispatch of `entry` per window of w. `others` (the gradient, the state; null for a binding the entry does
+ * not use) have w's shape, so they split into the same windows; `extra` bindings follow them as they are.
+ */
+function update(
+  op: string,
+  entry: string,
+  constants: Record<string, number>,
+  w: Tensor,
+  others: (Tensor | null)[],
+  values: StepValues,
+  extra: Binding[] = [],
+): void {
+  const split = others.map((t) => (t ? windows(t) : null));
+  windows(w).forEach((win, k) => {
+    w.engine.run({
+      op,
+      shader: "optim",
+      entry,
+      constants: { WG, ...constants },
+      params: stepParams(win.count, 0, values),
+      buffers: [win.binding, ...split.map((s) => (s ? s[k].binding : null)), ...extra],
+      workgroups: Math.ceil(win.count / 4 / WG),
+    });
+  });
+}
+
+/** (Σ w², Σ d²), d = g + wd·w, as an f32 [2] tensor: partial sums per invocation, then the reduce op. */
+function larsNorms(op: string, w: Tensor, g: Tensor, weightDecay: number): Tensor {
+  const parts = windows(w).map((win) => Math.ceil(win.count / (4 * ITEMS)));
+  const partials = w.engine.empty([parts.reduce((a, b) => a + b, 0), 2]);
+  const gw = windows(g);
+  let base = 0;
+  windows(w).forEach((win, k) => {
+    w.engine.run({
+      op,
+      shader: "optim",
+      entry: "lars_norms",
+      constants: { WG },
+      params: stepParams(win.count, base, { weightDecay }),
+      buffers: [win.binding, gw[k].binding, null, null, partials],
+      workgroups: Math.ceil(parts[k] / WG),
+    });
+    base += parts[k];
+  });
+  const norms = sum(partials, 0);
+  partials.dispose();
+  return norms;
+}
+
+/** A RangeError naming `op`'s option unless `value` is a finite number in [lo, hi] (or [lo, hi) with `open`). */
+function checkRange(
+  op: string,
+  name: string,
+  value: number,
+  lo: number,
+  hi = Infinity,
+  open = false,
+): number {
+  if (!(Number.isFinite(value) && value >= lo && (open ? value < hi : value <= hi))) {
+    const range = hi === Infinity ? `≥ ${lo}` : `in [${lo}, ${hi}${open ? ")" : "]"}`;
+    throw new RangeError(`${op}: ${name} must be a finite number ${range}, got ${value}`);
+  }
+  return value;
+}
+
+/** Throws unless `params` are distinct live f32 tensors of one engine. */
+function checkParams(op: string, params: readonly Tensor[], what = "parameter"): void {
+  if (params.length === 0) throw new RangeError(`${op}: no ${what}s given`);
+  params.forEach((p, i) => {
+    checkF32(`${op}: ${what} ${i}`, p);
+    if (p.engine !== params[0].engine) throw new Error(`${op}: ${what}s belong to different engines`);
+    if (params.indexOf(p) !== i) throw new Error(`${op}: ${what} ${i} is ${what} ${params.indexOf(p)} again`);
+  });
+}
+
+/** Throws unless `grads` pair with `params` one to one: live f32 tensors of the same shapes, none a parameter. */
+function checkPairs(
+  op: string,
+  params: readonly Tensor[],
+  grads: readonly Tensor[],
+  what = "gradient",
+  paramWhat = "parameter",
+): void {
+  if (grads.length !== params.length) {
+    throw new RangeError(`${op}: ${grads.length} ${what}s for ${params.length} ${paramWhat}s`);
+  }
+  grads.forEach((g, i) => {
+    checkF32(`${op}: ${what} ${i}`, g);
+    if (!sameShape(g.shape, params[i].shape)) {
+      throw new ShapeError(
+        `${op}: ${what} ${i} has shape ${fmtShape(g.shape)}, ${paramWhat} ${i} ${fmtShape(params[i].shape)}`,
+      );
+    }
+    if (g.engine !== params[i].engine) throw new Error(`${op}: ${what} ${i} belongs to another engine`);
+    if (params.includes(g)) throw new Error(`${op}: ${what} ${i} is a ${paramWhat} being updated`);
+  });
+}
+
+/**
+ * Updates parameters in place from their gradients, like a torch.optim optimiser. The state (momentum
+ * buffers, moments) is allocated when the optimiser is made, so make it outside `engine.tidy`; `dispose()`
+ * frees it. Call `step` after `grad()` has run (a backward still to run would see the updated values).
+ */
+export abstract class Optimizer {
+  /** The learning rate of the next step (change it for a schedule). */
+  lr: number;
+  readonly params: readonly Tensor[];
+  #steps = 0;
+  #state: Tensor[][];
+  #disposed = false;
+
+  protected constructor(readonly op: string, params: readonly Tensor[], lr: number, stateTensors: number) {
+    checkParams(op, params);
+    this.lr = checkRange(op, "lr", lr, 0);
+    this.params = [...params];
+    this.#state = this.params.map((p) => Array.from({ length: stateTensors }, () => p.engine.zeros(p.shape)));
+  }
+
+  /** Steps taken so far. */
+  get steps(): number {
+    return this.#steps;
+  }
+
+  /** Updates every parameter from its gradient (the same order and shapes as the parameters). */
+  step(grads: readonly Tensor[]): void {
+    if (this.#disposed) throw new Error(`${this.op}: optimiser used after dispose`);
+    checkRange(this.op, "lr", this.lr, 0);
+    checkParams(this.op, this.params);
+    checkPairs(this.op, this.params, grads);
+    this.#steps++;
+    noGrad(() => this.params.forEach((p, i) => this.update(p, grads[i], this.#state[i], this.#steps)));
+  }
+
+  /** Frees the optimiser's state; the parameters stay. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const s of this.#state) for (const t of s) t.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** Records the update of parameter w from gradient g at step t (from 1). */
+  protected abstract update(w: Tensor, g: Tensor, state: Tensor[], t: number): void;
+}
+
+export interface SgdOptions {
+  lr: number;
+  /** Default 0: plain SGD, no buffer. */
+  momentum?: number;
+  /** Default 0. */
+  dampening?: number;
+  /** L2 penalty added to the gradient (default 0). */
+  weightDecay?: number;
+  /** Nesterov momentum (needs momentum > 0 and no dampening, as in PyTorch). */
+  nesterov?: boolean;
+}
+
+class Sgd extends Optimizer {
+  readonly momentum: number;
+  readonly dampening: number;
+  readonly weightDecay: number;
+  readonly nesterov: boolean;
+
+  constructor(params: readonly Tensor[], o: SgdOptions) {
+    const momentum = checkRange("sgd", "momentum", o.momentum ?? 0, 0);
+    const dampening = checkRange("sgd", "dampening", o.dampening ?? 0, 0, 1);
+    const weightDecay = checkRange("sgd", "weightDecay", o.weightDecay ?? 0, 0);
+    const nesterov = o.nesterov ?? false;
+    if (nesterov && !(momentum > 0 && dampening === 0)) {
+      throw new RangeError("sgd: nesterov needs momentum > 0 and dampening 0");
+    }
+    super("sgd", params, o.lr, momentum > 0 ? 1 : 0);
+    this.momentum = momentum;
+    this.dampening = dampening;
+    this.weightDecay = weightDecay;
+    this.nesterov = nesterov;
+  }
+
+  protected update(w: Tensor, g: Tensor, state: Tensor[], t: number): void {
+    if (this.momentum === 0) {
+      return update(this.op, "axpby", {}, w, [g], { a: 1 - this.lr * this.weightDecay, b: -this.lr });
+    }
+    update(this.op, "sgd", { NESTEROV: this.nesterov ? 1 : 0 }, w, [g, state[0]], {
+      firstStep: t === 1,
+      lr: this.lr,
+      weightDecay: this.weightDecay,
+      momentum: this.momentum,
+      dampening: this.dampening,
+    });
+  }
+}
+
+/** Stochastic gradient descent with optional momentum, dampening, Nesterov and L2 weight decay (torch.optim.SGD). */
+export function sgd(params: readonly Tensor[], options: SgdOptions): Optimizer {
+  return new Sgd(params, options);
+}
+
+export interface AdamOptions {
+  /** Default 1e-3. */
+  lr?: number;
+  /** Default [0.9, 0.999]. */
+  betas?: readonly [number, number];
+  /** Default 1e-8. */
+  eps?: number;
+  /** Adam: an L2 term added to the gradient (default 0). AdamW: decoupled decay of the weights (default 0.01). */
+  weightDecay?: number;
+}
+
+class Adam extends Optimizer {
+  readonly betas: readonly [number, number];
+  readonly eps: number;
+  readonly weightDecay: number;
+
+  constructor(op: string, params: readonly Tensor[], o: AdamOptions, readonly decoupled: boolean) {
+    const [beta1, beta2] = o.betas ?? [0.9, 0.999];
+    checkRange(op, "betas[0]", beta1, 0, 1, true);
+    checkRange(op, "betas[1]", beta2, 0, 1, true);
+    const eps = checkRange(op, "eps", o.eps ?? 1e-8, 0);
+    const weightDecay = checkRange(op, "weightDecay", o.weightDecay ?? (decoupled ? 0.01 : 0), 0);
+    super(op, params, o.lr ?? 1e-3, 2);
+    this.betas = [beta1, beta2];
+    this.eps = eps;
+    this.weightDecay = weightDecay;
+  }
+
+  protected update(w: Tensor, g: Tensor, state: Tensor[], t: number): void {
+    const [beta1, beta2] = this.betas;
+    update(this.op, "adam", { DECOUPLED: this.decoupled ? 1 : 0 }, w, [g, state[0], state[1]], {
+      lr: this.lr,
+      weightDecay: this.weightDecay,
+      beta1,
+      beta2,
+      eps: this.eps,
+      stepSize: this.lr / (1 - beta1 ** t),
+      sqrtBc2: Math.sqrt(1 - beta2 ** t),
+    });
+  }
+}
+
+/** Adam (torch.optim.Adam): weightDecay adds an L2 term to the gradient. */
+export function adam(params: readonly Tensor[], options: AdamOptions = {}): Optimizer {
+  return new Adam("adam", params, options, false);
+}
+
+/** AdamW (torch.optim.AdamW): the weights decay by lr·weightDecay, apart from the gradient. */
+export function adamw(params: readonly Tensor[], options: AdamOptions = {}): Optimizer {
+  return new Adam("adamw", params, options, true);
+}
+
+export interface LarsOptions {
+  lr: number;
+  /** Default 0.9. */
+  momentum?: number;
+  /** Default 0 (SimCLR used 1e-6, Barlow Twins 1.5e-6). */
+  weightDecay?: number;
+  /** The trust coefficient η (default 0.001). */
+  eta?: number;
+  /**
+   * Leave parameters of one dim (biases, norm layers' scales) out of weight decay and the trust ratio, as
+   * SimCLR, Barlow Twins and VICReg do (default true).
+   */
+  excludeBiasAndNorm?: boolean;
+}
+
+class Lars extends Optimizer {
+  readonly momentum: number;
+  readonly weightDecay: number;
+  readonly eta: number;
+  readonly excludeBiasAndNorm: boolean;
+
+  constructor(params: readonly Tensor[], o: LarsOptions) {
+    const momentum = checkRange("lars", "momentum", o.momentum ?? 0.9, 0);
+    const weightDecay = checkRange("lars", "weightDecay", o.weightDecay ?? 0, 0);
+    const eta = checkRange("lars", "eta", o.eta ?? 0.001, 0);
+    super("lars", params, o.lr, 1);
+    this.momentum = momentum;
+    this.weightDecay = weightDecay;
+    this.eta = eta;
+    this.excludeBiasAndNorm = o.excludeBiasAndNorm ?? true;
+  }
+
+  protected update(w: Tensor, g: Tensor, state: Tensor[]): void {
+    const values = { lr: this.lr, momentum: this.momentum };
+    // Left out: momentum SGD (its first step's b = d is momentum·0 + d here).
+    if (this.excludeBiasAndNorm && w.shape.length === 1) {
+      return update(this.op, "sgd", {}, w, [g, state[0]], values);
+    }
+    const norms = larsNorms(this.op, w, g, this.weightDecay);
+    update(
+      this.op,
+      "lars",
+      {},
+      w,
+      [g, state[0]],
+      { ...values, weightDecay: this.weightDecay, eta: this.eta },
+      [norms],
+    );
+    norms.dispose();
+  }
+}
+
+/**
+ * LARS (You et al.) as Barlow Twins and VICReg implement it: d = g + weightDecay·w, scaled per parameter by the
+ * trust ratio eta·‖w‖ / ‖d‖ (1 where either norm is 0), then SGD with momentum, without dampening.
+ */
+export function lars(params: readonly Tensor[], options: LarsOptions): Optimizer {
+  return new Lars(params, options);
+}
+
+/**
+ * The EMA update of a target network from an online one, in place: target = momentum·target +
+ * (1 − momentum)·online for each pair (BYOL's τ, MoCo's m).
+ */
+export function emaUpdate(
+  targets: readonly Tensor[],
+  online: readonly Tensor[],
+  options: { momentum: number },
+): void {
+  const op = "emaUpdate";
+  const momentum = checkRange(op, "momentum", options.momentum, 0, 1);
+  checkParams(op, targets, "target");
+  checkPairs(op, targets, online, "online parameter", "target");
+  noGrad(() =>
+    targets.forEach((t, i) => update(op, "axpby", {}, t, [online[i]], { a: momentum, b: 1 - momentum }))
+  );
+}

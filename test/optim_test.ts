@@ -1,0 +1,242 @@
+import {
+  adam,
+  adamw,
+  emaUpdate,
+  grad,
+  lars,
+  matmul,
+  mse,
+  type Optimizer,
+  sgd,
+  ShapeError,
+  type Tensor,
+} from "../src/mod.ts";
+import type { Engine } from "../src/mod.ts";
+import { refAdamStep, refEma, refLarsStep, refSgdStep } from "../src/ref/optim.ts";
+import { test } from "./harness.ts";
+import { assert, assertClose, assertEquals, assertNoLeak, assertThrows, randomArray, take } from "./util.ts";
+
+// Three steps of a few f32 operations each on values of order 1 (lr ≤ 0.1): a few ulp of |w| per step, so
+// rtol 1e-5 leaves headroom; atol for elements that end near 0 by cancellation.
+const TOL = { rtol: 1e-5, atol: 1e-6 };
+const STEPS = 3;
+
+// Sizes: 1, primes, non-multiples of 4 (one vec4 per invocation) and of the 1,024-element workgroup, and one
+// whose LARS norms take 1,025 partial sums over 5 workgroups.
+const SIZES = [1, 7, 1009, 65_537];
+
+/** Runs STEPS steps of `make`'s optimiser on one parameter of n elements and returns w after each. */
+async function run(
+  engine: Engine,
+  n: number,
+  shape: number[],
+  make: (w: Tensor) => Optimizer,
+  seed: number,
+): Promise<{ w0: Float32Array; grads: Float32Array[]; after: Float32Array[] }> {
+  const w0 = randomArray(n, seed);
+  using w = engine.tensor(w0, shape);
+  using opt = make(w);
+  const grads: Float32Array[] = [];
+  const after: Float32Array[] = [];
+  for (let t = 0; t < STEPS; t++) {
+    grads.push(randomArray(n, seed * 7 + t + 1));
+    using g = engine.tensor(grads[t], shape);
+    opt.step([g]);
+    after.push((await w.toArray()) as Float32Array);
+  }
+  assertEquals(opt.steps, STEPS);
+  return { w0, grads, after };
+}
+
+const SGD_CASES = [
+  { lr: 0.1 },
+  { lr: 0.05, momentum: 0.9 },
+  { lr: 0.05, momentum: 0.9, dampening: 0.3, weightDecay: 0.01 },
+  { lr: 0.05, momentum: 0.8, nesterov: true, weightDecay: 1e-3 },
+];
+
+test("sgd matches the float64 reference: momentum, dampening, Nesterov, weight decay", async (engine) => {
+  const before = engine.memory();
+  for (const [c, o] of SGD_CASES.entries()) {
+    for (const n of SIZES) {
+      const { w0, grads, after } = await run(engine, n, [n], (w) => sgd([w], o), 10 * c + n);
+      const w = Float64Array.from(w0);
+      const buf = (o.momentum ?? 0) > 0 ? new Float64Array(n) : null;
+      const ref = { momentum: 0, dampening: 0, weightDecay: 0, nesterov: false, ...o };
+      for (let t = 0; t < STEPS; t++) {
+        refSgdStep(w, grads[t], buf, ref, t === 0);
+        assertClose(after[t], w, TOL, `sgd ${JSON.stringify(o)} n=${n} step ${t + 1}`);
+      }
+    }
+  }
+  assertNoLeak(engine, before);
+});
+
+const ADAM_CASES = [
+  { decoupled: false, o: {} },
+  { decoupled: false, o: { lr: 0.01, betas: [0.8, 0.99] as [number, number], weightDecay: 0.1 } },
+  { decoupled: true, o: {} },
+  { decoupled: true, o: { lr: 0.05, eps: 1e-6, weightDecay: 0.5 } },
+];
+
+test("adam and adamw match the float64 reference, bias correction and weight decay included", async (engine) => {
+  const before = engine.memory();
+  for (const [c, { decoupled, o }] of ADAM_CASES.entries()) {
+    for (const n of SIZES) {
+      const make = (w: Tensor) => (decoupled ? adamw : adam)([w], o);
+      const { w0, grads, after } = await run(engine, n, [n], make, 100 + 10 * c + n);
+      const w = Float64Array.from(w0);
+      const m = new Float64Array(n);
+      const v = new Float64Array(n);
+      const ref = {
+        lr: o.lr ?? 1e-3,
+        beta1: o.betas?.[0] ?? 0.9,
+        beta2: o.betas?.[1] ?? 0.999,
+        eps: o.eps ?? 1e-8,
+        weightDecay: o.weightDecay ?? (decoupled ? 0.01 : 0),
+        decoupled,
+      };
+      for (let t = 0; t < STEPS; t++) {
+        refAdamStep(w, grads[t], m, v, t + 1, ref);
+        assertClose(
+          after[t],
+          w,
+          TOL,
+          `${decoupled ? "adamw" : "adam"} ${JSON.stringify(o)} n=${n} step ${t + 1}`,
+        );
+      }
+    }
+  }
+  assertNoLeak(engine, before);
+});
+
+test("lars matches the float64 reference: trust ratio on matrices, biases and norms left out", async (engine) => {
+  const before = engine.memory();
+  // The trust ratio comes from two f32 tree sums (relative error ~1e-6), so each step's update carries that
+  // error too: still inside TOL at lr·eta·|w|/|d| of order 1e-2.
+  const o = { lr: 3, momentum: 0.9, weightDecay: 1e-2, eta: 0.02 };
+  for (const n of SIZES) {
+    for (const shape of [[n, 1], [n]]) {
+      const { w0, grads, after } = await run(engine, n, shape, (w) => lars([w], o), 200 + n + shape.length);
+      const w = Float64Array.from(w0);
+      const buf = new Float64Array(n);
+      const adapt = shape.length > 1;
+      for (let t = 0; t < STEPS; t++) {
+        refLarsStep(w, grads[t], buf, { ...o, adapt });
+        assertClose(after[t], w, TOL, `lars ${JSON.stringify(shape)} step ${t + 1}`);
+      }
+    }
+  }
+  // excludeBiasAndNorm: false adapts a 1-D parameter too; a zero parameter keeps the ratio at 1.
+  for (
+    const [w0, excludeBiasAndNorm] of [[randomArray(33, 1), false], [new Float32Array(33), true]] as const
+  ) {
+    using w = engine.tensor(w0, [33]);
+    const g0 = randomArray(33, 2);
+    using g = engine.tensor(g0, [33]);
+    using opt = lars([w], { lr: 0.5, excludeBiasAndNorm });
+    opt.step([g]);
+    const ref = Float64Array.from(w0);
+    refLarsStep(ref, g0, new Float64Array(33), {
+      lr: 0.5,
+      momentum: 0.9,
+      weightDecay: 0,
+      eta: 1e-3,
+      adapt: true,
+    });
+    assertClose(await w.toArray(), ref, TOL, `lars excludeBiasAndNorm ${excludeBiasAndNorm}`);
+  }
+  assertNoLeak(engine, before);
+});
+
+test("emaUpdate matches the float64 reference; momentum 0 copies, momentum 1 keeps", async (engine) => {
+  const before = engine.memory();
+  for (const n of SIZES) {
+    const t0 = randomArray(n, n);
+    const s0 = randomArray(n, n + 1);
+    using target = engine.tensor(t0, [n]);
+    using online = engine.tensor(s0, [n]);
+    emaUpdate([target], [online], { momentum: 0.99 });
+    const ref = Float64Array.from(t0);
+    refEma(ref, s0, 0.99);
+    // One f32 multiply-add of two terms: a couple of ulp.
+    assertClose(await target.toArray(), ref, { rtol: 1e-6, atol: 1e-7 }, `ema n=${n}`);
+    emaUpdate([target], [online], { momentum: 0 });
+    assertClose(await target.toArray(), s0, { rtol: 0, atol: 0 }, `ema momentum 0 n=${n}`);
+    const kept = await target.toArray();
+    emaUpdate([target], [online], { momentum: 1 });
+    assertClose(await target.toArray(), kept, { rtol: 0, atol: 0 }, `ema momentum 1 n=${n}`);
+  }
+  assertNoLeak(engine, before);
+});
+
+test("optimisers train: adamw and lars fit a linear map through grad", async (engine) => {
+  const before = engine.memory();
+  {
+    const [n, d, k] = [64, 16, 4];
+    using x = engine.randn([n, d], { seed: 1 });
+    using truth = engine.randn([d, k], { seed: 2 });
+    using y = matmul(x, truth);
+    for (
+      const make of [
+        (w: Tensor) => adamw([w], { lr: 0.05 }),
+        (w: Tensor) => lars([w], { lr: 20, momentum: 0.5 }),
+      ]
+    ) {
+      using w = engine.randn([d, k], { seed: 3 });
+      using opt = make(w);
+      const losses: number[] = [];
+      for (let step = 0; step < 200; step++) {
+        const [l, g] = engine.tidy(() => {
+          const l = mse(matmul(x, w), y);
+          return [l, grad(l, [w])[0]];
+        });
+        if (step % 199 === 0) losses.push((await take(l))[0]);
+        else l.dispose();
+        opt.step([g]);
+        g.dispose();
+      }
+      // The loss starts near E[(x·(w − truth))²] = 2d = 32 and falls by orders of magnitude when the steps are right.
+      assert(losses[1] < 1e-2 * losses[0], `${opt.op}: loss ${losses[0]} → ${losses[1]} after 200 steps`);
+    }
+  }
+  assertNoLeak(engine, before);
+});
+
+test("optimisers reject bad input by name and leak nothing", async (engine) => {
+  const before = engine.memory();
+  {
+    using w = engine.zeros([3, 4]);
+    using b = engine.zeros([4]);
+    using g = engine.zeros([4, 3]);
+    using gi = engine.zeros([3, 4], "i32");
+    using g34 = engine.zeros([3, 4]);
+    using g4 = engine.zeros([4]);
+    using opt = sgd([w, b], { lr: 0.1, momentum: 0.9 });
+    await assertThrows(() => opt.step([g, b]), ShapeError, ["gradient 0", "[4, 3]", "[3, 4]"]);
+    await assertThrows(() => opt.step([w]), RangeError, ["1 gradients for 2 parameters"]);
+    await assertThrows(() => opt.step([gi, b]), TypeError, ["i32"]);
+    await assertThrows(() => opt.step([w, b]), Error, ["gradient 0 is a parameter"]);
+    assertEquals(opt.steps, 0, "a rejected step is not counted");
+    await assertThrows(() => sgd([w, w], { lr: 1 }), Error, ["parameter 1 is parameter 0 again"]);
+    await assertThrows(() => sgd([], { lr: 1 }), RangeError, ["no parameters"]);
+    await assertThrows(() => sgd([w], { lr: -1 }), RangeError, ["lr", "-1"]);
+    await assertThrows(() => sgd([w], { lr: NaN }), RangeError, ["lr", "NaN"]);
+    await assertThrows(() => sgd([w], { lr: 1, nesterov: true }), RangeError, ["nesterov"]);
+    await assertThrows(() => sgd([w], { lr: 1, dampening: 2 }), RangeError, ["dampening"]);
+    await assertThrows(() => adam([w], { betas: [0.9, 1] }), RangeError, ["betas[1]", "[0, 1)"]);
+    await assertThrows(() => adamw([w], { eps: -1 }), RangeError, ["eps"]);
+    await assertThrows(() => lars([w], { lr: 1, eta: -1 }), RangeError, ["eta"]);
+    await assertThrows(() => emaUpdate([w], [g], { momentum: 0.5 }), ShapeError, ["[4, 3]", "[3, 4]"]);
+    await assertThrows(() => emaUpdate([w], [b], { momentum: 2 }), RangeError, ["momentum"]);
+    opt.lr = -0.5;
+    await assertThrows(() => opt.step([g34, g4]), RangeError, ["lr"]);
+    opt.lr = 0.1;
+    const gone = engine.zeros([3, 4]);
+    gone.dispose();
+    await assertThrows(() => opt.step([gone, b]), Error, ["used after dispose"]);
+    opt.dispose();
+    await assertThrows(() => opt.step([b, b]), Error, ["sgd: optimiser used after dispose"]);
+  }
+  assertNoLeak(engine, before);
+});
