@@ -1,14 +1,18 @@
-// Redundancy-reduction joint-embedding losses, Barlow Twins and VICReg, composed from GPU ops (elementwise,
-// reduce, matmul) that autograd differentiates; CPU reference in src/ref/joint_embedding.ts. Both need
+// Joint-embedding losses without negatives, composed from GPU ops (elementwise, reduce, matmul) that autograd
+// differentiates; CPU reference in src/ref/joint_embedding.ts. DINO's self-distillation cross-entropy, and the
+// redundancy-reduction losses Barlow Twins and VICReg. The latter two need
 // Σ_ij (aᵀb)_ij² for a, b [N, D]: it equals Σ_kl (aaᵀ)_kl (bbᵀ)_kl, so when N < D the N × N Gram matrices are
 // formed instead of the D × D one (live memory O(N·D + min(N, D)²)); diagonals come from columnwise dot
 // products, never from a D × D mask.
 // Semantics follow lightly 1.5.x's losses (after lightly-ai/lightly#1806, Feb 2025): see each function.
+import { noGrad } from "./autograd.ts";
 import { add, checkF32, div, mul, relu, sqrt, square, sub } from "./elementwise.ts";
 import { matmul } from "./matmul.ts";
-import { mean, sum } from "./reduce.ts";
+import { emaUpdate } from "./optim.ts";
+import { logSoftmax, mean, softmax, sum } from "./reduce.ts";
+import { concat } from "./shape.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
-import type { Tensor } from "./tensor.ts";
+import { sameShape, type Tensor } from "./tensor.ts";
 
 /** F.batch_norm's default eps, which lightly's BarlowTwinsLoss standardises with. */
 const BATCH_NORM_EPS = 1e-5;
@@ -157,5 +161,119 @@ export function vicreg(z1: Tensor, z2: Tensor, options: VICRegOptions = {}): Ten
     };
     const both = keep(add(regularizers(z1), regularizers(z2)));
     return add(keep(mul(invariance, sim)), both);
+  });
+}
+
+export interface DinoOptions {
+  /** The running center of the teacher's logits, [K]; `dinoCenter` updates it after each step. */
+  center: Tensor;
+  /** Sharpens the teacher (default 0.04; DINO warms it up to 0.07 over the first epochs); must be > 0. */
+  teacherTemp?: number;
+  /** Default 0.1; must be > 0. */
+  studentTemp?: number;
+}
+
+/** A RangeError unless `value` is a finite number > 0. */
+function checkPositive(op: string, name: string, value: number): number {
+  if (!(value > 0) || !Number.isFinite(value)) {
+    throw new RangeError(`${op}: ${name} must be a finite number > 0, got ${value}`);
+  }
+  return value;
+}
+
+/** Validates views that must all be f32 [B, K] like the first; returns [B, K]. */
+function checkSameViews(op: string, views: readonly (readonly [string, Tensor])[]): [number, number] {
+  const [firstName, first] = views[0];
+  for (const [name, t] of views) {
+    checkF32(`${op}: ${name}`, t);
+    if (t.shape.length !== 2 || !sameShape(t.shape, first.shape)) {
+      throw new ShapeError(
+        `${op}: ${name} ${fmtShape(t.shape)} is not [B, K] like ${firstName} ${fmtShape(first.shape)}`,
+      );
+    }
+    if (t.engine !== first.engine) throw new Error(`${op}: tensors belong to different engines`);
+  }
+  return [first.shape[0], first.shape[1]];
+}
+
+const named = (what: string, views: readonly Tensor[]) => views.map((t, i) => [`${what}[${i}]`, t] as const);
+
+function checkCenter(op: string, center: Tensor, k: number): void {
+  checkF32(`${op}: center`, center);
+  if (!sameShape(center.shape, [k])) {
+    throw new ShapeError(
+      `${op}: center ${fmtShape(center.shape)} must be [${k}], one value per column of the views`,
+    );
+  }
+}
+
+/**
+ * DINO's self-distillation loss (Caron et al. 2021) as facebookresearch/dino's DINOLoss. Each teacher view t
+ * [B, K] (the global crops) is centred and sharpened, q_t = softmax((t − center) / teacherTemp), and passes no
+ * gradient; each student view s_v [B, K] (the same global crops first, in the teacher's order, then the local
+ * crops) is matched against every teacher view but its own: the loss is the mean over those (t, v) pairs and the
+ * batch of −Σ_k q_t · log_softmax(s_v / studentTemp).
+ */
+export function dino(teacher: readonly Tensor[], student: readonly Tensor[], options: DinoOptions): Tensor {
+  const op = "dino";
+  if (teacher.length === 0 || student.length < Math.max(2, teacher.length)) {
+    throw new RangeError(
+      `${op}: needs teacher views and at least as many student views (the teacher's first), 2 or more: got ` +
+        `${teacher.length} teacher and ${student.length} student views`,
+    );
+  }
+  const [b, k] = checkSameViews(op, [...named("teacher", teacher), ...named("student", student)]);
+  checkCenter(op, options.center, k);
+  const teacherTemp = checkPositive(op, "teacherTemp", options.teacherTemp ?? 0.04);
+  const studentTemp = checkPositive(op, "studentTemp", options.studentTemp ?? 0.1);
+  const pairs = teacher.length * student.length - teacher.length;
+  return composed((keep) => {
+    const q = noGrad(() =>
+      teacher.map((t) => {
+        const centred = keep(sub(t, options.center));
+        return keep(softmax(keep(mul(centred, 1 / teacherTemp))));
+      })
+    );
+    // What each student view is matched against: the sum of the teacher views but its own, summed directly
+    // (a total minus q_v would cancel, and lose small probabilities to the rounding of the total); null for
+    // the single teacher view's own student view.
+    const against = (v: number) => {
+      const others = q.filter((_, t) => t !== v);
+      if (others.length === 0) return null;
+      return noGrad(() => others.slice(1).reduce((acc, x) => keep(add(acc, x)), others[0]));
+    };
+    const allTeachers = against(-1)!;
+    const terms = student.flatMap((s, v) => {
+      const w = v < teacher.length ? against(v) : allTeachers;
+      if (!w) return [];
+      return [keep(sum(keep(mul(w, keep(logSoftmax(keep(mul(s, 1 / studentTemp))))))))];
+    });
+    const total = terms.slice(1).reduce((acc, x) => keep(add(acc, x)), terms[0]);
+    return mul(total, -1 / (b * pairs));
+  });
+}
+
+/**
+ * DINO's center update, in place: center = momentum·center + (1 − momentum)·(the mean of every row of every
+ * teacher view), from the teacher's logits before centering, as facebookresearch/dino's update_center.
+ */
+export function dinoCenter(
+  center: Tensor,
+  teacher: readonly Tensor[],
+  options: { momentum?: number } = {},
+): void {
+  const op = "dinoCenter";
+  if (teacher.length === 0) throw new RangeError(`${op}: no teacher views given`);
+  const [, k] = checkSameViews(op, named("teacher", teacher));
+  checkCenter(op, center, k);
+  noGrad(() => {
+    const rows = teacher.length > 1 ? concat(teacher, 0) : teacher[0];
+    const batch = mean(rows, 0);
+    if (rows !== teacher[0]) rows.dispose();
+    try {
+      emaUpdate([center], [batch], { momentum: options.momentum ?? 0.9 });
+    } finally {
+      batch.dispose();
+    }
   });
 }

@@ -47,7 +47,15 @@ export {
   supCon,
   type SupConOptions,
 } from "./contrastive.ts";
-export { barlowTwins, type BarlowTwinsOptions, vicreg, type VICRegOptions } from "./joint_embedding.ts";
+export {
+  barlowTwins,
+  type BarlowTwinsOptions,
+  dino,
+  dinoCenter,
+  type DinoOptions,
+  vicreg,
+  type VICRegOptions,
+} from "./joint_embedding.ts";
 export {
   bceWithLogits,
   huber,

@@ -1,6 +1,22 @@
-// Barlow Twins and VICReg against the float64 reference (src/ref/joint_embedding.ts) and finite differences.
-import { barlowTwins, type Engine, grad, noGrad, ShapeError, type Tensor, vicreg } from "../src/mod.ts";
-import { type JointEmbeddingRef, refBarlowTwins, refVICReg } from "../src/ref/joint_embedding.ts";
+// DINO, Barlow Twins and VICReg against the float64 reference (src/ref/joint_embedding.ts) and finite differences.
+import {
+  barlowTwins,
+  dino,
+  dinoCenter,
+  type Engine,
+  grad,
+  noGrad,
+  ShapeError,
+  type Tensor,
+  vicreg,
+} from "../src/mod.ts";
+import {
+  type JointEmbeddingRef,
+  refBarlowTwins,
+  refDino,
+  refDinoCenter,
+  refVICReg,
+} from "../src/ref/joint_embedding.ts";
 import { test } from "./harness.ts";
 import {
   assert,
@@ -247,4 +263,132 @@ test("barlowTwins, vicreg: bad shapes, dtypes, batch sizes and weights throw and
   await assertThrows(() => vicreg(a, a, { eps: -1e-4 }), RangeError, ["eps"]);
   for (const t of [a, b, c, flat, single, ints]) t.dispose();
   assertNoLeak(engine, before, "errors");
+});
+
+/** DINO's loss and student gradients on the GPU, for views given as arrays of [n, k]. */
+async function dinoOnGpu(
+  engine: Engine,
+  teacher: Float32Array[],
+  student: Float32Array[],
+  centerValues: Float32Array,
+  n: number,
+  k: number,
+  temps: { teacherTemp: number; studentTemp: number },
+): Promise<{ loss: number; dStudent: Float32Array[]; dTeacher: Float32Array }> {
+  const t = teacher.map((x) => engine.tensor(x, [n, k]));
+  const s = student.map((x) => engine.tensor(x, [n, k]));
+  using center = engine.tensor(centerValues, [k]);
+  try {
+    const loss = dino(t, s, { center, ...temps });
+    const [dTeacher, ...dStudent] = grad(loss, [t[0], ...s]);
+    return {
+      loss: (await take(loss))[0],
+      dStudent: await Promise.all(dStudent.map(take)),
+      dTeacher: await take(dTeacher),
+    };
+  } finally {
+    for (const x of [...t, ...s]) x.dispose();
+  }
+}
+
+const DINO_CASES = [
+  // [teacher views, student views, batch, K]: K = 1 (every softmax is 1, the loss 0), one teacher view, DINO's
+  // 2 global + local crops, a prime batch, K past the 1,024-element workgroup.
+  [2, 2, 3, 1],
+  [1, 2, 1, 5],
+  [2, 6, 4, 7],
+  [2, 4, 17, 1031],
+];
+
+test("dino: value and student gradients match the float64 reference; the teacher gets none", async (engine) => {
+  const before = engine.memory();
+  for (const [c, [tv, sv, n, k]] of DINO_CASES.entries()) {
+    for (const temps of [{ teacherTemp: 0.04, studentTemp: 0.1 }, { teacherTemp: 0.7, studentTemp: 1 }]) {
+      // Logits of order ±3: at teacherTemp 0.04 the teacher's softmax is nearly one-hot.
+      const teacher = Array.from({ length: tv }, (_, i) => randomArray(n * k, 100 * c + i, -3, 3));
+      const student = Array.from({ length: sv }, (_, i) => randomArray(n * k, 100 * c + 50 + i, -3, 3));
+      const center = randomArray(k, 7 * c, -0.5, 0.5);
+      const got = await dinoOnGpu(engine, teacher, student, center, n, k, temps);
+      const ref = refDino(teacher, student, n, k, center, temps.teacherTemp, temps.studentTemp);
+      const what = `T=${tv} S=${sv} B=${n} K=${k} ${JSON.stringify(temps)}`;
+      // Sums over pairs, rows and K of products of f32 softmaxes: 1e-5 relative, and the gradient's elements
+      // p − q (cancelling terms of size ≤ 1 / (B·pairs·studentTemp)) scaled alike.
+      assertClose([got.loss], [ref.loss], { rtol: 1e-5, atol: 1e-6 }, `dino loss ${what}`);
+      got.dStudent.forEach((d, v) => close(d, ref.dStudent[v], `dino dStudent[${v}] ${what}`, 1e-5));
+      assert(got.dTeacher.every((x) => x === 0), `dino: the teacher gets no gradient (${what})`);
+    }
+  }
+  assertNoLeak(engine, before, "dino");
+});
+
+test("dino: gradients match central finite differences; no NaN at extreme logits", async (engine) => {
+  const before = engine.memory();
+  const [n, k] = [3, 4];
+  const teacher = [randomArray(n * k, 1, -2, 2), randomArray(n * k, 2, -2, 2)];
+  const student = [0, 1, 2].map((i) => randomArray(n * k, 10 + i, -2, 2));
+  const center = new Float32Array(k);
+  const temps = { teacherTemp: 0.5, studentTemp: 0.5 };
+  const got = await dinoOnGpu(engine, teacher, student, center, n, k, temps);
+  const value = (s2: Float32Array) =>
+    noGrad(() => {
+      const t = teacher.map((x) => engine.tensor(x, [n, k]));
+      const s = [...student.slice(0, 2), s2].map((x) => engine.tensor(x, [n, k]));
+      const c = engine.tensor(center, [k]);
+      const loss = dino(t, s, { center: c, ...temps });
+      for (const x of [...t, ...s, c]) x.dispose();
+      return take(loss);
+    }).then((v) => v[0]);
+  const idx = [0, 5, n * k - 1];
+  // h = 1e-2 against logits / 0.5 of order 4: truncation (h²/6)·f''' ≲ 1e-4 of the gradient; f32 rounding of
+  // a loss of order 1 adds ~1e-7 / 2h = 5e-6.
+  const fd = await finiteDifference(value, student[2], idx, 1e-2);
+  assertClose(idx.map((i) => got.dStudent[2][i]), fd, { rtol: 1e-3, atol: 1e-4 }, "dino d student[2]");
+  // Logits of ±1e4 at DINO's temperatures: the softmaxes subtract their maxima, so nothing overflows.
+  const big = [teacher, student].map((views) => views.map((x) => x.map((v) => v * 5e3)));
+  const extreme = await dinoOnGpu(engine, big[0], big[1], center, n, k, {
+    teacherTemp: 0.04,
+    studentTemp: 0.1,
+  });
+  const ref = refDino(big[0], big[1], n, k, center, 0.04, 0.1);
+  assertClose([extreme.loss], [ref.loss], { rtol: 1e-5, atol: 0 }, "dino at logits ±1e4");
+  assert(extreme.dStudent.every((d) => d.every(Number.isFinite)), "dino: finite gradients at logits ±1e4");
+  assertNoLeak(engine, before, "dino finite differences");
+});
+
+test("dinoCenter: the EMA of the teacher's mean row, in place; dino and dinoCenter reject bad input", async (engine) => {
+  const before = engine.memory();
+  {
+    const [n, k] = [5, 1031];
+    const views = [randomArray(n * k, 1, -4, 4), randomArray(n * k, 2, -4, 4)];
+    const c0 = randomArray(k, 3);
+    using center = engine.tensor(c0, [k]);
+    const t = views.map((x) => engine.tensor(x, [n, k]));
+    dinoCenter(center, t, { momentum: 0.9 });
+    // A mean of 10 rows and one multiply-add: a few ulp.
+    assertClose(
+      await center.toArray(),
+      refDinoCenter(c0, views, n, k, 0.9),
+      { rtol: 1e-5, atol: 1e-6 },
+      "center",
+    );
+    dinoCenter(center, t.slice(0, 1), { momentum: 0 });
+    assertClose(await center.toArray(), refDinoCenter(c0, views.slice(0, 1), n, k, 0), {
+      rtol: 1e-5,
+      atol: 1e-6,
+    });
+    using wrong = engine.zeros([n, k + 1]);
+    using bad = engine.zeros([k + 1]);
+    await assertThrows(() => dino([t[0]], [t[0], wrong], { center }), ShapeError, [
+      "student[1]",
+      `[${n}, ${k + 1}]`,
+    ]);
+    await assertThrows(() => dino(t, [t[0]], { center }), RangeError, ["2 teacher and 1 student"]);
+    await assertThrows(() => dino(t, t, { center: bad }), ShapeError, ["center", `[${k + 1}]`, `[${k}]`]);
+    await assertThrows(() => dino(t, t, { center, teacherTemp: 0 }), RangeError, ["teacherTemp"]);
+    await assertThrows(() => dino(t, t, { center, studentTemp: -1 }), RangeError, ["studentTemp"]);
+    await assertThrows(() => dinoCenter(center, [t[0], wrong]), ShapeError, ["teacher[1]"]);
+    await assertThrows(() => dinoCenter(center, t, { momentum: 1.5 }), RangeError, ["momentum"]);
+    for (const x of t) x.dispose();
+  }
+  assertNoLeak(engine, before, "dinoCenter");
 });

@@ -178,3 +178,67 @@ export function refVICReg(
   loss += vicregView(z2, n, d, variance / 2, covariance, eps, dz2);
   return { loss, dz1, dz2 };
 }
+
+/** Row-wise softmax of (x − shift) / temp, [n, k] in float64, and its log (as x − max − log Σ: no log of 0). */
+function softmaxRows(
+  x: Mat,
+  n: number,
+  k: number,
+  temp: number,
+  shift: Mat | null = null,
+): { p: Float64Array; logP: Float64Array } {
+  const logP = Float64Array.from({ length: n * k }, (_, e) => (x[e] - (shift?.[e % k] ?? 0)) / temp);
+  for (let i = 0; i < n; i++) {
+    const row = logP.subarray(i * k, (i + 1) * k);
+    const m = Math.max(...row);
+    const lse = m + Math.log(row.reduce((s, v) => s + Math.exp(v - m), 0));
+    for (let j = 0; j < k; j++) row[j] -= lse;
+  }
+  return { p: logP.map(Math.exp), logP };
+}
+
+/**
+ * DINO's loss over every pair (teacher view t, student view v ≠ t): mean over pairs and rows of
+ * −Σ_j q_t log p_v, q_t = softmax((t − center) / teacherTemp), p_v = softmax(s_v / studentTemp); the gradient
+ * of each pair's term to s_v is (p_v − q_t) / studentTemp (scaled by the mean), none to the teacher.
+ */
+export function refDino(
+  teacher: Mat[],
+  student: Mat[],
+  n: number,
+  k: number,
+  center: Mat,
+  teacherTemp: number,
+  studentTemp: number,
+): { loss: number; dStudent: Float64Array[] } {
+  const q = teacher.map((t) => softmaxRows(t, n, k, teacherTemp, center).p);
+  const p = student.map((s) => softmaxRows(s, n, k, studentTemp));
+  const dStudent = student.map(() => new Float64Array(n * k));
+  const scale = 1 / (n * (teacher.length * student.length - teacher.length));
+  let loss = 0;
+  q.forEach((qt, t) => {
+    p.forEach((pv, v) => {
+      if (v === t) return;
+      for (let e = 0; e < n * k; e++) {
+        loss -= scale * qt[e] * pv.logP[e];
+        dStudent[v][e] += scale * (pv.p[e] - qt[e]) / studentTemp;
+      }
+    });
+  });
+  return { loss, dStudent };
+}
+
+/** DINO's center update: momentum·center + (1 − momentum)·(mean of every teacher row). */
+export function refDinoCenter(
+  center: Mat,
+  teacher: Mat[],
+  n: number,
+  k: number,
+  momentum: number,
+): Float64Array {
+  const out = Float64Array.from(center, (c) => momentum * c);
+  for (const t of teacher) {
+    for (let e = 0; e < n * k; e++) out[e % k] += (1 - momentum) * t[e] / (n * teacher.length);
+  }
+  return out;
+}
