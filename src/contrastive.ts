@@ -424,6 +424,43 @@ export function infoNCE(query: Tensor, keys: Tensor, options: InfoNCEOptions): T
   }, saved);
 }
 
+/**
+ * MoCo's queue update, in place: rows at, at + 1, ... of queue [K, D] (wrapping past K) become the rows of keys
+ * [B, D], B ≤ K, by buffer copies; returns the next position, (at + B) % K. infoNCE copies its negatives when it
+ * is called, so the queue may move on before grad() runs.
+ */
+export function enqueue(queue: Tensor, keys: Tensor, at: number): number {
+  const op = "enqueue";
+  for (const [name, t] of [["queue", queue], ["keys", keys]] as const) {
+    t.assertLive(op);
+    if (t.shape.length !== 2) {
+      throw new ShapeError(`${op}: ${name} must be 2-D [rows, D], got ${fmtShape(t.shape)}`);
+    }
+  }
+  if (queue.engine !== keys.engine) throw new Error(`${op}: tensors belong to different engines`);
+  if (queue === keys) throw new Error(`${op}: keys is the queue itself`);
+  if (queue.dtype !== keys.dtype) {
+    throw new TypeError(`${op}: keys ${keys.dtype} and queue ${queue.dtype} differ in dtype`);
+  }
+  const [k, dim] = queue.shape;
+  const [b] = keys.shape;
+  if (keys.shape[1] !== dim || b > k) {
+    throw new ShapeError(
+      `${op}: keys ${fmtShape(keys.shape)} do not fit queue ${
+        fmtShape(queue.shape)
+      } (the same D, at most K rows)`,
+    );
+  }
+  if (!(Number.isInteger(at) && at >= 0 && at < k)) {
+    throw new RangeError(`${op}: at must be an integer in [0, ${k}), got ${at}`);
+  }
+  const rowBytes = 4 * dim;
+  const first = Math.min(b, k - at);
+  queue.engine.copy(keys.buffer, 0, queue.buffer, at * rowBytes, first * rowBytes);
+  if (first < b) queue.engine.copy(keys.buffer, first * rowBytes, queue.buffer, 0, (b - first) * rowBytes);
+  return (at + b) % k;
+}
+
 export interface SupConOptions {
   /** Divides the cosine similarities; must be positive. */
   temperature: number;

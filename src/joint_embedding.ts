@@ -1,18 +1,22 @@
 // Joint-embedding losses without negatives, composed from GPU ops (elementwise, reduce, matmul) that autograd
-// differentiates; CPU reference in src/ref/joint_embedding.ts. DINO's self-distillation cross-entropy, and the
-// redundancy-reduction losses Barlow Twins and VICReg. The latter two need
+// differentiates; CPU reference in src/ref/joint_embedding.ts. The cross-view cross-entropies of DINO (against
+// a centred, sharpened teacher) and SwAV (against Sinkhorn codes), and the redundancy-reduction losses Barlow
+// Twins and VICReg. The latter two need
 // Σ_ij (aᵀb)_ij² for a, b [N, D]: it equals Σ_kl (aaᵀ)_kl (bbᵀ)_kl, so when N < D the N × N Gram matrices are
 // formed instead of the D × D one (live memory O(N·D + min(N, D)²)); diagonals come from columnwise dot
 // products, never from a D × D mask.
 // Semantics follow lightly 1.5.x's losses (after lightly-ai/lightly#1806, Feb 2025): see each function.
 import { noGrad } from "./autograd.ts";
-import { add, checkF32, div, mul, relu, sqrt, square, sub } from "./elementwise.ts";
+import { add, checkF32, div, exp, maximum, mul, relu, sqrt, square, sub } from "./elementwise.ts";
 import { matmul } from "./matmul.ts";
 import { emaUpdate } from "./optim.ts";
-import { logSoftmax, mean, softmax, sum } from "./reduce.ts";
-import { concat } from "./shape.ts";
+import { logSoftmax, max, mean, softmax, sum } from "./reduce.ts";
+import { concat, slice } from "./shape.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
+
+/** Sinkhorn's floor for a sum it divides by: a column of codes that underflowed stays 0, not 0 / 0. */
+const TINY = 1e-30;
 
 /** F.batch_norm's default eps, which lightly's BarlowTwinsLoss standardises with. */
 const BATCH_NORM_EPS = 1e-5;
@@ -208,6 +212,45 @@ function checkCenter(op: string, center: Tensor, k: number): void {
 }
 
 /**
+ * The cross-view cross-entropy DINO and SwAV share: targets q_t (no gradient; q_t belongs to student view t),
+ * student views s_v; the mean over every pair (t, v ≠ t) and the batch of −Σ_k q_t · log_softmax(s_v / temp).
+ * Each student view is matched against the sum of the targets but its own, summed directly (a total minus q_v
+ * would cancel, and lose small probabilities to the rounding of the total).
+ */
+function crossViewEntropy(
+  q: readonly Tensor[],
+  student: readonly Tensor[],
+  temp: number,
+  keep: (t: Tensor) => Tensor,
+): Tensor {
+  const [b] = student[0].shape;
+  const pairs = q.length * student.length - q.length;
+  const against = (v: number) => {
+    const others = q.filter((_, t) => t !== v);
+    if (others.length === 0) return null; // the single target's own view
+    return noGrad(() => others.slice(1).reduce((acc, x) => keep(add(acc, x)), others[0]));
+  };
+  const all = against(-1)!;
+  const terms = student.flatMap((s, v) => {
+    const w = v < q.length ? against(v) : all;
+    if (!w) return [];
+    return [keep(sum(keep(mul(w, keep(logSoftmax(keep(mul(s, 1 / temp))))))))];
+  });
+  const total = terms.slice(1).reduce((acc, x) => keep(add(acc, x)), terms[0]);
+  return mul(total, -1 / (b * pairs));
+}
+
+/** Target views first, then at least as many student views (the targets' own first), 2 or more. */
+function checkViewCounts(op: string, targets: number, student: number, what: string): void {
+  if (targets === 0 || student < Math.max(2, targets)) {
+    throw new RangeError(
+      `${op}: needs ${what} views and at least as many student views (the ${what}'s first), 2 or more: got ` +
+        `${targets} ${what} and ${student} student views`,
+    );
+  }
+}
+
+/**
  * DINO's self-distillation loss (Caron et al. 2021) as facebookresearch/dino's DINOLoss. Each teacher view t
  * [B, K] (the global crops) is centred and sharpened, q_t = softmax((t − center) / teacherTemp), and passes no
  * gradient; each student view s_v [B, K] (the same global crops first, in the teacher's order, then the local
@@ -216,17 +259,11 @@ function checkCenter(op: string, center: Tensor, k: number): void {
  */
 export function dino(teacher: readonly Tensor[], student: readonly Tensor[], options: DinoOptions): Tensor {
   const op = "dino";
-  if (teacher.length === 0 || student.length < Math.max(2, teacher.length)) {
-    throw new RangeError(
-      `${op}: needs teacher views and at least as many student views (the teacher's first), 2 or more: got ` +
-        `${teacher.length} teacher and ${student.length} student views`,
-    );
-  }
-  const [b, k] = checkSameViews(op, [...named("teacher", teacher), ...named("student", student)]);
+  checkViewCounts(op, teacher.length, student.length, "teacher");
+  const [, k] = checkSameViews(op, [...named("teacher", teacher), ...named("student", student)]);
   checkCenter(op, options.center, k);
   const teacherTemp = checkPositive(op, "teacherTemp", options.teacherTemp ?? 0.04);
   const studentTemp = checkPositive(op, "studentTemp", options.studentTemp ?? 0.1);
-  const pairs = teacher.length * student.length - teacher.length;
   return composed((keep) => {
     const q = noGrad(() =>
       teacher.map((t) => {
@@ -234,22 +271,102 @@ export function dino(teacher: readonly Tensor[], student: readonly Tensor[], opt
         return keep(softmax(keep(mul(centred, 1 / teacherTemp))));
       })
     );
-    // What each student view is matched against: the sum of the teacher views but its own, summed directly
-    // (a total minus q_v would cancel, and lose small probabilities to the rounding of the total); null for
-    // the single teacher view's own student view.
-    const against = (v: number) => {
-      const others = q.filter((_, t) => t !== v);
-      if (others.length === 0) return null;
-      return noGrad(() => others.slice(1).reduce((acc, x) => keep(add(acc, x)), others[0]));
-    };
-    const allTeachers = against(-1)!;
-    const terms = student.flatMap((s, v) => {
-      const w = v < teacher.length ? against(v) : allTeachers;
-      if (!w) return [];
-      return [keep(sum(keep(mul(w, keep(logSoftmax(keep(mul(s, 1 / studentTemp))))))))];
+    return crossViewEntropy(q, student, studentTemp, keep);
+  });
+}
+
+export interface SinkhornOptions {
+  /** Alternating normalisations (default 3). */
+  iterations?: number;
+  /** Entropic regularisation: scores are divided by it before exp (default 0.05); must be > 0. */
+  epsilon?: number;
+}
+
+/**
+ * SwAV's Sinkhorn-Knopp codes for prototype scores [B, K] (lightly's `sinkhorn`): Q = exp(scores / epsilon),
+ * then `iterations` times each prototype's column scaled to sum 1/K and each sample's row to sum 1/B; returned
+ * times B, so each row sums to 1. No gradient. exp subtracts the largest score first (the normalisations
+ * cancel it), so no score overflows; a column that underflows to all zeros stays zero rather than turning NaN.
+ */
+export function sinkhorn(scores: Tensor, options: SinkhornOptions = {}): Tensor {
+  const op = "sinkhorn";
+  const [b, k] = checkSameViews(op, [["scores", scores]]);
+  const iterations = options.iterations ?? 3;
+  if (!(Number.isInteger(iterations) && iterations >= 0)) {
+    throw new RangeError(`${op}: iterations must be an integer ≥ 0, got ${iterations}`);
+  }
+  const epsilon = checkPositive(op, "epsilon", options.epsilon ?? 0.05);
+  return noGrad(() => {
+    const scratch: Tensor[] = [];
+    const t = (x: Tensor) => (scratch.push(x), x);
+    try {
+      const s = t(mul(scores, 1 / epsilon));
+      let q = t(exp(t(sub(s, t(max(s))))));
+      // Divides q by its sums along `axis` (all when undefined), each at least TINY, then multiplies by `scale`.
+      const normalize = (axis: number | undefined, scale: number) => {
+        const sums = t(maximum(t(sum(q, axis, { keepDims: true })), TINY));
+        q = t(mul(t(div(q, sums)), scale));
+      };
+      normalize(undefined, 1);
+      for (let i = 0; i < iterations; i++) {
+        normalize(0, 1 / k);
+        normalize(1, 1 / b);
+      }
+      return mul(q, b);
+    } finally {
+      for (const x of scratch) x.dispose();
+    }
+  });
+}
+
+export interface SwavOptions {
+  /** Divides the student scores (default 0.1); must be > 0. */
+  temperature?: number;
+  /** Sinkhorn's iterations and epsilon (defaults 3 and 0.05). */
+  sinkhorn?: SinkhornOptions;
+  /** Per high-resolution view, queued scores [Q, K] of earlier batches, added to its Sinkhorn problem. */
+  queue?: readonly Tensor[];
+}
+
+/**
+ * SwAV's swapped prediction loss (Caron et al. 2020) as lightly's SwaVLoss: each high-resolution view's prototype
+ * scores [B, K] give codes q_i = sinkhorn(scores) (over the scores and, with `queue`, that view's queued scores,
+ * the codes of the batch kept; no gradient), and every other view, high or low resolution, predicts them:
+ * the mean over those pairs and the batch of −Σ_k q_i · log_softmax(s_v / temperature).
+ */
+export function swav(
+  high: readonly Tensor[],
+  low: readonly Tensor[] = [],
+  options: SwavOptions = {},
+): Tensor {
+  const op = "swav";
+  const student = [...high, ...low];
+  checkViewCounts(op, high.length, student.length, "high-resolution");
+  const [b, k] = checkSameViews(op, [...named("high", high), ...named("low", low)]);
+  const temperature = checkPositive(op, "temperature", options.temperature ?? 0.1);
+  const queue = options.queue;
+  if (queue) {
+    if (queue.length !== high.length) {
+      throw new RangeError(`${op}: ${queue.length} queues for ${high.length} high-resolution views`);
+    }
+    queue.forEach((x, i) => {
+      checkF32(`${op}: queue[${i}]`, x);
+      if (x.shape.length !== 2 || x.shape[1] !== k) {
+        throw new ShapeError(
+          `${op}: queue[${i}] ${fmtShape(x.shape)} is not [Q, ${k}] like high[0] [${b}, ${k}]`,
+        );
+      }
     });
-    const total = terms.slice(1).reduce((acc, x) => keep(add(acc, x)), terms[0]);
-    return mul(total, -1 / (b * pairs));
+  }
+  return composed((keep) => {
+    const q = noGrad(() =>
+      high.map((h, i) => {
+        if (!queue) return keep(sinkhorn(h, options.sinkhorn));
+        const codes = keep(sinkhorn(keep(concat([h, queue[i]], 0)), options.sinkhorn));
+        return keep(slice(codes, [0, 0], [b, k]));
+      })
+    );
+    return crossViewEntropy(q, student, temperature, keep);
   });
 }
 

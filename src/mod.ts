@@ -39,6 +39,7 @@ export { concat, reshape, slice, transpose } from "./shape.ts";
 export { matmul, type MatmulOptions } from "./matmul.ts";
 export { crossEntropy, type CrossEntropyOptions, normalize } from "./nn.ts";
 export {
+  enqueue,
   infoNCE,
   type InfoNCEOptions,
   negativeCosine,
@@ -53,6 +54,10 @@ export {
   dino,
   dinoCenter,
   type DinoOptions,
+  sinkhorn,
+  type SinkhornOptions,
+  swav,
+  type SwavOptions,
   vicreg,
   type VICRegOptions,
 } from "./joint_embedding.ts";

@@ -1,5 +1,6 @@
 // Contrastive losses against the float64 reference (src/ref/contrastive.ts) and finite differences.
 import {
+  enqueue,
   grad,
   infoNCE,
   type InitOptions,
@@ -16,6 +17,7 @@ import {
   assert,
   assertClose,
   assertCloseScaled,
+  assertEquals,
   assertNoLeak,
   assertThrows,
   finiteDifference,
@@ -127,6 +129,60 @@ test("infoNCE: with and without a negatives bank, one-way and symmetric, match t
     }
     assertNoLeak(engine, before, "infoNCE");
   }));
+
+test("enqueue: MoCo's queue takes the keys in place, wrapping; infoNCE's backward keeps the bank it saw", async (engine) => {
+  const before = engine.memory();
+  {
+    const [k, d] = [5, 3];
+    const q0 = randomArray(k * d, 1);
+    using queue = engine.tensor(q0, [k, d]);
+    const rows = (values: Float32Array, ...at: number[]) =>
+      at.flatMap((r) => [...values.slice(r * d, (r + 1) * d)]);
+    const k1 = randomArray(2 * d, 2);
+    using keys1 = engine.tensor(k1, [2, d]);
+    assertEquals(enqueue(queue, keys1, 4), 1, "next position after wrapping");
+    // Copies: exact. Rows 4 and 0 take keys 0 and 1; rows 1 to 3 stay.
+    const expected = [...rows(k1, 1), ...rows(q0, 1, 2, 3), ...rows(k1, 0)];
+    assertClose(await queue.toArray(), expected, { rtol: 0, atol: 0 }, "queue after enqueue at 4");
+    const k2 = randomArray(k * d, 3);
+    using keys2 = engine.tensor(k2, [k, d]);
+    assertEquals(enqueue(queue, keys2, 1), 1, "a whole queue's worth comes round");
+    assertClose(
+      await queue.toArray(),
+      rows(k2, 4, 0, 1, 2, 3),
+      { rtol: 0, atol: 0 },
+      "queue after a full turn",
+    );
+
+    // infoNCE with the queue as negatives, then the queue moves on, then grad: the gradients of the bank seen.
+    const [n, t] = [4, 0.1];
+    const [qv, kv] = [randomArray(n * d, 4, -0.3, 0.3), randomArray(n * d, 5, -0.3, 0.3)];
+    using query = engine.tensor(qv, [n, d]);
+    using keys = engine.tensor(kv, [n, d]);
+    const bank = (await queue.toArray()) as Float32Array;
+    const loss = infoNCE(query, keys, { temperature: t, negatives: queue });
+    enqueue(queue, keys, 2);
+    const [gq, gk] = grad(loss, [query, keys]);
+    const ref = refInfoNCE(qv, kv, n, d, t, bank, k, false);
+    close([(await take(loss))[0]], [ref.loss], "infoNCE loss before the queue moved");
+    close(await take(gq), ref.dq, "dq of the bank infoNCE saw");
+    close(await take(gk), ref.dk, "dk of the bank infoNCE saw");
+
+    using ints = engine.zeros([2, d], "i32");
+    using wide = engine.zeros([2, d + 1]);
+    using many = engine.zeros([k + 1, d]);
+    await assertThrows(() => enqueue(queue, wide, 0), ShapeError, [`[2, ${d + 1}]`, `[${k}, ${d}]`]);
+    await assertThrows(() => enqueue(queue, many, 0), ShapeError, [`[${k + 1}, ${d}]`, "at most K rows"]);
+    await assertThrows(() => enqueue(queue, keys1, k), RangeError, ["at", `[0, ${k})`]);
+    await assertThrows(() => enqueue(queue, keys1, 1.5), RangeError, ["at"]);
+    await assertThrows(() => enqueue(queue, ints, 0), TypeError, ["i32", "f32"]);
+    await assertThrows(() => enqueue(queue, queue, 0), Error, ["the queue itself"]);
+    const gone = engine.zeros([2, d]);
+    gone.dispose();
+    await assertThrows(() => enqueue(queue, gone, 0), Error, ["used after dispose"]);
+  }
+  assertNoLeak(engine, before, "enqueue");
+});
 
 test("supCon: labels with several positives and anchors without any match the reference", () =>
   bothCaches(async (engine) => {

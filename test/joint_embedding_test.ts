@@ -1,4 +1,4 @@
-// DINO, Barlow Twins and VICReg against the float64 reference (src/ref/joint_embedding.ts) and finite differences.
+// DINO, SwAV, Barlow Twins and VICReg against the float64 reference (src/ref/joint_embedding.ts) and finite differences.
 import {
   barlowTwins,
   dino,
@@ -7,6 +7,8 @@ import {
   grad,
   noGrad,
   ShapeError,
+  sinkhorn,
+  swav,
   type Tensor,
   vicreg,
 } from "../src/mod.ts";
@@ -15,6 +17,8 @@ import {
   refBarlowTwins,
   refDino,
   refDinoCenter,
+  refSinkhorn,
+  refSwav,
   refVICReg,
 } from "../src/ref/joint_embedding.ts";
 import { test } from "./harness.ts";
@@ -391,4 +395,120 @@ test("dinoCenter: the EMA of the teacher's mean row, in place; dino and dinoCent
     for (const x of t) x.dispose();
   }
   assertNoLeak(engine, before, "dinoCenter");
+});
+
+// Sinkhorn: exp of scores / epsilon (up to 1 / 0.05 = 20: the rounding of the argument, 20 · 6e-8, is the
+// relative error of each code), then sums and divisions, each 1e-7 relative: 2e-5 relative leaves headroom.
+const SINKHORN_TOL = { rtol: 2e-5, atol: 1e-12 };
+
+test("sinkhorn: codes match the float64 reference in lightly's layout; rows sum to 1; no NaN at extreme scores", async (engine) => {
+  const before = engine.memory();
+  for (const [n, k] of [[1, 1], [3, 5], [17, 1031], [64, 3000]]) {
+    for (const [iterations, epsilon] of [[3, 0.05], [0, 0.5], [1, 0.05]]) {
+      const scores = randomArray(n * k, n + k + iterations, -1, 1);
+      using s = engine.tensor(scores, [n, k]);
+      const got = await take(sinkhorn(s, { iterations, epsilon }));
+      const what = `B=${n} K=${k} iterations=${iterations} epsilon=${epsilon}`;
+      assertClose(got, refSinkhorn(scores, n, k, iterations, epsilon), SINKHORN_TOL, `sinkhorn ${what}`);
+      if (iterations > 0) {
+        const rowSums = Array.from(
+          { length: n },
+          (_, i) => got.slice(i * k, (i + 1) * k).reduce((a, b) => a + b),
+        );
+        assertClose(rowSums, rowSums.map(() => 1), { rtol: 1e-5, atol: 0 }, `rows sum to 1: ${what}`);
+      }
+    }
+  }
+  // Scores of ±1e3 at epsilon 0.05: exp(2e4) would overflow; shifted by the maximum, most codes underflow to 0,
+  // and their all-zero columns stay 0.
+  {
+    using big = engine.tensor(randomArray(8 * 16, 3, -1e3, 1e3), [8, 16]);
+    const codes = await take(sinkhorn(big));
+    assert(codes.every(Number.isFinite), "sinkhorn: finite codes at scores of ±1e3");
+  }
+  assertNoLeak(engine, before, "sinkhorn");
+});
+
+const SWAV_CASES: { high: number; low: number; n: number; k: number; queueRows: number }[] = [
+  { high: 2, low: 0, n: 3, k: 5, queueRows: 0 },
+  { high: 1, low: 1, n: 1, k: 3, queueRows: 0 },
+  { high: 2, low: 4, n: 4, k: 7, queueRows: 0 },
+  { high: 2, low: 2, n: 5, k: 6, queueRows: 7 },
+  { high: 2, low: 1, n: 17, k: 1031, queueRows: 11 },
+];
+
+test("swav: value and gradients match the float64 reference, with and without a queue; the codes get none", async (engine) => {
+  const before = engine.memory();
+  for (const [c, { high, low, n, k, queueRows }] of SWAV_CASES.entries()) {
+    for (const temperature of [0.1, 1]) {
+      const views = Array.from({ length: high + low }, (_, i) => randomArray(n * k, 300 * c + i, -1, 1));
+      const queued = Array.from(
+        { length: high },
+        (_, i) => randomArray(queueRows * k, 300 * c + 50 + i, -1, 1),
+      );
+      const t = views.map((x) => engine.tensor(x, [n, k]));
+      const queue = queueRows ? queued.map((x) => engine.tensor(x, [queueRows, k])) : undefined;
+      const loss = swav(t.slice(0, high), t.slice(high), { temperature, queue });
+      const grads = grad(loss, t);
+      const got = (await take(loss))[0];
+      const ref = refSwav(
+        views.slice(0, high),
+        views.slice(high),
+        n,
+        k,
+        temperature,
+        3,
+        0.05,
+        queueRows ? { rows: queueRows, values: queued } : null,
+      );
+      const what = `H=${high} L=${low} B=${n} K=${k} Q=${queueRows} t=${temperature}`;
+      // As dino's bound, with the codes' own 2e-5 (SINKHORN_TOL) carried into the products.
+      assertClose([got], [ref.loss], { rtol: 2e-5, atol: 1e-6 }, `swav loss ${what}`);
+      for (const [v, g] of grads.entries()) {
+        close(await take(g), ref.dStudent[v], `swav d view ${v} ${what}`, 2e-5);
+      }
+      for (const x of [...t, ...(queue ?? [])]) x.dispose();
+    }
+  }
+  assertNoLeak(engine, before, "swav");
+});
+
+test("swav: gradients match central finite differences; bad views and queues throw", async (engine) => {
+  const before = engine.memory();
+  {
+    const [n, k] = [3, 4];
+    const views = [0, 1, 2].map((i) => randomArray(n * k, 20 + i, -1, 1));
+    const t = views.map((x) => engine.tensor(x, [n, k]));
+    const loss = swav(t.slice(0, 2), t.slice(2), { temperature: 0.5 });
+    const d = await take(grad(loss, [t[2]])[0]);
+    loss.dispose();
+    const value = (x: Float32Array) =>
+      noGrad(() => {
+        const v = [...views.slice(0, 2), x].map((y) => engine.tensor(y, [n, k]));
+        const l = swav(v.slice(0, 2), v.slice(2), { temperature: 0.5 });
+        for (const y of v) y.dispose();
+        return take(l);
+      }).then((r) => r[0]);
+    const idx = [0, 5, n * k - 1];
+    // A low-resolution view only predicts, so the codes do not move with it: h = 1e-2 against logits / 0.5 of
+    // order 2 leaves truncation ≲ 1e-4 of the gradient; f32 rounding of the loss adds ~1e-7 / 2h = 5e-6.
+    const fd = await finiteDifference(value, views[2], idx, 1e-2);
+    assertClose(idx.map((i) => d[i]), fd, { rtol: 1e-3, atol: 1e-4 }, "swav d low[0]");
+    using wrong = engine.zeros([n, k + 1]);
+    using queueWrong = engine.zeros([5, k + 1]);
+    await assertThrows(() => swav([t[0]], [wrong]), ShapeError, ["low[0]", `[${n}, ${k + 1}]`]);
+    await assertThrows(() => swav([t[0]], []), RangeError, ["1 high-resolution and 1 student"]);
+    await assertThrows(() => swav(t.slice(0, 2), [], { queue: [queueWrong] }), RangeError, [
+      "1 queues for 2",
+    ]);
+    await assertThrows(() => swav(t.slice(0, 1), t.slice(1), { queue: [queueWrong] }), ShapeError, [
+      "queue[0]",
+      `[5, ${k + 1}]`,
+    ]);
+    await assertThrows(() => swav(t, [], { temperature: 0 }), RangeError, ["temperature"]);
+    await assertThrows(() => sinkhorn(t[0], { iterations: 1.5 }), RangeError, ["iterations"]);
+    await assertThrows(() => sinkhorn(t[0], { epsilon: 0 }), RangeError, ["epsilon"]);
+    for (const x of t) x.dispose();
+  }
+  assertNoLeak(engine, before, "swav finite differences");
 });

@@ -198,10 +198,34 @@ function softmaxRows(
 }
 
 /**
- * DINO's loss over every pair (teacher view t, student view v ≠ t): mean over pairs and rows of
- * −Σ_j q_t log p_v, q_t = softmax((t − center) / teacherTemp), p_v = softmax(s_v / studentTemp); the gradient
- * of each pair's term to s_v is (p_v − q_t) / studentTemp (scaled by the mean), none to the teacher.
+ * The cross-view cross-entropy over every pair (target t, student view v ≠ t): the mean over pairs and rows of
+ * −Σ_j q_t log p_v, p_v = softmax(s_v / temp); the gradient of each pair's term to s_v is (p_v − q_t) / temp
+ * (scaled by the mean), none to the targets.
  */
+function refCrossView(
+  q: Float64Array[],
+  student: Mat[],
+  n: number,
+  k: number,
+  temp: number,
+): { loss: number; dStudent: Float64Array[] } {
+  const p = student.map((s) => softmaxRows(s, n, k, temp));
+  const dStudent = student.map(() => new Float64Array(n * k));
+  const scale = 1 / (n * (q.length * student.length - q.length));
+  let loss = 0;
+  q.forEach((qt, t) => {
+    p.forEach((pv, v) => {
+      if (v === t) return;
+      for (let e = 0; e < n * k; e++) {
+        loss -= scale * qt[e] * pv.logP[e];
+        dStudent[v][e] += scale * (pv.p[e] - qt[e]) / temp;
+      }
+    });
+  });
+  return { loss, dStudent };
+}
+
+/** DINO: targets q_t = softmax((t − center) / teacherTemp) against the student views at studentTemp. */
 export function refDino(
   teacher: Mat[],
   student: Mat[],
@@ -212,20 +236,62 @@ export function refDino(
   studentTemp: number,
 ): { loss: number; dStudent: Float64Array[] } {
   const q = teacher.map((t) => softmaxRows(t, n, k, teacherTemp, center).p);
-  const p = student.map((s) => softmaxRows(s, n, k, studentTemp));
-  const dStudent = student.map(() => new Float64Array(n * k));
-  const scale = 1 / (n * (teacher.length * student.length - teacher.length));
-  let loss = 0;
-  q.forEach((qt, t) => {
-    p.forEach((pv, v) => {
-      if (v === t) return;
-      for (let e = 0; e < n * k; e++) {
-        loss -= scale * qt[e] * pv.logP[e];
-        dStudent[v][e] += scale * (pv.p[e] - qt[e]) / studentTemp;
-      }
-    });
+  return refCrossView(q, student, n, k, studentTemp);
+}
+
+/**
+ * Sinkhorn-Knopp as lightly's `sinkhorn`, in its own [K, B] layout: Q = exp(scores / epsilon)ᵀ / Σ, then per
+ * iteration rows (prototypes) to sum 1/K and columns (samples) to sum 1/B; returned ×B as [B, K].
+ */
+export function refSinkhorn(
+  scores: Mat,
+  n: number,
+  k: number,
+  iterations: number,
+  epsilon: number,
+): Float64Array {
+  const q = new Float64Array(k * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < k; j++) q[j * n + i] = Math.exp(scores[i * k + j] / epsilon);
+  }
+  const total = q.reduce((s, v) => s + v, 0);
+  for (let e = 0; e < k * n; e++) q[e] /= total;
+  for (let it = 0; it < iterations; it++) {
+    for (let j = 0; j < k; j++) {
+      let s = 0;
+      for (let i = 0; i < n; i++) s += q[j * n + i];
+      for (let i = 0; i < n; i++) q[j * n + i] /= s * k;
+    }
+    for (let i = 0; i < n; i++) {
+      let s = 0;
+      for (let j = 0; j < k; j++) s += q[j * n + i];
+      for (let j = 0; j < k; j++) q[j * n + i] /= s * n;
+    }
+  }
+  return Float64Array.from({ length: n * k }, (_, e) => q[(e % k) * n + Math.floor(e / k)] * n);
+}
+
+/**
+ * SwAV as lightly's SwaVLoss: each high-resolution view's codes (Sinkhorn over its scores, then its queue's
+ * rows, the batch's kept) against every other view.
+ */
+export function refSwav(
+  high: Mat[],
+  low: Mat[],
+  n: number,
+  k: number,
+  temperature: number,
+  iterations: number,
+  epsilon: number,
+  queue: { rows: number; values: Mat[] } | null = null,
+): { loss: number; dStudent: Float64Array[] } {
+  const q = high.map((h, i) => {
+    if (!queue) return refSinkhorn(h, n, k, iterations, epsilon);
+    const rows = n + queue.rows;
+    return refSinkhorn([...Array.from(h), ...Array.from(queue.values[i])], rows, k, iterations, epsilon)
+      .slice(0, n * k);
   });
-  return { loss, dStudent };
+  return refCrossView(q, [...high, ...low], n, k, temperature);
 }
 
 /** DINO's center update: momentum·center + (1 − momentum)·(mean of every teacher row). */
