@@ -39,19 +39,19 @@ function stepParams(count: number, partBase: number, v: StepValues): Params {
 }
 
 /**
- * One dispatch of `entry` per window of w. `others` (the gradient, the state; null for a binding the entry does
- * not use) have w's shape, so they split into the same windows; `extra` bindings follow them as they are.
+ * One dispatch of `entry` per window of w. `others` (the gradient, the state) have w's shape, so they split into
+ * the same windows; `extra` bindings follow them as they are.
  */
-function update(
+function dispatchStep(
   op: string,
   entry: string,
   constants: Record<string, number>,
   w: Tensor,
-  others: (Tensor | null)[],
+  others: Tensor[],
   values: StepValues,
   extra: Binding[] = [],
 ): void {
-  const split = others.map((t) => (t ? windows(t) : null));
+  const split = others.map(windows);
   windows(w).forEach((win, k) => {
     w.engine.run({
       op,
@@ -59,7 +59,7 @@ function update(
       entry,
       constants: { WG, ...constants },
       params: stepParams(win.count, 0, values),
-      buffers: [win.binding, ...split.map((s) => (s ? s[k].binding : null)), ...extra],
+      buffers: [win.binding, ...split.map((s) => s[k].binding), ...extra],
       workgroups: Math.ceil(win.count / 4 / WG),
     });
   });
@@ -222,9 +222,9 @@ class Sgd extends Optimizer {
 
   protected update(w: Tensor, g: Tensor, state: Tensor[], t: number): void {
     if (this.momentum === 0) {
-      return update(this.op, "axpby", {}, w, [g], { a: 1 - this.lr * this.weightDecay, b: -this.lr });
+      return dispatchStep(this.op, "axpby", {}, w, [g], { a: 1 - this.lr * this.weightDecay, b: -this.lr });
     }
-    update(this.op, "sgd", { NESTEROV: this.nesterov ? 1 : 0 }, w, [g, state[0]], {
+    dispatchStep(this.op, "sgd", { NESTEROV: this.nesterov ? 1 : 0 }, w, [g, state[0]], {
       firstStep: t === 1,
       lr: this.lr,
       weightDecay: this.weightDecay,
@@ -269,7 +269,7 @@ class Adam extends Optimizer {
 
   protected update(w: Tensor, g: Tensor, state: Tensor[], t: number): void {
     const [beta1, beta2] = this.betas;
-    update(this.op, "adam", { DECOUPLED: this.decoupled ? 1 : 0 }, w, [g, state[0], state[1]], {
+    dispatchStep(this.op, "adam", { DECOUPLED: this.decoupled ? 1 : 0 }, w, [g, state[0], state[1]], {
       lr: this.lr,
       weightDecay: this.weightDecay,
       beta1,
@@ -327,10 +327,10 @@ class Lars extends Optimizer {
     const values = { lr: this.lr, momentum: this.momentum };
     // Left out: momentum SGD (its first step's b = d is momentum·0 + d here).
     if (this.excludeBiasAndNorm && w.shape.length === 1) {
-      return update(this.op, "sgd", {}, w, [g, state[0]], values);
+      return dispatchStep(this.op, "sgd", {}, w, [g, state[0]], values);
     }
     const norms = larsNorms(this.op, w, g, this.weightDecay);
-    update(
+    dispatchStep(
       this.op,
       "lars",
       {},
@@ -365,6 +365,6 @@ export function emaUpdate(
   checkParams(op, targets, "target");
   checkPairs(op, targets, online, "online parameter", "target");
   noGrad(() =>
-    targets.forEach((t, i) => update(op, "axpby", {}, t, [online[i]], { a: momentum, b: 1 - momentum }))
+    targets.forEach((t, i) => dispatchStep(op, "axpby", {}, t, [online[i]], { a: momentum, b: 1 - momentum }))
   );
 }
