@@ -18,6 +18,9 @@
 //   lars:       d = g + wd·w, scaled by eta·|w| / |d| where both norms are positive (norms = (Σ w², Σ d²));
 //               b = momentum·b + d; w −= lr·b (the LARS of Barlow Twins and VICReg)
 //                                                                         bindings: 1 w, 2 g, 3 b, 4 norms
+//   clip:       gradient clipping, w (a gradient) ·= min(1, a / (sqrt(norms[0]) + 1e-6)), norms[0] the sum of
+//               squares of every gradient clipped together (torch.nn.utils.clip_grad_norm_)
+//                                                                         bindings: 1 w, 4 norms
 struct Params {
   count: u32,        // elements in this window
   part_base: u32,    // lars_norms: index of this window's first partial
@@ -32,7 +35,7 @@ struct Params {
   step_size: f32,    // adam: lr / (1 − β1^t), from the host in float64
   sqrt_bc2: f32,     // adam: sqrt(1 − β2^t)
   eta: f32,          // lars: trust coefficient
-  a: f32,            // axpby
+  a: f32,            // axpby; clip: the largest norm
   b: f32,
 }
 
@@ -122,4 +125,12 @@ fn axpby(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let i = index(wg, nwg, lid);
   if (4u * i >= p.count) { return; }
   w[i] = p.a * w[i] + p.b * g[i];
+}
+
+@compute @workgroup_size(WG)
+fn clip(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = index(wg, nwg, lid);
+  if (4u * i >= p.count) { return; }
+  w[i] *= min(1.0, p.a / (sqrt(norms[0]) + 1e-6));
 }

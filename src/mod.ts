@@ -113,6 +113,7 @@ export {
   adam,
   type AdamOptions,
   adamw,
+  clipGradNorm,
   emaUpdate,
   lars,
   type LarsOptions,

@@ -1,10 +1,10 @@
-// Optimisers: SGD, Adam, AdamW and LARS (SimCLR's, Barlow Twins' and VICReg's optimiser), and the EMA target
-// update of BYOL and MoCo. Each step updates the parameters in place on the GPU, one fused pass per parameter
+// Optimisers: SGD, Adam, AdamW and LARS (SimCLR's, Barlow Twins' and VICReg's optimiser), the EMA target
+// update of BYOL and MoCo, and gradient clipping by the global norm. Each step updates the parameters in place on the GPU, one fused pass per parameter
 // (LARS adds a pass for its two norms), recorded like any op: no readback, no submit (shaders/optim.wgsl; CPU
 // reference in src/ref/optim.ts).
 import { noGrad } from "./autograd.ts";
 import { type Binding, Params, windows } from "./engine.ts";
-import { checkF32 } from "./elementwise.ts";
+import { add, checkF32, mul, sqrt } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { sum } from "./reduce.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
@@ -40,7 +40,7 @@ function stepParams(count: number, partBase: number, v: StepValues): Params {
 
 /**
  * One dispatch of `entry` per window of w. `others` (the gradient, the state) have w's shape, so they split into
- * the same windows; `extra` bindings follow them as they are.
+ * the same windows; `extra` bindings follow them as they are (null for one the entry does not use).
  */
 function dispatchStep(
   op: string,
@@ -49,7 +49,7 @@ function dispatchStep(
   w: Tensor,
   others: Tensor[],
   values: StepValues,
-  extra: Binding[] = [],
+  extra: (Binding | null)[] = [],
 ): void {
   const split = others.map(windows);
   windows(w).forEach((win, k) => {
@@ -367,4 +367,33 @@ export function emaUpdate(
   noGrad(() =>
     targets.forEach((t, i) => dispatchStep(op, "axpby", {}, t, [online[i]], { a: momentum, b: 1 - momentum }))
   );
+}
+
+/**
+ * Scales the gradients in place so that their global norm (the norm of all their elements together) is at
+ * most maxNorm, as torch.nn.utils.clip_grad_norm_: each is multiplied by min(1, maxNorm / (norm + 1e-6)),
+ * computed on the GPU (no readback). Returns the norm before clipping, a scalar tensor the caller owns.
+ */
+export function clipGradNorm(grads: readonly Tensor[], maxNorm: number): Tensor {
+  const op = "clipGradNorm";
+  checkRange(op, "maxNorm", maxNorm, 0);
+  checkParams(op, grads, "gradient");
+  return noGrad(() => {
+    const squares = grads.map((g) => {
+      const g2 = mul(g, g);
+      const s = sum(g2);
+      g2.dispose();
+      return s;
+    });
+    const total = squares.slice(1).reduce((acc, s) => {
+      const next = add(acc, s);
+      acc.dispose();
+      s.dispose();
+      return next;
+    }, squares[0]);
+    for (const g of grads) dispatchStep(op, "clip", {}, g, [], { a: maxNorm }, [null, null, total]);
+    const norm = sqrt(total);
+    total.dispose();
+    return norm;
+  });
 }

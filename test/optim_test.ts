@@ -1,6 +1,7 @@
 import {
   adam,
   adamw,
+  clipGradNorm,
   emaUpdate,
   grad,
   lars,
@@ -12,7 +13,7 @@ import {
   type Tensor,
 } from "../src/mod.ts";
 import type { Engine } from "../src/mod.ts";
-import { refAdamStep, refEma, refLarsStep, refSgdStep } from "../src/ref/optim.ts";
+import { refAdamStep, refClipGradNorm, refEma, refLarsStep, refSgdStep } from "../src/ref/optim.ts";
 import { test } from "./harness.ts";
 import { assert, assertClose, assertEquals, assertNoLeak, assertThrows, randomArray, take } from "./util.ts";
 
@@ -166,6 +167,40 @@ test("emaUpdate matches the float64 reference; momentum 0 copies, momentum 1 kee
     const kept = await target.toArray();
     emaUpdate([target], [online], { momentum: 1 });
     assertClose(await target.toArray(), kept, { rtol: 0, atol: 0 }, `ema momentum 1 n=${n}`);
+  }
+  assertNoLeak(engine, before);
+});
+
+test("clipGradNorm scales every gradient by one global factor on the GPU, as clip_grad_norm_", async (engine) => {
+  const before = engine.memory();
+  const shapes = [[7], [3, 5], [1009], [65_537]];
+  const values = shapes.map((s, i) => randomArray(s.reduce((a, b) => a * b, 1), 40 + i));
+  const norm = Math.sqrt(values.reduce((s, v) => s + v.reduce((t, x) => t + x * x, 0), 0));
+  // The norm: an f32 tree sum of 66,558 squares, ~1e-6 relative; the scale and each product a rounding more.
+  const tol = { rtol: 1e-5, atol: 1e-7 };
+  for (const maxNorm of [0.5 * norm, 0]) {
+    const grads = values.map((v, i) => engine.tensor(v, shapes[i]));
+    const got = await take(clipGradNorm(grads, maxNorm));
+    const ref = values.map((v) => Float64Array.from(v));
+    const refNorm = refClipGradNorm(ref, maxNorm);
+    assertClose(got, [refNorm], tol, `norm returned (maxNorm ${maxNorm})`);
+    for (const [i, g] of grads.entries()) {
+      assertClose(await take(g), ref[i], tol, `gradient ${i}, maxNorm ${maxNorm}`);
+    }
+  }
+  // Under the bound the factor is exactly 1: the gradients come back bit for bit.
+  const grads = values.map((v, i) => engine.tensor(v, shapes[i]));
+  await take(clipGradNorm(grads, 2 * norm));
+  for (const [i, g] of grads.entries()) {
+    assertClose(await take(g), values[i], { rtol: 0, atol: 0 }, `unclipped ${i}`);
+  }
+  {
+    using a = engine.zeros([3]);
+    using ints = engine.zeros([3], "i32");
+    await assertThrows(() => clipGradNorm([a], -1), RangeError, ["maxNorm"]);
+    await assertThrows(() => clipGradNorm([], 1), RangeError, ["no gradients"]);
+    await assertThrows(() => clipGradNorm([a, a], 1), Error, ["gradient 1 is gradient 0 again"]);
+    await assertThrows(() => clipGradNorm([ints], 1), TypeError, ["i32"]);
   }
   assertNoLeak(engine, before);
 });

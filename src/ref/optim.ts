@@ -92,3 +92,11 @@ export function refLarsStep(
 export function refEma(target: Float64Array, online: ArrayLike<number>, momentum: number): void {
   for (let i = 0; i < target.length; i++) target[i] = momentum * target[i] + (1 - momentum) * online[i];
 }
+
+/** clip_grad_norm_: every gradient times min(1, maxNorm / (global norm + 1e-6)); returns the global norm. */
+export function refClipGradNorm(grads: Float64Array[], maxNorm: number): number {
+  const norm = Math.sqrt(grads.reduce((s, g) => s + g.reduce((t, x) => t + x * x, 0), 0));
+  const scale = Math.min(1, maxNorm / (norm + 1e-6));
+  for (const g of grads) for (let i = 0; i < g.length; i++) g[i] *= scale;
+  return norm;
+}
