@@ -72,9 +72,10 @@ function checkViews(op: string, z1: Tensor, z2: Tensor): [number, number] {
   return [n, dim];
 }
 
-function checkNonNegative(op: string, name: string, value: number): number {
-  if (!(value >= 0) || !Number.isFinite(value)) {
-    throw new RangeError(`${op}: ${name} must be a finite number ≥ 0, got ${value}`);
+/** A RangeError unless `value` is a finite number ≥ 0 (> 0 with `positive`). */
+function checkNonNegative(op: string, name: string, value: number, positive = false): number {
+  if (!(positive ? value > 0 : value >= 0) || !Number.isFinite(value)) {
+    throw new RangeError(`${op}: ${name} must be a finite number ${positive ? ">" : "≥"} 0, got ${value}`);
   }
   return value;
 }
@@ -177,14 +178,6 @@ export interface DinoOptions {
   studentTemp?: number;
 }
 
-/** A RangeError unless `value` is a finite number > 0. */
-function checkPositive(op: string, name: string, value: number): number {
-  if (!(value > 0) || !Number.isFinite(value)) {
-    throw new RangeError(`${op}: ${name} must be a finite number > 0, got ${value}`);
-  }
-  return value;
-}
-
 /** Validates views that must all be f32 [B, K] like the first; returns [B, K]. */
 function checkSameViews(op: string, views: readonly (readonly [string, Tensor])[]): [number, number] {
   const [firstName, first] = views[0];
@@ -262,8 +255,8 @@ export function dino(teacher: readonly Tensor[], student: readonly Tensor[], opt
   checkViewCounts(op, teacher.length, student.length, "teacher");
   const [, k] = checkSameViews(op, [...named("teacher", teacher), ...named("student", student)]);
   checkCenter(op, options.center, k);
-  const teacherTemp = checkPositive(op, "teacherTemp", options.teacherTemp ?? 0.04);
-  const studentTemp = checkPositive(op, "studentTemp", options.studentTemp ?? 0.1);
+  const teacherTemp = checkNonNegative(op, "teacherTemp", options.teacherTemp ?? 0.04, true);
+  const studentTemp = checkNonNegative(op, "studentTemp", options.studentTemp ?? 0.1, true);
   return composed((keep) => {
     const q = noGrad(() =>
       teacher.map((t) => {
@@ -295,7 +288,7 @@ export function sinkhorn(scores: Tensor, options: SinkhornOptions = {}): Tensor 
   if (!(Number.isInteger(iterations) && iterations >= 0)) {
     throw new RangeError(`${op}: iterations must be an integer ≥ 0, got ${iterations}`);
   }
-  const epsilon = checkPositive(op, "epsilon", options.epsilon ?? 0.05);
+  const epsilon = checkNonNegative(op, "epsilon", options.epsilon ?? 0.05, true);
   return noGrad(() => {
     const scratch: Tensor[] = [];
     const t = (x: Tensor) => (scratch.push(x), x);
@@ -343,7 +336,7 @@ export function swav(
   const student = [...high, ...low];
   checkViewCounts(op, high.length, student.length, "high-resolution");
   const [b, k] = checkSameViews(op, [...named("high", high), ...named("low", low)]);
-  const temperature = checkPositive(op, "temperature", options.temperature ?? 0.1);
+  const temperature = checkNonNegative(op, "temperature", options.temperature ?? 0.1, true);
   const queue = options.queue;
   if (queue) {
     if (queue.length !== high.length) {

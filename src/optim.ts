@@ -1,10 +1,10 @@
 // Optimisers: SGD, Adam, AdamW and LARS (SimCLR's, Barlow Twins' and VICReg's optimiser), the EMA target
-// update of BYOL and MoCo, and gradient clipping by the global norm. Each step updates the parameters in place on the GPU, one fused pass per parameter
-// (LARS adds a pass for its two norms), recorded like any op: no readback, no submit (shaders/optim.wgsl; CPU
-// reference in src/ref/optim.ts).
+// update of BYOL and MoCo, and gradient clipping by the global norm. Each step updates the parameters in place
+// on the GPU, one fused pass per parameter (LARS adds a pass for its two norms), recorded like any op: no
+// readback, no submit (shaders/optim.wgsl; CPU reference in src/ref/optim.ts).
 import { noGrad } from "./autograd.ts";
 import { type Binding, Params, windows } from "./engine.ts";
-import { add, checkF32, mul, sqrt } from "./elementwise.ts";
+import { add, checkF32, sqrt, square } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { sum } from "./reduce.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
@@ -380,7 +380,7 @@ export function clipGradNorm(grads: readonly Tensor[], maxNorm: number): Tensor 
   checkParams(op, grads, "gradient");
   return noGrad(() => {
     const squares = grads.map((g) => {
-      const g2 = mul(g, g);
+      const g2 = square(g);
       const s = sum(g2);
       g2.dispose();
       return s;
