@@ -1,7 +1,8 @@
-// contrastive.wgsl: fused contrastive losses (NT-Xent, InfoNCE, SupCon) of rows a_i of A [R, D] against
+// contrastive.wgsl: fused contrastive losses (NT-Xent, DCL, InfoNCE, SupCon) of rows a_i of A [R, D] against
 // columns b_j of B [C, D] with logits s_ij = a_i·b_j · inv_temp, never materialising the R×C matrix.
 // Loss = mean over valid rows i of lse_i − mean_{j ∈ pos(i)} s_ij, where lse_i is over the row's columns
-// (all j, or j ≠ i with EXCLUDE_SELF), pos(i) = columns with label(j) == label(i), valid = pos(i) not empty;
+// (all j, or j ≠ i with EXCLUDE_SELF; the positives left out too with EXCLUDE_POS, as the decoupled loss DCL
+// has it), pos(i) = columns j ≠ i (with EXCLUDE_SELF) with label(j) == label(i), valid = pos(i) not empty;
 // label(x) = labels[x] with LABELS, else x % period.
 //
 // Tiling: a workgroup of WGR × WGC invocations covers TR = 8·WGR rows × TC = 8·WGC columns; each invocation
@@ -59,6 +60,7 @@ override SMEM4: u32 = 1024;  // vec4s of workgroup memory: max(8·(WGR + WGC)·D
 override DIRECT: bool = false;  // logits read straight from storage (CPU adapters), not staged
 override WG: u32 = 64;       // row-wise entries: invocations per workgroup (a power of two)
 override EXCLUDE_SELF: bool = false;
+override EXCLUDE_POS: bool = false;
 override LABELS: bool = false;
 override ROW_TERM: bool = true;
 override COL_TERM: bool = false;
@@ -245,8 +247,8 @@ fn logits(row0: u32, col0: u32, ty: u32, tx: u32, lid: u32) -> Block {
   return Block(s.s00 * t, s.s01 * t, s.s10 * t, s.s11 * t);
 }
 
-// Which of a row's 4 columns count (in range, not itself) and which are its positives, from the row's label
-// li and the columns' labels lj.
+// Which of a row's 4 columns are in its log-sum-exp (in range, not itself, not a positive with EXCLUDE_POS)
+// and which are its positives, from the row's label li and the columns' labels lj.
 struct Cols {
   ok: vec4<bool>,
   pos: vec4<bool>,
@@ -255,7 +257,9 @@ struct Cols {
 fn cols(i: u32, li: i32, j: vec4<u32>, lj: vec4<i32>) -> Cols {
   var ok = j < vec4<u32>(p.cols);
   if (EXCLUDE_SELF) { ok &= j != vec4<u32>(i); }
-  return Cols(ok, ok & (lj == vec4<i32>(li)));
+  let pos = ok & (lj == vec4<i32>(li));
+  if (EXCLUDE_POS) { ok &= !pos; }
+  return Cols(ok, pos);
 }
 
 fn colLabels(j: vec4<u32>) -> vec4<i32> {
@@ -471,13 +475,16 @@ fn weights(i: u32, li: i32, st: vec2<f32>, s: vec4<f32>, j: vec4<u32>, lj: vec4<
            scale_a: f32, scale_b: f32) -> vec4<f32> {
   let c = cols(i, li, j, lj);
   var w = vec4<f32>(0.0);
+  // The softmax where s_ij is in the log-sum-exp, the positives' share where it is a positive (both, unless
+  // EXCLUDE_POS keeps the positives out of the log-sum-exp).
+  let zero = vec4<f32>(0.0);
   if (ROW_TERM) {
-    let wa = (exp(s - st.x) - select(vec4<f32>(0.0), vec4<f32>(st.y), c.pos)) * scale_a;
-    w += select(vec4<f32>(0.0), wa, c.ok & vec4<bool>(st.y > 0.0));
+    let wa = (select(zero, exp(s - st.x), c.ok) - select(zero, vec4<f32>(st.y), c.pos)) * scale_a;
+    w += select(zero, wa, vec4<bool>(st.y > 0.0));
   }
   if (COL_TERM) {
-    let wb = (exp(s - cb.lse) - select(vec4<f32>(0.0), cb.inv, c.pos)) * scale_b;
-    w += select(vec4<f32>(0.0), wb, c.ok & cb.ok);
+    let wb = (select(zero, exp(s - cb.lse), c.ok) - select(zero, cb.inv, c.pos)) * scale_b;
+    w += select(zero, wb, cb.ok);
   }
   return w;
 }

@@ -39,9 +39,11 @@ function tileConstants(dim: number, direct: boolean) {
   return { ...TILE, DK4, SMEM4, DIRECT: direct ? 1 : 0 };
 }
 
-/** How positives are found and whether a row sees itself. */
+/** How positives are found, whether a row sees itself, and whether its positives are in its log-sum-exp. */
 interface Pairing {
   excludeSelf: boolean;
+  /** DCL: the log-sum-exp over the negatives alone. */
+  excludePositives?: boolean;
   /** label(x) = labels[x]; without it label(x) = x % period. */
   labels?: Tensor;
   period: number;
@@ -119,6 +121,7 @@ function problemConstants(pr: Problem) {
   return {
     ...tileConstants(pr.dim, pr.a.engine.cpuKernels),
     EXCLUDE_SELF: pairing.excludeSelf ? 1 : 0,
+    EXCLUDE_POS: pairing.excludePositives ? 1 : 0,
     LABELS: pairing.labels ? 1 : 0,
   };
 }
@@ -321,11 +324,40 @@ export interface NTXentOptions {
  * view; cross-entropy averaged over the 2N rows. z1, z2: [N, D].
  */
 export function ntXent(z1: Tensor, z2: Tensor, options: NTXentOptions = {}): Tensor {
-  const op = "ntXent";
+  return twoViewLoss("ntXent", z1, z2, options.temperature ?? 0.5, false);
+}
+
+export interface DCLOptions {
+  /** Divides the cosine similarities (default 0.1); must be positive. */
+  temperature?: number;
+}
+
+/**
+ * The decoupled contrastive loss (Yeh et al. 2022) as lightly's DCLLoss without a weight function: NT-Xent with
+ * each row's positive left out of its log-sum-exp, so loss_i = log Σ_{negatives} exp(s_ij) − s_i,positive,
+ * averaged over the 2N rows. z1, z2: [N, D] with N ≥ 2 (with N = 1 a row has no negatives).
+ */
+export function dcl(z1: Tensor, z2: Tensor, options: DCLOptions = {}): Tensor {
+  return twoViewLoss("dcl", z1, z2, options.temperature ?? 0.1, true);
+}
+
+/** NT-Xent, or with `excludePositives` DCL: the 2N rows of both views against each other. */
+function twoViewLoss(
+  op: string,
+  z1: Tensor,
+  z2: Tensor,
+  temperature: number,
+  excludePositives: boolean,
+): Tensor {
   checkEmbeddings(op, ["z1", "z2"], z1, z2);
   checkSameShape(op, ["z1", "z2"], z1, z2);
-  const invTemp = checkTemperature(op, options.temperature ?? 0.5);
+  const invTemp = checkTemperature(op, temperature);
   const [n, dim] = z1.shape;
+  if (excludePositives && n < 2) {
+    throw new ShapeError(
+      `${op}: needs N ≥ 2 (with one sample a row has no negatives), got z1 ${fmtShape(z1.shape)}`,
+    );
+  }
   checkTileBudget(op, dim, z1.engine);
   const saved = pack(op, true, z1, z2);
   const [u] = saved;
@@ -336,7 +368,7 @@ export function ntXent(z1: Tensor, z2: Tensor, options: NTXentOptions = {}): Ten
     cols: 2 * n,
     dim,
     invTemp,
-    pairing: { excludeSelf: true, period: n },
+    pairing: { excludeSelf: true, period: n, excludePositives },
   };
   const { loss, rowstats, cache } = lossStats(op, pr);
   return record(loss, op, [z1, z2], (g) => {

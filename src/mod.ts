@@ -39,6 +39,8 @@ export { concat, reshape, slice, transpose } from "./shape.ts";
 export { matmul, type MatmulOptions } from "./matmul.ts";
 export { crossEntropy, type CrossEntropyOptions, normalize } from "./nn.ts";
 export {
+  dcl,
+  type DCLOptions,
   enqueue,
   infoNCE,
   type InfoNCEOptions,

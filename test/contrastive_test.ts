@@ -1,5 +1,6 @@
 // Contrastive losses against the float64 reference (src/ref/contrastive.ts) and finite differences.
 import {
+  dcl,
   enqueue,
   grad,
   infoNCE,
@@ -11,7 +12,7 @@ import {
   supCon,
   type Tensor,
 } from "../src/mod.ts";
-import { refInfoNCE, refNegativeCosine, refNtXent, refSupCon } from "../src/ref/contrastive.ts";
+import { refDcl, refInfoNCE, refNegativeCosine, refNtXent, refSupCon } from "../src/ref/contrastive.ts";
 import { bothKernels, test, type TestFn } from "./harness.ts";
 import {
   assert,
@@ -96,6 +97,36 @@ test("ntXent: value and gradients match the float64 reference (random N, D, temp
       z2.dispose();
     }
     assertNoLeak(engine, before, "ntXent");
+  }));
+
+test("dcl: value and gradients match the float64 reference; N = 1 has no negatives and throws", () =>
+  bothCaches(async (engine) => {
+    const before = engine.memory();
+    const cases: [number, number, number][] = [
+      [2, 2, 1],
+      [5, 7, 0.1],
+      [33, 16, 0.5],
+      [97, 13, 0.01],
+      [150, 130, 0.1],
+    ];
+    for (const [n, d, t] of cases) {
+      const a = randomArray(n * d, n * 13 + d);
+      const b = randomArray(n * d, n * 7 + d + 1);
+      const z1 = engine.tensor(a, [n, d]);
+      const z2 = engine.tensor(b, [n, d]);
+      const [loss, [g1, g2]] = await lossAndGrads(() => dcl(z1, z2, { temperature: t }), [z1, z2]);
+      const ref = refDcl(a, b, n, d, t);
+      close([loss], [ref.loss], `dcl loss N=${n} D=${d} t=${t}`);
+      close(g1, ref.dz1, `dcl dz1 N=${n} D=${d} t=${t}`);
+      close(g2, ref.dz2, `dcl dz2 N=${n} D=${d} t=${t}`);
+      z1.dispose();
+      z2.dispose();
+    }
+    {
+      using one = engine.ones([1, 3]);
+      await assertThrows(() => dcl(one, one), ShapeError, ["N ≥ 2", "[1, 3]"]);
+    }
+    assertNoLeak(engine, before, "dcl");
   }));
 
 test("infoNCE: with and without a negatives bank, one-way and symmetric, match the reference", () =>
@@ -303,7 +334,7 @@ test("ntXent and infoNCE keep f32 precision of a small loss at temperature 0.01"
     assertNoLeak(engine, before, "small loss");
   }));
 
-test("ntXent, infoNCE, supCon: gradients match central finite differences", async (engine) => {
+test("ntXent, dcl, infoNCE, supCon: gradients match central finite differences", async (engine) => {
   const before = engine.memory();
   const n = 3;
   const d = 4;
@@ -313,6 +344,7 @@ test("ntXent, infoNCE, supCon: gradients match central finite differences", asyn
   const lab = Int32Array.of(0, 1, 0);
   const losses: Record<string, (x: Tensor, other: Tensor) => Tensor> = {
     ntXent: (x, other) => ntXent(x, other, { temperature: t }),
+    dcl: (x, other) => dcl(x, other, { temperature: t }),
     infoNCE: (x, other) => infoNCE(x, other, { temperature: t, symmetric: true }),
     supCon: (x, other) => supCon(x, other, { temperature: t }),
   };

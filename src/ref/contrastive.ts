@@ -39,8 +39,8 @@ function normalizeRowsGrad(
 }
 
 /**
- * Cross-entropy of logit rows with soft targets: loss = Σ_i weight_i · (lse_i − Σ_j target_ij · logit_ij)
- * over the entries where `allowed`, and dloss/dlogits.
+ * Cross-entropy of logit rows with soft targets: loss = Σ_i weight_i · (lse_i − Σ_j target_ij · logit_ij),
+ * lse_i over the entries where `allowed` (the targets may lie outside them: DCL), and dloss/dlogits.
  */
 function crossEntropy(
   logits: Float64Array,
@@ -62,10 +62,11 @@ function crossEntropy(
     const lse = m + Math.log(s);
     loss += w * lse;
     for (let j = 0; j < cols; j++) {
-      if (!allowed(i, j)) continue;
       const t = target(i, j);
+      const inLse = allowed(i, j);
+      if (!inLse && t === 0) continue;
       loss -= w * t * logits[i * cols + j];
-      dlogits[i * cols + j] = w * (Math.exp(logits[i * cols + j] - lse) - t);
+      dlogits[i * cols + j] = w * ((inLse ? Math.exp(logits[i * cols + j] - lse) : 0) - t);
     }
   }
   return { loss, dlogits };
@@ -115,6 +116,7 @@ export function refNtXent(
   n: number,
   dim: number,
   temperature: number,
+  excludePositives = false,
 ): { loss: number; dz1: Float64Array; dz2: Float64Array } {
   const rows = 2 * n;
   const x = new Float64Array(rows * dim);
@@ -127,7 +129,7 @@ export function refNtXent(
     logits,
     rows,
     rows,
-    (i, j) => i !== j,
+    (i, j) => i !== j && !(excludePositives && j === positive(i)),
     (i, j) => (j === positive(i) ? 1 : 0),
     () => 1 / rows,
   );
@@ -135,6 +137,17 @@ export function refNtXent(
   logitsGrad(ce.dlogits, u, u, rows, rows, dim, 1 / temperature, du, du);
   const dx = normalizeRowsGrad(u, norms, du, dim);
   return { loss: ce.loss, dz1: dx.slice(0, n * dim), dz2: dx.slice(n * dim) };
+}
+
+/** DCL: NT-Xent with each row's positive left out of its log-sum-exp. */
+export function refDcl(
+  z1: Mat,
+  z2: Mat,
+  n: number,
+  dim: number,
+  temperature: number,
+): { loss: number; dz1: Float64Array; dz2: Float64Array } {
+  return refNtXent(z1, z2, n, dim, temperature, true);
 }
 
 /** CLIP / MoCo InfoNCE on query, keys [n, dim] with an optional negative bank [k, dim]. */
@@ -189,7 +202,7 @@ export function refSupCon(
     n,
     n,
     (i, j) => i !== j,
-    (i, j) => (labels[j] === labels[i] ? 1 / positives[i] : 0),
+    (i, j) => (i !== j && labels[j] === labels[i] ? 1 / positives[i] : 0),
     (i) => (positives[i] > 0 ? 1 / anchors : 0),
   );
   const du = new Float64Array(n * dim);
