@@ -1,6 +1,6 @@
 // Contrastive and joint-embedding losses (shaders/contrastive.wgsl; CPU reference in src/ref/contrastive.ts).
-// NT-Xent, InfoNCE and SupCon share one fused kernel family: logits stream tile by tile (staged in workgroup
-// memory on GPUs, read straight from storage on CPU adapters) with an online log-sum-exp; the backward
+// NT-Xent, DCL, InfoNCE and SupCon share one fused kernel family: logits stream tile by tile (staged in workgroup
+// memory on GPUs, read straight from memory on CPU adapters) with an online log-sum-exp; the backward
 // recomputes them (with the saved per-row log-sum-exp), so live memory is O(N·D + N), never an N×N matrix,
 // except that logits up to the engine's logitCacheBytes are kept from the forward instead of recomputed.
 import { type Engine, Params } from "./engine.ts";
@@ -31,12 +31,18 @@ const WG = 64;
 const LOOP_BUDGET = 32768;
 /** As torch.nn.functional.normalize. */
 const NORM_EPS = 1e-12;
+/** Bytes of the uniform window of A's rows (contrastive.wgsl `a_window`): WebGPU's guaranteed uniform binding. */
+const WINDOW_BYTES = 65536;
 
-function tileConstants(dim: number, direct: boolean) {
+/** Whether DIRECT logits read A's rows from the uniform window: where a row tile fits it (D ≤ 256). */
+const isWindowed = (e: Engine, dim: number) => e.cpuKernels && TR * dim4(dim) * 16 <= WINDOW_BYTES;
+
+function tileConstants(e: Engine, dim: number) {
   // DIRECT stages nothing: one DK4 for every dim, so one pipeline per entry serves them all.
+  const direct = e.cpuKernels;
   const DK4 = direct ? 1 : dk4(dim);
   const SMEM4 = Math.max(8 * (TILE.WGR + TILE.WGC) * DK4, 16 * TILE.WGR * TILE.WGC);
-  return { ...TILE, DK4, SMEM4, DIRECT: direct ? 1 : 0 };
+  return { ...TILE, DK4, SMEM4, DIRECT: direct ? 1 : 0, A_WINDOW: isWindowed(e, dim) ? 1 : 0 };
 }
 
 /** How positives are found, whether a row sees itself, and whether its positives are in its log-sum-exp. */
@@ -60,9 +66,13 @@ interface Problem {
   pairing: Pairing;
 }
 
-/** How the column stream of each row tile is cut: splits of colsPerSplit, splitPar of them per dispatch. */
+/**
+ * How the work is cut into dispatches: the row tiles in groups of windowTiles (those the A window holds; all of
+ * them when staged), the column stream of each row tile in splits of colsPerSplit, splitPar of them per dispatch.
+ */
 interface Plan {
   rowTiles: number;
+  windowTiles: number;
   chunks: number;
   colsPerSplit: number;
   splitPar: number;
@@ -74,12 +84,12 @@ interface Plan {
  * tile's columns), from the loops in contrastive.wgsl, counting no loop as unrolled: the logits (staged: per
  * step two loads of the tile and DK4 × 9; direct: 9 per vec4 of dims), then the weights and the sum.
  */
-function tileIterations(dim: number, cpuKernels: boolean): number {
+function tileIterations(dim: number, direct: boolean): number {
   const wg = TILE.WGR * TILE.WGC;
   const DK4 = dk4(dim);
   const staged = Math.ceil(dim4(dim) / DK4) *
     (Math.ceil((TR * DK4) / wg) + Math.ceil((TC * DK4) / wg) + 9 * DK4 + 1);
-  return (cpuKernels ? 9 * dim4(dim) + 1 : staged) + 5 * TC + 16;
+  return (direct ? 9 * dim4(dim) + 1 : staged) + 5 * TC + 16;
 }
 
 /** A RangeError, before anything is allocated, where one column tile of `dim` dims overruns the loop budget. */
@@ -92,17 +102,22 @@ function checkTileBudget(op: string, dim: number, e: Engine): void {
 }
 
 function plan(pr: Problem, withGrad: boolean): Plan {
-  const maxTiles = Math.floor(LOOP_BUDGET / tileIterations(pr.dim, pr.a.engine.cpuKernels));
+  const e = pr.a.engine;
+  const maxTiles = Math.floor(LOOP_BUDGET / tileIterations(pr.dim, e.cpuKernels));
   const rowTiles = Math.ceil(pr.rows / TR);
+  const windowTiles = isWindowed(e, pr.dim)
+    ? Math.min(rowTiles, Math.floor(WINDOW_BYTES / (16 * TR * dim4(pr.dim))))
+    : rowTiles;
   const chunks = withGrad ? Math.ceil(pr.dim / DV) : 1;
   const colTiles = Math.ceil(pr.cols / TC);
-  const fill = Math.ceil(pr.a.engine.parallelWorkgroups / (rowTiles * chunks));
+  const fill = Math.ceil(e.parallelWorkgroups / (windowTiles * chunks));
   const splits = Math.min(colTiles, Math.max(Math.ceil(colTiles / maxTiles), fill));
   const tilesPerSplit = Math.ceil(colTiles / splits);
   const used = Math.ceil(colTiles / tilesPerSplit);
   const splitPar = Math.min(used, fill);
   return {
     rowTiles,
+    windowTiles,
     chunks,
     colsPerSplit: tilesPerSplit * TC,
     splitPar,
@@ -110,16 +125,38 @@ function plan(pr: Problem, withGrad: boolean): Plan {
   };
 }
 
-function params(pr: Problem, pl: Plan, seq: number, colStats = 0, cache = false): Params {
+/** Params of dispatch `seq` over the row tiles from tile0 (at most windowTiles of them). */
+function params(pr: Problem, pl: Plan, seq: number, tile0 = 0, colStats = 0, cache = false): Params {
+  const tiles = Math.min(pl.windowTiles, pl.rowTiles - tile0);
   return new Params().u32(pr.rows, pr.cols, pr.dim, dim4(pr.dim)).f32(pr.invTemp)
-    .u32(pr.pairing.period, pl.colsPerSplit, pl.splitPar, seq, pl.rowTiles, colStats, 0).f32(NORM_EPS, 1)
-    .u32(cache ? 1 : 0);
+    .u32(pr.pairing.period, pl.colsPerSplit, pl.splitPar, seq, tiles, colStats, 0).f32(NORM_EPS, 1)
+    .u32(cache ? 1 : 0, tile0);
+}
+
+/**
+ * Each dispatch of a pass: its params, its A window (rows from tile0; A has the window's size of slack after
+ * it, see `pack`) and its workgroups.
+ */
+function* dispatches(pr: Problem, pl: Plan, colStats = 0, cache = false) {
+  const rowBytes = 16 * dim4(pr.dim);
+  const windowed = isWindowed(pr.a.engine, pr.dim);
+  for (let tile0 = 0; tile0 < pl.rowTiles; tile0 += pl.windowTiles) {
+    const window = { buffer: pr.a.buffer, offset: windowed ? tile0 * TR * rowBytes : 0, size: WINDOW_BYTES };
+    const tiles = Math.min(pl.windowTiles, pl.rowTiles - tile0);
+    for (let seq = 0; seq < pl.dispatches; seq++) {
+      yield {
+        params: params(pr, pl, seq, tile0, colStats, cache),
+        window,
+        workgroups: tiles * pl.splitPar * pl.chunks,
+      };
+    }
+  }
 }
 
 function problemConstants(pr: Problem) {
   const { pairing } = pr;
   return {
-    ...tileConstants(pr.dim, pr.a.engine.cpuKernels),
+    ...tileConstants(pr.a.engine, pr.dim),
     EXCLUDE_SELF: pairing.excludeSelf ? 1 : 0,
     EXCLUDE_POS: pairing.excludePositives ? 1 : 0,
     LABELS: pairing.labels ? 1 : 0,
@@ -138,14 +175,14 @@ function rowPass(e: Engine, entry: string, rows: number): { entry: string; workg
 
 /**
  * Rows of x1 then x2, packed (each padded with zeros to a multiple of 4 dims) and, when `normalize`, scaled
- * to unit L2 norm: [u, norms].
+ * to unit L2 norm: [u, norms]. u has the A window's size of slack after it, so every window of its rows fits.
  */
 function pack(op: string, normalize: boolean, x1: Tensor, x2?: Tensor): [Tensor, Tensor] {
   const e = x1.engine;
   const n1 = x1.shape[0];
   const rows = n1 + (x2?.shape[0] ?? 0);
   const dim = x1.shape[1];
-  const u = e.empty([rows, 4 * dim4(dim)]);
+  const u = e.empty([rows, 4 * dim4(dim)], "f32", WINDOW_BYTES);
   const norms = e.empty([rows]);
   e.run({
     op,
@@ -173,15 +210,15 @@ function lossStats(op: string, pr: Problem): { loss: Tensor; rowstats: Tensor; c
   const cached = isRecording() && 4 * cacheSize(pr) <= e.logitCacheBytes;
   // Without a cache its binding still needs a buffer of its own (two writable bindings of one buffer are invalid).
   const cache = e.empty([cached ? cacheSize(pr) : 4]);
-  for (let seq = 0; seq < pl.dispatches; seq++) {
+  for (const d of dispatches(pr, pl, 0, cached)) {
     e.run({
       op,
       shader: "contrastive",
       entry: "stats",
       constants: problemConstants(pr),
-      params: params(pr, pl, seq, 0, cached),
-      buffers: [pr.a, pr.b, pr.pairing.labels ?? pr.a, partial, cache],
-      workgroups: pl.rowTiles * pl.splitPar,
+      params: d.params,
+      buffers: [pr.a, pr.b, pr.pairing.labels ?? pr.a, partial, cache, null, null, d.window],
+      workgroups: d.workgroups,
     });
   }
   if (!cached) cache.dispose();
@@ -237,7 +274,7 @@ function lossGrad(op: string, pr: Problem, terms: Terms, cache: Tensor | null = 
   const statsA = terms.row ?? terms.col!;
   const statsB = terms.col ?? terms.row!;
   const colStats = terms.col ? terms.colStats ?? pr.cols : pr.rows;
-  for (let seq = 0; seq < pl.dispatches; seq++) {
+  for (const d of dispatches(pr, pl, colStats, cache !== null)) {
     e.run({
       op,
       shader: "contrastive",
@@ -247,9 +284,9 @@ function lossGrad(op: string, pr: Problem, terms: Terms, cache: Tensor | null = 
         ROW_TERM: terms.row ? 1 : 0,
         COL_TERM: terms.col ? 1 : 0,
       },
-      params: params(pr, pl, seq, colStats, cache !== null),
-      buffers: [pr.a, pr.b, pr.pairing.labels ?? pr.a, statsA, statsB, dpart, cache ?? pr.a],
-      workgroups: pl.rowTiles * pl.splitPar * pl.chunks,
+      params: d.params,
+      buffers: [pr.a, pr.b, pr.pairing.labels ?? pr.a, statsA, statsB, dpart, cache ?? pr.a, d.window],
+      workgroups: d.workgroups,
     });
   }
   return [dpart, pl.splitPar];

@@ -338,20 +338,23 @@ export class Engine {
     return result;
   }
 
-  /** An uninitialised tensor from the pool; ops write their outputs into these. */
-  empty(shape: readonly number[], dtype: DType = "f32"): Tensor {
+  /**
+   * An uninitialised tensor from the pool; ops write their outputs into these. `slackBytes` more of its buffer
+   * lie past its end, for a fixed-size window binding that may run past the tensor.
+   */
+  empty(shape: readonly number[], dtype: DType = "f32", slackBytes = 0): Tensor {
     this.#checkAlive();
     const size = shapeSize(shape);
     if (size === 0) throw new ShapeError(`empty tensors are not supported (shape ${fmtShape(shape)})`);
     const bytes = size * 4;
-    if (bytes > this.limits.maxBufferSize) {
+    if (bytes + slackBytes > this.limits.maxBufferSize) {
       throw new ShapeError(
-        `tensor ${
-          fmtShape(shape)
-        } needs ${bytes} bytes, over the adapter's maxBufferSize of ${this.limits.maxBufferSize}`,
+        `tensor ${fmtShape(shape)} needs ${
+          bytes + slackBytes
+        } bytes, over the adapter's maxBufferSize of ${this.limits.maxBufferSize}`,
       );
     }
-    const t = new Tensor(this, this.#acquire(bytes), [...shape], dtype);
+    const t = new Tensor(this, this.#acquire(bytes + slackBytes), [...shape], dtype);
     this.#live.add(t);
     this.#liveBytes += bytes;
     this.#peakBytes = Math.max(this.#peakBytes, this.#liveBytes);

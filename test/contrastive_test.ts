@@ -72,7 +72,9 @@ function bothCaches(fn: TestFn, options: InitOptions = {}): Promise<void> {
 test("ntXent: value and gradients match the float64 reference (random N, D, temperatures 1 .. 0.01)", () =>
   bothCaches(async (engine) => {
     const before = engine.memory();
-    // [150, 130]: D past one workgroup's 128 dims of the gradient (two chunks), not a multiple of 4.
+    // [150, 130]: D past one workgroup's 128 dims of the gradient (two chunks), not a multiple of 4; on CPU
+    // adapters one row tile per A window, so five windows. [37, 300]: a row tile past the A window (D > 256),
+    // so CPU adapters read A from storage.
     const cases: [number, number, number][] = [
       [1, 3, 0.5],
       [2, 2, 1],
@@ -82,6 +84,7 @@ test("ntXent: value and gradients match the float64 reference (random N, D, temp
       [97, 13, 0.01],
       [200, 33, 0.2],
       [150, 130, 0.1],
+      [37, 300, 0.1],
     ];
     for (const [n, d, t] of cases) {
       const a = randomArray(n * d, n * 31 + d);
