@@ -74,7 +74,8 @@ test("ntXent: value and gradients match the float64 reference (random N, D, temp
     const before = engine.memory();
     // [150, 130]: D past one workgroup's 128 dims of the gradient (two chunks), not a multiple of 4; on CPU
     // adapters one row tile per A window, so five windows. [37, 300]: a row tile past the A window (D > 256),
-    // so CPU adapters read A from storage.
+    // so CPU adapters read A from storage. [70, 128]: three row tiles in windows of two, the last window half
+    // full.
     const cases: [number, number, number][] = [
       [1, 3, 0.5],
       [2, 2, 1],
@@ -85,6 +86,7 @@ test("ntXent: value and gradients match the float64 reference (random N, D, temp
       [200, 33, 0.2],
       [150, 130, 0.1],
       [37, 300, 0.1],
+      [70, 128, 0.3],
     ];
     for (const [n, d, t] of cases) {
       const a = randomArray(n * d, n * 31 + d);
