@@ -21,16 +21,19 @@
 //                  with zeros to 4·dim4                            1 x1, 2 x2, 3 u [R, 4·dim4], 4 norms [R]
 //                  (normalizeRows: the same, one invocation per row, for CPU adapters)
 //   stats:         partial (max, Σexp, Σ positive logits, #positives) per (split_par, row); with p.cache the
-//                  logits too                                      1 A, 2 B, 3 labels, 4 partial [split_par·R],
+//                  logits too; with SYM also per (row tile of the window, row) after them
+//                                                                  1 A, 2 B, 3 labels, 4 partial [slots·R],
 //                                                                  5 logits cache, 8 A window
+//   emptyPartials: partial = "no column yet" (SYM's slots)         4 partial
 //   finish:        per row lse, 1/#pos, loss; workgroup sums      1 partial, 2 rowstats [R + 1], 3 sums
 //   total:         one workgroup: loss = Σ loss / #valid           1 sums, 2 rowstats, 3 loss [1]
 //   grad:          partial dA_i = Σ_j W_ij b_j · inv_temp per (split_par, row, dims), W from the row term
 //                  (ROW_TERM, rowstats of A) and the column term (COL_TERM, rowstats of B for j < col_stats)
 //                                                                  1 A, 2 B, 3 labels, 4 rowstats A, 5 rowstats B,
-//                                                                  6 dpart [split_par·R, 4·dim4], 7 logits cache,
+//                                                                  6 dpart [slots·R, 4·dim4], 7 logits cache,
 //                                                                  8 A window
-//                  (p.cache: the logits are read from the cache stats wrote, not recomputed)
+//                  (p.cache: the logits are read from the cache stats wrote, not recomputed; with SYM also
+//                  per (row tile of the window, row) after the split_par slots, which start at zero)
 //   rowDot:        sums[i] = (−u1_i·u2_i, 1) (negative cosine of normalised rows)   1 u1, 2 u2, 3 sums
 //   normalizeGrad: dx = J_normalize(g·scale·Σ dpart) (or without NORMALIZE the sum), rows to dx1 then dx2
 //                                                                  1 dpart, 2 u, 3 norms, 4 g, 5 dx1, 6 dx2
@@ -63,6 +66,7 @@ override DK4: u32 = 8;       // vec4s of dims staged per step
 override SMEM4: u32 = 1024;  // vec4s of workgroup memory: max(8·(WGR + WGC)·DK4, 16·WGR·WGC)
 override DIRECT: bool = false;  // logits read straight from memory (CPU adapters), not staged
 override A_WINDOW: bool = false;  // DIRECT: A's rows from the uniform window, not from storage
+override SYM: bool = false;       // A = B: each unordered pair of tiles once (stats, grad; see Walk)
 override WG: u32 = 64;       // row-wise entries: invocations per workgroup (a power of two)
 override EXCLUDE_SELF: bool = false;
 override EXCLUDE_POS: bool = false;
@@ -356,6 +360,64 @@ fn place(w: u32) -> Place {
   return Place(tile * 8u * WGR, slot, begin, min(begin + p.cols_per_split, p.cols), w / (p.row_tiles * p.split_par));
 }
 
+// A workgroup's walk over its split: the column tiles by their first column, steps of a tile; or with SYM (A = B,
+// so s_ij = s_ji) bands t, steps of 1: the tile pair (I, J = (I + t) mod T) of T tiles gives row tile I its
+// columns J and, for t > 0, row tile J its columns I (the block transposed), so bands 0 .. T/2 cover every pair
+// once (with T even, band T/2 meets each pair twice and only I < T/2 takes it). Row tile J's share goes to
+// slot split_par + (I − tile0) of the partials: in one dispatch no two workgroups share that slot of a row,
+// and any dispatch may reach it first, so these slots start empty and every write merges.
+struct Walk {
+  begin: u32,
+  end: u32,
+  step: u32,
+  col_end: u32,  // columns from here on do not count (inSplit)
+}
+
+fn walkOf(at: Place) -> Walk {
+  if (!SYM) { return Walk(at.col_begin, at.col_end, 8u * WGC, at.col_end); }
+  let tiles = (p.rows + 8u * WGR - 1u) / (8u * WGR);
+  let bands = tiles / 2u + 1u;
+  let begin = min((p.seq * p.split_par + at.split_slot) * p.cols_per_split, bands);
+  var end = min(begin + p.cols_per_split, bands);
+  if (tiles % 2u == 0u && at.row0 / (8u * WGR) >= tiles / 2u) { end = min(end, tiles / 2u); }
+  return Walk(begin, end, 1u, p.cols);
+}
+
+// The first column of the walk's step x.
+fn walkCol0(at: Place, x: u32) -> u32 {
+  if (!SYM) { return x; }
+  let tiles = (p.rows + 8u * WGR - 1u) / (8u * WGR);
+  return (at.row0 / (8u * WGR) + x) % tiles * 8u * WGC;
+}
+
+// With SYM, row tile J's slot from the workgroup of row tile I (see Walk).
+fn transposedSlot(at: Place) -> u32 {
+  return p.split_par + at.row0 / (8u * WGR) - p.tile0;
+}
+
+// Row states of the 8 columns of an invocation's block over its 8 rows (with SYM: the rows of the column tile,
+// whose logits against the row tile are the block transposed), rows i + r labelled li[r].
+fn columnStates(s: Block, i: u32, li: array<i32, 8>, j0: vec4<u32>, l0: vec4<i32>, j1: vec4<u32>,
+                l1: vec4<i32>) -> array<vec4<f32>, 8> {
+  let rows0 = i + vec4<u32>(0u, 1u, 2u, 3u);
+  let rows1 = rows0 + vec4<u32>(4u);
+  let lr0 = vec4<i32>(li[0], li[1], li[2], li[3]);
+  let lr1 = vec4<i32>(li[4], li[5], li[6], li[7]);
+  let t00 = transpose(s.s00);
+  let t01 = transpose(s.s01);
+  let t10 = transpose(s.s10);
+  let t11 = transpose(s.s11);
+  let empty = vec4<f32>(NEG, 0.0, 0.0, 0.0);
+  var cs: array<vec4<f32>, 8>;
+  for (var c = 0u; c < 4u; c++) {
+    cs[c] = absorb(absorb(empty, t00[c], cols(j0[c], l0[c], rows0, lr0)), t10[c], cols(j0[c], l0[c], rows1, lr1));
+    cs[c + 4u] =
+      absorb(absorb(empty, t01[c], cols(j1[c], l1[c], rows0, lr0)), t11[c], cols(j1[c], l1[c], rows1, lr1));
+  }
+  return cs;
+}
+
+// Stats of the row tile against its split (see Walk).
 @compute @workgroup_size(WGC, WGR)
 fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -363,17 +425,21 @@ fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let tx = lid3.x;
   let ty = lid3.y;
   let i = at.row0 + 8u * ty;
+  let tr = 8u * WGR;
+  let tc = 8u * WGC;
   var st: array<vec4<f32>, 8>;  // the 8 rows' states
   var li: array<i32, 8>;
   for (var r = 0u; r < 8u; r++) {
     st[r] = vec4<f32>(NEG, 0.0, 0.0, 0.0);
     li[r] = label(i + r, p.rows);
   }
-  for (var col0 = at.col_begin; col0 < at.col_end; col0 += 8u * WGC) {
+  let walk = walkOf(at);
+  for (var x = walk.begin; x < walk.end; x += walk.step) {
+    let col0 = walkCol0(at, x);
     let s = logits(at.row0, col0, ty, tx, lid);
     if (p.cache == 1u) { storeLogits(i, col0 + 8u * tx, s); }
-    let j0 = inSplit(col0 + 8u * tx + vec4<u32>(0u, 1u, 2u, 3u), at.col_end);
-    let j1 = inSplit(col0 + 8u * tx + vec4<u32>(4u, 5u, 6u, 7u), at.col_end);
+    let j0 = inSplit(col0 + 8u * tx + vec4<u32>(0u, 1u, 2u, 3u), walk.col_end);
+    let j1 = inSplit(col0 + 8u * tx + vec4<u32>(4u, 5u, 6u, 7u), walk.col_end);
     let l0 = colLabels(j0);
     let l1 = colLabels(j1);
     for (var r = 0u; r < 4u; r++) {
@@ -381,9 +447,22 @@ fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
       let h = r + 4u;
       st[h] = absorb(absorb(st[h], s.s10[r], cols(i + h, li[h], j0, l0)), s.s11[r], cols(i + h, li[h], j1, l1));
     }
+    if (SYM && x > 0u) {
+      // Combine the WGR invocations that share each column, then merge into the column tile's slot.
+      let cs = columnStates(s, i, li, j0, l0, j1, l1);
+      for (var c = 0u; c < 8u; c++) { smem[ty * tc + 8u * tx + c] = cs[c]; }
+      workgroupBarrier();
+      let row = col0 + lid;
+      if (lid < tc && row < p.rows) {
+        var total = smem[lid];
+        for (var y = 1u; y < WGR; y++) { total = combine(total, smem[y * tc + lid]); }
+        let slot = transposedSlot(at) * p.rows + row;
+        partial[slot] = combine(partial[slot], total);
+      }
+      workgroupBarrier();
+    }
   }
   // Combine the WGC invocations that share each row, then merge into the earlier dispatches' partial.
-  let tr = 8u * WGR;
   for (var r = 0u; r < 8u; r++) { smem[tx * tr + 8u * ty + r] = st[r]; }
   workgroupBarrier();
   if (lid >= tr) { return; }
@@ -394,6 +473,14 @@ fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let slot = at.split_slot * p.rows + row;
   if (p.seq > 0u) { total = combine(partial[slot], total); }
   partial[slot] = total;
+}
+
+// emptyPartials: partial[k] = "no column yet" for k < p.rows (SYM's column slots).   bindings: 4 partial
+@compute @workgroup_size(WG)
+fn emptyPartials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+  let k = linear(wg, nwg) * WG + lid;
+  if (k < p.rows) { partial[k] = vec4<f32>(NEG, 0.0, 0.0, 0.0); }
 }
 
 @group(0) @binding(1) var<storage, read> partial_in: array<vec4<f32>>;
@@ -512,7 +599,7 @@ fn storeGrad(i: u32, q: u32, slot: u32, o: mat4x4<f32>) {
     if (i + r < p.rows) {
       let k = (slot * p.rows + i + r) * p.dim4 + q;
       let v = o[r] * p.inv_temp;
-      dpart[k] = select(v, dpart[k] + v, p.seq > 0u);
+      dpart[k] = select(v, dpart[k] + v, p.seq > 0u || SYM);  // SYM's slots start at zero (see Walk)
     }
   }
 }
@@ -545,15 +632,17 @@ fn grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     st[r] = rowstats_a[min(i + r, p.rows - 1u)];
   }
   var o: array<mat4x4<f32>, 8>;  // o[4h + q]: rows 4h .. 4h + 3 × dims of vec4 q0 + q
-  for (var col0 = at.col_begin; col0 < at.col_end; col0 += 8u * WGC) {
+  let walk = walkOf(at);
+  for (var x = walk.begin; x < walk.end; x += walk.step) {
+    let col0 = walkCol0(at, x);
     var s: Block;
     if (p.cache == 1u) {
       s = loadLogits(i, col0 + 8u * tx);
     } else {
       s = logits(at.row0, col0, ty, tx, lid);
     }
-    let j0 = inSplit(col0 + 8u * tx + vec4<u32>(0u, 1u, 2u, 3u), at.col_end);
-    let j1 = inSplit(col0 + 8u * tx + vec4<u32>(4u, 5u, 6u, 7u), at.col_end);
+    let j0 = inSplit(col0 + 8u * tx + vec4<u32>(0u, 1u, 2u, 3u), walk.col_end);
+    let j1 = inSplit(col0 + 8u * tx + vec4<u32>(4u, 5u, 6u, 7u), walk.col_end);
     let l0 = colLabels(j0);
     let l1 = colLabels(j1);
     let c0 = colStats(j0);
@@ -582,7 +671,39 @@ fn grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         o[q + 4u] += outer(bottom, bq);
       }
     }
-    workgroupBarrier();  // the next tile's weights overwrite these
+    workgroupBarrier();  // the next weights overwrite these
+    if (SYM && x > 0u) {
+      // The column tile's rows: dU_J += Wᵀ · U_I, the weights by row of I (two vec4s over 8 columns), the
+      // invocation taking columns 8·ty .. 8·ty + 7 (TR = TC) over the same dims.
+      let r00 = transpose(w00);
+      let r01 = transpose(w01);
+      let r10 = transpose(w10);
+      let r11 = transpose(w11);
+      for (var r = 0u; r < 4u; r++) {
+        let at0 = (8u * ty + r) * WGC + tx;
+        let at1 = (8u * ty + 4u + r) * WGC + tx;
+        smem[2u * at0] = r00[r];
+        smem[2u * at0 + 1u] = r01[r];
+        smem[2u * at1] = r10[r];
+        smem[2u * at1 + 1u] = r11[r];
+      }
+      workgroupBarrier();
+      var ot = array<mat4x4<f32>, 8>();  // zeroed each band: a bare `var` here was zeroed only once (naga)
+      for (var r = 0u; r < 8u * WGR; r++) {
+        let left = smem[2u * (r * WGC + ty)];
+        let right = smem[2u * (r * WGC + ty) + 1u];
+        for (var q = 0u; q < 4u; q++) {
+          let aq = rowA(at.row0 + r, min(q0 + q, last));
+          ot[q] += outer(left, aq);
+          ot[q + 4u] += outer(right, aq);
+        }
+      }
+      for (var q = 0u; q < 4u; q++) {
+        storeGrad(col0 + 8u * ty, q0 + q, transposedSlot(at), ot[q]);
+        storeGrad(col0 + 8u * ty + 4u, q0 + q, transposedSlot(at), ot[q + 4u]);
+      }
+      workgroupBarrier();
+    }
   }
   for (var q = 0u; q < 4u; q++) {
     storeGrad(i, q0 + q, at.split_slot, o[q]);

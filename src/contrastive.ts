@@ -2,7 +2,8 @@
 // NT-Xent, DCL, InfoNCE and SupCon share one fused kernel family: logits stream tile by tile (staged in workgroup
 // memory on GPUs, read straight from memory on CPU adapters) with an online log-sum-exp; the backward
 // recomputes them (with the saved per-row log-sum-exp), so live memory is O(N·D + N), never an N×N matrix,
-// except that logits up to the engine's logitCacheBytes are kept from the forward instead of recomputed.
+// except that logits up to the engine's logitCacheBytes are kept from the forward instead of recomputed. On CPU
+// adapters, where the rows are their own columns (A = B), each pair of row tiles is computed once for both.
 import { type Engine, Params } from "./engine.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { isRecording, noGrad, record } from "./autograd.ts";
@@ -33,9 +34,21 @@ const LOOP_BUDGET = 32768;
 const NORM_EPS = 1e-12;
 /** Bytes of the uniform window of A's rows (contrastive.wgsl `a_window`): WebGPU's guaranteed uniform binding. */
 const WINDOW_BYTES = 65536;
+/**
+ * Row tiles of an A window in a gradient pass that walks pairs: each adds a slot of N·D gradient rows (the
+ * transposed shares), so few, at some more dispatches where D is small.
+ */
+const SYM_GRAD_TILES = 4;
 
 /** Whether DIRECT logits read A's rows from the uniform window: where a row tile fits it (D ≤ 256). */
 const isWindowed = (e: Engine, dim: number) => e.cpuKernels && TR * dim4(dim) * 16 <= WINDOW_BYTES;
+
+/**
+ * Whether a pass walks each pair of row tiles once (SYM): A = B, windowed, and no logits cache (which wants
+ * every tile).
+ */
+const walksPairs = (pr: Problem, cached: boolean) =>
+  !cached && pr.a === pr.b && isWindowed(pr.a.engine, pr.dim);
 
 function tileConstants(e: Engine, dim: number) {
   // DIRECT stages nothing: one DK4 for every dim, so one pipeline per entry serves them all.
@@ -69,6 +82,9 @@ interface Problem {
 /**
  * How the work is cut into dispatches: the row tiles in groups of windowTiles (those the A window holds; all of
  * them when staged), the column stream of each row tile in splits of colsPerSplit, splitPar of them per dispatch.
+ * With `sym` (A = B) the stream is of bands of tile pairs instead (contrastive.wgsl `Walk`) and colsPerSplit
+ * counts bands. `slots`: partials per row (stats' row states, gradient rows): splitPar, and with sym one more per
+ * row tile of a window.
  */
 interface Plan {
   rowTiles: number;
@@ -77,6 +93,8 @@ interface Plan {
   colsPerSplit: number;
   splitPar: number;
   dispatches: number;
+  sym: boolean;
+  slots: number;
 }
 
 /**
@@ -84,44 +102,55 @@ interface Plan {
  * tile's columns), from the loops in contrastive.wgsl, counting no loop as unrolled: the logits (staged: per
  * step two loads of the tile and DK4 × 9; direct: 9 per vec4 of dims), then the weights and the sum.
  */
-function tileIterations(dim: number, direct: boolean): number {
+function tileIterations(dim: number, direct: boolean, sym = false): number {
   const wg = TILE.WGR * TILE.WGC;
   const DK4 = dk4(dim);
   const staged = Math.ceil(dim4(dim) / DK4) *
     (Math.ceil((TR * DK4) / wg) + Math.ceil((TC * DK4) / wg) + 9 * DK4 + 1);
-  return (direct ? 9 * dim4(dim) + 1 : staged) + 5 * TC + 16;
+  // With sym, the transposed weighted sum over the tile's rows too.
+  return (direct ? 9 * dim4(dim) + 1 : staged) + (sym ? 2 : 1) * (5 * TC + 16);
 }
 
 /** A RangeError, before anything is allocated, where one column tile of `dim` dims overruns the loop budget. */
 function checkTileBudget(op: string, dim: number, e: Engine): void {
-  if (tileIterations(dim, e.cpuKernels) > LOOP_BUDGET) {
+  if (tileIterations(dim, e.cpuKernels, isWindowed(e, dim)) > LOOP_BUDGET) {
     throw new RangeError(
       `${op}: embedding dim ${dim} is too large for one tile within the loop budget of ${LOOP_BUDGET}`,
     );
   }
 }
 
-function plan(pr: Problem, withGrad: boolean): Plan {
+function plan(pr: Problem, withGrad: boolean, sym = false): Plan {
   const e = pr.a.engine;
-  const maxTiles = Math.floor(LOOP_BUDGET / tileIterations(pr.dim, e.cpuKernels));
+  const maxTiles = Math.floor(LOOP_BUDGET / tileIterations(pr.dim, e.cpuKernels, sym));
   const rowTiles = Math.ceil(pr.rows / TR);
   const windowTiles = isWindowed(e, pr.dim)
-    ? Math.min(rowTiles, Math.floor(WINDOW_BYTES / (16 * TR * dim4(pr.dim))))
+    ? Math.min(
+      rowTiles,
+      Math.floor(WINDOW_BYTES / (16 * TR * dim4(pr.dim))),
+      sym && withGrad ? SYM_GRAD_TILES : rowTiles,
+    )
     : rowTiles;
   const chunks = withGrad ? Math.ceil(pr.dim / DV) : 1;
-  const colTiles = Math.ceil(pr.cols / TC);
+  const stream = sym ? Math.floor(rowTiles / 2) + 1 : Math.ceil(pr.cols / TC);
   const fill = Math.ceil(e.parallelWorkgroups / (windowTiles * chunks));
-  const splits = Math.min(colTiles, Math.max(Math.ceil(colTiles / maxTiles), fill));
-  const tilesPerSplit = Math.ceil(colTiles / splits);
-  const used = Math.ceil(colTiles / tilesPerSplit);
-  const splitPar = Math.min(used, fill);
+  const splits = Math.min(stream, Math.max(Math.ceil(stream / maxTiles), fill));
+  const tilesPerSplit = Math.ceil(stream / splits);
+  const used = Math.ceil(stream / tilesPerSplit);
+  // The gradient's slots in one binding: dispatches in sequence merge into the same slots instead.
+  const room = withGrad
+    ? Math.floor(e.maxBinding / (pr.rows * 16 * dim4(pr.dim))) - (sym ? windowTiles : 0)
+    : used;
+  const splitPar = Math.max(1, Math.min(used, fill, room));
   return {
     rowTiles,
     windowTiles,
     chunks,
-    colsPerSplit: tilesPerSplit * TC,
+    colsPerSplit: sym ? tilesPerSplit : tilesPerSplit * TC,
     splitPar,
     dispatches: Math.ceil(used / splitPar),
+    sym,
+    slots: sym ? splitPar + windowTiles : splitPar,
   };
 }
 
@@ -205,9 +234,20 @@ const cacheSize = (pr: Problem) => pr.rows * Math.ceil(pr.cols / TC) * TC;
  */
 function lossStats(op: string, pr: Problem): { loss: Tensor; rowstats: Tensor; cache: Tensor | null } {
   const e = pr.a.engine;
-  const pl = plan(pr, false);
-  const partial = e.empty([pl.splitPar * pr.rows, 4]);
   const cached = isRecording() && 4 * cacheSize(pr) <= e.logitCacheBytes;
+  const pl = plan(pr, false, walksPairs(pr, cached));
+  const partial = e.empty([pl.slots * pr.rows, 4]);
+  if (pl.sym) {
+    e.run({
+      op,
+      shader: "contrastive",
+      entry: "emptyPartials",
+      constants: { WG },
+      params: new Params().u32(partial.shape[0]),
+      buffers: [null, null, null, partial],
+      workgroups: Math.ceil(partial.shape[0] / WG),
+    });
+  }
   // Without a cache its binding still needs a buffer of its own (two writable bindings of one buffer are invalid).
   const cache = e.empty([cached ? cacheSize(pr) : 4]);
   for (const d of dispatches(pr, pl, 0, cached)) {
@@ -215,7 +255,7 @@ function lossStats(op: string, pr: Problem): { loss: Tensor; rowstats: Tensor; c
       op,
       shader: "contrastive",
       entry: "stats",
-      constants: problemConstants(pr),
+      constants: { ...problemConstants(pr), SYM: pl.sym ? 1 : 0 },
       params: d.params,
       buffers: [pr.a, pr.b, pr.pairing.labels ?? pr.a, partial, cache, null, null, d.window],
       workgroups: d.workgroups,
@@ -230,7 +270,7 @@ function lossStats(op: string, pr: Problem): { loss: Tensor; rowstats: Tensor; c
     shader: "contrastive",
     entry: "finish",
     constants: { WG },
-    params: params(pr, pl, 0),
+    params: params(pr, { ...pl, splitPar: pl.slots }, 0),
     buffers: [partial, rowstats, sums],
     workgroups: groups,
   });
@@ -269,8 +309,12 @@ interface Terms {
  */
 function lossGrad(op: string, pr: Problem, terms: Terms, cache: Tensor | null = null): [Tensor, number] {
   const e = pr.a.engine;
-  const pl = plan(pr, true);
-  const dpart = e.empty([pl.splitPar * pr.rows, 4 * dim4(pr.dim)]);
+  const rowBytes = 16 * dim4(pr.dim);
+  // Pairs once where both terms are of one rowstats and the slots fit one binding.
+  const symPlan = walksPairs(pr, cache !== null) && terms.row === terms.col ? plan(pr, true, true) : null;
+  const pl = symPlan && symPlan.slots * pr.rows * rowBytes <= e.maxBinding ? symPlan : plan(pr, true);
+  const shape = [pl.slots * pr.rows, 4 * dim4(pr.dim)];
+  const dpart = pl.sym ? e.zeros(shape) : e.empty(shape);
   const statsA = terms.row ?? terms.col!;
   const statsB = terms.col ?? terms.row!;
   const colStats = terms.col ? terms.colStats ?? pr.cols : pr.rows;
@@ -283,13 +327,14 @@ function lossGrad(op: string, pr: Problem, terms: Terms, cache: Tensor | null = 
         ...problemConstants(pr),
         ROW_TERM: terms.row ? 1 : 0,
         COL_TERM: terms.col ? 1 : 0,
+        SYM: pl.sym ? 1 : 0,
       },
       params: d.params,
       buffers: [pr.a, pr.b, pr.pairing.labels ?? pr.a, statsA, statsB, dpart, cache ?? pr.a, d.window],
       workgroups: d.workgroups,
     });
   }
-  return [dpart, pl.splitPar];
+  return [dpart, pl.slots];
 }
 
 /**

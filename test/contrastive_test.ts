@@ -13,7 +13,7 @@ import {
   type Tensor,
 } from "../src/mod.ts";
 import { refDcl, refInfoNCE, refNegativeCosine, refNtXent, refSupCon } from "../src/ref/contrastive.ts";
-import { bothKernels, test, type TestFn } from "./harness.ts";
+import { bothKernels, cpuKernels, test, type TestFn } from "./harness.ts";
 import {
   assert,
   assertClose,
@@ -75,7 +75,8 @@ test("ntXent: value and gradients match the float64 reference (random N, D, temp
     // [150, 130]: D past one workgroup's 128 dims of the gradient (two chunks), not a multiple of 4; on CPU
     // adapters one row tile per A window, so five windows. [37, 300]: a row tile past the A window (D > 256),
     // so CPU adapters read A from storage. [70, 128]: three row tiles in windows of two, the last window half
-    // full.
+    // full. [230, 128]: eight row tiles in four A windows, so on CPU adapters (which walk each pair of tiles
+    // once) windows write the same rows' transposed shares in one dispatch sequence.
     const cases: [number, number, number][] = [
       [1, 3, 0.5],
       [2, 2, 1],
@@ -87,6 +88,7 @@ test("ntXent: value and gradients match the float64 reference (random N, D, temp
       [150, 130, 0.1],
       [37, 300, 0.1],
       [70, 128, 0.3],
+      [230, 128, 0.2],
     ];
     for (const [n, d, t] of cases) {
       const a = randomArray(n * d, n * 31 + d);
@@ -113,6 +115,7 @@ test("dcl: value and gradients match the float64 reference; N = 1 has no negativ
       [33, 16, 0.5],
       [97, 13, 0.01],
       [150, 130, 0.1],
+      [200, 33, 0.2],
     ];
     for (const [n, d, t] of cases) {
       const a = randomArray(n * d, n * 13 + d);
@@ -223,12 +226,15 @@ test("enqueue: MoCo's queue takes the keys in place, wrapping; infoNCE's backwar
 test("supCon: labels with several positives and anchors without any match the reference", () =>
   bothCaches(async (engine) => {
     const before = engine.memory();
-    const cases: [number, number, number, number][] = [[1, 3, 0.5, 1], [2, 4, 0.1, 1], [19, 8, 0.07, 4], [
-      70,
-      33,
-      0.01,
-      9,
-    ]];
+    // [400, 8]: seven row tiles, so on CPU adapters (which walk each pair of tiles once) a workgroup takes two
+    // bands of tile pairs, the second's transposed share merging into the first's.
+    const cases: [number, number, number, number][] = [
+      [1, 3, 0.5, 1],
+      [2, 4, 0.1, 1],
+      [19, 8, 0.07, 4],
+      [70, 33, 0.01, 9],
+      [400, 8, 0.1, 20],
+    ];
     for (const [n, d, t, classes] of cases) {
       const x = randomArray(n * d, n * 7 + d);
       const r = rng(n);
@@ -404,9 +410,34 @@ test("infoNCE: a 200,000-column negatives bank is split across workgroups and di
     assertNoLeak(engine, before, "big bank");
   }));
 
+test("ntXent: on CPU adapters each pair of tiles once, over several A windows and dispatches", () =>
+  cpuKernels(async (engine) => {
+    // 2N = 6,200 rows at D = 4: 97 row tiles (the last of 56 rows), 49 bands of tile pairs. The stats take 64 row
+    // tiles to an A window, so two windows, and the loop budget lets a workgroup walk ≤ 48 bands, so two splits,
+    // one per dispatch on the 8-workgroup test engines: row states merge across dispatches, the transposed
+    // shares across windows. The gradient takes 4 row tiles to a window (each adds a slot of transposed
+    // shares), so 25 windows write into the same slots. The GPU variant streams columns as the other tests
+    // check. The logits cache would be 147 MiB: none.
+    const before = engine.memory();
+    const n = 3100;
+    const d = 4;
+    const a = randomArray(n * d, 11);
+    const b = randomArray(n * d, 12);
+    const z1 = engine.tensor(a, [n, d]);
+    const z2 = engine.tensor(b, [n, d]);
+    const [loss, [g1, g2]] = await lossAndGrads(() => ntXent(z1, z2, { temperature: 0.2 }), [z1, z2]);
+    const ref = refNtXent(a, b, n, d, 0.2);
+    close([loss], [ref.loss], "loss");
+    close(g1, ref.dz1, "dz1");
+    close(g2, ref.dz2, "dz2");
+    z1.dispose();
+    z2.dispose();
+    assertNoLeak(engine, before, "pair walk");
+  }));
+
 test("ntXent: peak memory of forward + backward is O(N·D) without the logits cache, that plus the cache with it", async (engine) => {
   const n = 1024;
-  const d = 32;
+  const d = 16;
   // (2N)² logits of 4 bytes: 16 MiB, what the default logitCacheBytes holds.
   const matrix = (2 * n) ** 2 * 4;
   const bytes = engine.logitCacheBytes;
@@ -426,9 +457,10 @@ test("ntXent: peak memory of forward + backward is O(N·D) without the logits ca
       close(await take(g1), ref.dz1, "dz1");
       close(await take(g2), ref.dz2, "dz2");
       // Live on top of the inputs: packed u, two gradients, split partials of the gradient (≤ 8 workgroups'
-      // worth) and O(N) stats: a small multiple of N·D·4 bytes; with the cache the logits on top.
+      // worth, and on CPU adapters walking pairs of tiles one more per row tile of an A window, ≤ 4) and O(N)
+      // stats: a small multiple of N·D·4 bytes; with the cache the logits on top.
       const embedding = 2 * n * d * 4;
-      const bound = 8 * embedding + logitCacheBytes;
+      const bound = 10 * embedding + logitCacheBytes;
       assert(peak <= bound, `cache ${logitCacheBytes}: peak ${peak} bytes over ${bound}`);
       if (logitCacheBytes === 0) assert(peak < matrix / 8, `peak ${peak} bytes not far below the N² matrix`);
       else assert(peak >= matrix, `peak ${peak} bytes: the logits were not cached`);

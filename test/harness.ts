@@ -59,6 +59,11 @@ export async function bothKernels(fn: TestFn, options: InitOptions = {}): Promis
   for (const cpuKernels of [true, false]) await fn(await keptEngine({ ...options, cpuKernels }));
 }
 
+/** Runs `fn` on the kept engine with `cpuKernels`, for paths only the CPU adapters' variants take. */
+export async function cpuKernels(fn: TestFn): Promise<void> {
+  await fn(await keptEngine({ cpuKernels: true }));
+}
+
 export function test(name: string, fn: TestFn): void {
   const run = async () => fn(await sharedEngine());
   const deno = (globalThis as { Deno?: typeof Deno }).Deno;
