@@ -614,6 +614,21 @@ fn quadWeights(i: u32, li: array<i32, 8>, st: array<vec2<f32>, 8>, h: u32, s: ma
     weights(i + h + 3u, li[h + 3u], st[h + 3u], s[3], j, lj, cb, scale_a, scale_b)));
 }
 
+// Stages an invocation's weights in workgroup memory for the weighted sum: column c of lo0 | hi0 (two vec4s)
+// at slot (8·lead + c)·stride + lane, of lo1 | hi1 at (8·lead + 4 + c)·stride + lane. By column of the block
+// (lead tx, over its rows) for Σ_j W_ij b_j; transposed, by row (lead ty) for Σ_i W_ij a_i.
+fn stageWeights(lo0: mat4x4<f32>, hi0: mat4x4<f32>, lo1: mat4x4<f32>, hi1: mat4x4<f32>, lead: u32, lane: u32,
+                stride: u32) {
+  for (var c = 0u; c < 4u; c++) {
+    let at0 = (8u * lead + c) * stride + lane;
+    let at1 = (8u * lead + 4u + c) * stride + lane;
+    smem[2u * at0] = lo0[c];
+    smem[2u * at0 + 1u] = hi0[c];
+    smem[2u * at1] = lo1[c];
+    smem[2u * at1 + 1u] = hi1[c];
+  }
+}
+
 @compute @workgroup_size(WGC, WGR)
 fn grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -652,14 +667,7 @@ fn grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let w01 = quadWeights(i, li, st, 0u, s.s01, j1, l1, c1, scale_a, scale_b);
     let w10 = quadWeights(i, li, st, 4u, s.s10, j0, l0, c0, scale_a, scale_b);
     let w11 = quadWeights(i, li, st, 4u, s.s11, j1, l1, c1, scale_a, scale_b);
-    for (var c = 0u; c < 4u; c++) {
-      let at0 = (8u * tx + c) * WGR + ty;
-      let at1 = (8u * tx + 4u + c) * WGR + ty;
-      smem[2u * at0] = w00[c];
-      smem[2u * at0 + 1u] = w10[c];
-      smem[2u * at1] = w01[c];
-      smem[2u * at1 + 1u] = w11[c];
-    }
+    stageWeights(w00, w10, w01, w11, tx, ty, WGR);
     workgroupBarrier();
     for (var c = 0u; c < 8u * WGC; c++) {
       let top = smem[2u * (c * WGR + ty)];
@@ -675,18 +683,7 @@ fn grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (SYM && x > 0u) {
       // The column tile's rows: dU_J += Wᵀ · U_I, the weights by row of I (two vec4s over 8 columns), the
       // invocation taking columns 8·ty .. 8·ty + 7 (TR = TC) over the same dims.
-      let r00 = transpose(w00);
-      let r01 = transpose(w01);
-      let r10 = transpose(w10);
-      let r11 = transpose(w11);
-      for (var r = 0u; r < 4u; r++) {
-        let at0 = (8u * ty + r) * WGC + tx;
-        let at1 = (8u * ty + 4u + r) * WGC + tx;
-        smem[2u * at0] = r00[r];
-        smem[2u * at0 + 1u] = r01[r];
-        smem[2u * at1] = r10[r];
-        smem[2u * at1 + 1u] = r11[r];
-      }
+      stageWeights(transpose(w00), transpose(w01), transpose(w10), transpose(w11), ty, tx, WGC);
       workgroupBarrier();
       var ot = array<mat4x4<f32>, 8>();  // zeroed each band: a bare `var` here was zeroed only once (naga)
       for (var r = 0u; r < 8u * WGR; r++) {
