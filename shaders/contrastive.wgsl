@@ -31,9 +31,10 @@
 //                  (ROW_TERM, rowstats of A) and the column term (COL_TERM, rowstats of B for j < col_stats)
 //                                                                  1 A, 2 B, 3 labels, 4 rowstats A, 5 rowstats B,
 //                                                                  6 dpart [slots·R, 4·dim4], 7 logits cache,
-//                                                                  8 A window
+//                                                                  8 A window, 9 weights scratch (DIRECT)
 //                  (p.cache: the logits are read from the cache stats wrote, not recomputed; with SYM also
-//                  per (row tile of the window, row) after the split_par slots, which start at zero)
+//                  per (row tile of the window, row) after the split_par slots, which start at zero); with
+//                  DIRECT the weights of every step go through scratch, not a step at a time through smem
 //   rowDot:        sums[i] = (−u1_i·u2_i, 1) (negative cosine of normalised rows)   1 u1, 2 u2, 3 sums
 //   normalizeGrad: dx = J_normalize(g·scale·Σ dpart) (or without NORMALIZE the sum), rows to dx1 then dx2
 //                                                                  1 dpart, 2 u, 3 norms, 4 g, 5 dx1, 6 dx2
@@ -66,7 +67,7 @@ override DK4: u32 = 8;       // vec4s of dims staged per step
 override SMEM4: u32 = 1024;  // vec4s of workgroup memory: max(8·(WGR + WGC)·DK4, 16·WGR·WGC)
 override DIRECT: bool = false;  // logits read straight from memory (CPU adapters), not staged
 override A_WINDOW: bool = false;  // DIRECT: A's rows from the uniform window, not from storage
-override SYM: bool = false;       // A = B: each unordered pair of tiles once (stats, grad; see Walk)
+override SYM: bool = false;       // DIRECT, A = B: each unordered pair of tiles once (stats, grad; see Walk)
 override WG: u32 = 64;       // row-wise entries: invocations per workgroup (a power of two)
 override EXCLUDE_SELF: bool = false;
 override EXCLUDE_POS: bool = false;
@@ -614,92 +615,170 @@ fn quadWeights(i: u32, li: array<i32, 8>, st: array<vec2<f32>, 8>, h: u32, s: ma
     weights(i + h + 3u, li[h + 3u], st[h + 3u], s[3], j, lj, cb, scale_a, scale_b)));
 }
 
-// Stages an invocation's weights in workgroup memory for the weighted sum: column c of lo0 | hi0 (two vec4s)
-// at slot (8·lead + c)·stride + lane, of lo1 | hi1 at (8·lead + 4 + c)·stride + lane. By column of the block
-// (lead tx, over its rows) for Σ_j W_ij b_j; transposed, by row (lead ty) for Σ_i W_ij a_i.
-fn stageWeights(lo0: mat4x4<f32>, hi0: mat4x4<f32>, lo1: mat4x4<f32>, hi1: mat4x4<f32>, lead: u32, lane: u32,
-                stride: u32) {
-  for (var c = 0u; c < 4u; c++) {
-    let at0 = (8u * lead + c) * stride + lane;
-    let at1 = (8u * lead + 4u + c) * stride + lane;
-    smem[2u * at0] = lo0[c];
-    smem[2u * at0 + 1u] = hi0[c];
-    smem[2u * at1] = lo1[c];
-    smem[2u * at1 + 1u] = hi1[c];
+// Where the weights go between computing and summing them: workgroup memory, one step at a time, or on CPU
+// adapters (DIRECT) the workgroup's region of scratch, every step of its walk (see grad).
+@group(0) @binding(9) var<storage, read_write> wscratch: array<vec4<f32>>;
+
+fn putWeight(k: u32, v: vec4<f32>) {
+  if (DIRECT) {
+    wscratch[k] = v;
+  } else {
+    smem[k] = v;
   }
+}
+
+fn weightAt(k: u32) -> vec4<f32> {
+  if (DIRECT) { return wscratch[k]; }
+  return smem[k];
+}
+
+// Vec4s of one layout of a step's weights: TR × TC floats.
+fn step4() -> u32 {
+  return 16u * WGR * WGC;
+}
+
+// Stages an invocation's weights from `base` on: column c of lo0 | hi0 (two vec4s) at slot
+// (8·lead + c)·stride + lane, of lo1 | hi1 at (8·lead + 4 + c)·stride + lane. By column of the block (lead tx,
+// over its rows) for Σ_j W_ij b_j; transposed, by row (lead ty) for Σ_i W_ij a_i.
+fn stageWeights(lo0: mat4x4<f32>, hi0: mat4x4<f32>, lo1: mat4x4<f32>, hi1: mat4x4<f32>, lead: u32, lane: u32,
+                stride: u32, base: u32) {
+  for (var c = 0u; c < 4u; c++) {
+    let at0 = base + 2u * ((8u * lead + c) * stride + lane);
+    let at1 = base + 2u * ((8u * lead + 4u + c) * stride + lane);
+    putWeight(at0, lo0[c]);
+    putWeight(at0 + 1u, hi0[c]);
+    putWeight(at1, lo1[c]);
+    putWeight(at1 + 1u, hi1[c]);
+  }
+}
+
+// o += W · B over the step's TC columns from col0: the invocation's 8 rows (ty) × 4 vec4s of dims from q0.
+fn rowSum(o: ptr<function, array<mat4x4<f32>, 8>>, base: u32, col0: u32, ty: u32, q0: u32) {
+  let last = p.dim4 - 1u;
+  for (var c = 0u; c < 8u * WGC; c++) {
+    let top = weightAt(base + 2u * (c * WGR + ty));
+    let bottom = weightAt(base + 2u * (c * WGR + ty) + 1u);
+    let b = min(col0 + c, p.cols - 1u) * p.dim4;
+    for (var q = 0u; q < 4u; q++) {
+      let bq = xb[b + min(q0 + q, last)];
+      (*o)[q] += outer(top, bq);
+      (*o)[q + 4u] += outer(bottom, bq);
+    }
+  }
+}
+
+// With SYM, the column tile's rows from col0: dU_J += Wᵀ · U_I, the weights by row of I (two vec4s over 8
+// columns), the invocation taking columns 8·ty .. 8·ty + 7 (TR = TC) over the same dims, added to its slot.
+fn transposedSum(at: Place, base: u32, col0: u32, ty: u32, q0: u32) {
+  let last = p.dim4 - 1u;
+  var ot = array<mat4x4<f32>, 8>();  // explicitly zeroed: naga once zeroed a loop's local var only once
+  for (var r = 0u; r < 8u * WGR; r++) {
+    let left = weightAt(base + 2u * (r * WGC + ty));
+    let right = weightAt(base + 2u * (r * WGC + ty) + 1u);
+    for (var q = 0u; q < 4u; q++) {
+      let aq = rowA(at.row0 + r, min(q0 + q, last));
+      ot[q] += outer(left, aq);
+      ot[q + 4u] += outer(right, aq);
+    }
+  }
+  for (var q = 0u; q < 4u; q++) {
+    storeGrad(col0 + 8u * ty, q0 + q, transposedSlot(at), ot[q]);
+    storeGrad(col0 + 8u * ty + 4u, q0 + q, transposedSlot(at), ot[q + 4u]);
+  }
+}
+
+// DIRECT: the scratch of workgroup w's step x, both layouts (by column, then by row): [workgroup][step][2·step4].
+fn scratchAt(w: u32, walk: Walk, x: u32) -> u32 {
+  let steps = select(p.cols_per_split / (8u * WGC), p.cols_per_split, SYM);
+  return (w * steps + (x - walk.begin) / walk.step) * 2u * step4();
+}
+
+// The four quadrants of an invocation's 8 × 8 block of weights (quadWeights).
+struct Quads {
+  w00: mat4x4<f32>,
+  w01: mat4x4<f32>,
+  w10: mat4x4<f32>,
+  w11: mat4x4<f32>,
+}
+
+struct RowsOf {
+  labels: array<i32, 8>,
+  stats: array<vec2<f32>, 8>,
+}
+
+// Labels and rowstats of rows i .. i + 7.
+fn rowsOf(i: u32) -> RowsOf {
+  var rows: RowsOf;
+  for (var r = 0u; r < 8u; r++) {
+    rows.labels[r] = label(i + r, p.rows);
+    rows.stats[r] = rowstats_a[min(i + r, p.rows - 1u)];
+  }
+  return rows;
+}
+
+// The invocation's weights at step x of the walk, against the step's columns from col0.
+fn stepWeights(at: Place, walk: Walk, col0: u32, tx: u32, ty: u32, lid: u32, rows: RowsOf) -> Quads {
+  let i = at.row0 + 8u * ty;
+  var s: Block;
+  if (p.cache == 1u) {
+    s = loadLogits(i, col0 + 8u * tx);
+  } else {
+    s = logits(at.row0, col0, ty, tx, lid);
+  }
+  let j0 = inSplit(col0 + 8u * tx + vec4<u32>(0u, 1u, 2u, 3u), walk.col_end);
+  let j1 = inSplit(col0 + 8u * tx + vec4<u32>(4u, 5u, 6u, 7u), walk.col_end);
+  let l0 = colLabels(j0);
+  let l1 = colLabels(j1);
+  let c0 = colStats(j0);
+  let c1 = colStats(j1);
+  let sa = rowstats_a[p.rows].x;
+  let sb = rowstats_b[p.col_stats].x;
+  return Quads(quadWeights(i, rows.labels, rows.stats, 0u, s.s00, j0, l0, c0, sa, sb),
+               quadWeights(i, rows.labels, rows.stats, 0u, s.s01, j1, l1, c1, sa, sb),
+               quadWeights(i, rows.labels, rows.stats, 4u, s.s10, j0, l0, c0, sa, sb),
+               quadWeights(i, rows.labels, rows.stats, 4u, s.s11, j1, l1, c1, sa, sb));
 }
 
 @compute @workgroup_size(WGC, WGR)
 fn grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let at = place(linear(wg, nwg));
+  let w = linear(wg, nwg);
+  let at = place(w);
   let tx = lid3.x;
   let ty = lid3.y;
   let i = at.row0 + 8u * ty;
   let q0 = (at.chunk * WGC + tx) * 4u;  // the invocation's 4 vec4s of dims: q0 .. q0 + 3
-  let last = p.dim4 - 1u;
-  let scale_a = rowstats_a[p.rows].x;
-  let scale_b = rowstats_b[p.col_stats].x;
-  var li: array<i32, 8>;
-  var st: array<vec2<f32>, 8>;
-  for (var r = 0u; r < 8u; r++) {
-    li[r] = label(i + r, p.rows);
-    st[r] = rowstats_a[min(i + r, p.rows - 1u)];
-  }
   var o: array<mat4x4<f32>, 8>;  // o[4h + q]: rows 4h .. 4h + 3 × dims of vec4 q0 + q
   let walk = walkOf(at);
-  for (var x = walk.begin; x < walk.end; x += walk.step) {
-    let col0 = walkCol0(at, x);
-    var s: Block;
-    if (p.cache == 1u) {
-      s = loadLogits(i, col0 + 8u * tx);
-    } else {
-      s = logits(at.row0, col0, ty, tx, lid);
+  let rows = rowsOf(i);
+  if (DIRECT) {
+    // Every step's weights to scratch, then one barrier and every step's sums: llvmpipe keeps what a kernel
+    // with a barrier in a loop loads in memory instead of registers (forward + backward ~1.08x slower with a
+    // step at a time through workgroup memory; the same two loops as two dispatches lost it to cache misses).
+    for (var x = walk.begin; x < walk.end; x += walk.step) {
+      let q = stepWeights(at, walk, walkCol0(at, x), tx, ty, lid, rows);
+      let base = scratchAt(w, walk, x);
+      stageWeights(q.w00, q.w10, q.w01, q.w11, tx, ty, WGR, base);
+      if (SYM && x > 0u) {
+        let by_row = base + step4();
+        stageWeights(transpose(q.w00), transpose(q.w01), transpose(q.w10), transpose(q.w11), ty, tx, WGC, by_row);
+      }
     }
-    let j0 = inSplit(col0 + 8u * tx + vec4<u32>(0u, 1u, 2u, 3u), walk.col_end);
-    let j1 = inSplit(col0 + 8u * tx + vec4<u32>(4u, 5u, 6u, 7u), walk.col_end);
-    let l0 = colLabels(j0);
-    let l1 = colLabels(j1);
-    let c0 = colStats(j0);
-    let c1 = colStats(j1);
-    // Weights to workgroup memory by column (two vec4s over the invocation's 8 rows), then o += W · B.
-    let w00 = quadWeights(i, li, st, 0u, s.s00, j0, l0, c0, scale_a, scale_b);
-    let w01 = quadWeights(i, li, st, 0u, s.s01, j1, l1, c1, scale_a, scale_b);
-    let w10 = quadWeights(i, li, st, 4u, s.s10, j0, l0, c0, scale_a, scale_b);
-    let w11 = quadWeights(i, li, st, 4u, s.s11, j1, l1, c1, scale_a, scale_b);
-    stageWeights(w00, w10, w01, w11, tx, ty, WGR);
     workgroupBarrier();
-    for (var c = 0u; c < 8u * WGC; c++) {
-      let top = smem[2u * (c * WGR + ty)];
-      let bottom = smem[2u * (c * WGR + ty) + 1u];
-      let base = min(col0 + c, p.cols - 1u) * p.dim4;
-      for (var q = 0u; q < 4u; q++) {
-        let bq = xb[base + min(q0 + q, last)];
-        o[q] += outer(top, bq);
-        o[q + 4u] += outer(bottom, bq);
-      }
+    for (var x = walk.begin; x < walk.end; x += walk.step) {
+      let col0 = walkCol0(at, x);
+      let base = scratchAt(w, walk, x);
+      rowSum(&o, base, col0, ty, q0);
+      if (SYM && x > 0u) { transposedSum(at, base + step4(), col0, ty, q0); }
     }
-    workgroupBarrier();  // the next weights overwrite these
-    if (SYM && x > 0u) {
-      // The column tile's rows: dU_J += Wᵀ · U_I, the weights by row of I (two vec4s over 8 columns), the
-      // invocation taking columns 8·ty .. 8·ty + 7 (TR = TC) over the same dims.
-      stageWeights(transpose(w00), transpose(w01), transpose(w10), transpose(w11), ty, tx, WGC);
+  } else {
+    for (var x = walk.begin; x < walk.end; x += walk.step) {
+      let col0 = walkCol0(at, x);
+      let q = stepWeights(at, walk, col0, tx, ty, lid, rows);
+      stageWeights(q.w00, q.w10, q.w01, q.w11, tx, ty, WGR, 0u);
       workgroupBarrier();
-      var ot = array<mat4x4<f32>, 8>();  // zeroed each band: a bare `var` here was zeroed only once (naga)
-      for (var r = 0u; r < 8u * WGR; r++) {
-        let left = smem[2u * (r * WGC + ty)];
-        let right = smem[2u * (r * WGC + ty) + 1u];
-        for (var q = 0u; q < 4u; q++) {
-          let aq = rowA(at.row0 + r, min(q0 + q, last));
-          ot[q] += outer(left, aq);
-          ot[q + 4u] += outer(right, aq);
-        }
-      }
-      for (var q = 0u; q < 4u; q++) {
-        storeGrad(col0 + 8u * ty, q0 + q, transposedSlot(at), ot[q]);
-        storeGrad(col0 + 8u * ty + 4u, q0 + q, transposedSlot(at), ot[q + 4u]);
-      }
-      workgroupBarrier();
+      rowSum(&o, 0u, col0, ty, q0);
+      workgroupBarrier();  // the next weights overwrite these
     }
   }
   for (var q = 0u; q < 4u; q++) {

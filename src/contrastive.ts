@@ -39,6 +39,10 @@ const WINDOW_BYTES = 65536;
  * transposed shares), so few, at some more dispatches where D is small.
  */
 const SYM_GRAD_TILES = 4;
+/** Bytes of scratch one step of a CPU adapter's backward takes: its weights by column and by row (`scratchAt`). */
+const STEP_BYTES = 2 * TR * TC * 4;
+/** The backward's weights scratch on CPU adapters: at most twice the packed rows, and at most this. */
+const SCRATCH_BYTES = 16 * 2 ** 20;
 
 /** Whether DIRECT logits read A's rows from the uniform window: where a row tile fits it (D ≤ 256). */
 const isWindowed = (e: Engine, dim: number) => e.cpuKernels && TR * dim4(dim) * 16 <= WINDOW_BYTES;
@@ -100,7 +104,8 @@ interface Plan {
 /**
  * Loop iterations of one invocation per column tile (the backward's, which adds the weighted sum over the
  * tile's columns), from the loops in contrastive.wgsl, counting no loop as unrolled: the logits (staged: per
- * step two loads of the tile and DK4 × 9; direct: 9 per vec4 of dims), then the weights and the sum.
+ * step two loads of the tile and DK4 × 9; direct: 9 per vec4 of dims, and 9 to stage the weights and walk the
+ * steps again), then the weights and the sum.
  */
 function tileIterations(dim: number, direct: boolean, sym = false): number {
   const wg = TILE.WGR * TILE.WGC;
@@ -108,7 +113,7 @@ function tileIterations(dim: number, direct: boolean, sym = false): number {
   const staged = Math.ceil(dim4(dim) / DK4) *
     (Math.ceil((TR * DK4) / wg) + Math.ceil((TC * DK4) / wg) + 9 * DK4 + 1);
   // With sym, the transposed weighted sum over the tile's rows too.
-  return (direct ? 9 * dim4(dim) + 1 : staged) + (sym ? 2 : 1) * (5 * TC + 16);
+  return (direct ? 9 * dim4(dim) + 1 + 9 : staged) + (sym ? 2 : 1) * (5 * TC + 16);
 }
 
 /** A RangeError, before anything is allocated, where one column tile of `dim` dims overruns the loop budget. */
@@ -124,7 +129,7 @@ function plan(pr: Problem, withGrad: boolean, sym = false): Plan {
   const e = pr.a.engine;
   const maxTiles = Math.floor(LOOP_BUDGET / tileIterations(pr.dim, e.cpuKernels, sym));
   const rowTiles = Math.ceil(pr.rows / TR);
-  const windowTiles = isWindowed(e, pr.dim)
+  let windowTiles = isWindowed(e, pr.dim)
     ? Math.min(
       rowTiles,
       Math.floor(WINDOW_BYTES / (16 * TR * dim4(pr.dim))),
@@ -133,8 +138,18 @@ function plan(pr: Problem, withGrad: boolean, sym = false): Plan {
     : rowTiles;
   const chunks = withGrad ? Math.ceil(pr.dim / DV) : 1;
   const stream = sym ? Math.floor(rowTiles / 2) + 1 : Math.ceil(pr.cols / TC);
+  // A CPU adapter's backward keeps the weights of every step of a dispatch in scratch (contrastive.wgsl grad):
+  // fewer row tiles and steps per dispatch where they would outgrow it.
+  const scratchSteps = withGrad && e.cpuKernels
+    ? Math.max(
+      1,
+      Math.floor(Math.min(2 * pr.rows * 16 * dim4(pr.dim), SCRATCH_BYTES, e.maxBinding) / STEP_BYTES),
+    )
+    : Infinity;
+  windowTiles = Math.min(windowTiles, Math.max(1, Math.floor(scratchSteps / chunks)));
   const fill = Math.ceil(e.parallelWorkgroups / (windowTiles * chunks));
-  const splits = Math.min(stream, Math.max(Math.ceil(stream / maxTiles), fill));
+  const steps = Math.max(1, Math.min(maxTiles, Math.floor(scratchSteps / (windowTiles * chunks * fill))));
+  const splits = Math.min(stream, Math.max(Math.ceil(stream / steps), fill));
   const tilesPerSplit = Math.ceil(stream / splits);
   const used = Math.ceil(stream / tilesPerSplit);
   // The gradient's slots in one binding: dispatches in sequence merge into the same slots instead.
@@ -315,6 +330,12 @@ function lossGrad(op: string, pr: Problem, terms: Terms, cache: Tensor | null = 
   const pl = symPlan && symPlan.slots * pr.rows * rowBytes <= e.maxBinding ? symPlan : plan(pr, true);
   const shape = [pl.slots * pr.rows, 4 * dim4(pr.dim)];
   const dpart = pl.sym ? e.zeros(shape) : e.empty(shape);
+  // CPU adapters: every step's weights of a dispatch's workgroups (contrastive.wgsl `scratchAt`); elsewhere the
+  // binding still needs a buffer of its own.
+  const steps = pl.sym ? pl.colsPerSplit : pl.colsPerSplit / TC;
+  const scratch = e.empty([
+    e.cpuKernels ? pl.windowTiles * pl.splitPar * pl.chunks * steps * STEP_BYTES / 4 : 4,
+  ]);
   const statsA = terms.row ?? terms.col!;
   const statsB = terms.col ?? terms.row!;
   const colStats = terms.col ? terms.colStats ?? pr.cols : pr.rows;
@@ -330,10 +351,21 @@ function lossGrad(op: string, pr: Problem, terms: Terms, cache: Tensor | null = 
         SYM: pl.sym ? 1 : 0,
       },
       params: d.params,
-      buffers: [pr.a, pr.b, pr.pairing.labels ?? pr.a, statsA, statsB, dpart, cache ?? pr.a, d.window],
+      buffers: [
+        pr.a,
+        pr.b,
+        pr.pairing.labels ?? pr.a,
+        statsA,
+        statsB,
+        dpart,
+        cache ?? pr.a,
+        d.window,
+        scratch,
+      ],
       workgroups: d.workgroups,
     });
   }
+  scratch.dispose();
   return [dpart, pl.slots];
 }
 

@@ -457,8 +457,9 @@ test("ntXent: peak memory of forward + backward is O(N·D) without the logits ca
       close(await take(g1), ref.dz1, "dz1");
       close(await take(g2), ref.dz2, "dz2");
       // Live on top of the inputs: packed u, two gradients, split partials of the gradient (≤ 8 workgroups'
-      // worth, and on CPU adapters walking pairs of tiles one more per row tile of an A window, ≤ 4) and O(N)
-      // stats: a small multiple of N·D·4 bytes; with the cache the logits on top.
+      // worth, and on CPU adapters walking pairs of tiles one more per row tile of an A window, ≤ 4), on CPU
+      // adapters the backward's weights scratch (≤ 2 packed u) and O(N) stats: a small multiple of N·D·4 bytes;
+      // with the cache the logits on top.
       const embedding = 2 * n * d * 4;
       const bound = 10 * embedding + logitCacheBytes;
       assert(peak <= bound, `cache ${logitCacheBytes}: peak ${peak} bytes over ${bound}`);
