@@ -693,14 +693,6 @@ fn scratchAt(w: u32, walk: Walk, x: u32) -> u32 {
   return (w * steps + (x - walk.begin) / walk.step) * 2u * step4();
 }
 
-// The four quadrants of an invocation's 8 × 8 block of weights (quadWeights).
-struct Quads {
-  w00: mat4x4<f32>,
-  w01: mat4x4<f32>,
-  w10: mat4x4<f32>,
-  w11: mat4x4<f32>,
-}
-
 struct RowsOf {
   labels: array<i32, 8>,
   stats: array<vec2<f32>, 8>,
@@ -716,8 +708,9 @@ fn rowsOf(i: u32) -> RowsOf {
   return rows;
 }
 
-// The invocation's weights at step x of the walk, against the step's columns from col0.
-fn stepWeights(at: Place, walk: Walk, col0: u32, tx: u32, ty: u32, lid: u32, rows: RowsOf) -> Quads {
+// The invocation's weights at step x of the walk, against the step's columns from col0: a Block whose quadrants
+// are transposed (column c holds column c's weights over the 4 rows, as quadWeights gives them).
+fn stepWeights(at: Place, walk: Walk, col0: u32, tx: u32, ty: u32, lid: u32, rows: RowsOf) -> Block {
   let i = at.row0 + 8u * ty;
   var s: Block;
   if (p.cache == 1u) {
@@ -733,7 +726,7 @@ fn stepWeights(at: Place, walk: Walk, col0: u32, tx: u32, ty: u32, lid: u32, row
   let c1 = colStats(j1);
   let sa = rowstats_a[p.rows].x;
   let sb = rowstats_b[p.col_stats].x;
-  return Quads(quadWeights(i, rows.labels, rows.stats, 0u, s.s00, j0, l0, c0, sa, sb),
+  return Block(quadWeights(i, rows.labels, rows.stats, 0u, s.s00, j0, l0, c0, sa, sb),
                quadWeights(i, rows.labels, rows.stats, 0u, s.s01, j1, l1, c1, sa, sb),
                quadWeights(i, rows.labels, rows.stats, 4u, s.s10, j0, l0, c0, sa, sb),
                quadWeights(i, rows.labels, rows.stats, 4u, s.s11, j1, l1, c1, sa, sb));
@@ -758,10 +751,10 @@ fn grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for (var x = walk.begin; x < walk.end; x += walk.step) {
       let q = stepWeights(at, walk, walkCol0(at, x), tx, ty, lid, rows);
       let base = scratchAt(w, walk, x);
-      stageWeights(q.w00, q.w10, q.w01, q.w11, tx, ty, WGR, base);
+      stageWeights(q.s00, q.s10, q.s01, q.s11, tx, ty, WGR, base);
       if (SYM && x > 0u) {
         let by_row = base + step4();
-        stageWeights(transpose(q.w00), transpose(q.w01), transpose(q.w10), transpose(q.w11), ty, tx, WGC, by_row);
+        stageWeights(transpose(q.s00), transpose(q.s01), transpose(q.s10), transpose(q.s11), ty, tx, WGC, by_row);
       }
     }
     workgroupBarrier();
@@ -775,7 +768,7 @@ fn grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for (var x = walk.begin; x < walk.end; x += walk.step) {
       let col0 = walkCol0(at, x);
       let q = stepWeights(at, walk, col0, tx, ty, lid, rows);
-      stageWeights(q.w00, q.w10, q.w01, q.w11, tx, ty, WGR, 0u);
+      stageWeights(q.s00, q.s10, q.s01, q.s11, tx, ty, WGR, 0u);
       workgroupBarrier();
       rowSum(&o, 0u, col0, ty, q0);
       workgroupBarrier();  // the next weights overwrite these
