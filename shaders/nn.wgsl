@@ -1,12 +1,14 @@
 // nn.wgsl: crossEntropy's per-row losses, its mean and its backward. logits / softmax are f32 [rows, classes]
 // row-major, labels i32 [rows]. A row whose label is p.ignore is left out: loss 0, gradient 0. Any other label
-// outside [0, classes) cannot be reported synchronously, so it turns its row to NaN.
+// outside [0, classes) turns its row to NaN, and nll reports it in `bad` (the engine's dataCheck: the next
+// readback throws): the count, the largest and (complemented) smallest label as order-preserving u32 keys,
+// and the (complemented) first row, all by atomicMax so that any order of the rows gives the same words.
 // Entry points (one invocation each; the workgroup index spread over x and y):
 //   nll:      out[n] = lse[n] − logits[n, labels[n]], 0 where ignored, or NaN; with COUNT also out[rows + n] = 1
 //             where row n is kept (not ignored), else 0, so one sum over [2, rows] gives (Σ loss, kept rows).
 //             lse comes as two halves (src/reduce.ts splitLogsumexp): the row max m at n, log Σ exp(x − m) at
 //             p.half + n, taken as (m − logit) + log Σ, which keeps the rounding of m + log Σ (ulp(m)) out.
-//                                        bindings: 1 logits, 2 labels, 3 out [rows] ([2, rows] with COUNT), 4 lse
+//                               bindings: 1 logits, 2 labels, 3 out [rows] ([2, rows] with COUNT), 4 lse, 5 bad
 //   mean:     out[0] = num[0] / sums[1] (sums from nll with COUNT), NaN when no row is kept (PyTorch's 0/0).
 //                                                                  bindings: 1 num, 2 sums [2], 3 out [1]
 //   backward: out[n, c] = (softmax[n, c] − [c == labels[n]]) · g, g = upstream[n] with UPSTREAM_EACH (reduction
@@ -32,6 +34,7 @@ override UPSTREAM_EACH: bool = false;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> row_in: array<f32>;  // nll's lse, backward's upstream
 @group(0) @binding(2) var<storage, read> sums: array<f32>;
+@group(0) @binding(5) var<storage, read_write> bad: array<atomic<u32>, 4>;
 
 fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
   return (wg.y * nwg.x + wg.x) * WG + lid;
@@ -54,6 +57,13 @@ fn nll(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
   let label = labels[n];
   let picked = x[n * p.classes + min(u32(max(label, 0)), p.classes - 1u)];
   out[n] = rowValue((row_in[n] - picked) + row_in[p.half + n], label);
+  if (!valid(label) && label != p.ignore) {
+    let key = bitcast<u32>(label) ^ 0x80000000u;  // i32 order as u32 order
+    atomicAdd(&bad[0], 1u);
+    atomicMax(&bad[1], key);
+    atomicMax(&bad[2], ~key);
+    atomicMax(&bad[3], ~n);
+  }
   if (COUNT) { out[p.rows + n] = select(1.0, 0.0, label == p.ignore); }
 }
 

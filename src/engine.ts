@@ -48,6 +48,12 @@ export interface InitOptions {
 /** A storage binding: a whole tensor, or a byte window of a buffer (offset aligned to the adapter's limit). */
 export type Binding = Tensor | { buffer: GPUBuffer; offset: number; size: number };
 
+/** A buffer a kernel reports bad data in, and how to word what it reports (null: nothing wrong). */
+interface DataCheck {
+  buffer: GPUBuffer;
+  describe: (words: Uint32Array) => string | null;
+}
+
 /** One compute dispatch, as an op describes it to the runner. */
 export interface Kernel {
   /** The op's public name, used in error messages. */
@@ -203,6 +209,7 @@ export class Engine {
   #arenaData = new Uint8Array(UNIFORM_SLOT * ARENA_SLOTS);
   #arenaUsed = 0;
   #errors: Promise<void>[] = [];
+  #checks: DataCheck[] = [];
   #lost: string | null = null;
   #lostPromise: Promise<never>;
   #scopes: Set<Tensor>[] = [];
@@ -521,6 +528,21 @@ export class Engine {
     this.#pass = null;
   }
 
+  /**
+   * A zeroed buffer of 4 u32 in which a kernel reports bad data that only the GPU sees (a label outside the
+   * classes), read back once the batch has run: where `describe` makes a message of the words, the next sync or
+   * readback throws it as a RangeError, as a CUDA device-side assert surfaces at the next synchronisation.
+   */
+  dataCheck(describe: (words: Uint32Array) => string | null): Binding {
+    this.#checkAlive();
+    const buffer = this.device.createBuffer({
+      size: 16,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
+    });
+    this.#checks.push({ buffer, describe });
+    return { buffer, offset: 0, size: 16 };
+  }
+
   /** Submits the recorded work. */
   flush(): void {
     this.#endPass();
@@ -528,14 +550,39 @@ export class Engine {
     if (this.#arenaUsed) {
       this.device.queue.writeBuffer(this.#arena, 0, this.#arenaData, 0, this.#arenaUsed * UNIFORM_SLOT);
     }
+    const checks = this.#checks;
+    this.#checks = [];
+    const staging = checks.length
+      ? this.device.createBuffer({
+        size: 16 * checks.length,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      })
+      : null;
+    checks.forEach((c, i) => this.#encoder!.copyBufferToBuffer(c.buffer, 0, staging!, 16 * i, 16));
     this.device.pushErrorScope("validation");
     this.device.queue.submit([this.#encoder.finish()]);
     this.submits++;
     this.#watch("submit");
+    if (staging) this.#readChecks(staging, checks);
     this.#encoder = null;
     this.#arenaUsed = 0;
     this.#dispatches = 0;
     this.#freedThisBatch.clear();
+  }
+
+  /** Maps the words a batch's data checks wrote; a problem they report rejects the next settle. */
+  #readChecks(staging: GPUBuffer, checks: DataCheck[]): void {
+    const read = staging.mapAsync(GPUMapMode.READ).then(() => {
+      const words = new Uint32Array(staging.getMappedRange().slice(0));
+      const problems = checks.map((c, i) => c.describe(words.subarray(4 * i, 4 * i + 4))).filter((m) => m);
+      if (problems.length) throw new RangeError(problems.join("; "));
+    }).finally(() => {
+      staging.destroy();
+      for (const c of checks) c.buffer.destroy();
+    });
+    // Handled here so that a problem found before anyone awaits it is not an unhandled rejection; settle rethrows.
+    read.catch(() => {});
+    this.#errors.push(read);
   }
 
   /** Waits for all submitted work; throws the first error any op raised since the last sync. */

@@ -70,13 +70,29 @@ export interface CrossEntropyOptions {
   reduction?: Reduction;
 }
 
+/** Words of nll's label check (nn.wgsl): count, largest key, complemented smallest key, complemented first row. */
+function describeBadLabels(classes: number, ignoreIndex: number) {
+  return ([count, largest, notSmallest, notFirst]: Uint32Array) => {
+    if (count === 0) return null;
+    const label = (key: number) => key ^ 0x80000000; // back from the order-preserving key, as an i32
+    return `crossEntropy: ${count} label${
+      count === 1 ? "" : "s"
+    } outside [0, ${classes}) and not ignoreIndex ` +
+      `${ignoreIndex} (from ${label(~notSmallest)} to ${label(largest)}; the first in row ${
+        ~notFirst >>> 0
+      }): ` +
+      `their rows' loss and gradient are NaN`;
+  };
+}
+
 /**
  * −log softmax(logits)[label] per row, reduced over the batch, like torch.nn.functional.cross_entropy: logits
  * f32 [N, C], labels i32 [N] holding class indices. Rows labelled `ignoreIndex` contribute nothing; the mean
  * divides by the rows left (counted on the GPU), so a batch whose rows are all ignored has a NaN mean (PyTorch's
- * 0/0) and a sum of 0. Only the logits get a gradient. Any other label outside [0, C) cannot be checked without a
- * readback, so it makes its row's loss and gradient NaN (and so a mean or sum). The labels must stay alive until
- * grad() has run.
+ * 0/0) and a sum of 0. Only the logits get a gradient. Any other label outside [0, C) makes its row's loss and
+ * gradient NaN (and so a mean or sum), and the next readback or sync throws a RangeError naming the labels and
+ * the first row (checking on the host would need a readback here). The labels must stay alive until grad() has
+ * run.
  */
 export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntropyOptions = {}): Tensor {
   const op = "crossEntropy";
@@ -126,7 +142,7 @@ export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntro
       entry: "nll",
       constants: { WG, COUNT: count ? 1 : 0 },
       params: params(rows),
-      buffers: [logits, labels, nll, lse],
+      buffers: [logits, labels, nll, lse, e.dataCheck(describeBadLabels(classes, ignoreIndex))],
       workgroups: Math.ceil(rows / WG),
     });
     lse.dispose();

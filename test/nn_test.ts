@@ -230,16 +230,20 @@ test("crossEntropy's backward over more than 65,535 workgroups", async (engine) 
   await checkCrossEntropyGrad(engine, 168, 100_003, 99, sample);
 });
 
-test("crossEntropy: a label outside [0, C) makes the loss and its gradient row NaN", async (engine) => {
+test("crossEntropy: a label outside [0, C) throws at the next readback, its loss and gradient row NaN", async (engine) => {
   const before = engine.memory();
   const logits = randomArray(12, 1);
-  for (const bad of [-1, 4]) {
+  for (const bad of [-1, 4, -(2 ** 31), 2 ** 31 - 1]) {
     const labels = Int32Array.of(1, bad, 3);
     using tl = engine.tensor(logits, [3, 4]);
     using ty = engine.tensor(labels, [3], "i32");
     const loss = crossEntropy(tl, ty);
     const [g] = grad(loss, [tl]);
-    const l = await take(loss);
+    await assertThrows(() => loss.toArray(), RangeError, [
+      "crossEntropy: 1 label outside [0, 4) and not ignoreIndex -100",
+      `from ${bad} to ${bad}; the first in row 1`,
+    ]);
+    const l = await take(loss); // the check is reported once; the values stay as computed
     assert(Number.isNaN(l[0]), `label ${bad}: loss ${l[0]}`);
     assertClose(
       await take(g),
@@ -247,6 +251,22 @@ test("crossEntropy: a label outside [0, C) makes the loss and its gradient row N
       { rtol: 1e-4, atol: 1e-5 },
       `label ${bad}`,
     );
+  }
+  {
+    // Several bad rows, beside a valid op in the same batch, reported by an unrelated tensor's readback.
+    using tl = engine.tensor(randomArray(20, 2), [4, 5]);
+    using ty = engine.tensor(Int32Array.of(7, -100, -3, 5), [4], "i32");
+    using tz = engine.tensor(Int32Array.of(0, 1, 2, 3), [4], "i32");
+    using bad = crossEntropy(tl, ty, { reduction: "none" });
+    using valid = crossEntropy(tl, tz);
+    using other = engine.ones([3]);
+    await assertThrows(() => other.toArray(), RangeError, [
+      "3 labels outside [0, 5) and not ignoreIndex -100 (from -3 to 7; the first in row 0)",
+    ]);
+    await engine.sync(); // reported once: nothing left
+    const [v] = await valid.toArray();
+    assert(Number.isFinite(v), `the valid labels' loss: ${v}`);
+    assertClose(await bad.toArray(), [NaN, 0, NaN, NaN], { rtol: 0, atol: 0 }, "bad rows NaN, ignored 0");
   }
   assertNoLeak(engine, before);
 });
@@ -318,8 +338,9 @@ test("crossEntropy's ignoreIndex and reductions on a hand-computed batch (PyTorc
       tol,
       "mean gradient",
     );
-    // ignoreIndex 2 leaves out row 0 and makes −100 an ordinary label, outside [0, 3): its row is NaN.
+    // ignoreIndex 2 leaves out row 0 and makes −100 an ordinary label, outside [0, 3): reported, its row NaN.
     const nan = crossEntropy(tl, ty, { ignoreIndex: 2, reduction: "none" });
+    await assertThrows(() => engine.sync(), RangeError, ["1 label outside [0, 3) and not ignoreIndex 2"]);
     assertClose(await take(nan), [0, NaN, 1.0986122886681098], tol, "ignoreIndex 2");
   }
   assertNoLeak(engine, before);
