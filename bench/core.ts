@@ -210,7 +210,7 @@ async function reductions(ctx: BenchContext): Promise<void> {
   }
 }
 
-/** 2-D transposes: dims that are multiples of 4 move 4×4 blocks as vec4s; others take the strided copy. */
+/** 2-D transposes in 4×4 blocks: of vec4s where both dims are multiples of 4, else of elements. */
 async function transposes(ctx: BenchContext): Promise<void> {
   const { engine } = ctx;
   const shapes = ctx.quick ? [[1024, 1024], [1023, 1025]] : [[1024, 1024], [4096, 4096], [4095, 4097]];

@@ -149,19 +149,24 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 }
 
 /**
- * Records [..., R, C] → [..., C, R] of x into `out` (a tensor or window of x's size) in 4×4 blocks
- * (`transpose4`), no autograd. R and C must be multiples of 4 and x within one binding.
+ * Records [..., R, C] → [..., C, R] of x into `out` (a tensor or window of x's size) in 4×4 blocks, no autograd:
+ * of vec4s where R and C are multiples of 4 (`transpose4`), else of elements (`transpose1`). x within one
+ * binding.
  */
 export function transposeBlocks(op: string, x: Tensor, out: Binding): void {
   const [rows, cols] = x.shape.slice(-2);
+  const vec4s = rows % 4 === 0 && cols % 4 === 0;
+  const blocks = (x.size / (rows * cols)) * Math.ceil(rows / 4) * Math.ceil(cols / 4);
   x.engine.run({
     op,
     shader: "shape",
-    entry: "transpose4",
+    entry: vec4s ? "transpose4" : "transpose1",
     constants: { WG },
-    params: new Params().u32(x.size / 16, 0, 0, 0).dims([rows / 4, cols / 4]).dims([]).dims([]),
+    params: new Params().u32(blocks, 0, 0, 0).dims(vec4s ? [rows / 4, cols / 4] : [rows, cols]).dims([]).dims(
+      [],
+    ),
     buffers: [x, out],
-    workgroups: Math.ceil(x.size / 16 / WG),
+    workgroups: Math.ceil(blocks / WG),
   });
 }
 
@@ -189,9 +194,10 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
   const xs = stridesOf(x.shape);
   const out = x.engine.empty(shape, x.dtype);
   const [rows, cols] = x.shape.slice(-2);
-  // perm keeps every axis but the last two, which it swaps: a batch of matrix transposes.
+  // perm keeps every axis but the last two, which it swaps: a batch of matrix transposes (with a side of 1, a
+  // copy that stridedCopy makes with copyBufferToBuffer).
   const swapsLastTwo = rank >= 2 && p.every((a, i) => a === (i < rank - 2 ? i : 2 * rank - 3 - i));
-  if (swapsLastTwo && rows % 4 === 0 && cols % 4 === 0 && x.size > 0 && x.bytes <= x.engine.maxBinding) {
+  if (swapsLastTwo && rows > 1 && cols > 1 && x.bytes <= x.engine.maxBinding) {
     transposeBlocks("transpose", x, out);
   } else {
     stridedCopy("transpose", x, out, {

@@ -283,8 +283,17 @@ test("kernels rebuild their index from a grid laid over x and y (64 workgroups a
     const sums = refSum(x.slice(0, 70_000), [17_500, 4], [1]).data;
     assertClose(await take(sum(rows, 1)), sums, tol, "sum (reduce)");
     const m = randomArray(257 * 263, 2);
-    using tm = engine.tensor(m, [257, 263]); // 66 workgroups of 4 elements an invocation
-    assertClose(await take(transpose(tm)), refTranspose(m, [257, 263], [1, 0]), EXACT, "strided copy");
+    using tm = engine.tensor(m, [1, 257, 263]); // 66 workgroups of 4 elements an invocation
+    const permuted = refTranspose(m, [1, 257, 263], [2, 0, 1]);
+    assertClose(await take(transpose(tm, [2, 0, 1])), permuted, EXACT, "strided copy");
+    const o = randomArray(515 * 515, 7);
+    using to = engine.tensor(o, [515, 515]); // 65 workgroups of 4×4 element blocks
+    assertClose(
+      await take(transpose(to)),
+      refTranspose(o, [515, 515], [1, 0]),
+      EXACT,
+      "4×4 element transpose",
+    );
     const w = randomArray(1100 * 512, 3);
     using tw = engine.tensor(w, [1100, 512]); // 69 workgroups of 4 vec4s an invocation
     assertClose(

@@ -79,10 +79,11 @@ test("transpose matches the reference for every dtype, random perms and shapes",
   assertNoLeak(engine, before);
 });
 
-test("transpose of the last two dims, multiples of 4 (4×4 blocks), matches the reference bit for bit", async (engine) => {
-  // Shapes whose last two dims are multiples of 4 take the block kernel (transpose4): square and not, one
-  // block, row counts that are not powers of two (65 blocks), batch dims of 1 and more. u32 bit patterns of
-  // signalling and quiet NaNs must come through unchanged.
+test("transpose of the last two dims (4×4 blocks) matches the reference bit for bit", async (engine) => {
+  // Last two dims multiples of 4 take blocks of vec4s (transpose4), others blocks of elements (transpose1), the
+  // edge blocks cut short: square and not, one block, primes, sides of 1 (a copy), row counts that are not powers of
+  // two (65 blocks), batch dims of 1 and more. u32 bit patterns of signalling and quiet NaNs must come through
+  // unchanged.
   const before = engine.memory();
   const cases: [number[], number[] | undefined][] = [
     [[4, 4], undefined],
@@ -92,12 +93,21 @@ test("transpose of the last two dims, multiples of 4 (4×4 blocks), matches the 
     [[3, 20, 36], [0, 2, 1]],
     [[2, 1, 4, 8], [0, 1, 3, 2]],
     [[1, 28, 4], [0, -1, -2]],
+    [[1, 1], undefined],
+    [[1, 7], undefined],
+    [[7, 1], undefined],
+    [[5, 3], undefined],
+    [[13, 4], undefined],
+    [[4, 13], undefined],
+    [[3, 17, 11], [0, 2, 1]],
+    [[2, 1, 9, 6], [0, 1, 3, 2]],
+    [[259, 257], undefined],
   ];
   let seed = 900;
   for (const [shape, perm] of cases) {
     for (const dtype of DTYPES) {
       const x = values(dtype, size(shape), seed++);
-      if (dtype === "u32") x.splice(0, 3, 0x7fa00001, 0xffc00000, 0x7f800001);
+      if (dtype === "u32" && x.length >= 3) x.splice(0, 3, 0x7fa00001, 0xffc00000, 0x7f800001);
       using t = engine.tensor(x, shape, dtype);
       const p = (perm ?? shape.map((_, i) => shape.length - 1 - i)).map((a) =>
         (a + shape.length) % shape.length
@@ -111,8 +121,9 @@ test("transpose of the last two dims, multiples of 4 (4×4 blocks), matches the 
 });
 
 test("transpose of [4097, 4099], 16.8M elements, names every source element", async (engine) => {
-  // 16,401 workgroups of 1,024 elements (4 an invocation): a 128 MiB binding holds at most 32,768, so the grid
-  // laid over x and y is checked in engine_test.ts. u32 iota: each output element must name its source index.
+  // 4,105 workgroups of 256 4×4 element blocks (transpose1), the last row and column of blocks cut short: a
+  // 128 MiB binding holds at most 8,192 such workgroups, so the grid laid over x and y is checked in
+  // engine_test.ts. u32 iota: each output element must name its source index.
   const [r, c] = [4097, 4099];
   const x = new Uint32Array(r * c);
   for (let i = 0; i < x.length; i++) x[i] = i;
