@@ -149,12 +149,17 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 }
 
 /**
- * Records [..., R, C] → [..., C, R] of x into `out` (a tensor or window of x's size) in 4×4 blocks, no autograd:
- * of vec4s where R and C are multiples of 4 (`transpose4`), else of elements (`transpose1`). x within one
- * binding.
+ * Records [batch, R, C] → [batch, C, R] of x's elements (R, C its last two dims unless given) into `out` (a
+ * tensor or window of x's size) in 4×4 blocks, no autograd: of vec4s where R and C are multiples of 4
+ * (`transpose4`), else of elements (`transpose1`). x within one binding.
  */
-export function transposeBlocks(op: string, x: Tensor, out: Binding): void {
-  const [rows, cols] = x.shape.slice(-2);
+export function transposeBlocks(
+  op: string,
+  x: Tensor,
+  out: Binding,
+  rows = x.shape[x.shape.length - 2],
+  cols = x.shape[x.shape.length - 1],
+): void {
   const vec4s = rows % 4 === 0 && cols % 4 === 0;
   const blocks = (x.size / (rows * cols)) * Math.ceil(rows / 4) * Math.ceil(cols / 4);
   x.engine.run({
@@ -168,6 +173,27 @@ export function transposeBlocks(op: string, x: Tensor, out: Binding): void {
     buffers: [x, out],
     workgroups: Math.ceil(blocks / WG),
   });
+}
+
+/**
+ * The axes of `shape` (sizes of 1 dropped) merged where `perm` keeps them adjacent and in order: the merged
+ * sizes, in input order, and the permutation of the merged axes.
+ */
+function mergeAxes(shape: readonly number[], perm: readonly number[]): { sizes: number[]; perm: number[] } {
+  const kept = shape.flatMap((d, a) => (d === 1 ? [] : [a]));
+  const runs: number[][] = []; // runs of kept-axis positions, in output order
+  for (const a of perm) {
+    const k = kept.indexOf(a);
+    if (k < 0) continue;
+    const run = runs[runs.length - 1];
+    if (run && k === run[run.length - 1] + 1) run.push(k);
+    else runs.push([k]);
+  }
+  const byInput = [...runs].sort((r, s) => r[0] - s[0]);
+  return {
+    sizes: byInput.map((run) => run.reduce((size, k) => size * shape[kept[k]], 1)),
+    perm: runs.map((run) => byInput.indexOf(run)),
+  };
 }
 
 /**
@@ -193,12 +219,13 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
   const shape = p.map((a) => x.shape[a]);
   const xs = stridesOf(x.shape);
   const out = x.engine.empty(shape, x.dtype);
-  const [rows, cols] = x.shape.slice(-2);
-  // perm keeps every axis but the last two, which it swaps: a batch of matrix transposes (with a side of 1, a
-  // copy that stridedCopy makes with copyBufferToBuffer).
-  const swapsLastTwo = rank >= 2 && p.every((a, i) => a === (i < rank - 2 ? i : 2 * rank - 3 - i));
-  if (swapsLastTwo && rows > 1 && cols > 1 && x.bytes <= x.engine.maxBinding) {
-    transposeBlocks("transpose", x, out);
+  // Axes the perm keeps together merged: where it swaps the last two and keeps the rest, it is a batch of matrix
+  // transposes (NCHW → NHWC is [N, C, H·W] → [N, H·W, C]).
+  const merged = mergeAxes(x.shape, p);
+  const m = merged.perm.length;
+  const swapsLastTwo = m >= 2 && merged.perm.every((a, i) => a === (i < m - 2 ? i : 2 * m - 3 - i));
+  if (swapsLastTwo && x.bytes <= x.engine.maxBinding) {
+    transposeBlocks("transpose", x, out, merged.sizes[m - 2], merged.sizes[m - 1]);
   } else {
     stridedCopy("transpose", x, out, {
       dims: shape,

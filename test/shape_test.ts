@@ -79,11 +79,12 @@ test("transpose matches the reference for every dtype, random perms and shapes",
   assertNoLeak(engine, before);
 });
 
-test("transpose of the last two dims (4×4 blocks) matches the reference bit for bit", async (engine) => {
+test("transposes that are batches of matrix transposes (4×4 blocks) match the reference bit for bit", async (engine) => {
   // Last two dims multiples of 4 take blocks of vec4s (transpose4), others blocks of elements (transpose1), the
   // edge blocks cut short: square and not, one block, primes, sides of 1 (a copy), row counts that are not powers of
-  // two (65 blocks), batch dims of 1 and more. u32 bit patterns of signalling and quiet NaNs must come through
-  // unchanged.
+  // two (65 blocks), batch dims of 1 and more; and perms that become such a swap once the axes they keep
+  // together are merged (NCHW ↔ NHWC, a cyclic shift, axes of size 1 between). u32 bit patterns of signalling
+  // and quiet NaNs must come through unchanged.
   const before = engine.memory();
   const cases: [number[], number[] | undefined][] = [
     [[4, 4], undefined],
@@ -102,6 +103,12 @@ test("transpose of the last two dims (4×4 blocks) matches the reference bit for
     [[3, 17, 11], [0, 2, 1]],
     [[2, 1, 9, 6], [0, 1, 3, 2]],
     [[259, 257], undefined],
+    [[2, 3, 5, 7], [0, 2, 3, 1]],
+    [[2, 5, 7, 3], [0, 3, 1, 2]],
+    [[6, 4, 8], [1, 2, 0]],
+    [[5, 1, 3], [2, 1, 0]],
+    [[3, 4, 1, 5], [3, 0, 1, 2]],
+    [[1, 4, 1, 9, 1], [0, 3, 4, 1, 2]],
   ];
   let seed = 900;
   for (const [shape, perm] of cases) {
