@@ -112,6 +112,26 @@ function stridedCopy(op: string, src: Tensor, dst: Tensor, c: StridedCopy): void
     const bytes = 4 * unit;
     return { binding: { buffer, offset: base * bytes, size: (end - base) * bytes }, offset: first - base };
   };
+  // The innermost dim moves (the source's is another): one binding's copy goes in 4×4 blocks (`tile`), dims
+  // reordered [V, U, outer...] with V the source's innermost, U the destination's.
+  const v = ss.indexOf(1);
+  if (!aligned && rows === dims[0] && last > 0 && ds[last] === 1 && v >= 0 && v !== last) {
+    const order = [v, last, ...[...dims.keys()].filter((d) => d !== v && d !== last)];
+    const s = window(src.buffer, c.srcOffset, ss, dims[0]);
+    const d = window(dst.buffer, c.dstOffset, ds, dims[0]);
+    const blocks = (count / (dims[v] * dims[last])) * Math.ceil(dims[v] / 4) * Math.ceil(dims[last] / 4);
+    e.run({
+      op,
+      shader: "shape",
+      entry: "tile",
+      constants: { WG },
+      params: new Params().u32(blocks, dims.length, s.offset, d.offset)
+        .dims(order.map((k) => dims[k])).dims(order.map((k) => ss[k]), 0).dims(order.map((k) => ds[k]), 0),
+      buffers: [s.binding, d.binding],
+      workgroups: Math.ceil(blocks / WG),
+    });
+    return;
+  }
   for (let r = 0; r < dims[0]; r += rows) {
     const n = Math.min(rows, dims[0] - r);
     const s = window(src.buffer, c.srcOffset / unit + r * ss[0], ss, n);
@@ -149,9 +169,9 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 }
 
 /**
- * Records [batch, R, C] → [batch, C, R] of x's elements (R, C its last two dims unless given) into `out` (a
- * tensor or window of x's size) in 4×4 blocks, no autograd: of vec4s where R and C are multiples of 4
- * (`transpose4`), else of elements (`transpose1`). x within one binding.
+ * Records [batch, R, C] → [batch, C, R] of x's elements (R, C its last two dims unless given, multiples of 4)
+ * into `out` (a tensor or window of x's size) in 4×4 blocks of vec4s (`transpose4`), no autograd. x within one
+ * binding.
  */
 export function transposeBlocks(
   op: string,
@@ -160,18 +180,14 @@ export function transposeBlocks(
   rows = x.shape[x.shape.length - 2],
   cols = x.shape[x.shape.length - 1],
 ): void {
-  const vec4s = rows % 4 === 0 && cols % 4 === 0;
-  const blocks = (x.size / (rows * cols)) * Math.ceil(rows / 4) * Math.ceil(cols / 4);
   x.engine.run({
     op,
     shader: "shape",
-    entry: vec4s ? "transpose4" : "transpose1",
+    entry: "transpose4",
     constants: { WG },
-    params: new Params().u32(blocks, 0, 0, 0).dims(vec4s ? [rows / 4, cols / 4] : [rows, cols]).dims([]).dims(
-      [],
-    ),
+    params: new Params().u32(x.size / 16, 0, 0, 0).dims([rows / 4, cols / 4]).dims([]).dims([]),
     buffers: [x, out],
-    workgroups: Math.ceil(blocks / WG),
+    workgroups: Math.ceil(x.size / 16 / WG),
   });
 }
 
@@ -220,12 +236,13 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
   const xs = stridesOf(x.shape);
   const out = x.engine.empty(shape, x.dtype);
   // Axes the perm keeps together merged: where it swaps the last two and keeps the rest, it is a batch of matrix
-  // transposes (NCHW → NHWC is [N, C, H·W] → [N, H·W, C]).
+  // transposes (NCHW → NHWC is [N, C, H·W] → [N, H·W, C]), in blocks of vec4s where both sides allow.
   const merged = mergeAxes(x.shape, p);
   const m = merged.perm.length;
+  const [rows, cols] = merged.sizes.slice(-2);
   const swapsLastTwo = m >= 2 && merged.perm.every((a, i) => a === (i < m - 2 ? i : 2 * m - 3 - i));
-  if (swapsLastTwo && x.bytes <= x.engine.maxBinding) {
-    transposeBlocks("transpose", x, out, merged.sizes[m - 2], merged.sizes[m - 1]);
+  if (swapsLastTwo && rows % 4 === 0 && cols % 4 === 0 && x.bytes <= x.engine.maxBinding) {
+    transposeBlocks("transpose", x, out, rows, cols);
   } else {
     stridedCopy("transpose", x, out, {
       dims: shape,

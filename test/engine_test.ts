@@ -282,18 +282,13 @@ test("kernels rebuild their index from a grid laid over x and y (64 workgroups a
     // 17,500 rows of 4: one part per row, 69 workgroups. Sums of 4 values in f32: one rounding each.
     const sums = refSum(x.slice(0, 70_000), [17_500, 4], [1]).data;
     assertClose(await take(sum(rows, 1)), sums, tol, "sum (reduce)");
-    const m = randomArray(41 * 7 * 263, 2);
-    using tm = engine.tensor(m, [41, 7, 263]); // 74 workgroups of 4 elements an invocation
-    const permuted = refTranspose(m, [41, 7, 263], [2, 1, 0]);
-    assertClose(await take(transpose(tm, [2, 1, 0])), permuted, EXACT, "strided copy");
+    const m = randomArray(300 * 263, 2);
+    using tm = engine.tensor(m, [300, 263]); // 74 workgroups of 4 elements an invocation
+    const sliced = refSlice(m, [300, 263], [0, 0], [300, 250]);
+    assertClose(await take(slice(tm, [0, 0], [300, 250])), sliced, EXACT, "strided copy");
     const o = randomArray(515 * 515, 7);
     using to = engine.tensor(o, [515, 515]); // 65 workgroups of 4×4 element blocks
-    assertClose(
-      await take(transpose(to)),
-      refTranspose(o, [515, 515], [1, 0]),
-      EXACT,
-      "4×4 element transpose",
-    );
+    assertClose(await take(transpose(to)), refTranspose(o, [515, 515], [1, 0]), EXACT, "4×4 element blocks");
     const w = randomArray(1100 * 512, 3);
     using tw = engine.tensor(w, [1100, 512]); // 69 workgroups of 4 vec4s an invocation
     assertClose(

@@ -79,12 +79,13 @@ test("transpose matches the reference for every dtype, random perms and shapes",
   assertNoLeak(engine, before);
 });
 
-test("transposes that are batches of matrix transposes (4×4 blocks) match the reference bit for bit", async (engine) => {
-  // Last two dims multiples of 4 take blocks of vec4s (transpose4), others blocks of elements (transpose1), the
-  // edge blocks cut short: square and not, one block, primes, sides of 1 (a copy), row counts that are not powers of
-  // two (65 blocks), batch dims of 1 and more; and perms that become such a swap once the axes they keep
-  // together are merged (NCHW ↔ NHWC, a cyclic shift, axes of size 1 between). u32 bit patterns of signalling
-  // and quiet NaNs must come through unchanged.
+test("transposes that move the innermost dim (4×4 blocks) match the reference bit for bit", async (engine) => {
+  // Batches of matrix transposes whose sides are multiples of 4 take blocks of vec4s (transpose4), every other
+  // perm that moves the innermost dim blocks of elements (tile), the edge blocks cut short: square and not, one
+  // block, primes, sides of 1 (a copy), row counts that are not powers of two (65 blocks), batch dims of 1 and
+  // more; perms that become a matrix swap once the axes they keep together are merged (NCHW ↔ NHWC, a cyclic
+  // shift, axes of size 1 between); and others with outer dims strided on both sides (MAE's patchify and its
+  // inverse, a reversal). u32 bit patterns of signalling and quiet NaNs must come through unchanged.
   const before = engine.memory();
   const cases: [number[], number[] | undefined][] = [
     [[4, 4], undefined],
@@ -109,6 +110,10 @@ test("transposes that are batches of matrix transposes (4×4 blocks) match the r
     [[5, 1, 3], [2, 1, 0]],
     [[3, 4, 1, 5], [3, 0, 1, 2]],
     [[1, 4, 1, 9, 1], [0, 3, 4, 1, 2]],
+    [[2, 3, 2, 4, 2, 4], [0, 2, 4, 3, 5, 1]],
+    [[2, 2, 2, 4, 4, 3], [0, 5, 1, 3, 2, 4]],
+    [[3, 5, 7], [2, 1, 0]],
+    [[7, 1, 3, 5], [3, 2, 0, 1]],
   ];
   let seed = 900;
   for (const [shape, perm] of cases) {
