@@ -112,6 +112,8 @@ export function checkRank(op: string, what: string, rank: number): void {
   if (rank > MAX_RANK) throw new ShapeError(`${op}: ${what}: ${rank} dims, over the supported ${MAX_RANK}`);
 }
 const UNIFORM_SLOT = 256;
+/** Compute passes one profile() may time: two timestamps each, and a query set holds at most 4096. */
+const MAX_PROFILED_PASSES = 2048;
 const ARENA_SLOTS = 1024;
 
 /** Size class of a pooled buffer: multiples of 256 B up to 4 KiB, then four steps per power of two (≤ 25% waste). */
@@ -241,8 +243,17 @@ export class Engine {
     });
     this.#lostPromise.catch(() => {});
     device.addEventListener("uncapturederror", (e) => {
-      this.#errors.push(Promise.reject(new KernelError((e as GPUUncapturedErrorEvent).error.message)));
+      this.#defer(Promise.reject(new KernelError((e as GPUUncapturedErrorEvent).error.message)));
     });
+  }
+
+  /**
+   * Keeps `work` for the next sync or readback to await and rethrow from. Marked handled here, so that an error
+   * that comes before anyone awaits it is not an unhandled rejection (which ends a Deno process).
+   */
+  #defer(work: Promise<void>): void {
+    work.catch(() => {});
+    this.#errors.push(work);
   }
 
   // ---- tensors ---------------------------------------------------------------------------------------------
@@ -498,7 +509,7 @@ export class Engine {
   }
 
   #watch(op: string): void {
-    this.#errors.push(
+    this.#defer(
       this.device.popErrorScope().then((e) => {
         if (e) throw new KernelError(`${op}: ${e.message} (the batch of work recorded with it was dropped)`);
       }),
@@ -580,9 +591,7 @@ export class Engine {
       staging.destroy();
       for (const c of checks) c.buffer.destroy();
     });
-    // Handled here so that a problem found before anyone awaits it is not an unhandled rejection; settle rethrows.
-    read.catch(() => {});
-    this.#errors.push(read);
+    this.#defer(read);
   }
 
   /** Waits for all submitted work; throws the first error any op raised since the last sync. */
@@ -636,6 +645,12 @@ export class Engine {
    * Returns null when the adapter has no timestamp queries.
    */
   async profile(fn: () => void, maxPasses = 64): Promise<number | null> {
+    if (!Number.isInteger(maxPasses) || maxPasses < 1 || maxPasses > MAX_PROFILED_PASSES) {
+      throw new RangeError(
+        `profile: maxPasses must be an integer in [1, ${MAX_PROFILED_PASSES}] (two timestamps a pass, a query ` +
+          `set holds at most 4096), got ${maxPasses}`,
+      );
+    }
     if (!this.device.features.has("timestamp-query")) return null;
     await this.sync();
     const capacity = 2 * maxPasses;

@@ -190,6 +190,20 @@ test("WebGPU validation errors surface as KernelError naming the op", async (eng
   assertEquals([...(await take(add(out, 1)))].length, 4, "the engine keeps working");
   using fresh = engine.full([3], 2);
   assertEquals([...(await take(mul(fresh, 3)))], [6, 6, 6]);
+  // An error that arrives while the caller awaits something else waits for the next sync (it is not an
+  // unhandled rejection, which would end a Deno process).
+  engine.run({
+    op: "laterOp",
+    shader: "random",
+    constants: { NO_SUCH_CONSTANT: 1 },
+    params: new Params().u32(4),
+    buffers: [out],
+    workgroups: 1,
+  });
+  engine.flush();
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  await assertThrows(() => engine.sync(), KernelError, ["laterOp"]);
+  await assertThrows(() => engine.profile(() => {}, 4000), RangeError, ["maxPasses", "4096", "4000"]);
 });
 
 test("a dispatch past the workgroup limits throws a ShapeError naming the limit, before any work", async (engine) => {
