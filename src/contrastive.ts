@@ -30,6 +30,12 @@ const DV = 16 * TILE.WGC;
 const WG = 64;
 /** Loop iterations one invocation may run per dispatch: half of llvmpipe's silent cap of 65,535. */
 const LOOP_BUDGET = 32768;
+/**
+ * Fewest steps of the column stream one workgroup takes on a CPU adapter: a split's setup (its window rows, its
+ * partial states to merge) outweighs the balance it buys below this (llvmpipe, ntXent forward at N = 256, five
+ * bands: three splits ran 1.4x slower than one).
+ */
+const MIN_SPLIT_STEPS = 8;
 /** As torch.nn.functional.normalize. */
 const NORM_EPS = 1e-12;
 /** Bytes of the uniform window of A's rows (contrastive.wgsl `a_window`): WebGPU's guaranteed uniform binding. */
@@ -147,7 +153,11 @@ function plan(pr: Problem, withGrad: boolean, sym = false): Plan {
     )
     : Infinity;
   windowTiles = Math.min(windowTiles, Math.max(1, Math.floor(scratchSteps / chunks)));
-  const fill = Math.ceil(e.parallelWorkgroups / (windowTiles * chunks));
+  // Splits to fill the adapter; a CPU adapter's no shorter than MIN_SPLIT_STEPS steps (tiles or bands) each.
+  const fill = Math.min(
+    Math.ceil(e.parallelWorkgroups / (windowTiles * chunks)),
+    e.cpuKernels ? Math.max(1, Math.floor(stream / MIN_SPLIT_STEPS)) : Infinity,
+  );
   const steps = Math.max(1, Math.min(maxTiles, Math.floor(scratchSteps / (windowTiles * chunks * fill))));
   const splits = Math.min(stream, Math.max(Math.ceil(stream / steps), fill));
   const tilesPerSplit = Math.ceil(stream / splits);

@@ -76,7 +76,9 @@ test("ntXent: value and gradients match the float64 reference (random N, D, temp
     // adapters one row tile per A window, so five windows. [37, 300]: a row tile past the A window (D > 256),
     // so CPU adapters read A from storage. [70, 128]: three row tiles in windows of two, the last window half
     // full. [230, 128]: eight row tiles in four A windows, so on CPU adapters (which walk each pair of tiles
-    // once) windows write the same rows' transposed shares in one dispatch sequence.
+    // once) windows write the same rows' transposed shares in one dispatch sequence. [1000, 64]: 32 row tiles,
+    // 17 bands (32 column tiles with the cache), long enough that CPU adapters split them (MIN_SPLIT_STEPS):
+    // two splits side by side in each dispatch, their partials merged.
     const cases: [number, number, number][] = [
       [1, 3, 0.5],
       [2, 2, 1],
@@ -89,6 +91,7 @@ test("ntXent: value and gradients match the float64 reference (random N, D, temp
       [37, 300, 0.1],
       [70, 128, 0.3],
       [230, 128, 0.2],
+      [1000, 64, 0.1],
     ];
     for (const [n, d, t] of cases) {
       const a = randomArray(n * d, n * 31 + d);
