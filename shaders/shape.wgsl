@@ -124,8 +124,6 @@ fn transpose4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
   dst4[w + 3u * rows4] = vec4<u32>(r0.w, r1.w, r2.w, r3.w);
 }
 
-
-
 @compute @workgroup_size(WG)
 fn tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {

@@ -75,13 +75,10 @@ function describeBadLabels(classes: number, ignoreIndex: number) {
   return ([count, largest, notSmallest, notFirst]: Uint32Array) => {
     if (count === 0) return null;
     const label = (key: number) => key ^ 0x80000000; // back from the order-preserving key, as an i32
-    return `crossEntropy: ${count} label${
-      count === 1 ? "" : "s"
-    } outside [0, ${classes}) and not ignoreIndex ` +
-      `${ignoreIndex} (from ${label(~notSmallest)} to ${label(largest)}; the first in row ${
-        ~notFirst >>> 0
-      }): ` +
-      `their rows' loss and gradient are NaN`;
+    const labels = count === 1 ? "1 label" : `${count} labels`;
+    const range = `from ${label(~notSmallest)} to ${label(largest)}; the first in row ${~notFirst >>> 0}`;
+    return `crossEntropy: ${labels} outside [0, ${classes}) and not ignoreIndex ${ignoreIndex} (${range}): ` +
+      "their rows' loss and gradient are NaN";
   };
 }
 

@@ -112,10 +112,22 @@ function stridedCopy(op: string, src: Tensor, dst: Tensor, c: StridedCopy): void
     const bytes = 4 * unit;
     return { binding: { buffer, offset: base * bytes, size: (end - base) * bytes }, offset: first - base };
   };
-  // The innermost dim moves (the source's is another): one binding's copy goes in 4×4 blocks (`tile`), dims
-  // reordered [V, U, outer...] with V the source's innermost, U the destination's.
+  // The innermost dim moves (the source's is another): one binding's copy goes in 4×4 blocks. A whole batch of
+  // matrix transposes whose sides are multiples of 4 (NCHW → NHWC is [N, C, H·W] → [N, H·W, C]) takes blocks of
+  // vec4s (`transposeBlocks`); any other, blocks of elements (`tile`), dims reordered [V, U, outer...] with V
+  // the source's innermost, U the destination's.
   const v = ss.indexOf(1);
   if (!aligned && rows === dims[0] && last > 0 && ds[last] === 1 && v >= 0 && v !== last) {
+    const matrix = dims[v] * dims[last];
+    const batchOf = (d: number) => d !== v && d !== last && ss[d] === matrix && ds[d] === matrix;
+    if (
+      count === src.size && count === dst.size && c.srcOffset === 0 && c.dstOffset === 0 &&
+      dims.length - 2 === dims.filter((_, d) => batchOf(d)).length && dims.length <= 3 &&
+      dims[v] % 4 === 0 && dims[last] % 4 === 0
+    ) {
+      transposeBlocks(op, src, dst, dims[last], dims[v]);
+      return;
+    }
     const order = [v, last, ...[...dims.keys()].filter((d) => d !== v && d !== last)];
     const s = window(src.buffer, c.srcOffset, ss, dims[0]);
     const d = window(dst.buffer, c.dstOffset, ds, dims[0]);
@@ -192,27 +204,6 @@ export function transposeBlocks(
 }
 
 /**
- * The axes of `shape` (sizes of 1 dropped) merged where `perm` keeps them adjacent and in order: the merged
- * sizes, in input order, and the permutation of the merged axes.
- */
-function mergeAxes(shape: readonly number[], perm: readonly number[]): { sizes: number[]; perm: number[] } {
-  const kept = shape.flatMap((d, a) => (d === 1 ? [] : [a]));
-  const runs: number[][] = []; // runs of kept-axis positions, in output order
-  for (const a of perm) {
-    const k = kept.indexOf(a);
-    if (k < 0) continue;
-    const run = runs[runs.length - 1];
-    if (run && k === run[run.length - 1] + 1) run.push(k);
-    else runs.push([k]);
-  }
-  const byInput = [...runs].sort((r, s) => r[0] - s[0]);
-  return {
-    sizes: byInput.map((run) => run.reduce((size, k) => size * shape[kept[k]], 1)),
-    perm: runs.map((run) => byInput.indexOf(run)),
-  };
-}
-
-/**
  * Permutes the axes: output dim i is input dim perm[i] (like torch.permute / np.transpose); perm defaults to
  * reversing the axes and may use negative axes.
  */
@@ -235,23 +226,13 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
   const shape = p.map((a) => x.shape[a]);
   const xs = stridesOf(x.shape);
   const out = x.engine.empty(shape, x.dtype);
-  // Axes the perm keeps together merged: where it swaps the last two and keeps the rest, it is a batch of matrix
-  // transposes (NCHW → NHWC is [N, C, H·W] → [N, H·W, C]), in blocks of vec4s where both sides allow.
-  const merged = mergeAxes(x.shape, p);
-  const m = merged.perm.length;
-  const [rows, cols] = merged.sizes.slice(-2);
-  const swapsLastTwo = m >= 2 && merged.perm.every((a, i) => a === (i < m - 2 ? i : 2 * m - 3 - i));
-  if (swapsLastTwo && rows % 4 === 0 && cols % 4 === 0 && x.bytes <= x.engine.maxBinding) {
-    transposeBlocks("transpose", x, out, rows, cols);
-  } else {
-    stridedCopy("transpose", x, out, {
-      dims: shape,
-      srcStrides: p.map((a) => xs[a]),
-      srcOffset: 0,
-      dstStrides: stridesOf(shape),
-      dstOffset: 0,
-    });
-  }
+  stridedCopy("transpose", x, out, {
+    dims: shape,
+    srcStrides: p.map((a) => xs[a]),
+    srcOffset: 0,
+    dstStrides: stridesOf(shape),
+    dstOffset: 0,
+  });
   const inverse = p.map((_, i) => p.indexOf(i));
   return record(out, "transpose", [x], (g) => [transpose(g, inverse)]);
 }

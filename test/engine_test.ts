@@ -178,28 +178,24 @@ test("rand and randn draw the Philox reference's numbers and replay exactly", as
 
 test("WebGPU validation errors surface as KernelError naming the op", async (engine) => {
   using out = engine.zeros([4]);
-  engine.run({
-    op: "badOp",
-    shader: "random",
-    constants: { NO_SUCH_CONSTANT: 1 },
-    params: new Params().u32(4),
-    buffers: [out],
-    workgroups: 1,
-  });
+  // A pipeline with an override constant the shader does not declare: a validation error.
+  const invalid = (op: string) =>
+    engine.run({
+      op,
+      shader: "random",
+      constants: { NO_SUCH_CONSTANT: 1 },
+      params: new Params().u32(4),
+      buffers: [out],
+      workgroups: 1,
+    });
+  invalid("badOp");
   await assertThrows(() => out.toArray(), KernelError, ["badOp"]);
   assertEquals([...(await take(add(out, 1)))].length, 4, "the engine keeps working");
   using fresh = engine.full([3], 2);
   assertEquals([...(await take(mul(fresh, 3)))], [6, 6, 6]);
   // An error that arrives while the caller awaits something else waits for the next sync (it is not an
   // unhandled rejection, which would end a Deno process).
-  engine.run({
-    op: "laterOp",
-    shader: "random",
-    constants: { NO_SUCH_CONSTANT: 1 },
-    params: new Params().u32(4),
-    buffers: [out],
-    workgroups: 1,
-  });
+  invalid("laterOp");
   engine.flush();
   await new Promise((resolve) => setTimeout(resolve, 200));
   await assertThrows(() => engine.sync(), KernelError, ["laterOp"]);
