@@ -349,8 +349,9 @@ fn masked_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
 // ---- masked patch MSE, one patch per invocation (CPU adapters) ----------------------------------------------
 // Invocation q walks patch q in nested (c, py, px) loops reading vec4s along px (P a multiple of 4): no divisions
 // per pixel and no workgroup tree, which a CPU adapter pays per lane and per SIMD group. Rows are summed apart,
-// then the rows (≤ 4·C·P terms). Loops: 3·K/4 + 3·C·P iterations, under 52,000 for K ≤ 65,536. pred runs along
-// px with stride PRED_STRIDE: 1 in image layout or patchified with C = 1, else C (read element by element).
+// then the rows (≤ 4·C·P terms). Loops: 2·K/4 + 2·C·P iterations with NORM_PIX (its moments take one walk of
+// their own), under 34,000 for K ≤ 65,536. pred runs along px with stride PRED_STRIDE: 1 in image layout or
+// patchified with C = 1, else C (read element by element).
 
 @group(0) @binding(1) var<storage, read> lane_pred: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> lane_tgt: array<vec4<f32>>;
@@ -382,22 +383,27 @@ fn hsum(v: vec4<f32>) -> f32 {
   return (v.x + v.y) + (v.z + v.w);
 }
 
-// Σ over patch q's target pixels of (t − shift)² when SQUARE, else of t.
-fn laneTargetSum(origin: vec2<u32>, shift: f32, square: bool) -> f32 {
-  let ps = dim(4u);
-  var total = 0.0;
+// (mean, Σ (t − mean)²) of patch q's target pixels in one walk: each vec4's own mean and squared deviations,
+// merged into the running pair as Chan et al. merge partial variances (stable where Σ t² − (Σ t)²/K cancels).
+fn laneTargetMoments(origin: vec2<u32>) -> vec2<f32> {
+  var mean = 0.0;
+  var m2 = 0.0;
+  var count = 0.0;
   for (var c = 0u; c < dim(1u); c++) {
-    for (var py = 0u; py < ps; py++) {
+    for (var py = 0u; py < dim(4u); py++) {
       let row = (origin.x + (c * dim(2u) + py) * dim(3u)) / 4u;
-      var s = vec4<f32>(0.0);
-      for (var px4 = 0u; px4 < ps / 4u; px4++) {
-        let t = lane_tgt[row + px4] - shift;
-        s += select(t, t * t, square);
+      for (var px4 = 0u; px4 < dim(4u) / 4u; px4++) {
+        let t = lane_tgt[row + px4];
+        let tm = hsum(t) * 0.25;
+        let dt = t - tm;
+        let delta = tm - mean;
+        count += 4.0;
+        mean += delta * 4.0 / count;
+        m2 += dot(dt, dt) + delta * delta * 4.0 * (count - 4.0) / count;
       }
-      total += hsum(s);
     }
   }
-  return total;
+  return vec2(mean, m2);
 }
 
 // Patch q's mask value, origin (patchOrigin) and target normalisation (mean, 1 / sqrt(var + eps)).
@@ -413,8 +419,8 @@ fn lanePatch(q: u32) -> LanePatch {
   var norm = vec2(0.0, 1.0);
   if (NORM_PIX && m != 0.0) {
     let k = f32(patchSize());
-    let mean = laneTargetSum(origin, 0.0, false) / k;
-    norm = vec2(mean, inverseSqrt(laneTargetSum(origin, mean, true) / (k - 1.0) + p.param));
+    let moments = laneTargetMoments(origin);
+    norm = vec2(moments.x, inverseSqrt(moments.y / (k - 1.0) + p.param));
   }
   return LanePatch(m, origin, norm);
 }

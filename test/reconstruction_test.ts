@@ -284,15 +284,16 @@ async function checkMasked(
   patchified: boolean,
   maskDtype: "f32" | "u32",
   seed: number,
+  values = { offset: 0, spread: 1, rtol: 1e-5 },
 ): Promise<void> {
   const [n, c, h, w] = shape;
   const what = `maskedMSE ${
     JSON.stringify(shape)
-  } p${patch} normPix ${normPix} patchified ${patchified} ${maskDtype}`;
+  } p${patch} normPix ${normPix} patchified ${patchified} ${maskDtype} target ${values.offset} + ${values.spread}·u`;
   const size = n * c * h * w;
   const perImage = (h / patch) * (w / patch);
   const img = randomArray(size, seed, 0, 1);
-  const tv = randomArray(size, seed + 1, 0, 1);
+  const tv = randomArray(size, seed + 1, values.offset, values.offset + values.spread);
   const pv = patchified ? Float32Array.from(refPatchify(img, n, c, h, w, patch)) : img;
   const mv = Array.from(randomArray(n * perImage, seed + 2, 0, 1), (u) => (u < 0.75 ? 1 : 0));
   mv[0] = 1;
@@ -302,16 +303,17 @@ async function checkMasked(
   const mask = engine.tensor(maskDtype === "u32" ? Uint32Array.from(mv) : mv, [n, perImage], maskDtype);
   const ref = refMaskedMSE(pv, patchified, tv, shape, mv, patch, normPix);
   const loss = maskedMSE(pred, target, mask, { patch, normPix });
-  // Patch sums of ≤ 768 terms and a tree over patches in f32: 1e-5 relative.
-  assertClose(await loss.toArray(), [ref.loss], { rtol: 1e-5, atol: 0 }, what);
+  // Patch sums of ≤ 768 terms and a tree over patches in f32: 1e-5 relative for targets in [0, 1].
+  const rtol = values.rtol;
+  assertClose(await loss.toArray(), [ref.loss], { rtol, atol: 0 }, what);
   const forward = noGrad(() => maskedMSE(pred, target, mask, { patch, normPix }));
-  assertClose(await take(forward), [ref.loss], { rtol: 1e-5, atol: 0 }, `${what} without grad`);
+  assertClose(await take(forward), [ref.loss], { rtol, atol: 0 }, `${what} without grad`);
   const [g] = grad(loss, [pred]);
-  assertClose(await take(g), ref.grad, scaledTol(ref.grad, 1e-5), `${what} fused grad`);
+  assertClose(await take(g), ref.grad, scaledTol(ref.grad, rtol), `${what} fused grad`);
   const half = mul(loss, 0.5);
   const [gh] = grad(half, [pred]);
   const expected = ref.grad.map((v) => v / 2);
-  assertClose(await take(gh), expected, scaledTol(expected, 1e-5), `${what} backward pass`);
+  assertClose(await take(gh), expected, scaledTol(expected, rtol), `${what} backward pass`);
   for (const t of [half, loss, pred, target, mask]) t.dispose();
   assertNoLeak(engine, before, what);
 }
@@ -330,6 +332,15 @@ test("maskedMSE: against MAE's loss written with an explicit patchify", () =>
         await checkMasked(engine, [1, 2, 7, 7], 7, normPix, patchified, "f32", seed++);
       }
     }
+  }));
+
+test("maskedMSE: normPix stays accurate for targets far from zero", () =>
+  // Targets 3 + 0.05·u: σ ≈ 0.014 against a mean of 3, where Σ t² − (Σ t)² / K in f32 loses the variance to
+  // cancellation (~4% here). Each element's t − mean in f32 is off by ~ulp(3) / σ ≈ 2e-5 of its size: 1e-4.
+  bothKernels(async (engine) => {
+    const values = { offset: 3, spread: 0.05, rtol: 1e-4 };
+    await checkMasked(engine, [2, 3, 32, 48], 16, true, false, "f32", 950, values);
+    await checkMasked(engine, [2, 1, 8, 12], 4, true, true, "f32", 951, values);
   }));
 
 test("maskedMSE: more than 65,535 patches (workgroups laid over x and y)", async (engine) => {
