@@ -502,10 +502,12 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
       pass("blur", tmp, out, { DIR: 1 }, [tilesX, tilesY]);
     } else {
       // Rows of whole vec4s: four pixels per invocation. Along W, the vec4 columns CB or more from both ends
-      // read their neighbours whole, unreflected (CB up to 4: the loop over them stays short enough to unroll).
+      // read their neighbours whole, unreflected, two columns per invocation (CB up to 4: the loop over them
+      // stays short enough to unroll).
       const w4 = ow / 4;
       const cb = Math.ceil(radius / 4);
-      /** A pass over `columns` vec4 columns of `rows` lines (rows, or blocks of 4 rows along H). */
+      /** A pass of `columns` invocations across (vec4 columns, or pairs of them) and `rows` lines (rows, or
+       * blocks of 4 rows along H). */
       const along = (
         entry: string,
         src: Tensor,
@@ -521,7 +523,7 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
         ]);
       };
       if (!far && 2 * cb < w4 && cb <= 4) {
-        along("blurW4Inner", out, tmp, { CB: cb }, w4 - 2 * cb, oh);
+        along("blurW4Inner", out, tmp, { CB: cb }, Math.ceil((w4 - 2 * cb) / 2), oh);
         along("blurW4", out, tmp, { CB: cb, EDGES: 1 }, 2 * cb, oh);
       } else {
         along("blurW4", out, tmp, {}, w4, oh);
