@@ -422,19 +422,22 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
       fn(uniforms(k * RECORDS), window, Math.min(RECORDS, n - k * RECORDS));
     }
   };
+  // Output rows per view4 invocation: two where no crop is taller than the output (their taps share a row).
+  const rows = nv && !unscaled && params.every((q) => q.crop.height <= oh) ? 2 : 1;
   // Each sample's grayscale sum (contrast blends toward its mean), from partial sums of row segments.
   let sums = records;
   if (params.some((q) => q.jitter && q.jitter.contrast !== 1)) {
-    const partials = engine.empty([n, oh * tilesX]);
+    const segments = Math.ceil(oh / rows) * tilesX;
+    const partials = engine.empty([n, segments]);
     perChunk((uniforms, window, count) =>
       engine.run({
         op,
         shader: "augment",
         entry: nv ? "stats4" : "stats",
-        constants: { WG, TILE, C: c, OC: oc, UNSCALED: +unscaled, ...(nv ? { NV: nv } : {}) },
+        constants: { WG, TILE, C: c, OC: oc, UNSCALED: +unscaled, ...(nv ? { NV: nv, ROWS: rows } : {}) },
         params: uniforms,
         buffers: [x, window, partials],
-        workgroups: [Math.ceil((oh * tilesX) / WG), 1, count],
+        workgroups: [Math.ceil(segments / WG), 1, count],
       })
     );
     sums = noGrad(() => sum(partials, 1));
@@ -455,7 +458,10 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
   const [entry, constants, grid]: [string, Record<string, number>, number[]] = turn
     ? ["turn4", { WG, QUADS: quads, C: c }, [Math.ceil(ow / 4 / quads), Math.ceil(oh / 4 / lines)]]
     : nv
-    ? ["view4", { ...flags, NV: nv, QUADS: quads }, [Math.ceil(ow / 4 / quads), Math.ceil(oh / lines)]]
+    ? ["view4", { ...flags, NV: nv, QUADS: quads, ROWS: rows }, [
+      Math.ceil(ow / 4 / quads),
+      Math.ceil(oh / rows / lines),
+    ]]
     : ["view", flags, [tilesX, tilesY]];
   if (copy) {
     engine.copy(x.buffer, 0, out.buffer, 0, x.bytes);
