@@ -22,9 +22,9 @@
 //                                                              bindings: 1 x, 2 records, 3 partials
 //   view:   the fused pass: rotate, flip, crop + bilinear resize, color jitter in the sample's order, grayscale,
 //           solarize (unblurred samples), erase, noise, normalize.   bindings: 1 x, 2 records, 3 sums, 4 out
-//   view4, stats4: view and stats four pixels of an output row per invocation, for input and output widths that
-//           are multiples of 4 and no odd quarter turn (see sample4); a view4 workgroup covers WG / QUADS rows of
-//           QUADS vec4 columns.
+//   view4, stats4: view and stats four pixels of an output row per invocation (of ROWS rows: see
+//           sample4Rows2), for input and output widths that are multiples of 4 and no odd quarter turn (see
+//           sample4); a view4 workgroup covers WG / QUADS lines of QUADS vec4 columns.
 //   blur:   one direction (DIR 0 along W, 1 along H) of the separable Gaussian blur, radius ceil(3 sigma) with
 //           reflected borders, for samples with sigma > 0 only (others are left as they are); DIR 1 then
 //           solarizes those samples.                                 bindings: 1 src, 2 records, 3 dst
@@ -261,8 +261,8 @@ fn sample4(n: u32, oy: u32, q: u32) -> mat4x3<f32> {
 }
 
 // sample4 for output rows oy and oy + 1 (clamped to the last row), where every crop's height is at most the
-// output's (ROWS2): the two rows' taps then lie on three neighbouring source rows, read once for both, 3·NV·C
-// vec4 reads per eight pixels instead of 4·NV·C.
+// output's (ROWS = 2): the two rows' taps then lie on three neighbouring source rows, read once for both,
+// 3·NV·C vec4 reads per eight pixels instead of 4·NV·C.
 struct Rows2 {
   a: mat4x3<f32>,
   b: mat4x3<f32>,
@@ -277,6 +277,8 @@ fn sample4Rows2(n: u32, oy: u32, q: u32) -> Rows2 {
   let lo = min(ya.y0, yb.y0);   // the rows lo, r1, r2; a row's taps are (lo, r1), or (r1, r2) where y0 > lo
   let r1 = min(lo + 1u, p.h - 1u);
   let r2 = min(lo + 2u, p.h - 1u);
+  let upA = ya.y0 > lo;
+  let upB = yb.y0 > lo;
   let taps = columnTaps(q);
   var ma: mat3x4<f32>;
   var mb: mat3x4<f32>;
@@ -289,8 +291,6 @@ fn sample4Rows2(n: u32, oy: u32, q: u32) -> Rows2 {
       let v0 = x4[(plane + lo) * w4 + col];
       let v1 = x4[(plane + r1) * w4 + col];
       let v2 = x4[(plane + r2) * w4 + col];
-      let upA = ya.y0 > lo;
-      let upB = yb.y0 > lo;
       pa = pick(pa, (1.0 - ya.f) * select(v0, v1, upA) + ya.f * select(v1, v2, upA), k, taps);
       pb = pick(pb, (1.0 - yb.f) * select(v0, v1, upB) + yb.f * select(v1, v2, upB), k, taps);
     }

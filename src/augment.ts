@@ -423,18 +423,18 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
     }
   };
   // Output rows per view4 invocation: two where no crop is taller than the output (their taps share a row).
-  const rows = nv && !unscaled && params.every((q) => q.crop.height <= oh) ? 2 : 1;
+  const viewRows = nv && !unscaled && params.every((q) => q.crop.height <= oh) ? 2 : 1;
   // Each sample's grayscale sum (contrast blends toward its mean), from partial sums of row segments.
   let sums = records;
   if (params.some((q) => q.jitter && q.jitter.contrast !== 1)) {
-    const segments = Math.ceil(oh / rows) * tilesX;
+    const segments = Math.ceil(oh / viewRows) * tilesX;
     const partials = engine.empty([n, segments]);
     perChunk((uniforms, window, count) =>
       engine.run({
         op,
         shader: "augment",
         entry: nv ? "stats4" : "stats",
-        constants: { WG, TILE, C: c, OC: oc, UNSCALED: +unscaled, ...(nv ? { NV: nv, ROWS: rows } : {}) },
+        constants: { WG, TILE, C: c, OC: oc, UNSCALED: +unscaled, ...(nv ? { NV: nv, ROWS: viewRows } : {}) },
         params: uniforms,
         buffers: [x, window, partials],
         workgroups: [Math.ceil(segments / WG), 1, count],
@@ -458,9 +458,9 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
   const [entry, constants, grid]: [string, Record<string, number>, number[]] = turn
     ? ["turn4", { WG, QUADS: quads, C: c }, [Math.ceil(ow / 4 / quads), Math.ceil(oh / 4 / lines)]]
     : nv
-    ? ["view4", { ...flags, NV: nv, QUADS: quads, ROWS: rows }, [
+    ? ["view4", { ...flags, NV: nv, QUADS: quads, ROWS: viewRows }, [
       Math.ceil(ow / 4 / quads),
-      Math.ceil(oh / rows / lines),
+      Math.ceil(oh / viewRows / lines),
     ]]
     : ["view", flags, [tilesX, tilesY]];
   if (copy) {
