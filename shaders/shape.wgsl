@@ -25,6 +25,13 @@
 // `main` reads one element of each of 32 rows far apart (llvmpipe: a [4095, 4097] transpose 2.6x to 3.8x
 // faster, NCHW → NHWC 4.5x, MAE's patchify 3.6x to 4.3x). At a power-of-two row length it runs 2.5x slower
 // than transpose4 ([4096, 4096]), its reads aliasing in the cache: aligned matrix transposes keep transpose4.
+// shift4: `main` where the innermost dim is contiguous on both sides but the vec4s do not line up (a slice from
+// an odd column, a concat of odd widths): for rows of n elements, count = rows × ⌊n / 4⌋, and invocation t writes
+// whole destination vec4 t % ⌊n / 4⌋ of row t / ⌊n / 4⌋ (if the row holds it whole) from the two source vec4s
+// its elements straddle, shifted into place: 3 accesses per 4 elements where `main` makes 8 (llvmpipe: a slice
+// from column 1 and a concat of widths 1,023 and 1,025 2.5x to 3x faster). shiftEdges (count = rows × 6) then
+// copies the up to 3 elements at each end of a row that no whole vec4 holds, one an invocation, so no two
+// invocations write one vec4.
 struct Params {
   count: u32,
   rank: u32,
@@ -154,4 +161,38 @@ fn tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       }
     }
   }
+}
+
+@compute @workgroup_size(WG)
+fn shift4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let i = (wg.y * nwg.x + wg.x) * WG + lid;
+  if (i >= p.count) { return; }
+  let last = p.rank - 1u;
+  let n = p.dims[last / 4u][last % 4u];
+  let per = n / 4u;
+  let row = locate(i / per * n);         // the row's first element
+  let slot = (row.y + 3u) / 4u + i % per;  // destination vec4
+  if (4u * slot + 4u > row.y + n) { return; }
+  let s = row.x + 4u * slot - row.y;       // source element of its first element
+  let a = src4[s / 4u];
+  let b = src4[select(s / 4u + 1u, s / 4u, s % 4u == 0u)];
+  let k = s % 4u;
+  dst4[slot] = select(select(select(a, vec4<u32>(a.yzw, b.x), k == 1u), vec4<u32>(a.zw, b.xy), k == 2u),
+                      vec4<u32>(a.w, b.xyz), k == 3u);
+}
+
+@compute @workgroup_size(WG)
+fn shiftEdges(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+  let i = (wg.y * nwg.x + wg.x) * WG + lid;
+  if (i >= p.count) { return; }
+  let last = p.rank - 1u;
+  let n = p.dims[last / 4u][last % 4u];
+  let row = locate(i / 6u * n);
+  let head = min((row.y + 3u) / 4u * 4u - row.y, n);             // elements before the first whole vec4
+  let tail = max((row.y + n) / 4u * 4u - row.y, head);           // where the elements after the last start
+  let k = i % 6u;
+  let t = select(tail + k - 3u, k, k < 3u);
+  if (select(t < n, t < head, k < 3u)) { dst[row.y + t] = src[row.x + t]; }
 }

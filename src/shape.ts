@@ -8,6 +8,8 @@ import { shapeSize, type Tensor } from "./tensor.ts";
 const WG = 256;
 /** Elements (main4: vec4s) one invocation of the strided copy moves (shaders/shape.wgsl RUN). */
 const RUN = 4;
+/** Shortest innermost run that `shift4` copies in whole vec4s: shorter rows are mostly ends (`main` copies them). */
+const MIN_SHIFTED_ROW = 8;
 
 function checkAlive(op: string, t: Tensor): void {
   if (t.disposed) throw new Error(`${op}: tensor ${fmtShape(t.shape)} ${t.dtype} used after dispose`);
@@ -106,11 +108,15 @@ function stridedCopy(op: string, src: Tensor, dst: Tensor, c: StridedCopy): void
       `${op}: one row of ${what} spans more than maxStorageBufferBindingSize (${e.maxBinding} bytes)`,
     );
   }
+  // Windows end on a whole vec4 (within the buffer): a vec4 read that reaches past a binding's end is clamped
+  // whole to its last vec4 on some adapters (SwiftShader), not per element, and shift4 reads the vec4 that holds
+  // a row's last elements.
   const window = (buffer: GPUBuffer, first: number, strides: number[], n: number) => {
     const base = Math.floor(first / align) * align;
     const end = first + (n - 1) * strides[0] + extent(strides) + 1;
     const bytes = 4 * unit;
-    return { binding: { buffer, offset: base * bytes, size: (end - base) * bytes }, offset: first - base };
+    const size = Math.min(Math.ceil(((end - base) * bytes) / 16) * 16, buffer.size - base * bytes);
+    return { binding: { buffer, offset: base * bytes, size }, offset: first - base };
   };
   // The innermost dim moves (the source's is another): one binding's copy goes in 4×4 blocks. A whole batch of
   // matrix transposes whose sides are multiples of 4 (NCHW → NHWC is [N, C, H·W] → [N, H·W, C]) takes blocks of
@@ -144,20 +150,31 @@ function stridedCopy(op: string, src: Tensor, dst: Tensor, c: StridedCopy): void
     });
     return;
   }
+  // The innermost dim contiguous on both sides but not lined up in vec4s: whole destination vec4s shifted from
+  // two source vec4s each (`shift4`), then the ends of each row (`shiftEdges`).
+  const shifted = !aligned && ss[last] === 1 && ds[last] === 1 && dims[last] >= MIN_SHIFTED_ROW;
   for (let r = 0; r < dims[0]; r += rows) {
     const n = Math.min(rows, dims[0] - r);
     const s = window(src.buffer, c.srcOffset / unit + r * ss[0], ss, n);
     const d = window(dst.buffer, c.dstOffset / unit + r * ds[0], ds, n);
-    e.run({
-      op,
-      shader: "shape",
-      entry: aligned ? "main4" : "main",
-      constants: { WG },
-      params: new Params().u32(n * rowCount, dims.length, s.offset, d.offset)
-        .dims([n, ...dims.slice(1)]).dims(ss, 0).dims(ds, 0),
-      buffers: [s.binding, d.binding],
-      workgroups: Math.ceil((n * rowCount) / RUN / WG),
-    });
+    const run = (entry: string, count: number, perInvocation: number) =>
+      e.run({
+        op,
+        shader: "shape",
+        entry,
+        constants: { WG },
+        params: new Params().u32(count, dims.length, s.offset, d.offset)
+          .dims([n, ...dims.slice(1)]).dims(ss, 0).dims(ds, 0),
+        buffers: [s.binding, d.binding],
+        workgroups: Math.ceil(count / perInvocation / WG),
+      });
+    if (shifted) {
+      const segments = (n * rowCount) / dims[last];
+      run("shift4", segments * Math.floor(dims[last] / 4), 1);
+      run("shiftEdges", segments * 6, 1);
+    } else {
+      run(aligned ? "main4" : "main", n * rowCount, RUN);
+    }
   }
 }
 

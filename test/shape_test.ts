@@ -263,6 +263,47 @@ test("copies whose innermost run is whole, aligned vec4s (main4) match the refer
   assertNoLeak(engine, before);
 });
 
+test("copies whose innermost run is contiguous but not vec4-aligned (shift4) match the reference bit for bit", async (engine) => {
+  // Runs of 8 or more contiguous elements on both sides whose starts or lengths are not multiples of 4: whole
+  // destination vec4s from two shifted source vec4s (every shift 0..3 appears), then up to 3 elements at each
+  // end of a row; runs of 8, a rank-3 slice, odd concat widths and a pad (slice's backward) into a larger row.
+  const before = engine.memory();
+  {
+    const shape = [5, 7, 37];
+    const x = values("u32", size(shape), 960);
+    x.splice(0, 3, 0x7fa00001, 0xffc00000, 0x7f800001);
+    using t = engine.tensor(x, shape, "u32");
+    for (
+      const [begin, end] of [
+        [[0, 0, 1], [5, 7, 37]],
+        [[1, 2, 3], [4, 7, 11]],
+        [[0, 1, 2], [5, 6, 34]],
+        [[2, 0, 5], [3, 7, 36]],
+        [[0, 3, 0], [5, 5, 29]],
+      ]
+    ) {
+      const what = `slice ${begin}..${end}`;
+      assertEquals(await read(slice(t, begin, end)), refSlice(x, shape, begin, end), what);
+    }
+    const widths = [9, 13, 8, 11];
+    const parts = widths.map((w, k) => values("u32", 3 * w, 961 + k));
+    const tensors = parts.map((v, k) => engine.tensor(v, [3, widths[k]], "u32"));
+    assertEquals(
+      await read(concat(tensors, 1)),
+      refConcat(parts, widths.map((w) => [3, w]), 1),
+      `concat widths ${widths}`,
+    );
+    tensors.forEach((t) => t.dispose());
+    const g = values("f32", 4 * 5 * 30, 965);
+    const xs = [6, 7, 37];
+    using tx = engine.tensor(values("f32", size(xs), 966), xs);
+    using tg = engine.tensor(g, [4, 5, 30]);
+    const dx = engine.tidy(() => grad(sum(mul(slice(tx, [1, 1, 3], [5, 6, 33]), tg)), [tx])[0]);
+    assertEquals(await read(dx), refPad(g, [4, 5, 30], xs, [1, 1, 3]), "slice backward (pad)");
+  }
+  assertNoLeak(engine, before);
+});
+
 test("slice and concat of tensors over maxStorageBufferBindingSize are split into bindable windows", async (engine) => {
   // [8200, 4100] u32 is 134,480,000 bytes, over llvmpipe's 128 MiB binding limit: the copies run in chunks of
   // rows, each bound as a window. Splitting it in halves and joining them back must give the iota again.
