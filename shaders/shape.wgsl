@@ -62,10 +62,16 @@ fn locate(i: u32) -> vec2<u32> {
   return at;
 }
 
+// Length of the innermost dim.
+fn innermost() -> u32 {
+  let last = p.rank - 1u;
+  return p.dims[last / 4u][last % 4u];
+}
+
 // The source and destination of the RUN elements from `first` (main4: vec4s), past `count` marked by ~0u.
 fn run(first: u32) -> array<vec2<u32>, RUN> {
   let last = p.rank - 1u;
-  let n = p.dims[last / 4u][last % 4u];
+  let n = innermost();
   let step = vec2<u32>(p.src_stride[last / 4u][last % 4u], p.dst_stride[last / 4u][last % 4u]);
   var out: array<vec2<u32>, RUN>;
   var at = locate(first);
@@ -168,8 +174,7 @@ fn shift4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
           @builtin(local_invocation_index) lid: u32) {
   let i = (wg.y * nwg.x + wg.x) * WG + lid;
   if (i >= p.count) { return; }
-  let last = p.rank - 1u;
-  let n = p.dims[last / 4u][last % 4u];
+  let n = innermost();
   let per = n / 4u;
   let row = locate(i / per * n);         // the row's first element
   let slot = (row.y + 3u) / 4u + i % per;  // destination vec4
@@ -187,8 +192,7 @@ fn shiftEdges(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
               @builtin(local_invocation_index) lid: u32) {
   let i = (wg.y * nwg.x + wg.x) * WG + lid;
   if (i >= p.count) { return; }
-  let last = p.rank - 1u;
-  let n = p.dims[last / 4u][last % 4u];
+  let n = innermost();
   let row = locate(i / 6u * n);
   let head = min((row.y + 3u) / 4u * 4u - row.y, n);             // elements before the first whole vec4
   let tail = max((row.y + n) / 4u * 4u - row.y, head);           // where the elements after the last start

@@ -220,31 +220,55 @@ test("a large concat along the last axis writes all 16.8M elements", async (engi
   b.dispose();
 });
 
+/** Slices of a u32 tensor (NaN bit patterns first, which must survive) against the reference, bit for bit. */
+async function checkSlices(
+  engine: Engine,
+  shape: number[],
+  seed: number,
+  ranges: number[][][],
+): Promise<void> {
+  const x = values("u32", size(shape), seed);
+  x.splice(0, 3, 0x7fa00001, 0xffc00000, 0x7f800001);
+  using t = engine.tensor(x, shape, "u32");
+  for (const [begin, end] of ranges) {
+    assertEquals(await read(slice(t, begin, end)), refSlice(x, shape, begin, end), `slice ${begin}..${end}`);
+  }
+}
+
+/** A concat of [3, w] u32 tensors along the last axis against the reference. */
+async function checkConcat(engine: Engine, widths: number[], seed: number): Promise<void> {
+  const parts = widths.map((w, k) => values("u32", 3 * w, seed + k));
+  const tensors = parts.map((v, k) => engine.tensor(v, [3, widths[k]], "u32"));
+  assertEquals(
+    await read(concat(tensors, 1)),
+    refConcat(parts, widths.map((w) => [3, w]), 1),
+    `concat widths ${widths}`,
+  );
+  tensors.forEach((t) => t.dispose());
+}
+
+/** Slice's backward (a pad into zeros) of x [shape] sliced begin..end, against the reference. */
+async function checkPad(engine: Engine, shape: number[], begin: number[], end: number[], seed: number) {
+  const gs = end.map((e, d) => e - begin[d]);
+  const g = values("f32", size(gs), seed);
+  using tx = engine.tensor(values("f32", size(shape), seed + 1), shape);
+  using tg = engine.tensor(g, gs);
+  const dx = engine.tidy(() => grad(sum(mul(slice(tx, begin, end), tg)), [tx])[0]);
+  assertEquals(await read(dx), refPad(g, gs, shape, begin), `slice ${begin}..${end} backward (pad)`);
+}
+
 test("copies whose innermost run is whole, aligned vec4s (main4) match the reference bit for bit", async (engine) => {
   // Slices, concats, pads (slice's backward) and transposes that keep the last dim move a vec4 per invocation
   // where the innermost run is contiguous on both sides, a multiple of 4 long and every stride and offset a
   // multiple of 4; a start 2 elements off takes the element-wise kernel. u32 NaN bit patterns must survive.
   const before = engine.memory();
+  await checkSlices(engine, [6, 12, 20], 950, [
+    [[1, 4, 8], [5, 12, 16]],
+    [[0, 0, 2], [6, 12, 10]],
+    [[2, 0, 0], [4, 12, 20]],
+  ]);
+  await checkConcat(engine, [8, 12], 951);
   {
-    const shape = [6, 12, 20];
-    const x = values("u32", size(shape), 950);
-    x.splice(0, 3, 0x7fa00001, 0xffc00000, 0x7f800001);
-    using t = engine.tensor(x, shape, "u32");
-    for (
-      const [begin, end] of [[[1, 4, 8], [5, 12, 16]], [[0, 0, 2], [6, 12, 10]], [[2, 0, 0], [4, 12, 20]]]
-    ) {
-      const what = `slice ${begin}..${end}`;
-      assertEquals(await read(slice(t, begin, end)), refSlice(x, shape, begin, end), what);
-    }
-    const a = values("u32", 3 * 8, 951);
-    const b = values("u32", 3 * 12, 952);
-    using ta = engine.tensor(a, [3, 8], "u32");
-    using tb = engine.tensor(b, [3, 12], "u32");
-    assertEquals(
-      await read(concat([ta, tb], 1)),
-      refConcat([a, b], [[3, 8], [3, 12]], 1),
-      "concat [3, 8] [3, 12]",
-    );
     const hs = [2, 3, 4, 8];
     const h = values("f32", size(hs), 953);
     using th = engine.tensor(h, hs);
@@ -253,13 +277,8 @@ test("copies whose innermost run is whole, aligned vec4s (main4) match the refer
       refTranspose(h, hs, [1, 0, 2, 3]),
       "heads transpose",
     );
-    const g = values("f32", 4 * 8 * 8, 954);
-    const xs = [6, 12, 20];
-    using tx = engine.tensor(values("f32", size(xs), 955), xs);
-    using tg = engine.tensor(g, [4, 8, 8]);
-    const dx = engine.tidy(() => grad(sum(mul(slice(tx, [1, 4, 8], [5, 12, 16]), tg)), [tx])[0]);
-    assertEquals(await read(dx), refPad(g, [4, 8, 8], xs, [1, 4, 8]), "slice backward (pad)");
   }
+  await checkPad(engine, [6, 12, 20], [1, 4, 8], [5, 12, 16], 954);
   assertNoLeak(engine, before);
 });
 
@@ -268,39 +287,15 @@ test("copies whose innermost run is contiguous but not vec4-aligned (shift4) mat
   // destination vec4s from two shifted source vec4s (every shift 0..3 appears), then up to 3 elements at each
   // end of a row; runs of 8, a rank-3 slice, odd concat widths and a pad (slice's backward) into a larger row.
   const before = engine.memory();
-  {
-    const shape = [5, 7, 37];
-    const x = values("u32", size(shape), 960);
-    x.splice(0, 3, 0x7fa00001, 0xffc00000, 0x7f800001);
-    using t = engine.tensor(x, shape, "u32");
-    for (
-      const [begin, end] of [
-        [[0, 0, 1], [5, 7, 37]],
-        [[1, 2, 3], [4, 7, 11]],
-        [[0, 1, 2], [5, 6, 34]],
-        [[2, 0, 5], [3, 7, 36]],
-        [[0, 3, 0], [5, 5, 29]],
-      ]
-    ) {
-      const what = `slice ${begin}..${end}`;
-      assertEquals(await read(slice(t, begin, end)), refSlice(x, shape, begin, end), what);
-    }
-    const widths = [9, 13, 8, 11];
-    const parts = widths.map((w, k) => values("u32", 3 * w, 961 + k));
-    const tensors = parts.map((v, k) => engine.tensor(v, [3, widths[k]], "u32"));
-    assertEquals(
-      await read(concat(tensors, 1)),
-      refConcat(parts, widths.map((w) => [3, w]), 1),
-      `concat widths ${widths}`,
-    );
-    tensors.forEach((t) => t.dispose());
-    const g = values("f32", 4 * 5 * 30, 965);
-    const xs = [6, 7, 37];
-    using tx = engine.tensor(values("f32", size(xs), 966), xs);
-    using tg = engine.tensor(g, [4, 5, 30]);
-    const dx = engine.tidy(() => grad(sum(mul(slice(tx, [1, 1, 3], [5, 6, 33]), tg)), [tx])[0]);
-    assertEquals(await read(dx), refPad(g, [4, 5, 30], xs, [1, 1, 3]), "slice backward (pad)");
-  }
+  await checkSlices(engine, [5, 7, 37], 960, [
+    [[0, 0, 1], [5, 7, 37]],
+    [[1, 2, 3], [4, 7, 11]],
+    [[0, 1, 2], [5, 6, 34]],
+    [[2, 0, 5], [3, 7, 36]],
+    [[0, 3, 0], [5, 5, 29]],
+  ]);
+  await checkConcat(engine, [9, 13, 8, 11], 961);
+  await checkPad(engine, [6, 7, 37], [1, 1, 3], [5, 6, 33], 965);
   assertNoLeak(engine, before);
 });
 
