@@ -88,10 +88,15 @@ fn run(first: u32) -> array<vec2<u32>, RUN> {
   return out;
 }
 
+// The invocation's index over the dispatch's grid (workgroups laid x first, then y).
+fn invocation(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+  return (wg.y * nwg.x + wg.x) * WG + lid;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let first = ((wg.y * nwg.x + wg.x) * WG + lid) * RUN;
+  let first = invocation(wg, nwg, lid) * RUN;
   if (first >= p.count) { return; }
   let at = run(first);
   for (var j = 0u; j < RUN; j++) {
@@ -105,7 +110,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 @compute @workgroup_size(WG)
 fn main4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-  let first = ((wg.y * nwg.x + wg.x) * WG + lid) * RUN;
+  let first = invocation(wg, nwg, lid) * RUN;
   if (first >= p.count) { return; }
   let at = run(first);
   for (var j = 0u; j < RUN; j++) {
@@ -116,7 +121,7 @@ fn main4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @compute @workgroup_size(WG)
 fn transpose4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-  let i = (wg.y * nwg.x + wg.x) * WG + lid;
+  let i = invocation(wg, nwg, lid);
   if (i >= p.count) { return; }
   let rows4 = p.dims[0].x;  // input rows / 4 = output vec4s per row
   let cols4 = p.dims[0].y;  // input vec4s per row = output rows / 4
@@ -140,7 +145,7 @@ fn transpose4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
 @compute @workgroup_size(WG)
 fn tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let i = (wg.y * nwg.x + wg.x) * WG + lid;
+  let i = invocation(wg, nwg, lid);
   if (i >= p.count) { return; }
   let nv = p.dims[0].x;
   let nu = p.dims[0].y;
@@ -172,7 +177,7 @@ fn tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 @compute @workgroup_size(WG)
 fn shift4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-  let i = (wg.y * nwg.x + wg.x) * WG + lid;
+  let i = invocation(wg, nwg, lid);
   if (i >= p.count) { return; }
   let n = innermost();
   let per = n / 4u;
@@ -190,7 +195,7 @@ fn shift4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 @compute @workgroup_size(WG)
 fn shiftEdges(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-  let i = (wg.y * nwg.x + wg.x) * WG + lid;
+  let i = invocation(wg, nwg, lid);
   if (i >= p.count) { return; }
   let n = innermost();
   let row = locate(i / 6u * n);
