@@ -129,10 +129,37 @@ async function fmaCeiling(ctx: BenchContext): Promise<number> {
   return flops / ms / 1e6;
 }
 
+/**
+ * A kernel's copy (shaders/ceiling.wgsl's copy_peak) in both layouts, the faster kept. Rows are not rated against
+ * it: it says what a kernel that reads and writes storage once per vec4 reaches on this adapter, beside
+ * copyBufferToBuffer's bandwidth (on llvmpipe about half of it, each access a loop over the SIMD lanes).
+ */
+async function copyKernel(ctx: BenchContext): Promise<void> {
+  const { engine } = ctx;
+  const n = Math.min(ctx.quick ? 16 * M : 64 * M, Math.floor(engine.limits.maxStorageBufferBindingSize / 4));
+  const WG = 256;
+  using src = engine.rand([n]);
+  using dst = engine.zeros([n]);
+  const run = (per: number) =>
+    engine.run({
+      op: "copy kernel",
+      shader: "ceiling",
+      entry: "copy_peak",
+      constants: { WG, PER: per },
+      params: new Params().u32(0).f32(0, 0).u32(n / 4),
+      buffers: [src, dst],
+      workgroups: Math.ceil(n / 4 / per / WG),
+    });
+  let ms = Infinity;
+  for (const per of [1, 4]) ms = Math.min(ms, await ctx.gpu(() => run(per), undefined, fastest));
+  ctx.add({ kernel: "ceiling: copy kernel", size: `${n / M}M f32`, backend: "webgpu", ms, bytes: 2 * 4 * n });
+}
+
 /** Measures the ceilings (before any section: rows report their fraction of them). */
 export async function measureCeilings(ctx: BenchContext): Promise<void> {
   ctx.ceilings.copyGBps = await copyCeiling(ctx);
   ctx.ceilings.fmaGFLOPs = await fmaCeiling(ctx);
+  await copyKernel(ctx);
 }
 
 const label = (n: number) => (n >= M ? `${n / M}M` : `${n / 1024}K`);

@@ -6,10 +6,16 @@
 // assignment the blends bound the rate, 1.4x below this (two ran 1.3x, eight 1.1x: the chains serialise). One
 // round is 128 FMAs = 256 FLOPs per invocation.
 // Bindings: 0 params (uniform), 1 out (storage, one f32 per invocation).
+// `copy_peak` is the other reference: dst = src by a kernel, PER consecutive vec4s per invocation (1: the
+// coalesced layout GPUs want; 4: each SIMD lane of a CPU adapter on a 64-byte line of its own). The bench runs
+// both and keeps the faster, so a row's fraction of copyBufferToBuffer's bandwidth can be read against what any
+// kernel that reads and writes storage once per vec4 reaches on the adapter.
+// Bindings: 1 src, 2 dst (storage, p.vec4s vec4s, a multiple of PER).
 struct Params {
   rounds: u32,
   m: f32,   // m < 1, so every chain converges to c / (1 - m): no overflow, no denormals
   c: f32,
+  vec4s: u32,  // copy_peak: vec4s to copy
 }
 
 override WG: u32 = 64;
@@ -48,4 +54,17 @@ fn fma_peak(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
   }
   let s = (x0 + x1) + (x2 + x3) + (x4 + x5) + (x6 + x7);
   out[i] = s.x + s.y + s.z + s.w;
+}
+
+override PER: u32 = 1;
+
+@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn copy_peak(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+  let first = ((wg.y * nwg.x + wg.x) * WG + lid) * PER;
+  if (first >= p.vec4s) { return; }
+  for (var k = 0u; k < PER; k++) { dst[first + k] = src[first + k]; }
 }
