@@ -1,6 +1,7 @@
 // Peers section: the same ops on TensorFlow.js's WebGPU backend (tfjs-core and tfjs-backend-webgpu 4.22.0),
 // beside pretext on the same adapter. Both are timed alike by wall time (many calls, then one read of the
-// last result's first element), so each tfjs-webgpu row's note gives pretext's time and the ratio. gpu.js is
+// last result's first element; the two engines' batches alternate), so each tfjs-webgpu row's note gives
+// pretext's time and the ratio. gpu.js is
 // the other JS GPU library people reach for, but it is WebGL-only and does not run under Deno: not compared.
 import * as esbuild from "esbuild";
 import type * as TF from "@tensorflow/tfjs-core";
@@ -80,45 +81,57 @@ async function initTf(): Promise<Tf> {
   return tf;
 }
 
-/**
- * Median wall ms of one `run`: `calls` runs (each result disposed when the next is asked for), then `first`
- * reads the last one's first element. The first batch compiles pipelines; then `calls` doubles until a batch
- * is long enough that polling is noise, and that batch is the first sample.
- */
-async function wall<T extends { dispose(): void }>(
-  ctx: BenchContext,
-  run: () => T,
-  first: (t: T) => Promise<unknown>,
-): Promise<number> {
-  const batch = async (calls: number) => {
-    const t = performance.now();
-    let last = run();
-    for (let i = 1; i < calls; i++) {
-      last.dispose();
-      last = run();
-    }
-    await first(last);
+/** One engine's side of a row: `run` makes a result, `first` reads its first element. */
+interface Side<T extends { dispose(): void }> {
+  run: () => T;
+  first: (t: T) => Promise<unknown>;
+}
+
+/** Wall ms of `calls` runs (each result disposed when the next is asked for), then a read of the last one. */
+async function batch<T extends { dispose(): void }>(side: Side<T>, calls: number): Promise<number> {
+  const t = performance.now();
+  let last = side.run();
+  for (let i = 1; i < calls; i++) {
     last.dispose();
-    return performance.now() - t;
-  };
-  await batch(1);
+    last = side.run();
+  }
+  await side.first(last);
+  last.dispose();
+  return performance.now() - t;
+}
+
+/** Calls per batch: the first batch compiles pipelines; then calls double until polling is noise. */
+async function calibrate<T extends { dispose(): void }>(ctx: BenchContext, side: Side<T>): Promise<number> {
+  await batch(side, 1);
   const min = ctx.quick ? QUICK_MIN_WALL_MS : MIN_WALL_MS;
   let calls = 1;
-  let ms = await batch(calls);
-  while (calls < 1024 && ms < min) {
-    calls *= 2;
-    ms = await batch(calls);
-  }
-  // The batch that was long enough is the first sample.
-  const samples = [ms / calls];
-  const budget = ctx.quick ? QUICK_BUDGET_MS : BUDGET_MS;
+  while (calls < 1024 && await batch(side, calls) < min) calls *= 2;
+  return calls;
+}
+
+/**
+ * Median wall ms of one call on each side. The two sides' batches alternate, so a host that slows down for
+ * minutes at a time (this one does, by up to 2x) slows both alike instead of whichever ran second.
+ */
+async function alternate<A extends { dispose(): void }, B extends { dispose(): void }>(
+  ctx: BenchContext,
+  a: Side<A>,
+  b: Side<B>,
+): Promise<[number, number]> {
+  const callsA = await calibrate(ctx, a);
+  const callsB = await calibrate(ctx, b);
+  const samplesA: number[] = [];
+  const samplesB: number[] = [];
+  const budget = 2 * (ctx.quick ? QUICK_BUDGET_MS : BUDGET_MS);
   let spent = 0;
-  while (samples.length < (ctx.quick ? 3 : 7) && spent < budget) {
-    ms = await batch(calls);
-    samples.push(ms / calls);
-    spent += ms;
+  while (samplesA.length < (ctx.quick ? 3 : 7) && (samplesA.length === 0 || spent < budget)) {
+    const msA = await batch(a, callsA);
+    const msB = await batch(b, callsB);
+    samplesA.push(msA / callsA);
+    samplesB.push(msB / callsB);
+    spent += msA + msB;
   }
-  return median(samples);
+  return [median(samplesA), median(samplesB)];
 }
 
 interface Case {
@@ -299,8 +312,11 @@ export async function bench(ctx: BenchContext): Promise<void> {
   try {
     for (const make of cases) {
       const c = make();
-      const ms = await wall(ctx, c.pretext, firstPretext);
-      const tfMs = await wall(ctx, c.tfjs, firstTf);
+      const [ms, tfMs] = await alternate(
+        ctx,
+        { run: c.pretext, first: firstPretext },
+        { run: c.tfjs, first: firstTf },
+      );
       const ratio = tfMs / ms;
       ctx.add({
         kernel: c.kernel,
