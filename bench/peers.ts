@@ -1,8 +1,8 @@
 // Peers section: the same ops on TensorFlow.js's WebGPU backend (tfjs-core and tfjs-backend-webgpu 4.22.0),
 // beside pretext on the same adapter. Both are timed alike by wall time (many calls, then one read of the
 // last result's first element; the two engines' batches alternate), so each tfjs-webgpu row's note gives
-// pretext's time and the ratio. gpu.js is
-// the other JS GPU library people reach for, but it is WebGL-only and does not run under Deno: not compared.
+// pretext's time and the ratio. gpu.js is the other JS GPU library people reach for, but it is WebGL-only and
+// does not run under Deno: not compared.
 import * as esbuild from "esbuild";
 import type * as TF from "@tensorflow/tfjs-core";
 import {
