@@ -83,12 +83,14 @@ test("pretext: jigsaw permutations are distinct, start at the identity, and stay
 
 test("pretext: jigsawTask tiles equal their source tiles (awkward sizes, grids 2 and 3)", async (engine) => {
   const before = engine.memory();
-  // Also tile rows of 75 pixels (two invocations' spans of 64) and 66,000 image planes.
+  // Also tile rows of 75 pixels (two invocations' spans of 64) and of 20 in rows of 61 (whole vec4s of the
+  // output in every alignment to the source), and 66,000 image planes.
   const cases = [
     [[5, 3, 10, 11], 3, 100],
     [[3, 1, 7, 4], 2, 24],
     [[1, 3, 3, 3], 3, 10],
     [[2, 1, 5, 150], 2, 2],
+    [[4, 3, 37, 61], 3, 50],
     [[22_000, 3, 3, 3], 3, 10],
   ] as const;
   for (const [shape, grid, count] of cases) {
