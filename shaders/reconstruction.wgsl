@@ -9,7 +9,7 @@
 // dℓ/dx·w; LOSS 0 mse, 1 l1, 2 huber (param = delta), 3 smoothL1 (param = beta), 4 bceWithLogits; LOSS 5
 // gives bceWithLogits' dℓ/dy = −x in place of dℓ/dx, and no ℓ (`grad` only: its target's gradient).
 // Workgroup w covers window elements [w·WG·ITEMS, (w + 1)·WG·ITEMS) as vec4s, invocation lid the vec4s ≡ lid
-// mod WG (coalesced). Tensors are bound in whole vec4s (engine.ts rounds bindings up; the pool's buffers are
+// mod WG (coalesced), or with LANE_RUNS (CPU adapters) ITEMS / 4 of them in a row. Tensors are bound in whole vec4s (engine.ts rounds bindings up; the pool's buffers are
 // 256-byte multiples): a lane past the window's end adds nothing to the loss, and its gradient lands in padding
 // nobody reads. With BROADCAST (one window only) target and weight are read element by element through strides
 // over pred's dims.
@@ -54,6 +54,7 @@ override LOSS: u32 = 0;
 override BROADCAST: bool = false;
 override WEIGHTED: bool = false;
 override UPSTREAM_EACH: bool = false;
+override LANE_RUNS: bool = false;  // elementwise losses: see elementIndex
 override NORM_PIX: bool = false;
 override PATCHIFIED: bool = false;
 override IN_DTYPE: u32 = 0;  // 0 f32, 1 i32, 2 u32
@@ -167,8 +168,10 @@ fn element(v: u32) -> LossGrad {
   return LossGrad(select(vec4<f32>(0.0), r.l * w, live), r.g * w);
 }
 
-// Index of the k-th vec4 of invocation lid in workgroup w: neighbouring invocations read neighbouring vec4s.
+// Index of the k-th vec4 of invocation lid in workgroup w: neighbouring invocations read neighbouring vec4s
+// (coalesced, as GPUs want), or with LANE_RUNS (CPU adapters) each its own ITEMS4 in a row.
 fn elementIndex(w: u32, k: u32, lid: u32) -> u32 {
+  if (LANE_RUNS) { return (w * WG + lid) * ITEMS4 + k; }
   return (w * ITEMS4 + k) * WG + lid;
 }
 

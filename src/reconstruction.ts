@@ -206,7 +206,12 @@ function pointLoss(
   const targetWindows = alike(target);
   const weightWindows = weight ? alike(weight) : predWindows.map((w) => w.binding);
   const scale = reduction === "mean" ? 1 / pred.size : 1;
-  const constants = { WG, BROADCAST: broadcast ? 1 : 0, WEIGHTED: weight ? 1 : 0 };
+  const constants = {
+    WG,
+    BROADCAST: broadcast ? 1 : 0,
+    WEIGHTED: weight ? 1 : 0,
+    LANE_RUNS: engine.cpuKernels ? 1 : 0,
+  };
   const params = (count: number, partBase: number, s: number) => {
     const p = new Params().u32(count, partBase, pred.shape.length).f32(s, param);
     if (!broadcast) return p;

@@ -116,18 +116,21 @@ async function checkLoss(
   assertNoLeak(engine, before, what);
 }
 
-test("reconstruction: every loss and reduction against the float64 reference", async (engine) => {
-  // Sizes 1, a prime, and a prime past the 8192 elements a workgroup covers (several workgroups).
-  const shapes = [[1], [7], [3, 5, 7], [10007]];
-  let seed = 1;
-  for (const kind of KINDS) {
-    for (const shape of shapes) {
-      for (const reduction of ["mean", "sum", "none"] as Reduction[]) {
-        await checkLoss(engine, kind, shape, shape, reduction, null, seed++);
+test("reconstruction: every loss and reduction against the float64 reference", () =>
+  // Sizes 1, a prime, and a prime past the 8192 elements a workgroup covers (several workgroups). bothKernels:
+  // with cpuKernels each invocation takes its own run of vec4s, without it neighbouring invocations
+  // neighbouring vec4s.
+  bothKernels(async (engine) => {
+    const shapes = [[1], [7], [3, 5, 7], [10007]];
+    let seed = 1;
+    for (const kind of KINDS) {
+      for (const shape of shapes) {
+        for (const reduction of ["mean", "sum", "none"] as Reduction[]) {
+          await checkLoss(engine, kind, shape, shape, reduction, null, seed++);
+        }
       }
     }
-  }
-});
+  }));
 
 test("bceWithLogits keeps f32 precision for confident logits, as log1p and a split σ(x) − y give", async (engine) => {
   // Confident logits make the loss log1p(e^−|x|) alone (2e-9 at x = 20, y = 1), which log(1 + e) rounds to 0
@@ -172,18 +175,19 @@ test("reconstruction: the padding past a tensor's last element never reaches the
   }
 });
 
-test("reconstruction: weights, and broadcast targets where PyTorch allows them", async (engine) => {
-  let seed = 100;
-  for (const kind of KINDS) {
-    await checkLoss(engine, kind, [4, 3, 5], [4, 3, 5], "mean", [4, 3, 5], seed++);
-    await checkLoss(engine, kind, [3, 4099], [3, 4099], "sum", [3, 1], seed++);
-    await checkLoss(engine, kind, [2, 31], [2, 31], "none", [31], seed++);
-    if (kind !== "bceWithLogits") {
-      await checkLoss(engine, kind, [4, 3, 5], [5], "mean", null, seed++);
-      await checkLoss(engine, kind, [6, 7], [6, 1], "sum", [1, 7], seed++);
+test("reconstruction: weights, and broadcast targets where PyTorch allows them", () =>
+  bothKernels(async (engine) => {
+    let seed = 100;
+    for (const kind of KINDS) {
+      await checkLoss(engine, kind, [4, 3, 5], [4, 3, 5], "mean", [4, 3, 5], seed++);
+      await checkLoss(engine, kind, [3, 4099], [3, 4099], "sum", [3, 1], seed++);
+      await checkLoss(engine, kind, [2, 31], [2, 31], "none", [31], seed++);
+      if (kind !== "bceWithLogits") {
+        await checkLoss(engine, kind, [4, 3, 5], [5], "mean", null, seed++);
+        await checkLoss(engine, kind, [6, 7], [6, 1], "sum", [1, 7], seed++);
+      }
     }
-  }
-});
+  }));
 
 test("reconstruction: gradients match central finite differences", async (engine) => {
   const n = 11;
