@@ -30,13 +30,17 @@ import { type BenchContext, fastest, type Row } from "./lib.ts";
 
 const M = 2 ** 20;
 
+/** f32 elements the copy ceilings move: 64M (16M with --quick), or as many as `limitBytes` holds. */
+const copyLength = (ctx: BenchContext, limitBytes: number) =>
+  Math.min(ctx.quick ? 16 * M : 64 * M, Math.floor(limitBytes / 4));
+
 /**
  * Copy bandwidth: bytes read plus written by copyBufferToBuffer between two tensors, timed by timestamps of
  * empty compute passes around the copies (copies have no timestamps of their own), else by wall time.
  */
 async function copyCeiling(ctx: BenchContext): Promise<number> {
   const { engine } = ctx;
-  const n = Math.min(ctx.quick ? 16 * M : 64 * M, Math.floor(engine.limits.maxBufferSize / 4));
+  const n = copyLength(ctx, engine.limits.maxBufferSize);
   const copies = 4;
   using src = engine.rand([n]);
   using dst = engine.zeros([n]);
@@ -136,7 +140,7 @@ async function fmaCeiling(ctx: BenchContext): Promise<number> {
  */
 async function copyKernel(ctx: BenchContext): Promise<void> {
   const { engine } = ctx;
-  const n = Math.min(ctx.quick ? 16 * M : 64 * M, Math.floor(engine.limits.maxStorageBufferBindingSize / 4));
+  const n = copyLength(ctx, engine.limits.maxStorageBufferBindingSize);
   const WG = 256;
   using src = engine.rand([n]);
   using dst = engine.zeros([n]);
