@@ -96,13 +96,18 @@ test("matmul: 2-D shapes incl. 1, primes and tile edges, all transpose combos, v
 test("matmul: both kernels (workgroup-memory tiles; CPU adapters' vec4 and uniform-slab reads) where dims are multiples of 4", () =>
   // Dims that are all multiples of 4 take the `slab` entry with cpuKernels for one batch item, M ≥ 256 (512 with
   // A transposed) and K ≤ 1,024 (else `direct`), and the tiled one without; bothKernels runs both. Shapes cross
-  // the tile edges (64, 128) and the slab's (16 rows, 8 columns), fill the slab's window (K = 1,024: one block a
-  // window), put several 16-row blocks in one window (K = 4: 17 blocks, the last part past M; K = 400: 2 blocks
-  // a window over 10 windows, the last window's second block wholly past M), take a transposed A into the slab
-  // (M = 516, 520), split K over slices (K > 1,024) and broadcast a batch.
+  // the tile edges (64, 128), take narrow products on direct (N = 28, 60: 2 or 4 invocations across) and cross
+  // the slab's edges (16 rows, 8 columns), fill the slab's window (K = 1,024: one block a window), put several
+  // 16-row blocks in one window (K = 4: 17 blocks, the last part past M; K = 400: 2 blocks a window over 10
+  // windows, the last window's second block wholly past M), take a transposed A into the slab (M = 516, 520),
+  // split K over slices (K > 1,024) and broadcast a batch.
   bothKernels(async (engine) => {
     let seed = 300;
-    const direct = [[4, 4, 4], [8, 12, 68], [68, 4, 132], [20, 1024, 12], [132, 2052, 8]];
+    const direct = [[4, 4, 4], [8, 12, 68], [68, 4, 132], [20, 1024, 12], [132, 2052, 8], [12, 20, 28], [
+      16,
+      8,
+      60,
+    ]];
     const slab = [[260, 4, 132], [300, 400, 72], [256, 1024, 12], [516, 8, 12], [520, 400, 8]];
     for (const [m, k, n] of [...direct, ...slab]) {
       for (const f of COMBOS) {
