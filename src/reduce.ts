@@ -143,6 +143,18 @@ function reduce(
   scale = 1,
   half = 0,
 ): Tensor {
+  // Reduced axes that end the shape behind others (conv2d's bias gradient, axes [0, 2, 3]): the trailing run
+  // first, as contiguous rows, then the others over what is left (on llvmpipe [64, 64, 32, 32] ran 7x faster
+  // than as one strided reduction). A max of maxes and a sum of sums are the same reduction.
+  const run = axes.filter((a, i) => a === x.shape.length - axes.length + i);
+  const rest = axes.slice(0, axes.length - run.length);
+  const size = (list: number[]) => product(list.map((a) => x.shape[a]));
+  if (op !== "logsumexp" && size(run) > 1 && size(rest) > 1) {
+    const inner = reduce(op, name, x, run, x.shape.slice(0, run[0]));
+    const out = reduce(op, name, inner, rest, outShape, scale);
+    inner.dispose();
+    return out;
+  }
   const e = x.engine;
   const pairs = op === "logsumexp";
   let { kept, reduced } = split(x.shape, axes);

@@ -111,7 +111,13 @@ leakTest(
       ["mean", mean, refMean, meanTol],
       ["max", max, refMax, exact],
     ];
-    for (const [k, { shape, axes }] of cases(24, 1).entries()) {
+    // Reduced axes ending the shape behind others, which sum, mean and max split into two reductions.
+    const split = [
+      { shape: [5, 7, 3, 11], axes: [0, 2, 3] },
+      { shape: [4, 1, 6, 2, 9], axes: [0, 1, 3, 4] },
+      { shape: [3, 97, 257], axes: [0, 2] },
+    ];
+    for (const [k, { shape, axes }] of [...cases(24, 1), ...split].entries()) {
       const x = integers(size(shape), k);
       using t = engine.tensor(x, shape);
       for (const [name, op, ref, tol] of ops) {
@@ -509,10 +515,11 @@ leakTest("bad input throws a clear error and allocates nothing", async (engine) 
     await assertThrows(() => op(ints), TypeError, ["i32"]);
     await assertThrows(() => op(t, 2), RangeError, ["axis 2", "[2, 3]"]);
   }
-  // 17 dims alternating kept and reduced do not merge: 9 of one kind are over the kernel's 8.
+  // 17 dims alternating kept and reduced do not merge: 9 of one kind are over the kernel's 8. (sum and max
+  // reduce a trailing run of reduced dims first, on its own, which leaves 8: logsumexp does not split.)
   using deep = engine.zeros(Array.from({ length: 17 }, (_, i) => 2 + (i % 2)));
   const even = [0, 2, 4, 6, 8, 10, 12, 14, 16];
-  await assertThrows(() => sum(deep, even), ShapeError, ["reduced dims", "[2, 3, 2", "9 dims", "8"]);
+  await assertThrows(() => logsumexp(deep, even), ShapeError, ["reduced dims", "[2, 3, 2", "9 dims", "8"]);
   await assertThrows(() => max(deep, even.slice(0, 8).map((d) => d + 1)), ShapeError, [
     "kept dims",
     "9 dims",
