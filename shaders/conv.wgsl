@@ -29,6 +29,9 @@ struct Params {
 }
 
 override WG: u32 = 256;
+// fold: both strides 1, so every tap lines up with an output position and no division finds it (a CPU adapter
+// divides lane by lane).
+override UNIT_STRIDE: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
@@ -38,15 +41,27 @@ fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
   return (wg.y * nwg.x + wg.x) * WG + lid;
 }
 
-// The pixel that column element (n, row, position oy·OW + ox) reads: 0 in the padding and in the zero rows.
-fn tapValue(n: u32, row: u32, oy: u32, ox: u32) -> f32 {
+// Where row r of a sample's columns reads from: channel c and tap offsets i·DH − PH, j·DW − PW (signed: padding
+// puts taps before the image's first row and column); `used` is false for the zero rows.
+struct Tap {
+  c: u32,
+  dy: i32,
+  dx: i32,
+  used: bool,
+}
+
+fn tapOf(r: u32) -> Tap {
   let taps = p.kh * p.kw;
-  let tap = row % taps;
-  // Signed: padding puts taps before the image's first row and column.
-  let y = i32(oy * p.sh + (tap / p.kw) * p.dh) - i32(p.ph);
-  let x = i32(ox * p.sw + (tap % p.kw) * p.dw) - i32(p.pw);
-  if (row >= p.c * taps || y < 0 || y >= i32(p.h) || x < 0 || x >= i32(p.w)) { return 0.0; }
-  return src[((n * p.c + row / taps) * p.h + u32(y)) * p.w + u32(x)];
+  let tap = r % taps;
+  return Tap(r / taps, i32((tap / p.kw) * p.dh) - i32(p.ph), i32((tap % p.kw) * p.dw) - i32(p.pw), r < p.c * taps);
+}
+
+// The pixel that tap t of output position (oy, ox) in sample n reads: 0 in the padding and in the zero rows.
+fn tapValue(n: u32, t: Tap, oy: u32, ox: u32) -> f32 {
+  let y = i32(oy * p.sh) + t.dy;
+  let x = i32(ox * p.sw) + t.dx;
+  if (!t.used || y < 0 || y >= i32(p.h) || x < 0 || x >= i32(p.w)) { return 0.0; }
+  return src[((n * p.c + t.c) * p.h + u32(y)) * p.w + u32(x)];
 }
 
 @compute @workgroup_size(WG)
@@ -57,7 +72,7 @@ fn unfold(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
   let positions = p.oh * p.ow;
   let at = e % positions;
   let row = e / positions;
-  dst[e] = tapValue(row / p.rows, row % p.rows, at / p.ow, at % p.ow);
+  dst[e] = tapValue(row / p.rows, tapOf(row % p.rows), at / p.ow, at % p.ow);
 }
 
 @group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
@@ -70,14 +85,14 @@ fn unfold4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
   let quads = p.oh * p.ow / 4u;
   let row = e / quads;
   let n = row / p.rows;
-  let r = row % p.rows;
+  let t = tapOf(row % p.rows);   // the same for the four
   let first = 4u * (e % quads);
   let p0 = vec2<u32>(first % p.ow, first / p.ow);   // (ox, oy)
   let p1 = nextPosition(p0);
   let p2 = nextPosition(p1);
   let p3 = nextPosition(p2);
-  dst4[e] = vec4<f32>(tapValue(n, r, p0.y, p0.x), tapValue(n, r, p1.y, p1.x), tapValue(n, r, p2.y, p2.x),
-                      tapValue(n, r, p3.y, p3.x));
+  dst4[e] = vec4<f32>(tapValue(n, t, p0.y, p0.x), tapValue(n, t, p1.y, p1.x), tapValue(n, t, p2.y, p2.x),
+                      tapValue(n, t, p3.y, p3.x));
 }
 
 // The position after (ox, oy), wrapping to the next output row.
@@ -100,12 +115,22 @@ fn fold(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   for (var i = 0u; i < p.kh; i++) {
     // Output row oy with oy·SH + i·DH = y + PH, if any.
     let ty = i32(y + p.ph) - i32(i * p.dh);
-    let oy = u32(ty) / p.sh;
-    if (ty < 0 || u32(ty) % p.sh != 0u || oy >= p.oh) { continue; }
+    var oy = u32(ty);
+    var hit = ty >= 0;
+    if (!UNIT_STRIDE) {
+      hit = hit && oy % p.sh == 0u;
+      oy /= p.sh;
+    }
+    if (!hit || oy >= p.oh) { continue; }
     for (var j = 0u; j < p.kw; j++) {
       let tx = i32(x + p.pw) - i32(j * p.dw);
-      let ox = u32(tx) / p.sw;
-      if (tx < 0 || u32(tx) % p.sw != 0u || ox >= p.ow) { continue; }
+      var ox = u32(tx);
+      var hitx = tx >= 0;
+      if (!UNIT_STRIDE) {
+        hitx = hitx && ox % p.sw == 0u;
+        ox /= p.sw;
+      }
+      if (!hitx || ox >= p.ow) { continue; }
       acc += src[(first + i * p.kw + j) * positions + oy * p.ow + ox];
     }
   }

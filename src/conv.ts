@@ -125,7 +125,7 @@ function foldRaw(cols: Tensor, c: number, size: readonly number[], win: Window):
     op: "fold",
     shader: "conv",
     entry: "fold",
-    constants: { WG },
+    constants: { WG, UNIT_STRIDE: +(win.stride[0] === 1 && win.stride[1] === 1) },
     params: params(count, c, h, w, win, cols.shape[1]),
     buffers: [cols, out],
     workgroups: Math.ceil(count / WG),
