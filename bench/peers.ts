@@ -7,10 +7,12 @@ import * as esbuild from "esbuild";
 import type * as TF from "@tensorflow/tfjs-core";
 import {
   add,
+  conv2d,
   exp,
   grad,
   matmul,
   mse,
+  mul,
   ntXent,
   randomResizedCrop,
   softmax,
@@ -224,6 +226,35 @@ export async function bench(ctx: BenchContext): Promise<void> {
       };
     });
   }
+  // A 3×3 convolution (padding 1) forward and backward, input and weight gradients: NCHW in pretext, NHWC (TF.js's
+  // own layout) in TF.js. Forward+backward returns a gradient; the loss and the other intermediates go.
+  const batch = ctx.quick ? 8 : 64;
+  cases.push(() => {
+    const [c, hw, o] = [64, 16, 64];
+    const [x, tx] = both(randomArray(batch * c * hw * hw, 1), [batch, c, hw, hw]);
+    const [w, tw] = both(randomArray(o * c * 9, 2, -0.1, 0.1), [o, c, 3, 3]);
+    const [up, tup] = both(randomArray(batch * o * hw * hw, 3), [batch, o, hw, hw]);
+    const tfNhwc = tf.tidy(() => [tf.transpose(tx, [0, 2, 3, 1]), tf.transpose(tup, [0, 2, 3, 1])]);
+    const tfFilter = tf.tidy(() => tf.transpose(tw, [2, 3, 1, 0]));
+    held.push(...tfNhwc, tfFilter);
+    const tfConv = tf.valueAndGrads((a: TF.Tensor, f: TF.Tensor) =>
+      tf.sum(tf.mul(tf.conv2d(a as TF.Tensor4D, f as TF.Tensor4D, 1, "same"), tfNhwc[1]))
+    );
+    return {
+      kernel: "conv2d.fwdbwd",
+      size: `${[batch, c, hw, hw].join("×")}*${o}×3×3`,
+      flops: 3 * 2 * batch * o * c * 9 * hw * hw,
+      pretext: () => {
+        const y = conv2d(x, w, { padding: 1 });
+        const prod = mul(y, up);
+        const loss = sum(prod);
+        const [gx, gw] = grad(loss, [x, w]);
+        for (const t of [y, prod, loss, gw]) t.dispose();
+        return gx;
+      },
+      tfjs: () => tf.tidy(() => tfConv([tfNhwc[0], tfFilter]).grads[0]),
+    };
+  });
   // Forward+backward returns the gradient; the loss and the other intermediates go.
   const image = ctx.quick ? [16, 3, 64, 64] : [64, 3, 224, 224];
   cases.push(() => {
