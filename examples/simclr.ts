@@ -10,6 +10,7 @@
 import {
   adamw,
   add,
+  conv2d,
   type Engine,
   grad,
   init,
@@ -21,11 +22,9 @@ import {
   ntXent,
   randomResizedCrop,
   relu,
-  reshape,
   simclrViews,
   slice,
   type Tensor,
-  transpose,
 } from "../src/mod.ts";
 import { refRand } from "../src/ref/random.ts";
 
@@ -111,27 +110,22 @@ export async function train(engine: Engine, o: TrainOptions): Promise<TrainResul
       `train: viewSize must be a positive multiple of the patch side ${PATCH}, got ${view}`,
     );
   }
-  const grid = view / PATCH;
   const data = patterns(TRAIN + HELD_OUT, IMAGE, seed);
   using pool = engine.images(data.rgba, { n: TRAIN + HELD_OUT, height: IMAGE, width: IMAGE });
-  // He initialisation, made outside the graph: the optimiser updates these tensors in place.
-  const weight = (rows: number, cols: number, s: number) =>
-    noGrad(() => engine.tidy(() => mul(engine.randn([rows, cols], { seed: s }), Math.sqrt(2 / rows))));
+  // He initialisation for `fanIn` inputs, made outside the graph: the optimiser updates these tensors in place.
+  const weight = (shape: number[], fanIn: number, s: number) =>
+    noGrad(() => engine.tidy(() => mul(engine.randn(shape, { seed: s }), Math.sqrt(2 / fanIn))));
   const params = [
-    weight(3 * PATCH * PATCH, HIDDEN, seed + 1),
+    weight([HIDDEN, 3, PATCH, PATCH], 3 * PATCH * PATCH, seed + 1),
     engine.zeros([HIDDEN]),
-    weight(HIDDEN, PROJECTION, seed + 2),
+    weight([HIDDEN, PROJECTION], HIDDEN, seed + 2),
     engine.zeros([PROJECTION]),
   ];
   const [w1, b1, w2, b2] = params;
-  // A bag of patches: every PATCH² patch of a view through one ReLU layer, averaged over the view, so a pattern
-  // counts the same wherever a crop put it (an MLP on the whole view would have to learn that per position).
-  const features = (v: Tensor) => {
-    const n = v.shape[0];
-    const patches = transpose(reshape(v, [n, 3, grid, PATCH, grid, PATCH]), [0, 2, 4, 1, 3, 5]);
-    const h = relu(add(matmul(reshape(patches, [n * grid * grid, 3 * PATCH * PATCH]), w1), b1));
-    return mean(reshape(h, [n, grid * grid, HIDDEN]), 1);
-  };
+  // A bag of patches: a PATCH×PATCH convolution of stride PATCH puts every patch of a view through one ReLU
+  // layer, averaged over the view, so a pattern counts the same wherever a crop put it (an MLP on the whole
+  // view would have to learn that per position).
+  const features = (v: Tensor) => mean(relu(conv2d(v, w1, { stride: PATCH, bias: b1 })), [2, 3]);
   const project = (v: Tensor) => add(matmul(features(v), w2), b2);
   const accuracy = () => nearestNeighbourAccuracy(engine, pool, data.labels, view, features);
   // The loss on one fixed pair of views of the held-out images: the same batch before and after training.

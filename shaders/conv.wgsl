@@ -3,6 +3,7 @@
 // row-major order, row (c·KH + i)·KW + j holding kernel tap (i, j) of channel c, and rows from C·KH·KW up to ROWS
 // zero (conv2d pads them to a multiple of 4, so matmul takes its vec4 path). Tap (i, j) of output position
 // (oy, ox) reads image pixel (oy·SH − PH + i·DH, ox·SW − PW + j·DW), zero outside the image (PyTorch's unfold).
+// With BATCH_INSIDE the columns are [ROWS, N, L] instead: one matrix [ROWS, N·L] for the whole batch.
 // Entry points (one invocation per output element; the workgroup index spread over x and y):
 //   unfold:  columns from an image.                    bindings: 1 image, 2 columns
 //   unfold4: the same, four neighbouring positions per invocation written as one vec4, where L is a multiple of
@@ -26,12 +27,16 @@ struct Params {
   oh: u32,      // output positions down and across
   ow: u32,
   rows: u32,    // rows of one sample's columns: C·KH·KW or more (zero rows)
+  n: u32,       // samples
 }
 
 override WG: u32 = 256;
 // fold: both strides 1, so every tap lines up with an output position and no division finds it (a CPU adapter
 // divides lane by lane).
 override UNIT_STRIDE: bool = false;
+// Columns [ROWS, N, L], not [N, ROWS, L]: conv2d over few positions makes one product for the whole batch of
+// them rather than N small ones.
+override BATCH_INSIDE: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
@@ -39,6 +44,16 @@ override UNIT_STRIDE: bool = false;
 
 fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
   return (wg.y * nwg.x + wg.x) * WG + lid;
+}
+
+// Line (a run of L positions) of row r of sample n's columns.
+fn lineAt(n: u32, r: u32) -> u32 {
+  return select(n * p.rows + r, r * p.n + n, BATCH_INSIDE);
+}
+
+// (sample, row) of line l: lineAt's inverse.
+fn lineOf(l: u32) -> vec2<u32> {
+  return select(vec2<u32>(l / p.rows, l % p.rows), vec2<u32>(l % p.n, l / p.n), BATCH_INSIDE);
 }
 
 // Where row r of a sample's columns reads from: channel c and tap offsets i·DH − PH, j·DW − PW (signed: padding
@@ -71,8 +86,8 @@ fn unfold(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
   if (e >= p.count) { return; }
   let positions = p.oh * p.ow;
   let at = e % positions;
-  let row = e / positions;
-  dst[e] = tapValue(row / p.rows, tapOf(row % p.rows), at / p.ow, at % p.ow);
+  let line = lineOf(e / positions);
+  dst[e] = tapValue(line.x, tapOf(line.y), at / p.ow, at % p.ow);
 }
 
 @group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
@@ -83,9 +98,9 @@ fn unfold4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
   let e = index(wg, nwg, lid);
   if (e >= p.count) { return; }
   let quads = p.oh * p.ow / 4u;
-  let row = e / quads;
-  let n = row / p.rows;
-  let t = tapOf(row % p.rows);   // the same for the four
+  let line = lineOf(e / quads);
+  let n = line.x;
+  let t = tapOf(line.y);   // the same for the four
   let first = 4u * (e % quads);
   let p0 = vec2<u32>(first % p.ow, first / p.ow);   // (ox, oy)
   let p1 = nextPosition(p0);
@@ -109,8 +124,8 @@ fn fold(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let y = (e / p.w) % p.h;
   let plane = e / (p.w * p.h);   // n·C + c
   let positions = p.oh * p.ow;
-  // Column row of tap (0, 0) of this pixel's channel c, in sample n's columns: n·ROWS + c·KH·KW.
-  let first = (plane / p.c) * p.rows + (plane % p.c) * p.kh * p.kw;
+  let n = plane / p.c;
+  let first = (plane % p.c) * p.kh * p.kw;   // row of this channel's tap (0, 0)
   var acc = 0.0;
   for (var i = 0u; i < p.kh; i++) {
     // Output row oy with oy·SH + i·DH = y + PH, if any.
@@ -131,7 +146,7 @@ fn fold(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         ox /= p.sw;
       }
       if (!hitx || ox >= p.ow) { continue; }
-      acc += src[(first + i * p.kw + j) * positions + oy * p.ow + ox];
+      acc += src[lineAt(n, first + i * p.kw + j) * positions + oy * p.ow + ox];
     }
   }
   dst[e] = acc;

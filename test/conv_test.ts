@@ -109,7 +109,8 @@ test("unfold and fold over 65,535 workgroups", async (engine) => {
 });
 
 // [x shape, weight shape, options]: a 1×1 convolution, primes, stride and dilation, padding, no bias, and
-// positions in whole vec4s (unfold4) that wrap across output rows.
+// positions in whole vec4s (unfold4) that wrap across output rows. Up to 196 positions a sample the columns are
+// laid out batch inside; the last two cases (221 and 256 positions, the second in vec4s) take PyTorch's layout.
 type ConvCase = Omit<WindowOptions, "kernel"> & { bias: boolean };
 const CONV_CASES: [number[], number[], ConvCase][] = [
   [[1, 1, 1, 1], [1, 1, 1, 1], { bias: true }],
@@ -117,6 +118,8 @@ const CONV_CASES: [number[], number[], ConvCase][] = [
   [[3, 2, 13, 11], [4, 2, 3, 2], { stride: [1, 2], dilation: [3, 1], padding: [0, 2], bias: false }],
   [[1, 7, 5, 5], [8, 7, 5, 5], { padding: 2, bias: true }],
   [[2, 3, 10, 6], [4, 3, 3, 3], { padding: 1, bias: true }],
+  [[2, 3, 13, 17], [4, 3, 3, 3], { padding: 1, bias: true }],
+  [[3, 2, 16, 20], [6, 2, 3, 3], { padding: [1, 0], dilation: [1, 2], bias: false }],
 ];
 
 /** conv2d of the case on the GPU and its gradients w.r.t. x, weight and bias of Σ g·y. */
