@@ -659,27 +659,26 @@ export interface Views {
 }
 
 interface ViewRecipe {
+  size: [number, number];
+  scale: [number, number];
   jitter: JitterOptions;
   blur: number;
   solarize: number;
 }
 
-function twoViews(
-  op: string,
-  x: Tensor,
-  seed: number,
-  size: number | [number, number],
-  recipes: ViewRecipe[],
-): Views {
+/**
+ * One view per recipe, view k drawn from stream k: crop (the recipe's scale, aspect ratio 3/4 to 4/3), flip 0.5,
+ * jitter p 0.8, grayscale p 0.2, blur (sigma 0.1 to 2) and solarize with the recipe's probabilities.
+ */
+function recipeViews(op: string, x: Tensor, seed: number, recipes: ViewRecipe[]) {
   const [n, , h, w] = imageDims(op, x);
   checkSeed(op, seed);
-  const out = outSize(op, size);
   const drawn = recipes.map((r, stream) =>
     Array.from({ length: n }, (_, i) => {
       const u = (tag: number) => (param: number) => drawUniforms(seed, tag, stream, i, param);
       const heads = (tag: number, p: number) => coin(seed, tag, stream, i, p);
       const q = identityParams(h, w);
-      q.crop = drawCrop(u(RANDOM_TAG.crop), h, w, [0.08, 1], [3 / 4, 4 / 3]);
+      q.crop = drawCrop(u(RANDOM_TAG.crop), h, w, r.scale, [3 / 4, 4 / 3]);
       q.flip = heads(RANDOM_TAG.flip, 0.5);
       if (heads(RANDOM_TAG.jitter, 0.8)) q.jitter = drawJitter(op, u(RANDOM_TAG.jitter), r.jitter);
       q.grayscale = heads(RANDOM_TAG.grayscale, 0.2);
@@ -688,8 +687,27 @@ function twoViews(
       return q;
     })
   );
-  const views = drawn.map((params, stream) => applyParams(x, params, { size: out, seed, stream }));
-  return { views: [views[0], views[1]], params: [drawn[0], drawn[1]] };
+  const views = drawn.map((params, stream) =>
+    applyParams(x, params, { size: recipes[stream].size, seed, stream })
+  );
+  return { views, params: drawn };
+}
+
+function twoViews(
+  op: string,
+  x: Tensor,
+  seed: number,
+  size: number | [number, number],
+  recipes: Omit<ViewRecipe, "size" | "scale">[],
+): Views {
+  const out = outSize(op, size);
+  const { views, params } = recipeViews(
+    op,
+    x,
+    seed,
+    recipes.map((r) => ({ ...r, size: out, scale: [0.08, 1] })),
+  );
+  return { views: [views[0], views[1]], params: [params[0], params[1]] };
 }
 
 /**
@@ -718,6 +736,71 @@ export function byolViews(x: Tensor, o: { seed: number; size: number | [number, 
     blur: 0.1,
     solarize: 0.2,
   }]);
+}
+
+export interface MultiCropOptions {
+  seed: number;
+  /** Side (or [height, width]) of the two global views (default 224) and of the local ones (default 96). */
+  globalSize?: number | [number, number];
+  localSize?: number | [number, number];
+  /** Local views per image (default 6). */
+  localCrops?: number;
+}
+
+/** Global and local views of a multi-crop recipe, each with the parameters it drew (`applyParams` replays). */
+export interface MultiCropViews {
+  global: [Tensor, Tensor];
+  local: Tensor[];
+  params: { global: [SampleParams[], SampleParams[]]; local: SampleParams[][] };
+}
+
+/** Two global views then the local ones (streams 0, 1, then 2 onwards), from their recipes. */
+function multiCrop(
+  op: string,
+  x: Tensor,
+  o: MultiCropOptions,
+  global: [Omit<ViewRecipe, "size">, Omit<ViewRecipe, "size">],
+  local: Omit<ViewRecipe, "size">,
+): MultiCropViews {
+  const crops = o.localCrops ?? 6;
+  if (!(Number.isInteger(crops) && crops >= 0)) {
+    throw new RangeError(`${op}: localCrops must be an integer ≥ 0, got ${crops}`);
+  }
+  const g = outSize(op, o.globalSize ?? 224);
+  const l = outSize(op, o.localSize ?? 96);
+  const recipes = [...global.map((r) => ({ ...r, size: g })), ...Array(crops).fill({ ...local, size: l })];
+  const { views, params } = recipeViews(op, x, o.seed, recipes);
+  return {
+    global: [views[0], views[1]],
+    local: views.slice(2),
+    params: { global: [params[0], params[1]], local: params.slice(2) },
+  };
+}
+
+/**
+ * DINO's multi-crop as lightly's DINOTransform draws it: two global views (crop scale 0.4 to 1, blur p 1.0 and
+ * 0.1, the second solarized with p 0.2) and `localCrops` local ones (scale 0.05 to 0.4, blur p 0.5); all with
+ * flip 0.5, jitter (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale p 0.2. Resampling is bilinear (DINO's is bicubic).
+ */
+export function dinoViews(x: Tensor, o: MultiCropOptions): MultiCropViews {
+  const jitter = { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1 };
+  const scale: [number, number] = [0.4, 1];
+  return multiCrop("dinoViews", x, o, [{ scale, jitter, blur: 1, solarize: 0 }, {
+    scale,
+    jitter,
+    blur: 0.1,
+    solarize: 0.2,
+  }], { scale: [0.05, 0.4], jitter, blur: 0.5, solarize: 0 });
+}
+
+/**
+ * SwAV's multi-crop (Caron et al. 2020): two global views of crop scale 0.14 to 1 and `localCrops` local ones of
+ * scale 0.05 to 0.14; all with flip 0.5, jitter (0.8, 0.8, 0.8, 0.2) with p 0.8, grayscale p 0.2, blur p 0.5.
+ */
+export function swavViews(x: Tensor, o: MultiCropOptions): MultiCropViews {
+  const jitter = { brightness: 0.8, contrast: 0.8, saturation: 0.8, hue: 0.2 };
+  const view = (scale: [number, number]) => ({ scale, jitter, blur: 0.5, solarize: 0 });
+  return multiCrop("swavViews", x, o, [view([0.14, 1]), view([0.14, 1])], view([0.05, 0.14]));
 }
 
 // ---- images -------------------------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ export {
   type Box,
   byolViews,
   colorJitter,
+  dinoViews,
   type FactorRange,
   gaussianBlur,
   gaussianNoise,
@@ -91,6 +92,8 @@ export {
   identityParams,
   type Jitter,
   type JitterOptions,
+  type MultiCropOptions,
+  type MultiCropViews,
   normalizeChannels,
   randomErasing,
   randomGrayscale,
@@ -100,6 +103,7 @@ export {
   type SampleParams,
   simclrViews,
   solarize,
+  swavViews,
   type Views,
 } from "./augment.ts";
 export {

@@ -3,6 +3,7 @@ import {
   type Augmented,
   byolViews,
   colorJitter,
+  dinoViews,
   type Engine,
   gaussianBlur,
   gaussianNoise,
@@ -17,6 +18,7 @@ import {
   ShapeError,
   simclrViews,
   solarize,
+  swavViews,
   type Tensor,
 } from "../src/mod.ts";
 import { refApplyParams, refImages } from "../src/ref/augment.ts";
@@ -282,6 +284,58 @@ test("augment: simclrViews and byolViews match the reference; the two views diff
   );
   x.dispose();
   assertNoLeak(engine, before, "views");
+});
+
+test("augment: dinoViews and swavViews: global and local views match the reference, draw their recipes", async (engine) => {
+  const before = engine.memory();
+  const { x, host } = batch(engine, [5, 3, 20, 16], 9);
+  const o = { seed: 3, globalSize: 12, localSize: [6, 5] as [number, number], localCrops: 3 };
+  for (const make of [dinoViews, swavViews]) {
+    const { global, local, params } = make(x, o);
+    assertEquals(local.length, 3, `${make.name}: local views`);
+    const all = [...global, ...local];
+    const drawn = [...params.global, ...params.local];
+    for (const [k, v] of all.entries()) {
+      const size = k < 2 ? o.globalSize : o.localSize;
+      assertEquals(v.shape, [5, 3, ...(k < 2 ? [12, 12] : [6, 5])], `${make.name} view ${k} shape`);
+      const expected = refApplyParams(host, x.shape, drawn[k], { size, seed: 3, stream: k });
+      assertClose(await take(v), expected, BILINEAR, `${make.name} view ${k}`);
+    }
+  }
+  x.dispose();
+  // The recipes over 400 images of 32² (views of 4², so they are cheap): crop areas in each view's scale range
+  // (sides of ~4 to 32 pixels rounded to integers: 10% slack), and the blur and solarize rates of DINO's views
+  // (p 1 exactly; p 0.1, 0.2 and 0.5 within 4 standard deviations over 400 and 1,200 draws).
+  using big = engine.zeros([400, 3, 32, 32]);
+  const dino = dinoViews(big, { seed: 1, globalSize: 4, localSize: 4, localCrops: 3 });
+  const swav = swavViews(big, { seed: 1, globalSize: 4, localSize: 4, localCrops: 1 });
+  [...dino.global, ...dino.local, ...swav.global, ...swav.local].forEach((v) => v.dispose());
+  const within = (name: string, qs: SampleParams[][], lo: number, hi: number) => {
+    const a = qs.flat().map((q) => (q.crop.height * q.crop.width) / 1024);
+    const [min, max] = [Math.min(...a), Math.max(...a)];
+    assert(
+      min >= lo * 0.9 && max <= Math.min(1, hi * 1.1),
+      `${name}: areas ${min} to ${max}, not in [${lo}, ${hi}]`,
+    );
+  };
+  within("dino global", dino.params.global, 0.4, 1);
+  within("dino local", dino.params.local, 0.05, 0.4);
+  within("swav global", swav.params.global, 0.14, 1);
+  within("swav local", swav.params.local, 0.05, 0.14);
+  const rate = (qs: SampleParams[], f: (q: SampleParams) => boolean) => qs.filter(f).length / qs.length;
+  const near = (name: string, r: number, p: number, n: number) =>
+    assert(Math.abs(r - p) <= 4 * Math.sqrt((p * (1 - p)) / n), `${name}: rate ${r}, expected ${p}`);
+  const [g0, g1] = dino.params.global;
+  assertEquals(rate(g0, (q) => q.blur > 0), 1, "dino global 0 always blurs");
+  assertEquals(rate(g0, (q) => q.solarize !== null), 0, "dino global 0 never solarizes");
+  near("dino global 1 blur", rate(g1, (q) => q.blur > 0), 0.1, 400);
+  near("dino global 1 solarize", rate(g1, (q) => q.solarize !== null), 0.2, 400);
+  near("dino local blur", rate(dino.params.local.flat(), (q) => q.blur > 0), 0.5, 1200);
+  near("swav blur", rate([...swav.params.global, ...swav.params.local].flat(), (q) => q.blur > 0), 0.5, 1200);
+  await assertThrows(() => dinoViews(big, { seed: 1, localCrops: 1.5 }), RangeError, ["localCrops", "1.5"]);
+  await assertThrows(() => swavViews(big, { seed: 1, localSize: 0 }), RangeError, ["size"]);
+  big.dispose();
+  assertNoLeak(engine, before, "multi-crop");
 });
 
 test("augment: the same seed replays bit for bit, another seed differs, params replay", async (engine) => {
