@@ -28,6 +28,7 @@ struct Params {
   ow: u32,
   rows: u32,    // rows of one sample's columns: C·KH·KW or more (zero rows)
   n: u32,       // samples
+  pad: f32,     // unfold: the value of taps in the padding (0; maxPool2d's −∞)
 }
 
 override WG: u32 = 256;
@@ -71,11 +72,12 @@ fn tapOf(r: u32) -> Tap {
   return Tap(r / taps, i32((tap / p.kw) * p.dh) - i32(p.ph), i32((tap % p.kw) * p.dw) - i32(p.pw), r < p.c * taps);
 }
 
-// The pixel that tap t of output position (oy, ox) in sample n reads: 0 in the padding and in the zero rows.
+// The pixel that tap t of output position (oy, ox) in sample n reads: p.pad in the padding, 0 in the zero rows.
 fn tapValue(n: u32, t: Tap, oy: u32, ox: u32) -> f32 {
   let y = i32(oy * p.sh) + t.dy;
   let x = i32(ox * p.sw) + t.dx;
-  if (!t.used || y < 0 || y >= i32(p.h) || x < 0 || x >= i32(p.w)) { return 0.0; }
+  if (!t.used) { return 0.0; }
+  if (y < 0 || y >= i32(p.h) || x < 0 || x >= i32(p.w)) { return p.pad; }
   return src[((n * p.c + t.c) * p.h + u32(y)) * p.w + u32(x)];
 }
 

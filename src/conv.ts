@@ -1,11 +1,12 @@
-// 2-D convolution as im2col and matmul: unfold (image → columns), its adjoint fold, and conv2d built from them
-// (shaders/conv.wgsl for the two data movements; CPU reference in src/ref/conv.ts).
+// 2-D convolution as im2col and matmul: unfold (image → columns), its adjoint fold, conv2d built from them, and
+// average and max pooling over unfold's windows (shaders/conv.wgsl for the two data movements; CPU reference in
+// src/ref/conv.ts).
 import { noGrad, record } from "./autograd.ts";
 import { Params } from "./engine.ts";
-import { add, checkF32 } from "./elementwise.ts";
+import { add, checkF32, div, equal, mul } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { matmul } from "./matmul.ts";
-import { sum } from "./reduce.ts";
+import { max, mean, sum } from "./reduce.ts";
 import { concat, reshape, slice, transpose } from "./shape.ts";
 import type { Tensor } from "./tensor.ts";
 
@@ -80,10 +81,12 @@ export function windowOf(op: string, size: readonly number[], o: WindowOptions):
   return { kernel, stride, padding, dilation, out };
 }
 
-function params(count: number, image: readonly number[], win: Window, rows: number): Params {
+function params(count: number, image: readonly number[], win: Window, rows: number, pad = 0): Params {
   const [n, c, h, w] = image;
   const { kernel, stride, padding, dilation, out } = win;
-  return new Params().u32(count, c, h, w, ...kernel, ...stride, ...padding, ...dilation, ...out, rows, n);
+  return new Params().u32(count, c, h, w, ...kernel, ...stride, ...padding, ...dilation, ...out, rows, n).f32(
+    pad,
+  );
 }
 
 function checkBinding(op: string, bytes: number, shape: readonly number[], maxBinding: number): void {
@@ -100,12 +103,15 @@ function checkBinding(op: string, bytes: number, shape: readonly number[], maxBi
 interface Columns {
   rows: number;
   batchInside: boolean;
+  /** The value of taps in the padding (default 0). */
+  pad?: number;
 }
 
 /** unfold's kernel: the columns of image x [N, C, H, W]. */
 function unfoldRaw(x: Tensor, win: Window, layout?: Columns): Tensor {
   const [n, c] = x.shape;
-  const { rows, batchInside } = layout ?? { rows: c * win.kernel[0] * win.kernel[1], batchInside: false };
+  const { rows, batchInside, pad } = layout ??
+    { rows: c * win.kernel[0] * win.kernel[1], batchInside: false };
   const positions = win.out[0] * win.out[1];
   const shape = batchInside ? [rows, n * positions] : [n, rows, positions];
   const elements = n * rows * positions;
@@ -118,7 +124,7 @@ function unfoldRaw(x: Tensor, win: Window, layout?: Columns): Tensor {
     shader: "conv",
     entry: positions % 4 === 0 ? "unfold4" : "unfold",
     constants: { WG, BATCH_INSIDE: +batchInside },
-    params: params(count, x.shape, win, rows),
+    params: params(count, x.shape, win, rows, pad),
     buffers: [x, out],
     workgroups: Math.ceil(count / WG),
   });
@@ -262,5 +268,75 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
       }
       const db = bias && needs[2] ? sum(g, [0, 2, 3]) : null;
       return bias ? [dx, dw, db] : [dx, dw];
+    }));
+}
+
+export interface PoolOptions {
+  /** Window height and width (one number for both). */
+  kernel: Pair;
+  /** Step between windows (default: the kernel, PyTorch's). */
+  stride?: Pair;
+  /** Padding on each side, at most half the kernel (default 0). */
+  padding?: Pair;
+}
+
+/** The pooling window of `o` over x's images; PyTorch's bound on the padding. */
+function poolWindow(op: string, x: Tensor, o: PoolOptions): Window {
+  checkImage(op, x);
+  const win = windowOf(op, x.shape.slice(2), { ...o, stride: o.stride ?? o.kernel });
+  if (win.padding.some((p, d) => p > win.kernel[d] / 2)) {
+    throw new RangeError(
+      `${op}: padding ${win.padding} is over half the ${win.kernel[0]}×${win.kernel[1]} kernel`,
+    );
+  }
+  return win;
+}
+
+/** x's pooling windows [N, C, taps, L], the padding's taps at `pad`. */
+function poolColumns(x: Tensor, win: Window, pad: number): Tensor {
+  const [n, c] = x.shape;
+  const taps = win.kernel[0] * win.kernel[1];
+  const cols = unfoldRaw(x, win, { rows: c * taps, batchInside: false, pad });
+  const out = reshape(cols, [n, c, taps, win.out[0] * win.out[1]]);
+  cols.dispose();
+  return out;
+}
+
+/**
+ * Average of each window, like torch.nn.functional.avg_pool2d (padding counted, count_include_pad): x [N, C, H, W]
+ * → [N, C, OH, OW]. Each tap of a window gets the window's gradient over the window's size.
+ */
+export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
+  const op = "avgPool2d";
+  const win = poolWindow(op, x, options);
+  const [n, c] = x.shape;
+  const taps = win.kernel[0] * win.kernel[1];
+  const positions = win.out[0] * win.out[1];
+  const y = noGrad(() => x.engine.tidy(() => reshape(mean(poolColumns(x, win, 0), 2), [n, c, ...win.out])));
+  return record(y, op, [x], (g) =>
+    x.engine.tidy(() => {
+      const share = mul(reshape(g, [n, c, 1, positions]), x.engine.full([1, 1, taps, 1], 1 / taps));
+      return [foldRaw(reshape(share, [n, c * taps, positions]), x.shape, win)];
+    }));
+}
+
+/**
+ * Maximum of each window, like torch.nn.functional.max_pool2d (padding never wins): x [N, C, H, W] →
+ * [N, C, OH, OW]. The gradient goes to the window's maximal elements, ties split evenly (PyTorch gives it to one).
+ */
+export function maxPool2d(x: Tensor, options: PoolOptions): Tensor {
+  const op = "maxPool2d";
+  const win = poolWindow(op, x, options);
+  const [n, c] = x.shape;
+  const taps = win.kernel[0] * win.kernel[1];
+  const positions = win.out[0] * win.out[1];
+  const y = noGrad(() =>
+    x.engine.tidy(() => reshape(max(poolColumns(x, win, -Infinity), 2), [n, c, ...win.out]))
+  );
+  return record(y, op, [x], (g) =>
+    x.engine.tidy(() => {
+      const hits = equal(poolColumns(x, win, -Infinity), reshape(y, [n, c, 1, positions]));
+      const share = div(reshape(g, [n, c, 1, positions]), sum(hits, 2, { keepDims: true }));
+      return [foldRaw(reshape(mul(hits, share), [n, c * taps, positions]), x.shape, win)];
     }));
 }

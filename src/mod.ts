@@ -38,7 +38,16 @@ export {
 export { concat, reshape, slice, transpose } from "./shape.ts";
 export { matmul, type MatmulOptions } from "./matmul.ts";
 export { crossEntropy, type CrossEntropyOptions, normalize } from "./nn.ts";
-export { conv2d, type Conv2dOptions, fold, unfold, type WindowOptions } from "./conv.ts";
+export {
+  avgPool2d,
+  conv2d,
+  type Conv2dOptions,
+  fold,
+  maxPool2d,
+  type PoolOptions,
+  unfold,
+  type WindowOptions,
+} from "./conv.ts";
 export { type AffineOptions, batchNorm, type BatchNormOptions, layerNorm } from "./norm.ts";
 export {
   dcl,

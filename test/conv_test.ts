@@ -1,7 +1,19 @@
-import { conv2d, fold, grad, mul, ShapeError, sum, unfold, type WindowOptions } from "../src/mod.ts";
+import {
+  avgPool2d,
+  conv2d,
+  fold,
+  grad,
+  maxPool2d,
+  mul,
+  type PoolOptions,
+  ShapeError,
+  sum,
+  unfold,
+  type WindowOptions,
+} from "../src/mod.ts";
 import type { Engine, Tensor } from "../src/mod.ts";
 import { MAX_TAPS, windowOf } from "../src/conv.ts";
-import { refConv2d, refConv2dGrad, refFold, refUnfold } from "../src/ref/conv.ts";
+import { refConv2d, refConv2dGrad, refFold, refPool2d, refPool2dGrad, refUnfold } from "../src/ref/conv.ts";
 import { test } from "./harness.ts";
 import {
   assert,
@@ -211,5 +223,50 @@ test("conv2d, unfold and fold name what is wrong, and leak nothing", async (engi
   gone.dispose();
   await assertThrows(() => unfold(gone, { kernel: 2 }), Error, ["dispose"]);
   await assertThrows(() => conv2d(x, gone as Tensor), Error, ["dispose"]);
+  assertNoLeak(engine, before);
+});
+
+// [shape, window]: the default stride (the kernel), overlapping windows with padding (which max must never pick:
+// the values are negative), rectangular windows, a 1×1 image, and a row of positions in whole vec4s.
+const POOL_CASES: [number[], PoolOptions][] = [
+  [[2, 3, 8, 6], { kernel: 2 }],
+  [[1, 2, 9, 7], { kernel: 3, stride: 2, padding: 1 }],
+  [[3, 1, 11, 13], { kernel: [3, 2], stride: [1, 3], padding: [1, 1] }],
+  [[2, 2, 1, 1], { kernel: 1 }],
+  [[1, 4, 16, 16], { kernel: 3, stride: 1, padding: 1 }],
+];
+
+test("avgPool2d and maxPool2d and their gradients match the float64 reference", async (engine) => {
+  const before = engine.memory();
+  for (const [k, [shape, o]] of POOL_CASES.entries()) {
+    // Distinct values (no ties), all negative, so a padding tap read as 0 would win a max.
+    const x = randomArray(size(shape), 40 + k, -3, -1);
+    const win = windowOf("test", shape.slice(2), { ...o, stride: o.stride ?? o.kernel });
+    const g = randomArray(shape[0] * shape[1] * win.out[0] * win.out[1], 50 + k);
+    for (const [kind, pool] of [["avg", avgPool2d], ["max", maxPool2d]] as const) {
+      const [y, dx] = await Promise.all(
+        engine.tidy(() => {
+          const xt = engine.tensor(x, shape);
+          const y = pool(xt, o);
+          return [y, ...grad(sum(mul(y, engine.tensor(g, y.shape))), [xt])];
+        }).map(take),
+      );
+      // A max is exact; an average sums ≤ 9 values of magnitude ≤ 3 in f32 (and the gradient divides once).
+      const tol = { rtol: 1e-6, atol: 1e-6 };
+      assertClose(y, refPool2d(x, shape, win, kind), tol, `${kind} ${shape} ${JSON.stringify(o)}`);
+      assertClose(dx, refPool2dGrad(x, shape, win, kind, g), tol, `${kind} gradient ${shape}`);
+    }
+  }
+  assertNoLeak(engine, before);
+});
+
+test("maxPool2d splits the gradient of tied maxima evenly; pooling names bad windows", async (engine) => {
+  using x = engine.tensor([1, 5, 5, 2, 0, 5, 3, 4, 4], [1, 1, 3, 3]);
+  const before = engine.memory();
+  const [dx] = await Promise.all(engine.tidy(() => grad(sum(maxPool2d(x, { kernel: 3 })), [x])).map(take));
+  assertClose(dx, [0, 1 / 3, 1 / 3, 0, 0, 1 / 3, 0, 0, 0], { rtol: 1e-6, atol: 0 }, "three tied maxima");
+  await assertThrows(() => maxPool2d(x, { kernel: 2, padding: 2 }), RangeError, ["padding 2,2", "2×2"]);
+  await assertThrows(() => avgPool2d(x, { kernel: 4 }), ShapeError, ["4×4", "3×3"]);
+  await assertThrows(() => avgPool2d(x, { kernel: 0 }), RangeError, ["kernel"]);
   assertNoLeak(engine, before);
 });

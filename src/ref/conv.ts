@@ -133,3 +133,64 @@ export function refConv2dGrad(
   });
   return { dx, dw, db };
 }
+
+/** Calls fn(output index, in-image pixel indices of the window, window size) for each pooling window. */
+function forEachWindow(
+  shape: readonly number[],
+  win: Window,
+  fn: (out: number, pixels: number[], taps: number) => void,
+): void {
+  const [n, c, h, w] = shape;
+  const [kh, kw] = win.kernel;
+  for (let plane = 0; plane < n * c; plane++) {
+    for (let oy = 0; oy < win.out[0]; oy++) {
+      for (let ox = 0; ox < win.out[1]; ox++) {
+        const pixels: number[] = [];
+        for (let i = 0; i < kh; i++) {
+          for (let j = 0; j < kw; j++) {
+            const px = tapPixel(win, [h, w], oy, ox, i, j);
+            if (px !== null) pixels.push(plane * h * w + px);
+          }
+        }
+        fn((plane * win.out[0] + oy) * win.out[1] + ox, pixels, kh * kw);
+      }
+    }
+  }
+}
+
+/** Average (padding counted as zeros) or maximum (padding never wins) of each window: [N, C, OH, OW]. */
+export function refPool2d(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  win: Window,
+  kind: "avg" | "max",
+): Float64Array {
+  const y = new Float64Array(shape[0] * shape[1] * win.out[0] * win.out[1]);
+  forEachWindow(shape, win, (o, pixels, taps) => {
+    y[o] = kind === "avg"
+      ? pixels.reduce((s, i) => s + x[i], 0) / taps
+      : pixels.reduce((m, i) => Math.max(m, x[i]), -Infinity);
+  });
+  return y;
+}
+
+/** Gradient of Σ g·pool(x): g / taps to each in-image tap, or g split evenly over each window's maxima. */
+export function refPool2dGrad(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  win: Window,
+  kind: "avg" | "max",
+  g: ArrayLike<number>,
+): Float64Array {
+  const dx = new Float64Array(x.length);
+  forEachWindow(shape, win, (o, pixels, taps) => {
+    if (kind === "avg") {
+      for (const i of pixels) dx[i] += g[o] / taps;
+      return;
+    }
+    const m = pixels.reduce((acc, i) => Math.max(acc, x[i]), -Infinity);
+    const hits = pixels.filter((i) => x[i] === m);
+    for (const i of hits) dx[i] += g[o] / hits.length;
+  });
+  return dx;
+}
