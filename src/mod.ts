@@ -131,6 +131,8 @@ export {
   type AdamOptions,
   adamw,
   clipGradNorm,
+  cosineSchedule,
+  type CosineScheduleOptions,
   emaUpdate,
   lars,
   type LarsOptions,

@@ -397,3 +397,38 @@ export function clipGradNorm(grads: readonly Tensor[], maxNorm: number): Tensor 
     return norm;
   });
 }
+
+export interface CosineScheduleOptions {
+  /** The value after warm-up, where the cosine starts. */
+  base: number;
+  /** The value at `total` steps and after (default 0). */
+  final?: number;
+  /** Steps of the whole schedule, warm-up included. */
+  total: number;
+  /** Steps of linear warm-up from `warmupStart` to `base` (default 0). */
+  warmup?: number;
+  /** The value at step 0 of the warm-up (default 0). */
+  warmupStart?: number;
+}
+
+/**
+ * The value of a schedule at `step` (from 0): a linear warm-up from `warmupStart` to `base` over `warmup` steps,
+ * then a half cosine from `base` to `final` at step `total`, and `final` after, as the SSL recipes schedule the
+ * learning rate and weight decay (SimCLR, BYOL, DINO) and BYOL's and DINO's EMA momentum (0.996 up to 1). Set an
+ * optimiser's `lr` with it before each step.
+ */
+export function cosineSchedule(step: number, o: CosineScheduleOptions): number {
+  const op = "cosineSchedule";
+  const total = checkRange(op, "total", o.total, 1);
+  const warmup = checkRange(op, "warmup", o.warmup ?? 0, 0, total);
+  if (!Number.isInteger(step) || step < 0) {
+    throw new RangeError(`${op}: step must be an integer ≥ 0, got ${step}`);
+  }
+  const [base, final, start] = [o.base, o.final ?? 0, o.warmupStart ?? 0].map((v, i) =>
+    checkRange(op, ["base", "final", "warmupStart"][i], v, -Infinity)
+  );
+  if (step < warmup) return start + ((base - start) * step) / warmup;
+  if (step >= total) return final;
+  const t = (step - warmup) / (total - warmup);
+  return final + 0.5 * (base - final) * (1 + Math.cos(Math.PI * t));
+}

@@ -2,6 +2,7 @@ import {
   adam,
   adamw,
   clipGradNorm,
+  cosineSchedule,
   emaUpdate,
   grad,
   lars,
@@ -274,4 +275,23 @@ test("optimisers reject bad input by name and leak nothing", async (engine) => {
     await assertThrows(() => opt.step([b, b]), Error, ["sgd: optimiser used after dispose"]);
   }
   assertNoLeak(engine, before);
+});
+
+test("cosineSchedule: linear warm-up, a half cosine from base to final, final after", async () => {
+  const o = { base: 0.3, final: 0.01, total: 110, warmup: 10, warmupStart: 0.1 };
+  // Host arithmetic on a few float64 operations: equal to 1e-12.
+  const tol = { rtol: 0, atol: 1e-12 };
+  const at = (steps: number[]) => steps.map((s) => cosineSchedule(s, o));
+  assertClose(at([0, 5, 10]), [0.1, 0.2, 0.3], tol, "warm-up from 0.1 to base");
+  // Halfway through the cosine (step 60 of 10..110) the value is the mean of base and final.
+  assertClose(at([60, 110, 500]), [(0.3 + 0.01) / 2, 0.01, 0.01], tol, "cosine to final, then final");
+  const c = 0.01 + 0.5 * 0.29 * (1 + Math.cos(Math.PI * 0.25));
+  assertClose(at([35]), [c], tol, "a quarter of the way");
+  // BYOL's momentum rises: base 0.996, final 1, no warm-up.
+  const tau = (s: number) => cosineSchedule(s, { base: 0.996, final: 1, total: 100 });
+  assert(tau(0) === 0.996 && tau(50) > 0.997 && tau(50) < 0.999 && tau(100) === 1, "momentum 0.996 → 1");
+  await assertThrows(() => cosineSchedule(-1, o), RangeError, ["step", "-1"]);
+  await assertThrows(() => cosineSchedule(2.5, o), RangeError, ["step", "2.5"]);
+  await assertThrows(() => cosineSchedule(0, { ...o, warmup: 200 }), RangeError, ["warmup", "200"]);
+  await assertThrows(() => cosineSchedule(0, { ...o, base: NaN }), RangeError, ["base", "NaN"]);
 });
