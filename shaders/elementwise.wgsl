@@ -1,6 +1,6 @@
 // elementwise.wgsl: every f32 elementwise op, one kernel parameterised by the override constant OP.
-// Each invocation computes one vec4 of the output (4 consecutive elements), the workgroup index spread over x
-// and y. Tensors are bound as array<vec4<f32>>, the binding rounded up to whole vec4s (pool buffers are 256-byte
+// Each invocation computes one vec4 of the output (4 consecutive elements), or PER consecutive vec4s (unary,
+// scalar, binary), the workgroup index spread over x and y. Tensors are bound as array<vec4<f32>>, the binding rounded up to whole vec4s (pool buffers are 256-byte
 // multiples): the padding lanes compute values nobody reads, so there is no tail path. Wide accesses are the
 // usual 16-byte loads on GPUs and matter more on CPU adapters: llvmpipe loops over the SIMD lanes for every
 // storage access, so a vec4 access costs little more than an f32 one.
@@ -42,6 +42,10 @@ override INNER4: bool = false;
 override A_ROW: bool = false;
 override B_ROW: bool = false;
 override B_SPLIT: bool = false;
+// unary, scalar, binary: consecutive vec4s per invocation. 1 on GPUs, where neighbouring invocations' reads
+// coalesce; 4 on CPU adapters, where each SIMD lane then reads its own run in order (16M elements on llvmpipe,
+// alternating: add 1.1x, exp 1.0x to 1.15x, a scalar multiply 1.15x to 1.4x faster than one vec4 each).
+override PER: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -164,18 +168,22 @@ fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn unary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-  let i = index(wg, nwg, lid);
-  if (i * 4u >= p.count) { return; }
-  out_unary[i] = unaryNan(a[i]);
+  for (var k = 0u; k < PER; k++) {
+    let i = index(wg, nwg, lid) * PER + k;
+    if (i * 4u >= p.count) { return; }
+    out_unary[i] = unaryNan(a[i]);
+  }
 }
 
 @compute @workgroup_size(WG)
 fn scalar(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-  let i = index(wg, nwg, lid);
-  if (i * 4u >= p.count) { return; }
   let s = vec4<f32>(p.scalar);
-  out_unary[i] = select(binaryNan(a[i], s), binaryNan(s, a[i]), SWAP);
+  for (var k = 0u; k < PER; k++) {
+    let i = index(wg, nwg, lid) * PER + k;
+    if (i * 4u >= p.count) { return; }
+    out_unary[i] = select(binaryNan(a[i], s), binaryNan(s, a[i]), SWAP);
+  }
 }
 
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
@@ -184,9 +192,11 @@ fn scalar(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 @compute @workgroup_size(WG)
 fn binary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-  let i = index(wg, nwg, lid);
-  if (i * 4u >= p.count) { return; }
-  out_binary[i] = binaryNan(a[i], b[i]);
+  for (var k = 0u; k < PER; k++) {
+    let i = index(wg, nwg, lid) * PER + k;
+    if (i * 4u >= p.count) { return; }
+    out_binary[i] = binaryNan(a[i], b[i]);
+  }
 }
 
 fn strides(d: u32) -> vec2<u32> {

@@ -130,15 +130,17 @@ function dispatch(
   out: Tensor,
   inputs: (Binding | Binding[])[],
 ): void {
+  // CPU adapters: four consecutive vec4s per invocation (not broadcast, which places its own runs).
+  const per = out.engine.cpuKernels && entry !== "broadcast" ? 4 : 1;
   windows(out).forEach((w, i) => {
     out.engine.run({
       op,
       shader: "elementwise",
       entry,
-      constants: { WG, ...constants },
+      constants: { WG, PER: per, ...constants },
       params: params(w.count),
       buffers: [...inputs.map((x) => Array.isArray(x) ? x[i] : x), w.binding],
-      workgroups: Math.ceil(w.count / 4 / WG),
+      workgroups: Math.ceil(w.count / 4 / per / WG),
     });
   });
 }

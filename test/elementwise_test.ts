@@ -19,7 +19,7 @@ import {
 } from "../src/mod.ts";
 import type { Tensor } from "../src/mod.ts";
 import { refBinary, refUnary, refUnbroadcast, UNARY_GRAD_REF } from "../src/ref/elementwise.ts";
-import { test } from "./harness.ts";
+import { bothKernels, test } from "./harness.ts";
 import {
   assertClose,
   assertNoLeak,
@@ -76,6 +76,22 @@ test("binary ops broadcast like NumPy on random shapes", async (engine) => {
   }
   assertNoLeak(engine, before);
 });
+
+test("unary, scalar and same-shape binary ops, one vec4 an invocation and (CPU adapters) runs of four", () =>
+  bothKernels(async (engine) => {
+    const before = engine.memory();
+    // Sizes about a run of 16 elements and a workgroup of 256 runs: a run cut short, whole, one past.
+    for (const n of [1, 3, 15, 16, 17, 63, 4_097, 16_385]) {
+      const a = randomArray(n, n, -2, 2);
+      const b = randomArray(n, n + 1, -2, 2);
+      using ta = engine.tensor(a, [n]);
+      using tb = engine.tensor(b, [n]);
+      assertClose(await take(exp(ta)), refUnary("exp", a), TOL, `exp n=${n}`);
+      assertClose(await take(mul(ta, 3)), a.map((v) => 3 * v), TOL, `mul scalar n=${n}`);
+      assertClose(await take(add(ta, tb)), a.map((v, i) => v + b[i]), TOL, `add n=${n}`);
+    }
+    assertNoLeak(engine, before);
+  }));
 
 test("scalars are accepted on either side", async (engine) => {
   using t = engine.tensor([1, 2, 4], [3]);
