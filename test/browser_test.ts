@@ -1,10 +1,11 @@
 // Runs the whole suite again in headless Chromium: esbuild bundles every test/*_test.ts (found at run time) with
 // test/browser/runner.ts, Deno serves the bundle from 127.0.0.1, puppeteer-core drives Debian's chromium, and each
 // browser test is reported as a step "chromium: <name>". The one test file that uses Deno APIs (it is not bundled),
-// so it also holds the checks that read files: the library bundle and README.md's example.
+// so it also holds the checks that read files: the library bundle, README.md's example and the demo page.
 import * as esbuild from "esbuild";
 import puppeteer, { type Page } from "puppeteer-core";
 import { browserModule, bundleLibrary } from "../tools/bundle.ts";
+import { serveRepository } from "../tools/serve.ts";
 import type { PageRunner } from "./browser/runner.ts";
 import { assert, assertEquals } from "./util.ts";
 
@@ -141,6 +142,38 @@ Deno.test({
       await page.browser().close();
     }
   } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test({
+  name: "examples/browser.html draws SimCLR views with the bundled library in Chromium",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const server = await serveRepository(0);
+  const browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS });
+  try {
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    await page.goto(`http://127.0.0.1:${server.addr.port}/examples/browser.html`);
+    await page.waitForFunction(() => "demo" in globalThis, { timeout: 60_000 }).catch((e) => {
+      throw new Error(`the page never finished: ${[...errors, e.message].join("; ")}`);
+    });
+    const demo = await page.evaluate(() => (globalThis as unknown as { demo: Record<string, unknown> }).demo);
+    assert(!demo.error, `the page failed: ${demo.error}`);
+    assertEquals(demo, { views: 6, live: 0 }, "views drawn and tensors left");
+    // Every view canvas holds a picture: more than one distinct pixel.
+    const distinct = await page.evaluate(() =>
+      [...document.querySelectorAll("canvas")].slice(1).map((c) => {
+        const data = c.getContext("2d")!.getImageData(0, 0, c.width, c.height).data;
+        return new Set(new Uint32Array(data.buffer)).size;
+      })
+    );
+    assert(distinct.length === 6 && distinct.every((n) => n > 1), `distinct pixels per view: ${distinct}`);
+  } finally {
+    await browser.close();
     await server.shutdown();
   }
 });
