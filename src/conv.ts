@@ -303,21 +303,43 @@ function poolColumns(x: Tensor, win: Window, pad: number): Tensor {
 }
 
 /**
+ * A pooling op over x's windows [N, C, taps, L] (padding taps at `pad`): `reduce` makes each window's value
+ * [N, C, L]; `spread` gives each tap its gradient [N, C, taps, L] from the output's gradient and value (both
+ * [N, C, 1, L]) and the windows (made again on demand), and fold sums them into x's gradient.
+ */
+function pool(
+  op: string,
+  x: Tensor,
+  options: PoolOptions,
+  pad: number,
+  reduce: (windows: Tensor) => Tensor,
+  spread: (g: Tensor, y: Tensor, windows: () => Tensor, taps: number) => Tensor,
+): Tensor {
+  const win = poolWindow(op, x, options);
+  const [n, c] = x.shape;
+  const taps = win.kernel[0] * win.kernel[1];
+  const perWindow = [n, c, 1, win.out[0] * win.out[1]];
+  const y = noGrad(() => x.engine.tidy(() => reshape(reduce(poolColumns(x, win, pad)), [n, c, ...win.out])));
+  return record(y, op, [x], (g) =>
+    x.engine.tidy(() => {
+      const each = spread(reshape(g, perWindow), reshape(y, perWindow), () => poolColumns(x, win, pad), taps);
+      return [foldRaw(reshape(each, [n, c * taps, perWindow[3]]), x.shape, win)];
+    }));
+}
+
+/**
  * Average of each window, like torch.nn.functional.avg_pool2d (padding counted, count_include_pad): x [N, C, H, W]
  * → [N, C, OH, OW]. Each tap of a window gets the window's gradient over the window's size.
  */
 export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
-  const op = "avgPool2d";
-  const win = poolWindow(op, x, options);
-  const [n, c] = x.shape;
-  const taps = win.kernel[0] * win.kernel[1];
-  const positions = win.out[0] * win.out[1];
-  const y = noGrad(() => x.engine.tidy(() => reshape(mean(poolColumns(x, win, 0), 2), [n, c, ...win.out])));
-  return record(y, op, [x], (g) =>
-    x.engine.tidy(() => {
-      const share = mul(reshape(g, [n, c, 1, positions]), x.engine.full([1, 1, taps, 1], 1 / taps));
-      return [foldRaw(reshape(share, [n, c * taps, positions]), x.shape, win)];
-    }));
+  return pool(
+    "avgPool2d",
+    x,
+    options,
+    0,
+    (w) => mean(w, 2),
+    (g, _y, _w, taps) => mul(g, x.engine.full([1, 1, taps, 1], 1 / taps)),
+  );
 }
 
 /**
@@ -325,18 +347,8 @@ export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
  * [N, C, OH, OW]. The gradient goes to the window's maximal elements, ties split evenly (PyTorch gives it to one).
  */
 export function maxPool2d(x: Tensor, options: PoolOptions): Tensor {
-  const op = "maxPool2d";
-  const win = poolWindow(op, x, options);
-  const [n, c] = x.shape;
-  const taps = win.kernel[0] * win.kernel[1];
-  const positions = win.out[0] * win.out[1];
-  const y = noGrad(() =>
-    x.engine.tidy(() => reshape(max(poolColumns(x, win, -Infinity), 2), [n, c, ...win.out]))
-  );
-  return record(y, op, [x], (g) =>
-    x.engine.tidy(() => {
-      const hits = equal(poolColumns(x, win, -Infinity), reshape(y, [n, c, 1, positions]));
-      const share = div(reshape(g, [n, c, 1, positions]), sum(hits, 2, { keepDims: true }));
-      return [foldRaw(reshape(mul(hits, share), [n, c * taps, positions]), x.shape, win)];
-    }));
+  return pool("maxPool2d", x, options, -Infinity, (w) => max(w, 2), (g, y, windows) => {
+    const hits = equal(windows(), y);
+    return mul(hits, div(g, sum(hits, 2, { keepDims: true })));
+  });
 }
