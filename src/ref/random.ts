@@ -1,23 +1,34 @@
 // CPU reference of shaders/lib/philox.wgsl and shaders/random.wgsl: the same numbers, bit for bit.
 
-/** 32x32 -> 64-bit product as [hi, lo], built from 16-bit halves exactly as the WGSL does. */
-function mulHiLo(a: number, b: number): [number, number] {
+/** High 32 bits of the 64-bit product of two u32, built from 16-bit halves exactly as the WGSL does. */
+function mulHi(a: number, b: number): number {
   const lolo = (a & 0xffff) * (b & 0xffff);
   const hilo = (a >>> 16) * (b & 0xffff);
   const lohi = (a & 0xffff) * (b >>> 16);
   const cross = (lolo >>> 16) + (hilo & 0xffff) + lohi;
-  const hi = ((a >>> 16) * (b >>> 16) + (hilo >>> 16) + Math.floor(cross / 65536)) >>> 0;
-  return [hi, Math.imul(a, b) >>> 0];
+  return ((a >>> 16) * (b >>> 16) + (hilo >>> 16) + Math.floor(cross / 65536)) >>> 0;
 }
 
-/** Philox 4x32-10: four 32-bit words from a 128-bit counter and a 64-bit key. */
+/**
+ * Philox 4x32-10: four 32-bit words from a 128-bit counter and a 64-bit key. Scalars only, no array per round:
+ * the augmentations draw their per-sample parameters with it on the host.
+ */
 export function philox(counter: readonly number[], key: readonly number[]): Uint32Array {
-  let [c0, c1, c2, c3] = counter.map((v) => v >>> 0);
-  let [k0, k1] = key.map((v) => v >>> 0);
+  let c0 = counter[0] >>> 0;
+  let c1 = counter[1] >>> 0;
+  let c2 = counter[2] >>> 0;
+  let c3 = counter[3] >>> 0;
+  let k0 = key[0] >>> 0;
+  let k1 = key[1] >>> 0;
   for (let r = 0; r < 10; r++) {
-    const [h0, l0] = mulHiLo(0xD2511F53, c0);
-    const [h1, l1] = mulHiLo(0xCD9E8D57, c2);
-    [c0, c1, c2, c3] = [(h1 ^ c1 ^ k0) >>> 0, l1, (h0 ^ c3 ^ k1) >>> 0, l0];
+    const h0 = mulHi(0xD2511F53, c0);
+    const l0 = Math.imul(0xD2511F53, c0) >>> 0;
+    const h1 = mulHi(0xCD9E8D57, c2);
+    const l1 = Math.imul(0xCD9E8D57, c2) >>> 0;
+    c0 = (h1 ^ c1 ^ k0) >>> 0;
+    c2 = (h0 ^ c3 ^ k1) >>> 0;
+    c1 = l1;
+    c3 = l0;
     k0 = (k0 + 0x9E3779B9) >>> 0;
     k1 = (k1 + 0xBB67AE85) >>> 0;
   }
