@@ -237,38 +237,91 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
   const rows = Math.ceil(taps / 4) * 4;
   const positions = win.out[0] * win.out[1];
   const layout = { rows, batchInside: positions <= BATCH_INSIDE_POSITIONS };
+  const e = x.engine;
   const matrix = () => {
     const wm = reshape(weight, [o, taps]);
-    return rows === taps ? wm : concat([wm, x.engine.zeros([o, rows - taps])], 1);
+    return rows === taps ? wm : concat([wm, e.zeros([o, rows - taps])], 1);
   };
-  // The batch-inside product is [O, N·L]; the output and its gradient are [N, O, L].
-  const toSamples = (t: Tensor) => transpose(reshape(t, [o, n, positions]), [1, 0, 2]);
-  const toChannels = (g: Tensor) =>
-    reshape(transpose(reshape(g, [n, o, positions]), [1, 0, 2]), [o, n * positions]);
-  const y = noGrad(() =>
-    x.engine.tidy(() => {
-      const prod = matmul(matrix(), unfoldRaw(x, win, layout));
-      const shaped = reshape(layout.batchInside ? toSamples(prod) : prod, [n, o, ...win.out]);
-      return bias ? add(shaped, reshape(bias, [o, 1, 1])) : shaped;
-    })
+  // The batch-inside product is [O, m·L]; the output and its gradient are [m, O, L].
+  const toSamples = (t: Tensor, m: number) => transpose(reshape(t, [o, m, positions]), [1, 0, 2]);
+  const toChannels = (g: Tensor, m: number) =>
+    reshape(transpose(reshape(g, [m, o, positions]), [1, 0, 2]), [o, m * positions]);
+  const chunks = sampleChunks(op, x, [
+    rows * positions,
+    o * positions,
+    c * h * w,
+    o * rows * Math.ceil(positions / 1024),
+  ]);
+  const y = e.empty([n, o, ...win.out]);
+  noGrad(() =>
+    chunks.forEach(([s0, s1]) =>
+      e.tidy(() => {
+        const m = s1 - s0;
+        const prod = matmul(matrix(), unfoldRaw(samples(x, s0, s1), win, layout));
+        const part = layout.batchInside ? toSamples(prod, m) : prod;
+        const out = bias ? add(part, reshape(bias, [o, 1])) : part;
+        e.copy(out.buffer, 0, y.buffer, s0 * o * positions * 4, out.bytes);
+      })
+    )
   );
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return record(y, op, inputs, (g, needs) =>
-    x.engine.tidy(() => {
-      const gm = layout.batchInside ? toChannels(g) : reshape(g, [n, o, positions]);
-      const dx = needs[0]
-        ? foldRaw(matmul(matrix(), gm, { transA: true }), x.shape, win, layout.batchInside)
-        : null;
+    e.tidy(() => {
+      const dx = needs[0] ? e.empty(x.shape) : null;
       let dw: Tensor | null = null;
-      if (needs[1]) {
-        // [O, rows] at once, or [N, O, rows] summed over the samples.
-        const prod = matmul(gm, unfoldRaw(x, win, layout), { transB: true });
-        const summed = layout.batchInside ? prod : sum(prod, 0);
-        dw = reshape(rows === taps ? summed : slice(summed, [0, 0], [o, taps]), weight.shape);
+      for (const [s0, s1] of chunks) {
+        const m = s1 - s0;
+        dw = e.tidy(() => {
+          const gs = samples(g, s0, s1);
+          const gm = layout.batchInside ? toChannels(gs, m) : reshape(gs, [m, o, positions]);
+          if (dx) {
+            const part = foldRaw(
+              matmul(matrix(), gm, { transA: true }),
+              [m, c, h, w],
+              win,
+              layout.batchInside,
+            );
+            e.copy(part.buffer, 0, dx.buffer, s0 * c * h * w * 4, part.bytes);
+          }
+          if (!needs[1]) return null;
+          // [O, rows] at once, or [m, O, rows] summed over the samples; added to the chunks before.
+          const prod = matmul(gm, unfoldRaw(samples(x, s0, s1), win, layout), { transB: true });
+          const summed = layout.batchInside ? prod : sum(prod, 0);
+          return dw ? add(dw, summed) : summed;
+        });
       }
+      const dweight = dw && reshape(rows === taps ? dw : slice(dw, [0, 0], [o, taps]), weight.shape);
       const db = bias && needs[2] ? sum(g, [0, 2, 3]) : null;
-      return bias ? [dx, dw, db] : [dx, dw];
+      return bias ? [dx, dweight, db] : [dx, dweight];
     }));
+}
+
+/**
+ * Ranges [s0, s1) of x's samples whose work fits one storage binding, from the bytes / 4 each sample needs in
+ * each of conv2d's tensors (columns, product, image, matmul's partial sums): the whole batch where it fits.
+ */
+function sampleChunks(op: string, x: Tensor, perSample: number[]): [number, number][] {
+  const bytes = 4 * Math.max(...perSample);
+  if (bytes > x.engine.maxBinding) {
+    throw new ShapeError(
+      `${op}: one sample of ${
+        fmtShape(x.shape)
+      } needs a ${bytes}-byte buffer, over maxStorageBufferBindingSize ` +
+        `(${x.engine.maxBinding} bytes)`,
+    );
+  }
+  const per = Math.floor(x.engine.maxBinding / bytes);
+  const n = x.shape[0];
+  return Array.from({ length: Math.ceil(n / per) }, (_, k) => [k * per, Math.min(n, (k + 1) * per)]);
+}
+
+/** Samples [s0, s1) of t (a copy), or t itself where that is all of them. */
+function samples(t: Tensor, s0: number, s1: number): Tensor {
+  if (s0 === 0 && s1 === t.shape[0]) return t;
+  const per = t.size / t.shape[0];
+  const out = t.engine.empty([s1 - s0, ...t.shape.slice(1)]);
+  t.engine.copy(t.buffer, s0 * per * 4, out.buffer, 0, out.bytes);
+  return out;
 }
 
 export interface PoolOptions {

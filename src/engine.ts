@@ -12,7 +12,8 @@ export interface InitOptions {
   batchSize?: number;
   /**
    * Ask for a smaller maxStorageBufferBindingSize than the adapter's largest (tests use this to exercise the
-   * windowed paths identically on every adapter).
+   * windowed paths identically on every adapter). Below WebGPU's default of 128 MiB, which a device always
+   * has, the engine keeps to it on its own (`engine.maxBinding`).
    */
   maxStorageBufferBindingSize?: number;
   /**
@@ -190,6 +191,7 @@ export class Engine {
   /** Workgroups one dispatch needs to keep the adapter busy (`InitOptions.parallelWorkgroups`). */
   readonly parallelWorkgroups: number;
   #logitCacheBytes: number;
+  #maxBinding: number;
   /** Whether ops pick the kernel variants made for CPU adapters (`InitOptions.cpuKernels`). */
   readonly cpuKernels: boolean;
   /** Workgroups along x before a dispatch is laid over x and y (`InitOptions.maxComputeWorkgroupsPerDimension`). */
@@ -219,6 +221,11 @@ export class Engine {
 
   constructor(readonly adapter: GPUAdapter, readonly device: GPUDevice, options: InitOptions = {}) {
     this.limits = device.limits;
+    // A device keeps at least WebGPU's default (128 MiB): a smaller request is kept here, as the engine's own.
+    this.#maxBinding = Math.min(
+      this.limits.maxStorageBufferBindingSize,
+      options.maxStorageBufferBindingSize ?? Infinity,
+    );
     const info = adapter.info;
     this.adapterName = [info?.description || info?.device, info?.vendor, info?.architecture]
       .filter((s) => s).join(" / ") || "unknown adapter";
@@ -487,7 +494,7 @@ export class Engine {
 
   /** Largest byte window a kernel may bind, and the alignment of a window's offset. */
   get maxBinding(): number {
-    return this.limits.maxStorageBufferBindingSize;
+    return this.#maxBinding;
   }
 
   get bindingAlignment(): number {

@@ -14,7 +14,7 @@ import {
 import type { Engine, Tensor } from "../src/mod.ts";
 import { MAX_TAPS, windowOf } from "../src/conv.ts";
 import { refConv2d, refConv2dGrad, refFold, refPool2d, refPool2dGrad, refUnfold } from "../src/ref/conv.ts";
-import { test } from "./harness.ts";
+import { bothKernels, test } from "./harness.ts";
 import {
   assert,
   assertClose,
@@ -171,6 +171,42 @@ test("conv2d and its gradients match direct float64 sums: stride, padding, dilat
   }
   assertNoLeak(engine, before);
 });
+
+test("conv2d over more columns than one binding holds runs in chunks of samples", () =>
+  // On engines that bind at most 1 MiB: columns of 40 × 36 rows × 16² positions (1.4 MiB, PyTorch's layout: 28
+  // samples a chunk) and of 100 × 72 rows × 8² positions (1.8 MiB, batch inside: 56 a chunk). Tolerances as
+  // above.
+  bothKernels(async (engine) => {
+    const before = engine.memory();
+    const cases: [number[], number[]][] = [[[40, 4, 16, 16], [4, 4, 3, 3]], [[100, 8, 8, 8], [4, 8, 3, 3]]];
+    for (const [k, [xs, ws]] of cases.entries()) {
+      const { x, w, b, g, win, out, grads } = await convAndGrads(
+        engine,
+        xs,
+        ws,
+        { padding: 1, bias: true },
+        70 + k,
+      );
+      const what = `${xs} * ${ws}`;
+      assertCloseScaled(out, refConv2d(x, xs, w, ws, b, win), 1e-5, `y ${what}`);
+      const ref = refConv2dGrad(x, xs, w, ws, g, win);
+      assertCloseScaled(grads[0], ref.dx, 1e-5, `dx ${what}`);
+      assertCloseScaled(grads[1], ref.dw, 1e-5, `dweight ${what}`);
+      assertCloseScaled(grads[2], ref.db, 1e-5, `dbias ${what}`);
+    }
+    // One sample's columns alone over the binding: 1,152 rows × 16² positions (1.2 MB).
+    using big = engine.zeros([1, 128, 16, 16]);
+    using wide = engine.zeros([1, 128, 3, 3]);
+    const at = engine.memory();
+    await assertThrows(() => conv2d(big, wide, { padding: 1 }), ShapeError, [
+      "maxStorageBufferBindingSize",
+      "[1, 128, 16, 16]",
+    ]);
+    assertNoLeak(engine, at);
+    big.dispose();
+    wide.dispose();
+    assertNoLeak(engine, before);
+  }, { maxStorageBufferBindingSize: 2 ** 20 }));
 
 test("conv2d gradients match finite differences", async (engine) => {
   const before = engine.memory();
