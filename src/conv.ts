@@ -369,14 +369,39 @@ function pool(
   spread: (g: Tensor, y: Tensor, windows: () => Tensor, taps: number) => Tensor,
 ): Tensor {
   const win = poolWindow(op, x, options);
-  const [n, c] = x.shape;
+  const [n, c, h, w] = x.shape;
+  const e = x.engine;
   const taps = win.kernel[0] * win.kernel[1];
-  const perWindow = [n, c, 1, win.out[0] * win.out[1]];
-  const y = noGrad(() => x.engine.tidy(() => reshape(reduce(poolColumns(x, win, pad)), [n, c, ...win.out])));
+  const positions = win.out[0] * win.out[1];
+  // Chunks of samples whose windows fit one binding, each written into place.
+  const chunks = sampleChunks(op, x, [c * taps * positions, c * h * w]);
+  const y = e.empty([n, c, ...win.out]);
+  noGrad(() =>
+    chunks.forEach(([s0, s1]) =>
+      e.tidy(() => {
+        const part = reduce(poolColumns(samples(x, s0, s1), win, pad));
+        e.copy(part.buffer, 0, y.buffer, s0 * c * positions * 4, part.bytes);
+      })
+    )
+  );
   return record(y, op, [x], (g) =>
-    x.engine.tidy(() => {
-      const each = spread(reshape(g, perWindow), reshape(y, perWindow), () => poolColumns(x, win, pad), taps);
-      return [foldRaw(reshape(each, [n, c * taps, perWindow[3]]), x.shape, win)];
+    e.tidy(() => {
+      const dx = e.empty(x.shape);
+      for (const [s0, s1] of chunks) {
+        e.tidy(() => {
+          const perWindow = [s1 - s0, c, 1, positions];
+          const xs = samples(x, s0, s1);
+          const each = spread(
+            reshape(samples(g, s0, s1), perWindow),
+            reshape(samples(y, s0, s1), perWindow),
+            () => poolColumns(xs, win, pad),
+            taps,
+          );
+          const part = foldRaw(reshape(each, [s1 - s0, c * taps, positions]), xs.shape, win);
+          e.copy(part.buffer, 0, dx.buffer, s0 * c * h * w * 4, part.bytes);
+        });
+      }
+      return [dx];
     }));
 }
 

@@ -172,7 +172,7 @@ test("conv2d and its gradients match direct float64 sums: stride, padding, dilat
   assertNoLeak(engine, before);
 });
 
-test("conv2d over more columns than one binding holds runs in chunks of samples", () =>
+test("conv2d and pooling over more columns than one binding holds run in chunks of samples", () =>
   // On engines that bind at most 1 MiB: columns of 40 × 36 rows × 16² positions (1.4 MiB, PyTorch's layout: 28
   // samples a chunk) and of 100 × 72 rows × 8² positions (1.8 MiB, batch inside: 56 a chunk). Tolerances as
   // above.
@@ -193,6 +193,23 @@ test("conv2d over more columns than one binding holds runs in chunks of samples"
       assertCloseScaled(grads[0], ref.dx, 1e-5, `dx ${what}`);
       assertCloseScaled(grads[1], ref.dw, 1e-5, `dweight ${what}`);
       assertCloseScaled(grads[2], ref.db, 1e-5, `dbias ${what}`);
+    }
+    // Pooling windows of 40 × 8 channels × 9 taps × 16² positions (2.9 MiB): 14 samples a chunk.
+    const shape = [40, 8, 16, 16];
+    const x = randomArray(size(shape), 80, -3, -1);
+    const o: PoolOptions = { kernel: 3, stride: 1, padding: 1 };
+    const win = windowOf("test", [16, 16], o);
+    const g = randomArray(40 * 8 * 256, 81);
+    for (const [kind, pool] of [["avg", avgPool2d], ["max", maxPool2d]] as const) {
+      const [y, dx] = await Promise.all(
+        engine.tidy(() => {
+          const xt = engine.tensor(x, shape);
+          const y = pool(xt, o);
+          return [y, ...grad(sum(mul(y, engine.tensor(g, y.shape))), [xt])];
+        }).map(take),
+      );
+      assertClose(y, refPool2d(x, shape, win, kind), { rtol: 1e-6, atol: 1e-6 }, `${kind} pool in chunks`);
+      assertClose(dx, refPool2dGrad(x, shape, win, kind, g), { rtol: 1e-6, atol: 1e-6 }, `${kind} gradient`);
     }
     // One sample's columns alone over the binding: 1,152 rows × 16² positions (1.2 MB).
     using big = engine.zeros([1, 128, 16, 16]);
