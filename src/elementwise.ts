@@ -1,5 +1,5 @@
 // Elementwise ops with NumPy broadcasting (shaders/elementwise.wgsl; CPU reference in src/ref/elementwise.ts).
-import { type Binding, checkRank, Params, windowBindings, windows } from "./engine.ts";
+import { type Binding, checkRank, type Engine, Params, windowBindings, windows } from "./engine.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { record } from "./autograd.ts";
 import { sum } from "./reduce.ts";
@@ -130,8 +130,8 @@ function dispatch(
   out: Tensor,
   inputs: (Binding | Binding[])[],
 ): void {
-  // CPU adapters: four consecutive vec4s per invocation (not broadcast, which places its own runs).
-  const per = out.engine.cpuKernels && entry !== "broadcast" ? 4 : 1;
+  // CPU adapters: four consecutive vec4s per invocation.
+  const per = out.engine.cpuKernels ? 4 : 1;
   windows(out).forEach((w, i) => {
     out.engine.run({
       op,
@@ -198,6 +198,7 @@ export function checkBroadcastFits(
 /**
  * f(a, b) broadcast to `shape`, b having shape `bShape`. With `half`, b is a sum kept as two halves, its first
  * term and from element `half` on its second (a multiple of 4), and a − b is taken as (a − first) − second.
+ * An output over one storage binding runs in parts along its leading dim where it can be cut (`leadingParts`).
  */
 function broadcast(
   op: keyof typeof BINARY,
@@ -207,18 +208,110 @@ function broadcast(
   shape: number[],
   half = 0,
 ): Tensor {
-  checkBroadcastFits(op, a, bShape, shape);
-  const [dims, sa, sb] = collapseDims(
-    shape,
-    broadcastStrides(a.shape, shape),
-    broadcastStrides(bShape, shape),
-  );
+  broadcastDims(op, a.shape, bShape, shape);
+  const plan = half === 0 && 4 * shapeSize(shape) > a.engine.maxBinding
+    ? leadingParts(a, bShape, shape)
+    : null;
+  if (!plan) {
+    checkBroadcastFits(op, a, bShape, shape);
+    const out = a.engine.empty(shape);
+    broadcastInto(a.engine, op, a, a.shape, b, bShape, out, shape, half);
+    return out;
+  }
+  const e = a.engine;
+  const out = e.empty(shape);
+  const { rows, parts } = plan;
+  // Leading indices [s0, s0 + m) of a tensor whose leading index holds r elements: a window where it starts on
+  // the binding alignment (the output's always do), else a copy (an operand's rows need not line up as the
+  // output's do).
+  const temps: Tensor[] = [];
+  const leading = (t: Tensor, tShape: readonly number[], r: number, s0: number, m: number): Binding => {
+    if ((4 * r * s0) % e.bindingAlignment === 0) {
+      return {
+        buffer: t.buffer,
+        offset: 4 * r * s0,
+        size: Math.min(t.buffer.size - 4 * r * s0, Math.ceil(r * m / 4) * 16),
+      };
+    }
+    const copy = e.empty([m, ...tShape.slice(1)]);
+    e.copy(t.buffer, 4 * r * s0, copy.buffer, 0, 4 * r * m);
+    temps.push(copy);
+    return copy;
+  };
+  for (const [s0, m] of parts) {
+    const cut = (s: readonly number[]) => [m, ...s.slice(1)];
+    broadcastInto(
+      e,
+      op,
+      rows.a ? leading(a, a.shape, rows.a, s0, m) : a,
+      rows.a ? cut(a.shape) : a.shape,
+      rows.b ? leading(b, bShape, rows.b, s0, m) : b,
+      rows.b ? cut(bShape) : bShape,
+      leading(out, shape, rows.out, s0, m),
+      cut(shape),
+      0,
+    );
+  }
+  for (const t of temps) t.dispose();
+  return out;
+}
+
+/**
+ * How to cut a broadcast's output along its leading dim so each part fits one binding: the elements per leading
+ * index of the output and of each operand (0 for one broadcast along that dim, which is bound whole and so must
+ * fit one binding), and the parts [first index, count], every output window starting on the binding alignment.
+ * Null where no such cut exists.
+ */
+function leadingParts(a: Tensor, bShape: readonly number[], shape: readonly number[]) {
+  const e = a.engine;
+  const lead = shape[0];
+  const row = (
+    s: readonly number[],
+  ) => (s.length === shape.length && s[0] === lead ? shapeSize(s) / lead : 0);
+  const rows = { out: shapeSize(shape) / lead, a: row(a.shape), b: row(bShape) };
+  if ((!rows.a && a.bytes > e.maxBinding) || (!rows.b && 4 * shapeSize(bShape) > e.maxBinding)) return null;
+  // Leading indices per part: a multiple of what starts every output window on the alignment.
+  const gcd = (x: number, y: number): number => (y ? gcd(y, x % y) : x);
+  const step = e.bindingAlignment / gcd(4 * rows.out, e.bindingAlignment);
+  const per = Math.floor(e.maxBinding / (4 * rows.out) / step) * step;
+  if (per < 1) return null;
+  const parts = Array.from({ length: Math.ceil(lead / per) }, (_, k): [number, number] => [
+    k * per,
+    Math.min(per, lead - k * per),
+  ]);
+  return { rows, parts };
+}
+
+/** The broadcast's dims and each operand's strides, adjacent dims merged; a ShapeError past the kernel's rank. */
+function broadcastDims(
+  op: string,
+  aShape: readonly number[],
+  bShape: readonly number[],
+  shape: readonly number[],
+) {
+  const merged = collapseDims(shape, broadcastStrides(aShape, shape), broadcastStrides(bShape, shape));
   checkRank(
     op,
-    `broadcasting ${fmtShape(a.shape)} with ${fmtShape(bShape)} (adjacent dims merged)`,
-    dims.length,
+    `broadcasting ${fmtShape(aShape)} with ${fmtShape(bShape)} (adjacent dims merged)`,
+    merged[0].length,
   );
-  const out = a.engine.empty(shape);
+  return merged;
+}
+
+/** One broadcast dispatch into `out` ([shape], fitting one binding) from a and b bound as given. */
+function broadcastInto(
+  engine: Engine,
+  op: keyof typeof BINARY,
+  a: Binding,
+  aShape: readonly number[],
+  b: Binding,
+  bShape: readonly number[],
+  out: Binding,
+  shape: readonly number[],
+  half: number,
+): void {
+  const [dims, sa, sb] = broadcastDims(op, aShape, bShape, shape);
+  const size = shapeSize(shape);
   // After collapsing, an input's innermost stride is 1 (it has that dim) or 0 (broadcast along it).
   const constants = {
     OP: BINARY[op],
@@ -229,25 +322,22 @@ function broadcast(
   };
   const inner4 = constants.INNER4 ? dims.at(-1)! / 4 : 0;
   const lanes = constants.INNER4 ? Math.min(LANES, Math.ceil(inner4 / RUN)) : 0;
-  const params = (n: number) =>
-    new Params().u32(n, dims.length).f32(0).u32(lanes, half / 4).dims(dims).dims(sa, 0).dims(sb, 0);
-  if (constants.INNER4) {
-    // `lanes` invocations per run of up to lanes·RUN vec4s of an innermost row (one window: the output fits one
-    // binding).
-    const runs = (out.size / 4 / inner4) * Math.ceil(inner4 / (lanes * RUN)) * lanes;
-    out.engine.run({
-      op,
-      shader: "elementwise",
-      entry: "broadcast",
-      constants: { WG, ...constants },
-      params: params(out.size),
-      buffers: [a, b, out],
-      workgroups: Math.ceil(runs / WG),
-    });
-  } else {
-    dispatch(op, "broadcast", constants, params, out, [a, b]);
-  }
-  return out;
+  // `lanes` invocations per run of up to lanes·RUN vec4s of an innermost row; else one vec4 per invocation.
+  const invocations = constants.INNER4
+    ? (size / 4 / inner4) * Math.ceil(inner4 / (lanes * RUN)) * lanes
+    : Math.ceil(size / 4);
+  engine.run({
+    op,
+    shader: "elementwise",
+    entry: "broadcast",
+    constants: { WG, ...constants },
+    params: new Params().u32(size, dims.length).f32(0).u32(lanes, half / 4).dims(dims).dims(sa, 0).dims(
+      sb,
+      0,
+    ),
+    buffers: [a, b, out],
+    workgroups: Math.ceil(invocations / WG),
+  });
 }
 
 /**

@@ -93,6 +93,49 @@ test("unary, scalar and same-shape binary ops, one vec4 an invocation and (CPU a
     assertNoLeak(engine, before);
   }));
 
+test("broadcasts whose output is over one binding run in parts along the leading dim", () =>
+  // On engines that bind at most 1 MiB: outputs of 1.3 to 2.2 MiB, cut into parts of whole leading indices.
+  // b broadcast along the leading dim (bound whole), varying along it (windowed like the output), of lower
+  // rank; and rows of 1,800 elements, whose windows start on the 256-byte alignment only every 8 rows.
+  bothKernels(async (engine) => {
+    const before = engine.memory();
+    const cases: [number[], number[]][] = [
+      [[40, 8, 32, 32], [1, 8, 1, 1]],
+      [[40, 8, 32, 32], [40, 1, 1, 1]],
+      [[40, 8, 32, 32], [8, 32, 32]],
+      [[300, 2, 30, 30], [300, 2, 1, 30]],
+    ];
+    for (const [k, [shape, bShape]] of cases.entries()) {
+      const a = randomArray(shape.reduce((x, y) => x * y, 1), k);
+      const b = randomArray(bShape.reduce((x, y) => x * y, 1), 50 + k, 0.5, 2);
+      using ta = engine.tensor(a, shape);
+      using tb = engine.tensor(b, bShape);
+      for (const [name, op] of [["add", add], ["div", div]] as const) {
+        assertClose(
+          await take(op(ta, tb)),
+          refBinary(name, a, shape, b, bShape).data,
+          TOL,
+          `${name} ${shape}`,
+        );
+        assertClose(
+          await take(op(tb, ta)),
+          refBinary(name, b, bShape, a, shape).data,
+          TOL,
+          `${name} reversed`,
+        );
+      }
+    }
+    // A leading index alone over the binding (1.4 MiB) cannot be cut: the error names the limit.
+    using wide = engine.zeros([2, 600, 600]);
+    using row = engine.zeros([600, 600]);
+    const at = engine.memory();
+    await assertThrows(() => add(wide, row), ShapeError, ["maxStorageBufferBindingSize", "[2, 600, 600]"]);
+    assertNoLeak(engine, at);
+    wide.dispose();
+    row.dispose();
+    assertNoLeak(engine, before);
+  }, { maxStorageBufferBindingSize: 2 ** 20 }));
+
 test("scalars are accepted on either side", async (engine) => {
   using t = engine.tensor([1, 2, 4], [3]);
   assertClose(await take(sub(1, t)), [0, -1, -3], TOL);

@@ -1,7 +1,7 @@
 import { batchNorm, grad, layerNorm, mul, ShapeError, sum } from "../src/mod.ts";
 import type { Engine, Tensor } from "../src/mod.ts";
 import { groups, type RefAffine, refStandardize, refStandardizeGrad } from "../src/ref/norm.ts";
-import { test } from "./harness.ts";
+import { bothKernels, test } from "./harness.ts";
 import {
   assertClose,
   assertCloseScaled,
@@ -144,6 +144,32 @@ test("batchNorm in training and its gradients match the float64 reference", asyn
   }
   assertNoLeak(engine, before);
 });
+
+test("batchNorm and layerNorm over activations bigger than one binding", () =>
+  // On engines that bind at most 1 MiB, [40, 8, 32, 32] (1.3 MiB): the broadcasts run in parts along the batch.
+  bothKernels(async (engine) => {
+    const before = engine.memory();
+    const shape = [40, 8, 32, 32];
+    await check(
+      engine,
+      { shape, axes: [0, 2, 3], affine: true },
+      [8],
+      (i) => Math.floor(i / 1024) % 8,
+      (x, o) => batchNorm(x, o),
+      90,
+      "batchNorm",
+    );
+    await check(
+      engine,
+      { shape, axes: [2, 3], affine: true },
+      [32, 32],
+      (i) => i % 1024,
+      (x, o) => layerNorm(x, [32, 32], o),
+      91,
+      "layerNorm",
+    );
+    assertNoLeak(engine, before);
+  }, { maxStorageBufferBindingSize: 2 ** 20 }));
 
 test("batchNorm's running statistics: updated in place in training, used in evaluation", async (engine) => {
   const shape = [6, 3, 4, 5];
