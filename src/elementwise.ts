@@ -179,18 +179,23 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
   return broadcast(op, a, b, b.shape, shape);
 }
 
-/** A ShapeError unless the broadcast of `a` with `bShape` to `shape` fits one storage binding. */
+/**
+ * A ShapeError unless the broadcast of `a` with `bShape` to `shape` fits one storage binding; `triedParts` says
+ * the output could not be cut into parts that do either.
+ */
 export function checkBroadcastFits(
   op: string,
   a: Tensor,
   bShape: readonly number[],
   shape: readonly number[],
+  triedParts = false,
 ) {
   const bytes = shapeSize(shape) * 4;
   if (bytes > a.engine.maxBinding) {
     throw new ShapeError(
       `${op}: broadcasting ${fmtShape(a.shape)} with ${fmtShape(bShape)} gives ${bytes} bytes, over ` +
-        `maxStorageBufferBindingSize (${a.engine.maxBinding} bytes); broadcast outputs must fit one binding`,
+        `maxStorageBufferBindingSize (${a.engine.maxBinding} bytes)` +
+        (triedParts ? ", and no cut along its leading dim fits" : ""),
     );
   }
 }
@@ -213,7 +218,7 @@ function broadcast(
     ? leadingParts(a, bShape, shape)
     : null;
   if (!plan) {
-    checkBroadcastFits(op, a, bShape, shape);
+    checkBroadcastFits(op, a, bShape, shape, half === 0);
     const out = a.engine.empty(shape);
     broadcastInto(a.engine, op, a, a.shape, b, bShape, out, shape, half);
     return out;
