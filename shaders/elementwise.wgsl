@@ -1,7 +1,8 @@
 // elementwise.wgsl: every f32 elementwise op, one kernel parameterised by the override constant OP.
 // Each invocation computes one vec4 of the output (4 consecutive elements), or PER consecutive vec4s (unary,
-// scalar, binary), the workgroup index spread over x and y. Tensors are bound as array<vec4<f32>>, the binding rounded up to whole vec4s (pool buffers are 256-byte
-// multiples): the padding lanes compute values nobody reads, so there is no tail path. Wide accesses are the
+// scalar, binary), the workgroup index spread over x and y. Tensors are bound as array<vec4<f32>>, the binding
+// rounded up to whole vec4s (pool buffers are 256-byte multiples): the padding lanes compute values nobody
+// reads, so there is no tail path. Wide accesses are the
 // usual 16-byte loads on GPUs and matter more on CPU adapters: llvmpipe loops over the SIMD lanes for every
 // storage access, so a vec4 access costs little more than an f32 one.
 //   unary:     out[i] = f(a[i])                                     bindings: 1 a, 2 out

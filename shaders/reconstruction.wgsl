@@ -11,8 +11,8 @@
 // Workgroup w covers window elements [w·WG·ITEMS, (w + 1)·WG·ITEMS) as vec4s, invocation lid the vec4s ≡ lid
 // mod WG (coalesced), or with LANE_RUNS (CPU adapters) ITEMS / 4 of them in a row. Tensors are bound in whole
 // vec4s (engine.ts rounds bindings up; the pool's buffers are 256-byte multiples): a lane past the window's end
-// adds nothing to the loss, and its gradient lands in padding nobody reads. With BROADCAST (one window only) target and weight are read element by element through strides
-// over pred's dims.
+// adds nothing to the loss, and its gradient lands in padding nobody reads. With BROADCAST (one window only)
+// target and weight are read element by element through strides over pred's dims.
 //   reduce:       1 pred, 2 target, 3 weight, 4 partials   partials[part_base + w·WG + lid] = scale · Σ ℓ
 //   reduce_grad:  1 pred, 2 target, 3 weight, 4 partials, 5 grad     and grad[i] = scale · dℓ/dx
 //   grad:         1 pred, 2 target, 3 weight, 4 upstream, 5 grad     grad[i] = scale · dℓ/dx · g, where

@@ -84,9 +84,8 @@ export function windowOf(op: string, size: readonly number[], o: WindowOptions):
 function params(count: number, image: readonly number[], win: Window, rows: number, pad = 0): Params {
   const [n, c, h, w] = image;
   const { kernel, stride, padding, dilation, out } = win;
-  return new Params().u32(count, c, h, w, ...kernel, ...stride, ...padding, ...dilation, ...out, rows, n).f32(
-    pad,
-  );
+  return new Params().u32(count, c, h, w, ...kernel, ...stride, ...padding, ...dilation, ...out, rows, n)
+    .f32(pad);
 }
 
 function checkBinding(op: string, bytes: number, shape: readonly number[], maxBinding: number): void {
@@ -187,11 +186,12 @@ export function fold(
   const taps = win.kernel[0] * win.kernel[1];
   const positions = win.out[0] * win.out[1];
   if (cols.shape.length !== 3 || cols.shape[1] % taps !== 0 || cols.shape[2] !== positions) {
+    const kernel = `${win.kernel[0]}×${win.kernel[1]} kernel`;
+    const over = `${size[0]}×${size[1]} (${win.out[0]}×${win.out[1]} positions)`;
     throw new ShapeError(
-      `${op}: columns ${fmtShape(cols.shape)} must be [N, C·${taps}, ${positions}] for a ` +
-        `${win.kernel[0]}×${win.kernel[1]} kernel over ${size[0]}×${size[1]} (${win.out[0]}×${
-          win.out[1]
-        } positions)`,
+      `${op}: columns ${
+        fmtShape(cols.shape)
+      } must be [N, C·${taps}, ${positions}] for a ${kernel} over ${over}`,
     );
   }
   const c = cols.shape[1] / taps;
@@ -260,7 +260,7 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
         const prod = matmul(matrix(), unfoldRaw(samples(x, s0, s1), win, layout));
         const part = layout.batchInside ? toSamples(prod, m) : prod;
         const out = bias ? add(part, reshape(bias, [o, 1])) : part;
-        e.copy(out.buffer, 0, y.buffer, s0 * o * positions * 4, out.bytes);
+        place(y, out, s0);
       })
     )
   );
@@ -281,7 +281,7 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
               win,
               layout.batchInside,
             );
-            e.copy(part.buffer, 0, dx.buffer, s0 * c * h * w * 4, part.bytes);
+            place(dx, part, s0);
           }
           if (!needs[1]) return null;
           // [O, rows] at once, or [m, O, rows] summed over the samples; added to the chunks before.
@@ -303,16 +303,19 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
 function sampleChunks(op: string, x: Tensor, perSample: number[]): [number, number][] {
   const bytes = 4 * Math.max(...perSample);
   if (bytes > x.engine.maxBinding) {
+    const limit = `maxStorageBufferBindingSize (${x.engine.maxBinding} bytes)`;
     throw new ShapeError(
-      `${op}: one sample of ${
-        fmtShape(x.shape)
-      } needs a ${bytes}-byte buffer, over maxStorageBufferBindingSize ` +
-        `(${x.engine.maxBinding} bytes)`,
+      `${op}: one sample of ${fmtShape(x.shape)} needs a ${bytes}-byte buffer, over ${limit}`,
     );
   }
   const per = Math.floor(x.engine.maxBinding / bytes);
   const n = x.shape[0];
   return Array.from({ length: Math.ceil(n / per) }, (_, k) => [k * per, Math.min(n, (k + 1) * per)]);
+}
+
+/** Writes `part` (samples from s0 on) into its place in `whole`: samples()'s inverse. */
+function place(whole: Tensor, part: Tensor, s0: number): void {
+  whole.engine.copy(part.buffer, 0, whole.buffer, (s0 * whole.size / whole.shape[0]) * 4, part.bytes);
 }
 
 /** Samples [s0, s1) of t (a copy), or t itself where that is all of them. */
@@ -380,7 +383,7 @@ function pool(
     chunks.forEach(([s0, s1]) =>
       e.tidy(() => {
         const part = reduce(poolColumns(samples(x, s0, s1), win, pad));
-        e.copy(part.buffer, 0, y.buffer, s0 * c * positions * 4, part.bytes);
+        place(y, part, s0);
       })
     )
   );
@@ -398,7 +401,7 @@ function pool(
             taps,
           );
           const part = foldRaw(reshape(each, [s1 - s0, c * taps, positions]), xs.shape, win);
-          e.copy(part.buffer, 0, dx.buffer, s0 * c * h * w * 4, part.bytes);
+          place(dx, part, s0);
         });
       }
       return [dx];

@@ -172,6 +172,27 @@ test("conv2d and its gradients match direct float64 sums: stride, padding, dilat
   assertNoLeak(engine, before);
 });
 
+/**
+ * avgPool2d and maxPool2d of x (shaped `shape`) and their gradients of Σ g·pool(x), against the float64
+ * reference. A max is exact; an average sums ≤ 9 values of magnitude ≤ 3 in f32 (and the gradient divides once).
+ */
+async function checkPools(engine: Engine, x: Float32Array, shape: number[], o: PoolOptions, seed: number) {
+  const win = windowOf("test", shape.slice(2), { ...o, stride: o.stride ?? o.kernel });
+  const g = randomArray(shape[0] * shape[1] * win.out[0] * win.out[1], seed);
+  const tol = { rtol: 1e-6, atol: 1e-6 };
+  for (const [kind, pool] of [["avg", avgPool2d], ["max", maxPool2d]] as const) {
+    const [y, dx] = await Promise.all(
+      engine.tidy(() => {
+        const xt = engine.tensor(x, shape);
+        const y = pool(xt, o);
+        return [y, ...grad(sum(mul(y, engine.tensor(g, y.shape))), [xt])];
+      }).map(take),
+    );
+    assertClose(y, refPool2d(x, shape, win, kind), tol, `${kind} ${shape} ${JSON.stringify(o)}`);
+    assertClose(dx, refPool2dGrad(x, shape, win, kind, g), tol, `${kind} gradient ${shape}`);
+  }
+}
+
 test("conv2d and pooling over more columns than one binding holds run in chunks of samples", () =>
   // On engines that bind at most 1 MiB: columns of 40 × 36 rows × 16² positions (1.4 MiB, PyTorch's layout: 28
   // samples a chunk) and of 100 × 72 rows × 8² positions (1.8 MiB, batch inside: 56 a chunk). Tolerances as
@@ -196,29 +217,20 @@ test("conv2d and pooling over more columns than one binding holds run in chunks 
     }
     // Pooling windows of 40 × 8 channels × 9 taps × 16² positions (2.9 MiB): 14 samples a chunk.
     const shape = [40, 8, 16, 16];
-    const x = randomArray(size(shape), 80, -3, -1);
-    const o: PoolOptions = { kernel: 3, stride: 1, padding: 1 };
-    const win = windowOf("test", [16, 16], o);
-    const g = randomArray(40 * 8 * 256, 81);
-    for (const [kind, pool] of [["avg", avgPool2d], ["max", maxPool2d]] as const) {
-      const [y, dx] = await Promise.all(
-        engine.tidy(() => {
-          const xt = engine.tensor(x, shape);
-          const y = pool(xt, o);
-          return [y, ...grad(sum(mul(y, engine.tensor(g, y.shape))), [xt])];
-        }).map(take),
-      );
-      assertClose(y, refPool2d(x, shape, win, kind), { rtol: 1e-6, atol: 1e-6 }, `${kind} pool in chunks`);
-      assertClose(dx, refPool2dGrad(x, shape, win, kind, g), { rtol: 1e-6, atol: 1e-6 }, `${kind} gradient`);
-    }
+    const same: PoolOptions = { kernel: 3, stride: 1, padding: 1 };
+    await checkPools(engine, randomArray(size(shape), 80, -3, -1), shape, same, 81);
     // One sample's columns alone over the binding: 1,152 rows × 16² positions (1.2 MB).
     using big = engine.zeros([1, 128, 16, 16]);
     using wide = engine.zeros([1, 128, 3, 3]);
     const at = engine.memory();
-    await assertThrows(() => conv2d(big, wide, { padding: 1 }), ShapeError, [
-      "maxStorageBufferBindingSize",
-      "[1, 128, 16, 16]",
-    ]);
+    await assertThrows(
+      () => conv2d(big, wide, { padding: 1 }),
+      ShapeError,
+      [
+        "maxStorageBufferBindingSize",
+        "[1, 128, 16, 16]",
+      ],
+    );
     assertNoLeak(engine, at);
     big.dispose();
     wide.dispose();
@@ -293,22 +305,7 @@ test("avgPool2d and maxPool2d and their gradients match the float64 reference", 
   const before = engine.memory();
   for (const [k, [shape, o]] of POOL_CASES.entries()) {
     // Distinct values (no ties), all negative, so a padding tap read as 0 would win a max.
-    const x = randomArray(size(shape), 40 + k, -3, -1);
-    const win = windowOf("test", shape.slice(2), { ...o, stride: o.stride ?? o.kernel });
-    const g = randomArray(shape[0] * shape[1] * win.out[0] * win.out[1], 50 + k);
-    for (const [kind, pool] of [["avg", avgPool2d], ["max", maxPool2d]] as const) {
-      const [y, dx] = await Promise.all(
-        engine.tidy(() => {
-          const xt = engine.tensor(x, shape);
-          const y = pool(xt, o);
-          return [y, ...grad(sum(mul(y, engine.tensor(g, y.shape))), [xt])];
-        }).map(take),
-      );
-      // A max is exact; an average sums ≤ 9 values of magnitude ≤ 3 in f32 (and the gradient divides once).
-      const tol = { rtol: 1e-6, atol: 1e-6 };
-      assertClose(y, refPool2d(x, shape, win, kind), tol, `${kind} ${shape} ${JSON.stringify(o)}`);
-      assertClose(dx, refPool2dGrad(x, shape, win, kind, g), tol, `${kind} gradient ${shape}`);
-    }
+    await checkPools(engine, randomArray(size(shape), 40 + k, -3, -1), shape, o, 50 + k);
   }
   assertNoLeak(engine, before);
 });
