@@ -5,7 +5,7 @@ import { noGrad, record } from "./autograd.ts";
 import { add, checkF32, div, mul, sqrt, square, sub } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { emaUpdate } from "./optim.ts";
-import { mean, sum } from "./reduce.ts";
+import { asShape, mean, sum } from "./reduce.ts";
 import { reshape } from "./shape.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
 
@@ -21,11 +21,6 @@ export interface AffineOptions {
 function checkEps(op: string, eps: number): number {
   if (!(eps >= 0 && eps < Infinity)) throw new RangeError(`${op}: eps must be finite and ≥ 0, got ${eps}`);
   return eps;
-}
-
-/** `t` (shaped `shape`) reshaped to `to`, or itself where it already is. */
-function as(t: Tensor, to: readonly number[]): Tensor {
-  return sameShape(t.shape, to) ? t : reshape(t, to);
 }
 
 /**
@@ -51,8 +46,8 @@ function standardize(
       if (!fixed) onStats?.(mu, variance);
       const inv = div(1, sqrt(add(variance, eps)));
       let y = mul(sub(x, mu), inv);
-      if (affine.weight) y = mul(y, as(affine.weight, affine.shape));
-      if (affine.bias) y = add(y, as(affine.bias, affine.shape));
+      if (affine.weight) y = mul(y, asShape(affine.weight, affine.shape));
+      if (affine.bias) y = add(y, asShape(affine.bias, affine.shape));
       return { y, mu, inv };
     })
   );
@@ -63,7 +58,7 @@ function standardize(
   return record(y, op, inputs, (g, needs) =>
     e.tidy(() => {
       const xhat = mul(sub(x, mu), inv);
-      const gx = affine.weight ? mul(g, as(affine.weight, affine.shape)) : g;
+      const gx = affine.weight ? mul(g, asShape(affine.weight, affine.shape)) : g;
       let dx: Tensor | null = null;
       if (needs[0]) {
         // Through the batch statistics: dx = inv · (gx − mean(gx) − x̂ · mean(gx · x̂)); with fixed ones inv · gx.

@@ -257,7 +257,7 @@ function reduction(
 }
 
 /** `t` itself when it already has `shape`, else a reshaped copy. */
-function asShape(t: Tensor, shape: number[]): Tensor {
+export function asShape(t: Tensor, shape: readonly number[]): Tensor {
   return sameShape(t.shape, shape) ? t : reshape(t, shape);
 }
 
