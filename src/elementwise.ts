@@ -179,23 +179,13 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
   return broadcast(op, a, b, b.shape, shape);
 }
 
-/**
- * A ShapeError unless the broadcast of `a` with `bShape` to `shape` fits one storage binding; `triedParts` says
- * the output could not be cut into parts that do either.
- */
-export function checkBroadcastFits(
-  op: string,
-  a: Tensor,
-  bShape: readonly number[],
-  shape: readonly number[],
-  triedParts = false,
-) {
+/** A ShapeError unless the broadcast of `a` with `bShape` to `shape` fits one storage binding. */
+function checkBroadcastFits(op: string, a: Tensor, bShape: readonly number[], shape: readonly number[]) {
   const bytes = shapeSize(shape) * 4;
   if (bytes > a.engine.maxBinding) {
     throw new ShapeError(
       `${op}: broadcasting ${fmtShape(a.shape)} with ${fmtShape(bShape)} gives ${bytes} bytes, over ` +
-        `maxStorageBufferBindingSize (${a.engine.maxBinding} bytes)` +
-        (triedParts ? ", and no cut along its leading dim fits" : ""),
+        `maxStorageBufferBindingSize (${a.engine.maxBinding} bytes), and no cut along its leading dim fits`,
     );
   }
 }
@@ -214,11 +204,9 @@ function broadcast(
   half = 0,
 ): Tensor {
   broadcastDims(op, a.shape, bShape, shape);
-  const plan = half === 0 && 4 * shapeSize(shape) > a.engine.maxBinding
-    ? leadingParts(a, bShape, shape)
-    : null;
+  const plan = 4 * shapeSize(shape) > a.engine.maxBinding ? leadingParts(a, b, bShape, shape) : null;
   if (!plan) {
-    checkBroadcastFits(op, a, bShape, shape, half === 0);
+    checkBroadcastFits(op, a, bShape, shape);
     const out = a.engine.empty(shape);
     broadcastInto(a.engine, op, a, a.shape, b, bShape, out, shape, half);
     return out;
@@ -243,18 +231,31 @@ function broadcast(
     temps.push(copy);
     return copy;
   };
+  // A split b's halves for leading indices [s0, s0 + m), copied side by side as a split of its own.
+  const splitPart = (s0: number, m: number): [Tensor, number] => {
+    const n = rows.b * m;
+    const partHalf = Math.ceil(n / 4) * 4;
+    const copy = e.empty([2 * partHalf]);
+    e.copy(b.buffer, 4 * rows.b * s0, copy.buffer, 0, 4 * n);
+    e.copy(b.buffer, 4 * (half + rows.b * s0), copy.buffer, 4 * partHalf, 4 * n);
+    temps.push(copy);
+    return [copy, partHalf];
+  };
   for (const [s0, m] of parts) {
     const cut = (s: readonly number[]) => [m, ...s.slice(1)];
+    const [bPart, partHalf] = half > 0 && rows.b
+      ? splitPart(s0, m)
+      : [rows.b ? leading(b, bShape, rows.b, s0, m) : b, half];
     broadcastInto(
       e,
       op,
       rows.a ? leading(a, a.shape, rows.a, s0, m) : a,
       rows.a ? cut(a.shape) : a.shape,
-      rows.b ? leading(b, bShape, rows.b, s0, m) : b,
+      bPart,
       rows.b ? cut(bShape) : bShape,
       leading(out, shape, rows.out, s0, m),
       cut(shape),
-      0,
+      partHalf,
     );
   }
   for (const t of temps) t.dispose();
@@ -267,14 +268,14 @@ function broadcast(
  * fit one binding), and the parts [first index, count], every output window starting on the binding alignment.
  * Null where no such cut exists.
  */
-function leadingParts(a: Tensor, bShape: readonly number[], shape: readonly number[]) {
+function leadingParts(a: Tensor, b: Tensor, bShape: readonly number[], shape: readonly number[]) {
   const e = a.engine;
   const lead = shape[0];
   const row = (
     s: readonly number[],
   ) => (s.length === shape.length && s[0] === lead ? shapeSize(s) / lead : 0);
   const rows = { out: shapeSize(shape) / lead, a: row(a.shape), b: row(bShape) };
-  if ((!rows.a && a.bytes > e.maxBinding) || (!rows.b && 4 * shapeSize(bShape) > e.maxBinding)) return null;
+  if ((!rows.a && a.bytes > e.maxBinding) || (!rows.b && b.bytes > e.maxBinding)) return null;
   // Leading indices per part: a multiple of what starts every output window on the alignment.
   const gcd = (x: number, y: number): number => (y ? gcd(y, x % y) : x);
   const step = e.bindingAlignment / gcd(4 * rows.out, e.bindingAlignment);
