@@ -3,6 +3,8 @@
 // outside [0, classes) turns its row to NaN, and nll reports it in `bad` (the engine's dataCheck: the next
 // readback throws): the count, the largest and (complemented) smallest label as order-preserving u32 keys,
 // and the (complemented) first row, all by atomicMax so that any order of the rows gives the same words.
+// Logits over one binding run in parts of rows from p.row0 on: logits / softmax and backward's out are bound as
+// the part's window (indices part-relative), labels, lse, nll's out and upstream whole (indices row0 + n).
 // Entry points (one invocation each; the workgroup index spread over x and y):
 //   nll:      out[n] = lse[n] − logits[n, labels[n]], 0 where ignored, or NaN; with COUNT also out[rows + n] = 1
 //             where row n is kept (not ignored), else 0, so one sum over [2, rows] gives (Σ loss, kept rows).
@@ -16,12 +18,13 @@
 //             other labels outside [0, classes).
 //                                        bindings: 1 softmax, 2 labels, 3 out [rows, classes], 4 upstream
 struct Params {
-  count: u32,    // invocations: rows for nll, 1 for mean, rows · classes for backward
+  count: u32,    // invocations: the part's rows for nll, 1 for mean, its rows · classes for backward
   rows: u32,
   classes: u32,
   nan: f32,      // a quiet NaN from the host: WGSL has no NaN constant (a constant expression may not be NaN)
   ignore: i32,   // ignoreIndex
   half: u32,     // nll: where lse's second half starts
+  row0: u32,     // the part's first row
 }
 
 override WG: u32 = 256;
@@ -54,17 +57,18 @@ fn nll(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
        @builtin(local_invocation_index) lid: u32) {
   let n = index(wg, nwg, lid);
   if (n >= p.count) { return; }
-  let label = labels[n];
+  let row = p.row0 + n;
+  let label = labels[row];
   let picked = x[n * p.classes + min(u32(max(label, 0)), p.classes - 1u)];
-  out[n] = rowValue((row_in[n] - picked) + row_in[p.half + n], label);
+  out[row] = rowValue((row_in[row] - picked) + row_in[p.half + row], label);
   if (!valid(label) && label != p.ignore) {
     let key = bitcast<u32>(label) ^ 0x80000000u;  // i32 order as u32 order
     atomicAdd(&bad[0], 1u);
     atomicMax(&bad[1], key);
     atomicMax(&bad[2], ~key);
-    atomicMax(&bad[3], ~n);
+    atomicMax(&bad[3], ~row);
   }
-  if (COUNT) { out[p.rows + n] = select(1.0, 0.0, label == p.ignore); }
+  if (COUNT) { out[p.rows + row] = select(1.0, 0.0, label == p.ignore); }
 }
 
 @compute @workgroup_size(1)
@@ -78,8 +82,8 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
             @builtin(local_invocation_index) lid: u32) {
   let i = index(wg, nwg, lid);
   if (i >= p.count) { return; }
-  let n = i / p.classes;
-  let label = labels[n];
+  let row = p.row0 + i / p.classes;
+  let label = labels[row];
   let onehot = select(0.0, 1.0, i32(i % p.classes) == label);
-  out[i] = rowValue((x[i] - onehot) * row_in[select(0u, n, UPSTREAM_EACH)], label);
+  out[i] = rowValue((x[i] - onehot) * row_in[select(0u, row, UPSTREAM_EACH)], label);
 }

@@ -1,7 +1,7 @@
 // Neural-network ops built on the core ones: L2 normalize, cross-entropy (shaders/nn.wgsl for the per-row losses,
 // the mean over the rows not ignored and cross-entropy's backward; CPU reference in src/ref/nn.ts).
 import { noGrad, record } from "./autograd.ts";
-import { Params } from "./engine.ts";
+import { type Binding, Params } from "./engine.ts";
 import { checkF32, div, greater, maximum, mul, sqrt, square, sub } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { checkReduction, type Reduction, softmax, splitLogsumexp, sum } from "./reduce.ts";
@@ -83,13 +83,33 @@ function describeBadLabels(classes: number, ignoreIndex: number) {
 }
 
 /**
+ * Parts [first row, rows] of `logits` [N, C] that each fit one storage binding, every part starting on the
+ * binding alignment (one part where the whole fits); a ShapeError where even the fewest aligned rows do not.
+ */
+function rowParts(op: string, logits: Tensor): [number, number][] {
+  const e = logits.engine;
+  const [rows, classes] = logits.shape;
+  if (logits.bytes <= e.maxBinding) return [[0, rows]];
+  const gcd = (x: number, y: number): number => (y ? gcd(y, x % y) : x);
+  const step = e.bindingAlignment / gcd(4 * classes, e.bindingAlignment);
+  const per = Math.floor(e.maxBinding / (4 * classes) / step) * step;
+  if (per < 1) {
+    throw new ShapeError(
+      `${op}: logits ${fmtShape(logits.shape)}: ${step} rows of ${classes} classes (${4 * step * classes} ` +
+        `bytes) are over maxStorageBufferBindingSize (${e.maxBinding} bytes)`,
+    );
+  }
+  return Array.from({ length: Math.ceil(rows / per) }, (_, k) => [k * per, Math.min(per, rows - k * per)]);
+}
+
+/**
  * −log softmax(logits)[label] per row, reduced over the batch, like torch.nn.functional.cross_entropy: logits
  * f32 [N, C], labels i32 [N] holding class indices. Rows labelled `ignoreIndex` contribute nothing; the mean
  * divides by the rows left (counted on the GPU), so a batch whose rows are all ignored has a NaN mean (PyTorch's
  * 0/0) and a sum of 0. Only the logits get a gradient. Any other label outside [0, C) makes its row's loss and
  * gradient NaN (and so a mean or sum), and the next readback or sync throws a RangeError naming the labels and
  * the first row (checking on the host would need a readback here). The labels must stay alive until grad() has
- * run.
+ * run. Logits over one storage binding run in parts of rows.
  */
 export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntropyOptions = {}): Tensor {
   const op = "crossEntropy";
@@ -113,15 +133,33 @@ export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntro
   }
   if (logits.engine !== labels.engine) throw new Error(`${op}: tensors belong to different engines`);
   const e = logits.engine;
-  if (logits.bytes > e.maxBinding) {
-    throw new ShapeError(
-      `${op}: logits ${fmtShape(logits.shape)} are ${logits.bytes} bytes, over maxStorageBufferBindingSize ` +
-        `(${e.maxBinding} bytes); split the batch`,
-    );
-  }
   const [rows, classes] = logits.shape;
-  const params = (count: number) =>
-    new Params().u32(count, rows, classes, NAN_BITS).i32(ignoreIndex).u32(Math.ceil(rows / 4) * 4);
+  const parts = rowParts(op, logits);
+  const params = (count: number, row0 = 0) =>
+    new Params().u32(count, rows, classes, NAN_BITS).i32(ignoreIndex).u32(Math.ceil(rows / 4) * 4, row0);
+  /** One dispatch of `entry` per part of rows, `window` binding that part of a [rows, classes] tensor. */
+  const perPart = (
+    entry: string,
+    constants: Record<string, number>,
+    buffers: (window: (t: Tensor) => Binding) => Binding[],
+    count: (m: number) => number,
+  ) => {
+    for (const [r0, m] of parts) {
+      const window = (t: Tensor): Binding =>
+        parts.length === 1
+          ? t
+          : { buffer: t.buffer, offset: 4 * r0 * classes, size: Math.ceil(m * classes / 4) * 16 };
+      e.run({
+        op: entry === "backward" ? `${op} (backward)` : op,
+        shader: "nn",
+        entry,
+        constants,
+        params: params(count(m), r0),
+        buffers: buffers(window),
+        workgroups: Math.ceil(count(m) / WG),
+      });
+    }
+  };
   // num[0] / kept rows as a new tensor [] (NaN where no row is kept); `sums` is nll's (Σ loss, kept rows).
   const overKept = (num: Tensor, sums: Tensor) => {
     const out = e.empty([]);
@@ -133,15 +171,13 @@ export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntro
     const lse = splitLogsumexp(op, logits, [1]);
     const count = reduction === "mean";
     const nll = e.empty(count ? [2, rows] : [rows]);
-    e.run({
-      op,
-      shader: "nn",
-      entry: "nll",
-      constants: { WG, COUNT: count ? 1 : 0 },
-      params: params(rows),
-      buffers: [logits, labels, nll, lse, e.dataCheck(describeBadLabels(classes, ignoreIndex))],
-      workgroups: Math.ceil(rows / WG),
-    });
+    const bad = e.dataCheck(describeBadLabels(classes, ignoreIndex));
+    perPart(
+      "nll",
+      { WG, COUNT: count ? 1 : 0 },
+      (window) => [window(logits), labels, nll, lse, bad],
+      (m) => m,
+    );
     lse.dispose();
     if (reduction === "none") return { loss: nll, sums: null };
     const sums = sum(nll, reduction === "mean" ? 1 : undefined);
@@ -155,15 +191,12 @@ export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntro
     const upstream = sums ? overKept(g, sums) : g;
     const p = softmax(logits, 1);
     const out = e.empty(logits.shape);
-    e.run({
-      op: `${op} (backward)`,
-      shader: "nn",
-      entry: "backward",
-      constants: { WG, UPSTREAM_EACH: reduction === "none" ? 1 : 0 },
-      params: params(logits.size),
-      buffers: [p, labels, out, upstream],
-      workgroups: Math.ceil(logits.size / WG),
-    });
+    perPart(
+      "backward",
+      { WG, UPSTREAM_EACH: reduction === "none" ? 1 : 0 },
+      (window) => [window(p), labels, window(out), upstream],
+      (m) => m * classes,
+    );
     p.dispose();
     if (upstream !== g) upstream.dispose();
     return [out];

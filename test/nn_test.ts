@@ -12,7 +12,7 @@ import {
 } from "../src/mod.ts";
 import type { Engine, Tensor } from "../src/mod.ts";
 import { refCrossEntropy, refCrossEntropyGrad, refNormalize, refNormalizeGrad } from "../src/ref/nn.ts";
-import { test } from "./harness.ts";
+import { bothKernels, test } from "./harness.ts";
 import {
   assert,
   assertClose,
@@ -305,15 +305,6 @@ test("nn ops reject bad arguments with clear errors and leak nothing", async (en
     '"avg"',
   ]);
   assertNoLeak(engine, before);
-  // Logits over one binding would need windowed kernels: refused up front (an uninitialised tensor suffices).
-  using huge = engine.empty([336, 100_003]);
-  using hugeLabels = engine.zeros([336], "i32");
-  const bigBefore = engine.memory();
-  await assertThrows(() => crossEntropy(huge, hugeLabels), ShapeError, [
-    "[336, 100003]",
-    "maxStorageBufferBindingSize",
-  ]);
-  assertNoLeak(engine, bigBefore, "huge logits");
 });
 
 test("crossEntropy's ignoreIndex and reductions on a hand-computed batch (PyTorch's definitions)", async (engine) => {
@@ -412,6 +403,38 @@ test("crossEntropy with ignored rows matches the reference for every reduction",
   }
   assertNoLeak(engine, before);
 });
+
+test("crossEntropy whose logits are over one binding runs in parts of rows", () =>
+  // On engines that bind at most 1 MiB: logits [300, 1,001] (1.2 MB) in parts of 256 and 44 rows (rows of
+  // 1,001 classes start on the 256-byte alignment every 64 rows), every reduction, a third of the rows ignored.
+  bothKernels(async (engine) => {
+    const before = engine.memory();
+    for (const reduction of ["mean", "sum", "none"] as const) {
+      await checkCrossEntropyOptions(engine, 300, 1001, { reduction }, 40);
+    }
+    {
+      // A bad label in the second part is reported by its row in the whole batch.
+      const labels = labelsOf(300, 1001, 41);
+      labels[290] = 1001;
+      using tl = engine.tensor(randomArray(300 * 1001, 42), [300, 1001]);
+      using ty = engine.tensor(labels, [300], "i32");
+      using loss = crossEntropy(tl, ty);
+      await assertThrows(() => loss.toArray(), RangeError, ["from 1001 to 1001; the first in row 290"]);
+    }
+    // Rows of 4,099 classes start on the alignment every 64 rows, and 64 of them (1,049,344 bytes) are over the
+    // binding: no part fits, and the error names the limit.
+    using wide = engine.empty([70, 4099]);
+    using labels = engine.zeros([70], "i32");
+    const at = engine.memory();
+    await assertThrows(() => crossEntropy(wide, labels), ShapeError, [
+      "[70, 4099]",
+      "maxStorageBufferBindingSize (1048576 bytes)",
+    ]);
+    assertNoLeak(engine, at);
+    wide.dispose();
+    labels.dispose();
+    assertNoLeak(engine, before);
+  }, { maxStorageBufferBindingSize: 2 ** 20 }));
 
 test("crossEntropy with ignored rows: finite differences for every reduction", async (engine) => {
   const before = engine.memory();
