@@ -1,8 +1,7 @@
 // nn.wgsl: crossEntropy's per-row losses, its mean and its backward. logits / softmax are f32 [rows, classes]
 // row-major, labels i32 [rows]. A row whose label is p.ignore is left out: loss 0, gradient 0. Any other label
-// outside [0, classes) turns its row to NaN, and nll reports it in `bad` (the engine's dataCheck: the next
-// readback throws): the count, the largest and (complemented) smallest label as order-preserving u32 keys,
-// and the (complemented) first row, all by atomicMax so that any order of the rows gives the same words.
+// outside [0, classes) turns its row to NaN, and nll reports it and its row in `bad` (lib/bad_index.wgsl; the
+// next readback throws).
 // Logits over one binding run in parts of rows from p.row0 on: logits / softmax and backward's out are bound as
 // the part's window (indices part-relative), labels, lse, nll's out and upstream whole (indices row0 + n).
 // Entry points (one invocation each; the workgroup index spread over x and y):
@@ -38,6 +37,7 @@ override UPSTREAM_EACH: bool = false;
 @group(0) @binding(4) var<storage, read> row_in: array<f32>;  // nll's lse, backward's upstream
 @group(0) @binding(2) var<storage, read> sums: array<f32>;
 @group(0) @binding(5) var<storage, read_write> bad: array<atomic<u32>, 4>;
+//! include lib/bad_index.wgsl
 
 fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
   return (wg.y * nwg.x + wg.x) * WG + lid;
@@ -61,13 +61,7 @@ fn nll(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
   let label = labels[row];
   let picked = x[n * p.classes + min(u32(max(label, 0)), p.classes - 1u)];
   out[row] = rowValue((row_in[row] - picked) + row_in[p.half + row], label);
-  if (!valid(label) && label != p.ignore) {
-    let key = bitcast<u32>(label) ^ 0x80000000u;  // i32 order as u32 order
-    atomicAdd(&bad[0], 1u);
-    atomicMax(&bad[1], key);
-    atomicMax(&bad[2], ~key);
-    atomicMax(&bad[3], ~row);
-  }
+  if (!valid(label) && label != p.ignore) { reportBadIndex(label, row); }
   if (COUNT) { out[p.rows + row] = select(1.0, 0.0, label == p.ignore); }
 }
 

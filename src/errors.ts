@@ -21,3 +21,22 @@ export class KernelError extends Error {
 export function fmtShape(shape: readonly number[]): string {
   return `[${shape.join(", ")}]`;
 }
+
+/**
+ * How a kernel's report of indices out of range (shaders/lib/bad_index.wgsl: the count, the largest and the
+ * complemented smallest index as order-preserving keys, the complemented first position) reads, for
+ * engine.dataCheck: "OP: 2 NOUNs outside RANGE (from A to B; the first in PLACE P): EFFECT", null if none.
+ */
+export function describeBadIndices(
+  o: { op: string; noun: string; outside: string; place: string; effect: string },
+): (words: Uint32Array) => string | null {
+  return ([count, largest, notSmallest, notFirst]) => {
+    if (count === 0) return null;
+    const index = (key: number) => key ^ 0x80000000; // back from the order-preserving key, as an i32
+    const what = count === 1 ? `1 ${o.noun}` : `${count} ${o.noun}s`;
+    const range = `from ${index(~notSmallest)} to ${index(largest)}; the first in ${o.place} ${
+      ~notFirst >>> 0
+    }`;
+    return `${o.op}: ${what} outside ${o.outside} (${range}): ${o.effect}`;
+  };
+}

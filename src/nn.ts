@@ -3,7 +3,7 @@
 import { noGrad, record } from "./autograd.ts";
 import { type Binding, Params } from "./engine.ts";
 import { checkF32, div, greater, maximum, mul, sqrt, square, sub } from "./elementwise.ts";
-import { fmtShape, ShapeError } from "./errors.ts";
+import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
 import { checkReduction, type Reduction, softmax, splitLogsumexp, sum } from "./reduce.ts";
 import { normalizeAxis } from "./shape.ts";
 import type { Tensor } from "./tensor.ts";
@@ -68,18 +68,6 @@ export interface CrossEntropyOptions {
   ignoreIndex?: number;
   /** "mean" (default) over the rows not ignored, "sum", or "none" for the per-row losses [N]. */
   reduction?: Reduction;
-}
-
-/** Words of nll's label check (nn.wgsl): count, largest key, complemented smallest key, complemented first row. */
-function describeBadLabels(classes: number, ignoreIndex: number) {
-  return ([count, largest, notSmallest, notFirst]: Uint32Array) => {
-    if (count === 0) return null;
-    const label = (key: number) => key ^ 0x80000000; // back from the order-preserving key, as an i32
-    const labels = count === 1 ? "1 label" : `${count} labels`;
-    const range = `from ${label(~notSmallest)} to ${label(largest)}; the first in row ${~notFirst >>> 0}`;
-    return `crossEntropy: ${labels} outside [0, ${classes}) and not ignoreIndex ${ignoreIndex} (${range}): ` +
-      "their rows' loss and gradient are NaN";
-  };
 }
 
 /**
@@ -171,7 +159,13 @@ export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntro
     const lse = splitLogsumexp(op, logits, [1]);
     const count = reduction === "mean";
     const nll = e.empty(count ? [2, rows] : [rows]);
-    const bad = e.dataCheck(describeBadLabels(classes, ignoreIndex));
+    const bad = e.dataCheck(describeBadIndices({
+      op,
+      noun: "label",
+      outside: `[0, ${classes}) and not ignoreIndex ${ignoreIndex}`,
+      place: "row",
+      effect: "their rows' loss and gradient are NaN",
+    }));
     perPart(
       "nll",
       { WG, COUNT: count ? 1 : 0 },
