@@ -7,7 +7,9 @@
 //               lane).                                  bindings: 1 x, 2 origins (i32 [N, T, 2]), 3 out
 //   mask_keys:  a random u32 key per patch.                      bindings: 1 keys (u32 [N, L])
 //   mask_rank:  a patch is masked (1) when its key ranks among the k smallest of its image (ties by index), so
-//               exactly k per image; loops L times.               bindings: 1 keys, 2 mask (f32 [N, L])
+//               exactly k per image; loops L times. MAE's order too: shuffle lists the visible patches, then the
+//               masked ones, each in key order, and restore[l] is patch l's place in shuffle (its inverse).
+//               bindings: 1 keys, 2 mask (f32 [N, L]), 3 shuffle, 4 restore (i32 [N, L])
 //   mask_apply: zero the pixels of masked patches.               bindings: 1 x, 2 mask, 3 out
 //               (mask_apply4: a vec4 per invocation where W and the patch are multiples of 4, so a vec4 lies in
 //               one patch row: a quarter of the divisions and lane-by-lane accesses)
@@ -81,6 +83,8 @@ fn mask_keys(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
 
 @group(0) @binding(1) var<storage, read> keys: array<u32>;
 @group(0) @binding(2) var<storage, read_write> mask_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> shuffle_out: array<i32>;
+@group(0) @binding(4) var<storage, read_write> restore_out: array<i32>;
 
 @compute @workgroup_size(WG)
 fn mask_rank(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -96,6 +100,9 @@ fn mask_rank(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     rank += select(0u, 1u, other < key || (other == key && j < l));
   }
   mask_out[i] = select(0.0, 1.0, rank < p.k);
+  let place = select(p.len - p.k + rank, rank - p.k, rank >= p.k);
+  shuffle_out[base + place] = i32(l);
+  restore_out[i] = i32(place);
 }
 
 @group(0) @binding(2) var<storage, read> mask: array<f32>;

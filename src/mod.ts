@@ -38,6 +38,7 @@ export {
 export { concat, reshape, slice, transpose } from "./shape.ts";
 export { matmul, type MatmulOptions } from "./matmul.ts";
 export { crossEntropy, type CrossEntropyOptions, normalize } from "./nn.ts";
+export { embedding, gatherRows } from "./gather.ts";
 export {
   avgPool2d,
   conv2d,

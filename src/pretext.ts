@@ -251,11 +251,15 @@ export function relativePositionTask(
 /**
  * MAE's masking: exactly round(ratio · patches) patches per image, chosen by ranking a Philox key per patch.
  * mask [N, patches] is 1 where masked (patches row-major); input has masked pixels zeroed; target is a copy of x.
+ * For an encoder that sees only the visible patches, as MAE's: shuffle i32 [N, patches] lists each image's
+ * visible patches first, then its masked ones (MAE's ids_shuffle), and restore is its inverse (ids_restore), so
+ * gatherRows(tokens, slice(shuffle, [0, 0], [N, patches − masked])) keeps the visible tokens and gatherRows(
+ * concat([encoded, maskTokens], 1), restore) puts every token back in place.
  */
 export function maskedImageTask(
   x: Tensor,
   o: { seed: number; patch?: number; ratio?: number },
-): { input: Tensor; mask: Tensor; target: Tensor } {
+): { input: Tensor; mask: Tensor; target: Tensor; shuffle: Tensor; restore: Tensor } {
   const op = "maskedImageTask";
   const [n, c, h, w] = imageDims(op, x);
   const seed = checkSeed(op, o.seed);
@@ -291,6 +295,8 @@ export function maskedImageTask(
     .u32(RANDOM_TAG.maskedImage);
   const keys = engine.empty([n, len], "u32");
   const mask = engine.empty([n, len]);
+  const shuffle = engine.empty([n, len], "i32");
+  const restore = engine.empty([n, len], "i32");
   const input = engine.empty(x.shape);
   const run = (entry: string, buffers: Tensor[], count: number) =>
     engine.run({
@@ -303,11 +309,11 @@ export function maskedImageTask(
       workgroups: Math.ceil(count / WG),
     });
   run("mask_keys", [keys], n * len);
-  run("mask_rank", [keys, mask], n * len);
+  run("mask_rank", [keys, mask, shuffle, restore], n * len);
   if (w % 4 === 0 && patch % 4 === 0) run("mask_apply4", [x, mask, input], x.size / 4);
   else run("mask_apply", [x, mask, input], x.size);
   keys.dispose();
-  return { input, mask, target: copy(x) };
+  return { input, mask, target: copy(x), shuffle, restore };
 }
 
 /**

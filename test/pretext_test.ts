@@ -1,15 +1,20 @@
 import {
   colorizationTask,
+  concat,
   denoiseTask,
   type Engine,
+  gatherRows,
   jigsawTask,
   maskedImageTask,
   maskedTokenTask,
   NEIGHBORS,
   relativePositionTask,
+  reshape,
   rotationTask,
   ShapeError,
+  slice,
   type Tensor,
+  transpose,
 } from "../src/mod.ts";
 import { refApplyParams } from "../src/ref/augment.ts";
 import { gridOrigin } from "../src/pretext.ts";
@@ -178,10 +183,12 @@ test("pretext: maskedImageTask masks exactly round(ratio·patches) per image, as
   ] as const;
   for (const [shape, patch, ratio] of cases) {
     const { x, host } = batch(engine, [...shape], 7);
-    const { input, mask, target } = maskedImageTask(x, { seed: 8, patch, ratio });
+    const { input, mask, target, shuffle, restore } = maskedImageTask(x, { seed: 8, patch, ratio });
     const len = (shape[2] / patch) * (shape[3] / patch);
     const m = await take(mask);
     const ref = refMaskedImage(host, shape, 8, patch, ratio);
+    assertEquals(await takeInt(shuffle), [...ref.shuffle], "shuffle");
+    assertEquals(await takeInt(restore), [...ref.restore], "restore");
     for (let s = 0; s < shape[0]; s++) {
       assertEquals(
         m.subarray(s * len, (s + 1) * len).reduce((a, b) => a + b),
@@ -194,6 +201,35 @@ test("pretext: maskedImageTask masks exactly round(ratio·patches) per image, as
     assertClose(await take(target), host, EXACT, "target");
     x.dispose();
   }
+  assertNoLeak(engine, before);
+});
+
+test("pretext: MAE's path through maskedImageTask's order: visible tokens out and every token back in place", async (engine) => {
+  // Patchify, keep the visible patches by shuffle's head, append zero tokens for the masked ones, unshuffle by
+  // restore: the tokens of the masked input, exactly (a gather moves values; the masked patches are zero).
+  const before = engine.memory();
+  const [n, c, h, w, patch] = [3, 3, 12, 8, 4];
+  const [rows, cols] = [h / patch, w / patch];
+  const len = rows * cols;
+  const { x } = batch(engine, [n, c, h, w], 9);
+  const tokensOf = (images: Tensor) =>
+    engine.tidy(() =>
+      reshape(
+        transpose(reshape(images, [n, c, rows, patch, cols, patch]), [0, 2, 4, 3, 5, 1]),
+        [n, len, patch * patch * c],
+      )
+    );
+  const task = maskedImageTask(x, { seed: 3, patch, ratio: 0.75 });
+  const masked = Math.round(0.75 * len);
+  const back = engine.tidy(() => {
+    const tokens = tokensOf(x);
+    const visible = gatherRows(tokens, slice(task.shuffle, [0, 0], [n, len - masked]));
+    assertEquals(visible.shape, [n, len - masked, patch * patch * c], "visible tokens");
+    const full = concat([visible, engine.zeros([n, masked, patch * patch * c])], 1);
+    return gatherRows(full, task.restore);
+  });
+  assertClose(await take(back), await take(tokensOf(task.input)), EXACT, "restored tokens");
+  for (const t of [x, task.input, task.mask, task.target, task.shuffle, task.restore]) t.dispose();
   assertNoLeak(engine, before);
 });
 

@@ -33,23 +33,32 @@ export function refTiles(
   return out;
 }
 
-/** MAE mask [N, L] (the k patches with the smallest Philox keys, ties by index) and the masked input. */
+/**
+ * MAE mask [N, L] (the k patches with the smallest Philox keys, ties by index), the masked input, and the order
+ * visible patches first then masked ones, each by key (shuffle), with its inverse (restore).
+ */
 export function refMaskedImage(
   x: ArrayLike<number>,
   [n, c, h, w]: readonly number[],
   seed: number,
   patch: number,
   ratio: number,
-): { input: Float64Array; mask: Float64Array } {
+): { input: Float64Array; mask: Float64Array; shuffle: Int32Array; restore: Int32Array } {
   const cols = w / patch;
   const len = (h / patch) * cols;
   const k = Math.round(ratio * len);
   const mask = new Float64Array(n * len);
+  const shuffle = new Int32Array(n * len);
+  const restore = new Int32Array(n * len);
   const key = seedKey(seed);
   for (let s = 0; s < n; s++) {
     const keys = Array.from({ length: len }, (_, l) => philox([l, s, MASKED_IMAGE_TAG, 0], key)[0]);
     const order = keys.map((_, l) => l).sort((a, b) => keys[a] - keys[b] || a - b);
     for (const l of order.slice(0, k)) mask[s * len + l] = 1;
+    [...order.slice(k), ...order.slice(0, k)].forEach((l, place) => {
+      shuffle[s * len + place] = l;
+      restore[s * len + l] = place;
+    });
   }
   const input = Float64Array.from(x);
   for (let i = 0; i < input.length; i++) {
@@ -58,7 +67,7 @@ export function refMaskedImage(
     const xx = i % w;
     if (mask[s * len + Math.floor(y / patch) * cols + Math.floor(xx / patch)]) input[i] = 0;
   }
-  return { input, mask };
+  return { input, mask, shuffle, restore };
 }
 
 /** BERT masking of ids [N, L] as shaders/pretext.wgsl tokens_mask draws it. */

@@ -1,0 +1,114 @@
+// Rows picked by i32 indices: embedding (a table's rows by token id) and gatherRows (each sample's rows by its
+// own indices, MAE's visible patches), with the scatter-add backward (shaders/gather.wgsl; CPU reference in
+// src/ref/gather.ts).
+import { record } from "./autograd.ts";
+import { Params } from "./engine.ts";
+import { checkF32 } from "./elementwise.ts";
+import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
+import type { Tensor } from "./tensor.ts";
+
+const WG = 256;
+const NAN_BITS = 0x7fc00000;
+
+function checkAlive(op: string, t: Tensor): void {
+  if (t.disposed) throw new Error(`${op}: tensor ${fmtShape(t.shape)} ${t.dtype} used after dispose`);
+}
+
+/**
+ * out [B, K, D] = x [B, L, D] at rows ids [B, K] of each batch item, recorded with its scatter-add backward
+ * into x. The caller has checked the shapes; `outShape` is out's shape as the op presents it.
+ */
+function gatherOp(
+  op: string,
+  x: Tensor,
+  ids: Tensor,
+  [batches, len, dim]: [number, number, number],
+  outShape: number[],
+): Tensor {
+  const e = x.engine;
+  const k = ids.size / batches;
+  for (const [what, bytes] of [["x", x.bytes], ["the output", 4 * ids.size * dim]] as const) {
+    if (bytes > e.maxBinding) {
+      throw new ShapeError(
+        `${op}: ${what} of ${fmtShape(x.shape)} by ids ${fmtShape(ids.shape)} is ${bytes} bytes, over ` +
+          `maxStorageBufferBindingSize (${e.maxBinding} bytes)`,
+      );
+    }
+  }
+  const vec4 = dim % 4 === 0;
+  const unit = vec4 ? 4 : 1;
+  const count = (ids.size * dim) / unit;
+  const params = new Params().u32(count, k, len, dim / unit, NAN_BITS);
+  const run = (entry: string, buffers: Parameters<typeof e.run>[0]["buffers"]) =>
+    e.run({
+      op,
+      shader: "gather",
+      entry: vec4 ? `${entry}4` : entry,
+      constants: { WG },
+      params,
+      buffers,
+      workgroups: Math.ceil(count / WG),
+    });
+  const out = e.empty(outShape);
+  const bad = e.dataCheck(describeBadIndices({
+    op,
+    noun: "id",
+    outside: `[0, ${len})`,
+    place: "position",
+    effect: "their rows are NaN",
+  }));
+  run("gather", [x, ids, out, bad]);
+  return record(out, op, [x], (g) => {
+    checkAlive(op, ids);
+    const dx = e.zeros(x.shape);
+    run("scatterAdd", [g, ids, dx]);
+    return [dx];
+  });
+}
+
+function checkIds(op: string, ids: Tensor, x: Tensor): void {
+  checkAlive(op, x);
+  checkAlive(op, ids);
+  checkF32(op, x);
+  if (ids.dtype !== "i32") {
+    throw new TypeError(`${op}: ids must be i32 indices, got ${ids.dtype} ${fmtShape(ids.shape)}`);
+  }
+  if (x.engine !== ids.engine) throw new Error(`${op}: tensors belong to different engines`);
+}
+
+/**
+ * The rows of `weight` [V, D] at token ids of any shape: [...ids.shape, D], like torch.nn.functional.embedding.
+ * The gradient reaches `weight` (rows of repeated ids sum theirs, in the order the adds land). An id outside
+ * [0, V) gives a NaN row, and the next readback or sync throws a RangeError naming the ids and the first
+ * position. The ids must stay alive until grad() has run.
+ */
+export function embedding(ids: Tensor, weight: Tensor): Tensor {
+  const op = "embedding";
+  checkIds(op, ids, weight);
+  if (weight.shape.length !== 2) {
+    throw new ShapeError(
+      `${op}: weight ${fmtShape(weight.shape)} must be [V, D] (ids ${fmtShape(ids.shape)})`,
+    );
+  }
+  const [v, d] = weight.shape;
+  return gatherOp(op, weight, ids, [1, v, d], [...ids.shape, d]);
+}
+
+/**
+ * Each batch item's rows at its own indices: x [B, L, ...rest] and ids i32 [B, K] give [B, K, ...rest], out[b,
+ * k] = x[b, ids[b, k]], as torch.gather(x, 1, ids expanded over rest) (MAE's visible patches, and its
+ * unshuffle by the inverse order). Ids may repeat (their gradients sum). An id outside [0, L) gives a NaN row
+ * and the next readback or sync throws, as embedding's. The ids must stay alive until grad() has run.
+ */
+export function gatherRows(x: Tensor, ids: Tensor): Tensor {
+  const op = "gatherRows";
+  checkIds(op, ids, x);
+  if (x.shape.length < 2 || ids.shape.length !== 2 || ids.shape[0] !== x.shape[0]) {
+    throw new ShapeError(
+      `${op}: x ${fmtShape(x.shape)} and ids ${fmtShape(ids.shape)} must be [B, L, ...] and [B, K]`,
+    );
+  }
+  const [b, len, ...rest] = x.shape;
+  const dim = rest.reduce((p, q) => p * q, 1);
+  return gatherOp(op, x, ids, [b, len, dim], [b, ids.shape[1], ...rest]);
+}
