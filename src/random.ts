@@ -3,14 +3,14 @@ import { type Engine, Params, windows } from "./engine.ts";
 import type { DType, Tensor } from "./tensor.ts";
 
 const WG = 256;
-const MODES = { fill: 0, uniform: 1, normal: 2 } as const;
+const MODES = { uniform: 1, normal: 2 } as const;
 
 function generate(
   engine: Engine,
   op: string,
   shape: readonly number[],
   dtype: DType,
-  mode: keyof typeof MODES,
+  mode: "fill" | keyof typeof MODES,
   seed: number,
   value: number,
 ): Tensor {
@@ -22,11 +22,14 @@ function generate(
   if (dtype === "f32") bits.setFloat32(0, value, true);
   else if (dtype === "i32") bits.setInt32(0, value, true);
   else bits.setUint32(0, value, true);
+  // A constant: PER vec4s an invocation (four on CPU adapters, as the elementwise ops).
+  const per = engine.cpuKernels ? 4 : 1;
   for (const w of windows(out)) {
     engine.run({
       op,
       shader: "random",
-      constants: { WG, MODE: MODES[mode] },
+      entry: mode === "fill" ? "fill" : "main",
+      constants: mode === "fill" ? { WG, PER: per } : { WG, MODE: MODES[mode] },
       params: new Params().u32(
         w.count,
         w.first,
@@ -35,7 +38,7 @@ function generate(
         bits.getUint32(0, true),
       ),
       buffers: [w.binding],
-      workgroups: Math.ceil(w.count / WG),
+      workgroups: Math.ceil(w.count / (mode === "fill" ? 4 * per : 1) / WG),
     });
   }
   return out;

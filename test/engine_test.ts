@@ -25,7 +25,7 @@ import { philox, refRand, refRandn, seedKey, uniformFromBits } from "../src/ref/
 import { refLoss } from "../src/ref/reconstruction.ts";
 import { refSum } from "../src/ref/reduce.ts";
 import { refSlice, refTranspose } from "../src/ref/shape.ts";
-import { test } from "./harness.ts";
+import { bothKernels, test } from "./harness.ts";
 import { assert, assertClose, assertEquals, assertNoLeak, assertThrows, randomArray, take } from "./util.ts";
 
 const EXACT = { rtol: 0, atol: 0 };
@@ -274,6 +274,34 @@ test("parallelWorkgroups, cpuKernels, logitCacheBytes: CPU adapters get 4 workgr
   chosen.destroy();
 });
 
+test("zeros, ones and full write every element: awkward sizes, every dtype, tensors over one binding", () =>
+  // Fills write whole vec4s, four an invocation on CPU adapters: sizes around a vec4, a run of four and a
+  // workgroup's 4,096 elements, and 300,001 elements over a 1 MiB binding (two windows). Each fill goes into a
+  // pooled buffer that held other values, so an element left unwritten shows.
+  bothKernels(async (engine) => {
+    const before = engine.memory();
+    for (const n of [1, 3, 4, 5, 17, 4095, 4097, 300_001]) {
+      for (const [dtype, value] of [["f32", -2.5], ["i32", -7], ["u32", 4e9]] as const) {
+        engine.tensor(new Float32Array(n).fill(123), [n]).dispose();
+        using t = engine.full([n], value, dtype);
+        const got = await t.toArray();
+        const wrong = got.findIndex((v) => v !== value);
+        assert(wrong < 0, `full ${n} ${dtype}: element ${wrong} is ${got[wrong]}, not ${value}`);
+      }
+    }
+    assertEquals([...await take(engine.zeros([5])), ...await take(engine.ones([3]))], [
+      0,
+      0,
+      0,
+      0,
+      0,
+      1,
+      1,
+      1,
+    ]);
+    assertNoLeak(engine, before);
+  }, { maxStorageBufferBindingSize: 2 ** 20 }));
+
 test("kernels rebuild their index from a grid laid over x and y (64 workgroups across)", async () => {
   // A kernel that takes 4 or 16 elements an invocation cannot pass 65,535 workgroups within a 128 MiB binding,
   // so the second grid row is reached here by laying dispatches over x and y past 64 workgroups. Each dispatch
@@ -317,6 +345,9 @@ test("kernels rebuild their index from a grid laid over x and y (64 workgroups a
     const product = refMatmul({ data: a, shape: [4160, 4] }, { data: b, shape: [4, 4] }).data;
     assertClose(await take(matmul(ta, tb)), product, tol, "matmul (65 to 260 tiles)");
     assertClose(await take(engine.rand([n], { seed: 3 })), refRand(n, 3), EXACT, "rand (69 workgroups)");
+    // 74 workgroups of 4,096 elements (16 an invocation on a CPU adapter) or of 1,024.
+    const filled = await take(engine.full([300_001], -2.5));
+    assert(filled.every((v) => v === -2.5), "full (74 or 293 workgroups)");
     const big = 600_001; // 74 workgroups of 8,192 elements
     const [px, py] = [randomArray(big, 7), randomArray(big, 8)];
     using tp = engine.tensor(px, [big]);
