@@ -1,9 +1,10 @@
 // Core section: the adapter's ceilings (copy bandwidth, peak FMA rate), then elementwise, reduction,
-// transpose, matmul, a small MLP's forward+backward and optimiser steps, each on WebGPU and against its float64
-// CPU reference.
+// transpose, matmul, a small MLP's forward+backward, embedding lookups and optimiser steps, each on WebGPU and
+// against its float64 CPU reference.
 import {
   adamw,
   add,
+  embedding,
   exp,
   grad,
   lars,
@@ -21,6 +22,7 @@ import {
   transpose,
 } from "../src/mod.ts";
 import { refBinary, refUnary } from "../src/ref/elementwise.ts";
+import { refGatherRows, refScatterAdd } from "../src/ref/gather.ts";
 import { refMatmul } from "../src/ref/matmul.ts";
 import { refAdamStep, refLarsStep, refSgdStep } from "../src/ref/optim.ts";
 import { refSoftmax, refSum } from "../src/ref/reduce.ts";
@@ -330,6 +332,39 @@ async function mlp(ctx: BenchContext): Promise<void> {
 }
 
 /**
+ * A BERT-base embedding table [30,522, 768] looked up by 8,192 token ids (a batch of 16 × 512), forward (bytes:
+ * the ids, the rows read and the output written) and forward+backward of Σ y·u (the dense table gradient: a
+ * zero fill, the product's passes and the scatter-add).
+ */
+async function embeddings(ctx: BenchContext): Promise<void> {
+  const { engine } = ctx;
+  const [vocab, dim, n] = [30_522, 768, ctx.quick ? 2048 : 8192];
+  const table = randomArray(vocab * dim, 20);
+  const idList = Int32Array.from({ length: n }, (_, i) => (i * 7919 + 13) % vocab);
+  const up = randomArray(n * dim, 21);
+  using w = engine.tensor(table, [vocab, dim]);
+  using ids = engine.tensor(idList, [n], "i32");
+  using u = engine.tensor(up, [n, dim]);
+  const size = `${n} ids of [${vocab}, ${dim}]`;
+  const rows: [number, number, number] = [1, vocab, dim];
+  await compare(
+    ctx,
+    { kernel: "embedding", size, bytes: 4 * n + 8 * n * dim },
+    n * dim,
+    () => embedding(ids, w).dispose(),
+    () => refGatherRows(table, rows, idList),
+  );
+  const step = () =>
+    engine.tidy(() => {
+      grad(sum(mul(embedding(ids, w), u)), [w]);
+    });
+  await compare(ctx, { kernel: "embedding fwd+bwd", size }, n * dim, step, () => {
+    refGatherRows(table, rows, idList);
+    refScatterAdd(up, rows, idList);
+  });
+}
+
+/**
  * One optimiser step on a [16K, 1024] parameter. Bytes are what a step must move at least: SGD with momentum
  * reads w, g and the buffer and writes w and the buffer; AdamW reads w, g, m, v and writes w, m, v; LARS reads
  * w and g once more for its norms before its momentum step.
@@ -393,5 +428,6 @@ export async function bench(ctx: BenchContext): Promise<void> {
   await transposes(ctx);
   await matmuls(ctx);
   await mlp(ctx);
+  await embeddings(ctx);
   await optimisers(ctx);
 }
