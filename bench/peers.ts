@@ -8,6 +8,7 @@ import type * as TF from "@tensorflow/tfjs-core";
 import {
   add,
   conv2d,
+  embedding,
   exp,
   grad,
   matmul,
@@ -226,6 +227,22 @@ export async function bench(ctx: BenchContext): Promise<void> {
       };
     });
   }
+  // Token embeddings: 8,192 rows of a BERT-base table [30,522, 768] (tf.gather).
+  cases.push(() => {
+    const [vocab, dim, count] = [30_522, 768, ctx.quick ? 2048 : 8192];
+    const [w, tw] = both(randomArray(vocab * dim, 20), [vocab, dim]);
+    const idList = Int32Array.from({ length: count }, (_, i) => (i * 7919 + 13) % vocab);
+    const ids = e.tensor(idList, [count], "i32");
+    const tids = tf.tensor(idList, [count], "int32");
+    held.push(ids, tids);
+    return {
+      kernel: "embedding",
+      size: `${count} ids of [${vocab}, ${dim}]`,
+      bytes: 4 * count + 8 * count * dim,
+      pretext: () => embedding(ids, w),
+      tfjs: () => tf.gather(tw, tids),
+    };
+  });
   // A 3×3 convolution (padding 1) forward and backward, input and weight gradients: NCHW in pretext, NHWC (TF.js's
   // own layout) in TF.js. Forward+backward returns a gradient; the loss and the other intermediates go.
   const batch = ctx.quick ? 8 : 64;
