@@ -10,10 +10,6 @@ import type { Tensor } from "./tensor.ts";
 const WG = 256;
 const NAN_BITS = 0x7fc00000;
 
-function checkAlive(op: string, t: Tensor): void {
-  if (t.disposed) throw new Error(`${op}: tensor ${fmtShape(t.shape)} ${t.dtype} used after dispose`);
-}
-
 /**
  * out [B, K, D] = x [B, L, D] at rows ids [B, K] of each batch item, recorded with its scatter-add backward
  * into x. The caller has checked the shapes; `outShape` is out's shape as the op presents it.
@@ -59,7 +55,7 @@ function gatherOp(
   }));
   run("gather", [x, ids, out, bad]);
   return record(out, op, [x], (g) => {
-    checkAlive(op, ids);
+    ids.assertLive(op);
     const dx = e.zeros(x.shape);
     run("scatterAdd", [g, ids, dx]);
     return [dx];
@@ -67,8 +63,8 @@ function gatherOp(
 }
 
 function checkIds(op: string, ids: Tensor, x: Tensor): void {
-  checkAlive(op, x);
-  checkAlive(op, ids);
+  x.assertLive(op);
+  ids.assertLive(op);
   checkF32(op, x);
   if (ids.dtype !== "i32") {
     throw new TypeError(`${op}: ids must be i32 indices, got ${ids.dtype} ${fmtShape(ids.shape)}`);

@@ -11,10 +11,6 @@ import type { Tensor } from "./tensor.ts";
 const WG = 256;
 const NAN_BITS = 0x7fc00000;
 
-function checkAlive(op: string, t: Tensor): void {
-  if (t.disposed) throw new Error(`${op}: tensor ${fmtShape(t.shape)} ${t.dtype} used after dispose`);
-}
-
 /** ||x||₂ along `axis` (kept as a dim of size 1). */
 function l2norm(x: Tensor, axis: number): Tensor {
   const sq = square(x);
@@ -30,7 +26,7 @@ function l2norm(x: Tensor, axis: number): Tensor {
  * Rows whose norm is at most eps are scaled by 1/eps, and their gradient is g/eps.
  */
 export function normalize(x: Tensor, options: { axis?: number; eps?: number } = {}): Tensor {
-  checkAlive("normalize", x);
+  x.assertLive("normalize");
   checkF32("normalize", x);
   const axis = normalizeAxis("normalize", options.axis ?? -1, x.shape.length);
   const eps = options.eps ?? 1e-12;
@@ -101,8 +97,8 @@ function rowParts(op: string, logits: Tensor): [number, number][] {
  */
 export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntropyOptions = {}): Tensor {
   const op = "crossEntropy";
-  checkAlive(op, logits);
-  checkAlive(op, labels);
+  logits.assertLive(op);
+  labels.assertLive(op);
   checkF32(op, logits);
   const reduction = checkReduction(op, options.reduction);
   const ignoreIndex = options.ignoreIndex ?? -100;
@@ -180,7 +176,7 @@ export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntro
     return { loss: overKept(sums, sums), sums };
   });
   return record(loss, op, [logits], (g) => {
-    checkAlive(op, labels);
+    labels.assertLive(op);
     // The mean's upstream is g / kept rows: one value, like the sum's; "none" has one per row.
     const upstream = sums ? overKept(g, sums) : g;
     const p = softmax(logits, 1);

@@ -11,10 +11,6 @@ const RUN = 4;
 /** Shortest innermost run that `shift4` copies in whole vec4s: shorter rows are mostly ends (`main` copies them). */
 const MIN_SHIFTED_ROW = 8;
 
-function checkAlive(op: string, t: Tensor): void {
-  if (t.disposed) throw new Error(`${op}: tensor ${fmtShape(t.shape)} ${t.dtype} used after dispose`);
-}
-
 /** Row-major element strides of a contiguous tensor. */
 function stridesOf(shape: readonly number[]): number[] {
   const s = new Array<number>(shape.length);
@@ -180,7 +176,7 @@ function stridedCopy(op: string, src: Tensor, dst: Tensor, c: StridedCopy): void
 
 /** Same elements, new shape (one dim may be -1). */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
-  checkAlive("reshape", x);
+  x.assertLive("reshape");
   const known = shape.filter((d) => d !== -1);
   const free = shape.length - known.length;
   const rest = shapeSize(known);
@@ -225,7 +221,7 @@ export function transposeBlocks(
  * reversing the axes and may use negative axes.
  */
 export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
-  checkAlive("transpose", x);
+  x.assertLive("transpose");
   const rank = x.shape.length;
   const p = (perm ?? x.shape.map((_, i) => rank - 1 - i)).map((a) => {
     if (!Number.isInteger(a) || a < -rank || a >= rank) {
@@ -260,7 +256,7 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
  * Each range must be non-empty and inside its dim: a RangeError otherwise, never silent clamping.
  */
 export function slice(x: Tensor, starts: readonly number[], ends: readonly number[]): Tensor {
-  checkAlive("slice", x);
+  x.assertLive("slice");
   const rank = x.shape.length;
   const what = () => `starts [${starts}] and ends [${ends}] for shape ${fmtShape(x.shape)}`;
   if (starts.length !== ends.length || starts.length > rank) {
@@ -309,7 +305,7 @@ function pad(g: Tensor, shape: readonly number[], begin: readonly number[]): Ten
 /** Joins tensors of one dtype along `axis` (negative counts from the end); all other dims must match. */
 export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
   if (tensors.length === 0) throw new RangeError("concat: needs at least one tensor");
-  tensors.forEach((t) => checkAlive("concat", t));
+  tensors.forEach((t) => t.assertLive("concat"));
   const first = tensors[0];
   const shapes = () => tensors.map((t) => fmtShape(t.shape)).join(", ");
   const rank = first.shape.length;
