@@ -251,6 +251,56 @@ test("matmul: gradients sum over broadcast batch dims", async (engine) => {
   assertNoLeak(engine, before, "broadcast gradients");
 });
 
+test("matmul: a B shared by a batch of A (a layer's weight) is one product, forward and backward", () =>
+  // b without batch dims, or with batch dims of 1, against a [2, 3, ...] batch of A, every transpose combination:
+  // the forward reads A's items as the row blocks of one matrix (untransposed A), and dB is one product over
+  // all their rows. [2, 3, 5, 7] exercises the direct kernels; [2, 2, 80, 12] (320 rows, dims multiples of 4)
+  // the slab on CPU adapters, forward and in dB (K = 320). Reference: per item, dB summed over the items.
+  bothKernels(async (engine) => {
+    let seed = 400;
+    for (const [m, k, n] of [[5, 7, 3], [80, 12, 8]]) {
+      for (const bBatch of [[], [1, 1], [1]]) {
+        for (const f of COMBOS) {
+          const before = engine.memory();
+          {
+            const [as, bs] = operandShapes([2, m === 5 ? 3 : 2], bBatch, m, k, n, f);
+            const items = as[0] * as[1];
+            const ad = randomArray(items * m * k, seed++);
+            const bd = randomArray(k * n, seed++);
+            const wd = randomArray(items * m * n, seed++);
+            using a = engine.tensor(ad, as);
+            using b = engine.tensor(bd, bs);
+            using w = engine.tensor(wd, [wd.length, 1]);
+            const c = matmul(a, b, f);
+            const what = `${JSON.stringify(as)}·${JSON.stringify(bs)} ${JSON.stringify(f)}`;
+            const A = { data: ad, shape: as };
+            const B = { data: bd, shape: bs };
+            // Sums of ≤ 12 products of values in [-1, 1) (dB: ≤ 2·2·80 = 320): the f32 worst case (K + 1)·2^-24·K.
+            const tol = (terms: number) => ({ atol: (terms + 1) * terms * EPS / 2, rtol: 0 });
+            assertClose(await c.toArray(), refMatmul(A, B, f).data, tol(k), `${what}: C`);
+            const [l, flat] = loss(c, w);
+            const [ga, gb] = grad(l, [a, b]);
+            [c, l, flat].forEach((t) => t.dispose());
+            assertEquals(gb.shape, bs, `${what}: dB shape`);
+            const gw = { data: wd, shape: [...as.slice(0, -2), m, n] };
+            const refA = f.transA
+              ? refMatmul(B, gw, { transA: f.transB, transB: true })
+              : refMatmul(gw, B, { transB: !f.transB });
+            const perItem = f.transB
+              ? refMatmul(gw, A, { transA: true, transB: f.transA })
+              : refMatmul(A, gw, { transA: !f.transA });
+            const refB = new Float64Array(k * n).map((_, e) =>
+              Array.from({ length: items }, (_, i) => perItem.data[i * k * n + e]).reduce((x, y) => x + y)
+            );
+            assertClose(await take(ga), refA.data, tol(n), `${what}: dA`);
+            assertClose(await take(gb), refB, tol(items * m), `${what}: dB`);
+          }
+          assertNoLeak(engine, before, `shared B ${JSON.stringify(f)}`);
+        }
+      }
+    }
+  }));
+
 test("matmul: bad input throws a clear error and leaks nothing", async (engine) => {
   const a = engine.tensor(randomArray(6, 1), [2, 3]);
   const b = engine.tensor(randomArray(8, 2), [4, 2]);
