@@ -15,7 +15,6 @@ import { shapeSize, type Tensor } from "./tensor.ts";
  * 16 x 8, and 1.5x that of 4 x 16.
  */
 const TILE = { TX: 8, TY: 8, BK: 8 };
-const BM = TILE.TY * 8;
 /**
  * The `slab` entry (CPU adapters; one batch item, SLAB_MIN_ROWS rows or more, dims multiples of 4, K ≤ SLAB_K):
  * one dispatch per window of A's rows, which it binds as a 64 KiB uniform window holding SLAB_K / K blocks of
@@ -191,17 +190,22 @@ function product(
     padded.dispose();
     panels.dispose();
   } else {
-    // A narrow product (N under a tile's 128 columns) on the direct entry: only as many invocations across as
-    // N needs, not lanes that compute zeros (on llvmpipe [64, 64, 1024]·[64, 1024, 28] ran 2x faster).
-    const tx = direct ? Math.min(TILE.TX, 2 ** Math.ceil(Math.log2(Math.ceil(n / 16)))) : TILE.TX;
+    // A narrow or short product (N under a tile's 128 columns, M under its 64 rows) on the direct entry: only as
+    // many invocations across and down as N and M need, not lanes that compute zeros (on llvmpipe [64, 64,
+    // 1024]·[64, 1024, 28] ran 2x faster, attention scores [64, 16, 64]·[64, 16, 64]ᵀ 3.5x, [64, 4, 64]·[64, 4,
+    // 64]ᵀ 7x).
+    const fit = (size: number, perInvocation: number, most: number) =>
+      direct ? Math.min(most, 2 ** Math.ceil(Math.log2(Math.ceil(size / perInvocation)))) : most;
+    const tx = fit(n, 16, TILE.TX);
+    const ty = fit(m, 8, TILE.TY);
     engine.run({
       op: "matmul",
       shader: "matmul",
       entry: direct ? "direct" : "main",
-      constants: direct ? { ...TILE, TX: tx, TRANS_A: +transA, TRANS_B: +transB } : TILE,
+      constants: direct ? { ...TILE, TX: tx, TY: ty, TRANS_A: +transA, TRANS_B: +transB } : TILE,
       params: params(0),
       buffers: [a, b, partial],
-      workgroups: Math.ceil(m / BM) * Math.ceil(n / (tx * 16)) * items * slices,
+      workgroups: Math.ceil(m / (ty * 8)) * Math.ceil(n / (tx * 16)) * items * slices,
     });
   }
   if (slices === 1) return partial;

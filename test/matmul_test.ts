@@ -96,7 +96,8 @@ test("matmul: 2-D shapes incl. 1, primes and tile edges, all transpose combos, v
 test("matmul: both kernels (workgroup-memory tiles; CPU adapters' vec4 and uniform-slab reads) where dims are multiples of 4", () =>
   // Dims that are all multiples of 4 take the `slab` entry with cpuKernels for one batch item, M ≥ 256 (512 with
   // A transposed) and K ≤ 1,024 (else `direct`), and the tiled one without; bothKernels runs both. Shapes cross
-  // the tile edges (64, 128), take narrow products on direct (N = 28, 60: 2 or 4 invocations across) and cross
+  // the tile edges (64, 128), take narrow and short products on direct (N = 28, 60: 2 or 4 invocations across;
+  // M = 4 and 8, 12 and 16, 20: 1, 2 or 4 invocations down) and cross
   // the slab's edges (16 rows, 8 columns), fill the slab's window (K = 1,024: one block a window), put several
   // 16-row blocks in one window (K = 4: 17 blocks, the last part past M; K = 400: 2 blocks a window over 10
   // windows, the last window's second block wholly past M), take a transposed A into the slab (M = 516, 520),
