@@ -39,6 +39,7 @@ export { concat, reshape, slice, transpose } from "./shape.ts";
 export { matmul, type MatmulOptions } from "./matmul.ts";
 export { crossEntropy, type CrossEntropyOptions, normalize } from "./nn.ts";
 export { embedding, gatherRows } from "./gather.ts";
+export { dropout, type DropoutOptions } from "./random.ts";
 export {
   avgPool2d,
   conv2d,

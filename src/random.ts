@@ -1,9 +1,17 @@
-// Constant fills and counter-based random tensors (shaders/random.wgsl; CPU reference in src/ref/random.ts).
-import { type Engine, Params, windows } from "./engine.ts";
+// Constant fills, counter-based random tensors and dropout (shaders/random.wgsl; CPU reference in
+// src/ref/random.ts).
+import { record } from "./autograd.ts";
+import { type Engine, Params, windowBindings, windows } from "./engine.ts";
 import type { DType, Tensor } from "./tensor.ts";
 
 const WG = 256;
 const MODES = { uniform: 1, normal: 2 } as const;
+
+function checkSeed(op: string, seed: number): void {
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new RangeError(`${op}: seed must be an integer in [0, 2^53), got ${seed}`);
+  }
+}
 
 function generate(
   engine: Engine,
@@ -14,9 +22,7 @@ function generate(
   seed: number,
   value: number,
 ): Tensor {
-  if (!Number.isSafeInteger(seed) || seed < 0) {
-    throw new RangeError(`${op}: seed must be an integer in [0, 2^53), got ${seed}`);
-  }
+  checkSeed(op, seed);
   const out = engine.empty(shape, dtype);
   const bits = new DataView(new ArrayBuffer(4));
   if (dtype === "f32") bits.setFloat32(0, value, true);
@@ -55,4 +61,40 @@ export function philoxRandom(
   dist: "uniform" | "normal",
 ): Tensor {
   return generate(engine, dist === "uniform" ? "rand" : "randn", shape, "f32", dist, seed, 0);
+}
+
+export interface DropoutOptions {
+  /** Probability of zeroing an element, in [0, 1]; default 0.5. */
+  p?: number;
+  /** Keys the mask: the same seed drops the same elements. Required, so that no two steps share a mask by accident. */
+  seed: number;
+}
+
+/**
+ * Dropout as PyTorch's in training: each element zeroed with probability `p`, the others scaled by 1 / (1 − p).
+ * The mask is a Philox draw per element keyed by `seed` (src/ref/random.ts's refDropout draws the same), so the
+ * backward draws it again instead of keeping it. For evaluation, leave the call out.
+ */
+export function dropout(x: Tensor, options: DropoutOptions): Tensor {
+  x.assertLive("dropout");
+  if (x.dtype !== "f32") throw new TypeError(`dropout: x must be f32, got ${x.dtype}`);
+  const p = options.p ?? 0.5;
+  if (!(p >= 0 && p <= 1)) throw new RangeError(`dropout: p must be in [0, 1], got ${p}`);
+  checkSeed("dropout", options.seed);
+  const out = x.engine.empty(x.shape);
+  const inputs = windowBindings(x);
+  windows(out).forEach((w, i) => {
+    x.engine.run({
+      op: "dropout",
+      shader: "random",
+      entry: "dropout",
+      constants: { WG },
+      params: new Params()
+        .u32(w.count, w.first, options.seed >>> 0, Math.floor(options.seed / 2 ** 32) >>> 0)
+        .f32(p, p < 1 ? 1 / (1 - p) : 0),
+      buffers: [w.binding, inputs[i]],
+      workgroups: Math.ceil(w.count / 4 / WG),
+    });
+  });
+  return record(out, "dropout", [x], (g) => [dropout(g, { p, seed: options.seed })]);
 }

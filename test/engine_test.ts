@@ -3,6 +3,7 @@ import {
   concat,
   DeviceError,
   DeviceLostError,
+  dropout,
   exp,
   grad,
   init,
@@ -21,7 +22,7 @@ import {
 import { refBinary, refUnary } from "../src/ref/elementwise.ts";
 import { refMatmul } from "../src/ref/matmul.ts";
 import { refLarsStep } from "../src/ref/optim.ts";
-import { philox, refRand, refRandn, seedKey, uniformFromBits } from "../src/ref/random.ts";
+import { philox, refDropout, refRand, refRandn, seedKey, uniformFromBits } from "../src/ref/random.ts";
 import { refLoss } from "../src/ref/reconstruction.ts";
 import { refSum } from "../src/ref/reduce.ts";
 import { refSlice, refTranspose } from "../src/ref/shape.ts";
@@ -345,6 +346,8 @@ test("kernels rebuild their index from a grid laid over x and y (64 workgroups a
     const product = refMatmul({ data: a, shape: [4160, 4] }, { data: b, shape: [4, 4] }).data;
     assertClose(await take(matmul(ta, tb)), product, tol, "matmul (65 to 260 tiles)");
     assertClose(await take(engine.rand([n], { seed: 3 })), refRand(n, 3), EXACT, "rand (69 workgroups)");
+    // One f32 rounding of x · 2.
+    assertClose(await take(dropout(t, { seed: 3 })), refDropout(x, 0.5, 3), tol, "dropout (69 workgroups)");
     // 74 workgroups of 4,096 elements (16 an invocation on a CPU adapter) or of 1,024.
     const filled = await take(engine.full([300_001], -2.5));
     assert(filled.every((v) => v === -2.5), "full (74 or 293 workgroups)");

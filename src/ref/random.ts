@@ -56,3 +56,17 @@ export function refRandn(size: number, seed: number): Float64Array {
     return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * uniformFromBits(r[1]));
   });
 }
+
+/** random.wgsl's dropout: element i kept where word i % 4 of philox((i / 4, 1, 0, 0), seed) gives u ≥ p. */
+export function refDropout(x: ArrayLike<number>, p: number, seed: number): Float64Array {
+  const key = seedKey(seed);
+  const threshold = Math.fround(p);
+  const scale = p < 1 ? Math.fround(1 / (1 - p)) : 0;
+  const out = new Float64Array(x.length);
+  let r: Uint32Array = new Uint32Array(4);
+  for (let i = 0; i < x.length; i++) {
+    if (i % 4 === 0) r = philox([i / 4, 1, 0, 0], key);
+    out[i] = x[i] * (uniformFromBits(r[i % 4]) >= threshold ? scale : 0);
+  }
+  return out;
+}
