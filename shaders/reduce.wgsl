@@ -13,7 +13,10 @@
 // Every accumulator is a vec2: OP 0 sum (x), OP 1 max (x), OP 2 logsumexp as (running max m, Σ exp(v − m)),
 // merged like online softmax; the last pass writes m + log(s), or with SPLIT m and log(s) apart (m at row r,
 // log(s) at p.half + r) for softmax and logSoftmax: (x − m) − log(s) is exact to f32 where x − (m + log s)
-// carries the rounding of m + log s, ulp(m) (2e-3 at |m| = 3e4).
+// carries the rounding of m + log s, ulp(m) (2e-3 at |m| = 3e4). OP 3 argmax as (value, reduced index as an
+// f32, exact below 2^24): the larger value wins, NaN above all, the lower index among equals (PyTorch's first
+// occurrence); the last pass writes the index's i32 bits. NEGATE reads −x in the first pass: min and argmin are
+// max and argmax of −x (min's last pass scales by −1).
 // A tensor over maxStorageBufferBindingSize is read one window at a time: elements [first, first + count) are
 // bound at binding 1 and a dispatch folds parts [part0, part0 + nparts), reading only offsets inside the
 // window. Windows cut between chunks (contiguous rows, CONTIGUOUS: no offset lists, no window test) write
@@ -26,7 +29,7 @@
 // their numbering. With KEPT4 as well (one window, the innermost dim a multiple of 4) an invocation takes the
 // part of 4 neighbouring rows, reading them as one vec4 per step.
 // Bindings: 0 params (uniform), 1 x (storage, read, bound in whole vec4s; pairs when PAIRS_IN), 2 out (storage;
-// pairs when PAIRS_OUT, two halves when SPLIT).
+// pairs when PAIRS_OUT, two halves when SPLIT, i32 bits for argmax).
 //! include lib/nan.wgsl
 
 struct Params {
@@ -57,6 +60,7 @@ override VEC4: bool = false;  // contiguous rows of a multiple of 4: every index
 override ROWS_FAST: bool = false;
 override KEPT4: bool = false;
 override SPLIT: bool = false;
+override NEGATE: bool = false;
 const BLOCK = 8u;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -94,13 +98,21 @@ fn rescale(v: f32, m: f32) -> f32 {
 }
 
 fn identity() -> vec2<f32> {
+  if (OP == 3u) { return vec2<f32>(p.ninf, -p.ninf); }  // any element's index is lower
   return select(vec2<f32>(p.ninf, 0.0), vec2<f32>(0.0), OP == 0u);
+}
+
+// argmax's merge: whether (value, index) b beats a.
+fn beats(b: vec2<f32>, a: vec2<f32>) -> bool {
+  if (isNan(b.x) || isNan(a.x)) { return isNan(b.x) && (!isNan(a.x) || b.y < a.y); }
+  return b.x > a.x || (b.x == a.x && b.y < a.y);
 }
 
 fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
   switch OP {
     case 0u: { return vec2<f32>(a.x + b.x, 0.0); }
     case 1u: { return vec2<f32>(maxNaN(a.x, b.x), 0.0); }
+    case 3u: { return select(a, b, beats(b, a)); }
     default: {
       let m = maxNaN(a.x, b.x);
       return vec2<f32>(m, a.y * rescale(a.x, m) + b.y * rescale(b.x, m));
@@ -108,18 +120,25 @@ fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
   }
 }
 
-// Input i as an accumulator: a value (logsumexp of one value v: m = v, s = 1; sum and max ignore y), a pair
-// (PAIRS_IN), or with VEC4 the 4 values of vec4 i folded pairwise.
-fn load(i: u32) -> vec2<f32> {
+// Value v of the input at reduced index j as an accumulator: logsumexp's m = v, s = 1; argmax's (v, j); sum and
+// max ignore y.
+fn item(v: f32, j: u32) -> vec2<f32> {
+  return vec2<f32>(select(v, -v, NEGATE), select(1.0, f32(j), OP == 3u));
+}
+
+// Input i, at reduced index j, as an accumulator: one value, a pair (PAIRS_IN), or with VEC4 the 4 values of
+// vec4 i (reduced indices 4j .. 4j + 3) folded pairwise.
+fn load(i: u32, j: u32) -> vec2<f32> {
   if (VEC4) {
     let v = x[i];
-    return combine(combine(vec2<f32>(v.x, 1.0), vec2<f32>(v.y, 1.0)), combine(vec2<f32>(v.z, 1.0), vec2<f32>(v.w, 1.0)));
+    let k = 4u * j;
+    return combine(combine(item(v.x, k), item(v.y, k + 1u)), combine(item(v.z, k + 2u), item(v.w, k + 3u)));
   }
   if (PAIRS_IN) {
     let v = x[i / 2u];
     return select(v.xy, v.zw, i % 2u == 1u);
   }
-  return vec2<f32>(x[i / 4u][i % 4u], 1.0);
+  return item(x[i / 4u][i % 4u], j);
 }
 
 fn store(part: u32, acc: vec2<f32>) {
@@ -132,6 +151,8 @@ fn store(part: u32, acc: vec2<f32>) {
     out[p.half + o] = log(acc.y);
   } else if (OP == 2u) {
     out[o] = acc.x + log(acc.y);
+  } else if (OP == 3u) {
+    out[o] = bitcast<f32>(i32(acc.y));
   } else {
     out[o] = acc.x * p.scale;
   }
@@ -148,8 +169,9 @@ fn fold4(row: u32, q: u32) {
     var block = array<vec2<f32>, 4>(identity(), identity(), identity(), identity());
     for (var kk = 0u; kk < BLOCK; kk++) {
       if (b + kk >= n) { break; }
-      let v = x[(base + offsetOf(start + (b + kk) * p.seg, p.rrank, REDUCED)) / 4u];
-      for (var e = 0u; e < 4u; e++) { block[e] = combine(block[e], vec2<f32>(v[e], 1.0)); }
+      let j = start + (b + kk) * p.seg;
+      let v = x[(base + offsetOf(j, p.rrank, REDUCED)) / 4u];
+      for (var e = 0u; e < 4u; e++) { block[e] = combine(block[e], item(v[e], j)); }
     }
     for (var e = 0u; e < 4u; e++) { acc[e] = combine(acc[e], block[e]); }
   }
@@ -179,10 +201,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       if (b + kk >= n) { break; }
       let j = start + (b + kk) * p.seg;
       if (CONTIGUOUS) {
-        block = combine(block, load(base + j - p.first));
+        block = combine(block, load(base + j - p.first, j));
       } else {
         let off = base + offsetOf(j, p.rrank, REDUCED);
-        if (off >= p.first && off - p.first < p.count) { block = combine(block, load(off - p.first)); }
+        if (off >= p.first && off - p.first < p.count) { block = combine(block, load(off - p.first, j)); }
       }
     }
     acc = combine(acc, block);

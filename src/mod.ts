@@ -26,10 +26,13 @@ export {
   tanh,
 } from "./elementwise.ts";
 export {
+  argmax,
+  argmin,
   logSoftmax,
   logsumexp,
   max,
   mean,
+  min,
   type ReduceOptions,
   type Reduction,
   softmax,

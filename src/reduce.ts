@@ -1,5 +1,5 @@
-// Reductions over axes: sum, mean, max, logsumexp, and softmax / logSoftmax built on them (shaders/reduce.wgsl;
-// CPU reference in src/ref/reduce.ts).
+// Reductions over axes: sum, mean, max, min, logsumexp, argmax, argmin, and softmax / logSoftmax built on them
+// (shaders/reduce.wgsl; CPU reference in src/ref/reduce.ts).
 import { record } from "./autograd.ts";
 import { checkRank, Params, type Window, windows } from "./engine.ts";
 import { checkF32, div, equal, exp, expDiff, minusSplit, mul, sub } from "./elementwise.ts";
@@ -9,7 +9,7 @@ import { sameShape, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 const ITEMS = 64;
-const OPS = { sum: 0, max: 1, logsumexp: 2 } as const;
+const OPS = { sum: 0, max: 1, logsumexp: 2, argmax: 3 } as const;
 
 /** How a loss reduces its per-element (or per-row) values: "mean", "sum", or "none" to keep them all. */
 export type Reduction = "mean" | "sum" | "none";
@@ -47,6 +47,11 @@ function normalizeAxes(op: string, shape: readonly number[], axes?: number | num
 /** The input shape with reduced axes set to 1. */
 function keptShape(shape: readonly number[], axes: number[]): number[] {
   return shape.map((d, i) => (axes.includes(i) ? 1 : d));
+}
+
+/** The result's shape: reduced axes dropped, or kept as 1 with keepDims. */
+function outShapeOf(shape: readonly number[], axes: number[], opts: ReduceOptions): number[] {
+  return opts.keepDims ? keptShape(shape, axes) : shape.filter((_, i) => !axes.includes(i));
 }
 
 /**
@@ -119,10 +124,18 @@ function slices(x: Tensor, contiguous: boolean, len: number, chunks: number, spa
   return { nwin: 1, slices: out };
 }
 
+/** How a reduction's passes run: `scale` multiplies the result (mean: 1 / len; min: −1), `negate` reads −x. */
+interface Run {
+  scale?: number;
+  negate?: boolean;
+  /** logsumexp's last pass writes the max m of each row and log Σ exp(x − m) `half` elements on. */
+  half?: number;
+}
+
 /**
- * Records the passes reducing the given axes of `x` with OP and returns the result (shape `outShape`). The
- * first pass reads `x` window by window; each later pass reduces the contiguous partials of the one before.
- * With `half`, logsumexp's last pass writes the max m of each row and log Σ exp(x − m) `half` elements on.
+ * Records the passes reducing the given axes of `x` with OP and returns the result (shape `outShape`; i32 for
+ * argmax). The first pass reads `x` window by window; each later pass reduces the contiguous partials of the one
+ * before.
  */
 function reduce(
   op: keyof typeof OPS,
@@ -130,8 +143,7 @@ function reduce(
   x: Tensor,
   axes: number[],
   outShape: number[],
-  scale = 1,
-  half = 0,
+  { scale = 1, negate = false, half = 0 }: Run = {},
 ): Tensor {
   // Reduced axes that end the shape behind others (conv2d's bias gradient, axes [0, 2, 3]): the trailing run
   // first, as contiguous rows, then the others over what is left (on llvmpipe [64, 64, 32, 32] ran 7x faster
@@ -139,14 +151,15 @@ function reduce(
   const run = axes.filter((a, i) => a === x.shape.length - axes.length + i);
   const rest = axes.slice(0, axes.length - run.length);
   const size = (list: number[]) => product(list.map((a) => x.shape[a]));
-  if (op !== "logsumexp" && size(run) > 1 && size(rest) > 1) {
-    const inner = reduce(op, name, x, run, x.shape.slice(0, run[0]));
-    const out = reduce(op, name, inner, rest, outShape, scale);
+  if ((op === "sum" || op === "max") && size(run) > 1 && size(rest) > 1) {
+    // min's inner pass gives the minima (−max(−x)), which the outer one negates again.
+    const inner = reduce(op, name, x, run, x.shape.slice(0, run[0]), { negate, scale: negate ? -1 : 1 });
+    const out = reduce(op, name, inner, rest, outShape, { negate, scale });
     inner.dispose();
     return out;
   }
   const e = x.engine;
-  const pairs = op === "logsumexp";
+  const pairs = op === "logsumexp" || op === "argmax";
   let { kept, reduced } = split(x.shape, axes);
   const what = (dims: string) =>
     `${dims} dims of ${fmtShape(x.shape)} over axes [${axes}] (neighbours merged)`;
@@ -181,7 +194,7 @@ function reduce(
     }
     const rowsFast = pass === 0 && !contiguous && kept.stride.at(-1) === 1;
     const kept4 = rowsFast && kept.shape.at(-1)! % 4 === 0 && parts.length === 1;
-    const out = e.empty(last ? outShape : [count]);
+    const out = e.empty(last ? outShape : [count], last && op === "argmax" ? "i32" : "f32");
     parts.forEach((s, w) => {
       e.run({
         op: name,
@@ -198,6 +211,7 @@ function reduce(
           ROWS_FAST: rowsFast ? 1 : 0,
           KEPT4: kept4 ? 1 : 0,
           SPLIT: half > 0 && last ? 1 : 0,
+          NEGATE: negate && pass === 0 ? 1 : 0,
         },
         params: new Params()
           .u32(items, chunks, seg, s.first / unit, s.count / unit, s.chunk0 * seg, s.nchunks * seg, nwin)
@@ -219,23 +233,25 @@ function reduce(
 
 /**
  * Validates and runs one reduction; `backward` maps g and y, both in keepDims shape (sum and mean get y as it
- * is: they do not use it), to x's gradient.
+ * is: they do not use it), to x's gradient. `kind` averages (mean) or negates (min).
  */
 function reduction(
-  op: keyof typeof OPS,
+  op: Exclude<keyof typeof OPS, "argmax">,
   name: string,
   x: Tensor,
   axesArg: number | number[] | undefined,
   opts: ReduceOptions,
   backward: (g: Tensor, y: Tensor, axes: number[]) => Tensor,
-  average = false,
+  kind: "average" | "negate" | null = null,
 ): Tensor {
   checkF32(name, x);
   const axes = normalizeAxes(name, x.shape, axesArg);
   const keep = keptShape(x.shape, axes);
-  const outShape = opts.keepDims ? keep : x.shape.filter((_, i) => !axes.includes(i));
   const len = product(axes.map((a) => x.shape[a]));
-  const y = reduce(op, name, x, axes, outShape, average ? 1 / len : 1);
+  const y = reduce(op, name, x, axes, outShapeOf(x.shape, axes, opts), {
+    scale: kind === "average" ? 1 / len : kind === "negate" ? -1 : 1,
+    negate: kind === "negate",
+  });
   return record(y, name, [x], (g) => {
     const gk = asShape(g, keep);
     const yk = op === "sum" ? y : asShape(y, keep);
@@ -266,21 +282,65 @@ export function sum(x: Tensor, axes?: number | number[], opts: ReduceOptions = {
 
 /** Mean over `axes` (all by default). */
 export function mean(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
-  return reduction("sum", "mean", x, axes, opts, (g) => spread(g, x.shape, g.size / x.size), true);
+  return reduction("sum", "mean", x, axes, opts, (g) => spread(g, x.shape, g.size / x.size), "average");
+}
+
+/** g shared evenly among the elements of x equal to y, the extremum of their row: max's and min's gradient. */
+function toExtrema(x: Tensor, g: Tensor, y: Tensor, axes: number[]): Tensor {
+  const mask = equal(x, y);
+  const ties = sum(mask, axes, { keepDims: true });
+  const share = div(g, ties);
+  ties.dispose();
+  const r = mul(mask, share);
+  mask.dispose();
+  share.dispose();
+  return r;
 }
 
 /** Maximum over `axes` (all by default); NaN wins. The gradient goes to the maximal elements, ties split evenly. */
 export function max(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
-  return reduction("max", "max", x, axes, opts, (g, y, axes) => {
-    const mask = equal(x, y);
-    const ties = sum(mask, axes, { keepDims: true });
-    const share = div(g, ties);
-    ties.dispose();
-    const r = mul(mask, share);
-    mask.dispose();
-    share.dispose();
-    return r;
-  });
+  return reduction("max", "max", x, axes, opts, (g, y, axes) => toExtrema(x, g, y, axes));
+}
+
+/** Minimum over `axes` (all by default); NaN wins. The gradient goes to the minimal elements, ties split evenly. */
+export function min(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
+  return reduction("max", "min", x, axes, opts, (g, y, axes) => toExtrema(x, g, y, axes), "negate");
+}
+
+/**
+ * Index (i32) of the largest element along `axis`, or of the flattened tensor when `axis` is undefined, as
+ * PyTorch's argmax: the first among equals, NaN above every number. Not differentiable.
+ */
+export function argmax(x: Tensor, axis?: number, opts: ReduceOptions = {}): Tensor {
+  return indexOfExtremum("argmax", x, axis, opts, false);
+}
+
+/** Index (i32) of the smallest element along `axis` (flattened when undefined): argmax's rules, NaN first. */
+export function argmin(x: Tensor, axis?: number, opts: ReduceOptions = {}): Tensor {
+  return indexOfExtremum("argmin", x, axis, opts, true);
+}
+
+function indexOfExtremum(
+  name: string,
+  x: Tensor,
+  axis: number | undefined,
+  opts: ReduceOptions,
+  negate: boolean,
+) {
+  checkF32(name, x);
+  if (axis !== undefined && typeof axis !== "number") {
+    throw new TypeError(`${name}: takes one axis or none, got ${JSON.stringify(axis)}`);
+  }
+  const axes = normalizeAxes(name, x.shape, axis);
+  const len = product(axes.map((a) => x.shape[a]));
+  // The kernel carries indices as f32, exact below 2^24.
+  if (len > 2 ** 24) {
+    throw new ShapeError(
+      `${name}: ${len} elements along ${axis === undefined ? "the flattened" : `axis ${axis} of`} ` +
+        `${fmtShape(x.shape)}, over the 2^24 (16,777,216) an index can count`,
+    );
+  }
+  return reduce("argmax", name, x, axes, outShapeOf(x.shape, axes, opts), { negate });
 }
 
 /** log Σ exp(x) over `axes` (all by default), computed without overflow (running max, online rescaling). */
@@ -301,7 +361,7 @@ export function logsumexp(x: Tensor, axes?: number | number[], opts: ReduceOptio
  */
 export function splitLogsumexp(name: string, x: Tensor, axes: number[]): Tensor {
   const half = Math.ceil(product(keptShape(x.shape, axes)) / 4) * 4;
-  return reduce("logsumexp", name, x, axes, [2, half], 1, half);
+  return reduce("logsumexp", name, x, axes, [2, half], { half });
 }
 
 /**

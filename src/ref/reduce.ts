@@ -85,6 +85,47 @@ export function refMax(
   return fold(x, shape, axes, keepDims, -Infinity, maxNaN);
 }
 
+export function refMin(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  axes: readonly number[],
+  keepDims = false,
+): Reduced {
+  const minNaN = (a: number, b: number) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : Math.min(a, b));
+  return fold(x, shape, axes, keepDims, Infinity, minNaN);
+}
+
+/**
+ * PyTorch's argmax (argmin with `smallest`) along `axis`, or over the flattened tensor when undefined: the first
+ * index among equal extremes, the first NaN before any number.
+ */
+export function refArgExtremum(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  axis: number | undefined,
+  keepDims = false,
+  smallest = false,
+): Reduced {
+  const axes = axis === undefined ? shape.map((_, i) => i) : [axis];
+  const rows = rowOf(shape, axes);
+  const out = reducedShape(shape, axes, keepDims);
+  const best = new Float64Array(out.reduce((a, b) => a * b, 1));
+  const index = new Float64Array(best.length).fill(-1);
+  const inner = axis === undefined ? 1 : shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const len = axis === undefined ? x.length : shape[axis];
+  const better = (v: number, b: number) =>
+    !Number.isNaN(b) && (Number.isNaN(v) || (smallest ? v < b : v > b));
+  // Elements of a row come in increasing index order, so the first of equals stays.
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i];
+    if (index[r] < 0 || better(x[i], best[r])) {
+      best[r] = x[i];
+      index[r] = Math.floor(i / inner) % len;
+    }
+  }
+  return { data: index, shape: out };
+}
+
 export function refLogsumexp(
   x: ArrayLike<number>,
   shape: readonly number[],
