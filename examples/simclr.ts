@@ -10,6 +10,7 @@
 import {
   adamw,
   add,
+  argmax,
   conv2d,
   type Engine,
   grad,
@@ -187,22 +188,18 @@ async function nearestNeighbourAccuracy(
   view: number,
   features: (x: Tensor) => Tensor,
 ): Promise<number> {
-  using similarity = noGrad(() =>
+  using nearest = noGrad(() =>
     engine.tidy(() => {
       const whole = randomResizedCrop(pool, { seed: 0, size: view, scale: [1, 1], ratio: [1, 1] }).output;
       const f = normalize(features(whole));
-      return matmul(slice(f, [TRAIN], [TRAIN + HELD_OUT]), slice(f, [0], [TRAIN]), { transB: true });
+      return argmax(
+        matmul(slice(f, [TRAIN], [TRAIN + HELD_OUT]), slice(f, [0], [TRAIN]), { transB: true }),
+        1,
+      );
     })
   );
-  const s = await similarity.toArray();
-  let right = 0;
-  for (let i = 0; i < HELD_OUT; i++) {
-    const row = s.subarray(i * TRAIN, (i + 1) * TRAIN);
-    let best = 0;
-    for (let j = 1; j < TRAIN; j++) if (row[j] > row[best]) best = j;
-    if (labels[best] === labels[TRAIN + i]) right++;
-  }
-  return right / HELD_OUT;
+  const best = await nearest.toArray();
+  return best.filter((j, i) => labels[j] === labels[TRAIN + i]).length / HELD_OUT;
 }
 
 if (import.meta.main) {
