@@ -106,14 +106,14 @@ fn powC(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 
 // Adapters differ on NaN through exp, tanh or max (SwiftShader: exp(NaN) = Inf, max(NaN, 3) = 3; llvmpipe:
 // tanh(NaN) = -1). Every op here returns a NaN input unchanged, as the float64 reference does; pow (which has
-// its own NaN rules), comparisons and backward ops (codes ≥ 27) are exempt.
+// its own NaN rules), comparisons and backward ops (codes ≥ 28) are exempt.
 
 fn unaryNan(x: vec4<f32>) -> vec4<f32> {
   return select(unaryOp(x), x, isNan4(x));
 }
 
 fn binaryNan(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-  if (OP >= 27u || OP == 24u) { return binaryOp(a, b); }
+  if (OP >= 28u || OP == 24u) { return binaryOp(a, b); }
   return select(select(binaryOp(a, b), b, isNan4(b)), a, isNan4(a));
 }
 
@@ -142,12 +142,13 @@ fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     case 23u: { return a / b; }
     case 24u: { return powC(a, b); }
     case 25u: { return max(a, b); }
-    case 26u: {  // softmax's exp(x − logsumexp) in one pass; ∞ − ∞ stays NaN through exp
+    case 26u: { return min(a, b); }
+    case 27u: {  // softmax's exp(x − logsumexp) in one pass; ∞ − ∞ stays NaN through exp
       let d = a - b;
       return select(exp(d), d, isNan4(d));
     }
-    case 27u: { return select(ZERO, ONE, a == b); }
-    case 28u: { return select(ZERO, ONE, a > b); }
+    case 28u: { return select(ZERO, ONE, a == b); }
+    case 29u: { return select(ZERO, ONE, a > b); }
     // backward: a is the incoming gradient, b the saved forward input or output
     case 40u: { return select(ZERO, a, b > ZERO); }                                        // relu'(x)
     case 41u: { return a * (normalCdf(b) + b * 0.3989422804014327 * exp(-0.5 * b * b)); }   // gelu'(x)

@@ -32,9 +32,10 @@ const BINARY = {
   div: 23,
   pow: 24,
   maximum: 25,
-  expDiff: 26,
-  equal: 27,
-  greater: 28,
+  minimum: 26,
+  expDiff: 27,
+  equal: 28,
+  greater: 29,
   reluBackward: 40,
   geluBackward: 41,
   sigmoidBackward: 42,
@@ -478,11 +479,20 @@ export function pow(a: Operand, b: Operand): Tensor {
 
 /** Elementwise maximum (gradient to the larger operand; ties split evenly). Not differentiable w.r.t. scalars. */
 export function maximum(a: Operand, b: Operand): Tensor {
-  const y = binary("maximum", a, b);
-  return record(y, "maximum", inputs(a, b), (g) => {
+  return extremum("maximum", a, b);
+}
+
+/** Elementwise minimum; NaN wins. Where a and b are equal each gets half the gradient, as in maximum. */
+export function minimum(a: Operand, b: Operand): Tensor {
+  return extremum("minimum", a, b);
+}
+
+function extremum(op: "maximum" | "minimum", a: Operand, b: Operand): Tensor {
+  const y = binary(op, a, b);
+  return record(y, op, inputs(a, b), (g) => {
     const share = (x: Operand, other: Operand) => {
-      // weight 1 where x > other, 0.5 where equal
-      const gt = binary("greater", x, other);
+      // weight 1 where x wins, 0.5 where equal
+      const gt = op === "maximum" ? binary("greater", x, other) : binary("greater", other, x);
       const eq = binary("equal", x, other);
       const half = binary("mul", eq, 0.5);
       eq.dispose();
@@ -493,6 +503,19 @@ export function maximum(a: Operand, b: Operand): Tensor {
     };
     return grads(a, b, g, (g) => weighted(g, share(a, b)), (g) => weighted(g, share(b, a)));
   });
+}
+
+/**
+ * PyTorch's clamp: x limited to [lo, hi] (either bound may be left out), NaN kept. The gradient passes where
+ * lo ≤ x ≤ hi, that is where the result equals x (not at NaN).
+ */
+export function clamp(x: Tensor, lo = -Infinity, hi = Infinity): Tensor {
+  checkF32("clamp", x);
+  if (!(lo <= hi)) throw new RangeError(`clamp: needs lo ≤ hi, got lo ${lo} and hi ${hi}`);
+  const floored = binary("maximum", x, lo);
+  const y = binary("minimum", floored, hi);
+  floored.dispose();
+  return record(y, "clamp", [x], (g) => [weighted(g, binary("equal", y, x))]);
 }
 
 function weighted(g: Tensor, w: Tensor): Tensor {

@@ -7,6 +7,7 @@ export { grad, noGrad } from "./autograd.ts";
 export {
   abs,
   add,
+  clamp,
   div,
   equal,
   exp,
@@ -14,6 +15,7 @@ export {
   greater,
   log,
   maximum,
+  minimum,
   mul,
   neg,
   type Operand,

@@ -1,11 +1,13 @@
 import {
   add,
+  clamp,
   div,
   exp,
   gelu,
   grad,
   log,
   maximum,
+  minimum,
   mul,
   neg,
   pow,
@@ -34,9 +36,10 @@ import {
 // exp/log/tanh (a few ulp) and gelu's fit of Φ (1.2e-7 relative) → rtol 2e-6 with a small atol for values near
 // zero.
 const TOL = { rtol: 2e-6, atol: 1e-6 };
+const EXACT = { rtol: 0, atol: 0 };
 
 const UNARY = { neg, exp, log, sqrt, relu, gelu, sigmoid, tanh };
-const BINARY = { add, sub, mul, div, maximum };
+const BINARY = { add, sub, mul, div, maximum, minimum };
 
 // Sizes: 1, primes, non-multiples of 4 (one vec4 per invocation) and of the workgroup's 1,024 elements. A
 // dispatch over 65,535 workgroups is out of reach here (128 MiB windows hold 32,768 workgroups of 1,024): the
@@ -343,6 +346,66 @@ test("binary gradients sum over broadcast dims", async (engine) => {
       assertClose(await take(ga), refUnbroadcast(pa, out, aShape), { rtol: 1e-5, atol: 1e-6 }, `${name} da`);
       assertClose(await take(gb), refUnbroadcast(pb, out, bShape), { rtol: 1e-5, atol: 1e-6 }, `${name} db`);
     }
+  }
+  assertNoLeak(engine, before);
+});
+
+test("maximum and minimum send the gradient to the winner, ties split evenly, broadcast dims summed", async (engine) => {
+  const before = engine.memory();
+  {
+    // Integer values, so ties between a and b come up often; b broadcast along the first dim.
+    const a = randomArray(4 * 6, 3, -2.5, 2.5).map(Math.round);
+    const b = randomArray(6, 4, -2.5, 2.5).map(Math.round);
+    using ta = engine.tensor(a, [4, 6]);
+    using tb = engine.tensor(b, [6]);
+    for (const [name, op, wins] of [["maximum", maximum, 1], ["minimum", minimum, -1]] as const) {
+      const w = randomArray(24, 5);
+      using tw = engine.tensor(w, [4, 6]);
+      const [ga, gb] = engine.tidy(() => grad(sum(mul(op(ta, tb), tw)), [ta, tb]));
+      const share = (x: number, y: number) => (x === y ? 0.5 : Math.sign(x - y) === wins ? 1 : 0);
+      const wantA = Float64Array.from(a, (x, i) => w[i] * share(x, b[i % 6]));
+      const wantB = new Float64Array(6);
+      a.forEach((x, i) => (wantB[i % 6] += w[i] * share(b[i % 6], x)));
+      // Halves and sums of 4 f32 products: one rounding each.
+      assertClose(await take(ga), wantA, { rtol: 1e-6, atol: 1e-7 }, `${name} da`);
+      assertClose(await take(gb), wantB, { rtol: 1e-6, atol: 1e-6 }, `${name} db`);
+    }
+    // A scalar operand gets no gradient; the tensor's is the same rule.
+    const [g] = engine.tidy(() => grad(sum(minimum(ta, 0)), [ta]));
+    assertClose(
+      await take(g),
+      Float64Array.from(a, (x) => (x === 0 ? 0.5 : x < 0 ? 1 : 0)),
+      EXACT,
+      "minimum(a, 0)",
+    );
+  }
+  assertNoLeak(engine, before);
+});
+
+test("clamp limits to [lo, hi] as PyTorch's, NaN kept, the gradient passing where lo ≤ x ≤ hi", async (engine) => {
+  const before = engine.memory();
+  {
+    const x = [-3, -1, -0.5, 0, 0.5, 1, 2, NaN, Infinity, -Infinity];
+    using t = engine.tensor(x, [x.length]);
+    const cases: [number | undefined, number | undefined][] = [[-1, 1], [undefined, 0.5], [-0.5, undefined], [
+      2,
+      2,
+    ]];
+    for (const [lo, hi] of cases) {
+      const want = x.map((v) =>
+        Number.isNaN(v) ? NaN : Math.min(Math.max(v, lo ?? -Infinity), hi ?? Infinity)
+      );
+      const [y, g] = engine.tidy(() => {
+        const y = clamp(t, lo, hi);
+        return [y, grad(sum(y), [t])[0]];
+      });
+      assertClose(await take(y), want, EXACT, `clamp ${lo} ${hi}`);
+      const pass = x.map((v) => (v >= (lo ?? -Infinity) && v <= (hi ?? Infinity) ? 1 : 0));
+      assertClose(await take(g), pass, EXACT, `clamp ${lo} ${hi} gradient`);
+    }
+    await assertThrows(() => clamp(t, 1, -1), RangeError, ["lo 1", "hi -1"]);
+    using ints = engine.zeros([2], "i32");
+    await assertThrows(() => clamp(ints, 0, 1), TypeError, ["clamp", "i32"]);
   }
   assertNoLeak(engine, before);
 });

@@ -68,6 +68,7 @@ export const BINARY_REF: Record<string, (a: number, b: number) => number> = {
   // C's pow, as PyTorch: JavaScript's ** differs only in 1^NaN and (-1)^±∞, which C defines as 1.
   pow: (a, b) => (a === 1 || (a === -1 && Math.abs(b) === Infinity) ? 1 : a ** b),
   maximum: (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : Math.max(a, b)),
+  minimum: (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : Math.min(a, b)),
 };
 
 export function refUnary(op: string, x: ArrayLike<number>): Float64Array {
