@@ -2,7 +2,7 @@
 // own indices, MAE's visible patches), with the scatter-add backward (shaders/gather.wgsl; CPU reference in
 // src/ref/gather.ts).
 import { record } from "./autograd.ts";
-import { Params } from "./engine.ts";
+import { type Binding, Params } from "./engine.ts";
 import { checkF32 } from "./elementwise.ts";
 import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
 import type { Tensor } from "./tensor.ts";
@@ -10,33 +10,13 @@ import type { Tensor } from "./tensor.ts";
 const WG = 256;
 const NAN_BITS = 0x7fc00000;
 
-/**
- * out [B, K, D] = x [B, L, D] at rows ids [B, K] of each batch item, recorded with its scatter-add backward
- * into x. The caller has checked the shapes; `outShape` is out's shape as the op presents it.
- */
-function gatherOp(
-  op: string,
-  x: Tensor,
-  ids: Tensor,
-  [batches, len, dim]: [number, number, number],
-  outShape: number[],
-): Tensor {
-  const e = x.engine;
-  const k = ids.size / batches;
-  for (const [what, bytes] of [["x", x.bytes], ["the output", 4 * ids.size * dim]] as const) {
-    if (bytes > e.maxBinding) {
-      throw new ShapeError(
-        `${op}: ${what} of ${fmtShape(x.shape)} by ids ${fmtShape(ids.shape)} is ${bytes} bytes, over ` +
-          `maxStorageBufferBindingSize (${e.maxBinding} bytes)`,
-      );
-    }
-  }
+/** The gather kernels' dispatch over ids [B, K] of rows [B, L, D]: `entry` with the given buffers. */
+function runner(op: string, ids: Tensor, [batches, len, dim]: [number, number, number]) {
   const vec4 = dim % 4 === 0;
-  const unit = vec4 ? 4 : 1;
-  const count = (ids.size * dim) / unit;
-  const params = new Params().u32(count, k, len, dim / unit, NAN_BITS);
-  const run = (entry: string, buffers: Parameters<typeof e.run>[0]["buffers"]) =>
-    e.run({
+  const count = (ids.size * dim) / (vec4 ? 4 : 1);
+  const params = new Params().u32(count, ids.size / batches, len, vec4 ? dim / 4 : dim, NAN_BITS);
+  return (entry: string, buffers: Binding[]) =>
+    ids.engine.run({
       op,
       shader: "gather",
       entry: vec4 ? `${entry}4` : entry,
@@ -45,21 +25,54 @@ function gatherOp(
       buffers,
       workgroups: Math.ceil(count / WG),
     });
+}
+
+/**
+ * out [B, K, D] = x [B, L, D] at rows ids [B, K] of each batch item, recorded with its scatter-add backward
+ * into x. The caller has checked the shapes; `outShape` is out's shape as the op presents it. With `ownIds`,
+ * ids are the op's own, disposed with out (or at once when nothing is recorded).
+ */
+export function gatherOp(
+  op: string,
+  x: Tensor,
+  ids: Tensor,
+  dims: [number, number, number],
+  outShape: number[],
+  ownIds = false,
+): Tensor {
+  const e = x.engine;
+  for (const [what, bytes] of [["x", x.bytes], ["the output", 4 * ids.size * dims[2]]] as const) {
+    if (bytes > e.maxBinding) {
+      throw new ShapeError(
+        `${op}: ${what} of ${fmtShape(x.shape)} by ids ${fmtShape(ids.shape)} is ${bytes} bytes, over ` +
+          `maxStorageBufferBindingSize (${e.maxBinding} bytes)`,
+      );
+    }
+  }
   const out = e.empty(outShape);
   const bad = e.dataCheck(describeBadIndices({
     op,
     noun: "id",
-    outside: `[0, ${len})`,
+    outside: `[0, ${dims[1]})`,
     place: "position",
     effect: "their rows are NaN",
   }));
-  run("gather", [x, ids, out, bad]);
-  return record(out, op, [x], (g) => {
-    ids.assertLive(op);
-    const dx = e.zeros(x.shape);
-    run("scatterAdd", [g, ids, dx]);
-    return [dx];
-  });
+  runner(op, ids, dims)("gather", [x, ids, out, bad]);
+  return record(out, op, [x], (g) => [scatterAdd(op, g, ids, dims, x.shape)], ownIds ? [ids] : []);
+}
+
+/** gatherOp's adjoint: g [B, K, D] added into zeros of `shape` ([B, L, D] in memory) at rows ids [B, K]. */
+export function scatterAdd(
+  op: string,
+  g: Tensor,
+  ids: Tensor,
+  dims: [number, number, number],
+  shape: readonly number[],
+): Tensor {
+  ids.assertLive(op);
+  const dx = g.engine.zeros(shape);
+  runner(op, ids, dims)("scatterAdd", [g, ids, dx]);
+  return dx;
 }
 
 function checkIds(op: string, ids: Tensor, x: Tensor): void {

@@ -45,6 +45,7 @@ export { matmul, type MatmulOptions } from "./matmul.ts";
 export { crossEntropy, type CrossEntropyOptions, normalize } from "./nn.ts";
 export { embedding, gatherRows } from "./gather.ts";
 export { dropout, type DropoutOptions } from "./random.ts";
+export { topk, type TopkOptions } from "./topk.ts";
 export {
   avgPool2d,
   conv2d,

@@ -17,11 +17,13 @@ import {
   slice,
   sum,
   Tensor,
+  topk,
   transpose,
 } from "../src/mod.ts";
 import { refBinary, refUnary } from "../src/ref/elementwise.ts";
 import { refMatmul } from "../src/ref/matmul.ts";
 import { refLarsStep } from "../src/ref/optim.ts";
+import { refTopk } from "../src/ref/topk.ts";
 import { philox, refDropout, refRand, refRandn, seedKey, uniformFromBits } from "../src/ref/random.ts";
 import { refLoss } from "../src/ref/reconstruction.ts";
 import { refSum } from "../src/ref/reduce.ts";
@@ -346,6 +348,13 @@ test("kernels rebuild their index from a grid laid over x and y (64 workgroups a
     const product = refMatmul({ data: a, shape: [4160, 4] }, { data: b, shape: [4, 4] }).data;
     assertClose(await take(matmul(ta, tb)), product, tol, "matmul (65 to 260 tiles)");
     assertClose(await take(engine.rand([n], { seed: 3 })), refRand(n, 3), EXACT, "rand (69 workgroups)");
+    // 74 workgroups of histogram and collect (4,096 elements each), 75 of rank (256 candidates each).
+    const tall = randomArray(300 * 1001, 11);
+    using tr = engine.tensor(tall, [300, 1001]);
+    const top = topk(tr, 64);
+    const want = refTopk(tall, [300, 1001], 64);
+    assertClose(await take(top.indices), want.indices, EXACT, "topk indices");
+    assertClose(await take(top.values), want.values, EXACT, "topk values");
     // One f32 rounding of x · 2.
     assertClose(await take(dropout(t, { seed: 3 })), refDropout(x, 0.5, 3), tol, "dropout (69 workgroups)");
     // 74 workgroups of 4,096 elements (16 an invocation on a CPU adapter) or of 1,024.
