@@ -46,6 +46,7 @@ export { crossEntropy, type CrossEntropyOptions, normalize } from "./nn.ts";
 export { embedding, gatherRows } from "./gather.ts";
 export { dropout, type DropoutOptions } from "./random.ts";
 export { topk, type TopkOptions } from "./topk.ts";
+export { type KnnOptions, knnScores } from "./knn.ts";
 export {
   avgPool2d,
   conv2d,

@@ -8,6 +8,7 @@ import {
   grad,
   init,
   KernelError,
+  knnScores,
   lars,
   matmul,
   mse,
@@ -23,6 +24,7 @@ import {
 import { refBinary, refUnary } from "../src/ref/elementwise.ts";
 import { refMatmul } from "../src/ref/matmul.ts";
 import { refLarsStep } from "../src/ref/optim.ts";
+import { refKnnScores } from "../src/ref/knn.ts";
 import { refTopk } from "../src/ref/topk.ts";
 import { philox, refDropout, refRand, refRandn, seedKey, uniformFromBits } from "../src/ref/random.ts";
 import { refLoss } from "../src/ref/reconstruction.ts";
@@ -355,6 +357,17 @@ test("kernels rebuild their index from a grid laid over x and y (64 workgroups a
     const want = refTopk(tall, [300, 1001], 64);
     assertClose(await take(top.indices), want.indices, EXACT, "topk indices");
     assertClose(await take(top.values), want.values, EXACT, "topk values");
+    // 66 workgroups of knnScores' vote (64 queries each): 4,200 queries of 10 bank rows, 3 neighbours each.
+    const queries = randomArray(4200 * 4, 12);
+    const bank = randomArray(10 * 4, 13);
+    const labels = Int32Array.from({ length: 10 }, (_, i) => i % 3);
+    using tq = engine.tensor(queries, [4200, 4]);
+    using tbank = engine.tensor(bank, [10, 4]);
+    using tlabels = engine.tensor(labels, [10], "i32");
+    const votes = refKnnScores(queries, bank, labels, [4200, 10, 4], 3, 3, 0.5);
+    // As in knn_test.ts at t = 0.5 (random data: a near tie at the third neighbour would show as one vote).
+    const scores = await take(knnScores(tq, tbank, tlabels, { classes: 3, k: 3, temperature: 0.5 }));
+    assertClose(scores, votes, { rtol: 3e-5, atol: 0 }, "knnScores");
     // One f32 rounding of x · 2.
     assertClose(await take(dropout(t, { seed: 3 })), refDropout(x, 0.5, 3), tol, "dropout (69 workgroups)");
     // 74 workgroups of 4,096 elements (16 an invocation on a CPU adapter) or of 1,024.

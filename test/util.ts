@@ -146,7 +146,9 @@ export async function finiteDifference(
 
 /** Reads a tensor and disposes it. */
 export async function take(t: Tensor): Promise<Float32Array> {
-  const a = await t.toArray();
-  t.dispose();
-  return a as Float32Array;
+  try {
+    return (await t.toArray()) as Float32Array;
+  } finally {
+    t.dispose();
+  }
 }

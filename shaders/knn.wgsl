@@ -1,0 +1,38 @@
+// knn.wgsl: the weighted vote of a k-nearest-neighbour classifier (Wu et al., 2018; lightly's knn_predict,
+// solo-learn's WeightedKNNClassifier): scores[b, c] += weight[b, j] for each neighbour j of query b, c being the
+// label of the bank row it is. One invocation per query adds its K votes into its own row of the zeroed scores
+// [B, C], so no two invocations write one score (no atomics); K ≤ 16,384 (topk's cap) bounds the loop. A label
+// outside [0, C) adds nothing and is reported with its bank row (lib/bad_index.wgsl; the next readback throws).
+// Bindings: 0 params, 1 weight [B, K] f32, 2 neighbours [B, K] i32 (bank rows), 3 labels [N] i32,
+// 4 scores [B, C] f32, 5 bad
+struct Params {
+  queries: u32,  // B
+  k: u32,
+  classes: u32,  // C
+}
+
+override WG: u32 = 64;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> weight: array<f32>;
+@group(0) @binding(2) var<storage, read> neighbours: array<i32>;
+@group(0) @binding(3) var<storage, read> labels: array<i32>;
+@group(0) @binding(4) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(5) var<storage, read_write> bad: array<atomic<u32>, 4>;
+//! include lib/bad_index.wgsl
+
+@compute @workgroup_size(WG)
+fn vote(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let b = (wg.y * nwg.x + wg.x) * WG + lid;
+  if (b >= p.queries) { return; }
+  for (var j = b * p.k; j < (b + 1u) * p.k; j++) {
+    let row = u32(neighbours[j]);
+    let c = labels[row];
+    if (c >= 0 && u32(c) < p.classes) {
+      scores[b * p.classes + u32(c)] += weight[j];
+    } else {
+      reportBadIndex(c, row);
+    }
+  }
+}

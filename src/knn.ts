@@ -1,0 +1,87 @@
+// k-nearest-neighbour evaluation of learned features: the weighted kNN classifier SSL papers report (Wu et al.,
+// 2018), as lightly's knn_predict (shaders/knn.wgsl; CPU reference in src/ref/knn.ts).
+import { noGrad } from "./autograd.ts";
+import { Params } from "./engine.ts";
+import { exp, mul } from "./elementwise.ts";
+import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
+import { matmul } from "./matmul.ts";
+import { normalize } from "./nn.ts";
+import type { Tensor } from "./tensor.ts";
+import { topk } from "./topk.ts";
+
+const WG = 64;
+
+export interface KnnOptions {
+  /** Number of classes C: labels lie in [0, C). */
+  classes: number;
+  /** Neighbours per query (default 200, as lightly's, or the bank's size if smaller). */
+  k?: number;
+  /** Softness of the vote weights exp(similarity / temperature) (default 0.1, as lightly's). */
+  temperature?: number;
+}
+
+/**
+ * Class scores [B, C] of a weighted kNN classifier: each query's k most cosine-similar rows of the bank vote
+ * for their labels with weight exp(similarity / temperature). `features` [B, D] and `bank` [N, D] are
+ * L2-normalised here; `bankLabels` are i32 [N]. argmax(scores, 1) is the prediction. Not differentiable.
+ * A label outside [0, C) votes for nothing, and the next readback throws a RangeError naming it.
+ */
+export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, options: KnnOptions): Tensor {
+  const op = "knnScores";
+  for (const t of [features, bank, bankLabels]) t.assertLive(op);
+  const [n, d] = bank.shape;
+  if (features.shape.length !== 2 || bank.shape.length !== 2 || features.shape[1] !== d) {
+    throw new ShapeError(
+      `${op}: features ${fmtShape(features.shape)} and bank ${
+        fmtShape(bank.shape)
+      } must be [B, D] and [N, D]`,
+    );
+  }
+  if (bankLabels.dtype !== "i32" || bankLabels.shape.length !== 1 || bankLabels.shape[0] !== n) {
+    throw new ShapeError(
+      `${op}: bankLabels must be i32 [${n}], one per bank row, got ${bankLabels.dtype} ${
+        fmtShape(bankLabels.shape)
+      }`,
+    );
+  }
+  const { classes, temperature = 0.1 } = options;
+  const k = options.k ?? Math.min(200, n);
+  if (!Number.isInteger(classes) || classes < 1) {
+    throw new RangeError(`${op}: classes must be a positive integer, got ${classes}`);
+  }
+  if (!Number.isInteger(k) || k < 1 || k > n) {
+    throw new RangeError(`${op}: k must be an integer in [1, ${n}] (the bank's rows), got ${k}`);
+  }
+  if (!(temperature > 0 && temperature < Infinity)) {
+    throw new RangeError(`${op}: temperature must be positive and finite, got ${temperature}`);
+  }
+  const e = features.engine;
+  const queries = features.shape[0];
+  return noGrad(() => {
+    const [weight, neighbours] = e.tidy(() => {
+      const similarity = matmul(normalize(features), normalize(bank), { transB: true });
+      const { values, indices } = topk(similarity, k);
+      return [exp(mul(values, 1 / temperature)), indices];
+    });
+    const scores = e.zeros([queries, classes]);
+    const bad = e.dataCheck(describeBadIndices({
+      op,
+      noun: "neighbour label",
+      outside: `[0, ${classes})`,
+      place: "bank row",
+      effect: "they vote for no class",
+    }));
+    e.run({
+      op,
+      shader: "knn",
+      entry: "vote",
+      constants: { WG },
+      params: new Params().u32(queries, k, classes),
+      buffers: [weight, neighbours, bankLabels, scores, bad],
+      workgroups: Math.ceil(queries / WG),
+    });
+    weight.dispose();
+    neighbours.dispose();
+    return scores;
+  });
+}

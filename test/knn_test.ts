@@ -1,0 +1,98 @@
+import { argmax, knnScores, ShapeError } from "../src/mod.ts";
+import type { Engine } from "../src/mod.ts";
+import { refKnnScores } from "../src/ref/knn.ts";
+import { test } from "./harness.ts";
+import { assertClose, assertEquals, assertNoLeak, assertThrows, rng, take } from "./util.ts";
+
+/**
+ * Bank rows at angles jΔ and queries at (m + 0.3)Δ in the first two of D dims, with random lengths: any two
+ * similarities of a query differ by ≥ 0.2Δ²·cos-ish ≈ 2e-5 for Δ = 0.01, far above f32's ~1e-7, so the GPU picks
+ * the reference's neighbours.
+ */
+function ring(n: number, queries: number, d: number, seed: number) {
+  const r = rng(seed);
+  const step = 0.01;
+  const at = (angle: number) => {
+    const len = 0.5 + r();
+    return Array.from(
+      { length: d },
+      (_, j) => (j === 0 ? Math.cos(angle) : j === 1 ? Math.sin(angle) : 0) * len,
+    );
+  };
+  const bank = Float32Array.from(Array.from({ length: n }, (_, j) => at(j * step)).flat());
+  const features = Float32Array.from(
+    Array.from({ length: queries }, () => at((Math.floor(r() * n) + 0.3) * step)).flat(),
+  );
+  return { bank, features };
+}
+
+async function checkKnn(engine: Engine, n: number, queries: number, classes: number, k: number, t: number) {
+  const d = 4;
+  const { bank, features } = ring(n, queries, d, n + k);
+  const r = rng(k);
+  const labels = Int32Array.from({ length: n }, () => Math.floor(r() * classes));
+  using tf = engine.tensor(features, [queries, d]);
+  using tb = engine.tensor(bank, [n, d]);
+  using tl = engine.tensor(labels, [n], "i32");
+  const scores = knnScores(tf, tb, tl, { classes, k, temperature: t });
+  assertEquals(scores.shape, [queries, classes]);
+  const want = refKnnScores(features, bank, labels, [queries, n, d], classes, k, t);
+  // Each vote exp(s/t): s within ~2e-7 of float64 after normalising, so the weight within ~2e-7/t relative
+  // (2e-6 at t = 0.1) plus exp's ulps; sums of ≤ k positive terms add a rounding each (k·6e-8 ≤ 2e-5 at 307).
+  const tol = { rtol: 2e-5 + 3e-7 / t, atol: 0 };
+  const what = `N ${n} B ${queries} C ${classes} k ${k} t ${t}`;
+  const predicted = await take(argmax(scores, 1));
+  assertClose(await take(scores), want, tol, what);
+  const best = Array.from({ length: queries }, (_, i) => {
+    const row = want.subarray(i * classes, (i + 1) * classes);
+    return row.indexOf(Math.max(...row));
+  });
+  assertClose(predicted, best, { rtol: 0, atol: 0 }, `${what} predictions`);
+}
+
+test("knnScores: each query's k most similar bank rows vote with weight exp(s / t), as the reference", async (engine) => {
+  const before = engine.memory();
+  for (
+    const [n, queries, classes, k, t] of [[1, 1, 1, 1, 0.1], [307, 13, 7, 20, 0.1], [307, 70, 3, 200, 0.5]]
+  ) {
+    await checkKnn(engine, n, queries, classes, k, t);
+  }
+  await checkKnn(engine, 97, 5, 10, 97, 0.07); // every row a neighbour
+  assertNoLeak(engine, before);
+});
+
+test("knnScores reports neighbours whose labels are outside [0, classes) at the next readback", async (engine) => {
+  using tf = engine.tensor([1, 0, 0, 1], [2, 2]);
+  using tb = engine.tensor([1, 0, 0, 1, -1, 0], [3, 2]);
+  using tl = engine.tensor([0, 5, 1], [3], "i32");
+  const before = engine.memory();
+  // Bank row 1 (label 5) is a neighbour of both queries: two bad votes.
+  const scores = knnScores(tf, tb, tl, { classes: 2, k: 2 });
+  await assertThrows(() => take(scores), RangeError, [
+    "knnScores",
+    "2 neighbour labels",
+    "[0, 2)",
+    "5",
+    "bank row 1",
+  ]);
+  assertNoLeak(engine, before);
+});
+
+test("knnScores refuses mismatched shapes, labels, k, classes and temperature", async (engine) => {
+  using f = engine.zeros([4, 3]);
+  using bank = engine.zeros([10, 3]);
+  using wide = engine.zeros([10, 5]);
+  using labels = engine.zeros([10], "i32");
+  using short = engine.zeros([9], "i32");
+  using floats = engine.zeros([10]);
+  const before = engine.memory();
+  await assertThrows(() => knnScores(f, wide, labels, { classes: 2 }), ShapeError, ["[4, 3]", "[10, 5]"]);
+  await assertThrows(() => knnScores(f, bank, short, { classes: 2 }), ShapeError, ["i32 [10]", "[9]"]);
+  await assertThrows(() => knnScores(f, bank, floats, { classes: 2 }), ShapeError, ["i32 [10]", "f32"]);
+  await assertThrows(() => knnScores(f, bank, labels, { classes: 2, k: 11 }), RangeError, ["[1, 10]", "11"]);
+  await assertThrows(() => knnScores(f, bank, labels, { classes: 0 }), RangeError, ["classes", "0"]);
+  await assertThrows(() => knnScores(f, bank, labels, { classes: 2, temperature: 0 }), RangeError, [
+    "temperature",
+  ]);
+  assertNoLeak(engine, before);
+});
