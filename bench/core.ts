@@ -7,6 +7,7 @@ import {
   embedding,
   exp,
   grad,
+  knnScores,
   lars,
   matmul,
   mean,
@@ -19,6 +20,7 @@ import {
   sub,
   sum,
   type Tensor,
+  topk,
   transpose,
 } from "../src/mod.ts";
 import { refBinary, refUnary } from "../src/ref/elementwise.ts";
@@ -27,6 +29,8 @@ import { refMatmul } from "../src/ref/matmul.ts";
 import { refAdamStep, refLarsStep, refSgdStep } from "../src/ref/optim.ts";
 import { refSoftmax, refSum } from "../src/ref/reduce.ts";
 import { refTranspose } from "../src/ref/shape.ts";
+import { refKnnScores } from "../src/ref/knn.ts";
+import { refTopk } from "../src/ref/topk.ts";
 import { randomArray } from "../test/util.ts";
 import { type BenchContext, fastest, type Row } from "./lib.ts";
 
@@ -365,6 +369,40 @@ async function embeddings(ctx: BenchContext): Promise<void> {
 }
 
 /**
+ * Selection: topk of 200 along rows of 50,000 (a kNN evaluation's similarities to a feature bank), and the whole
+ * weighted kNN classifier over a bank of 50,000 × 128 (the similarity matmul included). Bytes are one read of x.
+ */
+async function selection(ctx: BenchContext): Promise<void> {
+  const { engine } = ctx;
+  const [queries, bankRows, dim, k] = [ctx.quick ? 64 : 256, 50_000, 128, 200];
+  const xs = randomArray(queries * bankRows, 22);
+  using x = engine.tensor(xs, [queries, bankRows]);
+  const size = `[${queries}, ${bankRows}], k ${k}`;
+  await compare(ctx, { kernel: "topk", size, bytes: 4 * xs.length }, xs.length, () => {
+    const r = topk(x, k);
+    r.values.dispose();
+    r.indices.dispose();
+  }, () => refTopk(xs, [queries, bankRows], k));
+  const fs = randomArray(queries * dim, 23);
+  const bs = randomArray(bankRows * dim, 24);
+  const ls = Int32Array.from({ length: bankRows }, (_, i) => i % 10);
+  using f = engine.tensor(fs, [queries, dim]);
+  using bank = engine.tensor(bs, [bankRows, dim]);
+  using labels = engine.tensor(ls, [bankRows], "i32");
+  await compare(
+    ctx,
+    {
+      kernel: "knnScores",
+      size: `${queries} of [${bankRows}, ${dim}], k ${k}`,
+      flops: 2 * queries * bankRows * dim,
+    },
+    xs.length,
+    () => knnScores(f, bank, labels, { classes: 10, k }).dispose(),
+    () => refKnnScores(fs, bs, ls, [queries, bankRows, dim], 10, k, 0.1),
+  );
+}
+
+/**
  * One optimiser step on a [16K, 1024] parameter. Bytes are what a step must move at least: SGD with momentum
  * reads w, g and the buffer and writes w and the buffer; AdamW reads w, g, m, v and writes w, m, v; LARS reads
  * w and g once more for its norms before its momentum step.
@@ -429,5 +467,6 @@ export async function bench(ctx: BenchContext): Promise<void> {
   await matmuls(ctx);
   await mlp(ctx);
   await embeddings(ctx);
+  await selection(ctx);
   await optimisers(ctx);
 }

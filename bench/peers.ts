@@ -19,6 +19,7 @@ import {
   softmax,
   sum,
   type Tensor,
+  topk,
   transpose,
 } from "../src/mod.ts";
 import { randomArray } from "../test/util.ts";
@@ -241,6 +242,26 @@ export async function bench(ctx: BenchContext): Promise<void> {
       bytes: 4 * count + 8 * count * dim,
       pretext: () => embedding(ids, w),
       tfjs: () => tf.gather(tw, tids),
+    };
+  });
+  // topk of 200 along rows of 50,000 (a kNN evaluation's similarities), values and indices (tf.topk).
+  cases.push(() => {
+    const [rows, len, k] = [ctx.quick ? 64 : 256, 50_000, 200];
+    const [x, tx] = both(randomArray(rows * len, 22), [rows, len]);
+    return {
+      kernel: "topk",
+      size: `[${rows}, ${len}], k ${k}`,
+      bytes: 4 * rows * len,
+      pretext: () => {
+        const r = topk(x, k);
+        r.indices.dispose();
+        return r.values;
+      },
+      tfjs: () => {
+        const r = tf.topk(tx, k);
+        r.indices.dispose();
+        return r.values;
+      },
     };
   });
   // A 3×3 convolution (padding 1) forward and backward, input and weight gradients: NCHW in pretext, NHWC (TF.js's

@@ -8,7 +8,8 @@
 //              bins[row, its next byte]; ITEMS elements an invocation
 //   pick:      one invocation per row walks its 256 bins from the top to the bin holding the k-th key, fixes
 //              that byte into the prefix and the count still wanted inside it, and zeroes the bins for the
-//              next round (round 0 starts from an empty prefix and k)
+//              next round (round 0 starts from an empty prefix and k); a bin of exactly the elements still
+//              wanted settles the row, whose later rounds then read nothing (random floats: after 2 or 3)
 //   collect:   each element whose key reaches the threshold takes a slot of its row's k (an atomic counter)
 //              and writes its key there
 //   rank:      candidate j's place in the result is the number of its row's candidates with a larger key;
@@ -62,26 +63,54 @@ fn matches(key: vec2<u32>, fixed: vec2<u32>, round: u32) -> bool {
   return ((key.x ^ fixed.x) & hi) == 0u && ((key.y ^ fixed.y) & lo) == 0u;
 }
 
-// Element e's key, and its row in the batch.
-fn element(e: u32) -> vec3<u32> {
-  let row = e / p.len;
-  let i = e - row * p.len;
-  return vec3<u32>(keyOf(x[p.row0 * p.len + e], i), row);
-}
-
 fn workgroup(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
   return wg.y * nwg.x + wg.x;
+}
+
+// Invocation lid of workgroup w visits elements e = w·WG·ITEMS + lid + k·WG (k < ITEMS) of the batch, keeping
+// their row and column by adding WG: a division only where a step crosses a row's end (rare in long rows; a
+// CPU adapter divides lane by lane), and the row's prefix state loaded again there.
+struct Walk {
+  row: u32,
+  i: u32,
+  state: vec4<u32>,
+}
+
+fn prefixOf(row: u32) -> vec4<u32> {
+  return prefix[min(row, p.rows - 1u)];
+}
+
+fn walkStart(w: u32, lid: u32) -> Walk {
+  let e = w * WG * ITEMS + lid;
+  let row = e / p.len;
+  return Walk(row, e - row * p.len, prefixOf(row));
+}
+
+fn walkNext(walk: ptr<function, Walk>) {
+  (*walk).i += WG;
+  if ((*walk).i >= p.len) {
+    (*walk).row += (*walk).i / p.len;
+    (*walk).i %= p.len;
+    (*walk).state = prefixOf((*walk).row);
+  }
+}
+
+fn keyAt(walk: Walk) -> vec2<u32> {
+  return keyOf(x[(p.row0 + walk.row) * p.len + walk.i], walk.i);
 }
 
 @compute @workgroup_size(WG)
 fn histogram(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-  let first = workgroup(wg, nwg) * WG * ITEMS + lid;
+  var walk = walkStart(workgroup(wg, nwg), lid);
   for (var k = 0u; k < ITEMS; k++) {
-    let e = first + k * WG;
-    if (e >= p.rows * p.len) { return; }
-    let at = element(e);
-    if (matches(at.xy, prefix[at.z].xy, p.round)) { atomicAdd(&bins[at.z * 256u + byteOf(at.xy, p.round)], 1u); }
+    if (walk.row >= p.rows) { return; }
+    // A row already settled (state.w, from pick) reads nothing more; round 0's state is last call's.
+    if (p.round == 0u || walk.state.w == 0u) {
+      let key = keyAt(walk);
+      if (matches(key, walk.state.xy, p.round)) { atomicAdd(&bins[walk.row * 256u + byteOf(key, p.round)], 1u); }
+    }
+    walkNext(&walk);
   }
 }
 
@@ -91,12 +120,16 @@ fn pick(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let row = workgroup(wg, nwg) * WG + lid;
   if (row >= p.rows) { return; }
   var state = select(prefix[row], vec4<u32>(0u, 0u, p.k, 0u), p.round == 0u);
+  if (state.w != 0u) { return; }  // settled: no histogram counted into its bins
   var above = 0u;  // elements in the bins above b
   for (var b = 255i; b >= 0; b--) {
     let count = atomicLoad(&bins[row * 256u + u32(b)]);
     if (above + count >= state.z) {
       let shift = 24u - 8u * (p.round % 4u);
       if (p.round < 4u) { state.x |= u32(b) << shift; } else { state.y |= u32(b) << shift; }
+      // When the bin holds exactly the elements still wanted, every key with this prefix is taken: the
+      // prefix, its later bytes 0, is the threshold, and the row is settled.
+      state.w = select(0u, 1u, above + count == state.z);
       state.z -= above;
       break;
     }
@@ -109,15 +142,15 @@ fn pick(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 @compute @workgroup_size(WG)
 fn collect(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
-  let first = workgroup(wg, nwg) * WG * ITEMS + lid;
+  var walk = walkStart(workgroup(wg, nwg), lid);
   for (var k = 0u; k < ITEMS; k++) {
-    let e = first + k * WG;
-    if (e >= p.rows * p.len) { return; }
-    let at = element(e);
-    let threshold = prefix[at.z].xy;
-    if (at.x > threshold.x || (at.x == threshold.x && at.y >= threshold.y)) {
-      candidates[at.z * p.k + atomicAdd(&slots[at.z], 1u)] = at.xy;
+    if (walk.row >= p.rows) { return; }
+    let key = keyAt(walk);
+    let threshold = walk.state.xy;
+    if (key.x > threshold.x || (key.x == threshold.x && key.y >= threshold.y)) {
+      candidates[walk.row * p.k + atomicAdd(&slots[walk.row], 1u)] = key;
     }
+    walkNext(&walk);
   }
 }
 
