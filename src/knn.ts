@@ -2,7 +2,7 @@
 // 2018), as lightly's knn_predict (shaders/knn.wgsl; CPU reference in src/ref/knn.ts).
 import { noGrad } from "./autograd.ts";
 import { Params } from "./engine.ts";
-import { exp, mul } from "./elementwise.ts";
+import { checkF32, exp, mul } from "./elementwise.ts";
 import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
 import { matmul } from "./matmul.ts";
 import { normalize } from "./nn.ts";
@@ -28,21 +28,17 @@ export interface KnnOptions {
  */
 export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, options: KnnOptions): Tensor {
   const op = "knnScores";
-  for (const t of [features, bank, bankLabels]) t.assertLive(op);
+  checkF32(op, features);
+  checkF32(op, bank);
+  bankLabels.assertLive(op);
   const [n, d] = bank.shape;
+  const shapes = `features ${fmtShape(features.shape)} and bank ${fmtShape(bank.shape)}`;
   if (features.shape.length !== 2 || bank.shape.length !== 2 || features.shape[1] !== d) {
-    throw new ShapeError(
-      `${op}: features ${fmtShape(features.shape)} and bank ${
-        fmtShape(bank.shape)
-      } must be [B, D] and [N, D]`,
-    );
+    throw new ShapeError(`${op}: ${shapes} must be [B, D] and [N, D]`);
   }
+  const labels = `${bankLabels.dtype} ${fmtShape(bankLabels.shape)}`;
   if (bankLabels.dtype !== "i32" || bankLabels.shape.length !== 1 || bankLabels.shape[0] !== n) {
-    throw new ShapeError(
-      `${op}: bankLabels must be i32 [${n}], one per bank row, got ${bankLabels.dtype} ${
-        fmtShape(bankLabels.shape)
-      }`,
-    );
+    throw new ShapeError(`${op}: bankLabels must be i32 [${n}], one per bank row, got ${labels}`);
   }
   const { classes, temperature = 0.1 } = options;
   const k = options.k ?? Math.min(200, n);

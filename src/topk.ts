@@ -45,18 +45,15 @@ export function topk(x: Tensor, k: number, options: TopkOptions = {}): { values:
   if (a !== rank - 1) return topkMoved(x, k, a, options.largest !== false);
   const e = x.engine;
   const rows = x.size / len;
-  const indices = e.empty([...x.shape.slice(0, -1), k], "i32");
-  for (const [what, bytes] of [["x", x.bytes], ["the indices", indices.bytes]] as const) {
+  for (const [what, bytes] of [["x", x.bytes], ["the indices", 4 * rows * k]] as const) {
     if (bytes > e.maxBinding) {
-      indices.dispose();
+      const limit = `maxStorageBufferBindingSize (${e.maxBinding} bytes)`;
       throw new ShapeError(
-        `topk: ${what} of ${
-          fmtShape(x.shape)
-        } (k ${k}) take ${bytes} bytes, over maxStorageBufferBindingSize ` +
-          `(${e.maxBinding} bytes)`,
+        `topk: ${what} of ${fmtShape(x.shape)} (k ${k}) take ${bytes} bytes, over ${limit}`,
       );
     }
   }
+  const indices = e.empty([...x.shape.slice(0, -1), k], "i32");
   // Rows in batches whose bins (1 KiB a row) and candidates (8 bytes each) fit one binding.
   const batch = Math.min(rows, Math.floor(e.maxBinding / Math.max(1024, 8 * k)));
   const prefix = e.empty([batch, 4], "u32");
@@ -113,11 +110,11 @@ function topkMoved(
     moved.dispose();
     return r;
   });
-  const values = noGrad(() => transpose(r.values, back));
+  const moved = noGrad(() => transpose(r.values, back));
   const indices = transpose(r.indices, back);
   r.values.dispose();
   const dims: [number, number, number] = [x.size / len, len, 1];
-  const node = record(values, "topk", [x], (g) => {
+  const values = record(moved, "topk", [x], (g) => {
     const moved = transpose(g, perm);
     const dx = scatterAdd("topk", moved, r.indices, dims, movedShape);
     moved.dispose();
@@ -125,5 +122,5 @@ function topkMoved(
     dx.dispose();
     return [out];
   }, [r.indices]);
-  return { values: node, indices };
+  return { values, indices };
 }
