@@ -7,11 +7,27 @@
 // products, never from a D × D mask.
 // Semantics follow lightly 1.5.x's losses (after lightly-ai/lightly#1806, Feb 2025): see each function.
 import { noGrad } from "./autograd.ts";
-import { add, checkF32, div, exp, maximum, mul, relu, sqrt, square, sub } from "./elementwise.ts";
+import {
+  add,
+  checkF32,
+  div,
+  equal,
+  exp,
+  log,
+  maximum,
+  mul,
+  neg,
+  relu,
+  sqrt,
+  square,
+  sub,
+} from "./elementwise.ts";
+import { embedding } from "./gather.ts";
 import { matmul } from "./matmul.ts";
 import { emaUpdate } from "./optim.ts";
-import { logSoftmax, max, mean, softmax, sum } from "./reduce.ts";
-import { concat, slice } from "./shape.ts";
+import { normalize } from "./nn.ts";
+import { argmax, logSoftmax, max, mean, softmax, sum } from "./reduce.ts";
+import { concat, reshape, slice } from "./shape.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
 
@@ -166,6 +182,40 @@ export function vicreg(z1: Tensor, z2: Tensor, options: VICRegOptions = {}): Ten
     };
     const both = keep(add(regularizers(z1), regularizers(z2)));
     return add(keep(mul(invariance, sim)), both);
+  });
+}
+
+export interface KoLeoOptions {
+  /** F.normalize's and PairwiseDistance's eps (default 1e-8, as DINOv2's). */
+  eps?: number;
+}
+
+/**
+ * DINOv2's KoLeo regulariser (Sablayrolles et al. 2019; facebookresearch/dinov2's KoLeoLoss), which spreads a
+ * batch over the sphere: rows of x [N, D] L2-normalised, each row's nearest other row by inner product (its own
+ * left out, the first of equals), and −mean log(‖x̂_i − x̂_nn(i) + eps‖ + eps). The choice of neighbours passes no
+ * gradient; both rows of each pair get theirs.
+ */
+export function koleo(x: Tensor, options: KoLeoOptions = {}): Tensor {
+  const op = "koleo";
+  const [n] = checkSameViews(op, [["x", x]]);
+  if (n < 2) {
+    throw new RangeError(`${op}: needs at least 2 rows to find neighbours, got ${fmtShape(x.shape)}`);
+  }
+  const eps = checkNonNegative(op, "eps", options.eps ?? 1e-8);
+  return composed((keep) => {
+    const unit = keep(normalize(x, { eps }));
+    const nearest = keep(noGrad(() =>
+      x.engine.tidy(() => {
+        // Inner products with the diagonal lowered by 2 (DINOv2 sets it to −1), found as row id = column id.
+        const ids = x.engine.tensor(Float32Array.from({ length: n }, (_, i) => i), [n, 1]);
+        const self = equal(ids, reshape(ids, [1, n]));
+        return argmax(sub(matmul(unit, unit, { transB: true }), mul(self, 2)), 1);
+      })
+    ));
+    const gap = keep(add(keep(sub(unit, keep(embedding(nearest, unit)))), eps));
+    const distance = keep(sqrt(keep(sum(keep(square(gap)), 1))));
+    return neg(keep(mean(keep(log(keep(add(distance, eps)))))));
   });
 }
 

@@ -76,6 +76,8 @@ export {
   dino,
   dinoCenter,
   type DinoOptions,
+  koleo,
+  type KoLeoOptions,
   sinkhorn,
   type SinkhornOptions,
   swav,

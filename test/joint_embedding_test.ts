@@ -1,10 +1,11 @@
-// DINO, SwAV, Barlow Twins and VICReg against the float64 reference (src/ref/joint_embedding.ts) and finite differences.
+// DINO, SwAV, Barlow Twins, VICReg and KoLeo against the float64 reference (src/ref/joint_embedding.ts) and finite differences.
 import {
   barlowTwins,
   dino,
   dinoCenter,
   type Engine,
   grad,
+  koleo,
   noGrad,
   ShapeError,
   sinkhorn,
@@ -17,6 +18,7 @@ import {
   refBarlowTwins,
   refDino,
   refDinoCenter,
+  refKoleo,
   refSinkhorn,
   refSwav,
   refVICReg,
@@ -511,4 +513,55 @@ test("swav: gradients match central finite differences; bad views and queues thr
     for (const x of t) x.dispose();
   }
   assertNoLeak(engine, before, "swav finite differences");
+});
+
+/** koleo of x [n, d] on the GPU: the loss and its gradient to x. */
+async function koleoOnGpu(engine: Engine, x: Float32Array, n: number, d: number, eps?: number) {
+  using t = engine.tensor(x, [n, d]);
+  const [loss, g] = engine.tidy(() => {
+    const loss = koleo(t, { eps });
+    return [loss, grad(loss, [t])[0]];
+  });
+  return { loss: (await take(loss))[0], dx: await take(g) };
+}
+
+test("koleo: value and gradient match the float64 reference (N 2 to 65, D 2 to 33), a zero row and twins too", async (engine) => {
+  const before = engine.memory();
+  for (const [n, d] of [[2, 2], [7, 3], [17, 33], [65, 16]]) {
+    const x = randomArray(n * d, n + d);
+    const ref = refKoleo(x, n, d);
+    const got = await koleoOnGpu(engine, x, n, d);
+    close([got.loss], [ref.loss], `koleo N=${n} D=${d} loss`);
+    close(got.dx, ref.dx, `koleo N=${n} D=${d} gradient`);
+  }
+  // A zero row (normalised to 0; its gradient scaled by 1/eps) and two equal rows (distance eps·√D): finite.
+  const x = randomArray(5 * 4, 3);
+  x.fill(0, 0, 4);
+  x.set(x.subarray(8, 12), 12);
+  const ref = refKoleo(x, 5, 4, 1e-3);
+  const got = await koleoOnGpu(engine, x, 5, 4, 1e-3);
+  close([got.loss], [ref.loss], "koleo zero row and twins: loss");
+  close(got.dx, ref.dx, "koleo zero row and twins: gradient");
+  assertNoLeak(engine, before);
+});
+
+test("koleo: gradient matches central finite differences; bad input throws", async (engine) => {
+  const before = engine.memory();
+  const [n, d] = [6, 5];
+  const x = randomArray(n * d, 9);
+  const { dx } = await koleoOnGpu(engine, x, n, d);
+  const lossOf = async (v: Float32Array) => (await koleoOnGpu(engine, v, n, d)).loss;
+  const probe = [0, 7, 13, 22, 29];
+  // h = 1e-2 keeps every nearest neighbour; truncation ~h²·|f'''| and f32 rounding ~6e-8·|f|/h: ~2e-3.
+  const fd = await finiteDifference(lossOf, x, probe, 1e-2);
+  assertClose(Array.from(probe, (i) => dx[i]), fd, { rtol: 2e-2, atol: 2e-3 }, "koleo finite differences");
+  {
+    using one = engine.zeros([1, 4]);
+    await assertThrows(() => koleo(one), RangeError, ["koleo", "2 rows", "[1, 4]"]);
+    using flat = engine.zeros([8]);
+    await assertThrows(() => koleo(flat), ShapeError, ["koleo", "[8]"]);
+    using t = engine.zeros([3, 2]);
+    await assertThrows(() => koleo(t, { eps: -1 }), RangeError, ["eps", "-1"]);
+  }
+  assertNoLeak(engine, before);
 });

@@ -308,3 +308,46 @@ export function refDinoCenter(
   }
   return out;
 }
+
+/**
+ * DINOv2's KoLeoLoss: rows normalised (eps), each row's nearest other row by inner product (the first of equals),
+ * loss −mean log(‖x̂_i − x̂_j + eps‖ + eps); the gradient through both rows of each pair and the normalisation.
+ */
+export function refKoleo(x: Mat, n: number, d: number, eps = 1e-8): { loss: number; dx: Float64Array } {
+  const norms = Array.from({ length: n }, (_, i) => {
+    let s = 0;
+    for (let k = 0; k < d; k++) s += x[i * d + k] ** 2;
+    return Math.max(Math.sqrt(s), eps);
+  });
+  const u = Float64Array.from({ length: n * d }, (_, i) => x[i] / norms[Math.floor(i / d)]);
+  const du = new Float64Array(n * d);
+  let loss = 0;
+  for (let i = 0; i < n; i++) {
+    let nearest = -1;
+    let best = -Infinity;
+    for (let j = 0; j < n; j++) {
+      if (j === i) continue;
+      let dot = 0;
+      for (let k = 0; k < d; k++) dot += u[i * d + k] * u[j * d + k];
+      if (dot > best) [best, nearest] = [dot, j];
+    }
+    const gap = Array.from({ length: d }, (_, k) => u[i * d + k] - u[nearest * d + k] + eps);
+    const r = Math.hypot(...gap);
+    loss -= Math.log(r + eps) / n;
+    // d/dgap of −log(r + eps)/n = −gap / (n·r·(r + eps)), into row i and, negated, its neighbour.
+    for (let k = 0; k < d; k++) {
+      const g = -gap[k] / (n * r * (r + eps));
+      du[i * d + k] += g;
+      du[nearest * d + k] -= g;
+    }
+  }
+  // Through x / max(‖x‖, eps): (du − u (u·du)) / ‖x‖ where ‖x‖ > eps.
+  const dx = new Float64Array(n * d);
+  for (let i = 0; i < n; i++) {
+    let dot = 0;
+    for (let k = 0; k < d; k++) dot += u[i * d + k] * du[i * d + k];
+    const scale = norms[i] > eps ? dot : 0;
+    for (let k = 0; k < d; k++) dx[i * d + k] = (du[i * d + k] - u[i * d + k] * scale) / norms[i];
+  }
+  return { loss, dx };
+}
