@@ -17,6 +17,7 @@ import {
   maximum,
   mul,
   neg,
+  pow,
   relu,
   sqrt,
   square,
@@ -26,7 +27,7 @@ import { embedding } from "./gather.ts";
 import { matmul } from "./matmul.ts";
 import { emaUpdate } from "./optim.ts";
 import { normalize } from "./nn.ts";
-import { argmax, logSoftmax, max, mean, softmax, sum } from "./reduce.ts";
+import { argmax, logSoftmax, logsumexp, max, mean, softmax, sum } from "./reduce.ts";
 import { concat, reshape, slice } from "./shape.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
@@ -216,6 +217,48 @@ export function koleo(x: Tensor, options: KoLeoOptions = {}): Tensor {
     const gap = keep(add(keep(sub(unit, keep(embedding(nearest, unit)))), eps));
     const distance = keep(sqrt(keep(sum(keep(square(gap)), 1))));
     return neg(keep(mean(keep(log(keep(add(distance, eps)))))));
+  });
+}
+
+/**
+ * Wang & Isola's alignment (2020, their `align_loss`): mean_i ‖x_i − y_i‖^alpha over positive pairs, rows
+ * [N, D] of two views as given (their features are normalised first). Lower is better aligned. At alpha < 2 a
+ * zero distance gets gradient 0 (its squared distance is floored at 1e-30), as PyTorch's norm gives.
+ */
+export function alignment(x: Tensor, y: Tensor, options: { alpha?: number } = {}): Tensor {
+  const op = "alignment";
+  checkSameViews(op, [["x", x], ["y", y]]);
+  const alpha = checkNonNegative(op, "alpha", options.alpha ?? 2, true);
+  return composed((keep) => {
+    const squared = keep(sum(keep(square(keep(sub(x, y)))), 1));
+    const powered = alpha === 2 ? squared : keep(pow(keep(maximum(squared, 1e-30)), alpha / 2));
+    return mean(powered);
+  });
+}
+
+/**
+ * Wang & Isola's uniformity (2020, their `uniform_loss`): log mean_{i<j} exp(−t‖x_i − x_j‖²) over the rows of
+ * x [N, D], N ≥ 2 (their features are normalised first). Lower is more uniform on the sphere. Forms the N × N
+ * squared distances (from the Gram matrix), so its memory is O(N²).
+ */
+export function uniformity(x: Tensor, options: { t?: number } = {}): Tensor {
+  const op = "uniformity";
+  const [n] = checkSameViews(op, [["x", x]]);
+  if (n < 2) throw new RangeError(`${op}: needs at least 2 rows to form pairs, got ${fmtShape(x.shape)}`);
+  const t = checkNonNegative(op, "t", options.t ?? 2, true);
+  return composed((keep) => {
+    const norms = keep(sum(keep(square(x)), 1, { keepDims: true }));
+    const gram = keep(matmul(x, x, { transB: true }));
+    // ‖x_i − x_j‖² = ‖x_i‖² + ‖x_j‖² − 2 x_i·x_j, each pair twice over i ≠ j: the diagonal pushed to −∞ in exp.
+    const squared = keep(sub(keep(add(norms, keep(reshape(norms, [1, n])))), keep(mul(gram, 2))));
+    const self = keep(noGrad(() =>
+      x.engine.tidy(() => {
+        const ids = x.engine.tensor(Float32Array.from({ length: n }, (_, i) => i), [n, 1]);
+        return mul(equal(ids, reshape(ids, [1, n])), 1e30);
+      })
+    ));
+    const logits = keep(sub(keep(mul(squared, -t)), self));
+    return sub(keep(logsumexp(logits)), Math.log(n * (n - 1)));
   });
 }
 

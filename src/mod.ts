@@ -71,6 +71,7 @@ export {
   type SupConOptions,
 } from "./contrastive.ts";
 export {
+  alignment,
   barlowTwins,
   type BarlowTwinsOptions,
   dino,
@@ -82,6 +83,7 @@ export {
   type SinkhornOptions,
   swav,
   type SwavOptions,
+  uniformity,
   vicreg,
   type VICRegOptions,
 } from "./joint_embedding.ts";

@@ -1,5 +1,6 @@
-// DINO, SwAV, Barlow Twins, VICReg and KoLeo against the float64 reference (src/ref/joint_embedding.ts) and finite differences.
+// DINO, SwAV, Barlow Twins, VICReg, KoLeo, alignment and uniformity against the float64 reference (src/ref/joint_embedding.ts) and finite differences.
 import {
+  alignment,
   barlowTwins,
   dino,
   dinoCenter,
@@ -11,16 +12,19 @@ import {
   sinkhorn,
   swav,
   type Tensor,
+  uniformity,
   vicreg,
 } from "../src/mod.ts";
 import {
   type JointEmbeddingRef,
+  refAlignment,
   refBarlowTwins,
   refDino,
   refDinoCenter,
   refKoleo,
   refSinkhorn,
   refSwav,
+  refUniformity,
   refVICReg,
 } from "../src/ref/joint_embedding.ts";
 import { test } from "./harness.ts";
@@ -562,6 +566,71 @@ test("koleo: gradient matches central finite differences; bad input throws", asy
     await assertThrows(() => koleo(flat), ShapeError, ["koleo", "[8]"]);
     using t = engine.zeros([3, 2]);
     await assertThrows(() => koleo(t, { eps: -1 }), RangeError, ["eps", "-1"]);
+  }
+  assertNoLeak(engine, before);
+});
+
+test("alignment, uniformity: value and gradients match the float64 reference and finite differences", async (engine) => {
+  const before = engine.memory();
+  for (const [n, d] of [[2, 3], [9, 5], [40, 16]]) {
+    const [a, b] = views(n, d, n);
+    for (const alpha of [2, 1, 3]) {
+      const ref = refAlignment(a, b, n, d, alpha);
+      using ta = engine.tensor(a, [n, d]);
+      using tb = engine.tensor(b, [n, d]);
+      const [loss, ga, gb] = engine.tidy(() => {
+        const loss = alignment(ta, tb, { alpha });
+        return [loss, ...grad(loss, [ta, tb])];
+      });
+      const what = `alignment N=${n} D=${d} alpha=${alpha}`;
+      close(await take(loss), [ref.loss], what);
+      close(await take(ga), ref.dz1, `${what} dx`);
+      close(await take(gb), ref.dz2, `${what} dy`);
+    }
+    for (const t of [2, 0.5]) {
+      const ref = refUniformity(a, n, d, t);
+      using ta = engine.tensor(a, [n, d]);
+      const [loss, g] = engine.tidy(() => {
+        const loss = uniformity(ta, { t });
+        return [loss, grad(loss, [ta])[0]];
+      });
+      close(await take(loss), [ref.loss], `uniformity N=${n} D=${d} t=${t}`);
+      close(await take(g), ref.dx, `uniformity N=${n} D=${d} t=${t} dx`);
+    }
+  }
+  // Equal rows: alignment 0 with gradient 0 (no NaN at alpha 1), finite differences of uniformity.
+  {
+    const a = randomArray(12, 4);
+    using ta = engine.tensor(a, [3, 4]);
+    const [loss, g] = engine.tidy(() => {
+      const loss = alignment(ta, ta, { alpha: 1 });
+      return [loss, grad(loss, [ta])[0]];
+    });
+    assertClose(await take(loss), [0], { rtol: 0, atol: 1e-14 }, "alignment of equal rows");
+    assertClose(await take(g), new Float64Array(12), { rtol: 0, atol: 0 }, "its gradient");
+    const lossOf = async (v: Float32Array) => {
+      using t = engine.tensor(v, [3, 4]);
+      return (await take(engine.tidy(() => uniformity(t))))[0];
+    };
+    const [gu] = engine.tidy(() => grad(uniformity(ta), [ta]));
+    const probe = [0, 5, 11];
+    const got = await take(gu);
+    // h = 1e-2: truncation ~h²·|f'''| and f32 rounding ~6e-8·|f|/h, under 2e-3.
+    const fd = await finiteDifference(lossOf, a, probe, 1e-2);
+    assertClose(
+      Array.from(probe, (i) => got[i]),
+      fd,
+      { rtol: 1e-2, atol: 2e-3 },
+      "uniformity finite differences",
+    );
+  }
+  {
+    using one = engine.zeros([1, 4]);
+    await assertThrows(() => uniformity(one), RangeError, ["uniformity", "2 rows", "[1, 4]"]);
+    using two = engine.zeros([2, 4]);
+    using three = engine.zeros([3, 4]);
+    await assertThrows(() => alignment(two, three), ShapeError, ["alignment", "[3, 4]", "[2, 4]"]);
+    await assertThrows(() => alignment(two, two, { alpha: 0 }), RangeError, ["alpha", "0"]);
   }
   assertNoLeak(engine, before);
 });

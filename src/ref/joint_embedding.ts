@@ -351,3 +351,48 @@ export function refKoleo(x: Mat, n: number, d: number, eps = 1e-8): { loss: numb
   }
   return { loss, dx };
 }
+
+/** Wang & Isola's align_loss: mean ‖x_i − y_i‖^alpha, with its gradients (0 at a zero distance). */
+export function refAlignment(x: Mat, y: Mat, n: number, d: number, alpha = 2): JointEmbeddingRef {
+  let loss = 0;
+  const dz1 = new Float64Array(n * d);
+  const dz2 = new Float64Array(n * d);
+  for (let i = 0; i < n; i++) {
+    let s = 0;
+    for (let k = 0; k < d; k++) s += (x[i * d + k] - y[i * d + k]) ** 2;
+    loss += s ** (alpha / 2) / n;
+    // d/dx ‖x − y‖^alpha = alpha ‖x − y‖^(alpha − 2) (x − y)
+    const scale = s > 0 ? (alpha * s ** (alpha / 2 - 1)) / n : 0;
+    for (let k = 0; k < d; k++) {
+      dz1[i * d + k] = scale * (x[i * d + k] - y[i * d + k]);
+      dz2[i * d + k] = -dz1[i * d + k];
+    }
+  }
+  return { loss, dz1, dz2 };
+}
+
+/** Wang & Isola's uniform_loss: log mean_{i<j} exp(−t‖x_i − x_j‖²), with its gradient. */
+export function refUniformity(x: Mat, n: number, d: number, t = 2): { loss: number; dx: Float64Array } {
+  const e = new Float64Array(n * n);
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) {
+      if (i === j) continue;
+      let s = 0;
+      for (let k = 0; k < d; k++) s += (x[i * d + k] - x[j * d + k]) ** 2;
+      e[i * n + j] = Math.exp(-t * s);
+      if (i < j) total += e[i * n + j];
+    }
+  }
+  // L = log Σ_{i<j} e_ij − log(pairs); dL/dx_i = Σ_{j≠i} e_ij · (−2t)(x_i − x_j) / Σ_{i<j} e_ij
+  const dx = new Float64Array(n * d);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) {
+      if (i === j) continue;
+      for (let k = 0; k < d; k++) {
+        dx[i * d + k] += (e[i * n + j] * -2 * t * (x[i * d + k] - x[j * d + k])) / total;
+      }
+    }
+  }
+  return { loss: Math.log(total / ((n * (n - 1)) / 2)), dx };
+}
