@@ -8,6 +8,7 @@
 import {
   adamw,
   add,
+  attention,
   concat,
   type Engine,
   gatherRows,
@@ -22,7 +23,6 @@ import {
   noGrad,
   reshape,
   slice,
-  softmax,
   type Tensor,
   transpose,
 } from "../src/mod.ts";
@@ -106,8 +106,7 @@ export function maeModel(engine: Engine, seed: number): {
   type Block = ReturnType<typeof blockWeights>;
   const block = (w: Block, h: Tensor) => {
     const x = layerNorm(h, [WIDTH]);
-    const scores = mul(matmul(matmul(x, w.query), matmul(x, w.key), { transB: true }), 1 / Math.sqrt(WIDTH));
-    const attended = add(h, matmul(softmax(scores), matmul(x, w.value)));
+    const attended = add(h, attention(matmul(x, w.query), matmul(x, w.key), matmul(x, w.value)));
     return add(attended, matmul(gelu(matmul(layerNorm(attended, [WIDTH]), w.mlp1)), w.mlp2));
   };
   const encoder = blockWeights();

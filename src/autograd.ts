@@ -45,6 +45,35 @@ export function noGrad<T>(fn: () => T): T {
 }
 
 /**
+ * Builds an op from other ops (a loss, attention); `keep` marks each intermediate, which the result then owns:
+ * its backward reads them, so disposing the result disposes them (at once when no graph was recorded, inside
+ * noGrad).
+ */
+export function composed(build: (keep: (t: Tensor) => Tensor) => Tensor): Tensor {
+  const saved: Tensor[] = [];
+  let out: Tensor;
+  try {
+    out = build((t) => {
+      saved.push(t);
+      return t;
+    });
+  } catch (e) {
+    for (const t of saved) t.dispose();
+    throw e;
+  }
+  if (!out.node) {
+    for (const t of saved) t.dispose();
+    return out;
+  }
+  const dispose = out.dispose.bind(out);
+  out.dispose = () => {
+    for (const t of saved) t.dispose();
+    dispose();
+  };
+  return out;
+}
+
+/**
  * Gradients of the scalar `loss` with respect to each of `inputs`, as new tensors the caller owns (zeros for an
  * input the loss does not depend on). Tensors that a backward needs must not be disposed before this call.
  * Update parameters under `noGrad` (as torch.no_grad), or each step's graph chains onto the last.

@@ -6,7 +6,7 @@
 // formed instead of the D × D one (live memory O(N·D + min(N, D)²)); diagonals come from columnwise dot
 // products, never from a D × D mask.
 // Semantics follow lightly 1.5.x's losses (after lightly-ai/lightly#1806, Feb 2025): see each function.
-import { noGrad } from "./autograd.ts";
+import { composed, noGrad } from "./autograd.ts";
 import {
   add,
   checkF32,
@@ -37,34 +37,6 @@ const TINY = 1e-30;
 
 /** F.batch_norm's default eps, which lightly's BarlowTwinsLoss standardises with. */
 const BATCH_NORM_EPS = 1e-5;
-
-/**
- * Builds a loss from GPU ops; `keep` marks each intermediate, which the loss then owns: its backward reads
- * them, so disposing the loss disposes them (at once when no graph was recorded, inside noGrad).
- */
-function composed(build: (keep: (t: Tensor) => Tensor) => Tensor): Tensor {
-  const saved: Tensor[] = [];
-  let loss: Tensor;
-  try {
-    loss = build((t) => {
-      saved.push(t);
-      return t;
-    });
-  } catch (e) {
-    for (const t of saved) t.dispose();
-    throw e;
-  }
-  if (!loss.node) {
-    for (const t of saved) t.dispose();
-    return loss;
-  }
-  const dispose = loss.dispose.bind(loss);
-  loss.dispose = () => {
-    for (const t of saved) t.dispose();
-    dispose();
-  };
-  return loss;
-}
 
 /** Validates two views [N, D] of equal shape with N ≥ 2; returns [N, D]. */
 function checkViews(op: string, z1: Tensor, z2: Tensor): [number, number] {

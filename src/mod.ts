@@ -42,7 +42,7 @@ export {
 } from "./reduce.ts";
 export { concat, reshape, slice, transpose } from "./shape.ts";
 export { matmul, type MatmulOptions } from "./matmul.ts";
-export { crossEntropy, type CrossEntropyOptions, normalize } from "./nn.ts";
+export { attention, type AttentionOptions, crossEntropy, type CrossEntropyOptions, normalize } from "./nn.ts";
 export { embedding, gatherRows } from "./gather.ts";
 export { dropout, type DropoutOptions } from "./random.ts";
 export { topk, type TopkOptions } from "./topk.ts";

@@ -1,11 +1,13 @@
 // Neural-network ops built on the core ones: L2 normalize, cross-entropy (shaders/nn.wgsl for the per-row losses,
-// the mean over the rows not ignored and cross-entropy's backward; CPU reference in src/ref/nn.ts).
-import { noGrad, record } from "./autograd.ts";
+// the mean over the rows not ignored and cross-entropy's backward), and scaled dot-product attention composed of
+// matmul and softmax (CPU reference in src/ref/nn.ts).
+import { composed, noGrad, record } from "./autograd.ts";
 import { type Binding, Params } from "./engine.ts";
-import { checkF32, div, greater, maximum, mul, sqrt, square, sub } from "./elementwise.ts";
+import { add, checkF32, div, greater, maximum, mul, sqrt, square, sub } from "./elementwise.ts";
+import { matmul } from "./matmul.ts";
 import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
 import { checkReduction, type Reduction, softmax, splitLogsumexp, sum } from "./reduce.ts";
-import { normalizeAxis } from "./shape.ts";
+import { normalizeAxis, reshape } from "./shape.ts";
 import type { Tensor } from "./tensor.ts";
 
 const WG = 256;
@@ -191,4 +193,47 @@ export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntro
     if (upstream !== g) upstream.dispose();
     return [out];
   }, sums ? [sums] : []);
+}
+
+export interface AttentionOptions {
+  /** Multiplies q·kᵀ (default 1/√D). */
+  scale?: number;
+  /** Added to the scores, broadcast to [..., Lq, Lk]: −Infinity hides a key from a query. */
+  mask?: Tensor;
+  /** Hides from query i every key j > i (torch's is_causal: the top-left triangle). */
+  causal?: boolean;
+}
+
+/**
+ * Scaled dot-product attention, as torch's F.scaled_dot_product_attention: softmax(q·kᵀ·scale + mask)·v for
+ * q [..., Lq, D], k [..., Lk, D] and v [..., Lk, Dv] (batch dims broadcast as matmul's), giving [..., Lq, Dv].
+ * Composed of matmul, softmax and elementwise ops, so it forms the scores: O(Lq·Lk) memory per batch item. A
+ * query whose keys are all hidden gets NaN, as in PyTorch.
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
+  const op = "attention";
+  for (const t of [q, k, v]) checkF32(op, t);
+  const shapes = `q ${fmtShape(q.shape)}, k ${fmtShape(k.shape)} and v ${fmtShape(v.shape)}`;
+  const [lq, d] = q.shape.slice(-2);
+  const [lk, dk] = k.shape.slice(-2);
+  if (q.shape.length < 2 || k.shape.length < 2 || v.shape.length < 2 || d !== dk || v.shape.at(-2) !== lk) {
+    throw new ShapeError(`${op}: ${shapes} must be [..., Lq, D], [..., Lk, D] and [..., Lk, Dv]`);
+  }
+  const scale = options.scale ?? 1 / Math.sqrt(d);
+  if (!Number.isFinite(scale)) throw new RangeError(`${op}: scale must be finite, got ${scale}`);
+  return composed((keep) => {
+    let scores = keep(mul(keep(matmul(q, k, { transB: true })), scale));
+    if (options.mask) scores = keep(add(scores, options.mask));
+    if (options.causal) {
+      // −1e30 where key j > query i: exp gives 0 there, as for −∞ (the diagonal always stays seen).
+      const hidden = keep(noGrad(() =>
+        q.engine.tidy(() => {
+          const ids = (n: number) => q.engine.tensor(Float32Array.from({ length: n }, (_, i) => i), [n]);
+          return mul(greater(ids(lk), reshape(ids(lq), [lq, 1])), -1e30);
+        })
+      ));
+      scores = keep(add(scores, hidden));
+    }
+    return matmul(keep(softmax(scores, -1)), v);
+  });
 }

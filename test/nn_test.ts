@@ -1,4 +1,5 @@
 import {
+  attention,
   crossEntropy,
   type CrossEntropyOptions,
   grad,
@@ -11,11 +12,18 @@ import {
   sum,
 } from "../src/mod.ts";
 import type { Engine, Tensor } from "../src/mod.ts";
-import { refCrossEntropy, refCrossEntropyGrad, refNormalize, refNormalizeGrad } from "../src/ref/nn.ts";
+import {
+  refAttention,
+  refCrossEntropy,
+  refCrossEntropyGrad,
+  refNormalize,
+  refNormalizeGrad,
+} from "../src/ref/nn.ts";
 import { bothKernels, test } from "./harness.ts";
 import {
   assert,
   assertClose,
+  assertCloseScaled,
   assertNoLeak,
   assertThrows,
   finiteDifference,
@@ -529,5 +537,97 @@ test("crossEntropy needs its labels alive until grad()", async (engine) => {
   await assertThrows(() => grad(loss, [tl]), Error, ["crossEntropy", "disposed before grad()"]);
   loss.dispose();
   tl.dispose();
+  assertNoLeak(engine, before);
+});
+
+/** attention on the GPU: the output and the gradients of Σ out·w to q, k and v. */
+async function attentionOnGpu(
+  engine: Engine,
+  [q, k, v, w]: Float32Array[],
+  [b, lq, lk, d, dv]: number[],
+  options: { scale?: number; mask?: Float32Array; causal?: boolean },
+) {
+  using tq = engine.tensor(q, [b, lq, d]);
+  using tk = engine.tensor(k, [b, lk, d]);
+  using tv = engine.tensor(v, [b, lk, dv]);
+  using tw = engine.tensor(w, [b, lq, dv]);
+  using mask = options.mask ? engine.tensor(options.mask, [lq, lk]) : undefined;
+  const results = engine.tidy(() => {
+    const out = attention(tq, tk, tv, { scale: options.scale, mask, causal: options.causal });
+    return [out, ...grad(sum(mul(out, tw)), [tq, tk, tv])];
+  });
+  return await Promise.all(results.map(take));
+}
+
+test("attention matches the float64 reference, value and gradients, with a mask, causal, and Lq ≠ Lk", async (engine) => {
+  const before = engine.memory();
+  for (const [b, lq, lk, d, dv] of [[1, 1, 1, 1, 1], [2, 5, 7, 4, 6], [6, 17, 17, 8, 8]]) {
+    const inputs = [[b, lq, d], [b, lk, d], [b, lk, dv], [b, lq, dv]].map((s, i) =>
+      randomArray(size(s), 10 * b + i)
+    );
+    const dims: [number, number, number, number, number] = [b, lq, lk, d, dv];
+    const hidden = Float32Array.from({ length: lq * lk }, (_, x) => (x % 3 === 1 ? -Infinity : 0));
+    hidden.fill(0, 0, lk); // row 0 sees every key
+    for (let i = 0; i < lq; i++) hidden[i * lk] = 0; // every query sees key 0
+    const causal = Float32Array.from(
+      { length: lq * lk },
+      (_, x) => (x % lk > Math.floor(x / lk) ? -Infinity : 0),
+    );
+    const cases = [
+      { what: "plain", options: {}, scale: 1 / Math.sqrt(d), mask: undefined },
+      { what: "scale 0.3, mask", options: { scale: 0.3, mask: hidden }, scale: 0.3, mask: hidden },
+      { what: "causal", options: { causal: true }, scale: 1 / Math.sqrt(d), mask: causal },
+    ];
+    for (const c of cases) {
+      const [out, dq, dk, dvGot] = await attentionOnGpu(engine, inputs, dims, c.options);
+      const ref = refAttention(inputs[0], inputs[1], inputs[2], inputs[3], dims, c.scale, c.mask);
+      // Sums of ≤ 17 products of values ≤ 1 in f32 and softmax's 1.5e-5 relative: 1e-4 of the largest element.
+      const what = `attention ${dims} ${c.what}`;
+      assertCloseScaled(out, ref.out, 1e-4, what);
+      assertCloseScaled(dq, ref.dq, 1e-4, `${what} dq`);
+      assertCloseScaled(dk, ref.dk, 1e-4, `${what} dk`);
+      assertCloseScaled(dvGot, ref.dv, 1e-4, `${what} dv`);
+    }
+  }
+  assertNoLeak(engine, before);
+});
+
+test("attention: gradients match finite differences; bad shapes throw", async (engine) => {
+  const before = engine.memory();
+  const dims = [2, 3, 4, 5, 2];
+  const [b, lq, lk, d, dv] = dims;
+  const inputs = [[b, lq, d], [b, lk, d], [b, lk, dv], [b, lq, dv]].map((s, i) =>
+    randomArray(size(s), 40 + i)
+  );
+  const [, dq] = await attentionOnGpu(engine, inputs, dims, { causal: true });
+  const lossOf = async (x: Float32Array) => {
+    using tq = engine.tensor(x, [b, lq, d]);
+    using tk = engine.tensor(inputs[1], [b, lk, d]);
+    using tv = engine.tensor(inputs[2], [b, lk, dv]);
+    using tw = engine.tensor(inputs[3], [b, lq, dv]);
+    return (await take(engine.tidy(() => sum(mul(attention(tq, tk, tv, { causal: true }), tw)))))[0];
+  };
+  const probe = [0, 7, 13, 29];
+  // h = 1e-2: truncation ~h²·|f'''| and f32 rounding ~6e-8·|f|/h, under 1e-3.
+  const fd = await finiteDifference(lossOf, inputs[0], probe, 1e-2);
+  assertClose(
+    Array.from(probe, (i) => dq[i]),
+    fd,
+    { rtol: 1e-2, atol: 1e-3 },
+    "attention dq finite differences",
+  );
+  {
+    using q = engine.zeros([2, 3, 4]);
+    using k = engine.zeros([2, 5, 3]);
+    using v = engine.zeros([2, 6, 2]);
+    await assertThrows(() => attention(q, k, v), ShapeError, [
+      "attention",
+      "[2, 3, 4]",
+      "[2, 5, 3]",
+      "[2, 6, 2]",
+    ]);
+    using flat = engine.zeros([4]);
+    await assertThrows(() => attention(flat, flat, flat), ShapeError, ["attention", "[4]"]);
+  }
   assertNoLeak(engine, before);
 });

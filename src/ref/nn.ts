@@ -115,3 +115,53 @@ function logsumexpRow(logits: ArrayLike<number>, n: number, classes: number): nu
   for (let c = 0; c < classes; c++) s += Math.exp(logits[n * classes + c] - m);
   return m + Math.log(s);
 }
+
+/**
+ * softmax(q·kᵀ·scale + mask)·v per batch item, q [B, Lq, D], k [B, Lk, D], v [B, Lk, Dv], mask [Lq, Lk]
+ * (additive, shared by the batch) or none; with the gradients of Σ out·w for an upstream w [B, Lq, Dv].
+ */
+export function refAttention(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  w: ArrayLike<number>,
+  [b, lq, lk, d, dv]: [number, number, number, number, number],
+  scale: number,
+  mask?: ArrayLike<number>,
+): { out: Float64Array; dq: Float64Array; dk: Float64Array; dv: Float64Array } {
+  const out = new Float64Array(b * lq * dv);
+  const dq = new Float64Array(b * lq * d);
+  const dk = new Float64Array(b * lk * d);
+  const dvOut = new Float64Array(b * lk * dv);
+  for (let n = 0; n < b; n++) {
+    for (let i = 0; i < lq; i++) {
+      const s = Array.from({ length: lk }, (_, j) => {
+        let dot = 0;
+        for (let c = 0; c < d; c++) dot += q[(n * lq + i) * d + c] * k[(n * lk + j) * d + c];
+        return dot * scale + (mask ? mask[i * lk + j] : 0);
+      });
+      const m = Math.max(...s);
+      const e = s.map((x) => Math.exp(x - m));
+      const total = e.reduce((a, x) => a + x, 0);
+      const p = e.map((x) => x / total);
+      // out = P·v; dP_j = w_i·v_j; dS = P ∘ (dP − Σ P·dP); dq = dS·k·scale, dk += dS_j q·scale, dv += P_j w_i
+      const dp = new Float64Array(lk);
+      for (let j = 0; j < lk; j++) {
+        for (let c = 0; c < dv; c++) {
+          out[(n * lq + i) * dv + c] += p[j] * v[(n * lk + j) * dv + c];
+          dp[j] += w[(n * lq + i) * dv + c] * v[(n * lk + j) * dv + c];
+          dvOut[(n * lk + j) * dv + c] += p[j] * w[(n * lq + i) * dv + c];
+        }
+      }
+      const centre = p.reduce((a, pj, j) => a + pj * dp[j], 0);
+      for (let j = 0; j < lk; j++) {
+        const ds = p[j] * (dp[j] - centre) * scale;
+        for (let c = 0; c < d; c++) {
+          dq[(n * lq + i) * d + c] += ds * k[(n * lk + j) * d + c];
+          dk[(n * lk + j) * d + c] += ds * q[(n * lq + i) * d + c];
+        }
+      }
+    }
+  }
+  return { out, dq, dk, dv: dvOut };
+}
