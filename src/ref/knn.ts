@@ -9,19 +9,29 @@ export function refKnnScores(
   k: number,
   temperature: number,
 ): Float64Array {
-  const unit = (x: ArrayLike<number>, rows: number) =>
-    Array.from({ length: rows }, (_, r) => {
-      const row = Array.from({ length: d }, (_, j) => x[r * d + j]);
-      const norm = Math.max(Math.hypot(...row), 1e-12);
-      return row.map((v) => v / norm);
-    });
+  /** Rows divided by max(‖row‖, 1e-12), as F.normalize. */
+  const unit = (x: ArrayLike<number>, rows: number) => {
+    const u = Float64Array.from(x);
+    for (let r = 0; r < rows; r++) {
+      let s = 0;
+      for (let j = 0; j < d; j++) s += u[r * d + j] ** 2;
+      const norm = Math.max(Math.sqrt(s), 1e-12);
+      for (let j = 0; j < d; j++) u[r * d + j] /= norm;
+    }
+    return u;
+  };
   const q = unit(features, queries);
   const b = unit(bank, n);
   const scores = new Float64Array(queries * classes);
+  const sim = new Float64Array(n);
   for (let i = 0; i < queries; i++) {
-    const sim = b.map((row) => row.reduce((s, v, j) => s + v * q[i][j], 0));
-    const order = sim.map((_, j) => j).sort((x, y) => sim[y] - sim[x] || x - y);
-    for (const j of order.slice(0, k)) scores[i * classes + labels[j]] += Math.exp(sim[j] / temperature);
+    for (let r = 0; r < n; r++) {
+      let dot = 0;
+      for (let j = 0; j < d; j++) dot += q[i * d + j] * b[r * d + j];
+      sim[r] = dot;
+    }
+    const order = Array.from({ length: n }, (_, r) => r).sort((x, y) => sim[y] - sim[x] || x - y);
+    for (const r of order.slice(0, k)) scores[i * classes + labels[r]] += Math.exp(sim[r] / temperature);
   }
   return scores;
 }
