@@ -339,13 +339,19 @@ export class Engine {
     this.#pooledBytes = 0;
   }
 
-  /** Runs `fn`, then disposes every tensor it created except those it returns (in an array or object). */
+  /**
+   * Runs `fn`, then disposes every tensor it created except those it returns (in an array or object); if `fn`
+   * throws, every tensor it created.
+   */
   tidy<T>(fn: () => T): T {
     const scope = new Set<Tensor>();
     this.#scopes.push(scope);
     let result: T;
     try {
       result = fn();
+    } catch (e) {
+      for (const t of scope) t.dispose();
+      throw e;
     } finally {
       this.#scopes.pop();
     }

@@ -109,6 +109,21 @@ test("tidy disposes everything but the result", async (engine) => {
   });
   assertEquals(engine.memory().tensors - before.tensors, 2);
   assertEquals([...(await take(kept.out))], [5, 5, 5, 5]);
+  // A throw inside frees what the function had made, and the nested scope's too.
+  const made = engine.memory();
+  await assertThrows(
+    () =>
+      engine.tidy(() => {
+        add(x, 1);
+        engine.tidy(() => {
+          mul(x, 2);
+          throw new RangeError("stop here");
+        });
+      }),
+    RangeError,
+    ["stop here"],
+  );
+  assertNoLeak(engine, made, "after a throw inside tidy");
 });
 
 test("invalid shapes and sizes are clear errors", async (engine) => {
