@@ -3,12 +3,14 @@
 // label of the bank row it is. One invocation per query adds its K votes into its own row of the zeroed scores
 // [B, C], so no two invocations write one score (no atomics); K ≤ 16,384 (topk's cap) bounds the loop. A label
 // outside [0, C) adds nothing and is reported with its bank row (lib/bad_index.wgsl; the next readback throws).
+// A dispatch takes one chunk of queries (src/knn.ts), its scores the rows from p.row0.
 // Bindings: 0 params, 1 weight [B, K] f32, 2 neighbours [B, K] i32 (bank rows), 3 labels [N] i32,
-// 4 scores [B, C] f32, 5 bad
+// 4 scores [all queries, C] f32, 5 bad
 struct Params {
-  queries: u32,  // B
+  queries: u32,  // B in this chunk of queries
   k: u32,
   classes: u32,  // C
+  row0: u32,     // the chunk's first query: its row of scores
 }
 
 override WG: u32 = 64;
@@ -30,7 +32,7 @@ fn vote(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let row = u32(neighbours[j]);
     let c = labels[row];
     if (c >= 0 && u32(c) < p.classes) {
-      scores[b * p.classes + u32(c)] += weight[j];
+      scores[(p.row0 + b) * p.classes + u32(c)] += weight[j];
     } else {
       reportBadIndex(c, row);
     }

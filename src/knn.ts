@@ -6,6 +6,7 @@ import { checkF32, exp, mul } from "./elementwise.ts";
 import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
 import { matmul } from "./matmul.ts";
 import { normalize } from "./nn.ts";
+import { slice } from "./shape.ts";
 import type { Tensor } from "./tensor.ts";
 import { topk } from "./topk.ts";
 
@@ -24,7 +25,8 @@ export interface KnnOptions {
  * Class scores [B, C] of a weighted kNN classifier: each query's k most cosine-similar rows of the bank vote
  * for their labels with weight exp(similarity / temperature). `features` [B, D] and `bank` [N, D] are
  * L2-normalised here; `bankLabels` are i32 [N]. argmax(scores, 1) is the prediction. Not differentiable.
- * A label outside [0, C) votes for nothing, and the next readback throws a RangeError naming it.
+ * A label outside [0, C) votes for nothing, and the next readback throws a RangeError naming it. Queries run in
+ * chunks whose similarities to the bank fit one storage binding; the bank itself must fit one.
  */
 export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, options: KnnOptions): Tensor {
   const op = "knnScores";
@@ -52,13 +54,17 @@ export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, op
     throw new RangeError(`${op}: temperature must be positive and finite, got ${temperature}`);
   }
   const e = features.engine;
+  if (bank.bytes > e.maxBinding) {
+    throw new ShapeError(
+      `${op}: bank ${fmtShape(bank.shape)} is ${bank.bytes} bytes, over maxStorageBufferBindingSize ` +
+        `(${e.maxBinding} bytes)`,
+    );
+  }
   const queries = features.shape[0];
+  // Queries in chunks whose similarities [chunk, N] fit one binding.
+  const chunk = Math.min(queries, Math.floor(e.maxBinding / (4 * n)));
   return noGrad(() => {
-    const [weight, neighbours] = e.tidy(() => {
-      const similarity = matmul(normalize(features), normalize(bank), { transB: true });
-      const { values, indices } = topk(similarity, k);
-      return [exp(mul(values, 1 / temperature)), indices];
-    });
+    const unitBank = normalize(bank);
     const scores = e.zeros([queries, classes]);
     const bad = e.dataCheck(describeBadIndices({
       op,
@@ -67,17 +73,26 @@ export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, op
       place: "bank row",
       effect: "they vote for no class",
     }));
-    e.run({
-      op,
-      shader: "knn",
-      entry: "vote",
-      constants: { WG },
-      params: new Params().u32(queries, k, classes),
-      buffers: [weight, neighbours, bankLabels, scores, bad],
-      workgroups: Math.ceil(queries / WG),
-    });
-    weight.dispose();
-    neighbours.dispose();
+    for (let row0 = 0; row0 < queries; row0 += chunk) {
+      const rows = Math.min(chunk, queries - row0);
+      const [weight, neighbours] = e.tidy(() => {
+        const f = rows === queries ? features : slice(features, [row0], [row0 + rows]);
+        const { values, indices } = topk(matmul(normalize(f), unitBank, { transB: true }), k);
+        return [exp(mul(values, 1 / temperature)), indices];
+      });
+      e.run({
+        op,
+        shader: "knn",
+        entry: "vote",
+        constants: { WG },
+        params: new Params().u32(rows, k, classes, row0),
+        buffers: [weight, neighbours, bankLabels, scores, bad],
+        workgroups: Math.ceil(rows / WG),
+      });
+      weight.dispose();
+      neighbours.dispose();
+    }
+    unitBank.dispose();
     return scores;
   });
 }

@@ -1,7 +1,7 @@
 import { argmax, knnScores, ShapeError } from "../src/mod.ts";
 import type { Engine } from "../src/mod.ts";
 import { refKnnScores } from "../src/ref/knn.ts";
-import { test } from "./harness.ts";
+import { bothKernels, test } from "./harness.ts";
 import { assertClose, assertEquals, assertNoLeak, assertThrows, rng, take } from "./util.ts";
 
 /**
@@ -60,6 +60,24 @@ test("knnScores: each query's k most similar bank rows vote with weight exp(s / 
   await checkKnn(engine, 97, 5, 10, 97, 0.07); // every row a neighbour
   assertNoLeak(engine, before);
 });
+
+test("knnScores runs queries in chunks whose similarities fit one binding, and refuses a bank over one", () =>
+  bothKernels(async (engine) => {
+    const before = engine.memory();
+    // 128 KiB bindings: similarities [100, 600] take 240,000 bytes, so the queries run in chunks of 54.
+    await checkKnn(engine, 600, 100, 5, 7, 0.1);
+    {
+      using big = engine.zeros([9000, 4]);
+      using labels = engine.zeros([9000], "i32");
+      using f = engine.zeros([2, 4]);
+      await assertThrows(() => knnScores(f, big, labels, { classes: 2 }), ShapeError, [
+        "bank [9000, 4]",
+        "144000 bytes",
+        "maxStorageBufferBindingSize (131072 bytes)",
+      ]);
+    }
+    assertNoLeak(engine, before);
+  }, { maxStorageBufferBindingSize: 2 ** 17 }));
 
 test("knnScores reports neighbours whose labels are outside [0, classes) at the next readback", async (engine) => {
   using tf = engine.tensor([1, 0, 0, 1], [2, 2]);
