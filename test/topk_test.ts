@@ -71,11 +71,20 @@ test("topk over long rows, many rows, and k in the thousands", async (engine) =>
   assertNoLeak(engine, before);
 });
 
-test("topk runs rows in batches whose bins fit one binding", () =>
+test("topk runs rows in batches whose bins fit one binding, and names the limit for an x over one", () =>
   bothKernels(async (engine) => {
     const before = engine.memory();
     // 1 MiB bindings hold the bins of 1,024 rows: 3,000 rows are three batches.
     await checkTopk(engine, randomArray(3000 * 5, 7).map((v) => Math.round(4 * v)), [3000, 5], 2);
+    {
+      // x itself over one binding is not windowed: the error names the limit.
+      using wide = engine.zeros([300, 1000]);
+      await assertThrows(() => topk(wide, 2), ShapeError, [
+        "topk: x of [300, 1000]",
+        "1200000 bytes",
+        "maxStorageBufferBindingSize (1048576 bytes)",
+      ]);
+    }
     assertNoLeak(engine, before);
   }, { maxStorageBufferBindingSize: 2 ** 20 }));
 
