@@ -165,9 +165,9 @@ export interface KoLeoOptions {
 
 /**
  * DINOv2's KoLeo regulariser (Sablayrolles et al. 2019; facebookresearch/dinov2's KoLeoLoss), which spreads a
- * batch over the sphere: rows of x [N, D] L2-normalised, each row's nearest other row by inner product (its own
- * left out, the first of equals), and −mean log(‖x̂_i − x̂_nn(i) + eps‖ + eps). The choice of neighbours passes no
- * gradient; both rows of each pair get theirs.
+ * batch over the sphere: rows of x [N, D] L2-normalised, each row's nearest other row by inner product (its
+ * own left out, the first of equals), and −mean log(‖x̂_i − x̂_nn(i) + eps‖ + eps). The choice of neighbours
+ * passes no gradient; both rows of each pair get theirs.
  */
 export function koleo(x: Tensor, options: KoLeoOptions = {}): Tensor {
   const op = "koleo";

@@ -66,7 +66,7 @@ export function philoxRandom(
 export interface DropoutOptions {
   /** Probability of zeroing an element, in [0, 1]; default 0.5. */
   p?: number;
-  /** Keys the mask: the same seed drops the same elements. Required, so that no two steps share a mask by accident. */
+  /** Keys the mask: the same seed drops the same elements. Required, so no two steps share a mask by chance. */
   seed: number;
 }
 

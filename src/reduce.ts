@@ -302,7 +302,7 @@ export function max(x: Tensor, axes?: number | number[], opts: ReduceOptions = {
   return reduction("max", "max", x, axes, opts, (g, y, axes) => toExtrema(x, g, y, axes));
 }
 
-/** Minimum over `axes` (all by default); NaN wins. The gradient goes to the minimal elements, ties split evenly. */
+/** Minimum over `axes` (all by default); NaN wins. The gradient goes to the minimal elements, split among ties. */
 export function min(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
   return reduction("max", "min", x, axes, opts, (g, y, axes) => toExtrema(x, g, y, axes), "negate");
 }

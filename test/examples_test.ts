@@ -1,5 +1,5 @@
-// The examples run: short SimCLR and MAE trainings (examples/simclr.ts, examples/mae.ts) learn and free what they
-// made.
+// The examples run: short SimCLR and MAE trainings (examples/simclr.ts, examples/mae.ts) learn and free what
+// they made.
 import { train as trainMae } from "../examples/mae.ts";
 import { train } from "../examples/simclr.ts";
 import { test } from "./harness.ts";

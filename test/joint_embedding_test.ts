@@ -1,4 +1,5 @@
-// DINO, SwAV, Barlow Twins, VICReg, KoLeo, alignment and uniformity against the float64 reference (src/ref/joint_embedding.ts) and finite differences.
+// DINO, SwAV, Barlow Twins, VICReg, KoLeo, alignment and uniformity against the float64 reference
+// (src/ref/joint_embedding.ts) and finite differences.
 import {
   alignment,
   barlowTwins,

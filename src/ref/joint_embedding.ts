@@ -310,8 +310,9 @@ export function refDinoCenter(
 }
 
 /**
- * DINOv2's KoLeoLoss: rows normalised (eps), each row's nearest other row by inner product (the first of equals),
- * loss −mean log(‖x̂_i − x̂_j + eps‖ + eps); the gradient through both rows of each pair and the normalisation.
+ * DINOv2's KoLeoLoss: rows normalised (eps), each row's nearest other row by inner product (the first of
+ * equals), loss −mean log(‖x̂_i − x̂_j + eps‖ + eps); the gradient through both rows of each pair and the
+ * normalisation.
  */
 export function refKoleo(x: Mat, n: number, d: number, eps = 1e-8): { loss: number; dx: Float64Array } {
   const norms = Array.from({ length: n }, (_, i) => {
