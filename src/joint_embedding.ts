@@ -27,13 +27,10 @@ import { embedding } from "./gather.ts";
 import { matmul } from "./matmul.ts";
 import { emaUpdate } from "./optim.ts";
 import { normalize } from "./nn.ts";
-import { argmax, logSoftmax, logsumexp, max, mean, softmax, sum } from "./reduce.ts";
+import { argmax, logSoftmax, logsumexp, mean, softmax, sum } from "./reduce.ts";
 import { concat, reshape, slice } from "./shape.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
-
-/** Sinkhorn's floor for a sum it divides by: a column of codes that underflowed stays 0, not 0 / 0. */
-const TINY = 1e-30;
 
 /** F.batch_norm's default eps, which lightly's BarlowTwinsLoss standardises with. */
 const BATCH_NORM_EPS = 1e-5;
@@ -343,8 +340,9 @@ export interface SinkhornOptions {
 /**
  * SwAV's Sinkhorn-Knopp codes for prototype scores [B, K] (lightly's `sinkhorn`): Q = exp(scores / epsilon),
  * then `iterations` times each prototype's column scaled to sum 1/K and each sample's row to sum 1/B; returned
- * times B, so each row sums to 1. No gradient. exp subtracts the largest score first (the normalisations
- * cancel it), so no score overflows; a column that underflows to all zeros stays zero rather than turning NaN.
+ * times B, so each row sums to 1. No gradient. The normalisations run on log Q (subtracting log-sum-exps), so
+ * no score overflows and none underflows before its column is balanced: a prototype whose every score is far
+ * below the others still gets its 1/K, as in exact arithmetic (in f32 exp() it would be a column of zeros).
  */
 export function sinkhorn(scores: Tensor, options: SinkhornOptions = {}): Tensor {
   const op = "sinkhorn";
@@ -358,19 +356,18 @@ export function sinkhorn(scores: Tensor, options: SinkhornOptions = {}): Tensor 
     const scratch: Tensor[] = [];
     const t = (x: Tensor) => (scratch.push(x), x);
     try {
-      const s = t(mul(scores, 1 / epsilon));
-      let q = t(exp(t(sub(s, t(max(s))))));
-      // Divides q by its sums along `axis` (all when undefined), each at least TINY, then multiplies by `scale`.
+      let logQ = t(mul(scores, 1 / epsilon));
+      // Divides Q by its sums along `axis` (all when undefined) and multiplies it by `scale`, in log space.
       const normalize = (axis: number | undefined, scale: number) => {
-        const sums = t(maximum(t(sum(q, axis, { keepDims: true })), TINY));
-        q = t(mul(t(div(q, sums)), scale));
+        const logSums = t(logsumexp(logQ, axis, { keepDims: true }));
+        logQ = t(sub(logQ, t(sub(logSums, Math.log(scale)))));
       };
       normalize(undefined, 1);
       for (let i = 0; i < iterations; i++) {
         normalize(0, 1 / k);
         normalize(1, 1 / b);
       }
-      return mul(q, b);
+      return mul(t(exp(logQ)), b);
     } finally {
       for (const x of scratch) x.dispose();
     }
@@ -425,6 +422,74 @@ export function swav(
       })
     );
     return crossViewEntropy(q, student, temperature, keep);
+  });
+}
+
+export interface MSNOptions {
+  /** Divides the anchor–prototype cosines (default 0.1); must be > 0. */
+  temperature?: number;
+  /** Sharpens the target probabilities, p^(1/t) renormalised (default 0.25); must be > 0. */
+  targetSharpenTemperature?: number;
+  /** Sinkhorn iterations on the sharpened targets (default 3; 0 leaves them as they are). */
+  sinkhornIterations?: number;
+  /** Weight of the mean-entropy maximisation term (default 1; 0 leaves it out). */
+  regularizationWeight?: number;
+}
+
+/**
+ * The Masked Siamese Networks loss (Assran et al. 2022) as lightly's MSNLoss: anchors [B·V, D] (V views of the
+ * batch, view-major), targets [B, D] and prototypes [K, D] L2-normalised; anchor probabilities
+ * softmax(a·pᵀ / temperature); target probabilities the same of the targets, sharpened and balanced by Sinkhorn
+ * (no gradient) and repeated for each view; the loss is the mean cross-entropy plus regularizationWeight ×
+ * (log K − the entropy of the mean anchor probability). The gradient reaches anchors and prototypes.
+ */
+export function msn(anchors: Tensor, targets: Tensor, prototypes: Tensor, options: MSNOptions = {}): Tensor {
+  const op = "msn";
+  for (const [name, t] of [["anchors", anchors], ["targets", targets], ["prototypes", prototypes]] as const) {
+    checkF32(op, t);
+    if (t.shape.length !== 2) throw new ShapeError(`${op}: ${name} must be 2-D, got ${fmtShape(t.shape)}`);
+  }
+  const [rows, d] = anchors.shape;
+  const [b] = targets.shape;
+  const shapes = `anchors ${fmtShape(anchors.shape)}, targets ${fmtShape(targets.shape)} and prototypes ${
+    fmtShape(prototypes.shape)
+  }`;
+  if (targets.shape[1] !== d || prototypes.shape[1] !== d || rows % b !== 0) {
+    throw new ShapeError(`${op}: ${shapes} must be [B·V, D], [B, D] and [K, D]`);
+  }
+  const temperature = checkNonNegative(op, "temperature", options.temperature ?? 0.1, true);
+  const sharpen = checkNonNegative(
+    op,
+    "targetSharpenTemperature",
+    options.targetSharpenTemperature ?? 0.25,
+    true,
+  );
+  const weight = checkNonNegative(op, "regularizationWeight", options.regularizationWeight ?? 1);
+  const iterations = options.sinkhornIterations ?? 3;
+  if (!(Number.isInteger(iterations) && iterations >= 0)) {
+    throw new RangeError(`${op}: sinkhornIterations must be an integer ≥ 0, got ${iterations}`);
+  }
+  const k = prototypes.shape[0];
+  return composed((keep) => {
+    const unitPrototypes = keep(normalize(prototypes));
+    const scores = (x: Tensor) => matmul(normalize(x), unitPrototypes, { transB: true });
+    const logProbs = keep(logSoftmax(keep(mul(keep(scores(anchors)), 1 / temperature)), -1));
+    // Sharpening softmax(s / T) by t is softmax(s / (T·t)); Sinkhorn takes its logs (epsilon 1), so its first
+    // step divides the row-normalised probabilities by their total, as lightly's does.
+    const target = noGrad(() =>
+      anchors.engine.tidy(() => {
+        const sharp = logSoftmax(mul(scores(targets), 1 / (temperature * sharpen)), -1);
+        const balanced = iterations > 0 ? sinkhorn(sharp, { iterations, epsilon: 1 }) : exp(sharp);
+        return rows === b ? balanced : concat(Array(rows / b).fill(balanced), 0);
+      })
+    );
+    keep(target);
+    const crossEntropy = keep(neg(keep(mean(keep(sum(keep(mul(target, logProbs)), 1))))));
+    if (weight === 0) return mul(crossEntropy, 1);
+    // log K − H(p̄) = Σ p̄ log p̄ + log K; p̄ floored at 1e-30 inside the log, so an empty prototype adds 0, not NaN.
+    const meanProbs = keep(mean(keep(exp(logProbs)), 0));
+    const negEntropy = keep(sum(keep(mul(meanProbs, keep(log(keep(maximum(meanProbs, 1e-30))))))));
+    return add(crossEntropy, keep(mul(keep(add(negEntropy, Math.log(k))), weight)));
   });
 }
 

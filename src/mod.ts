@@ -79,6 +79,8 @@ export {
   type DinoOptions,
   koleo,
   type KoLeoOptions,
+  msn,
+  type MSNOptions,
   sinkhorn,
   type SinkhornOptions,
   swav,

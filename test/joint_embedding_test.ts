@@ -1,4 +1,4 @@
-// DINO, SwAV, Barlow Twins, VICReg, KoLeo, alignment and uniformity against the float64 reference
+// DINO, SwAV, MSN, Barlow Twins, VICReg, KoLeo, alignment and uniformity against the float64 reference
 // (src/ref/joint_embedding.ts) and finite differences.
 import {
   alignment,
@@ -8,6 +8,8 @@ import {
   type Engine,
   grad,
   koleo,
+  msn,
+  type MSNOptions,
   noGrad,
   ShapeError,
   sinkhorn,
@@ -23,6 +25,7 @@ import {
   refDino,
   refDinoCenter,
   refKoleo,
+  refMsn,
   refSinkhorn,
   refSwav,
   refUniformity,
@@ -426,12 +429,19 @@ test("sinkhorn: codes match the float64 reference in lightly's layout; rows sum 
       }
     }
   }
-  // Scores of ±1e3 at epsilon 0.05: exp(2e4) would overflow; shifted by the maximum, most codes underflow to 0,
-  // and their all-zero columns stay 0.
+  // Scores of ±1e3 at epsilon 0.05: exp(2e4) would overflow, and in f32 most of exp(s − max) would be 0.
   {
     using big = engine.tensor(randomArray(8 * 16, 3, -1e3, 1e3), [8, 16]);
     const codes = await take(sinkhorn(big));
     assert(codes.every(Number.isFinite), "sinkhorn: finite codes at scores of ±1e3");
+  }
+  // A prototype scored 30 below the rest: exp(−600) is 0 in f32 but not in float64, and balancing gives its
+  // column its 1/K all the same (in log space the GPU does too).
+  {
+    const scores = randomArray(6 * 5, 4, -1, 1).map((v, i) => (i % 5 === 2 ? v - 30 : v));
+    using s = engine.tensor(scores, [6, 5]);
+    const got = await take(sinkhorn(s));
+    assertClose(got, refSinkhorn(scores, 6, 5, 3, 0.05), SINKHORN_TOL, "sinkhorn with a far-down prototype");
   }
   assertNoLeak(engine, before, "sinkhorn");
 });
@@ -632,6 +642,77 @@ test("alignment, uniformity: value and gradients match the float64 reference and
     using three = engine.zeros([3, 4]);
     await assertThrows(() => alignment(two, three), ShapeError, ["alignment", "[3, 4]", "[2, 4]"]);
     await assertThrows(() => alignment(two, two, { alpha: 0 }), RangeError, ["alpha", "0"]);
+  }
+  assertNoLeak(engine, before);
+});
+
+/** msn on the GPU: the loss and its gradients to anchors and prototypes. */
+async function msnOnGpu(
+  engine: Engine,
+  [a, t, p]: Float32Array[],
+  [rows, b, k, d]: number[],
+  options: MSNOptions,
+) {
+  using ta = engine.tensor(a, [rows, d]);
+  using tt = engine.tensor(t, [b, d]);
+  using tp = engine.tensor(p, [k, d]);
+  const [loss, ga, gp] = engine.tidy(() => {
+    const loss = msn(ta, tt, tp, options);
+    return [loss, ...grad(loss, [ta, tp])];
+  });
+  return { loss: (await take(loss))[0], dAnchors: await take(ga), dPrototypes: await take(gp) };
+}
+
+test("msn: value and gradients match the float64 reference (views, Sinkhorn on and off, no regulariser)", async (engine) => {
+  const before = engine.memory();
+  // Temperatures down to 0.01: the targets' sharpened logits reach 2 / (0.01 · 0.25) = 800, whose probabilities
+  // f32's exp cannot hold; Sinkhorn balances them in log space, so they still match the float64 reference.
+  const cases: [number[], MSNOptions][] = [
+    [[4, 4, 3, 5], {}],
+    [[12, 4, 7, 8], {}],
+    [[12, 4, 7, 8], { sinkhornIterations: 0, temperature: 0.5 }],
+    [[30, 10, 16, 6], { regularizationWeight: 0, targetSharpenTemperature: 0.5 }],
+    [[9, 3, 5, 4], { temperature: 0.02, regularizationWeight: 2.5 }],
+    [[9, 3, 5, 4], { temperature: 0.01 }],
+  ];
+  for (const [dims, options] of cases) {
+    const [rows, b, k, d] = dims;
+    const inputs = [rows * d, b * d, k * d].map((n, i) => randomArray(n, rows + 10 * i));
+    const got = await msnOnGpu(engine, inputs, dims, options);
+    const ref = refMsn(inputs[0], inputs[1], inputs[2], [rows, b, k, d], options);
+    const what = `msn ${dims} ${JSON.stringify(options)}`;
+    close([got.loss], [ref.loss], what);
+    close(got.dAnchors, ref.dAnchors, `${what} anchors`);
+    close(got.dPrototypes, ref.dPrototypes, `${what} prototypes`);
+  }
+  assertNoLeak(engine, before);
+});
+
+test("msn: gradients match finite differences; bad shapes and options throw", async (engine) => {
+  const before = engine.memory();
+  const dims = [6, 3, 4, 5];
+  const [rows, b, k, d] = dims;
+  const inputs = [rows * d, b * d, k * d].map((n, i) => randomArray(n, 50 + i));
+  const { dAnchors } = await msnOnGpu(engine, inputs, dims, {});
+  const lossOf = async (v: Float32Array) =>
+    (await msnOnGpu(engine, [v, inputs[1], inputs[2]], dims, {})).loss;
+  const probe = [0, 9, 17, 29];
+  // h = 1e-2: truncation ~h²·|f'''| (the softmax at temperature 0.1 curves fast: ~1e-3) and f32 rounding.
+  const fd = await finiteDifference(lossOf, inputs[0], probe, 1e-2);
+  assertClose(
+    Array.from(probe, (i) => dAnchors[i]),
+    fd,
+    { rtol: 2e-2, atol: 3e-3 },
+    "msn finite differences",
+  );
+  {
+    using a = engine.zeros([7, 4]);
+    using t = engine.zeros([3, 4]);
+    using p = engine.zeros([5, 4]);
+    await assertThrows(() => msn(a, t, p), ShapeError, ["msn", "[7, 4]", "[3, 4]", "[5, 4]"]);
+    using a6 = engine.zeros([6, 4]);
+    await assertThrows(() => msn(a6, t, p, { sinkhornIterations: -1 }), RangeError, ["sinkhornIterations"]);
+    await assertThrows(() => msn(a6, t, p, { temperature: 0 }), RangeError, ["temperature"]);
   }
   assertNoLeak(engine, before);
 });

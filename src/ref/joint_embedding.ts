@@ -397,3 +397,131 @@ export function refUniformity(x: Mat, n: number, d: number, t = 2): { loss: numb
   }
   return { loss: Math.log(total / ((n * (n - 1)) / 2)), dx };
 }
+
+/** Rows divided by max(‖row‖, 1e-12) (F.normalize), with the norms. */
+function unitRows(x: Mat, rows: number, d: number): { u: Float64Array; norms: Float64Array } {
+  const u = Float64Array.from(x);
+  const norms = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let s = 0;
+    for (let j = 0; j < d; j++) s += u[r * d + j] ** 2;
+    norms[r] = Math.max(Math.sqrt(s), 1e-12);
+    for (let j = 0; j < d; j++) u[r * d + j] /= norms[r];
+  }
+  return { u, norms };
+}
+
+/** du through F.normalize: (du − u (u·du)) / ‖x‖ per row. */
+function unitRowsGrad(u: Float64Array, norms: Float64Array, du: Float64Array, rows: number, d: number) {
+  const dx = new Float64Array(rows * d);
+  for (let r = 0; r < rows; r++) {
+    let dot = 0;
+    for (let j = 0; j < d; j++) dot += u[r * d + j] * du[r * d + j];
+    for (let j = 0; j < d; j++) dx[r * d + j] = (du[r * d + j] - u[r * d + j] * dot) / norms[r];
+  }
+  return dx;
+}
+
+export interface RefMSNOptions {
+  temperature?: number;
+  targetSharpenTemperature?: number;
+  sinkhornIterations?: number;
+  regularizationWeight?: number;
+}
+
+/**
+ * lightly's MSNLoss with its gradients to the anchors and prototypes. Row-softmaxes written out; Sinkhorn as
+ * lightly's (transposed, divided by its total, then prototypes' and samples' sums in turn).
+ */
+export function refMsn(
+  anchors: Mat,
+  targets: Mat,
+  prototypes: Mat,
+  [rows, b, k, d]: [number, number, number, number],
+  o: RefMSNOptions = {},
+): { loss: number; dAnchors: Float64Array; dPrototypes: Float64Array } {
+  const t = o.temperature ?? 0.1;
+  const weight = o.regularizationWeight ?? 1;
+  const a = unitRows(anchors, rows, d);
+  const p = unitRows(prototypes, k, d);
+  const tg = unitRows(targets, b, d).u;
+  /** Row softmax of X·Pᵀ·scale for X [n, d]. */
+  const probs = (x: Float64Array, n: number, scale: number) => {
+    const q = new Float64Array(n * k);
+    for (let r = 0; r < n; r++) {
+      for (let c = 0; c < k; c++) {
+        let s = 0;
+        for (let j = 0; j < d; j++) s += x[r * d + j] * p.u[c * d + j];
+        q[r * k + c] = s * scale;
+      }
+      const m = Math.max(...q.subarray(r * k, (r + 1) * k));
+      let z = 0;
+      for (let c = 0; c < k; c++) z += q[r * k + c] = Math.exp(q[r * k + c] - m);
+      for (let c = 0; c < k; c++) q[r * k + c] /= z;
+    }
+    return q;
+  };
+  // Targets: softmax(s / t), sharpened (p^(1/t') renormalised), then Sinkhorn.
+  const sharp = probs(tg, b, 1 / t).map((v) => v ** (1 / (o.targetSharpenTemperature ?? 0.25)));
+  for (let r = 0; r < b; r++) {
+    const z = sharp.subarray(r * k, (r + 1) * k).reduce((x, y) => x + y, 0);
+    for (let c = 0; c < k; c++) sharp[r * k + c] /= z;
+  }
+  const iterations = o.sinkhornIterations ?? 3;
+  let target = sharp;
+  if (iterations > 0) {
+    const total = sharp.reduce((x, y) => x + y, 0);
+    const q = sharp.map((v) => v / total);
+    for (let it = 0; it < iterations; it++) {
+      for (let c = 0; c < k; c++) {
+        let s = 0;
+        for (let r = 0; r < b; r++) s += q[r * k + c];
+        for (let r = 0; r < b; r++) q[r * k + c] /= s * k;
+      }
+      for (let r = 0; r < b; r++) {
+        let s = 0;
+        for (let c = 0; c < k; c++) s += q[r * k + c];
+        for (let c = 0; c < k; c++) q[r * k + c] /= s * b;
+      }
+    }
+    target = q.map((v) => v * b);
+  }
+  const q = probs(a.u, rows, 1 / t);
+  const mean = new Float64Array(k);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < k; c++) mean[c] += q[r * k + c] / rows;
+  let loss = 0;
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < k; c++) loss -= (target[(r % b) * k + c] * Math.log(q[r * k + c])) / rows;
+  }
+  if (weight > 0) loss += weight * (mean.reduce((s, v) => s + v * Math.log(v), 0) + Math.log(k));
+  // d/dlogits: cross-entropy (q·Σt − t) / rows; the regulariser through q: dq_c = w (log p̄_c + 1) / rows.
+  const dLogits = new Float64Array(rows * k);
+  for (let r = 0; r < rows; r++) {
+    let tsum = 0;
+    let qdq = 0;
+    for (let c = 0; c < k; c++) {
+      tsum += target[(r % b) * k + c];
+      if (weight > 0) qdq += q[r * k + c] * weight * (Math.log(mean[c]) + 1) / rows;
+    }
+    for (let c = 0; c < k; c++) {
+      const dq = weight > 0 ? weight * (Math.log(mean[c]) + 1) / rows : 0;
+      dLogits[r * k + c] = (q[r * k + c] * tsum - target[(r % b) * k + c]) / rows + q[r * k + c] * (dq - qdq);
+    }
+  }
+  const dA = new Float64Array(rows * d);
+  const dP = new Float64Array(k * d);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < k; c++) {
+      const g = dLogits[r * k + c] / t;
+      for (let j = 0; j < d; j++) {
+        dA[r * d + j] += g * p.u[c * d + j];
+        dP[c * d + j] += g * a.u[r * d + j];
+      }
+    }
+  }
+  return {
+    loss,
+    dAnchors: unitRowsGrad(a.u, a.norms, dA, rows, d),
+    dPrototypes: unitRowsGrad(p.u, p.norms, dP, k, d),
+  };
+}
