@@ -432,8 +432,13 @@ export interface MSNOptions {
   targetSharpenTemperature?: number;
   /** Sinkhorn iterations on the sharpened targets (default 3; 0 leaves them as they are). */
   sinkhornIterations?: number;
-  /** Weight of the mean-entropy maximisation term (default 1; 0 leaves it out). */
+  /** Weight of the regulariser on the mean anchor probability p̄ (default 1; 0 leaves it out). */
   regularizationWeight?: number;
+  /**
+   * PMSN (Assran et al. 2022, "prior matching"; lightly's PMSNLoss): the regulariser is KL(q ‖ p̄) for the power
+   * law q_k ∝ k^−exponent, k = 1 … K, instead of MSN's log K − H(p̄).
+   */
+  powerLawExponent?: number;
 }
 
 /**
@@ -441,7 +446,8 @@ export interface MSNOptions {
  * batch, view-major), targets [B, D] and prototypes [K, D] L2-normalised; anchor probabilities
  * softmax(a·pᵀ / temperature); target probabilities the same of the targets, sharpened and balanced by Sinkhorn
  * (no gradient) and repeated for each view; the loss is the mean cross-entropy plus regularizationWeight ×
- * (log K − the entropy of the mean anchor probability). The gradient reaches anchors and prototypes.
+ * (log K − the entropy of the mean anchor probability p̄), or with `powerLawExponent` × KL(power law ‖ p̄) as
+ * PMSN. The gradient reaches anchors and prototypes.
  */
 export function msn(anchors: Tensor, targets: Tensor, prototypes: Tensor, options: MSNOptions = {}): Tensor {
   const op = "msn";
@@ -465,6 +471,8 @@ export function msn(anchors: Tensor, targets: Tensor, prototypes: Tensor, option
     true,
   );
   const weight = checkNonNegative(op, "regularizationWeight", options.regularizationWeight ?? 1);
+  const exponent = options.powerLawExponent;
+  if (exponent !== undefined) checkNonNegative(op, "powerLawExponent", exponent);
   const iterations = options.sinkhornIterations ?? 3;
   if (!(Number.isInteger(iterations) && iterations >= 0)) {
     throw new RangeError(`${op}: sinkhornIterations must be an integer ≥ 0, got ${iterations}`);
@@ -486,10 +494,22 @@ export function msn(anchors: Tensor, targets: Tensor, prototypes: Tensor, option
     keep(target);
     const crossEntropy = keep(neg(keep(mean(keep(sum(keep(mul(target, logProbs)), 1))))));
     if (weight === 0) return mul(crossEntropy, 1);
-    // log K − H(p̄) = Σ p̄ log p̄ + log K; p̄ floored at 1e-30 inside the log, so an empty prototype adds 0, not NaN.
+    // p̄ floored at 1e-30 inside the log, so an empty prototype adds 0 (MSN) or a finite penalty (PMSN), not NaN.
     const meanProbs = keep(mean(keep(exp(logProbs)), 0));
-    const negEntropy = keep(sum(keep(mul(meanProbs, keep(log(keep(maximum(meanProbs, 1e-30))))))));
-    return add(crossEntropy, keep(mul(keep(add(negEntropy, Math.log(k))), weight)));
+    const logMean = keep(log(keep(maximum(meanProbs, 1e-30))));
+    let regularizer: Tensor;
+    if (exponent === undefined) {
+      // log K − H(p̄) = Σ p̄ log p̄ + log K
+      regularizer = keep(add(keep(sum(keep(mul(meanProbs, logMean)))), Math.log(k)));
+    } else {
+      // KL(q ‖ p̄) = Σ q log q − Σ q log p̄
+      const q = Array.from({ length: k }, (_, i) => (i + 1) ** -exponent);
+      const total = q.reduce((x, y) => x + y, 0);
+      const prior = keep(anchors.engine.tensor(q.map((v) => v / total), [k]));
+      const entropyTerm = q.reduce((acc, v) => acc + (v / total) * Math.log(v / total), 0);
+      regularizer = keep(sub(entropyTerm, keep(sum(keep(mul(prior, logMean))))));
+    }
+    return add(crossEntropy, keep(mul(regularizer, weight)));
   });
 }
 

@@ -663,7 +663,7 @@ async function msnOnGpu(
   return { loss: (await take(loss))[0], dAnchors: await take(ga), dPrototypes: await take(gp) };
 }
 
-test("msn: value and gradients match the float64 reference (views, Sinkhorn on and off, no regulariser)", async (engine) => {
+test("msn: value and gradients match the float64 reference (views, Sinkhorn on and off, no regulariser, PMSN)", async (engine) => {
   const before = engine.memory();
   // Temperatures down to 0.01: the targets' sharpened logits reach 2 / (0.01 · 0.25) = 800, whose probabilities
   // f32's exp cannot hold; Sinkhorn balances them in log space, so they still match the float64 reference.
@@ -674,6 +674,8 @@ test("msn: value and gradients match the float64 reference (views, Sinkhorn on a
     [[30, 10, 16, 6], { regularizationWeight: 0, targetSharpenTemperature: 0.5 }],
     [[9, 3, 5, 4], { temperature: 0.02, regularizationWeight: 2.5 }],
     [[9, 3, 5, 4], { temperature: 0.01 }],
+    [[12, 4, 7, 8], { powerLawExponent: 0.25 }],
+    [[9, 3, 5, 4], { powerLawExponent: 1, regularizationWeight: 3, temperature: 0.05 }],
   ];
   for (const [dims, options] of cases) {
     const [rows, b, k, d] = dims;

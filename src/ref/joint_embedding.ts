@@ -427,10 +427,11 @@ export interface RefMSNOptions {
   targetSharpenTemperature?: number;
   sinkhornIterations?: number;
   regularizationWeight?: number;
+  powerLawExponent?: number;
 }
 
 /**
- * lightly's MSNLoss with its gradients to the anchors and prototypes. Row-softmaxes written out; Sinkhorn as
+ * lightly's MSNLoss (PMSNLoss with `powerLawExponent`) with its gradients to the anchors and prototypes. Row-softmaxes written out; Sinkhorn as
  * lightly's (transposed, divided by its total, then prototypes' and samples' sums in turn).
  */
 export function refMsn(
@@ -493,18 +494,29 @@ export function refMsn(
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < k; c++) loss -= (target[(r % b) * k + c] * Math.log(q[r * k + c])) / rows;
   }
-  if (weight > 0) loss += weight * (mean.reduce((s, v) => s + v * Math.log(v), 0) + Math.log(k));
-  // d/dlogits: cross-entropy (q·Σt − t) / rows; the regulariser through q: dq_c = w (log p̄_c + 1) / rows.
+  // PMSN's prior: q_c ∝ (c + 1)^−exponent.
+  const power = Array.from({ length: k }, (_, c) => (c + 1) ** -(o.powerLawExponent ?? 0));
+  const prior = power.map((v) => v / power.reduce((x, y) => x + y, 0));
+  const pmsn = o.powerLawExponent !== undefined;
+  if (weight > 0) {
+    loss += weight *
+      (pmsn
+        ? prior.reduce((s, q, c) => s + q * (Math.log(q) - Math.log(mean[c])), 0)
+        : mean.reduce((s, v) => s + v * Math.log(v), 0) + Math.log(k));
+  }
+  // d/dp̄_c of the regulariser: log p̄_c + 1 (MSN) or −q_c / p̄_c (PMSN).
+  const dMean = Array.from(mean, (v, c) => (pmsn ? -prior[c] / v : Math.log(v) + 1));
+  // d/dlogits: cross-entropy (q·Σt − t) / rows; the regulariser through q: dq_c = w · dMean_c / rows.
   const dLogits = new Float64Array(rows * k);
   for (let r = 0; r < rows; r++) {
     let tsum = 0;
     let qdq = 0;
     for (let c = 0; c < k; c++) {
       tsum += target[(r % b) * k + c];
-      if (weight > 0) qdq += q[r * k + c] * weight * (Math.log(mean[c]) + 1) / rows;
+      if (weight > 0) qdq += q[r * k + c] * weight * dMean[c] / rows;
     }
     for (let c = 0; c < k; c++) {
-      const dq = weight > 0 ? weight * (Math.log(mean[c]) + 1) / rows : 0;
+      const dq = weight > 0 ? weight * dMean[c] / rows : 0;
       dLogits[r * k + c] = (q[r * k + c] * tsum - target[(r % b) * k + c]) / rows + q[r * k + c] * (dq - qdq);
     }
   }
