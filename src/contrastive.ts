@@ -6,8 +6,10 @@
 // adapters, where the rows are their own columns (A = B), each pair of row tiles is computed once for both.
 import { type Engine, Params } from "./engine.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
-import { isRecording, noGrad, record } from "./autograd.ts";
-import { add, checkF32, mul } from "./elementwise.ts";
+import { composed, isRecording, noGrad, record } from "./autograd.ts";
+import { add, checkF32, mul, sub } from "./elementwise.ts";
+import { normalize } from "./nn.ts";
+import { mean, softmax, sum } from "./reduce.ts";
 import type { Tensor } from "./tensor.ts";
 
 /**
@@ -454,15 +456,35 @@ export function ntXent(z1: Tensor, z2: Tensor, options: NTXentOptions = {}): Ten
 export interface DCLOptions {
   /** Divides the cosine similarities (default 0.1); must be positive. */
   temperature?: number;
+  /**
+   * DCLW (lightly's DCLWLoss): each positive term weighted by w_i = 2 − N·softmax_i(cos(z1_i, z2_i) / sigma),
+   * the negative von Mises-Fisher weights (no gradient through w). Lightly's default sigma is 0.5.
+   */
+  weightSigma?: number;
 }
 
 /**
- * The decoupled contrastive loss (Yeh et al. 2022) as lightly's DCLLoss without a weight function: NT-Xent with
- * each row's positive left out of its log-sum-exp, so loss_i = log Σ_{negatives} exp(s_ij) − s_i,positive,
- * averaged over the 2N rows. z1, z2: [N, D] with N ≥ 2 (with N = 1 a row has no negatives).
+ * The decoupled contrastive loss (Yeh et al. 2022) as lightly's DCLLoss: NT-Xent with each row's positive left
+ * out of its log-sum-exp, so loss_i = log Σ_{negatives} exp(s_ij) − w_i·s_i,positive, averaged over the 2N
+ * rows, w_i = 1 (DCL) or the weights of `weightSigma` (DCLW). z1, z2: [N, D] with N ≥ 2 (with N = 1 a row has
+ * no negatives).
  */
 export function dcl(z1: Tensor, z2: Tensor, options: DCLOptions = {}): Tensor {
-  return twoViewLoss("dcl", z1, z2, options.temperature ?? 0.1, true);
+  const temperature = options.temperature ?? 0.1;
+  const sigma = options.weightSigma;
+  if (sigma === undefined) return twoViewLoss("dcl", z1, z2, temperature, true);
+  if (!(sigma > 0 && sigma < Infinity)) {
+    throw new RangeError(`dcl: weightSigma must be positive and finite, got ${sigma}`);
+  }
+  // DCLW = DCL + mean_i (1 − w_i)·cos_i / temperature: the same positive term, reweighted.
+  return composed((keep) => {
+    const unweighted = keep(twoViewLoss("dcl", z1, z2, temperature, true));
+    const cos = keep(sum(keep(mul(keep(normalize(z1)), keep(normalize(z2)))), 1));
+    const oneMinusW = keep(
+      noGrad(() => z1.engine.tidy(() => sub(mul(softmax(mul(cos, 1 / sigma), 0), z1.shape[0]), 1))),
+    );
+    return add(unweighted, keep(mul(keep(mean(keep(mul(oneMinusW, cos)))), 1 / temperature)));
+  });
 }
 
 /** NT-Xent, or with `excludePositives` DCL: the 2N rows of both views against each other. */

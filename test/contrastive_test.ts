@@ -109,7 +109,7 @@ test("ntXent: value and gradients match the float64 reference (random N, D, temp
     assertNoLeak(engine, before, "ntXent");
   }));
 
-test("dcl: value and gradients match the float64 reference; N = 1 has no negatives and throws", () =>
+test("dcl: value and gradients match the float64 reference, DCLW's weights too; N = 1 has no negatives and throws", () =>
   bothCaches(async (engine) => {
     const before = engine.memory();
     const cases: [number, number, number][] = [
@@ -125,17 +125,24 @@ test("dcl: value and gradients match the float64 reference; N = 1 has no negativ
       const b = randomArray(n * d, n * 7 + d + 1);
       const z1 = engine.tensor(a, [n, d]);
       const z2 = engine.tensor(b, [n, d]);
-      const [loss, [g1, g2]] = await lossAndGrads(() => dcl(z1, z2, { temperature: t }), [z1, z2]);
-      const ref = refDcl(a, b, n, d, t);
-      close([loss], [ref.loss], `dcl loss N=${n} D=${d} t=${t}`);
-      close(g1, ref.dz1, `dcl dz1 N=${n} D=${d} t=${t}`);
-      close(g2, ref.dz2, `dcl dz2 N=${n} D=${d} t=${t}`);
+      for (const weightSigma of [undefined, 0.5, 0.1]) {
+        const what = `dcl N=${n} D=${d} t=${t} weightSigma=${weightSigma}`;
+        const [loss, [g1, g2]] = await lossAndGrads(() => dcl(z1, z2, { temperature: t, weightSigma }), [
+          z1,
+          z2,
+        ]);
+        const ref = refDcl(a, b, n, d, t, weightSigma);
+        close([loss], [ref.loss], `${what} loss`);
+        close(g1, ref.dz1, `${what} dz1`);
+        close(g2, ref.dz2, `${what} dz2`);
+      }
       z1.dispose();
       z2.dispose();
     }
     {
       using one = engine.ones([1, 3]);
       await assertThrows(() => dcl(one, one), ShapeError, ["N ≥ 2", "[1, 3]"]);
+      await assertThrows(() => dcl(one, one, { weightSigma: 0 }), RangeError, ["weightSigma", "0"]);
     }
     assertNoLeak(engine, before, "dcl");
   }));

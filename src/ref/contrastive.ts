@@ -139,15 +139,46 @@ export function refNtXent(
   return { loss: ce.loss, dz1: dx.slice(0, n * dim), dz2: dx.slice(n * dim) };
 }
 
-/** DCL: NT-Xent with each row's positive left out of its log-sum-exp. */
+/**
+ * DCL: NT-Xent with each row's positive left out of its log-sum-exp. With `sigma`, DCLW: each positive term
+ * −s_i/τ weighted by w_i = 2 − N·softmax_i(cos_i / sigma), w held constant in the gradient.
+ */
 export function refDcl(
   z1: Mat,
   z2: Mat,
   n: number,
   dim: number,
   temperature: number,
+  sigma?: number,
 ): { loss: number; dz1: Float64Array; dz2: Float64Array } {
-  return refNtXent(z1, z2, n, dim, temperature, true);
+  const r = refNtXent(z1, z2, n, dim, temperature, true);
+  if (sigma === undefined) return r;
+  // Both directions' positive terms share cos_i: the loss gains mean_i (1 − w_i)·cos_i / τ.
+  const a = normalizeRows(z1, n, dim);
+  const b = normalizeRows(z2, n, dim);
+  const cos = Array.from({ length: n }, (_, i) => {
+    let s = 0;
+    for (let j = 0; j < dim; j++) s += a.u[i * dim + j] * b.u[i * dim + j];
+    return s;
+  });
+  const m = Math.max(...cos);
+  const e = cos.map((c) => Math.exp((c - m) / sigma));
+  const total = e.reduce((x, y) => x + y, 0);
+  const oneMinusW = e.map((v) => (n * v) / total - 1);
+  const du1 = new Float64Array(n * dim);
+  const du2 = new Float64Array(n * dim);
+  let loss = r.loss;
+  for (let i = 0; i < n; i++) {
+    loss += (oneMinusW[i] * cos[i]) / (n * temperature);
+    const g = oneMinusW[i] / (n * temperature);
+    for (let j = 0; j < dim; j++) {
+      du1[i * dim + j] = g * b.u[i * dim + j];
+      du2[i * dim + j] = g * a.u[i * dim + j];
+    }
+  }
+  const d1 = normalizeRowsGrad(a.u, a.norms, du1, dim);
+  const d2 = normalizeRowsGrad(b.u, b.norms, du2, dim);
+  return { loss, dz1: r.dz1.map((v, i) => v + d1[i]), dz2: r.dz2.map((v, i) => v + d2[i]) };
 }
 
 /** CLIP / MoCo InfoNCE on query, keys [n, dim] with an optional negative bank [k, dim]. */
