@@ -231,6 +231,49 @@ export function uniformity(x: Tensor, options: { t?: number } = {}): Tensor {
   });
 }
 
+export interface TiCoOptions {
+  /** The covariance estimate C [D, D] (zeros at first, as lightly's), made C' in place unless `update` is false. */
+  covariance: Tensor;
+  /** Momentum of the covariance estimate (default 0.9), in [0, 1]. */
+  beta?: number;
+  /** Weight of the covariance term (default 20). */
+  rho?: number;
+  /** Replace C by C' after forming the loss (default true), as lightly's forward does. */
+  update?: boolean;
+}
+
+/**
+ * TiCo (Zhu et al. 2022) as lightly's TiCoLoss: z_a, z_b [N, D] L2-normalised, B = z_aᵀz_a / N, C' = β·C +
+ * (1 − β)·B, and the loss 1 − mean_i z_a,i·z_b,i + ρ·mean_i z_a,iᵀ C' z_a,i; its gradient reaches z_a (also
+ * through B) and z_b, not the earlier estimate C.
+ */
+export function tico(za: Tensor, zb: Tensor, options: TiCoOptions): Tensor {
+  const op = "tico";
+  const [n, d] = checkSameViews(op, [["za", za], ["zb", zb]]);
+  const c = options.covariance;
+  checkF32(op, c);
+  if (c.shape.length !== 2 || c.shape[0] !== d || c.shape[1] !== d) {
+    throw new ShapeError(
+      `${op}: covariance ${fmtShape(c.shape)} must be [${d}, ${d}] for za ${fmtShape(za.shape)}`,
+    );
+  }
+  const beta = checkNonNegative(op, "beta", options.beta ?? 0.9);
+  if (beta > 1) throw new RangeError(`${op}: beta must be in [0, 1], got ${beta}`);
+  const rho = checkNonNegative(op, "rho", options.rho ?? 20);
+  return composed((keep) => {
+    const a = keep(normalize(za));
+    const b = keep(normalize(zb));
+    const batchCovariance = keep(mul(keep(matmul(a, a, { transA: true })), 1 / n));
+    const mixed = keep(add(keep(mul(c, beta)), keep(mul(batchCovariance, 1 - beta))));
+    const agreement = keep(mean(keep(sum(keep(mul(a, b)), 1))));
+    const spread = keep(mean(keep(sum(keep(mul(keep(matmul(a, mixed)), a)), 1))));
+    const loss = add(keep(sub(1, agreement)), keep(mul(spread, rho)));
+    // C ← β·C + (1 − β)·B = C', recorded after the loss, so the loss read the earlier C.
+    if (options.update !== false) emaUpdate([c], [batchCovariance], { momentum: beta });
+    return loss;
+  });
+}
+
 export interface DinoOptions {
   /** The running center of the teacher's logits, [K]; `dinoCenter` updates it after each step. */
   center: Tensor;

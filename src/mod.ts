@@ -85,6 +85,8 @@ export {
   type SinkhornOptions,
   swav,
   type SwavOptions,
+  tico,
+  type TiCoOptions,
   uniformity,
   vicreg,
   type VICRegOptions,

@@ -1,4 +1,4 @@
-// DINO, SwAV, MSN, Barlow Twins, VICReg, KoLeo, alignment and uniformity against the float64 reference
+// DINO, SwAV, MSN, Barlow Twins, VICReg, TiCo, KoLeo, alignment and uniformity against the float64 reference
 // (src/ref/joint_embedding.ts) and finite differences.
 import {
   alignment,
@@ -15,6 +15,7 @@ import {
   sinkhorn,
   swav,
   type Tensor,
+  tico,
   uniformity,
   vicreg,
 } from "../src/mod.ts";
@@ -28,6 +29,7 @@ import {
   refMsn,
   refSinkhorn,
   refSwav,
+  refTiCo,
   refUniformity,
   refVICReg,
 } from "../src/ref/joint_embedding.ts";
@@ -715,6 +717,68 @@ test("msn: gradients match finite differences; bad shapes and options throw", as
     using a6 = engine.zeros([6, 4]);
     await assertThrows(() => msn(a6, t, p, { sinkhornIterations: -1 }), RangeError, ["sinkhornIterations"]);
     await assertThrows(() => msn(a6, t, p, { temperature: 0 }), RangeError, ["temperature"]);
+  }
+  assertNoLeak(engine, before);
+});
+
+/** A symmetric d × d matrix M·Mᵀ / d, as a covariance estimate. */
+function symmetric(d: number, seed: number): Float32Array {
+  const m = randomArray(d * d, seed);
+  return Float32Array.from({ length: d * d }, (_, e) => {
+    let s = 0;
+    for (let k = 0; k < d; k++) s += m[Math.floor(e / d) * d + k] * m[(e % d) * d + k];
+    return s / d;
+  });
+}
+
+test("tico: value, gradients and the covariance update match the float64 reference", async (engine) => {
+  const before = engine.memory();
+  for (const [n, d, beta, rho] of [[1, 3, 0.9, 20], [5, 4, 0.5, 1], [33, 16, 0.9, 20], [8, 7, 0, 3]]) {
+    const [a, b] = views(n, d, n + d);
+    const c = symmetric(d, d);
+    using za = engine.tensor(a, [n, d]);
+    using zb = engine.tensor(b, [n, d]);
+    using covariance = engine.tensor(c, [d, d]);
+    const [loss, ga, gb] = engine.tidy(() => {
+      const loss = tico(za, zb, { covariance, beta, rho });
+      return [loss, ...grad(loss, [za, zb])];
+    });
+    const ref = refTiCo(a, b, c, n, d, beta, rho);
+    const what = `tico N=${n} D=${d} beta=${beta} rho=${rho}`;
+    close(await take(loss), [ref.loss], what);
+    close(await take(ga), ref.dza, `${what} dza`);
+    close(await take(gb), ref.dzb, `${what} dzb`);
+    close(await covariance.toArray(), ref.next, `${what} covariance update`);
+  }
+  assertNoLeak(engine, before);
+});
+
+test("tico: update false leaves the covariance; gradients match finite differences; bad input throws", async (engine) => {
+  const before = engine.memory();
+  const [n, d] = [6, 4];
+  const [a, b] = views(n, d, 77);
+  const c = symmetric(d, 78);
+  {
+    using zb = engine.tensor(b, [n, d]);
+    using covariance = engine.tensor(c, [d, d]);
+    const evaluate = async (v: Float32Array) => {
+      using za = engine.tensor(v, [n, d]);
+      return (await take(engine.tidy(() => tico(za, zb, { covariance, update: false }))))[0];
+    };
+    using za = engine.tensor(a, [n, d]);
+    const [g] = engine.tidy(() => grad(tico(za, zb, { covariance, update: false }), [za]));
+    assertClose(await covariance.toArray(), c, { rtol: 0, atol: 0 }, "tico with update false");
+    const probe = [0, 7, 13, 23];
+    const got = await take(g);
+    // h = 1e-2: truncation ~h²·|f'''| with rho 20 (~1e-3) and f32 rounding ~6e-8·|f|/h.
+    const fd = await finiteDifference(evaluate, a, probe, 1e-2);
+    assertClose(Array.from(probe, (i) => got[i]), fd, { rtol: 2e-2, atol: 3e-3 }, "tico finite differences");
+    using wrong = engine.zeros([d, d + 1]);
+    await assertThrows(() => tico(za, zb, { covariance: wrong }), ShapeError, [
+      "covariance [4, 5]",
+      "[4, 4]",
+    ]);
+    await assertThrows(() => tico(za, zb, { covariance, beta: 1.5 }), RangeError, ["beta", "1.5"]);
   }
   assertNoLeak(engine, before);
 });

@@ -537,3 +537,50 @@ export function refMsn(
     dPrototypes: unitRowsGrad(p.u, p.norms, dP, k, d),
   };
 }
+
+/**
+ * lightly's TiCoLoss on z_a, z_b [n, d] with the covariance estimate c [d, d] (symmetric): the loss, its
+ * gradients (through B = aᵀa / n, not c) and the next estimate C' = β·c + (1 − β)·B.
+ */
+export function refTiCo(
+  za: Mat,
+  zb: Mat,
+  c: Mat,
+  n: number,
+  d: number,
+  beta = 0.9,
+  rho = 20,
+): { loss: number; dza: Float64Array; dzb: Float64Array; next: Float64Array } {
+  const a = unitRows(za, n, d);
+  const b = unitRows(zb, n, d);
+  const batch = new Float64Array(d * d);
+  for (let i = 0; i < n; i++) {
+    for (let p = 0; p < d; p++) {
+      for (let q = 0; q < d; q++) batch[p * d + q] += (a.u[i * d + p] * a.u[i * d + q]) / n;
+    }
+  }
+  const next = Float64Array.from(batch, (v, e) => beta * c[e] + (1 - beta) * v);
+  let loss = 1;
+  const da = new Float64Array(n * d);
+  const db = new Float64Array(n * d);
+  for (let i = 0; i < n; i++) {
+    for (let p = 0; p < d; p++) {
+      let cu = 0; // (C' a_i)_p
+      let bu = 0; // (B a_i)_p
+      for (let q = 0; q < d; q++) {
+        cu += next[p * d + q] * a.u[i * d + q];
+        bu += batch[p * d + q] * a.u[i * d + q];
+      }
+      loss += (-a.u[i * d + p] * b.u[i * d + p] + rho * a.u[i * d + p] * cu) / n;
+      // d/da_i: −b_i / n + 2ρ C' a_i / n + (through B) 2ρ (1 − β) B a_i / n
+      da[i * d + p] = (-b.u[i * d + p] + 2 * rho * cu + 2 * rho * (1 - beta) * bu) / n;
+      db[i * d + p] = -a.u[i * d + p] / n;
+    }
+  }
+  return {
+    loss,
+    dza: unitRowsGrad(a.u, a.norms, da, n, d),
+    dzb: unitRowsGrad(b.u, b.norms, db, n, d),
+    next,
+  };
+}
