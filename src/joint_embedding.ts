@@ -231,6 +231,34 @@ export function uniformity(x: Tensor, options: { t?: number } = {}): Tensor {
   });
 }
 
+export interface HypersphereOptions {
+  /** uniformity's t (default 1, as lightly's). */
+  t?: number;
+  /** Weight of the uniformity term (default 1). */
+  lam?: number;
+  /** alignment's alpha (default 2). */
+  alpha?: number;
+}
+
+/**
+ * lightly's HypersphereLoss (Wang & Isola 2020): both views L2-normalised, alignment(x̂, ŷ) +
+ * lam·(uniformity(x̂) + uniformity(ŷ)) / 2.
+ */
+export function hypersphere(za: Tensor, zb: Tensor, options: HypersphereOptions = {}): Tensor {
+  const op = "hypersphere";
+  checkSameViews(op, [["za", za], ["zb", zb]]);
+  const lam = checkNonNegative(op, "lam", options.lam ?? 1);
+  return composed((keep) => {
+    const x = keep(normalize(za));
+    const y = keep(normalize(zb));
+    const align = keep(alignment(x, y, { alpha: options.alpha ?? 2 }));
+    const uniform = keep(
+      add(keep(uniformity(x, { t: options.t ?? 1 })), keep(uniformity(y, { t: options.t ?? 1 }))),
+    );
+    return add(align, keep(mul(uniform, lam / 2)));
+  });
+}
+
 export interface TiCoOptions {
   /** The covariance estimate C [D, D] (zeros at first, as lightly's), made C' in place unless `update` is false. */
   covariance: Tensor;

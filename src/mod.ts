@@ -77,6 +77,8 @@ export {
   dino,
   dinoCenter,
   type DinoOptions,
+  hypersphere,
+  type HypersphereOptions,
   koleo,
   type KoLeoOptions,
   msn,

@@ -1,5 +1,5 @@
-// DINO, SwAV, MSN, Barlow Twins, VICReg, TiCo, KoLeo, alignment and uniformity against the float64 reference
-// (src/ref/joint_embedding.ts) and finite differences.
+// DINO, SwAV, MSN, Barlow Twins, VICReg, TiCo, KoLeo, alignment, uniformity and hypersphere against the float64
+// reference (src/ref/joint_embedding.ts) and finite differences.
 import {
   alignment,
   barlowTwins,
@@ -7,6 +7,7 @@ import {
   dinoCenter,
   type Engine,
   grad,
+  hypersphere,
   koleo,
   msn,
   type MSNOptions,
@@ -25,6 +26,7 @@ import {
   refBarlowTwins,
   refDino,
   refDinoCenter,
+  refHypersphere,
   refKoleo,
   refMsn,
   refSinkhorn,
@@ -779,6 +781,25 @@ test("tico: update false leaves the covariance; gradients match finite differenc
       "[4, 4]",
     ]);
     await assertThrows(() => tico(za, zb, { covariance, beta: 1.5 }), RangeError, ["beta", "1.5"]);
+  }
+  assertNoLeak(engine, before);
+});
+
+test("hypersphere: value and gradients match the float64 reference", async (engine) => {
+  const before = engine.memory();
+  for (const [n, d, o] of [[2, 3, {}], [9, 5, { t: 2, lam: 0.5, alpha: 1 }], [40, 16, {}]] as const) {
+    const [a, b] = views(n, d, 90 + n);
+    using ta = engine.tensor(a, [n, d]);
+    using tb = engine.tensor(b, [n, d]);
+    const [loss, ga, gb] = engine.tidy(() => {
+      const loss = hypersphere(ta, tb, o);
+      return [loss, ...grad(loss, [ta, tb])];
+    });
+    const ref = refHypersphere(a, b, n, d, o.t, o.lam, o.alpha);
+    const what = `hypersphere N=${n} D=${d} ${JSON.stringify(o)}`;
+    close(await take(loss), [ref.loss], what);
+    close(await take(ga), ref.dz1, `${what} dza`);
+    close(await take(gb), ref.dz2, `${what} dzb`);
   }
   assertNoLeak(engine, before);
 });

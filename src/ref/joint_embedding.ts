@@ -584,3 +584,27 @@ export function refTiCo(
     next,
   };
 }
+
+/** lightly's HypersphereLoss: alignment of the normalised views plus lam × their mean uniformity. */
+export function refHypersphere(
+  za: Mat,
+  zb: Mat,
+  n: number,
+  d: number,
+  t = 1,
+  lam = 1,
+  alpha = 2,
+): JointEmbeddingRef {
+  const x = unitRows(za, n, d);
+  const y = unitRows(zb, n, d);
+  const align = refAlignment(x.u, y.u, n, d, alpha);
+  const ux = refUniformity(x.u, n, d, t);
+  const uy = refUniformity(y.u, n, d, t);
+  const dx = align.dz1.map((v, i) => v + (lam / 2) * ux.dx[i]);
+  const dy = align.dz2.map((v, i) => v + (lam / 2) * uy.dx[i]);
+  return {
+    loss: align.loss + (lam / 2) * (ux.loss + uy.loss),
+    dz1: unitRowsGrad(x.u, x.norms, dx, n, d),
+    dz2: unitRowsGrad(y.u, y.norms, dy, n, d),
+  };
+}
