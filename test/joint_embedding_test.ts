@@ -40,6 +40,7 @@ import {
   assert,
   assertClose,
   assertCloseScaled,
+  assertFiniteDifferences,
   assertNoLeak,
   assertThrows,
   finiteDifference,
@@ -572,8 +573,7 @@ test("koleo: gradient matches central finite differences; bad input throws", asy
   const lossOf = async (v: Float32Array) => (await koleoOnGpu(engine, v, n, d)).loss;
   const probe = [0, 7, 13, 22, 29];
   // h = 1e-2 keeps every nearest neighbour; truncation ~h²·|f'''| and f32 rounding ~6e-8·|f|/h: ~2e-3.
-  const fd = await finiteDifference(lossOf, x, probe, 1e-2);
-  assertClose(Array.from(probe, (i) => dx[i]), fd, { rtol: 2e-2, atol: 2e-3 }, "koleo finite differences");
+  await assertFiniteDifferences(dx, lossOf, x, probe, 1e-2, { rtol: 2e-2, atol: 2e-3 }, "koleo");
   {
     using one = engine.zeros([1, 4]);
     await assertThrows(() => koleo(one), RangeError, ["koleo", "2 rows", "[1, 4]"]);
@@ -631,13 +631,7 @@ test("alignment, uniformity: value and gradients match the float64 reference and
     const probe = [0, 5, 11];
     const got = await take(gu);
     // h = 1e-2: truncation ~h²·|f'''| and f32 rounding ~6e-8·|f|/h, under 2e-3.
-    const fd = await finiteDifference(lossOf, a, probe, 1e-2);
-    assertClose(
-      Array.from(probe, (i) => got[i]),
-      fd,
-      { rtol: 1e-2, atol: 2e-3 },
-      "uniformity finite differences",
-    );
+    await assertFiniteDifferences(got, lossOf, a, probe, 1e-2, { rtol: 1e-2, atol: 2e-3 }, "uniformity");
   }
   {
     using one = engine.zeros([1, 4]);
@@ -704,13 +698,7 @@ test("msn: gradients match finite differences; bad shapes and options throw", as
     (await msnOnGpu(engine, [v, inputs[1], inputs[2]], dims, {})).loss;
   const probe = [0, 9, 17, 29];
   // h = 1e-2: truncation ~h²·|f'''| (the softmax at temperature 0.1 curves fast: ~1e-3) and f32 rounding.
-  const fd = await finiteDifference(lossOf, inputs[0], probe, 1e-2);
-  assertClose(
-    Array.from(probe, (i) => dAnchors[i]),
-    fd,
-    { rtol: 2e-2, atol: 3e-3 },
-    "msn finite differences",
-  );
+  await assertFiniteDifferences(dAnchors, lossOf, inputs[0], probe, 1e-2, { rtol: 2e-2, atol: 3e-3 }, "msn");
   {
     using a = engine.zeros([7, 4]);
     using t = engine.zeros([3, 4]);
@@ -773,8 +761,7 @@ test("tico: update false leaves the covariance; gradients match finite differenc
     const probe = [0, 7, 13, 23];
     const got = await take(g);
     // h = 1e-2: truncation ~h²·|f'''| with rho 20 (~1e-3) and f32 rounding ~6e-8·|f|/h.
-    const fd = await finiteDifference(evaluate, a, probe, 1e-2);
-    assertClose(Array.from(probe, (i) => got[i]), fd, { rtol: 2e-2, atol: 3e-3 }, "tico finite differences");
+    await assertFiniteDifferences(got, evaluate, a, probe, 1e-2, { rtol: 2e-2, atol: 3e-3 }, "tico");
     using wrong = engine.zeros([d, d + 1]);
     await assertThrows(() => tico(za, zb, { covariance: wrong }), ShapeError, [
       "covariance [4, 5]",

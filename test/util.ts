@@ -144,6 +144,23 @@ export async function finiteDifference(
   return out;
 }
 
+/**
+ * A gradient `got` at the listed indices against central finite differences of the scalar `f` at x (step h),
+ * within `tol`.
+ */
+export async function assertFiniteDifferences(
+  got: ArrayLike<number>,
+  f: (x: Float32Array) => Promise<number>,
+  x: Float32Array,
+  indices: number[],
+  h: number,
+  tol: { rtol: number; atol: number },
+  what: string,
+): Promise<void> {
+  const fd = await finiteDifference(f, x, indices, h);
+  assertClose(indices.map((i) => got[i]), fd, tol, `${what} against finite differences`);
+}
+
 /** Reads a tensor and disposes it. */
 export async function take(t: Tensor): Promise<Float32Array> {
   try {
