@@ -315,12 +315,7 @@ export function refDinoCenter(
  * normalisation.
  */
 export function refKoleo(x: Mat, n: number, d: number, eps = 1e-8): { loss: number; dx: Float64Array } {
-  const norms = Array.from({ length: n }, (_, i) => {
-    let s = 0;
-    for (let k = 0; k < d; k++) s += x[i * d + k] ** 2;
-    return Math.max(Math.sqrt(s), eps);
-  });
-  const u = Float64Array.from({ length: n * d }, (_, i) => x[i] / norms[Math.floor(i / d)]);
+  const { u, norms } = unitRows(x, n, d, eps);
   const du = new Float64Array(n * d);
   let loss = 0;
   for (let i = 0; i < n; i++) {
@@ -342,15 +337,7 @@ export function refKoleo(x: Mat, n: number, d: number, eps = 1e-8): { loss: numb
       du[nearest * d + k] -= g;
     }
   }
-  // Through x / max(‖x‖, eps): (du − u (u·du)) / ‖x‖ where ‖x‖ > eps.
-  const dx = new Float64Array(n * d);
-  for (let i = 0; i < n; i++) {
-    let dot = 0;
-    for (let k = 0; k < d; k++) dot += u[i * d + k] * du[i * d + k];
-    const scale = norms[i] > eps ? dot : 0;
-    for (let k = 0; k < d; k++) dx[i * d + k] = (du[i * d + k] - u[i * d + k] * scale) / norms[i];
-  }
-  return { loss, dx };
+  return { loss, dx: unitRowsGrad(u, norms, du, n, d, eps) };
 }
 
 /** Wang & Isola's align_loss: mean ‖x_i − y_i‖^alpha, with its gradients (0 at a zero distance). */
@@ -398,26 +385,34 @@ export function refUniformity(x: Mat, n: number, d: number, t = 2): { loss: numb
   return { loss: Math.log(total / ((n * (n - 1)) / 2)), dx };
 }
 
-/** Rows divided by max(‖row‖, 1e-12) (F.normalize), with the norms. */
-function unitRows(x: Mat, rows: number, d: number): { u: Float64Array; norms: Float64Array } {
+/** Rows divided by max(‖row‖, eps) (F.normalize), with those divisors. */
+function unitRows(x: Mat, rows: number, d: number, eps = 1e-12): { u: Float64Array; norms: Float64Array } {
   const u = Float64Array.from(x);
   const norms = new Float64Array(rows);
   for (let r = 0; r < rows; r++) {
     let s = 0;
     for (let j = 0; j < d; j++) s += u[r * d + j] ** 2;
-    norms[r] = Math.max(Math.sqrt(s), 1e-12);
+    norms[r] = Math.max(Math.sqrt(s), eps);
     for (let j = 0; j < d; j++) u[r * d + j] /= norms[r];
   }
   return { u, norms };
 }
 
-/** du through F.normalize: (du − u (u·du)) / ‖x‖ per row. */
-function unitRowsGrad(u: Float64Array, norms: Float64Array, du: Float64Array, rows: number, d: number) {
+/** du through F.normalize: (du − u (u·du)) / ‖x‖ per row, or du / eps where the norm was clamped to eps. */
+function unitRowsGrad(
+  u: Float64Array,
+  norms: Float64Array,
+  du: Float64Array,
+  rows: number,
+  d: number,
+  eps = 1e-12,
+): Float64Array {
   const dx = new Float64Array(rows * d);
   for (let r = 0; r < rows; r++) {
     let dot = 0;
     for (let j = 0; j < d; j++) dot += u[r * d + j] * du[r * d + j];
-    for (let j = 0; j < d; j++) dx[r * d + j] = (du[r * d + j] - u[r * d + j] * dot) / norms[r];
+    const projected = norms[r] > eps ? dot : 0;
+    for (let j = 0; j < d; j++) dx[r * d + j] = (du[r * d + j] - u[r * d + j] * projected) / norms[r];
   }
   return dx;
 }
