@@ -45,7 +45,7 @@ export { matmul, type MatmulOptions } from "./matmul.ts";
 export { attention, type AttentionOptions, crossEntropy, type CrossEntropyOptions, normalize } from "./nn.ts";
 export { embedding, gatherRows } from "./gather.ts";
 export { dropout, type DropoutOptions } from "./random.ts";
-export { topk, type TopkOptions } from "./topk.ts";
+export { sort, type SortOptions, topk, type TopkOptions } from "./topk.ts";
 export { type KnnOptions, knnScores } from "./knn.ts";
 export {
   avgPool2d,

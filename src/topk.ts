@@ -1,5 +1,5 @@
-// The k largest or smallest elements along an axis and their indices, by radix select (shaders/topk.wgsl; CPU
-// reference in src/ref/topk.ts). The values are a gather of x at the indices (gather.ts), whose scatter-add is
+// The k largest or smallest elements along an axis and their indices, by radix select, and sort as topk of a
+// whole axis (shaders/topk.wgsl; CPU reference in src/ref/topk.ts). The values are a gather of x at the indices (gather.ts), whose scatter-add is
 // their gradient.
 import { isRecording, noGrad, record } from "./autograd.ts";
 import { Params } from "./engine.ts";
@@ -88,6 +88,32 @@ export function topk(x: Tensor, k: number, options: TopkOptions = {}): { values:
   if (own) e.copy(indices.buffer, 0, ids.buffer, 0, indices.bytes);
   const values = gatherOp("topk", x, ids, [rows, len, 1], indices.shape.slice(), own);
   return { values, indices };
+}
+
+export interface SortOptions {
+  /** The axis to sort along (default -1, the last). */
+  axis?: number;
+  /** Largest first (default false: smallest first). */
+  descending?: boolean;
+}
+
+/**
+ * torch.sort: the elements of `x` along `axis` in order and their i32 indices, stable (equal values keep their
+ * order), NaN last ascending and first descending. topk of the whole axis, so the axis is at most 16,384 long.
+ */
+export function sort(x: Tensor, options: SortOptions = {}): { values: Tensor; indices: Tensor } {
+  checkF32("sort", x);
+  const rank = x.shape.length;
+  const axis = options.axis ?? -1;
+  if (rank === 0) throw new ShapeError("sort: x must have at least one dim, got []");
+  if (!Number.isInteger(axis) || axis < -rank || axis >= rank) {
+    throw new RangeError(`sort: axis ${axis} is out of range for shape ${fmtShape(x.shape)}`);
+  }
+  const len = x.shape[axis < 0 ? axis + rank : axis];
+  if (len > MAX_K) {
+    throw new RangeError(`sort: axis ${axis} of ${fmtShape(x.shape)} has ${len} elements, over ${MAX_K}`);
+  }
+  return topk(x, len, { axis, largest: options.descending === true });
 }
 
 /**

@@ -1,4 +1,4 @@
-import { grad, mul, ShapeError, sum, topk } from "../src/mod.ts";
+import { grad, mul, ShapeError, sort, sum, topk } from "../src/mod.ts";
 import type { Engine } from "../src/mod.ts";
 import { refTopk } from "../src/ref/topk.ts";
 import { bothKernels, test } from "./harness.ts";
@@ -139,4 +139,30 @@ test("topk refuses a bad k, axis, dtype or rank, and a disposed tensor", async (
   gone.dispose();
   await assertThrows(() => topk(gone, 1), Error, ["dispose"]);
   assertNoLeak(engine, before, "after the refusals");
+});
+
+test("sort orders a whole axis, ascending or descending, stable, NaN at the large end", async (engine) => {
+  const before = engine.memory();
+  const x = Float32Array.of(3, NaN, -1, 3, 0, -0, Infinity, -2, 3, NaN, 1, -Infinity);
+  for (const [shape, axis] of [[[12], -1], [[3, 4], 1], [[3, 4], 0], [[2, 3, 2], 1]] as const) {
+    using t = engine.tensor(x, [...shape]);
+    for (const descending of [false, true]) {
+      const { values, indices } = sort(t, { axis, descending });
+      const want = refTopk(
+        x,
+        [...shape],
+        shape[(axis + shape.length) % shape.length],
+        (axis + shape.length) % shape.length,
+        descending,
+      );
+      const what = `sort ${shape} axis ${axis} ${descending ? "descending" : "ascending"}`;
+      assertClose(await take(indices), want.indices, EXACT, `${what} indices`);
+      assertClose(await take(values), want.values, EXACT, `${what} values`);
+    }
+  }
+  {
+    using long = engine.zeros([2, 16_385]);
+    await assertThrows(() => sort(long), RangeError, ["sort", "16385", "16384"]);
+  }
+  assertNoLeak(engine, before);
 });
