@@ -6,7 +6,7 @@ import { checkF32, exp, mul } from "./elementwise.ts";
 import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
 import { matmul } from "./matmul.ts";
 import { normalize } from "./nn.ts";
-import { slice } from "./shape.ts";
+import { concat, slice } from "./shape.ts";
 import type { Tensor } from "./tensor.ts";
 import { topk } from "./topk.ts";
 
@@ -25,8 +25,8 @@ export interface KnnOptions {
  * Class scores [B, C] of a weighted kNN classifier: each query's k most cosine-similar rows of the bank vote
  * for their labels with weight exp(similarity / temperature). `features` [B, D] and `bank` [N, D] are
  * L2-normalised here; `bankLabels` are i32 [N]. argmax(scores, 1) is the prediction. Not differentiable.
- * A label outside [0, C) votes for nothing, and the next readback throws a RangeError naming it. Queries run in
- * chunks whose similarities to the bank fit one storage binding; the bank itself must fit one.
+ * A label outside [0, C) votes for nothing, and the next readback throws a RangeError naming it. A bank over
+ * one storage binding runs in parts, and queries in chunks, whose similarities fit one.
  */
 export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, options: KnnOptions): Tensor {
   const op = "knnScores";
@@ -54,17 +54,29 @@ export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, op
     throw new RangeError(`${op}: temperature must be positive and finite, got ${temperature}`);
   }
   const e = features.engine;
-  if (bank.bytes > e.maxBinding) {
+  const queries = features.shape[0];
+  // The bank in parts of rows that fit one binding, alike in size and each of k rows or more (a query's k nearest
+  // are then among the parts' k nearest, merged by one more topk); the queries in chunks whose similarities to
+  // one part, and whose parts·k candidates, fit one binding too.
+  const maxRows = Math.floor(e.maxBinding / (4 * d));
+  const parts = Math.ceil(n / maxRows);
+  const partRows = Math.ceil(n / parts);
+  const lastRows = n - (parts - 1) * partRows;
+  if (lastRows < k) {
     throw new ShapeError(
-      `${op}: bank ${fmtShape(bank.shape)} is ${bank.bytes} bytes, over maxStorageBufferBindingSize ` +
-        `(${e.maxBinding} bytes)`,
+      `${op}: bank ${fmtShape(bank.shape)} splits into parts of ${partRows} rows to fit ` +
+        `maxStorageBufferBindingSize (${e.maxBinding} bytes), the last of ${lastRows}, fewer than k ${k}`,
     );
   }
-  const queries = features.shape[0];
-  // Queries in chunks whose similarities [chunk, N] fit one binding.
-  const chunk = Math.min(queries, Math.floor(e.maxBinding / (4 * n)));
+  const chunk = Math.min(queries, Math.floor(e.maxBinding / (4 * Math.max(partRows, parts * k))));
   return noGrad(() => {
-    const unitBank = normalize(bank);
+    const unitParts = Array.from(
+      { length: parts },
+      (_, c) =>
+        e.tidy(() =>
+          normalize(parts === 1 ? bank : slice(bank, [c * partRows], [Math.min(n, (c + 1) * partRows)]))
+        ),
+    );
     const scores = e.zeros([queries, classes]);
     const bad = e.dataCheck(describeBadIndices({
       op,
@@ -75,24 +87,26 @@ export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, op
     }));
     for (let row0 = 0; row0 < queries; row0 += chunk) {
       const rows = Math.min(chunk, queries - row0);
-      const [weight, neighbours] = e.tidy(() => {
-        const f = rows === queries ? features : slice(features, [row0], [row0 + rows]);
-        const { values, indices } = topk(matmul(normalize(f), unitBank, { transB: true }), k);
-        return [exp(mul(values, 1 / temperature)), indices];
+      const [weight, neighbours, candidates] = e.tidy(() => {
+        const f = normalize(rows === queries ? features : slice(features, [row0], [row0 + rows]));
+        const tops = unitParts.map((u) => topk(matmul(f, u, { transB: true }), k));
+        if (parts === 1) return [exp(mul(tops[0].values, 1 / temperature)), tops[0].indices, null];
+        // Positions in the parts' candidates [rows, parts·k]; knn.wgsl maps them back to bank rows.
+        const best = topk(concat(tops.map((t) => t.values), 1), k);
+        return [exp(mul(best.values, 1 / temperature)), best.indices, concat(tops.map((t) => t.indices), 1)];
       });
       e.run({
         op,
         shader: "knn",
-        entry: "vote",
+        entry: candidates ? "voteParts" : "vote",
         constants: { WG },
-        params: new Params().u32(rows, k, classes, row0),
-        buffers: [weight, neighbours, bankLabels, scores, bad],
+        params: new Params().u32(rows, k, classes, row0, partRows, parts * k),
+        buffers: [weight, neighbours, bankLabels, scores, bad, candidates],
         workgroups: Math.ceil(rows / WG),
       });
-      weight.dispose();
-      neighbours.dispose();
+      for (const t of [weight, neighbours, candidates]) t?.dispose();
     }
-    unitBank.dispose();
+    for (const u of unitParts) u.dispose();
     return scores;
   });
 }

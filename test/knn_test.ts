@@ -2,7 +2,7 @@ import { argmax, knnScores, ShapeError } from "../src/mod.ts";
 import type { Engine } from "../src/mod.ts";
 import { refKnnScores } from "../src/ref/knn.ts";
 import { bothKernels, test } from "./harness.ts";
-import { assertClose, assertEquals, assertNoLeak, assertThrows, rng, take } from "./util.ts";
+import { assertClose, assertEquals, assertNoLeak, assertThrows, randomArray, rng, take } from "./util.ts";
 
 /**
  * Bank rows at angles jΔ and queries at (m + 0.3)Δ in the first two of D dims, with random lengths: any two
@@ -61,19 +61,35 @@ test("knnScores: each query's k most similar bank rows vote with weight exp(s / 
   assertNoLeak(engine, before);
 });
 
-test("knnScores runs queries in chunks whose similarities fit one binding, and refuses a bank over one", () =>
+test("knnScores runs queries in chunks and a bank over one binding in parts, merging the parts' neighbours", () =>
   bothKernels(async (engine) => {
     const before = engine.memory();
     // 128 KiB bindings: similarities [100, 600] take 240,000 bytes, so the queries run in chunks of 54.
     await checkKnn(engine, 600, 100, 5, 7, 0.1);
     {
-      using big = engine.zeros([9000, 4]);
-      using labels = engine.zeros([9000], "i32");
-      using f = engine.zeros([2, 4]);
-      await assertThrows(() => knnScores(f, big, labels, { classes: 2 }), ShapeError, [
-        "bank [9000, 4]",
-        "144000 bytes",
-        "maxStorageBufferBindingSize (131072 bytes)",
+      // A bank [9000, 16] of 576,000 bytes runs in 5 parts of 1,800 rows. Random rows in 16 dims: a query's 7
+      // nearest stand apart by far more than f32's rounding, so the GPU picks the reference's.
+      const [n, d, queries, classes, k] = [9000, 16, 40, 5, 7];
+      const bank = randomArray(n * d, 1);
+      const features = randomArray(queries * d, 2);
+      const r = rng(3);
+      const labels = Int32Array.from({ length: n }, () => Math.floor(r() * classes));
+      using tb = engine.tensor(bank, [n, d]);
+      using tf = engine.tensor(features, [queries, d]);
+      using tl = engine.tensor(labels, [n], "i32");
+      const got = await take(knnScores(tf, tb, tl, { classes, k, temperature: 0.1 }));
+      const want = refKnnScores(features, bank, labels, [queries, n, d], classes, k, 0.1);
+      assertClose(got, want, { rtol: 2e-5 + 3e-6, atol: 0 }, "knnScores over 5 parts of the bank");
+    }
+    {
+      // Rows of 8,192 floats: a part holds 4 rows, fewer than k.
+      using wide = engine.zeros([9, 8192]);
+      using labels = engine.zeros([9], "i32");
+      using f = engine.zeros([2, 8192]);
+      await assertThrows(() => knnScores(f, wide, labels, { classes: 2, k: 5 }), ShapeError, [
+        "bank [9, 8192]",
+        "parts of 3 rows",
+        "fewer than k 5",
       ]);
     }
     assertNoLeak(engine, before);
