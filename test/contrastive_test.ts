@@ -125,7 +125,8 @@ test("dcl: value and gradients match the float64 reference, DCLW's weights too; 
       const b = randomArray(n * d, n * 7 + d + 1);
       const z1 = engine.tensor(a, [n, d]);
       const z2 = engine.tensor(b, [n, d]);
-      for (const weightSigma of [undefined, 0.5, 0.1]) {
+      // DCLW composes on the same fused kernel: its weights are checked on the smaller batches.
+      for (const weightSigma of n <= 97 ? [undefined, 0.5, 0.1] : [undefined]) {
         const what = `dcl N=${n} D=${d} t=${t} weightSigma=${weightSigma}`;
         const [loss, [g1, g2]] = await lossAndGrads(() => dcl(z1, z2, { temperature: t, weightSigma }), [
           z1,
