@@ -31,9 +31,20 @@ import { argmax, logSoftmax, logsumexp, mean, softmax, sum } from "./reduce.ts";
 import { concat, reshape, slice } from "./shape.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
+import type { Engine } from "./engine.ts";
 
 /** F.batch_norm's default eps, which lightly's BarlowTwinsLoss standardises with. */
 const BATCH_NORM_EPS = 1e-5;
+
+/** [n, n] with `value` on the diagonal and 0 elsewhere (row id = column id), outside the graph. */
+function diagonal(engine: Engine, n: number, value: number): Tensor {
+  return noGrad(() =>
+    engine.tidy(() => {
+      const ids = engine.tensor(Float32Array.from({ length: n }, (_, i) => i), [n, 1]);
+      return mul(equal(ids, reshape(ids, [1, n])), value);
+    })
+  );
+}
 
 /** Validates two views [N, D] of equal shape with N ≥ 2; returns [N, D]. */
 function checkViews(op: string, z1: Tensor, z2: Tensor): [number, number] {
@@ -175,14 +186,12 @@ export function koleo(x: Tensor, options: KoLeoOptions = {}): Tensor {
   const eps = checkNonNegative(op, "eps", options.eps ?? 1e-8);
   return composed((keep) => {
     const unit = keep(normalize(x, { eps }));
-    const nearest = keep(noGrad(() =>
-      x.engine.tidy(() => {
-        // Inner products with the diagonal lowered by 2 (DINOv2 sets it to −1), found as row id = column id.
-        const ids = x.engine.tensor(Float32Array.from({ length: n }, (_, i) => i), [n, 1]);
-        const self = equal(ids, reshape(ids, [1, n]));
-        return argmax(sub(matmul(unit, unit, { transB: true }), mul(self, 2)), 1);
-      })
-    ));
+    // Inner products with the diagonal lowered by 2 (DINOv2 sets it to −1).
+    const nearest = keep(
+      noGrad(() =>
+        x.engine.tidy(() => argmax(sub(matmul(unit, unit, { transB: true }), diagonal(x.engine, n, 2)), 1))
+      ),
+    );
     const gap = keep(add(keep(sub(unit, keep(embedding(nearest, unit)))), eps));
     const distance = keep(sqrt(keep(sum(keep(square(gap)), 1))));
     return neg(keep(mean(keep(log(keep(add(distance, eps)))))));
@@ -220,13 +229,7 @@ export function uniformity(x: Tensor, options: { t?: number } = {}): Tensor {
     const gram = keep(matmul(x, x, { transB: true }));
     // ‖x_i − x_j‖² = ‖x_i‖² + ‖x_j‖² − 2 x_i·x_j, each pair twice over i ≠ j: the diagonal pushed to −∞ in exp.
     const squared = keep(sub(keep(add(norms, keep(reshape(norms, [1, n])))), keep(mul(gram, 2))));
-    const self = keep(noGrad(() =>
-      x.engine.tidy(() => {
-        const ids = x.engine.tensor(Float32Array.from({ length: n }, (_, i) => i), [n, 1]);
-        return mul(equal(ids, reshape(ids, [1, n])), 1e30);
-      })
-    ));
-    const logits = keep(sub(keep(mul(squared, -t)), self));
+    const logits = keep(sub(keep(mul(squared, -t)), keep(diagonal(x.engine, n, 1e30))));
     return sub(keep(logsumexp(logits)), Math.log(n * (n - 1)));
   });
 }
@@ -555,16 +558,16 @@ export function msn(anchors: Tensor, targets: Tensor, prototypes: Tensor, option
     const logProbs = keep(logSoftmax(keep(mul(keep(scores(anchors)), 1 / temperature)), -1));
     // Sharpening softmax(s / T) by t is softmax(s / (T·t)); Sinkhorn takes its logs (epsilon 1), so its first
     // step divides the row-normalised probabilities by their total, as lightly's does.
-    const target = noGrad(() =>
+    const target = keep(noGrad(() =>
       anchors.engine.tidy(() => {
         const sharp = logSoftmax(mul(scores(targets), 1 / (temperature * sharpen)), -1);
         const balanced = iterations > 0 ? sinkhorn(sharp, { iterations, epsilon: 1 }) : exp(sharp);
         return rows === b ? balanced : concat(Array(rows / b).fill(balanced), 0);
       })
-    );
-    keep(target);
-    const crossEntropy = keep(neg(keep(mean(keep(sum(keep(mul(target, logProbs)), 1))))));
-    if (weight === 0) return mul(crossEntropy, 1);
+    ));
+    const crossEntropy = neg(keep(mean(keep(sum(keep(mul(target, logProbs)), 1)))));
+    if (weight === 0) return crossEntropy;
+    keep(crossEntropy);
     // p̄ floored at 1e-30 inside the log, so an empty prototype adds 0 (MSN) or a finite penalty (PMSN), not NaN.
     const meanProbs = keep(mean(keep(exp(logProbs)), 0));
     const logMean = keep(log(keep(maximum(meanProbs, 1e-30))));
@@ -574,10 +577,11 @@ export function msn(anchors: Tensor, targets: Tensor, prototypes: Tensor, option
       regularizer = keep(add(keep(sum(keep(mul(meanProbs, logMean)))), Math.log(k)));
     } else {
       // KL(q ‖ p̄) = Σ q log q − Σ q log p̄
-      const q = Array.from({ length: k }, (_, i) => (i + 1) ** -exponent);
-      const total = q.reduce((x, y) => x + y, 0);
-      const prior = keep(anchors.engine.tensor(q.map((v) => v / total), [k]));
-      const entropyTerm = q.reduce((acc, v) => acc + (v / total) * Math.log(v / total), 0);
+      const power = Array.from({ length: k }, (_, i) => (i + 1) ** -exponent);
+      const total = power.reduce((x, y) => x + y, 0);
+      const q = power.map((v) => v / total);
+      const entropyTerm = q.reduce((acc, v) => acc + v * Math.log(v), 0);
+      const prior = keep(anchors.engine.tensor(q, [k]));
       regularizer = keep(sub(entropyTerm, keep(sum(keep(mul(prior, logMean))))));
     }
     return add(crossEntropy, keep(mul(regularizer, weight)));

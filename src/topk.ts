@@ -1,6 +1,6 @@
 // The k largest or smallest elements along an axis and their indices, by radix select, and sort as topk of a
-// whole axis (shaders/topk.wgsl; CPU reference in src/ref/topk.ts). The values are a gather of x at the indices (gather.ts), whose scatter-add is
-// their gradient.
+// whole axis (shaders/topk.wgsl; CPU reference in src/ref/topk.ts). The values are a gather of x at the indices
+// (gather.ts), whose scatter-add is their gradient.
 import { isRecording, noGrad, record } from "./autograd.ts";
 import { Params } from "./engine.ts";
 import { checkF32 } from "./elementwise.ts";
@@ -21,20 +21,25 @@ export interface TopkOptions {
   largest?: boolean;
 }
 
+/** x's axis `axis` (negative counts from the end) as a dim index, for an f32 x of rank 1 or more. */
+function axisOf(op: string, x: Tensor, axis: number): number {
+  checkF32(op, x);
+  const rank = x.shape.length;
+  if (rank === 0) throw new ShapeError(`${op}: x must have at least one dim, got []`);
+  if (!Number.isInteger(axis) || axis < -rank || axis >= rank) {
+    throw new RangeError(`${op}: axis ${axis} is out of range for shape ${fmtShape(x.shape)}`);
+  }
+  return axis < 0 ? axis + rank : axis;
+}
+
 /**
  * The k largest (or smallest) elements of `x` along `axis` and their i32 indices, as torch.topk with
  * sorted=True: values in order, from the largest (or smallest); among equal values the lower index first; NaN
  * above every number. `values` is differentiable: the gradient reaches x at the indices.
  */
 export function topk(x: Tensor, k: number, options: TopkOptions = {}): { values: Tensor; indices: Tensor } {
-  checkF32("topk", x);
   const rank = x.shape.length;
-  const axis = options.axis ?? -1;
-  if (rank === 0) throw new ShapeError("topk: x must have at least one dim, got []");
-  if (!Number.isInteger(axis) || axis < -rank || axis >= rank) {
-    throw new RangeError(`topk: axis ${axis} is out of range for shape ${fmtShape(x.shape)}`);
-  }
-  const a = axis < 0 ? axis + rank : axis;
+  const a = axisOf("topk", x, options.axis ?? -1);
   const len = x.shape[a];
   if (!Number.isInteger(k) || k < 1 || k > len) {
     throw new RangeError(
@@ -102,14 +107,8 @@ export interface SortOptions {
  * order), NaN last ascending and first descending. topk of the whole axis, so the axis is at most 16,384 long.
  */
 export function sort(x: Tensor, options: SortOptions = {}): { values: Tensor; indices: Tensor } {
-  checkF32("sort", x);
-  const rank = x.shape.length;
   const axis = options.axis ?? -1;
-  if (rank === 0) throw new ShapeError("sort: x must have at least one dim, got []");
-  if (!Number.isInteger(axis) || axis < -rank || axis >= rank) {
-    throw new RangeError(`sort: axis ${axis} is out of range for shape ${fmtShape(x.shape)}`);
-  }
-  const len = x.shape[axis < 0 ? axis + rank : axis];
+  const len = x.shape[axisOf("sort", x, axis)];
   if (len > MAX_K) {
     throw new RangeError(`sort: axis ${axis} of ${fmtShape(x.shape)} has ${len} elements, over ${MAX_K}`);
   }
