@@ -1,9 +1,11 @@
 // contrastive.wgsl: fused contrastive losses (NT-Xent, DCL, InfoNCE, SupCon) of rows a_i of A [R, D] against
 // columns b_j of B [C, D] with logits s_ij = a_i·b_j · inv_temp, never materialising the R×C matrix.
 // Loss = mean over valid rows i of lse_i − mean_{j ∈ pos(i)} s_ij, where lse_i is over the row's columns
-// (all j, or j ≠ i with EXCLUDE_SELF; the positives left out too with EXCLUDE_POS, as the decoupled loss DCL
-// has it), pos(i) = columns j ≠ i (with EXCLUDE_SELF) with label(j) == label(i), valid = pos(i) not empty;
-// label(x) = labels[x] with LABELS, else x % period.
+// (all j, or j ≠ i with p.exclude_self; the positives left out too with p.exclude_pos, as the decoupled loss
+// DCL has it), pos(i) = columns j ≠ i (with p.exclude_self) with label(j) == label(i), valid = pos(i) not
+// empty; label(x) = labels[x] with p.use_labels, else x % period.
+// What a loss is (these pairing flags, the backward's terms, the logits cache) is uniform, not an override: one
+// pipeline per tiling serves every loss, which saves dozens of compiles (seconds each on a CPU adapter).
 //
 // Tiling: a workgroup of WGR × WGC invocations covers TR = 8·WGR rows × TC = 8·WGC columns; each invocation
 // owns an 8×8 block (four mat4x4 quadrants; column r of one holds row r's 4 logits). DK4 vec4s of dims at a
@@ -28,7 +30,8 @@
 //   finish:        per row lse, 1/#pos, loss; workgroup sums      1 partial, 2 rowstats [R + 1], 3 sums
 //   total:         one workgroup: loss = Σ loss / #valid           1 sums, 2 rowstats, 3 loss [1]
 //   grad:          partial dA_i = Σ_j W_ij b_j · inv_temp per (split_par, row, dims), W from the row term
-//                  (ROW_TERM, rowstats of A) and the column term (COL_TERM, rowstats of B for j < col_stats)
+//                  (p.row_term, rowstats of A) and the column term (p.col_term, rowstats of B for
+//                  j < col_stats)
 //                                                                  1 A, 2 B, 3 labels, 4 rowstats A, 5 rowstats B,
 //                                                                  6 dpart [slots·R, 4·dim4], 7 logits cache,
 //                                                                  8 A window, 9 weights scratch (DIRECT)
@@ -57,8 +60,13 @@ struct Params {
   n1: u32,
   eps: f32,
   scale: f32,
-  cache: u32,     // stats, grad: 1 to write / read the logits cache (a uniform, so no pipeline variant)
+  cache: u32,     // stats, grad: 1 to write / read the logits cache
   tile0: u32,     // stats, grad: the dispatch's first row tile, where the A window starts
+  exclude_self: u32,  // stats, grad: 1 or 0, the pairing (see the top)
+  exclude_pos: u32,
+  use_labels: u32,
+  row_term: u32,  // grad: 1 or 0, the terms of W
+  col_term: u32,
 }
 
 override WGR: u32 = 8;       // invocations along rows (tile rows TR = 8·WGR)
@@ -69,11 +77,6 @@ override DIRECT: bool = false;  // logits read straight from memory (CPU adapter
 override A_WINDOW: bool = false;  // DIRECT: A's rows from the uniform window, not from storage
 override SYM: bool = false;       // DIRECT, A = B: each unordered pair of tiles once (stats, grad; see Walk)
 override WG: u32 = 64;       // row-wise entries: invocations per workgroup (a power of two)
-override EXCLUDE_SELF: bool = false;
-override EXCLUDE_POS: bool = false;
-override LABELS: bool = false;
-override ROW_TERM: bool = true;
-override COL_TERM: bool = false;
 override NORMALIZE: bool = true;
 
 const NEG = -3.0e38;  // "no column yet": finite, so exp(NEG − m) is 0 without inf arithmetic
@@ -168,7 +171,7 @@ fn normalizeRows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(8) var<uniform> a_window: array<vec4<f32>, 4096>;
 
 fn label(x: u32, n: u32) -> i32 {
-  if (LABELS) { return labels[min(x, n - 1u)]; }
+  if (p.use_labels == 1u) { return labels[min(x, n - 1u)]; }
   return i32(x % p.period);
 }
 
@@ -263,7 +266,7 @@ fn logits(row0: u32, col0: u32, ty: u32, tx: u32, lid: u32) -> Block {
   return Block(s.s00 * t, s.s01 * t, s.s10 * t, s.s11 * t);
 }
 
-// Which of a row's 4 columns are in its log-sum-exp (in range, not itself, not a positive with EXCLUDE_POS)
+// Which of a row's 4 columns are in its log-sum-exp (in range, not itself, not a positive with exclude_pos)
 // and which are its positives, from the row's label li and the columns' labels lj.
 struct Cols {
   ok: vec4<bool>,
@@ -272,9 +275,9 @@ struct Cols {
 
 fn cols(i: u32, li: i32, j: vec4<u32>, lj: vec4<i32>) -> Cols {
   var ok = j < vec4<u32>(p.cols);
-  if (EXCLUDE_SELF) { ok &= j != vec4<u32>(i); }
+  if (p.exclude_self == 1u) { ok &= j != vec4<u32>(i); }
   let pos = ok & (lj == vec4<i32>(li));
-  if (EXCLUDE_POS) { ok &= !pos; }
+  if (p.exclude_pos == 1u) { ok &= !pos; }
   return Cols(ok, pos);
 }
 
@@ -550,7 +553,7 @@ fn total(@builtin(local_invocation_index) lid: u32) {
 @group(0) @binding(5) var<storage, read> rowstats_b: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> dpart: array<vec4<f32>>;
 
-// What the backward knows of 4 columns' own rows (COL_TERM): lse, 1/#positives, whether they have stats.
+// What the backward knows of 4 columns' own rows (p.col_term): lse, 1/#positives, whether they have stats.
 struct ColStats {
   lse: vec4<f32>,
   inv: vec4<f32>,
@@ -558,6 +561,7 @@ struct ColStats {
 }
 
 fn colStats(j: vec4<u32>) -> ColStats {
+  if (p.col_term == 0u) { return ColStats(); }
   let k = min(j, vec4<u32>(p.col_stats - 1u));
   let s0 = rowstats_b[k.x];
   let s1 = rowstats_b[k.y];
@@ -568,20 +572,20 @@ fn colStats(j: vec4<u32>) -> ColStats {
 }
 
 // dL/ds_ij for row i (its label li, its rowstats st) against 4 columns j (labels lj): for each loss row that
-// holds s_ij (row i: ROW_TERM; row j, as s_ji: COL_TERM), (softmax − [positive]/#positives) / #valid; 0 for
-// rows without positives.
+// holds s_ij (row i: p.row_term; row j, as s_ji: p.col_term), (softmax − [positive]/#positives) / #valid;
+// 0 for rows without positives.
 fn weights(i: u32, li: i32, st: vec2<f32>, s: vec4<f32>, j: vec4<u32>, lj: vec4<i32>, cb: ColStats,
            scale_a: f32, scale_b: f32) -> vec4<f32> {
   let c = cols(i, li, j, lj);
   var w = vec4<f32>(0.0);
   // The softmax where s_ij is in the log-sum-exp, the positives' share where it is a positive (both, unless
-  // EXCLUDE_POS keeps the positives out of the log-sum-exp).
+  // exclude_pos keeps the positives out of the log-sum-exp).
   let zero = vec4<f32>(0.0);
-  if (ROW_TERM) {
+  if (p.row_term == 1u) {
     let wa = (select(zero, exp(s - st.x), c.ok) - select(zero, vec4<f32>(st.y), c.pos)) * scale_a;
     w += select(zero, wa, vec4<bool>(st.y > 0.0));
   }
-  if (COL_TERM) {
+  if (p.col_term == 1u) {
     let wb = (select(zero, exp(s - cb.lse), c.ok) - select(zero, cb.inv, c.pos)) * scale_b;
     w += select(zero, wb, cb.ok);
   }

@@ -181,19 +181,24 @@ function plan(pr: Problem, withGrad: boolean, sym = false): Plan {
   };
 }
 
-/** Params of dispatch `seq` over the row tiles from tile0 (at most windowTiles of them). */
-function params(pr: Problem, pl: Plan, seq: number, tile0 = 0, colStats = 0, cache = false): Params {
+/**
+ * Params of dispatch `seq` over the row tiles from tile0 (at most windowTiles of them); the pairing and (grad)
+ * the terms are flags in them, not pipeline constants, so every loss shares a tiling's pipelines.
+ */
+function params(pr: Problem, pl: Plan, seq: number, tile0 = 0, colStats = 0, cache = false, terms?: Terms) {
   const tiles = Math.min(pl.windowTiles, pl.rowTiles - tile0);
+  const { excludeSelf, excludePositives, labels } = pr.pairing;
   return new Params().u32(pr.rows, pr.cols, pr.dim, dim4(pr.dim)).f32(pr.invTemp)
     .u32(pr.pairing.period, pl.colsPerSplit, pl.splitPar, seq, tiles, colStats, 0).f32(NORM_EPS, 1)
-    .u32(cache ? 1 : 0, tile0);
+    .u32(cache ? 1 : 0, tile0)
+    .u32(...[excludeSelf, excludePositives, labels, terms?.row, terms?.col].map((f) => f ? 1 : 0));
 }
 
 /**
  * Each dispatch of a pass: its params, its A window (rows from tile0; A has the window's size of slack after
  * it, see `pack`) and its workgroups.
  */
-function* dispatches(pr: Problem, pl: Plan, colStats = 0, cache = false) {
+function* dispatches(pr: Problem, pl: Plan, colStats = 0, cache = false, terms?: Terms) {
   const rowBytes = 16 * dim4(pr.dim);
   const windowed = isWindowed(pr.a.engine, pr.dim);
   for (let tile0 = 0; tile0 < pl.rowTiles; tile0 += pl.windowTiles) {
@@ -201,22 +206,12 @@ function* dispatches(pr: Problem, pl: Plan, colStats = 0, cache = false) {
     const tiles = Math.min(pl.windowTiles, pl.rowTiles - tile0);
     for (let seq = 0; seq < pl.dispatches; seq++) {
       yield {
-        params: params(pr, pl, seq, tile0, colStats, cache),
+        params: params(pr, pl, seq, tile0, colStats, cache, terms),
         window,
         workgroups: tiles * pl.splitPar * pl.chunks,
       };
     }
   }
-}
-
-function problemConstants(pr: Problem) {
-  const { pairing } = pr;
-  return {
-    ...tileConstants(pr.a.engine, pr.dim),
-    EXCLUDE_SELF: pairing.excludeSelf ? 1 : 0,
-    EXCLUDE_POS: pairing.excludePositives ? 1 : 0,
-    LABELS: pairing.labels ? 1 : 0,
-  };
 }
 
 /**
@@ -282,7 +277,7 @@ function lossStats(op: string, pr: Problem): { loss: Tensor; rowstats: Tensor; c
       op,
       shader: "contrastive",
       entry: "stats",
-      constants: { ...problemConstants(pr), SYM: pl.sym ? 1 : 0 },
+      constants: { ...tileConstants(e, pr.dim), SYM: pl.sym ? 1 : 0 },
       params: d.params,
       buffers: [pr.a, pr.b, pr.pairing.labels ?? pr.a, partial, cache, null, null, d.window],
       workgroups: d.workgroups,
@@ -351,17 +346,12 @@ function lossGrad(op: string, pr: Problem, terms: Terms, cache: Tensor | null = 
   const statsA = terms.row ?? terms.col!;
   const statsB = terms.col ?? terms.row!;
   const colStats = terms.col ? terms.colStats ?? pr.cols : pr.rows;
-  for (const d of dispatches(pr, pl, colStats, cache !== null)) {
+  for (const d of dispatches(pr, pl, colStats, cache !== null, terms)) {
     e.run({
       op,
       shader: "contrastive",
       entry: "grad",
-      constants: {
-        ...problemConstants(pr),
-        ROW_TERM: terms.row ? 1 : 0,
-        COL_TERM: terms.col ? 1 : 0,
-        SYM: pl.sym ? 1 : 0,
-      },
+      constants: { ...tileConstants(e, pr.dim), SYM: pl.sym ? 1 : 0 },
       params: d.params,
       buffers: [
         pr.a,
