@@ -199,6 +199,8 @@ export class Engine {
   /** Command buffers submitted so far (ops batch into one; readbacks and full batches submit). */
   submits = 0;
   #pipelines = new Map<string, GPUComputePipeline>();
+  /** One module per shader file, shared by its entries and override variants (each parsed once). */
+  #modules = new Map<string, GPUShaderModule>();
   #pool = new Map<number, GPUBuffer[]>();
   /** Buffers released since the last submit: the unsubmitted encoder may still read them. */
   #freedThisBatch = new Set<GPUBuffer>();
@@ -474,7 +476,11 @@ export class Engine {
       const code = SHADERS[shader];
       if (code === undefined) throw new Error(`${op}: no shader named '${shader}' (run deno task build)`);
       this.device.pushErrorScope("validation");
-      const module = this.device.createShaderModule({ code, label: shader });
+      let module = this.#modules.get(shader);
+      if (!module) {
+        module = this.device.createShaderModule({ code, label: shader });
+        this.#modules.set(shader, module);
+      }
       p = this.device.createComputePipeline({
         layout: "auto",
         compute: { module, entryPoint: entry, constants },
