@@ -1,4 +1,5 @@
-// elementwise.wgsl: every f32 elementwise op, one kernel parameterised by the override constant OP.
+// elementwise.wgsl: every f32 elementwise op, one kernel parameterised by the override constant OP, and casts
+// between dtypes.
 // Each invocation computes one vec4 of the output (4 consecutive elements), or PER consecutive vec4s (unary,
 // scalar, binary), the workgroup index spread over x and y. Tensors are bound as array<vec4<f32>>, the binding
 // rounded up to whole vec4s (pool buffers are 256-byte multiples): the padding lanes compute values nobody
@@ -20,6 +21,8 @@
 //              l (softmax's logsumexp: the row max and log Σ exp(x − m)), and the op (sub or expDiff) takes
 //              a − b as (a − m) − l, which carries no rounding of m + l (ulp(m): 2e-3 at |m| = 3e4).
 //                                                                  bindings: 1 a, 2 b, 3 out
+//   convertDtype: out[i] = a[i] converted from dtype FROM to TO (0 f32, 1 i32, 2 u32), both bound as raw
+//              bits (`cast` is a WGSL keyword)                     bindings: 1 a, 2 out
 // Op codes: unary 0..19, binary 20..; backward ops 40..44 take (gradient, saved value), 45 and 46 compute
 // pow's gradient factors.
 //! include lib/nan.wgsl
@@ -280,4 +283,46 @@ fn broadcast(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     k++;
   }
   out_binary[i] = binaryNan(x, y);
+}
+
+// ---- convertDtype ------------------------------------------------------------------------------------------
+
+override FROM: u32 = 0u;
+override TO: u32 = 0u;
+
+@group(0) @binding(1) var<storage, read> a_bits: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> out_bits: array<vec4<u32>>;
+
+// f32 to an integer truncates toward zero and saturates, NaN to 0 (Rust's `as`): WGSL leaves conversions out of
+// range to the implementation, so the bounds are explicit. 2147483520 and 4294967040 are the largest f32 below
+// 2^31 and 2^32.
+fn toI32(x: vec4<f32>) -> vec4<u32> {
+  var v = vec4<i32>(clamp(x, vec4<f32>(-2147483648.0), vec4<f32>(2147483520.0)));
+  v = select(v, vec4<i32>(2147483647), x >= vec4<f32>(2147483648.0));
+  return bitcast<vec4<u32>>(select(v, vec4<i32>(0), isNan4(x)));
+}
+
+fn toU32(x: vec4<f32>) -> vec4<u32> {
+  var v = vec4<u32>(clamp(x, ZERO, vec4<f32>(4294967040.0)));
+  v = select(v, vec4<u32>(4294967295u), x >= vec4<f32>(4294967296.0));
+  return select(v, vec4<u32>(0u), isNan4(x));
+}
+
+// Between i32 and u32 the bits stay (two's complement wraps, as NumPy's astype).
+fn convert(bits: vec4<u32>) -> vec4<u32> {
+  if (FROM == TO || (FROM != 0u && TO != 0u)) { return bits; }
+  if (FROM == 1u) { return bitcast<vec4<u32>>(vec4<f32>(bitcast<vec4<i32>>(bits))); }
+  if (FROM == 2u) { return bitcast<vec4<u32>>(vec4<f32>(bits)); }
+  if (TO == 1u) { return toI32(bitcast<vec4<f32>>(bits)); }
+  return toU32(bitcast<vec4<f32>>(bits));
+}
+
+@compute @workgroup_size(WG)
+fn convertDtype(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+  for (var k = 0u; k < PER; k++) {
+    let i = index(wg, nwg, lid) * PER + k;
+    if (i * 4u >= p.count) { return; }
+    out_bits[i] = convert(a_bits[i]);
+  }
 }

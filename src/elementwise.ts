@@ -4,7 +4,7 @@ import { fmtShape, ShapeError } from "./errors.ts";
 import { record } from "./autograd.ts";
 import { sum } from "./reduce.ts";
 import { reshape } from "./shape.ts";
-import { sameShape, shapeSize, type Tensor } from "./tensor.ts";
+import { type DType, sameShape, shapeSize, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 /** broadcast with vec4 rows: vec4s per invocation (shaders/elementwise.wgsl RUN), and invocations sharing a run. */
@@ -547,4 +547,23 @@ export function equal(a: Operand, b: Operand): Tensor {
 /** 1 where a > b else 0 (no gradient). */
 export function greater(a: Operand, b: Operand): Tensor {
   return binary("greater", a, b);
+}
+
+const DTYPE_CODES: Record<DType, number> = { f32: 0, i32: 1, u32: 2 };
+
+/**
+ * x as `dtype`, a new tensor (torch's `x.to(dtype)`): an integer to f32 rounds to the nearest f32; f32 to an
+ * integer truncates toward zero and saturates, NaN to 0 (Rust's `as`; PyTorch leaves those undefined); between
+ * i32 and u32 the bits stay, as NumPy's astype. Only f32 to f32 carries a gradient.
+ */
+export function cast(x: Tensor, dtype: DType): Tensor {
+  x.assertLive("cast");
+  if (!Object.hasOwn(DTYPE_CODES, dtype)) {
+    throw new TypeError(`cast: unknown dtype '${dtype}' (expected f32, i32 or u32)`);
+  }
+  const out = x.engine.empty(x.shape, dtype);
+  const constants = { FROM: DTYPE_CODES[x.dtype], TO: DTYPE_CODES[dtype] };
+  dispatch("cast", "convertDtype", constants, (n) => new Params().u32(n, 0).f32(0), out, [windowBindings(x)]);
+  if (x.dtype !== "f32" || dtype !== "f32") return out;
+  return record(out, "cast", [x], (g) => [cast(g, "f32")]);
 }

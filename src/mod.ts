@@ -7,6 +7,7 @@ export { grad, noGrad } from "./autograd.ts";
 export {
   abs,
   add,
+  cast,
   clamp,
   div,
   equal,

@@ -1,12 +1,16 @@
 import {
   add,
+  argmax,
+  cast,
   clamp,
   div,
+  equal,
   exp,
   gelu,
   grad,
   log,
   maximum,
+  mean,
   minimum,
   mul,
   neg,
@@ -20,10 +24,12 @@ import {
   tanh,
 } from "../src/mod.ts";
 import type { Tensor } from "../src/mod.ts";
-import { refBinary, refUnary, refUnbroadcast, UNARY_GRAD_REF } from "../src/ref/elementwise.ts";
+import { refBinary, refCast, refUnary, refUnbroadcast, UNARY_GRAD_REF } from "../src/ref/elementwise.ts";
 import { bothKernels, test } from "./harness.ts";
 import {
+  assert,
   assertClose,
+  assertEquals,
   assertNoLeak,
   assertThrows,
   finiteDifference,
@@ -406,6 +412,101 @@ test("clamp limits to [lo, hi] as PyTorch's, NaN kept, the gradient passing wher
     await assertThrows(() => clamp(t, 1, -1), RangeError, ["lo 1", "hi -1"]);
     using ints = engine.zeros([2], "i32");
     await assertThrows(() => clamp(ints, 0, 1), TypeError, ["clamp", "i32"]);
+  }
+  assertNoLeak(engine, before);
+});
+
+test("cast converts between f32, i32 and u32 as the reference: truncation, saturation, NaN to 0, wrapping", () =>
+  // On engines that bind at most 1 MiB, so 300,007 elements (1.2 MiB) run in two windows.
+  bothKernels(async (engine) => {
+    const before = engine.memory();
+    const edges = [
+      NaN,
+      Infinity,
+      -Infinity,
+      0,
+      -0,
+      0.5,
+      -0.5,
+      1.99,
+      -1.99,
+      2 ** 24 + 2,
+      2147483520,
+      2 ** 31,
+      -(2 ** 31),
+      -2147483904,
+      4294967040,
+      2 ** 32,
+      3e38,
+      -3e38,
+    ];
+    const ints = [
+      0,
+      1,
+      -1,
+      7,
+      -(2 ** 31),
+      2 ** 31 - 1,
+      2 ** 24,
+      -(2 ** 24),
+      2 ** 24 + 1,
+      123456789,
+      -987654321,
+    ];
+    for (const n of [1, 7, 18, 4_099, 300_007]) {
+      const f = Float32Array.from({ length: n }, (_, i) => i < edges.length ? edges[i] : 0);
+      f.set(randomArray(Math.max(0, n - edges.length), n, -1e6, 1e6), Math.min(n, edges.length));
+      const i32 = Int32Array.from({ length: n }, (_, i) => i < ints.length ? ints[i] : (i * 2654435761) | 0);
+      const u32 = new Uint32Array(i32.buffer);
+      const inputs = { f32: f, i32, u32 } as const;
+      for (const from of ["f32", "i32", "u32"] as const) {
+        using x = engine.tensor(inputs[from], [n], from);
+        for (const to of ["f32", "i32", "u32"] as const) {
+          const y = cast(x, to);
+          assertEquals(y.dtype, to, `cast ${from} → ${to} dtype`);
+          const got = await y.toArray();
+          y.dispose();
+          const want = refCast(inputs[from], from, to);
+          // Exact, but for an integer over 2^24 to f32: WGSL lets the conversion round either way, so one ulp.
+          for (let k = 0; k < n; k++) {
+            const ok = Object.is(got[k], want[k]) || got[k] === want[k] ||
+              (Number.isNaN(got[k]) && Number.isNaN(want[k])) ||
+              (to === "f32" && from !== "f32" && Math.abs(got[k] - want[k]) <= Math.abs(want[k]) * 2 ** -23);
+            assert(
+              ok,
+              `cast ${from} → ${to} n=${n}: element ${k} (${inputs[from][k]}) gave ${got[k]}, want ${
+                want[k]
+              }`,
+            );
+          }
+        }
+      }
+    }
+    assertNoLeak(engine, before);
+  }, { maxStorageBufferBindingSize: 2 ** 20 }));
+
+test("cast's gradient passes f32 to f32 through; bad dtypes and disposed tensors throw", async (engine) => {
+  const before = engine.memory();
+  {
+    using x = engine.tensor([1, -2, 3], [3]);
+    using w = engine.tensor([0.5, 4, -1], [3]);
+    using y = cast(x, "f32");
+    using yw = mul(y, w);
+    using loss = sum(yw);
+    const [g] = grad(loss, [x]);
+    assertClose(await take(g), [0.5, 4, -1], TOL, "d cast / dx");
+    // README's accuracy: argmax's i32 indices against i32 labels, compared as f32.
+    using logits = engine.tensor([0.1, 2, 3, 1, 0, 5], [3, 2]);
+    using labels = engine.tensor(new Int32Array([1, 0, 0]), [3]);
+    using predicted = argmax(logits, 1);
+    using p32 = cast(predicted, "f32");
+    using l32 = cast(labels, "f32");
+    using hits = equal(p32, l32);
+    assertClose(await take(mean(hits)), [2 / 3], TOL, "accuracy");
+    await assertThrows(() => cast(x, "f16" as never), TypeError, ["f16", "f32, i32 or u32"]);
+    const d = engine.ones([3]);
+    d.dispose();
+    await assertThrows(() => cast(d, "i32"), Error, ["used after dispose", "[3]"]);
   }
   assertNoLeak(engine, before);
 });

@@ -130,3 +130,13 @@ export function refUnbroadcast(
   for (let i = 0; i < g.length; i++) out[broadcastIndex(unravel(i, outShape), shape)] += g[i];
   return out;
 }
+
+/** Reference of `cast`: values of dtype `from` as dtype `to` (see src/elementwise.ts for the rules). */
+export function refCast(x: ArrayLike<number>, from: string, to: string): Float64Array {
+  return Float64Array.from(x, (v) => {
+    if (to === "f32") return Math.fround(v);
+    if (from !== "f32") return to === "i32" ? v | 0 : v >>> 0;
+    const [lo, hi] = to === "i32" ? [-(2 ** 31), 2 ** 31 - 1] : [0, 2 ** 32 - 1];
+    return Number.isNaN(v) ? 0 : Math.min(Math.max(Math.trunc(v), lo), hi) + 0;
+  });
+}
