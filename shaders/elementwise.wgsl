@@ -152,6 +152,10 @@ fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     }
     case 28u: { return select(ZERO, ONE, a == b); }
     case 29u: { return select(ZERO, ONE, a > b); }
+    // where's halves: a where b ≠ 0 (NaN counts: tested on the bits, as SwiftShader folds NaN ≠ 0 to false),
+    // else 0; and the other half, a where b = ±0
+    case 30u: { return select(ZERO, a, (bitcast<vec4<u32>>(b) & vec4<u32>(0x7fffffffu)) != vec4<u32>(0u)); }
+    case 31u: { return select(a, ZERO, (bitcast<vec4<u32>>(b) & vec4<u32>(0x7fffffffu)) != vec4<u32>(0u)); }
     // backward: a is the incoming gradient, b the saved forward input or output
     case 40u: { return select(ZERO, a, b > ZERO); }                                        // relu'(x)
     case 41u: { return a * (normalCdf(b) + b * 0.3989422804014327 * exp(-0.5 * b * b)); }   // gelu'(x)

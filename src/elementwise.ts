@@ -1,7 +1,7 @@
 // Elementwise ops with NumPy broadcasting (shaders/elementwise.wgsl; CPU reference in src/ref/elementwise.ts).
 import { type Binding, checkRank, type Engine, Params, windowBindings, windows } from "./engine.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
-import { record } from "./autograd.ts";
+import { composed, record } from "./autograd.ts";
 import { sum } from "./reduce.ts";
 import { reshape } from "./shape.ts";
 import { type DType, sameShape, shapeSize, type Tensor } from "./tensor.ts";
@@ -36,6 +36,8 @@ const BINARY = {
   expDiff: 27,
   equal: 28,
   greater: 29,
+  keepWhere: 30,
+  keepUnless: 31,
   reluBackward: 40,
   geluBackward: 41,
   sigmoidBackward: 42,
@@ -547,6 +549,24 @@ export function equal(a: Operand, b: Operand): Tensor {
 /** 1 where a > b else 0 (no gradient). */
 export function greater(a: Operand, b: Operand): Tensor {
   return binary("greater", a, b);
+}
+
+/** a where mask ≠ 0 (keepWhere) or = 0 (keepUnless), else 0, broadcasting; a's gradient takes the same mask. */
+function keep(op: "keepWhere" | "keepUnless", a: Operand, mask: Tensor): Tensor {
+  const out = binary(op, a, mask);
+  if (typeof a === "number") return out;
+  return record(out, "where", [a, mask], (g) => [unbroadcast(binary(op, g, mask), a.shape), null]);
+}
+
+/**
+ * a where cond ≠ 0, else b (torch.where), the three broadcast NumPy-style; cond is an f32 mask such as `equal`
+ * and `greater` give (NaN counts as true, as Python's bool(NaN)), a and b tensors or numbers. The gradient goes
+ * to a where cond holds and to b elsewhere, and a NaN or ∞ in the branch not taken reaches neither the result
+ * nor a gradient (a blend c·a + (1 − c)·b would carry it).
+ */
+export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
+  checkF32("where", cond);
+  return composed((own) => add(own(keep("keepWhere", a, cond)), own(keep("keepUnless", b, cond))));
 }
 
 const DTYPE_CODES: Record<DType, number> = { f32: 0, i32: 1, u32: 2 };

@@ -27,6 +27,7 @@ export {
   square,
   sub,
   tanh,
+  where,
 } from "./elementwise.ts";
 export {
   argmax,

@@ -22,14 +22,23 @@ import {
   sub,
   sum,
   tanh,
+  where,
 } from "../src/mod.ts";
 import type { Tensor } from "../src/mod.ts";
-import { refBinary, refCast, refUnary, refUnbroadcast, UNARY_GRAD_REF } from "../src/ref/elementwise.ts";
+import {
+  refBinary,
+  refCast,
+  refUnary,
+  refUnbroadcast,
+  refWhere,
+  UNARY_GRAD_REF,
+} from "../src/ref/elementwise.ts";
 import { bothKernels, test } from "./harness.ts";
 import {
   assert,
   assertClose,
   assertEquals,
+  assertFiniteDifferences,
   assertNoLeak,
   assertThrows,
   finiteDifference,
@@ -507,6 +516,69 @@ test("cast's gradient passes f32 to f32 through; bad dtypes and disposed tensors
     const d = engine.ones([3]);
     d.dispose();
     await assertThrows(() => cast(d, "i32"), Error, ["used after dispose", "[3]"]);
+  }
+  assertNoLeak(engine, before);
+});
+
+test("where picks a where cond ≠ 0 else b, broadcasting; the gradient goes to the branch taken, NaN in the other stays out", async (engine) => {
+  const before = engine.memory();
+  {
+    // cond [3, 1, 5] (with a NaN, which counts as true), a [1, 4, 5], b [3, 4, 1]: output [3, 4, 5].
+    const [cShape, aShape, bShape, out] = [[3, 1, 5], [1, 4, 5], [3, 4, 1], [3, 4, 5]];
+    const c = Float32Array.from(randomArray(15, 1), (v) => v > 0 ? 1 : 0);
+    c[7] = NaN;
+    const a = randomArray(20, 2, -2, 2);
+    const b = randomArray(12, 3, -2, 2);
+    using tc = engine.tensor(c, cShape);
+    using ta = engine.tensor(a, aShape);
+    using tb = engine.tensor(b, bShape);
+    using w = engine.tensor(randomArray(60, 4, -1, 1), out);
+    const wv = await w.toArray();
+    using y = where(tc, ta, tb);
+    assertClose(await y.toArray(), refWhere(c, cShape, a, aShape, b, bShape).data, TOL, "where");
+    using scalars = where(tc, 2.5, -1);
+    assertClose(await scalars.toArray(), refWhere(c, cShape, [2.5], [1], [-1], [1]).data, TOL, "scalars");
+    // d sum(w · where(c, a, b)): w where c holds to a, elsewhere to b, each summed back over its broadcast dims.
+    using yw = mul(y, w);
+    using loss = sum(yw);
+    const [ga, gb] = grad(loss, [ta, tb]);
+    const taken = refWhere(c, cShape, new Float64Array(60).fill(1), out, new Float64Array(60), out).data;
+    const ref = (k: number) => Float64Array.from(wv, (v, i) => v * (k === 1 ? taken[i] : 1 - taken[i]));
+    // Sums of ≤ 3 f32 terms: rtol 1e-5.
+    const SUMS = { rtol: 1e-5, atol: 1e-6 };
+    assertClose(await take(ga), refUnbroadcast(ref(1), out, aShape), SUMS, "d/da");
+    assertClose(await take(gb), refUnbroadcast(ref(0), out, bShape), SUMS, "d/db");
+    // Finite differences of a's elements, away from the kinks (where is linear in a and b).
+    const f = async (x: Float32Array) => {
+      using tx = engine.tensor(x, aShape);
+      using z = where(tc, tx, tb);
+      using zw = mul(z, w);
+      return (await take(sum(zw)))[0];
+    };
+    using ga2 = grad(loss, [ta])[0];
+    await assertFiniteDifferences(
+      await ga2.toArray(),
+      f,
+      a,
+      [0, 7, 19],
+      1e-2,
+      { rtol: 1e-3, atol: 1e-3 },
+      "d/da",
+    );
+    // ∞ and NaN in the branch not taken: neither the result nor the gradient sees them.
+    using mask = engine.tensor([1, 0, 1, 0], [4]);
+    using left = engine.tensor([1, NaN, 3, Infinity], [4]);
+    using right = engine.tensor([NaN, 2, -Infinity, 4], [4]);
+    using picked = where(mask, left, right);
+    assertEquals(Array.from(await picked.toArray()), [1, 2, 3, 4], "where past NaN and ∞");
+    using total = sum(picked);
+    const [gl, gr] = grad(total, [left, right]);
+    assertEquals(Array.from(await take(gl)), [1, 0, 1, 0], "d/dleft");
+    assertEquals(Array.from(await take(gr)), [0, 1, 0, 1], "d/dright");
+    using i32 = engine.zeros([4], "i32");
+    await assertThrows(() => where(i32, left, right), TypeError, ["where", "f32", "i32"]);
+    using wide = engine.zeros([5]);
+    await assertThrows(() => where(mask, wide, right), ShapeError, ["[4]", "[5]"]);
   }
   assertNoLeak(engine, before);
 });

@@ -140,3 +140,22 @@ export function refCast(x: ArrayLike<number>, from: string, to: string): Float64
     return Number.isNaN(v) ? 0 : Math.min(Math.max(Math.trunc(v), lo), hi) + 0;
   });
 }
+
+/** Reference of `where`: a where cond ≠ 0 (NaN included), else b, the three broadcast to one shape. */
+export function refWhere(
+  cond: ArrayLike<number>,
+  cShape: readonly number[],
+  a: ArrayLike<number>,
+  aShape: readonly number[],
+  b: ArrayLike<number>,
+  bShape: readonly number[],
+): { data: Float64Array; shape: number[] } {
+  const shape = broadcastShape(broadcastShape(cShape, aShape), bShape);
+  const data = new Float64Array(shape.reduce((x, y) => x * y, 1));
+  for (let i = 0; i < data.length; i++) {
+    const idx = unravel(i, shape);
+    const c = cond[broadcastIndex(idx, cShape)];
+    data[i] = c !== 0 ? a[broadcastIndex(idx, aShape)] : b[broadcastIndex(idx, bShape)];
+  }
+  return { data, shape };
+}
