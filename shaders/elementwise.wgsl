@@ -137,6 +137,11 @@ fn unaryOp(x: vec4<f32>) -> vec4<f32> {
   }
 }
 
+// x ≠ ±0, NaN included, on the bits: SwiftShader folds NaN ≠ 0 to false.
+fn nonzero4(x: vec4<f32>) -> vec4<bool> {
+  return (bitcast<vec4<u32>>(x) & vec4<u32>(0x7fffffffu)) != vec4<u32>(0u);
+}
+
 fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
   switch OP {
     case 20u: { return a + b; }
@@ -152,10 +157,8 @@ fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     }
     case 28u: { return select(ZERO, ONE, a == b); }
     case 29u: { return select(ZERO, ONE, a > b); }
-    // where's halves: a where b ≠ 0 (NaN counts: tested on the bits, as SwiftShader folds NaN ≠ 0 to false),
-    // else 0; and the other half, a where b = ±0
-    case 30u: { return select(ZERO, a, (bitcast<vec4<u32>>(b) & vec4<u32>(0x7fffffffu)) != vec4<u32>(0u)); }
-    case 31u: { return select(a, ZERO, (bitcast<vec4<u32>>(b) & vec4<u32>(0x7fffffffu)) != vec4<u32>(0u)); }
+    case 30u: { return select(ZERO, a, nonzero4(b)); }  // where: a where b ≠ 0, else 0
+    case 31u: { return select(a, ZERO, nonzero4(b)); }  // a where b = ±0, else 0
     // backward: a is the incoming gradient, b the saved forward input or output
     case 40u: { return select(ZERO, a, b > ZERO); }                                        // relu'(x)
     case 41u: { return a * (normalCdf(b) + b * 0.3989422804014327 * exp(-0.5 * b * b)); }   // gelu'(x)

@@ -552,7 +552,7 @@ export function greater(a: Operand, b: Operand): Tensor {
 }
 
 /** a where mask ≠ 0 (keepWhere) or = 0 (keepUnless), else 0, broadcasting; a's gradient takes the same mask. */
-function keep(op: "keepWhere" | "keepUnless", a: Operand, mask: Tensor): Tensor {
+function masked(op: "keepWhere" | "keepUnless", a: Operand, mask: Tensor): Tensor {
   const out = binary(op, a, mask);
   if (typeof a === "number") return out;
   return record(out, "where", [a, mask], (g) => [unbroadcast(binary(op, g, mask), a.shape), null]);
@@ -566,7 +566,7 @@ function keep(op: "keepWhere" | "keepUnless", a: Operand, mask: Tensor): Tensor 
  */
 export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
   checkF32("where", cond);
-  return composed((own) => add(own(keep("keepWhere", a, cond)), own(keep("keepUnless", b, cond))));
+  return composed((keep) => add(keep(masked("keepWhere", a, cond)), keep(masked("keepUnless", b, cond))));
 }
 
 const DTYPE_CODES: Record<DType, number> = { f32: 0, i32: 1, u32: 2 };
