@@ -1,14 +1,19 @@
 // Contrastive losses against the float64 reference (src/ref/contrastive.ts) and finite differences.
 import {
+  add,
   dcl,
   enqueue,
   grad,
   infoNCE,
   type InitOptions,
+  mean,
+  mul,
   negativeCosine,
   noGrad,
+  normalize,
   ntXent,
   ShapeError,
+  sum,
   supCon,
   type Tensor,
 } from "../src/mod.ts";
@@ -356,7 +361,7 @@ test("ntXent and infoNCE keep f32 precision of a small loss at temperature 0.01"
     assertNoLeak(engine, before, "small loss");
   }));
 
-test("ntXent, dcl, infoNCE, supCon: gradients match central finite differences", async (engine) => {
+test("ntXent, dcl, DCLW, infoNCE, supCon: gradients match central finite differences", async (engine) => {
   const before = engine.memory();
   const n = 3;
   const d = 4;
@@ -367,14 +372,34 @@ test("ntXent, dcl, infoNCE, supCon: gradients match central finite differences",
   const losses: Record<string, (x: Tensor, other: Tensor) => Tensor> = {
     ntXent: (x, other) => ntXent(x, other, { temperature: t }),
     dcl: (x, other) => dcl(x, other, { temperature: t }),
+    dclw: (x, other) => dcl(x, other, { temperature: t, weightSigma: 0.5 }),
     infoNCE: (x, other) => infoNCE(x, other, { temperature: t, symmetric: true }),
     supCon: (x, other) => supCon(x, other, { temperature: t }),
   };
+  // DCLW's weights take no gradient (lightly detaches them), so its differences hold them at a's values: DCL
+  // plus mean_i (1 − w_i)·cos_i / t with w fixed.
+  const cosines = (x: ArrayLike<number>) =>
+    Array.from({ length: n }, (_, i) => {
+      const row = (v: ArrayLike<number>) => Array.from({ length: d }, (_, k) => v[i * d + k]);
+      const [p, q] = [row(x), row(b)];
+      const dot = (u: number[], v: number[]) => u.reduce((s, ui, k) => s + ui * v[k], 0);
+      return dot(p, q) / Math.max(Math.sqrt(dot(p, p)), 1e-12) / Math.max(Math.sqrt(dot(q, q)), 1e-12);
+    });
+  const e = cosines(a).map((c) => Math.exp(c / 0.5));
+  const oneMinusW = Float32Array.from(e, (ei) => n * ei / e.reduce((s, v) => s + v) - 1);
+  const dclwFixed = (x: Tensor, other: Tensor) =>
+    engine.tidy(() => {
+      using w = engine.tensor(oneMinusW, [n]);
+      const cos = sum(mul(normalize(x), normalize(other)), 1);
+      return add(dcl(x, other, { temperature: t }), mul(mean(mul(w, cos)), 1 / t));
+    });
   for (const [name, lossOf] of Object.entries(losses)) {
     const evaluate = async (v: Float32Array, withGrad: boolean) => {
       const x = engine.tensor(v, [n, d]);
       const other = name === "supCon" ? engine.tensor(lab, [n], "i32") : engine.tensor(b, [n, d]);
-      const loss = withGrad ? lossOf(x, other) : noGrad(() => lossOf(x, other));
+      const loss = withGrad
+        ? lossOf(x, other)
+        : noGrad(() => (name === "dclw" ? dclwFixed : lossOf)(x, other));
       const g = withGrad ? await take(grad(loss, [x])[0]) : null;
       const value = (await take(loss))[0];
       x.dispose();
