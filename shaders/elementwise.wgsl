@@ -1,5 +1,5 @@
-// elementwise.wgsl: every f32 elementwise op, one kernel parameterised by the override constant OP, and casts
-// between dtypes.
+// elementwise.wgsl: every f32 elementwise op, one kernel parameterised by the override constant OP, the
+// comparisons of i32 and u32 operands too (OPERANDS), and casts between dtypes.
 // Each invocation computes one vec4 of the output (4 consecutive elements), or PER consecutive vec4s (unary,
 // scalar, binary), the workgroup index spread over x and y. Tensors are bound as array<vec4<f32>>, the binding
 // rounded up to whole vec4s (pool buffers are 256-byte multiples): the padding lanes compute values nobody
@@ -41,6 +41,9 @@ struct Params {
 override WG: u32 = 256;
 const RUN = 16u;
 override OP: u32 = 0;
+// The operands' dtype, for the comparisons (28, 29): 0 f32, 1 i32, 2 u32. Integers are bound as f32 arrays and
+// compared on their bits, so they are exact at any size (as f32 values, 2^24 + 1 would equal 2^24).
+override OPERANDS: u32 = 0u;
 override SWAP: bool = false;
 override INNER4: bool = false;
 override A_ROW: bool = false;
@@ -142,6 +145,17 @@ fn nonzero4(x: vec4<f32>) -> vec4<bool> {
   return (bitcast<vec4<u32>>(x) & vec4<u32>(0x7fffffffu)) != vec4<u32>(0u);
 }
 
+fn equal4(a: vec4<f32>, b: vec4<f32>) -> vec4<bool> {
+  if (OPERANDS == 0u) { return a == b; }
+  return bitcast<vec4<u32>>(a) == bitcast<vec4<u32>>(b);
+}
+
+fn greater4(a: vec4<f32>, b: vec4<f32>) -> vec4<bool> {
+  if (OPERANDS == 1u) { return bitcast<vec4<i32>>(a) > bitcast<vec4<i32>>(b); }
+  if (OPERANDS == 2u) { return bitcast<vec4<u32>>(a) > bitcast<vec4<u32>>(b); }
+  return a > b;
+}
+
 fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
   switch OP {
     case 20u: { return a + b; }
@@ -155,8 +169,8 @@ fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
       let d = a - b;
       return select(exp(d), d, isNan4(d));
     }
-    case 28u: { return select(ZERO, ONE, a == b); }
-    case 29u: { return select(ZERO, ONE, a > b); }
+    case 28u: { return select(ZERO, ONE, equal4(a, b)); }
+    case 29u: { return select(ZERO, ONE, greater4(a, b)); }
     case 30u: { return select(ZERO, a, nonzero4(b)); }  // where: a where b ≠ 0, else 0
     case 31u: { return select(a, ZERO, nonzero4(b)); }  // a where b = ±0, else 0
     // backward: a is the incoming gradient, b the saved forward input or output

@@ -155,31 +155,37 @@ function unary(op: keyof typeof UNARY, a: Tensor): Tensor {
   return out;
 }
 
-function binary(op: keyof typeof BINARY, a: Operand, b: Operand): Tensor {
+/** f(a, b) into a new f32 tensor; operands of `dtype` (an integer one only for the comparisons). */
+function binary(op: keyof typeof BINARY, a: Operand, b: Operand, dtype: DType = "f32"): Tensor {
   if (typeof a === "number" && typeof b === "number") {
     throw new TypeError(`${op}: at least one operand must be a tensor`);
   }
+  const check = (t: Tensor) => dtype === "f32" ? checkF32(op, t) : t.assertLive(op);
+  const constants = { OP: BINARY[op], OPERANDS: DTYPE_CODES[dtype] };
   if (typeof a === "number" || typeof b === "number") {
     const t = (typeof a === "number" ? b : a) as Tensor;
     const s = (typeof a === "number" ? a : b) as number;
-    checkF32(op, t);
+    check(t);
     const out = t.engine.empty(t.shape);
-    const constants = { OP: BINARY[op], SWAP: typeof a === "number" ? 1 : 0 };
-    dispatch(op, "scalar", constants, (n) => new Params().u32(n, 0).f32(s), out, [windowBindings(t)]);
+    // An integer scalar goes in as its bits (two's complement for i32), as the tensor holds its elements.
+    const params = (n: number) =>
+      dtype === "f32" ? new Params().u32(n, 0).f32(s) : new Params().u32(n, 0, s >>> 0);
+    const swap = typeof a === "number" ? 1 : 0;
+    dispatch(op, "scalar", { ...constants, SWAP: swap }, params, out, [windowBindings(t)]);
     return out;
   }
-  checkF32(op, a);
-  checkF32(op, b);
+  check(a);
+  check(b);
   if (a.engine !== b.engine) throw new Error(`${op}: tensors belong to different engines`);
   const shape = broadcastShapes(op, a.shape, b.shape);
   if (sameShape(a.shape, shape) && sameShape(b.shape, shape)) {
     // Same-shape inputs are windowed like the output.
     const out = a.engine.empty(shape);
     const inputs = [windowBindings(a), windowBindings(b)];
-    dispatch(op, "binary", { OP: BINARY[op] }, (n) => new Params().u32(n, 0), out, inputs);
+    dispatch(op, "binary", constants, (n) => new Params().u32(n, 0), out, inputs);
     return out;
   }
-  return broadcast(op, a, b, b.shape, shape);
+  return broadcast(op, a, b, b.shape, shape, 0, dtype);
 }
 
 /** A ShapeError unless the broadcast of `a` with `bShape` to `shape` fits one storage binding. */
@@ -205,13 +211,14 @@ function broadcast(
   bShape: readonly number[],
   shape: number[],
   half = 0,
+  dtype: DType = "f32",
 ): Tensor {
   broadcastDims(op, a.shape, bShape, shape);
   const plan = 4 * shapeSize(shape) > a.engine.maxBinding ? leadingParts(a, b, bShape, shape) : null;
   if (!plan) {
     checkBroadcastFits(op, a, bShape, shape);
     const out = a.engine.empty(shape);
-    broadcastInto(a.engine, op, a, a.shape, b, bShape, out, shape, half);
+    broadcastInto(a.engine, op, a, a.shape, b, bShape, out, shape, half, dtype);
     return out;
   }
   const e = a.engine;
@@ -259,6 +266,7 @@ function broadcast(
       leading(out, shape, rows.out, s0, m),
       cut(shape),
       partHalf,
+      dtype,
     );
   }
   for (const t of temps) t.dispose();
@@ -318,12 +326,14 @@ function broadcastInto(
   out: Binding,
   shape: readonly number[],
   half: number,
+  dtype: DType,
 ): void {
   const [dims, sa, sb] = broadcastDims(op, aShape, bShape, shape);
   const size = shapeSize(shape);
   // After collapsing, an input's innermost stride is 1 (it has that dim) or 0 (broadcast along it).
   const constants = {
     OP: BINARY[op],
+    OPERANDS: DTYPE_CODES[dtype],
     INNER4: Number(dims.length > 0 && dims.at(-1)! % 4 === 0),
     A_ROW: Number(sa.at(-1) === 1),
     B_ROW: Number(sb.at(-1) === 1),
@@ -541,14 +551,40 @@ export function expDiff(a: Tensor, b: Tensor): Tensor {
   return binary("expDiff", a, b);
 }
 
-/** 1 where a == b else 0 (no gradient). */
+/**
+ * 1 where a == b else 0, an f32 mask (no gradient). a and b are f32, or both i32 or both u32 (compared exactly,
+ * beyond f32's 2^24), so `equal(argmax(logits, 1), labels)` marks the hits; a number beside an integer tensor
+ * must be an integer of its range.
+ */
 export function equal(a: Operand, b: Operand): Tensor {
-  return binary("equal", a, b);
+  return compare("equal", a, b);
 }
 
-/** 1 where a > b else 0 (no gradient). */
+/** 1 where a > b else 0, an f32 mask (no gradient); operands as `equal`'s. */
 export function greater(a: Operand, b: Operand): Tensor {
-  return binary("greater", a, b);
+  return compare("greater", a, b);
+}
+
+const INTEGER_RANGE = { i32: [-(2 ** 31), 2 ** 31 - 1], u32: [0, 2 ** 32 - 1] };
+
+function compare(op: "equal" | "greater", a: Operand, b: Operand): Tensor {
+  const tensors = [a, b].filter((x) => typeof x !== "number") as Tensor[];
+  const dtype = tensors[0]?.dtype ?? "f32";
+  if (dtype === "f32") return binary(op, a, b);
+  for (const t of tensors) t.assertLive(op);
+  if (tensors.length === 2 && tensors[1].dtype !== dtype) {
+    throw new TypeError(
+      `${op}: operands of different dtypes, ${dtype} ${fmtShape(tensors[0].shape)} and ` +
+        `${tensors[1].dtype} ${fmtShape(tensors[1].shape)} (cast one to the other's)`,
+    );
+  }
+  const [lo, hi] = INTEGER_RANGE[dtype];
+  for (const s of [a, b]) {
+    if (typeof s === "number" && !(Number.isInteger(s) && s >= lo && s <= hi)) {
+      throw new RangeError(`${op}: ${s} beside a ${dtype} tensor is not an integer in [${lo}, ${hi}]`);
+    }
+  }
+  return binary(op, a, b, dtype);
 }
 
 /** a where mask ≠ 0 (keepWhere) or = 0 (keepUnless), else 0, broadcasting; a's gradient takes the same mask. */

@@ -8,6 +8,7 @@ import {
   exp,
   gelu,
   grad,
+  greater,
   log,
   maximum,
   mean,
@@ -24,7 +25,7 @@ import {
   tanh,
   where,
 } from "../src/mod.ts";
-import type { Tensor } from "../src/mod.ts";
+import type { DType, Tensor } from "../src/mod.ts";
 import {
   refBinary,
   refCast,
@@ -44,6 +45,7 @@ import {
   finiteDifference,
   randomArray,
   randomShape,
+  rng,
   take,
 } from "./util.ts";
 
@@ -504,14 +506,6 @@ test("cast's gradient passes f32 to f32 through; bad dtypes and disposed tensors
     using loss = sum(yw);
     const [g] = grad(loss, [x]);
     assertClose(await take(g), [0.5, 4, -1], TOL, "d cast / dx");
-    // README's accuracy: argmax's i32 indices against i32 labels, compared as f32.
-    using logits = engine.tensor([0.1, 2, 3, 1, 0, 5], [3, 2]);
-    using labels = engine.tensor(new Int32Array([1, 0, 0]), [3]);
-    using predicted = argmax(logits, 1);
-    using p32 = cast(predicted, "f32");
-    using l32 = cast(labels, "f32");
-    using hits = equal(p32, l32);
-    assertClose(await take(mean(hits)), [2 / 3], TOL, "accuracy");
     await assertThrows(() => cast(x, "f16" as never), TypeError, ["f16", "f32, i32 or u32"]);
     const d = engine.ones([3]);
     d.dispose();
@@ -519,6 +513,78 @@ test("cast's gradient passes f32 to f32 through; bad dtypes and disposed tensors
   }
   assertNoLeak(engine, before);
 });
+
+// Pools with the values where comparisons go wrong: ±0 and NaN for f32; for the integers neighbours beyond 2^24
+// (equal as f32), and the values where i32 and u32 order the same bits differently.
+const COMPARE_POOLS = {
+  f32: [-0, 0, 1, -1, 0.5, NaN, Infinity, -Infinity],
+  i32: [-(2 ** 31), -16_777_217, -1, 0, 1, 16_777_216, 16_777_217, 2 ** 31 - 1],
+  u32: [0, 1, 16_777_216, 16_777_217, 2 ** 31, 2 ** 31 + 1, 2 ** 32 - 1],
+} as const;
+
+test("equal and greater compare f32, i32 and u32 exactly, broadcasting and beside scalars", () =>
+  bothKernels(async (engine) => {
+    const before = engine.memory();
+    const ops = { equal, greater };
+    // Same shape (1, a prime, past a run of four vec4s and a workgroup), vec4 rows, element-wise broadcasts.
+    const cases = [[[1], [1]], [[7], [7]], [[4_099], [4_099]], [[3, 8], [8]], [[5, 3], [5, 1]], [[2, 1, 3], [
+      4,
+      1,
+    ]]];
+    for (const [dtype, pool] of Object.entries(COMPARE_POOLS)) {
+      const draw = (n: number, seed: number) => {
+        const r = rng(seed);
+        return Array.from({ length: n }, () => pool[Math.floor(r() * pool.length)]);
+      };
+      for (const [k, [aShape, bShape]] of cases.entries()) {
+        const a = draw(aShape.reduce((x, y) => x * y), k);
+        const b = draw(bShape.reduce((x, y) => x * y), 50 + k);
+        using ta = engine.tensor(a, aShape, dtype as DType);
+        using tb = engine.tensor(b, bShape, dtype as DType);
+        for (const [name, op] of Object.entries(ops)) {
+          const what = `${name} ${dtype} [${aShape}] with [${bShape}]`;
+          assertClose(await take(op(ta, tb)), refBinary(name, a, aShape, b, bShape).data, EXACT, what);
+          assertClose(
+            await take(op(tb, ta)),
+            refBinary(name, b, bShape, a, aShape).data,
+            EXACT,
+            `${what}, swapped`,
+          );
+          // Every scalar of the pool beside one element and beside runs of four vec4s.
+          for (const s of k === 0 || k === 2 ? pool.filter((v) => !Number.isNaN(v)) : []) {
+            assertClose(
+              await take(op(ta, s)),
+              refBinary(name, a, aShape, [s], [1]).data,
+              EXACT,
+              `${what} ${s}`,
+            );
+            assertClose(
+              await take(op(s, ta)),
+              refBinary(name, [s], [1], a, aShape).data,
+              EXACT,
+              `${s} ${what}`,
+            );
+          }
+        }
+      }
+    }
+    {
+      // README's accuracy: argmax's i32 indices against i32 labels.
+      using logits = engine.tensor([0.1, 2, 3, 1, 0, 5], [3, 2]);
+      using labels = engine.tensor([1, 0, 0], [3], "i32");
+      using predicted = argmax(logits, 1);
+      using hits = equal(predicted, labels);
+      assertClose(await take(mean(hits)), [2 / 3], TOL, "accuracy");
+      using f = engine.tensor([1, 0, 0], [3]);
+      using u = engine.tensor([1, 0, 0], [3], "u32");
+      await assertThrows(() => equal(labels, f), TypeError, ["different dtypes", "i32 [3]", "f32 [3]"]);
+      await assertThrows(() => greater(u, labels), TypeError, ["different dtypes", "u32 [3]", "i32 [3]"]);
+      await assertThrows(() => equal(labels, 0.5), RangeError, ["0.5", "i32"]);
+      await assertThrows(() => greater(-1, u), RangeError, ["-1", "u32", "[0, 4294967295]"]);
+      await assertThrows(() => equal(labels, 2 ** 31), RangeError, ["2147483648", "i32"]);
+    }
+    assertNoLeak(engine, before);
+  }));
 
 test("where picks a where cond ≠ 0 else b, broadcasting; the gradient goes to the branch taken, NaN in the other stays out", async (engine) => {
   const before = engine.memory();

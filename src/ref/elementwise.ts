@@ -69,6 +69,8 @@ export const BINARY_REF: Record<string, (a: number, b: number) => number> = {
   pow: (a, b) => (a === 1 || (a === -1 && Math.abs(b) === Infinity) ? 1 : a ** b),
   maximum: (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : Math.max(a, b)),
   minimum: (a, b) => (Number.isNaN(a) || Number.isNaN(b) ? NaN : Math.min(a, b)),
+  equal: (a, b) => Number(a === b),
+  greater: (a, b) => Number(a > b),
 };
 
 export function refUnary(op: string, x: ArrayLike<number>): Float64Array {
