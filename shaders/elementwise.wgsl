@@ -23,9 +23,10 @@
 //                                                                  bindings: 1 a, 2 b, 3 out
 //   convertDtype: out[i] = a[i] converted from dtype FROM to TO (0 f32, 1 i32, 2 u32), both bound as raw
 //              bits (`cast` is a WGSL keyword)                     bindings: 1 a, 2 out
-// Op codes: unary 0..19, binary 20..; backward ops 40..44 take (gradient, saved value), 45 and 46 compute
-// pow's gradient factors.
+// Op codes: unary 0..19, binary 20..; backward ops 40..44, 47 and 48 take (gradient, saved value), 45 and 46
+// compute pow's gradient factors.
 //! include lib/nan.wgsl
+//! include lib/log1p.wgsl
 
 struct Params {
   count: u32,     // output elements in this window
@@ -136,6 +137,8 @@ fn unaryOp(x: vec4<f32>) -> vec4<f32> {
     case 8u: { return abs(x); }
     case 9u: { return x * x; }
     case 10u: { return 1.0 / x; }
+    case 11u: { return x * sigmoid(x); }                                         // silu
+    case 12u: { return max(x, ZERO) + log1p01(exp(-abs(x))); }                   // softplus, never overflows
     default: { return x; }
   }
 }
@@ -180,6 +183,11 @@ fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     case 43u: { return a * (1.0 - b * b); }                                                // tanh'(y)
     case 44u: { return a * select(select(ZERO, -ONE, b < ZERO), ONE, b > ZERO); }          // abs'(x)
     case 45u: { return select(a * b, ZERO, a == ZERO); }  // a·b, 0 where a = 0: pow's b·a^(b−1) at b = 0
+    case 47u: {                                                                            // silu'(x)
+      let s = sigmoid(b);
+      return a * s * (1.0 + b * (1.0 - s));
+    }
+    case 48u: { return a * sigmoid(b); }                                                   // softplus'(x)
     case 46u: {  // pow's d/db factor y·ln x for (x, y = x^b): 0 where x = 0 and b ≥ 0 (y ≤ 1), as PyTorch
       let r = select(b * log(a), bits4(a, 0x7fc00000u), (a < ZERO) | isNan4(a) | isNan4(b));
       return select(r, ZERO, (a == ZERO) & (b <= ONE));

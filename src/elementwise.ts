@@ -24,6 +24,8 @@ const UNARY = {
   abs: 8,
   square: 9,
   reciprocal: 10,
+  silu: 11,
+  softplus: 12,
 };
 const BINARY = {
   add: 20,
@@ -45,6 +47,8 @@ const BINARY = {
   absBackward: 44,
   timesNonzero: 45,
   powExponentGrad: 46,
+  siluBackward: 47,
+  softplusBackward: 48,
 };
 
 /** Validates an f32 input that is still live. */
@@ -410,6 +414,19 @@ export function gelu(a: Tensor): Tensor {
 export function sigmoid(a: Tensor): Tensor {
   const y = unary("sigmoid", a);
   return record(y, "sigmoid", [a], (g) => [binary("sigmoidBackward", g, y)]);
+}
+
+/** SiLU (swish), x·σ(x), as PyTorch's. */
+export function silu(a: Tensor): Tensor {
+  return record(unary("silu", a), "silu", [a], (g) => [binary("siluBackward", g, a)]);
+}
+
+/**
+ * log(1 + eˣ), as PyTorch's softplus (beta 1), computed as max(x, 0) + log(1 + e^−|x|): no overflow, and past
+ * PyTorch's threshold of 20 it returns x to f32 as PyTorch does.
+ */
+export function softplus(a: Tensor): Tensor {
+  return record(unary("softplus", a), "softplus", [a], (g) => [binary("softplusBackward", g, a)]);
 }
 
 export function tanh(a: Tensor): Tensor {

@@ -23,6 +23,8 @@ export {
   pow,
   relu,
   sigmoid,
+  silu,
+  softplus,
   sqrt,
   square,
   sub,

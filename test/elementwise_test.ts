@@ -19,6 +19,8 @@ import {
   relu,
   ShapeError,
   sigmoid,
+  silu,
+  softplus,
   sqrt,
   sub,
   sum,
@@ -55,7 +57,7 @@ import {
 const TOL = { rtol: 2e-6, atol: 1e-6 };
 const EXACT = { rtol: 0, atol: 0 };
 
-const UNARY = { neg, exp, log, sqrt, relu, gelu, sigmoid, tanh };
+const UNARY = { neg, exp, log, sqrt, relu, gelu, sigmoid, tanh, silu, softplus };
 const BINARY = { add, sub, mul, div, maximum, minimum };
 
 // Sizes: 1, primes, non-multiples of 4 (one vec4 per invocation) and of the workgroup's 1,024 elements. A
@@ -290,6 +292,23 @@ test("gelu and its gradient keep relative precision in the lower tail", async (e
     loss.dispose();
     y.dispose();
     assertClose(await take(g), Float64Array.from(x, UNARY_GRAD_REF.gelu), tol, "gelu'");
+  }
+  assertNoLeak(engine, before);
+});
+
+test("silu and softplus keep relative precision in their tails and never overflow, their gradients too", async (engine) => {
+  const before = engine.memory();
+  {
+    const x = [-80, -30, -20, -5, -1e-3, 0, 1e-3, 5, 20, 30, 80, 1e4];
+    using t = engine.tensor(x, [x.length]);
+    for (const [name, op] of Object.entries({ silu, softplus })) {
+      // exp, sigmoid and log(1 + e) each a few ulp relative: 1e-5 relative holds down to softplus(−80) = 1.8e-35.
+      const tol = { rtol: 1e-5, atol: 0 };
+      using y = op(t);
+      using loss = sum(y);
+      assertClose(await y.toArray(), refUnary(name, x), tol, name);
+      assertClose(await take(grad(loss, [t])[0]), x.map(UNARY_GRAD_REF[name]), tol, `${name}'`);
+    }
   }
   assertNoLeak(engine, before);
 });

@@ -44,6 +44,8 @@ export const UNARY_REF: Record<string, (x: number) => number> = {
   abs: Math.abs,
   square: (x) => x * x,
   reciprocal: (x) => 1 / x,
+  silu: (x) => x * sigmoid(x),
+  softplus: (x) => Math.max(x, 0) + Math.log1p(Math.exp(-Math.abs(x))),
 };
 
 /** Derivative of each unary op at x (for gradient references). */
@@ -58,6 +60,8 @@ export const UNARY_GRAD_REF: Record<string, (x: number) => number> = {
   tanh: (x) => 1 - Math.tanh(x) ** 2,
   abs: (x) => Math.sign(x),
   square: (x) => 2 * x,
+  silu: (x) => sigmoid(x) * (1 + x * (1 - sigmoid(x))),
+  softplus: sigmoid,
 };
 
 export const BINARY_REF: Record<string, (a: number, b: number) => number> = {
