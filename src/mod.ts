@@ -42,7 +42,10 @@ export {
   type ReduceOptions,
   type Reduction,
   softmax,
+  std,
   sum,
+  variance,
+  type VarianceOptions,
 } from "./reduce.ts";
 export { concat, reshape, slice, transpose } from "./shape.ts";
 export { matmul, type MatmulOptions } from "./matmul.ts";

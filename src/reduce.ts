@@ -1,8 +1,8 @@
-// Reductions over axes: sum, mean, max, min, logsumexp, argmax, argmin, and softmax / logSoftmax built on them
-// (shaders/reduce.wgsl; CPU reference in src/ref/reduce.ts).
-import { record } from "./autograd.ts";
+// Reductions over axes: sum, mean, max, min, logsumexp, argmax, argmin, and softmax / logSoftmax, variance
+// and std built on them (shaders/reduce.wgsl; CPU reference in src/ref/reduce.ts).
+import { composed, record } from "./autograd.ts";
 import { checkRank, Params, type Window, windows } from "./engine.ts";
-import { checkF32, div, equal, exp, expDiff, minusSplit, mul, sub } from "./elementwise.ts";
+import { checkF32, div, equal, exp, expDiff, minusSplit, mul, sqrt, square, sub } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { reshape } from "./shape.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
@@ -283,6 +283,38 @@ export function sum(x: Tensor, axes?: number | number[], opts: ReduceOptions = {
 /** Mean over `axes` (all by default). */
 export function mean(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
   return reduction("sum", "mean", x, axes, opts, (g) => spread(g, x.shape, g.size / x.size), "average");
+}
+
+export interface VarianceOptions extends ReduceOptions {
+  /** Subtracted from the count of each row's elements in the divisor (default 1: Bessel's, as PyTorch). */
+  correction?: number;
+}
+
+/**
+ * Variance over `axes` (all by default), torch.var's: Σ (x − mean)² / (n − correction), n the elements of a
+ * row. Two passes (the mean, then the squares of what is left), so an offset far above the spread costs no
+ * precision, where E[x²] − E[x]² would cancel. A RangeError where n − correction ≤ 0 (PyTorch gives NaN or ∞).
+ */
+export function variance(x: Tensor, axes?: number | number[], opts: VarianceOptions = {}): Tensor {
+  checkF32("variance", x);
+  const list = normalizeAxes("variance", x.shape, axes);
+  const n = list.reduce((k, a) => k * x.shape[a], 1);
+  const correction = opts.correction ?? 1;
+  if (!(correction >= 0 && n - correction > 0)) {
+    throw new RangeError(
+      `variance: ${n} elements per row of ${fmtShape(x.shape)} over axes [${list}] with correction ` +
+        `${correction} leave no degrees of freedom (correction must be ≥ 0 and below the row's length)`,
+    );
+  }
+  return composed((keep) => {
+    const centred = keep(sub(x, keep(mean(x, list, { keepDims: true }))));
+    return div(keep(sum(keep(square(centred)), list, { keepDims: opts.keepDims })), n - correction);
+  });
+}
+
+/** Standard deviation over `axes`, torch.std's: √variance (options as `variance`). */
+export function std(x: Tensor, axes?: number | number[], opts: VarianceOptions = {}): Tensor {
+  return composed((keep) => sqrt(keep(variance(x, axes, opts))));
 }
 
 /** g shared evenly among the elements of x equal to y, the extremum of their row: max's and min's gradient. */

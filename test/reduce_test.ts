@@ -11,8 +11,10 @@ import {
   mul,
   ShapeError,
   softmax,
+  std,
   sum,
   type Tensor,
+  variance,
 } from "../src/mod.ts";
 import {
   reducedShape,
@@ -30,6 +32,8 @@ import {
   refSoftmaxGrad,
   refSum,
   refSumGrad,
+  refVariance,
+  refVarianceGrad,
 } from "../src/ref/reduce.ts";
 import { bothKernels, test } from "./harness.ts";
 import {
@@ -572,10 +576,78 @@ test("softmax and logSoftmax whose output is over one binding run in parts along
 
 // ---- errors --------------------------------------------------------------------------------------------------
 
+// variance over values 1000 + [-1, 1]: the mean's error δ (a few ulp of 1000) adds only n·δ² to the sum of
+// squares (the cross term cancels), which then sums non-negative terms (relative error ≤ 75·2^-24, as sumTol);
+// std's square root halves it. A one-pass E[x²] − E[x]² would lose everything here (ulp(1e6) = 0.06).
+const varianceTol = { rtol: 1e-5, atol: 1e-7 };
+
+leakTest(
+  "variance and std match float64 on random shapes and axes, far from zero, their gradients too",
+  async (engine) => {
+    for (const [k, { shape, axes }] of cases(16, 5).entries()) {
+      const x = randomArray(size(shape), 70 + k).map((v) => 1000 + v);
+      const n = axes.reduce((m, a) => m * shape[a], 1);
+      using t = engine.tensor(x, shape);
+      for (const correction of n > 1 ? [0, 1] : [0]) {
+        for (const keepDims of [false, true]) {
+          const what = `${shape} axes ${axes} correction ${correction} keepDims ${keepDims}`;
+          const ref = refVariance(x, shape, axes, correction, keepDims);
+          using v = variance(t, spell(axes, shape.length, k), { correction, keepDims });
+          assertEquals(v.shape, ref.shape, `variance ${what} shape`);
+          assertClose(await v.toArray(), ref.data, varianceTol, `variance ${what}`);
+          using sd = std(t, axes, { correction, keepDims });
+          assertClose(await sd.toArray(), ref.data.map(Math.sqrt), varianceTol, `std ${what}`);
+        }
+        // Gradients under a random weight per row: d var/dx = 2(x − mean)·w / (n − correction), std's over 2·std.
+        const ref = refVariance(x, shape, axes, correction);
+        const w = randomArray(ref.data.length, 90 + k);
+        using tw = engine.tensor(w, ref.shape);
+        const gradOf = (op: typeof variance) =>
+          engine.tidy(() => grad(sum(mul(op(t, axes, { correction }), tw)), [t])[0]);
+        const dv = refVarianceGrad(x, w, shape, axes, correction);
+        const ds = refVarianceGrad(
+          x,
+          w.map((wi, r) => wi / (2 * Math.sqrt(ref.data[r]))),
+          shape,
+          axes,
+          correction,
+        );
+        // |dv| ≲ 2·|x − mean|/(n − c): an absolute floor at 1e-5 of that scale covers elements near the mean.
+        const gradTol = { rtol: 1e-4, atol: 1e-5 * 2 / Math.max(1, n - correction) };
+        assertClose(
+          await take(gradOf(variance)),
+          dv,
+          gradTol,
+          `variance' ${shape} axes ${axes} c ${correction}`,
+        );
+        assertClose(
+          await take(gradOf(std)),
+          ds,
+          { ...gradTol, rtol: 2e-4 },
+          `std' ${shape} axes ${axes}`,
+        );
+      }
+    }
+    // Finite differences at a small size (h = 1e-2: variance is quadratic, so only f32 rounding, ~eps·|f|/h ≈ 1e-5,
+    // and std's truncation ~h² stay).
+    const x = randomArray(12, 3);
+    for (const [name, op] of Object.entries({ variance, std })) {
+      const f = async (v: Float32Array) => {
+        using xt = engine.tensor(v, [3, 4]);
+        return (await take(engine.tidy(() => sum(op(xt, 1)))))[0];
+      };
+      using t = engine.tensor(x, [3, 4]);
+      const got = await take(engine.tidy(() => grad(sum(op(t, 1)), [t])[0]));
+      const fd = await finiteDifference(f, x, [0, 5, 11]);
+      assertClose([0, 5, 11].map((i) => got[i]), fd, { rtol: 1e-2, atol: 1e-3 }, `${name} fd`);
+    }
+  },
+);
+
 leakTest("bad input throws a clear error and allocates nothing", async (engine) => {
   using t = engine.tensor(randomArray(6, 1), [2, 3]);
   using ints = engine.tensor(new Int32Array([1, 2, 3]), [3]);
-  for (const op of [sum, mean, max, logsumexp]) {
+  for (const op of [sum, mean, max, logsumexp, variance, std]) {
     await assertThrows(() => op(ints), TypeError, ["i32"]);
     await assertThrows(() => op(t, 2), RangeError, ["axis 2", "[2, 3]"]);
     await assertThrows(() => op(t, -3), RangeError, ["axis -3", "[2, 3]"]);
@@ -585,6 +657,17 @@ leakTest("bad input throws a clear error and allocates nothing", async (engine) 
   for (const op of [softmax, logSoftmax]) {
     await assertThrows(() => op(ints), TypeError, ["i32"]);
     await assertThrows(() => op(t, 2), RangeError, ["axis 2", "[2, 3]"]);
+  }
+  // One element per row leaves Bessel's correction nothing to divide by (PyTorch gives NaN).
+  using column = engine.zeros([3, 1]);
+  for (const op of [variance, std]) {
+    await assertThrows(() => op(column, 1), RangeError, ["1 elements", "[3, 1]", "correction 1"]);
+    await assertThrows(() => op(t, 1, { correction: 3 }), RangeError, [
+      "3 elements",
+      "[2, 3]",
+      "correction 3",
+    ]);
+    await assertThrows(() => op(t, 1, { correction: -1 }), RangeError, ["correction -1"]);
   }
   // 17 dims alternating kept and reduced do not merge: 9 of one kind are over the kernel's 8. (sum and max
   // reduce a trailing run of reduced dims first, on its own, which leaves 8: logsumexp does not split.)
@@ -597,7 +680,7 @@ leakTest("bad input throws a clear error and allocates nothing", async (engine) 
   ]);
   const gone = engine.tensor([1, 2], [2]);
   gone.dispose();
-  for (const op of [sum, mean, max, logsumexp, softmax, logSoftmax]) {
+  for (const op of [sum, mean, max, logsumexp, softmax, logSoftmax, variance, std]) {
     await assertThrows(() => op(gone), Error, ["used after dispose"]);
   }
   // Reducing axis 0 of [2, cols] leaves cols values: more than one binding holds, so the partials cannot be

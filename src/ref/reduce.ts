@@ -76,6 +76,37 @@ export function refMean(
   return { data: r.data.map((v) => v / n), shape: r.shape };
 }
 
+/** Σ (x − mean)² / (n − correction) over `axes`, two passes in float64. */
+export function refVariance(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  axes: readonly number[],
+  correction: number,
+  keepDims = false,
+): Reduced {
+  const m = refMean(x, shape, axes);
+  const rows = rowOf(shape, axes);
+  const out = reducedShape(shape, axes, keepDims);
+  const data = new Float64Array(m.data.length);
+  for (let i = 0; i < rows.length; i++) data[rows[i]] += (x[i] - m.data[rows[i]]) ** 2;
+  const n = lengthOf(shape, axes);
+  return { data: data.map((v) => v / (n - correction)), shape: out };
+}
+
+/** d variance / dx for upstream gradient g (one value per row): 2 (x − mean) g / (n − correction). */
+export function refVarianceGrad(
+  x: ArrayLike<number>,
+  g: ArrayLike<number>,
+  shape: readonly number[],
+  axes: readonly number[],
+  correction: number,
+): Float64Array {
+  const m = refMean(x, shape, axes);
+  const rows = rowOf(shape, axes);
+  const n = lengthOf(shape, axes);
+  return Float64Array.from(rows, (r, i) => 2 * (x[i] - m.data[r]) * g[r] / (n - correction));
+}
+
 export function refMax(
   x: ArrayLike<number>,
   shape: readonly number[],
