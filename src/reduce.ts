@@ -5,6 +5,7 @@ import { checkRank, Params, type Window, windows } from "./engine.ts";
 import { checkF32, div, equal, exp, expDiff, minusSplit, mul, sqrt, square, sub } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { reshape } from "./shape.ts";
+import { fusesRows, rowSoftmax } from "./softmax.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
 
 const WG = 256;
@@ -414,6 +415,8 @@ function minusLogsumexp(name: string, x: Tensor, axis: number, op: "sub" | "expD
 
 /** exp(x) normalised along `axis` (default the last), via logsumexp so large values do not overflow. */
 export function softmax(x: Tensor, axis = -1): Tensor {
+  checkF32("softmax", x);
+  if (fusesRows(x, normalizeAxes("softmax", x.shape, axis)[0])) return rowSoftmax(x, false);
   const y = minusLogsumexp("softmax", x, axis, "expDiff");
   return record(y, "softmax", [x], (g) => {
     // y·(g − Σ g·y)
@@ -430,6 +433,8 @@ export function softmax(x: Tensor, axis = -1): Tensor {
 
 /** x − logsumexp(x) along `axis` (default the last). */
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
+  checkF32("logSoftmax", x);
+  if (fusesRows(x, normalizeAxes("logSoftmax", x.shape, axis)[0])) return rowSoftmax(x, true);
   const y = minusLogsumexp("logSoftmax", x, axis, "sub");
   return record(y, "logSoftmax", [x], (g) => {
     // g − softmax·Σg

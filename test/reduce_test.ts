@@ -525,6 +525,53 @@ leakTest("softmax and logSoftmax gradients match the reference and finite differ
   }
 });
 
+test("softmax and logSoftmax along rows of whole vec4s, one workgroup a row: values and gradients match float64", () =>
+  // Rows 1, prime, and 131 on engines of at most 64 workgroups a dimension (the grid laid over x and y, its
+  // last line part empty: a GPU's 256 invocations a row take llvmpipe seconds per 65,536 rows); lengths of one
+  // vec4, of several walks of a workgroup (257 vec4s: 256 invocations on a GPU, 8 on a CPU adapter), and
+  // 524,288, the longest a CPU adapter's 8 invocations take (16,384 steps a walk, two walks: under llvmpipe's
+  // loop cap), beside 524,292, which goes to the logsumexp path.
+  bothKernels(async (engine) => {
+    const before = engine.memory();
+    const cases = [[1, 4], [7, 12], [3, 5, 1028], [131, 4], [1, 524_288], [1, 524_292]];
+    for (const [k, shape] of cases.entries()) {
+      const x = randomArray(size(shape), 900 + k, -6, 6);
+      const w = randomArray(size(shape), 950 + k, 0.5, 1.5);
+      using t = engine.tensor(x, shape);
+      using wt = engine.tensor(w, shape);
+      for (
+        const [name, op, ref, tol, refGrad] of [
+          ["softmax", softmax, refSoftmax, softmaxTol, refSoftmaxGrad],
+          ["logSoftmax", logSoftmax, refLogSoftmax, logSoftmaxTol, refLogSoftmaxGrad],
+        ] as const
+      ) {
+        const axis = shape.length - 1;
+        using y = op(t, -1);
+        assertClose(await y.toArray(), ref(x, shape, axis), tol, `${name} [${shape}]`);
+        const [got, expected] = [
+          await take(engine.tidy(() => grad(sum(mul(y, wt)), [t])[0])),
+          refGrad(x, w, shape, axis),
+        ];
+        // As the test over one binding: logSoftmax's g − softmax·Σg cancels up to its largest term.
+        if (name === "logSoftmax") assertCloseScaled(got, expected, softmaxTol.rtol, `${name}' [${shape}]`);
+        else assertClose(got, expected, gradTol, `${name}' [${shape}]`);
+      }
+    }
+    // Finite differences through the fused backward.
+    const x = randomArray(24, 31, -2, 2);
+    for (const [name, op] of [["softmax", softmax], ["logSoftmax", logSoftmax]] as const) {
+      await checkGrad(
+        engine,
+        `${name} rows of 8`,
+        (t) => op(t, -1),
+        x,
+        [3, 8],
+        (x, w) => (name === "softmax" ? refSoftmaxGrad : refLogSoftmaxGrad)(x, w, [3, 8], 1),
+      );
+    }
+    assertNoLeak(engine, before);
+  }, { maxComputeWorkgroupsPerDimension: 64 }));
+
 test("softmax and logSoftmax whose output is over one binding run in parts along the leading dim", () =>
   // On engines that bind at most 1 MiB, outputs of 1.2 to 1.6 MiB. The log-sum-exp varies along the leading
   // dim (axis 1 of [300, 1001], whose rows line up with the 256-byte alignment only every 64 rows; axis 1 of
@@ -613,17 +660,17 @@ leakTest(
           correction,
         );
         // |dv| ≲ 2·|x − mean|/(n − c): an absolute floor at 1e-5 of that scale covers elements near the mean.
-        const gradTol = { rtol: 1e-4, atol: 1e-5 * 2 / Math.max(1, n - correction) };
+        const varianceGradTol = { rtol: 1e-4, atol: 1e-5 * 2 / Math.max(1, n - correction) };
         assertClose(
           await take(gradOf(variance)),
           dv,
-          gradTol,
+          varianceGradTol,
           `variance' ${shape} axes ${axes} c ${correction}`,
         );
         assertClose(
           await take(gradOf(std)),
           ds,
-          { ...gradTol, rtol: 2e-4 },
+          { ...varianceGradTol, rtol: 2e-4 },
           `std' ${shape} axes ${axes}`,
         );
       }

@@ -1,0 +1,107 @@
+// softmax.wgsl: softmax and logSoftmax along contiguous rows, forward and backward, one workgroup per row.
+// Rows [rows, len] row-major, len a multiple of 4, bound as vec4s (p.len4 per row); the workgroup index,
+// spread over x and y, is the row. Each invocation folds the row's vec4s lid, lid + WG, ... (a SIMD group
+// reads neighbouring vec4s together), the workgroup merges its WG partials in a tree in workgroup memory, and
+// a second walk over the same vec4s writes the row. So each element is read twice and written once, in one
+// dispatch, where logsumexp then a broadcast difference took two dispatches and a partials pass.
+//   forward:  LOG: y = (x − m) − log s, else y = exp((x − m) − log s); m the row max and s = Σ exp(x − m),
+//             folded online as reduce.wgsl's logsumexp (NaN wins; m = ±∞ gives no ∞ − ∞). (x − m) − log s
+//             is exact to f32 where x − (m + log s) would carry the rounding of m + log s.
+//                                                                     bindings: 1 x, 2 y
+//   backward: g the gradient of y. LOG: dx = g − exp(y)·Σ g, else dx = y·(g − Σ g·y).
+//                                                                     bindings: 1 y, 2 dx, 3 g
+// No invocation loops more than 2·⌈len4 / WG⌉ + log2(WG) times: the host sends longer rows elsewhere.
+//! include lib/nan.wgsl
+
+struct Params {
+  rows: u32,
+  len4: u32,   // vec4s per row
+  ninf: f32,   // −∞ from the host: WGSL has no infinity literal
+}
+
+override WG: u32 = 256;  // a power of two
+override LOG: bool = false;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> g: array<vec4<f32>>;
+
+var<workgroup> partial: array<vec2<f32>, WG>;
+
+fn rowOf(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return wg.y * nwg.x + wg.x;
+}
+
+// max that returns NaN when either side is NaN (WGSL's max may drop it).
+fn maxNaN(x: f32, y: f32) -> f32 {
+  return select(select(max(x, y), y, isNan(y)), x, isNan(x));
+}
+
+// exp(v − m) for a term v merged under the new max m; 1 when v == m, so m = ±∞ gives no ∞ − ∞.
+fn rescale(v: f32, m: f32) -> f32 {
+  return select(exp(v - m), 1.0, v == m);
+}
+
+// Two online log-sum-exp states (m, s) as one.
+fn merge(x: vec2<f32>, y: vec2<f32>) -> vec2<f32> {
+  let m = maxNaN(x.x, y.x);
+  return vec2<f32>(m, x.y * rescale(x.x, m) + y.y * rescale(y.x, m));
+}
+
+// The workgroup's partials combined, in every invocation: a tree, so WG = 256 takes 8 steps. SUM_X adds x
+// (the backward's sums), else merges log-sum-exp states.
+fn combineAll(mine: vec2<f32>, lid: u32, sumX: bool) -> vec2<f32> {
+  partial[lid] = mine;
+  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+    workgroupBarrier();
+    if (lid < stride) {
+      let other = partial[lid + stride];
+      partial[lid] = select(merge(partial[lid], other), partial[lid] + other, sumX);
+    }
+  }
+  workgroupBarrier();
+  return partial[0];
+}
+
+@compute @workgroup_size(WG)
+fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+  let row = rowOf(wg, nwg);
+  if (row >= p.rows) { return; }
+  let base = row * p.len4;
+  var state = vec2<f32>(p.ninf, 0.0);
+  for (var j = lid; j < p.len4; j += WG) {
+    let v = a[base + j];
+    let m = maxNaN(state.x, maxNaN(maxNaN(v.x, v.y), maxNaN(v.z, v.w)));
+    let terms = select(exp(v - m), vec4<f32>(1.0), v == vec4<f32>(m));
+    state = vec2<f32>(m, state.y * rescale(state.x, m) + dot(terms, vec4<f32>(1.0)));
+  }
+  let total = combineAll(state, lid, false);
+  let m = vec4<f32>(total.x);
+  let logS = vec4<f32>(log(total.y));
+  for (var j = lid; j < p.len4; j += WG) {
+    let d = (a[base + j] - m) - logS;
+    // exp(NaN) is ∞ on SwiftShader: a NaN stays NaN.
+    out[base + j] = select(select(exp(d), d, isNan4(d)), d, LOG);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+  let row = rowOf(wg, nwg);
+  if (row >= p.rows) { return; }
+  let base = row * p.len4;
+  var s = 0.0;
+  for (var j = lid; j < p.len4; j += WG) {
+    let gj = g[base + j];
+    s += select(dot(gj, a[base + j]), dot(gj, vec4<f32>(1.0)), LOG);
+  }
+  let total = vec4<f32>(combineAll(vec2<f32>(s, 0.0), lid, true).x);
+  for (var j = lid; j < p.len4; j += WG) {
+    let y = a[base + j];
+    let gj = g[base + j];
+    out[base + j] = select(y * (gj - total), gj - exp(y) * total, LOG);
+  }
+}
