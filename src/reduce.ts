@@ -172,17 +172,27 @@ function reduce(
     reduced.stride.every((s) => s === 1);
   let source = x;
   for (let pass = 0;; pass++) {
+    // Later passes read partials laid [rows, parts], or after KEPT4 [parts, rows] (rows side by side).
+    const rowsContiguous = pass === 0 ? contiguous : reduced.stride[0] === 1;
     // Contiguous rows of a multiple of 4 are read as vec4s: `unit` elements per item.
     const unit = pass === 0 && contiguous && len % 4 === 0 ? 4 : 1;
     const items = len / unit;
+    // Strided rows side by side in memory: neighbouring invocations take neighbouring rows, or (KEPT4: one
+    // window, one reduced dim, no pairs to read) each 4 rows as a vec4, in parts of consecutive items.
+    const rowsFast = !rowsContiguous && kept.stride.at(-1) === 1;
+    const kept4 = rowsFast && kept.shape.at(-1)! % 4 === 0 && reduced.shape.length === 1 &&
+      !(pairs && pass > 0) && windows(source).length === 1;
     // Parts per chunk: enough that each folds ≤ ITEMS items (rows of ≤ ITEMS: one part per row). A GPU's
     // neighbouring invocations read neighbouring items (WG parts); a CPU's SIMD lanes then read a page apart
     // at each step, where its prefetcher stops and every read waits on memory (sum 16M 2.4x slower on
-    // llvmpipe), so there 4 parts take one 64-byte line per step and each part's reads run in order.
-    const seg = Math.min(e.cpuKernels ? 4 : WG, Math.ceil(items / ITEMS));
-    const chunks = Math.ceil(items / (seg * ITEMS));
+    // llvmpipe), so there 4 parts take one 64-byte line per step and each part's reads run in order. KEPT4's
+    // SIMD groups read whole lines already: one part per chunk, of 16 items on a CPU adapter, where a part
+    // of 64 rows ran [4096, 4096] over axis 0 2x slower (a page per step, 64 of them a SIMD group).
+    const perPart = kept4 && e.cpuKernels ? 16 : ITEMS;
+    const seg = kept4 ? 1 : Math.min(e.cpuKernels ? 4 : WG, Math.ceil(items / ITEMS));
+    const chunks = Math.ceil(items / (seg * perPart));
     const { nwin, slices: parts } = pass === 0
-      ? slices(x, contiguous, len, chunks, seg * ITEMS * unit)
+      ? slices(x, contiguous, len, chunks, seg * perPart * unit)
       : { nwin: 1, slices: windows(source).map((w): Slice => ({ ...w, chunk0: 0, nchunks: rows * chunks })) };
     const last = chunks * seg * nwin === 1;
     const count = last ? (half > 0 ? 2 * half : rows) : rows * chunks * seg * nwin * (pairs ? 2 : 1);
@@ -193,8 +203,6 @@ function reduce(
           `over maxStorageBufferBindingSize (${e.maxBinding} bytes)`,
       );
     }
-    const rowsFast = pass === 0 && !contiguous && kept.stride.at(-1) === 1;
-    const kept4 = rowsFast && kept.shape.at(-1)! % 4 === 0 && parts.length === 1;
     const out = e.empty(last ? outShape : [count], last && op === "argmax" ? "i32" : "f32");
     parts.forEach((s, w) => {
       e.run({
@@ -202,13 +210,12 @@ function reduce(
         shader: "reduce",
         constants: {
           WG,
-          ITEMS,
+          ITEMS: perPart,
           OP: OPS[op],
           PAIRS_IN: pairs && pass > 0 ? 1 : 0,
           PAIRS_OUT: pairs && !last ? 1 : 0,
-          CONTIGUOUS: contiguous || pass > 0 ? 1 : 0,
+          CONTIGUOUS: rowsContiguous ? 1 : 0,
           VEC4: unit === 4 ? 1 : 0,
-          // Strided rows side by side in memory: neighbouring invocations take neighbouring rows, or each 4.
           ROWS_FAST: rowsFast ? 1 : 0,
           KEPT4: kept4 ? 1 : 0,
           SPLIT: half > 0 && last ? 1 : 0,
@@ -226,8 +233,8 @@ function reduce(
     if (source !== x) source.dispose();
     if (last) return out;
     len = chunks * seg * nwin;
-    kept = { shape: [rows], stride: [len] };
-    reduced = { shape: [len], stride: [1] };
+    kept = { shape: [rows], stride: [kept4 ? 1 : len] };
+    reduced = { shape: [len], stride: [kept4 ? rows : 1] };
     source = out;
   }
 }
