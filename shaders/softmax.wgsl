@@ -49,7 +49,7 @@ fn merge(x: vec2<f32>, y: vec2<f32>) -> vec2<f32> {
   return vec2<f32>(m, x.y * rescale(x.x, m) + y.y * rescale(y.x, m));
 }
 
-// The workgroup's partials combined, in every invocation: a tree, so WG = 256 takes 8 steps. SUM_X adds x
+// The workgroup's partials combined, in every invocation: a tree, so WG = 256 takes 8 steps. With sumX it adds
 // (the backward's sums), else merges log-sum-exp states.
 fn combineAll(mine: vec2<f32>, lid: u32, sumX: bool) -> vec2<f32> {
   partial[lid] = mine;

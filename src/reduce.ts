@@ -186,8 +186,8 @@ function reduce(
     // neighbouring invocations read neighbouring items (WG parts); a CPU's SIMD lanes then read a page apart
     // at each step, where its prefetcher stops and every read waits on memory (sum 16M 2.4x slower on
     // llvmpipe), so there 4 parts take one 64-byte line per step and each part's reads run in order. KEPT4's
-    // SIMD groups read whole lines already: one part per chunk, of 16 items on a CPU adapter, where a part
-    // of 64 rows ran [4096, 4096] over axis 0 2x slower (a page per step, 64 of them a SIMD group).
+    // SIMD groups read whole lines already: one part per chunk, of 16 consecutive items on a CPU adapter,
+    // where parts of 64 items 4 apart ran [4096, 4096] over axis 0 2.2x slower (a page per step).
     const perPart = kept4 && e.cpuKernels ? 16 : ITEMS;
     const seg = kept4 ? 1 : Math.min(e.cpuKernels ? 4 : WG, Math.ceil(items / ITEMS));
     const chunks = Math.ceil(items / (seg * perPart));
@@ -304,13 +304,23 @@ export interface VarianceOptions extends ReduceOptions {
  * precision, where E[x²] − E[x]² would cancel. A RangeError where n − correction ≤ 0 (PyTorch gives NaN or ∞).
  */
 export function variance(x: Tensor, axes?: number | number[], opts: VarianceOptions = {}): Tensor {
-  checkF32("variance", x);
-  const list = normalizeAxes("variance", x.shape, axes);
+  return squaredSpread("variance", x, axes, opts);
+}
+
+/** Standard deviation over `axes`, torch.std's: √variance (options as `variance`). */
+export function std(x: Tensor, axes?: number | number[], opts: VarianceOptions = {}): Tensor {
+  return composed((keep) => sqrt(keep(squaredSpread("std", x, axes, opts))));
+}
+
+/** variance, its errors naming `op`. */
+function squaredSpread(op: string, x: Tensor, axes: number | number[] | undefined, opts: VarianceOptions) {
+  checkF32(op, x);
+  const list = normalizeAxes(op, x.shape, axes);
   const n = list.reduce((k, a) => k * x.shape[a], 1);
   const correction = opts.correction ?? 1;
   if (!(correction >= 0 && n - correction > 0)) {
     throw new RangeError(
-      `variance: ${n} elements per row of ${fmtShape(x.shape)} over axes [${list}] with correction ` +
+      `${op}: ${n} elements per row of ${fmtShape(x.shape)} over axes [${list}] with correction ` +
         `${correction} leave no degrees of freedom (correction must be ≥ 0 and below the row's length)`,
     );
   }
@@ -318,11 +328,6 @@ export function variance(x: Tensor, axes?: number | number[], opts: VarianceOpti
     const centred = keep(sub(x, keep(mean(x, list, { keepDims: true }))));
     return div(keep(sum(keep(square(centred)), list, { keepDims: opts.keepDims })), n - correction);
   });
-}
-
-/** Standard deviation over `axes`, torch.std's: √variance (options as `variance`). */
-export function std(x: Tensor, axes?: number | number[], opts: VarianceOptions = {}): Tensor {
-  return composed((keep) => sqrt(keep(variance(x, axes, opts))));
 }
 
 /** g shared evenly among the elements of x equal to y, the extremum of their row: max's and min's gradient. */

@@ -716,8 +716,8 @@ leakTest("bad input throws a clear error and allocates nothing", async (engine) 
   }
   // One element per row leaves Bessel's correction nothing to divide by (PyTorch gives NaN).
   using column = engine.zeros([3, 1]);
-  for (const op of [variance, std]) {
-    await assertThrows(() => op(column, 1), RangeError, ["1 elements", "[3, 1]", "correction 1"]);
+  for (const [name, op] of [["variance", variance], ["std", std]] as const) {
+    await assertThrows(() => op(column, 1), RangeError, [`${name}: 1 elements`, "[3, 1]", "correction 1"]);
     await assertThrows(() => op(t, 1, { correction: 3 }), RangeError, [
       "3 elements",
       "[2, 3]",
