@@ -62,6 +62,9 @@ override CONTIGUOUS: bool = false;
 override VEC4: bool = false;  // contiguous rows of a multiple of 4: every index above counts vec4s
 override ROWS_FAST: bool = false;
 override KEPT4: bool = false;
+// KEPT4 over one kept dim whose length is not a multiple of 4: each step reads the 4 rows' elements one by one
+// (they do not start on a vec4), and the last group holds fewer than 4 rows.
+override UNALIGNED: bool = false;
 override SPLIT: bool = false;
 override NEGATE: bool = false;
 const BLOCK = 8u;
@@ -162,7 +165,7 @@ fn store(o: u32, acc: vec2<f32>) {
 }
 
 // Part q (of p.chunks·p.seg per row) of rows row .. row + 3 of `rows` (KEPT4): the 4 rows are neighbours in
-// memory, so each step reads one vec4 for all of them, at the reduced dim's stride.
+// memory, so each step reads one vec4 for all of them (UNALIGNED: four elements), at the reduced dim's stride.
 fn fold4(row: u32, q: u32, rows: u32) {
   let start = (q / p.seg) * p.seg * ITEMS + q % p.seg;
   let n = select(0u, min(ITEMS, (p.len - start + p.seg - 1u) / p.seg), start < p.len);
@@ -181,7 +184,12 @@ fn fold4(row: u32, q: u32, rows: u32) {
     for (var kk = 0u; kk < BLOCK; kk++) {
       if (b + kk >= n) { break; }
       let j = start + (b + kk) * p.seg;
-      let v = x[(base + j * stride) / 4u];
+      let o = base + j * stride;
+      var v = x[o / 4u];
+      if (UNALIGNED) {  // past the last row a read is clamped or 0, and never stored
+        v = vec4<f32>(x[o / 4u][o % 4u], x[(o + 1u) / 4u][(o + 1u) % 4u], x[(o + 2u) / 4u][(o + 2u) % 4u],
+                      x[(o + 3u) / 4u][(o + 3u) % 4u]);
+      }
       b0 = combine(b0, item(v.x, j));
       b1 = combine(b1, item(v.y, j));
       b2 = combine(b2, item(v.z, j));
@@ -194,9 +202,9 @@ fn fold4(row: u32, q: u32, rows: u32) {
   }
   let o = q * rows + row;
   store(o, a0);
-  store(o + 1u, a1);
-  store(o + 2u, a2);
-  store(o + 3u, a3);
+  if (row + 1u < rows) { store(o + 1u, a1); }
+  if (row + 2u < rows) { store(o + 2u, a2); }
+  if (row + 3u < rows) { store(o + 3u, a3); }
 }
 
 @compute @workgroup_size(WG)
@@ -206,7 +214,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let per_row = p.chunks * p.seg;
   let rows = p.nparts / per_row;
   if (KEPT4) {
-    if (i < p.nparts / 4u) { fold4(4u * (i % (rows / 4u)), i / (rows / 4u), rows); }
+    let groups = (rows + 3u) / 4u;
+    if (i < groups * per_row) { fold4(4u * (i % groups), i / groups, rows); }
     return;
   }
   if (i >= p.nparts) { return; }

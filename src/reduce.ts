@@ -178,9 +178,11 @@ function reduce(
     const unit = pass === 0 && contiguous && len % 4 === 0 ? 4 : 1;
     const items = len / unit;
     // Strided rows side by side in memory: neighbouring invocations take neighbouring rows, or (KEPT4: one
-    // window, one reduced dim, no pairs to read) each 4 rows as a vec4, in parts of consecutive items.
+    // window, one reduced dim, no pairs to read) each 4 rows, in parts of consecutive items: as a vec4 where
+    // the innermost kept dim is a multiple of 4, else (one kept dim) element by element.
     const rowsFast = !rowsContiguous && kept.stride.at(-1) === 1;
-    const kept4 = rowsFast && kept.shape.at(-1)! % 4 === 0 && reduced.shape.length === 1 &&
+    const unaligned = kept.shape.at(-1)! % 4 !== 0;
+    const kept4 = rowsFast && (!unaligned || kept.shape.length === 1) && reduced.shape.length === 1 &&
       !(pairs && pass > 0) && windows(source).length === 1;
     // Parts per chunk: enough that each folds ≤ ITEMS items (rows of ≤ ITEMS: one part per row). A GPU's
     // neighbouring invocations read neighbouring items (WG parts); a CPU's SIMD lanes then read a page apart
@@ -218,6 +220,7 @@ function reduce(
           VEC4: unit === 4 ? 1 : 0,
           ROWS_FAST: rowsFast ? 1 : 0,
           KEPT4: kept4 ? 1 : 0,
+          UNALIGNED: kept4 && unaligned ? 1 : 0,
           SPLIT: half > 0 && last ? 1 : 0,
           NEGATE: negate && pass === 0 ? 1 : 0,
         },
@@ -227,7 +230,7 @@ function reduce(
           .u32(half)
           .dims(kept.shape).dims(kept.stride.map((st) => st / unit)).dims(reduced.shape).dims(reduced.stride),
         buffers: [s.binding, out],
-        workgroups: Math.ceil((s.nchunks * seg) / (kept4 ? 4 : 1) / WG),
+        workgroups: Math.ceil((kept4 ? Math.ceil(rows / 4) * chunks : s.nchunks * seg) / WG),
       });
     });
     if (source !== x) source.dispose();

@@ -227,14 +227,18 @@ leakTest(
   "reductions over outer axes, the innermost dim kept (4 neighbouring rows per invocation)",
   async (engine) => {
     // Kept innermost dims of 4, 8 and 12 read 4 rows as one vec4 per step and lay their partials as the rows
-    // lie, [parts, rows]; 6 reads one row per invocation. [2, 70_001, 4] over axis 1 folds 70,001 elements a
-    // row: 16 a part on a CPU adapter, so five such passes (argmax's pairs: one, then the [rows, parts] path).
+    // lie, [parts, rows]; one kept dim of 6 or 7 reads 4 rows element by element, its last group short; [5, 2,
+    // 3] (two kept dims, 3 innermost) reads one row per invocation. [2, 70_001, 4] and [70_001, 7] fold 70,001
+    // elements a row: 16 a part on a CPU adapter, so five such passes (argmax's pairs: one, then the [rows,
+    // parts] path).
     const cases: [number[], number[]][] = [
       [[97, 12], [0]],
       [[5, 7, 8], [0, 1]],
       [[3, 16, 4], [1]],
       [[13, 6], [0]],
       [[2, 70_001, 4], [1]],
+      [[70_001, 7], [0]],
+      [[5, 2, 3], [0]],
     ];
     for (const [shape, axes] of cases) {
       const ints = integers(size(shape), 9);
