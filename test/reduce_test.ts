@@ -538,15 +538,28 @@ leakTest("softmax and logSoftmax gradients match the reference and finite differ
   }
 });
 
-test("softmax and logSoftmax along rows of whole vec4s, one workgroup a row: values and gradients match float64", () =>
-  // Rows 1, prime, and 131 on engines of at most 64 workgroups a dimension (the grid laid over x and y, its
-  // last line part empty: a GPU's 256 invocations a row take llvmpipe seconds per 65,536 rows); lengths of one
-  // vec4, of several walks of a workgroup (257 vec4s: 256 invocations on a GPU, 8 on a CPU adapter), and
-  // 524,288, the longest a CPU adapter's 8 invocations take (16,384 steps a walk, two walks: under llvmpipe's
-  // loop cap), beside 524,292, which goes to the logsumexp path.
+test("softmax and logSoftmax along the last axis, one workgroup a row: values and gradients match float64", () =>
+  // A row takes the fused pass where each invocation walks 5 to 16,384 quads: 157 to 524,288 elements on a CPU
+  // adapter (8 invocations a row), from 5,117 on a GPU (256). Rows at each end and one past it (156, 524,292:
+  // the logsumexp path; a GPU's kernels take 524,292 too); lengths that are whole vec4s and not (161, 197 as
+  // attention over ViT's tokens, 5,121, 524,287: quads read element by element, the last one short); rows 1,
+  // prime, and 131 on engines of at most 64 workgroups a dimension (the grid laid over x and y, its last line
+  // part empty).
   bothKernels(async (engine) => {
     const before = engine.memory();
-    const cases = [[1, 4], [7, 12], [3, 5, 1028], [131, 4], [1, 524_288], [1, 524_292]];
+    const cases = [
+      [1, 157],
+      [1, 156],
+      [3, 5, 1028],
+      [131, 161],
+      [3, 2, 197],
+      [2, 5120],
+      [3, 5121],
+      [131, 5124],
+      [1, 524_288],
+      [1, 524_292],
+      [1, 524_287],
+    ];
     for (const [k, shape] of cases.entries()) {
       const x = randomArray(size(shape), 900 + k, -6, 6);
       const w = randomArray(size(shape), 950 + k, 0.5, 1.5);
@@ -570,16 +583,52 @@ test("softmax and logSoftmax along rows of whole vec4s, one workgroup a row: val
         else assertClose(got, expected, gradTol, `${name}' [${shape}]`);
       }
     }
-    // Finite differences through the fused backward.
-    const x = randomArray(24, 31, -2, 2);
-    for (const [name, op] of [["softmax", softmax], ["logSoftmax", logSoftmax]] as const) {
-      await checkGrad(
-        engine,
-        `${name} rows of 8`,
-        (t) => op(t, -1),
-        x,
-        [3, 8],
-        (x, w) => (name === "softmax" ? refSoftmaxGrad : refLogSoftmaxGrad)(x, w, [3, 8], 1),
+    // Finite differences through the fused backward, rows of whole vec4s and not. Weights of mean 0 keep the
+    // loss small (320 log-probabilities near −5 under weights near 1 sum to ~1,600, whose f32 rounding over h =
+    // 1e-2 is ~1e-2), so the differences hold to ~1e-3.
+    for (const shape of [[2, 160], [2, 161]]) {
+      const x = randomArray(size(shape), 31, -2, 2);
+      using wt = engine.tensor(randomArray(size(shape), 32, -1, 1), shape);
+      for (const [name, op] of [["softmax", softmax], ["logSoftmax", logSoftmax]] as const) {
+        const lossOf = (t: Tensor) => sum(mul(op(t, -1), wt));
+        using t = engine.tensor(x, shape);
+        const got = await take(engine.tidy(() => grad(lossOf(t), [t])[0]));
+        const f = async (v: Float32Array) => {
+          using u = engine.tensor(v, shape);
+          return (await take(engine.tidy(() => lossOf(u))))[0];
+        };
+        const idx = [0, 161, size(shape) - 1];
+        const fd = await finiteDifference(f, x, idx);
+        assertClose(idx.map((k) => got[k]), fd, fdTol, `${name} [${shape}] vs finite differences`);
+      }
+    }
+    // NaN and infinities in rows of 161 (quads read element by element; fused on a CPU adapter) as the
+    // reference has them: NaN for an all −∞ row, ∞ − ∞ and a NaN input; the finite results within lseTol, as
+    // the rows of 4 above.
+    {
+      const row = (specials: [number, number][]) => {
+        const r = Array.from(randomArray(161, 60 + specials.length, -3, 3));
+        for (const [at, v] of specials) r[at] = v;
+        return r;
+      };
+      const special = [
+        row([[1, NaN]]),
+        Array(161).fill(-Infinity),
+        row([[0, Infinity], [160, -Infinity]]),
+        row([[3, 5], [150, 5], [7, -Infinity]]),
+      ].flat();
+      using st = engine.tensor(special, [4, 161]);
+      assertClose(
+        await take(softmax(st, 1)),
+        refSoftmax(special, [4, 161], 1),
+        lseTol,
+        "softmax, rows of 161",
+      );
+      assertClose(
+        await take(logSoftmax(st, 1)),
+        refLogSoftmax(special, [4, 161], 1),
+        logSoftmaxTol,
+        "logSoftmax, rows of 161",
       );
     }
     assertNoLeak(engine, before);
