@@ -34,6 +34,7 @@
 // Bindings: 0 params (uniform), 1 x (storage, read, bound in whole vec4s; pairs when PAIRS_IN), 2 out (storage;
 // pairs when PAIRS_OUT, two halves when SPLIT, i32 bits for argmax).
 //! include lib/nan.wgsl
+//! include lib/logsumexp.wgsl
 
 struct Params {
   len: u32,      // elements per row
@@ -93,16 +94,6 @@ fn offsetOf(i: u32, rank: u32, dims: u32) -> u32 {
   return off + rest * dimOf(dims + 1u, 0u);
 }
 
-// max that returns NaN when either side is NaN (WGSL's max may drop it).
-fn maxNaN(a: f32, b: f32) -> f32 {
-  return select(select(max(a, b), b, isNan(b)), a, isNan(a));
-}
-
-// exp(v − m) for a term v merged under the new max m; 1 when v == m, so m = ±∞ gives no ∞ − ∞.
-fn rescale(v: f32, m: f32) -> f32 {
-  return select(exp(v - m), 1.0, v == m);
-}
-
 fn identity() -> vec2<f32> {
   if (OP == 3u) { return vec2<f32>(p.ninf, -p.ninf); }  // any element's index is lower
   return select(vec2<f32>(p.ninf, 0.0), vec2<f32>(0.0), OP == 0u);
@@ -119,10 +110,7 @@ fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
     case 0u: { return vec2<f32>(a.x + b.x, 0.0); }
     case 1u: { return vec2<f32>(maxNaN(a.x, b.x), 0.0); }
     case 3u: { return select(a, b, beats(b, a)); }
-    default: {
-      let m = maxNaN(a.x, b.x);
-      return vec2<f32>(m, a.y * rescale(a.x, m) + b.y * rescale(b.x, m));
-    }
+    default: { return mergeLse(a, b); }
   }
 }
 

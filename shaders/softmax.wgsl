@@ -14,6 +14,7 @@
 //                                                                     bindings: 1 y, 2 dx, 3 g
 // No invocation loops more than 2·⌈len / 4WG⌉ + log2(WG) times: the host sends longer rows elsewhere.
 //! include lib/nan.wgsl
+//! include lib/logsumexp.wgsl
 
 struct Params {
   rows: u32,
@@ -70,22 +71,6 @@ fn store(base: u32, q: u32, v: vec4<f32>) {
   if (e + 3u < end) { out[(e + 3u) / 4u][(e + 3u) % 4u] = v.w; }
 }
 
-// max that returns NaN when either side is NaN (WGSL's max may drop it).
-fn maxNaN(x: f32, y: f32) -> f32 {
-  return select(select(max(x, y), y, isNan(y)), x, isNan(x));
-}
-
-// exp(v − m) for a term v merged under the new max m; 1 when v == m, so m = ±∞ gives no ∞ − ∞.
-fn rescale(v: f32, m: f32) -> f32 {
-  return select(exp(v - m), 1.0, v == m);
-}
-
-// Two online log-sum-exp states (m, s) as one.
-fn merge(x: vec2<f32>, y: vec2<f32>) -> vec2<f32> {
-  let m = maxNaN(x.x, y.x);
-  return vec2<f32>(m, x.y * rescale(x.x, m) + y.y * rescale(y.x, m));
-}
-
 // The workgroup's partials combined, in every invocation: a tree, so WG = 256 takes 8 steps. With sumX it adds
 // (the backward's sums), else merges log-sum-exp states.
 fn combineAll(mine: vec2<f32>, lid: u32, sumX: bool) -> vec2<f32> {
@@ -94,7 +79,7 @@ fn combineAll(mine: vec2<f32>, lid: u32, sumX: bool) -> vec2<f32> {
     workgroupBarrier();
     if (lid < stride) {
       let other = partial[lid + stride];
-      partial[lid] = select(merge(partial[lid], other), partial[lid] + other, sumX);
+      partial[lid] = select(mergeLse(partial[lid], other), partial[lid] + other, sumX);
     }
   }
   workgroupBarrier();
