@@ -23,7 +23,7 @@
 //                  with zeros to 4·dim4                            1 x1, 2 x2, 3 u [R, 4·dim4], 4 norms [R]
 //                  (normalizeRows: the same, one invocation per row, for CPU adapters)
 //   stats:         partial (max, Σexp, Σ positive logits, #positives) per (split_par, row); with p.cache the
-//                  logits too; with SYM also per (row tile of the window, row) after them
+//                  logits too; with SYM also per (row tile of the window, invocation row ty, row) after them
 //                                                                  1 A, 2 B, 3 labels, 4 partial [slots·R],
 //                                                                  5 logits cache, 8 A window
 //   emptyPartials: partial = "no column yet" (SYM's slots)         4 partial
@@ -368,8 +368,9 @@ fn place(w: u32) -> Place {
 // so s_ij = s_ji) bands t, steps of 1: the tile pair (I, J = (I + t) mod T) of T tiles gives row tile I its
 // columns J and, for t > 0, row tile J its columns I (the block transposed), so bands 0 .. T/2 cover every pair
 // once (with T even, band T/2 meets each pair twice and only I < T/2 takes it). Row tile J's share goes to
-// slot split_par + (I − tile0) of the partials: in one dispatch no two workgroups share that slot of a row,
-// and any dispatch may reach it first, so these slots start empty and every write merges.
+// slot split_par + (I − tile0) of the partials (stats: one such slot per invocation row of I, WGR in all): in
+// one dispatch no two workgroups share that slot of a row, and any dispatch may reach it first, so these slots
+// start empty and every write merges.
 struct Walk {
   begin: u32,
   end: u32,
@@ -430,7 +431,6 @@ fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let ty = lid3.y;
   let i = at.row0 + 8u * ty;
   let tr = 8u * WGR;
-  let tc = 8u * WGC;
   var st: array<vec4<f32>, 8>;  // the 8 rows' states
   var li: array<i32, 8>;
   for (var r = 0u; r < 8u; r++) {
@@ -452,18 +452,14 @@ fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
       st[h] = absorb(absorb(st[h], s.s10[r], cols(i + h, li[h], j0, l0)), s.s11[r], cols(i + h, li[h], j1, l1));
     }
     if (SYM && x > 0u) {
-      // Combine the WGR invocations that share each column, then merge into the column tile's slot.
+      // Each invocation row's states of the column tile's rows go to a slot of its own, past no barrier (a
+      // barrier is a coroutine switch per SIMD group on a CPU adapter; see Walk for why no two workgroups share).
       let cs = columnStates(s, i, li, j0, l0, j1, l1);
-      for (var c = 0u; c < 8u; c++) { smem[ty * tc + 8u * tx + c] = cs[c]; }
-      workgroupBarrier();
-      let row = col0 + lid;
-      if (lid < tc && row < p.rows) {
-        var total = smem[lid];
-        for (var y = 1u; y < WGR; y++) { total = combine(total, smem[y * tc + lid]); }
-        let slot = transposedSlot(at) * p.rows + row;
-        partial[slot] = combine(partial[slot], total);
+      let slot = (p.split_par + (at.row0 / tr - p.tile0) * WGR + ty) * p.rows;
+      for (var c = 0u; c < 8u; c++) {
+        let row = col0 + 8u * tx + c;
+        if (row < p.rows) { partial[slot + row] = combine(partial[slot + row], cs[c]); }
       }
-      workgroupBarrier();
     }
   }
   // Combine the WGC invocations that share each row, then merge into the earlier dispatches' partial.

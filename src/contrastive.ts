@@ -47,6 +47,12 @@ const WINDOW_BYTES = 65536;
  * transposed shares), so few, at some more dispatches where D is small.
  */
 const SYM_GRAD_TILES = 4;
+/**
+ * Row tiles of an A window in a forward pass that walks pairs: each adds WGR slots of row states (a vec4 a row
+ * per invocation row, contrastive.wgsl stats), so few enough for at most 4·dim4 slots (4x A's packed rows), or
+ * one: memory stays O(N·D).
+ */
+const symStatsTiles = (dim: number) => Math.max(1, Math.floor((4 * dim4(dim)) / TILE.WGR));
 /** Bytes of scratch one step of a CPU adapter's backward takes: its weights by column and by row (`scratchAt`). */
 const STEP_BYTES = 2 * TR * TC * 4;
 /** The backward's weights scratch on CPU adapters: at most twice the packed rows, and at most this. */
@@ -95,8 +101,8 @@ interface Problem {
  * How the work is cut into dispatches: the row tiles in groups of windowTiles (those the A window holds; all of
  * them when staged), the column stream of each row tile in splits of colsPerSplit, splitPar of them per dispatch.
  * With `sym` (A = B) the stream is of bands of tile pairs instead (contrastive.wgsl `Walk`) and colsPerSplit
- * counts bands. `slots`: partials per row (stats' row states, gradient rows): splitPar, and with sym one more per
- * row tile of a window.
+ * counts bands. `slots`: partials per row (stats' row states, gradient rows): splitPar, and with sym more per
+ * row tile of a window: WGR for stats, one for the gradient.
  */
 interface Plan {
   rowTiles: number;
@@ -141,7 +147,7 @@ function plan(pr: Problem, withGrad: boolean, sym = false): Plan {
     ? Math.min(
       rowTiles,
       Math.floor(WINDOW_BYTES / (16 * TR * dim4(pr.dim))),
-      sym && withGrad ? SYM_GRAD_TILES : rowTiles,
+      sym ? (withGrad ? SYM_GRAD_TILES : symStatsTiles(pr.dim)) : rowTiles,
     )
     : rowTiles;
   const chunks = withGrad ? Math.ceil(pr.dim / DV) : 1;
@@ -177,7 +183,7 @@ function plan(pr: Problem, withGrad: boolean, sym = false): Plan {
     splitPar,
     dispatches: Math.ceil(used / splitPar),
     sym,
-    slots: sym ? splitPar + windowTiles : splitPar,
+    slots: sym ? splitPar + windowTiles * (withGrad ? 1 : TILE.WGR) : splitPar,
   };
 }
 

@@ -448,10 +448,10 @@ test("infoNCE: a 200,000-column negatives bank is split across workgroups and di
 
 test("ntXent: on CPU adapters each pair of tiles once, over several A windows and dispatches", () =>
   cpuKernels(async (engine) => {
-    // 2N = 6,200 rows at D = 4: 97 row tiles (the last of 56 rows), 49 bands of tile pairs. The stats take 64 row
-    // tiles to an A window, so two windows, and the loop budget lets a workgroup walk ≤ 48 bands, so two splits,
-    // one per dispatch on the 8-workgroup test engines: row states merge across dispatches, the transposed
-    // shares across windows. The gradient takes 4 row tiles to a window (each adds a slot of transposed
+    // 2N = 6,200 rows at D = 4: 97 row tiles (the last of 56 rows), 49 bands of tile pairs. The stats take one row
+    // tile to an A window (each adds 8 slots of row states, at most 4·dim4 of them), so 97 windows, and the loop
+    // budget lets a workgroup walk ≤ 48 bands, so two splits, one per dispatch on the 8-workgroup test engines:
+    // row states merge across dispatches, the transposed shares across windows. The gradient takes 4 row tiles to a window (each adds a slot of transposed
     // shares), so 25 windows write into the same slots. The GPU variant streams columns as the other tests
     // check. The logits cache would be 147 MiB: none.
     const before = engine.memory();

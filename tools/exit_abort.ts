@@ -1,8 +1,8 @@
 // `deno run -A tools/exit_abort.ts CMD ARGS...`: runs a test command, passing its output through, and exits
 // with its status, except for one case: the command aborted (SIGABRT) after printing a summary in which no
-// test failed. Mesa 22.3's llvmpipe, with LLVM 15, sometimes aborts at process exit with glibc's "double free
-// or corruption" once it has compiled kernels in the process (docs/architecture.md: 1 of 7 cold runs of
-// test/reduce_test.ts on 2026-12-07, each passing every test first); no WGSL access reaches the host heap.
+// test failed. Deno reaches llvmpipe here through wgpu's GL backend and glvnd's libEGL, and a process that used
+// it sometimes aborts at exit with glibc's "double free or corruption": a thread exiting during exit() frees
+// its libEGL thread state (gfx-rs/wgpu#4285; docs/architecture.md has the core dump), nothing of pretext's.
 // That abort is reported loudly and not counted as a failure; any failed test, or an abort before the
 // summary, still is.
 const [cmd, ...args] = Deno.args;
