@@ -17,7 +17,14 @@ import {
   supCon,
   type Tensor,
 } from "../src/mod.ts";
-import { refDcl, refInfoNCE, refNegativeCosine, refNtXent, refSupCon } from "../src/ref/contrastive.ts";
+import {
+  refDcl,
+  refDclwOneMinusW,
+  refInfoNCE,
+  refNegativeCosine,
+  refNtXent,
+  refSupCon,
+} from "../src/ref/contrastive.ts";
 import { bothKernels, cpuKernels, test, type TestFn } from "./harness.ts";
 import {
   assert,
@@ -378,15 +385,7 @@ test("ntXent, dcl, DCLW, infoNCE, supCon: gradients match central finite differe
   };
   // DCLW's weights take no gradient (lightly detaches them), so its differences hold them at a's values: DCL
   // plus mean_i (1 − w_i)·cos_i / t with w fixed.
-  const cosines = (x: ArrayLike<number>) =>
-    Array.from({ length: n }, (_, i) => {
-      const row = (v: ArrayLike<number>) => Array.from({ length: d }, (_, k) => v[i * d + k]);
-      const [p, q] = [row(x), row(b)];
-      const dot = (u: number[], v: number[]) => u.reduce((s, ui, k) => s + ui * v[k], 0);
-      return dot(p, q) / Math.max(Math.sqrt(dot(p, p)), 1e-12) / Math.max(Math.sqrt(dot(q, q)), 1e-12);
-    });
-  const e = cosines(a).map((c) => Math.exp(c / 0.5));
-  const oneMinusW = Float32Array.from(e, (ei) => n * ei / e.reduce((s, v) => s + v) - 1);
+  const oneMinusW = Float32Array.from(refDclwOneMinusW(a, b, n, d, 0.5));
   const dclwFixed = (x: Tensor, other: Tensor) =>
     engine.tidy(() => {
       using w = engine.tensor(oneMinusW, [n]);

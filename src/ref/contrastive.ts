@@ -143,6 +143,29 @@ export function refNtXent(
  * DCL: NT-Xent with each row's positive left out of its log-sum-exp. With `sigma`, DCLW: each positive term
  * −s_i/τ weighted by w_i = 2 − N·softmax_i(cos_i / sigma), w held constant in the gradient.
  */
+/**
+ * DCLW's terms: the rows normalised, cos_i of the two views' rows i, and 1 − w_i with w = n·softmax(cos / σ)
+ * over the batch (weights lightly detaches, so they take no gradient).
+ */
+function dclwTerms(z1: Mat, z2: Mat, n: number, dim: number, sigma: number) {
+  const a = normalizeRows(z1, n, dim);
+  const b = normalizeRows(z2, n, dim);
+  const cos = Array.from({ length: n }, (_, i) => {
+    let s = 0;
+    for (let j = 0; j < dim; j++) s += a.u[i * dim + j] * b.u[i * dim + j];
+    return s;
+  });
+  const m = Math.max(...cos);
+  const e = cos.map((c) => Math.exp((c - m) / sigma));
+  const total = e.reduce((x, y) => x + y, 0);
+  return { a, b, cos, oneMinusW: e.map((v) => (n * v) / total - 1) };
+}
+
+/** DCLW's 1 − w_i for views z1, z2 [n, dim] (see dclwTerms). */
+export function refDclwOneMinusW(z1: Mat, z2: Mat, n: number, dim: number, sigma: number): number[] {
+  return dclwTerms(z1, z2, n, dim, sigma).oneMinusW;
+}
+
 export function refDcl(
   z1: Mat,
   z2: Mat,
@@ -154,17 +177,7 @@ export function refDcl(
   const r = refNtXent(z1, z2, n, dim, temperature, true);
   if (sigma === undefined) return r;
   // Both directions' positive terms share cos_i: the loss gains mean_i (1 − w_i)·cos_i / τ.
-  const a = normalizeRows(z1, n, dim);
-  const b = normalizeRows(z2, n, dim);
-  const cos = Array.from({ length: n }, (_, i) => {
-    let s = 0;
-    for (let j = 0; j < dim; j++) s += a.u[i * dim + j] * b.u[i * dim + j];
-    return s;
-  });
-  const m = Math.max(...cos);
-  const e = cos.map((c) => Math.exp((c - m) / sigma));
-  const total = e.reduce((x, y) => x + y, 0);
-  const oneMinusW = e.map((v) => (n * v) / total - 1);
+  const { a, b, cos, oneMinusW } = dclwTerms(z1, z2, n, dim, sigma);
   const du1 = new Float64Array(n * dim);
   const du2 = new Float64Array(n * dim);
   let loss = r.loss;
