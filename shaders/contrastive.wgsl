@@ -21,7 +21,8 @@
 // Entries and bindings (0 is always Params):
 //   normalize:     u = x / max(|x|, eps) (or x without NORMALIZE), rows of x1 then x2, packed: rows padded
 //                  with zeros to 4·dim4                            1 x1, 2 x2, 3 u [R, 4·dim4], 4 norms [R]
-//                  (normalizeRows: the same, one invocation per row, for CPU adapters)
+//                  (normalizeRows: the same, one invocation per row, for CPU adapters where a row's walk
+//                  fits the loop budget)
 //   stats:         partial (max, Σexp, Σ positive logits, #positives) per (split_par, row); with p.cache the
 //                  logits too; with SYM also per (row tile of the window, invocation row ty, row) after them
 //                                                                  1 A, 2 B, 3 labels, 4 partial [slots·R],
@@ -41,7 +42,7 @@
 //   rowDot:        sums[i] = (−u1_i·u2_i, 1) (negative cosine of normalised rows)   1 u1, 2 u2, 3 sums
 //   normalizeGrad: dx = J_normalize(g·scale·Σ dpart) (or without NORMALIZE the sum), rows to dx1 then dx2
 //                                                                  1 dpart, 2 u, 3 norms, 4 g, 5 dx1, 6 dx2
-//                  (normalizeGradRows: one invocation per row, for CPU adapters)
+//                  (normalizeGradRows: one invocation per row, for CPU adapters, likewise)
 // Entries marked for CPU adapters, the DIRECT logits and (where a row tile fits) A_WINDOW are picked by
 // src/contrastive.ts when the engine's cpuKernels is set. Every entry with logits binds the A window (8) alike.
 // rowstats[i] = (lse_i, 1/#pos_i or 0 when invalid); rowstats[R] = (1/#valid or 0, #valid).
@@ -119,7 +120,8 @@ fn workgroupSum(lid: u32, v: f32) -> f32 {
 
 // Normalisation runs one workgroup per row summing with a tree (`normalize`, GPUs), or one invocation per row
 // summing serially in blocks of 8 (`normalizeRows`, CPU adapters: they pay each tree level's barrier as a
-// coroutine switch per SIMD group).
+// coroutine switch per SIMD group), unless that row's walk would pass the loop cap (wide rows: src/contrastive.ts
+// `rowPass`).
 
 // Writes dims first, first + step, ... of packed row `row` of u, given the row's norm.
 fn writeRow(row: u32, n: f32, first: u32, step: u32) {

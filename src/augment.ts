@@ -23,6 +23,11 @@ const RECORD_WINDOW = 65536;
 const RECORDS = Math.floor(RECORD_WINDOW / (REC * 4));
 const MAX_SIGMA = 100;
 /**
+ * Blur sigmas below this go to the kernels as 0 (no blur): such a Gaussian weighs the nearest neighbour at
+ * exp(−0.5 / σ²) < 1e-86, 0 in f32, so the blur is the identity, and the kernel's 1 / σ² would overflow (NaN).
+ */
+const MIN_BLUR_SIGMA = 0.05;
+/**
  * vec4 columns per workgroup row of view4, turn4 and the vec4 blurs (shaders/augment.wgsl `QUADS`) for rows of
  * `columns` vec4s: the row's width up to 64, so a workgroup reads whole source rows in order, where a narrow
  * tall one waits on a cache miss at every row (1.16x for simclrViews at 224² on llvmpipe, 8 → 64).
@@ -168,19 +173,20 @@ function drawCrop(
   return { top: Math.floor((h - ch) / 2), left: Math.floor((w - cw) / 2), height: ch, width: cw };
 }
 
-function factorRange(
-  op: string,
-  name: string,
-  v: FactorRange,
-  center: number,
-  bound = Infinity,
-): [number, number] {
-  const r: [number, number] = typeof v === "number" ? [center - v, center + v] : v;
-  if (typeof v === "number" && v < 0) throw new RangeError(`${op}: ${name} must be ≥ 0, got ${v}`);
-  if (center === 1) r[0] = Math.max(0, r[0]);
-  if (!(r[0] <= r[1]) || r[0] < -bound || r[1] > bound) {
+/**
+ * torchvision's ColorJitter._check_input: a number v is [center − v, center + v] (clipped at 0 for the
+ * multiplicative factors, center 1); a pair is taken as given. Either must lie within [0, ∞) (factors) or
+ * [−0.5, 0.5] (hue, center 0).
+ */
+function factorRange(op: string, name: string, v: FactorRange, center: number): [number, number] {
+  if (typeof v === "number" && !(v >= 0)) throw new RangeError(`${op}: ${name} must be ≥ 0, got ${v}`);
+  const [lowest, highest] = center === 1 ? [0, Infinity] : [-0.5, 0.5];
+  const r: [number, number] = typeof v === "number"
+    ? [Math.max(center - v, lowest), center + v]
+    : [v[0], v[1]];
+  if (!(r[0] >= lowest && r[0] <= r[1] && r[1] <= highest)) {
     throw new RangeError(
-      `${op}: ${name} range [${r}] is invalid${bound < Infinity ? ` (limit ±${bound})` : ""}`,
+      `${op}: ${name} range [${r}] is not an increasing pair within [${lowest}, ${highest}]`,
     );
   }
   return r;
@@ -193,13 +199,22 @@ export interface JitterOptions {
   hue?: FactorRange;
 }
 
-/** torchvision's ColorJitter.get_params: a random order and a factor per step (identity when the range is 0). */
-function drawJitter(op: string, u: (param: number) => number[], o: JitterOptions): Jitter {
-  const r = u(1);
-  const pick = (name: keyof JitterOptions, k: number, center: number, bound?: number) => {
-    const [lo, hi] = factorRange(op, name, o[name] ?? 0, center, bound);
-    return lo === hi ? lo : lo + r[k] * (hi - lo);
+type JitterRanges = Record<keyof JitterOptions, [number, number]>;
+
+/** The options' ranges, checked whether or not any sample jitters. */
+function jitterRanges(op: string, o: JitterOptions): JitterRanges {
+  return {
+    brightness: factorRange(op, "brightness", o.brightness ?? 0, 1),
+    contrast: factorRange(op, "contrast", o.contrast ?? 0, 1),
+    saturation: factorRange(op, "saturation", o.saturation ?? 0, 1),
+    hue: factorRange(op, "hue", o.hue ?? 0, 0),
   };
+}
+
+/** torchvision's ColorJitter.get_params: a random order and a factor per step (identity when the range is 0). */
+function drawJitter(u: (param: number) => number[], ranges: JitterRanges): Jitter {
+  const r = u(1);
+  const pick = ([lo, hi]: [number, number], k: number) => lo === hi ? lo : lo + r[k] * (hi - lo);
   const order = [0, 1, 2, 3];
   const s = u(2);
   for (let k = 3; k > 0; k--) {
@@ -207,10 +222,10 @@ function drawJitter(op: string, u: (param: number) => number[], o: JitterOptions
     [order[k], order[j]] = [order[j], order[k]];
   }
   return {
-    brightness: pick("brightness", 0, 1),
-    contrast: pick("contrast", 1, 1),
-    saturation: pick("saturation", 2, 1),
-    hue: pick("hue", 3, 0, 0.5),
+    brightness: pick(ranges.brightness, 0),
+    contrast: pick(ranges.contrast, 1),
+    saturation: pick(ranges.saturation, 2),
+    hue: pick(ranges.hue, 3),
     order,
   };
 }
@@ -247,6 +262,7 @@ function drawErase(
 
 /** [N, C, H, W] of an f32 image batch with C = 1 or 3; throws naming the shape otherwise. */
 export function imageDims(op: string, x: Tensor): [number, number, number, number] {
+  x.assertLive(op);
   if (x.dtype !== "f32") {
     throw new TypeError(`${op}: expected an f32 image batch, got ${x.dtype} ${fmtShape(x.shape)}`);
   }
@@ -257,7 +273,22 @@ export function imageDims(op: string, x: Tensor): [number, number, number, numbe
   }
   const [n, c, h, w] = x.shape;
   if (c !== 1 && c !== 3) throw new ShapeError(`${op}: C must be 1 or 3, got ${c} in ${fmtShape(x.shape)}`);
+  checkFits(op, x.engine, x.shape);
   return [n, c, h, w];
+}
+
+/**
+ * Throws, before anything is allocated, where an f32 batch of `shape` is over one storage binding: the image
+ * kernels bind a batch whole (split such a batch into parts of samples).
+ */
+export function checkFits(op: string, engine: Engine, shape: readonly number[]): void {
+  const bytes = 4 * shape.reduce((a, b) => a * b, 1);
+  if (bytes > engine.maxBinding) {
+    throw new ShapeError(
+      `${op}: a batch ${fmtShape(shape)} takes ${bytes} bytes, over maxStorageBufferBindingSize ` +
+        `(${engine.maxBinding} bytes) for one binding; split the batch`,
+    );
+  }
 }
 
 function checkSeed(op: string, seed: number): number {
@@ -322,7 +353,7 @@ function packRecords(params: SampleParams[]): Float32Array {
       e?.width ?? 0,
       e?.value ?? 0,
       q.noise,
-      q.blur,
+      q.blur < MIN_BLUR_SIGMA ? 0 : q.blur,
       q.solarize ?? 0,
     ], n * REC);
   });
@@ -379,8 +410,13 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
     if (!(q.blur >= 0 && q.blur <= MAX_SIGMA)) {
       throw new RangeError(`${op}: blur sigma ${q.blur} outside [0, ${MAX_SIGMA}]`);
     }
+    const order = q.jitter?.order ?? [0, 1, 2, 3];
+    if (order.length !== 4 || [0, 1, 2, 3].some((step) => !order.includes(step))) {
+      throw new RangeError(`${op}: jitter order [${order}] is not an order of the steps 0, 1, 2, 3`);
+    }
   }
   const oc = options.grayOutput ? 1 : c;
+  checkFits(op, x.engine, [n, oc, oh, ow]);
   const tilesX = Math.ceil(ow / TILE);
   const tilesY = Math.ceil(oh / TILE);
   const unscaled = oh === h && ow === w &&
@@ -585,8 +621,9 @@ export function horizontalFlip(x: Tensor, o: RandomOptions = {}): Augmented {
 /** torchvision's ColorJitter: brightness, contrast, saturation, hue in a random order per sample. */
 export function colorJitter(x: Tensor, o: RandomOptions & JitterOptions = {}): Augmented {
   const op = "colorJitter";
+  const ranges = jitterRanges(op, o);
   return augment(op, x, o, RANDOM_TAG.jitter, (q, u, applies) => {
-    if (applies) q.jitter = drawJitter(op, u, o);
+    if (applies) q.jitter = drawJitter(u, ranges);
   });
 }
 
@@ -673,6 +710,7 @@ interface ViewRecipe {
 function recipeViews(op: string, x: Tensor, seed: number, recipes: ViewRecipe[]) {
   const [n, , h, w] = imageDims(op, x);
   checkSeed(op, seed);
+  const jitter = recipes.map((r) => jitterRanges(op, r.jitter));
   const drawn = recipes.map((r, stream) =>
     Array.from({ length: n }, (_, i) => {
       const u = (tag: number) => (param: number) => drawUniforms(seed, tag, stream, i, param);
@@ -680,7 +718,7 @@ function recipeViews(op: string, x: Tensor, seed: number, recipes: ViewRecipe[])
       const q = identityParams(h, w);
       q.crop = drawCrop(u(RANDOM_TAG.crop), h, w, r.scale, [3 / 4, 4 / 3]);
       q.flip = heads(RANDOM_TAG.flip, 0.5);
-      if (heads(RANDOM_TAG.jitter, 0.8)) q.jitter = drawJitter(op, u(RANDOM_TAG.jitter), r.jitter);
+      if (heads(RANDOM_TAG.jitter, 0.8)) q.jitter = drawJitter(u(RANDOM_TAG.jitter), jitter[stream]);
       q.grayscale = heads(RANDOM_TAG.grayscale, 0.2);
       if (heads(RANDOM_TAG.blur, r.blur)) q.blur = 0.1 + u(RANDOM_TAG.blur)(1)[0] * 1.9;
       if (heads(RANDOM_TAG.solarize, r.solarize)) q.solarize = 0.5;
@@ -815,6 +853,7 @@ export function images(
   if (![n, height, width].every((d) => Number.isInteger(d) && d > 0)) {
     throw new RangeError(`images: n, height, width must be positive integers, got ${n}, ${height}, ${width}`);
   }
+  checkFits("images", engine, [n, 3, height, width]);
   const count = n * height * width;
   const bytes = new Uint8Array(count * 4);
   if (Array.isArray(pixels)) {

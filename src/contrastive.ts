@@ -222,10 +222,16 @@ function* dispatches(pr: Problem, pl: Plan, colStats = 0, cache = false, terms?:
 
 /**
  * Entry and workgroups of a row-wise pass (normalize, normalizeGrad): one workgroup per row, or on CPU adapters
- * the entry's `Rows` variant, one invocation per row.
+ * the entry's `Rows` variant, one invocation per row, where its `serialLoops` loop iterations (a row's whole
+ * walk) fit the loop budget.
  */
-function rowPass(e: Engine, entry: string, rows: number): { entry: string; workgroups: number } {
-  return e.cpuKernels
+function rowPass(
+  e: Engine,
+  entry: string,
+  rows: number,
+  serialLoops: number,
+): { entry: string; workgroups: number } {
+  return e.cpuKernels && serialLoops <= LOOP_BUDGET
     ? { entry: `${entry}Rows`, workgroups: Math.ceil(rows / WG) }
     : { entry, workgroups: rows };
 }
@@ -244,7 +250,8 @@ function pack(op: string, normalize: boolean, x1: Tensor, x2?: Tensor): [Tensor,
   e.run({
     op,
     shader: "contrastive",
-    ...rowPass(e, "normalize", rows),
+    // normalizeRows: the sum of squares in blocks of 8 dims, then the packed row's writes.
+    ...rowPass(e, "normalize", rows, Math.ceil((9 * dim) / 8) + 4 * dim4(dim)),
     constants: { WG, NORMALIZE: normalize ? 1 : 0 },
     params: new Params().u32(rows, 0, dim, dim4(dim)).f32(0).u32(0, 0, 0, 0, 0, 0, n1).f32(NORM_EPS, 1),
     buffers: [x1, x2 ?? x1, u, norms],
@@ -399,7 +406,8 @@ function finishGrad(
   dpart.engine.run({
     op,
     shader: "contrastive",
-    ...rowPass(dpart.engine, "normalizeGrad", rows),
+    // normalizeGradRows: u·du in blocks of 8 dims, then the writes, each du summing splitPar partials.
+    ...rowPass(dpart.engine, "normalizeGrad", rows, 2 * dim * (splitPar + 1) + Math.ceil(dim / 8)),
     constants: { WG, NORMALIZE: saved ? 1 : 0 },
     params: new Params().u32(rows, 0, dim, dim4(dim)).f32(0).u32(0, 0, splitPar, 0, 0, 0, dx1.shape[0])
       .f32(NORM_EPS, scale),
@@ -460,10 +468,12 @@ export interface DCLOptions {
 }
 
 /**
- * The decoupled contrastive loss (Yeh et al. 2022) as lightly's DCLLoss: NT-Xent with each row's positive left
- * out of its log-sum-exp, so loss_i = log Σ_{negatives} exp(s_ij) − w_i·s_i,positive, averaged over the 2N
- * rows, w_i = 1 (DCL) or the weights of `weightSigma` (DCLW). z1, z2: [N, D] with N ≥ 2 (with N = 1 a row has
- * no negatives).
+ * The decoupled contrastive loss of Yeh et al. 2022 (their Eq. 6, as solo-learn's dcl_loss_func): NT-Xent with
+ * each row's positive left out of its log-sum-exp, so loss_i = log Σ_{negatives} exp(s_ij) − w_i·s_i,positive
+ * over the row's 2N − 2 negatives of both views, averaged over the 2N rows; w_i = 1 (DCL) or the weights of
+ * `weightSigma` (DCLW, lightly's). lightly's DCLLoss adds a log-sum-exp over each view's N − 1 negatives
+ * instead of one over all 2N − 2, which is not the paper's loss. z1, z2: [N, D] with N ≥ 2 (with N = 1 a row
+ * has no negatives).
  */
 export function dcl(z1: Tensor, z2: Tensor, options: DCLOptions = {}): Tensor {
   const temperature = options.temperature ?? 0.1;
@@ -655,6 +665,8 @@ export function supCon(z: Tensor, labels: Tensor, options: SupConOptions): Tenso
       }`,
     );
   }
+  labels.assertLive(op);
+  if (labels.engine !== z.engine) throw new Error(`${op}: tensors belong to different engines`);
   const invTemp = checkTemperature(op, options.temperature);
   const [n, dim] = z.shape;
   checkTileBudget(op, dim, z.engine);

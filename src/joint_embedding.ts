@@ -82,13 +82,25 @@ function center(z: Tensor, keep: (t: Tensor) => Tensor): Tensor {
   return keep(sub(z, keep(mean(z, 0, { keepDims: true }))));
 }
 
-/** Σ_ij (aᵀb)_ij² for a, b [N, D], through the smaller Gram side. */
-function sumSquaredCross(a: Tensor, b: Tensor, keep: (t: Tensor) => Tensor): Tensor {
+/**
+ * Σ_{i≠j} (aᵀb)_ij² for a, b [N, D], through the smaller Gram side. With N ≥ D the D × D product with its
+ * diagonal masked out: less Σ_i (aᵀb)_ii² instead, f32 would lose the small off-diagonal sum of near-identical
+ * views beside a diagonal near N² each (3e-4 relative at N = 4,096, D = 4). With N < D the N × N Gram products
+ * give Σ_ij, less the diagonal's squares; there the off-diagonal terms outnumber the diagonal's by D.
+ */
+function sumSquaredOffDiagonal(a: Tensor, b: Tensor, keep: (t: Tensor) => Tensor): Tensor {
   const [n, dim] = a.shape;
-  if (n >= dim) return keep(sum(keep(square(keep(matmul(a, b, { transA: true }))))));
+  if (n >= dim) {
+    const ids = Int32Array.from({ length: dim }, (_, i) => i);
+    const rows = keep(a.engine.tensor(ids, [dim, 1], "i32"));
+    const cols = keep(a.engine.tensor(ids, [1, dim], "i32"));
+    const offDiagonal = keep(sub(1, keep(equal(rows, cols))));
+    return keep(sum(keep(square(keep(mul(keep(matmul(a, b, { transA: true })), offDiagonal))))));
+  }
   const ga = keep(matmul(a, a, { transB: true }));
-  const both = a === b ? square(ga) : mul(ga, keep(matmul(b, b, { transB: true })));
-  return keep(sum(keep(both)));
+  const both = keep(a === b ? square(ga) : mul(ga, keep(matmul(b, b, { transB: true }))));
+  const diagonal = keep(sum(keep(square(keep(sum(keep(mul(a, b)), 0))))));
+  return keep(sub(keep(sum(both)), diagonal));
 }
 
 export interface BarlowTwinsOptions {
@@ -117,9 +129,7 @@ export function barlowTwins(z1: Tensor, z2: Tensor, options: BarlowTwinsOptions 
     const u2 = standardize(z2);
     const diag = keep(mean(keep(mul(u1, u2)), 0));
     const onDiag = keep(sum(keep(square(keep(sub(1, diag))))));
-    // Σ_{i≠j} C_ij² = Σ_ij (u1ᵀu2)_ij² / N² − Σ_i C_ii².
-    const all = keep(mul(sumSquaredCross(u1, u2, keep), 1 / (n * n)));
-    const offDiag = keep(sub(all, keep(sum(keep(square(diag))))));
+    const offDiag = keep(mul(sumSquaredOffDiagonal(u1, u2, keep), 1 / (n * n)));
     return add(onDiag, keep(mul(offDiag, lambda)));
   });
 }
@@ -156,9 +166,7 @@ export function vicreg(z1: Tensor, z2: Tensor, options: VICRegOptions = {}): Ten
       const variance = keep(mul(keep(sum(keep(square(c)), 0)), 1 / (n - 1)));
       const std = keep(sqrt(keep(add(variance, eps))));
       const v = keep(mean(keep(relu(keep(sub(1, std))))));
-      // Σ_{i≠j} cov_ij² = Σ_ij (cᵀc)_ij² / (N − 1)² − Σ_i var_i².
-      const all = keep(mul(sumSquaredCross(c, c, keep), 1 / ((n - 1) * (n - 1))));
-      const offDiag = keep(sub(all, keep(sum(keep(square(variance))))));
+      const offDiag = keep(mul(sumSquaredOffDiagonal(c, c, keep), 1 / ((n - 1) * (n - 1))));
       return keep(add(keep(mul(v, varWeight / 2)), keep(mul(offDiag, covWeight / dim))));
     };
     const both = keep(add(regularizers(z1), regularizers(z2)));
@@ -528,6 +536,7 @@ export function msn(anchors: Tensor, targets: Tensor, prototypes: Tensor, option
   for (const [name, t] of [["anchors", anchors], ["targets", targets], ["prototypes", prototypes]] as const) {
     checkF32(op, t);
     if (t.shape.length !== 2) throw new ShapeError(`${op}: ${name} must be 2-D, got ${fmtShape(t.shape)}`);
+    if (t.engine !== anchors.engine) throw new Error(`${op}: tensors belong to different engines`);
   }
   const [rows, d] = anchors.shape;
   const [b] = targets.shape;
@@ -554,7 +563,7 @@ export function msn(anchors: Tensor, targets: Tensor, prototypes: Tensor, option
   const k = prototypes.shape[0];
   return composed((keep) => {
     const unitPrototypes = keep(normalize(prototypes));
-    const scores = (x: Tensor) => matmul(normalize(x), unitPrototypes, { transB: true });
+    const scores = (x: Tensor) => matmul(keep(normalize(x)), unitPrototypes, { transB: true });
     const logProbs = keep(logSoftmax(keep(mul(keep(scores(anchors)), 1 / temperature)), -1));
     // Sharpening softmax(s / T) by t is softmax(s / (T·t)); Sinkhorn takes its logs (epsilon 1), so its first
     // step divides the row-normalised probabilities by their total, as lightly's does.

@@ -8,7 +8,7 @@ import { matmul } from "./matmul.ts";
 import { normalize } from "./nn.ts";
 import { concat, slice } from "./shape.ts";
 import type { Tensor } from "./tensor.ts";
-import { topk } from "./topk.ts";
+import { MAX_K, topk } from "./topk.ts";
 
 const WG = 64;
 
@@ -47,8 +47,11 @@ export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, op
   if (!Number.isInteger(classes) || classes < 1) {
     throw new RangeError(`${op}: classes must be a positive integer, got ${classes}`);
   }
-  if (!Number.isInteger(k) || k < 1 || k > n) {
-    throw new RangeError(`${op}: k must be an integer in [1, ${n}] (the bank's rows), got ${k}`);
+  const maxK = Math.min(n, MAX_K);
+  if (!Number.isInteger(k) || k < 1 || k > maxK) {
+    throw new RangeError(
+      `${op}: k must be an integer in [1, ${maxK}] (the bank's rows, at most ${MAX_K}), got ${k}`,
+    );
   }
   if (!(temperature > 0 && temperature < Infinity)) {
     throw new RangeError(`${op}: temperature must be positive and finite, got ${temperature}`);

@@ -74,7 +74,10 @@ function tiles(
 
 /** Each image rotated by labels[i]·90° counter-clockwise (square images). */
 export function rotationTask(x: Tensor, o: { seed: number }): { input: Tensor; labels: Tensor } {
-  const { output, params } = rotate90(x, { seed: checkSeed("rotationTask", o.seed) });
+  const op = "rotationTask";
+  const [, , h, w] = imageDims(op, x);
+  if (h !== w) throw new ShapeError(`${op}: needs square images, got ${fmtShape(x.shape)}`);
+  const { output, params } = rotate90(x, { seed: checkSeed(op, o.seed) });
   return {
     input: output,
     labels: x.engine.tensor(Int32Array.from(params, (q) => q.rotate), [params.length], "i32"),
@@ -165,8 +168,9 @@ export function jigsawTask(
   const seed = checkSeed(op, o.seed);
   const grid = o.grid ?? 3;
   const count = o.permutations ?? 100;
-  if (!Number.isInteger(grid) || grid < 2) {
-    throw new RangeError(`${op}: grid must be an integer ≥ 2, got ${grid}`);
+  // Up to 16: candidate permutations hold tile indices as bytes (and the selection's cost grows as grid⁴).
+  if (!Number.isInteger(grid) || grid < 2 || grid > 16) {
+    throw new RangeError(`${op}: grid must be an integer in [2, 16], got ${grid}`);
   }
   if (!Number.isInteger(count) || count < 1) {
     throw new RangeError(`${op}: permutations must be an integer ≥ 1, got ${count}`);
@@ -325,6 +329,7 @@ export function maskedTokenTask(
   o: { seed: number; ratio?: number; maskId: number; vocabSize: number },
 ): { input: Tensor; labels: Tensor } {
   const op = "maskedTokenTask";
+  tokens.assertLive(op);
   if (tokens.dtype !== "i32") {
     throw new TypeError(`${op}: expected i32 token ids, got ${tokens.dtype} ${fmtShape(tokens.shape)}`);
   }

@@ -293,6 +293,7 @@ export function maskedMSE(
   checkF32(op, pred);
   checkF32(op, target);
   checkEngine(op, pred, target, mask);
+  mask.assertLive(op);
   if (!Number.isInteger(patch) || patch < 1) {
     throw new RangeError(`${op}: patch must be an integer ≥ 1, got ${patch}`);
   }

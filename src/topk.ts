@@ -12,7 +12,7 @@ import type { Tensor } from "./tensor.ts";
 const WG = 256;
 const ITEMS = 16; // elements an invocation of histogram and collect takes, as in topk.wgsl
 /** The most candidates one invocation of `rank` compares itself with (its loop's trip count). */
-const MAX_K = 16_384;
+export const MAX_K = 16_384;
 
 export interface TopkOptions {
   /** The axis to select along (default -1, the last). */

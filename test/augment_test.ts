@@ -9,6 +9,7 @@ import {
   gaussianNoise,
   horizontalFlip,
   identityParams,
+  maskedImageTask,
   normalizeChannels,
   randomErasing,
   randomGrayscale,
@@ -22,7 +23,7 @@ import {
   type Tensor,
 } from "../src/mod.ts";
 import { refApplyParams, refImages } from "../src/ref/augment.ts";
-import { test } from "./harness.ts";
+import { bothKernels, test } from "./harness.ts";
 import {
   assert,
   assertClose,
@@ -490,6 +491,45 @@ test("augment: over 65,535 workgroups in one dispatch (17.2M pixels)", async (en
   assertEquals(bad, -1, "first mismatching element");
 });
 
+test("augment: a blur sigma too small to weigh a neighbour leaves the image as it is, not NaN", async (engine) => {
+  // At 1e-20 the kernels' −1 / (2σ²) overflows f32 (NaN once, on widths that are multiples of 4); at 0.04 the
+  // nearest tap weighs exp(−312), 0 in f32 and ~1e-136 in the reference's f64.
+  for (const shape of [[1, 1, 4, 8], [2, 3, 5, 7]]) {
+    const pixels = randomArray(shape.reduce((a, b) => a * b), 9);
+    using x = engine.tensor(pixels, shape);
+    for (const blur of [1e-20, 0.04]) {
+      const params = Array.from(
+        { length: shape[0] },
+        () => ({ ...identityParams(shape[2], shape[3]), blur }),
+      );
+      assertEquals(await take(applyParams(x, params)), pixels, `sigma ${blur} on ${shape}`);
+    }
+  }
+});
+
+test("augment: a batch over one storage binding is refused before anything is allocated", () =>
+  bothKernels(async (engine) => {
+    // A 1 MiB binding stands in for the adapter's (128 MiB here, which 256 images of 224² pass).
+    const [h, w] = [300, 300]; // [1, 3, 300, 300] in f32: 1.08 MB
+    using small = engine.zeros([1, 3, 100, 100]);
+    using big = engine.zeros([1, 3, h, w]); // a buffer of that size is fine; binding it whole is not
+    const before = engine.memory();
+    const over = ["[1, 3, 300, 300]", "maxStorageBufferBindingSize"];
+    const rgba = new Uint8Array(h * w * 4);
+    await assertThrows(() => engine.images(rgba, { n: 1, height: h, width: w }), ShapeError, [
+      "images",
+      ...over,
+    ]);
+    // The output: the views' renderer, applyParams, finds it too big.
+    await assertThrows(() => randomResizedCrop(small, { size: h }), ShapeError, ["applyParams", ...over]);
+    await assertThrows(() => horizontalFlip(big, { p: 1 }), ShapeError, ["horizontalFlip", ...over]);
+    await assertThrows(() => maskedImageTask(big, { seed: 1, patch: 20 }), ShapeError, [
+      "maskedImageTask",
+      ...over,
+    ]);
+    assertNoLeak(engine, before);
+  }, { maxStorageBufferBindingSize: 2 ** 20 }));
+
 test("augment: bad input throws a clear error and leaks nothing", async (engine) => {
   const x = engine.zeros([2, 3, 4, 5]);
   const before = engine.memory();
@@ -506,6 +546,24 @@ test("augment: bad input throws a clear error and leaks nothing", async (engine)
   await assertThrows(() => horizontalFlip(x, { p: 1.5 }), RangeError, ["p must be in [0, 1]"]);
   await assertThrows(() => horizontalFlip(x, { seed: -1 }), RangeError, ["seed"]);
   await assertThrows(() => colorJitter(x, { hue: 0.7 }), RangeError, ["hue"]);
+  // torchvision's ranges: checked whether or not a sample draws the op, a pair taken as given (never clipped).
+  await assertThrows(() => colorJitter(x, { hue: 0.7, p: 0 }), RangeError, ["hue"]);
+  const brightness: [number, number] = [-1, 2];
+  await assertThrows(() => colorJitter(x, { brightness }), RangeError, [
+    "brightness",
+    "[-1,2]",
+    "[0, Infinity]",
+  ]);
+  assertEquals(brightness, [-1, 2], "the caller's range");
+  const unordered = [identityParams(4, 5), identityParams(4, 5)];
+  unordered[1].jitter = { brightness: 1, contrast: 1, saturation: 1, hue: 0.1, order: [0, 2] };
+  await assertThrows(() => applyParams(x, unordered), RangeError, ["jitter order [0,2]"]);
+  {
+    const gone = engine.zeros([1, 3, 4, 4]);
+    gone.dispose();
+    await assertThrows(() => horizontalFlip(gone, { p: 1 }), Error, ["horizontalFlip", "after dispose"]);
+    await assertThrows(() => gaussianBlur(gone), Error, ["gaussianBlur", "after dispose"]);
+  }
   await assertThrows(() => gaussianBlur(x, { sigma: [1, 1000] }), RangeError, ["sigma"]);
   await assertThrows(() => normalizeChannels(x, [0, 0, 0], [1, 0, 1]), RangeError, ["std"]);
   await assertThrows(() => applyParams(x, [], {}), ShapeError, ["0 parameter records", "[2, 3, 4, 5]"]);

@@ -470,6 +470,38 @@ test("ntXent: on CPU adapters each pair of tiles once, over several A windows an
     assertNoLeak(engine, before, "pair walk");
   }));
 
+test("ntXent and negativeCosine: wide rows on CPU adapters normalise by workgroup past the loop budget", () =>
+  cpuKernels(async (engine) => {
+    // One invocation per row would walk 2·D·(splits + 1) iterations in the backward's normalisation (D = 12,000:
+    // ~48,000; llvmpipe silently stops at 65,535, which once zeroed the gradient past dim ~8,300) and ~2.2·D in
+    // the forward's (D = 40,000: ~88,000): these rows take a workgroup each instead.
+    const before = engine.memory();
+    const [n, d] = [2, 12_000];
+    const a = randomArray(n * d, 21);
+    const b = randomArray(n * d, 22);
+    const z1 = engine.tensor(a, [n, d]);
+    const z2 = engine.tensor(b, [n, d]);
+    const [loss, [g1, g2]] = await lossAndGrads(() => ntXent(z1, z2, { temperature: 0.5 }), [z1, z2]);
+    const ref = refNtXent(a, b, n, d, 0.5);
+    close([loss], [ref.loss], "ntXent loss");
+    close(g1, ref.dz1, "ntXent dz1");
+    close(g2, ref.dz2, "ntXent dz2");
+    z1.dispose();
+    z2.dispose();
+    const wide = 40_000;
+    const pa = randomArray(n * wide, 23);
+    const za = randomArray(n * wide, 24);
+    const p = engine.tensor(pa, [n, wide]);
+    const z = engine.tensor(za, [n, wide]);
+    const [value, [gp]] = await lossAndGrads(() => negativeCosine(p, z), [p]);
+    const refCos = refNegativeCosine(pa, za, n, wide);
+    close([value], [refCos.loss], "negativeCosine loss");
+    close(gp, refCos.dp, "negativeCosine dp");
+    p.dispose();
+    z.dispose();
+    assertNoLeak(engine, before, "wide rows");
+  }));
+
 test("ntXent: peak memory of forward + backward is O(N·D) without the logits cache, that plus the cache with it", async (engine) => {
   const n = 1024;
   const d = 16;
@@ -540,6 +572,15 @@ test("contrastive losses: bad shapes, labels and temperatures throw and leak not
     await assertThrows(() => ntXent(wide, wide), RangeError, budget);
     await assertThrows(() => infoNCE(wide, wide, { temperature: 0.1 }), RangeError, budget);
     await assertThrows(() => supCon(wide, wideLabels, { temperature: 0.1 }), RangeError, budget);
+  }
+  {
+    const gone = engine.zeros([4], "i32");
+    gone.dispose();
+    await assertThrows(() => supCon(a, gone, { temperature: 0.1 }), Error, [
+      "supCon",
+      "[4] i32",
+      "after dispose",
+    ]);
   }
   const loss = ntXent(a, a);
   loss.dispose();

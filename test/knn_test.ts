@@ -124,6 +124,15 @@ test("knnScores refuses mismatched shapes, labels, k, classes and temperature", 
   await assertThrows(() => knnScores(f, bank, short, { classes: 2 }), ShapeError, ["i32 [10]", "[9]"]);
   await assertThrows(() => knnScores(f, bank, floats, { classes: 2 }), ShapeError, ["i32 [10]", "f32"]);
   await assertThrows(() => knnScores(f, bank, labels, { classes: 2, k: 11 }), RangeError, ["[1, 10]", "11"]);
+  {
+    // topk ranks at most 16,384 per selection: a larger k is refused here, before anything is allocated.
+    using big = engine.zeros([16_385, 3]);
+    using bigLabels = engine.zeros([16_385], "i32");
+    await assertThrows(() => knnScores(f, big, bigLabels, { classes: 2, k: 16_385 }), RangeError, [
+      "knnScores",
+      "[1, 16384]",
+    ]);
+  }
   await assertThrows(() => knnScores(f, bank, labels, { classes: 0 }), RangeError, ["classes", "0"]);
   await assertThrows(() => knnScores(f, bank, labels, { classes: 2, temperature: 0 }), RangeError, [
     "temperature",

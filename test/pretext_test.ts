@@ -330,7 +330,11 @@ test("pretext: bad input throws a clear error and leaks nothing", async (engine)
   const gray = engine.zeros([2, 1, 8, 8]);
   const flat = engine.zeros([2, 48]);
   const before = engine.memory();
-  await assertThrows(() => rotationTask(x, { seed: 0 }), ShapeError, ["square", "[2, 3, 8, 6]"]);
+  await assertThrows(() => rotationTask(x, { seed: 0 }), ShapeError, [
+    "rotationTask",
+    "square",
+    "[2, 3, 8, 6]",
+  ]);
   await assertThrows(() => maskedImageTask(x, { seed: 0, patch: 4 }), ShapeError, [
     "patch 4 does not divide",
     "[2, 3, 8, 6]",
@@ -344,6 +348,27 @@ test("pretext: bad input throws a clear error and leaks nothing", async (engine)
   assertNoLeak(engine, bigBefore);
   big.dispose();
   await assertThrows(() => jigsawTask(x, { seed: 0, grid: 9 }), ShapeError, ["9×9", "[2, 3, 8, 6]"]);
+  // Grids above 16 once gave tile indices past 255 as bytes: not permutations.
+  {
+    using wide = engine.zeros([1, 1, 17, 17]);
+    await assertThrows(() => jigsawTask(wide, { seed: 0, grid: 17 }), RangeError, ["grid", "[2, 16]", "17"]);
+  }
+  {
+    const gone = engine.zeros([1, 3, 8, 8]);
+    const goneIds = engine.zeros([2, 4], "i32");
+    gone.dispose();
+    goneIds.dispose();
+    await assertThrows(() => jigsawTask(gone, { seed: 0 }), Error, ["jigsawTask", "after dispose"]);
+    await assertThrows(() => maskedImageTask(gone, { seed: 0, patch: 4 }), Error, [
+      "maskedImageTask",
+      "after dispose",
+    ]);
+    await assertThrows(() => colorizationTask(gone), Error, ["colorizationTask", "after dispose"]);
+    await assertThrows(() => maskedTokenTask(goneIds, { seed: 0, maskId: 1, vocabSize: 5 }), Error, [
+      "maskedTokenTask",
+      "after dispose",
+    ]);
+  }
   await assertThrows(() => jigsawTask(x, { seed: 0, grid: 2, permutations: 25 }), RangeError, [
     "25 permutations",
     "24",

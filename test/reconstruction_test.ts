@@ -512,6 +512,11 @@ test("reconstruction: bad input throws a clear error and leaks nothing", async (
   await assertThrows(() => maskedMSE(img, img, c, { patch: 4 }), ShapeError, ["mask [4]", "[2, 4]"]);
   await assertThrows(() => maskedMSE(a, img, mask, { patch: 4 }), ShapeError, ["pred [3, 4]", "[2, 4, 48]"]);
   await assertThrows(() => maskedMSE(img, img, mask, { patch: 0 }), RangeError, ["patch"]);
+  {
+    const gone = engine.zeros([2, 4]);
+    gone.dispose();
+    await assertThrows(() => maskedMSE(img, img, gone, { patch: 4 }), Error, ["maskedMSE", "after dispose"]);
+  }
   await assertThrows(() => ssim(img, a), ShapeError, ["[2, 3, 8, 8]", "[3, 4]"]);
   // A broadcast target or weight is read through per-dim strides: at most 8 dims (thrown before allocating).
   {

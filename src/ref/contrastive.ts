@@ -140,10 +140,6 @@ export function refNtXent(
 }
 
 /**
- * DCL: NT-Xent with each row's positive left out of its log-sum-exp. With `sigma`, DCLW: each positive term
- * −s_i/τ weighted by w_i = 2 − N·softmax_i(cos_i / sigma), w held constant in the gradient.
- */
-/**
  * DCLW's terms: the rows normalised, cos_i of the two views' rows i, and 1 − w_i with w = n·softmax(cos / σ)
  * over the batch (weights lightly detaches, so they take no gradient).
  */
@@ -166,6 +162,11 @@ export function refDclwOneMinusW(z1: Mat, z2: Mat, n: number, dim: number, sigma
   return dclwTerms(z1, z2, n, dim, sigma).oneMinusW;
 }
 
+/**
+ * DCL (Yeh et al.'s Eq. 6): NT-Xent with each row's positive left out of its log-sum-exp over all 2N − 2
+ * negatives. With `sigma`, DCLW: each positive term −s_i/τ weighted by w_i = 2 − N·softmax_i(cos_i / sigma), w
+ * held constant in the gradient.
+ */
 export function refDcl(
   z1: Mat,
   z2: Mat,
