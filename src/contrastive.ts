@@ -537,16 +537,19 @@ function twoViewLoss(
 export interface InfoNCEOptions {
   /** Divides the logits; must be positive. */
   temperature: number;
-  /** Extra keys [K, D] (a MoCo queue): K more negative columns for every query; they get no gradient. */
+  /**
+   * Extra keys [K, D] (a MoCo queue): K more negative columns for every query, beside the batch's other keys
+   * (MoCo itself scores a query against its own key and the queue alone); they get no gradient.
+   */
   negatives?: Tensor;
   /** Average the query→key and key→query cross-entropies (CLIP). */
   symmetric?: boolean;
 }
 
 /**
- * The CLIP / MoCo InfoNCE: logits query·keysᵀ / temperature (no normalisation: pass normalised embeddings
- * for cosine similarity), the diagonal being the positives, cross-entropy averaged over the queries.
- * query, keys: [N, D].
+ * CLIP's InfoNCE: logits query·keysᵀ / temperature (no normalisation: pass normalised embeddings for cosine
+ * similarity), the diagonal being the positives, cross-entropy averaged over the queries; with `negatives`, a
+ * MoCo-style bank of more negative columns. query, keys: [N, D].
  */
 export function infoNCE(query: Tensor, keys: Tensor, options: InfoNCEOptions): Tensor {
   const op = "infoNCE";
@@ -653,7 +656,9 @@ export interface SupConOptions {
 /**
  * Supervised contrastive loss (Khosla et al. 2020, L_out): rows L2-normalised, every other sample with the
  * same label is a positive; per anchor −mean over its positives of log softmax (over all other samples),
- * averaged over the anchors that have a positive (0 when none has). z: [N, D]; labels: i32 [N].
+ * averaged over the anchors that have a positive (0 when none has). z: [N, D]; labels: i32 [N]. The paper's
+ * loss, where HobbitLong/SupContrast's code scales it by temperature / 0.07 and counts anchors without a
+ * positive as 0 in its mean (lightly's SupConLoss scales by the temperature).
  */
 export function supCon(z: Tensor, labels: Tensor, options: SupConOptions): Tensor {
   const op = "supCon";

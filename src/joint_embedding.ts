@@ -316,7 +316,7 @@ export function tico(za: Tensor, zb: Tensor, options: TiCoOptions): Tensor {
 export interface DinoOptions {
   /** The running center of the teacher's logits, [K]; `dinoCenter` updates it after each step. */
   center: Tensor;
-  /** Sharpens the teacher (default 0.04; DINO warms it up to 0.07 over the first epochs); must be > 0. */
+  /** Sharpens the teacher (default 0.04, DINO's and lightly's; the paper also warms it up to 0.07); must be > 0. */
   teacherTemp?: number;
   /** Default 0.1; must be > 0. */
   studentTemp?: number;
