@@ -18,9 +18,11 @@
 //   lars:       d = g + wd·w, scaled by eta·|w| / |d| where both norms are positive (norms = (Σ w², Σ d²));
 //               b = momentum·b + d; w −= lr·b (the LARS of Barlow Twins and VICReg)
 //                                                                         bindings: 1 w, 2 g, 3 b, 4 norms
-//   clip:       gradient clipping, w (a gradient) ·= min(1, a / (sqrt(norms[0]) + 1e-6)), norms[0] the sum of
-//               squares of every gradient clipped together (torch.nn.utils.clip_grad_norm_)
+//   clip:       gradient clipping, w (a gradient) ·= min(1, a / (sqrt(norms[0]) + 1e-6)), NaN where that is,
+//               norms[0] the sum of squares of every gradient clipped together (torch.nn.utils.clip_grad_norm_)
 //                                                                         bindings: 1 w, 4 norms
+//! include lib/nan.wgsl
+
 struct Params {
   count: u32,        // elements in this window
   part_base: u32,    // lars_norms: index of this window's first partial
@@ -132,5 +134,8 @@ fn clip(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         @builtin(local_invocation_index) lid: u32) {
   let i = index(wg, nwg, lid);
   if (4u * i >= p.count) { return; }
-  w[i] *= min(1.0, p.a / (sqrt(norms[0]) + 1e-6));
+  // torch's clamp(maxNorm / (norm + 1e-6), max=1) keeps a NaN (a NaN gradient): every gradient turns NaN, where
+  // WGSL's min(1, NaN) may be 1.
+  let scale = p.a / (sqrt(norms[0]) + 1e-6);
+  w[i] *= select(min(1.0, scale), scale, isNan(scale));
 }

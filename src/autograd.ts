@@ -76,7 +76,8 @@ export function composed(build: (keep: (t: Tensor) => Tensor) => Tensor): Tensor
 /**
  * Gradients of the scalar `loss` with respect to each of `inputs`, as new tensors the caller owns (zeros for an
  * input the loss does not depend on). Tensors that a backward needs must not be disposed before this call.
- * Update parameters under `noGrad` (as torch.no_grad), or each step's graph chains onto the last.
+ * Update parameters under `noGrad` (as torch.no_grad), or each step's graph chains onto the last. A loss no op
+ * recorded (made under noGrad) throws, as torch's does, rather than give zeros.
  */
 export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
   if (loss.size !== 1) {
@@ -84,6 +85,9 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
   }
   if (loss.dtype !== "f32") throw new TypeError(`grad: loss must be f32, got ${loss.dtype}`);
   if (loss.disposed) throw new Error(`grad: loss ${fmtShape(loss.shape)} was disposed`);
+  if (!loss.node && !inputs.includes(loss)) {
+    throw new Error("grad: no op recorded the loss (was it made under noGrad?), so no input reaches it");
+  }
   const engine = loss.engine;
   // Topological order by iterative depth-first search (graphs can be deeper than the call stack).
   const order: Tensor[] = [];
@@ -104,50 +108,50 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
   // Only nodes with a path to a requested input need a backward.
   const leads = new Set<Tensor>();
   for (const t of order) if (targets.has(t) || t.node?.inputs.some((i) => leads.has(i))) leads.add(t);
-  return noGrad(() => {
-    const grads = new Map<Tensor, Tensor>();
-    const seed = engine.ones(loss.shape);
-    seeds.add(seed);
-    grads.set(loss, seed);
-    for (let k = order.length - 1; k >= 0; k--) {
-      const t = order[k];
-      const g = grads.get(t);
-      if (!g || !t.node || !leads.has(t)) continue;
-      const node = t.node;
-      let inGrads: (Tensor | null)[];
-      try {
-        inGrads = node.backward(g, node.inputs.map((i) => leads.has(i)));
-      } catch (e) {
-        for (const v of grads.values()) v.dispose();
-        const m = (e as Error).message;
-        throw m.includes("used after dispose")
-          ? new Error(
-            `grad: the backward of '${node.op}' needs a tensor that was disposed before grad(): ${m}`,
-          )
-          : e;
+  // tidy: every gradient but the results is disposed, and all of them where a backward throws.
+  return noGrad(() =>
+    engine.tidy(() => {
+      const grads = new Map<Tensor, Tensor>();
+      const seed = engine.ones(loss.shape);
+      seeds.add(seed);
+      grads.set(loss, seed);
+      for (let k = order.length - 1; k >= 0; k--) {
+        const t = order[k];
+        const g = grads.get(t);
+        if (!g || !t.node || !leads.has(t)) continue;
+        const node = t.node;
+        let inGrads: (Tensor | null)[];
+        try {
+          inGrads = node.backward(g, node.inputs.map((i) => leads.has(i)));
+        } catch (e) {
+          const m = (e as Error).message;
+          throw m.includes("used after dispose")
+            ? new Error(
+              `grad: the backward of '${node.op}' needs a tensor that was disposed before grad(): ${m}`,
+            )
+            : e;
+        }
+        if (!targets.has(t)) {
+          g.dispose();
+          grads.delete(t);
+        }
+        node.inputs.forEach((input, i) => {
+          const gi = inGrads[i];
+          if (!gi) return;
+          if (!leads.has(input)) return gi.dispose();
+          const prev = grads.get(input);
+          grads.set(input, prev ? accumulate(prev, gi) : gi);
+        });
       }
-      if (!targets.has(t)) {
-        g.dispose();
-        grads.delete(t);
-      }
-      node.inputs.forEach((input, i) => {
-        const gi = inGrads[i];
-        if (!gi) return;
-        if (!leads.has(input)) return gi.dispose();
-        const prev = grads.get(input);
-        grads.set(input, prev ? accumulate(prev, gi) : gi);
+      // An input listed twice gets its own copy, so every returned tensor is the caller's to dispose.
+      const result = inputs.map((x, i) => {
+        const g = grads.get(x);
+        if (!g) return engine.zeros(x.shape);
+        return inputs.indexOf(x) === i ? g : mul(g, 1);
       });
-    }
-    // An input listed twice gets its own copy, so every returned tensor is the caller's to dispose.
-    const result = inputs.map((x, i) => {
-      const g = grads.get(x);
-      if (!g) return engine.zeros(x.shape);
-      return inputs.indexOf(x) === i ? g : mul(g, 1);
-    });
-    const kept = new Set(result);
-    for (const v of grads.values()) if (!kept.has(v)) v.dispose();
-    return result;
-  });
+      return result;
+    })
+  );
 }
 
 function accumulate(a: Tensor, b: Tensor): Tensor {

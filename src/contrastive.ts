@@ -139,6 +139,17 @@ function checkTileBudget(op: string, dim: number, e: Engine): void {
   }
 }
 
+/** A ShapeError, before anything is allocated, where `rows` packed rows of `dim` dims pass one binding. */
+function checkPackable(op: string, rows: number, dim: number, e: Engine): void {
+  const bytes = rows * 16 * dim4(dim);
+  if (bytes > e.maxBinding) {
+    throw new ShapeError(
+      `${op}: ${rows} rows of ${dim} dims pack into ${bytes} bytes, over maxStorageBufferBindingSize ` +
+        `(${e.maxBinding} bytes) for one binding`,
+    );
+  }
+}
+
 function plan(pr: Problem, withGrad: boolean, sym = false): Plan {
   const e = pr.a.engine;
   const maxTiles = Math.floor(LOOP_BUDGET / tileIterations(pr.dim, e.cpuKernels, sym));
@@ -511,6 +522,7 @@ function twoViewLoss(
     );
   }
   checkTileBudget(op, dim, z1.engine);
+  checkPackable(op, 2 * n, dim, z1.engine);
   const saved = pack(op, true, z1, z2);
   const [u] = saved;
   const pr: Problem = {
@@ -567,7 +579,8 @@ export function infoNCE(query: Tensor, keys: Tensor, options: InfoNCEOptions): T
   const e = query.engine;
   const [n, dim] = query.shape;
   const pairing: Pairing = { excludeSelf: false, period: 0xffffffff };
-  checkTileBudget(op, dim, query.engine);
+  checkTileBudget(op, dim, e);
+  checkPackable(op, n + (negatives?.shape[0] ?? 0), dim, e);
   const [q, qNorms] = pack(op, false, query);
   // Keys then the negatives: the keys alone are its first n rows.
   const [kn, knNorms] = pack(op, false, keys, negatives);
@@ -675,6 +688,7 @@ export function supCon(z: Tensor, labels: Tensor, options: SupConOptions): Tenso
   const invTemp = checkTemperature(op, options.temperature);
   const [n, dim] = z.shape;
   checkTileBudget(op, dim, z.engine);
+  checkPackable(op, n, dim, z.engine);
   const saved = pack(op, true, z);
   const [u] = saved;
   const pairing: Pairing = { excludeSelf: true, period: 0xffffffff, labels };
@@ -699,6 +713,7 @@ export function negativeCosine(p: Tensor, z: Tensor): Tensor {
   checkSameShape(op, ["p", "z"], p, z);
   const e = p.engine;
   const [n, dim] = p.shape;
+  checkPackable(op, n, dim, e);
   const saved = pack(op, true, p);
   const [uz, normsZ] = pack(op, true, z);
   normsZ.dispose();

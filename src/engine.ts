@@ -278,7 +278,7 @@ export class Engine {
     const t = this.empty(sh, dt);
     // queue.writeBuffer runs before the unsubmitted encoder: if that encoder still reads this buffer's old
     // contents (it was freed during this batch), submit the encoder first.
-    if (this.#freedThisBatch.has(t.buffer)) this.flush();
+    if (this.#freedThisBatch.has(t.buffer)) this.#submit(false);
     const host = dt === "f32"
       ? Float32Array.from(data)
       : dt === "i32"
@@ -440,7 +440,7 @@ export class Engine {
     }
     if (grid.includes(0)) return;
     const pipeline = this.pipeline(k.op, k.shader, k.entry ?? "main", k.constants ?? {});
-    if (this.#arenaUsed === ARENA_SLOTS || this.#dispatches >= this.batchSize) this.flush();
+    if (this.#arenaUsed === ARENA_SLOTS || this.#dispatches >= this.batchSize) this.#submit(false);
     const slot = this.#arenaUsed++;
     this.#arenaData.set(new Uint8Array(k.params.view.buffer, 0, k.params.length), slot * UNIFORM_SLOT);
     const entries: GPUBindGroupEntry[] = [{
@@ -573,15 +573,24 @@ export class Engine {
     return { buffer, offset: 0, size: 16 };
   }
 
-  /** Submits the recorded work. */
+  /** Submits the recorded work, and reads the data checks of the ops recorded so far after it. */
   flush(): void {
+    this.#submit(true);
+  }
+
+  /**
+   * Submits the recorded work. Where a batch fills up in the middle of an op (`readChecks` false), that op's data
+   * check may not be written yet and its next dispatch still binds it: the checks wait for the next flush.
+   */
+  #submit(readChecks: boolean): void {
     this.#endPass();
-    if (!this.#encoder) return;
+    if (!this.#encoder && !(readChecks && this.#checks.length)) return;
+    this.#encoder ??= this.device.createCommandEncoder();
     if (this.#arenaUsed) {
       this.device.queue.writeBuffer(this.#arena, 0, this.#arenaData, 0, this.#arenaUsed * UNIFORM_SLOT);
     }
-    const checks = this.#checks;
-    this.#checks = [];
+    const checks = readChecks ? this.#checks : [];
+    if (readChecks) this.#checks = [];
     const staging = checks.length
       ? this.device.createBuffer({
         size: 16 * checks.length,

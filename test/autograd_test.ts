@@ -178,6 +178,14 @@ test("grad: non-scalar loss, unreachable and repeated inputs, disposed intermedi
     using s2 = sum(e);
     e.dispose();
     await assertThrows(() => grad(s2, [a]), Error, ["exp", "disposed"]);
+    // mul's backward makes x's gradient before it finds x disposed (w's needs it): that one is freed as well.
+    const x = engine.tensor([1, 2, 3]);
+    using p = mul(x, b);
+    using s3 = sum(p);
+    x.dispose();
+    await assertThrows(() => grad(s3, [x, b]), Error, ["mul", "disposed before grad()"]);
+    using unrecorded = noGrad(() => sum(b));
+    await assertThrows(() => grad(unrecorded, [b]), Error, ["no op recorded the loss", "noGrad"]);
   }
   assertNoLeak(engine, before);
 });

@@ -541,6 +541,27 @@ test("ntXent: peak memory of forward + backward is O(N·D) without the logits ca
   }
 });
 
+test("contrastive losses: rows that pack past one storage binding are refused before anything is allocated", () =>
+  bothKernels(async (engine) => {
+    // A 1 MiB binding stands in for the adapter's: 2 × 1,100 rows of 128 dims pack into 1.13 MB.
+    using z = engine.zeros([1100, 128]);
+    using tall = engine.zeros([2100, 128]);
+    using labels = engine.zeros([2100], "i32");
+    const before = engine.memory();
+    const over = ["maxStorageBufferBindingSize"];
+    await assertThrows(() => ntXent(z, z), ShapeError, ["ntXent: 2200 rows of 128 dims", ...over]);
+    await assertThrows(() => infoNCE(z, z, { temperature: 0.1, negatives: z }), ShapeError, [
+      "2200 rows",
+      ...over,
+    ]);
+    await assertThrows(() => supCon(tall, labels, { temperature: 0.1 }), ShapeError, [
+      "supCon: 2100 rows",
+      ...over,
+    ]);
+    await assertThrows(() => negativeCosine(tall, tall), ShapeError, ["negativeCosine: 2100 rows", ...over]);
+    assertNoLeak(engine, before);
+  }, { maxStorageBufferBindingSize: 2 ** 20 }));
+
 test("contrastive losses: bad shapes, labels and temperatures throw and leak nothing", async (engine) => {
   const before = engine.memory();
   const a = engine.zeros([4, 8]);

@@ -4,6 +4,7 @@ import {
   DeviceError,
   DeviceLostError,
   dropout,
+  embedding,
   exp,
   grad,
   init,
@@ -98,6 +99,32 @@ test("ops batch into one submit; a readback flushes", async (engine) => {
   assertEquals(engine.submits, start + 1, "one submit for the readback");
   assertClose(got, Float64Array.from(await x.toArray(), (v) => v + 100), { rtol: 1e-6, atol: 1e-5 });
 });
+
+test("a batch that fills up inside an op keeps its data check: bad ids still throw, good ones still run", () =>
+  bothKernels(async (engine) => {
+    // batchSize 1: each dispatch after the first submits the batch before it (`first`'s), between an op's
+    // dataCheck and its dispatch. Once that submit read the check before the kernel wrote it (no error), then
+    // destroyed it under the dispatch still to come (the next batch, valid ids and all, dropped with a
+    // KernelError).
+    const rows = randomArray(16, 5);
+    using table = engine.tensor(rows, [4, 4]);
+    using bad = engine.tensor(new Int32Array([0, 7]), [2], "i32");
+    using good = engine.tensor(new Int32Array([3, 0]), [2], "i32");
+    await engine.sync();
+    const before = engine.memory();
+    const first = mul(table, 1);
+    const wrong = embedding(bad, table);
+    await assertThrows(() => take(wrong), RangeError, ["embedding: 1 id outside [0, 4)"]);
+    const again = mul(table, 1);
+    const right = embedding(good, table);
+    const later = mul(table, 2);
+    await new Promise((resolve) => setTimeout(resolve, 20)); // the event loop turns before the next submit
+    assertEquals(Array.from(await take(right)), [...rows.slice(12, 16), ...rows.slice(0, 4)], "embedding");
+    assertEquals(Array.from(await take(later)), Array.from(rows, (v) => v * 2), "the op after it");
+    first.dispose();
+    again.dispose();
+    assertNoLeak(engine, before);
+  }, { batchSize: 1 }));
 
 test("tidy disposes everything but the result", async (engine) => {
   const before = engine.memory();

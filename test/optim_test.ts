@@ -189,6 +189,12 @@ test("clipGradNorm scales every gradient by one global factor on the GPU, as cli
       assertClose(await take(g), ref[i], tol, `gradient ${i}, maxNorm ${maxNorm}`);
     }
   }
+  // A NaN anywhere makes the norm NaN and, as torch's clamp keeps it, every gradient NaN.
+  {
+    const poisoned = [engine.tensor([1, NaN, 2], [3]), engine.tensor([3, 4], [2])];
+    assert(Number.isNaN((await take(clipGradNorm(poisoned, 1)))[0]), "the norm of a NaN gradient");
+    for (const g of poisoned) assert((await take(g)).every(Number.isNaN), "every gradient NaN");
+  }
   // Under the bound the factor is exactly 1: the gradients come back bit for bit.
   const grads = values.map((v, i) => engine.tensor(v, shapes[i]));
   await take(clipGradNorm(grads, 2 * norm));
