@@ -21,13 +21,13 @@
 //           x / TILE; src/augment.ts sums each sample's partials with the reduce op.
 //                                                              bindings: 1 x, 2 records, 3 partials
 //   view:   the fused pass: rotate, flip, crop + bilinear resize, color jitter in the sample's order, grayscale,
-//           solarize (unblurred samples), erase, noise, normalize.   bindings: 1 x, 2 records, 3 sums, 4 out
+//           solarize and normalize (unblurred samples), erase, noise.  bindings: 1 x, 2 records, 3 sums, 4 out
 //   view4, stats4: view and stats four pixels of an output row per invocation (of ROWS rows: see
 //           sample4Rows2), for input and output widths that are multiples of 4 and no odd quarter turn (see
 //           sample4); a view4 workgroup covers WG / QUADS lines of QUADS vec4 columns.
 //   blur:   one direction (DIR 0 along W, 1 along H) of the separable Gaussian blur, radius ceil(3 sigma) with
 //           reflected borders, for samples with sigma > 0 only (others are left as they are); DIR 1 then
-//           solarizes those samples.                                 bindings: 1 src, 2 records, 3 dst
+//           solarizes and normalizes those samples.                  bindings: 1 src, 2 records, 3 dst
 //   blurW4, blurW4Inner, blurH4: blur for widths that are multiples of 4, four or eight pixels per invocation
 //           (see blurW4's comment).
 //   turn4:  view for geometry alone (quarter turns of square images, flips; no crop, no color step), sides
@@ -206,9 +206,9 @@ fn sample(n: u32, oy: u32, ox: u32) -> vec3<f32> {
     for (var c = 0u; c < C; c++) { v[c] = x_in[((n * C + c) * p.h + y) * p.w + x]; }
     return v;
   }
-  // Bilinear with half-pixel centers (align_corners = false), edges clamped.
-  let sy = clamp(rec(0u) + (f32(y) + 0.5) * (rec(2u) / f32(p.oh)) - 0.5, 0.0, f32(p.h - 1u));
-  let sx = clamp(rec(1u) + (f32(x) + 0.5) * (rec(3u) / f32(p.ow)) - 0.5, 0.0, f32(p.w - 1u));
+  // Bilinear with half-pixel centers (align_corners = false), clamped to the crop (see sourceRow).
+  let sy = clamp(rec(0u) + (f32(y) + 0.5) * (rec(2u) / f32(p.oh)) - 0.5, rec(0u), rec(0u) + rec(2u) - 1.0);
+  let sx = clamp(rec(1u) + (f32(x) + 0.5) * (rec(3u) / f32(p.ow)) - 0.5, rec(1u), rec(1u) + rec(3u) - 1.0);
   let y0 = u32(floor(sy));
   let x0 = u32(floor(sx));
   let y1 = min(y0 + 1u, p.h - 1u);
@@ -301,7 +301,8 @@ fn sample4Rows2(n: u32, oy: u32, q: u32) -> Rows2 {
 }
 
 // Bilinear rows of source-space output row y (after the half turn): y0, y1 = min(y0 + 1, h − 1) and the weight
-// f of y1, with half-pixel centers (align_corners = false), edges clamped.
+// f of y1, with half-pixel centers (align_corners = false). The position is clamped to the crop, as torchvision
+// resizes the cropped image: at the crop's edge f is 0, so no pixel outside it counts.
 struct SourceRow {
   y0: u32,
   y1: u32,
@@ -309,7 +310,7 @@ struct SourceRow {
 }
 
 fn sourceRow(y: u32) -> SourceRow {
-  let sy = clamp(rec(0u) + (f32(y) + 0.5) * (rec(2u) / f32(p.oh)) - 0.5, 0.0, f32(p.h - 1u));
+  let sy = clamp(rec(0u) + (f32(y) + 0.5) * (rec(2u) / f32(p.oh)) - 0.5, rec(0u), rec(0u) + rec(2u) - 1.0);
   let y0 = u32(floor(sy));
   return SourceRow(y0, min(y0 + 1u, p.h - 1u), sy - f32(y0));
 }
@@ -327,7 +328,8 @@ fn columnTaps(q: u32) -> ColumnTaps {
   let mirror = (rec(4u) != 0.0) != (u32(rec(5u)) == 2u);
   let ox = f32(4u * q) + vec4<f32>(0.0, 1.0, 2.0, 3.0);
   let x = select(ox, f32(p.ow - 1u) - ox, vec4<bool>(mirror));
-  let sx = clamp(rec(1u) + (x + 0.5) * (rec(3u) / f32(p.ow)) - 0.5, vec4<f32>(0.0), vec4<f32>(f32(p.w - 1u)));
+  let sx = clamp(rec(1u) + (x + 0.5) * (rec(3u) / f32(p.ow)) - 0.5, vec4<f32>(rec(1u)),
+                 vec4<f32>(rec(1u) + rec(3u) - 1.0));
   let x0 = floor(sx);
   let x1 = min(x0 + 1.0, vec4<f32>(f32(p.w - 1u)));
   let first = u32(min(x0.x, x0.w)) / 4u;
@@ -352,6 +354,16 @@ fn pick(before: Picked, blended: vec4<f32>, k: u32, taps: ColumnTaps) -> Picked 
 
 fn solarize(v: f32) -> f32 {
   return select(v, 1.0 - v, v >= rec(22u));
+}
+
+// Channel c's mean and std of p.normalize: applied last, in the fused pass, or for a blurred sample at the end of
+// its blur, after the solarize that compares [0, 1] values with its threshold.
+fn channelMean(c: u32) -> f32 {
+  return select(select(p.mean2, p.mean1, c == 1u), p.mean0, c == 0u);
+}
+
+fn channelStd(c: u32) -> f32 {
+  return select(select(p.std2, p.std1, c == 1u), p.std0, c == 0u);
 }
 
 // ---- entry points ---------------------------------------------------------------------------------------------
@@ -458,7 +470,7 @@ fn finish(v0: vec3<f32>, n: u32, oy: u32, ox: u32, mean: f32) -> vec3<f32> {
     if (OC == 3u) { z = vec3<f32>(z.x, noise(pixels + at, n), noise(2u * pixels + at, n)); }
     v = clamp(v + rec(20u) * z, vec3<f32>(0.0), vec3<f32>(1.0));
   }
-  if (p.normalize != 0u) {
+  if (p.normalize != 0u && rec(21u) == 0.0) {
     v = (v - vec3<f32>(p.mean0, p.mean1, p.mean2)) / vec3<f32>(p.std0, p.std1, p.std2);
   }
   return v;
@@ -564,6 +576,7 @@ fn blur(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   for (var c = 0u; c < OC; c++) {
     var v = acc[c] / total;
     if (DIR == 1u && rec(13u) != 0.0) { v = solarize(v); }
+    if (DIR == 1u && p.normalize != 0u) { v = (v - channelMean(c)) / channelStd(c); }
     blur_dst[base + c * plane + px.y * p.ow + px.z] = v;
   }
 }
@@ -692,6 +705,7 @@ fn blurH4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     for (var c = 0u; c < OC && y0 + j < p.oh; c++) {
       var v = acc[3u * j + c] / total[j];
       if (rec(13u) != 0.0) { v = select(v, 1.0 - v, v >= vec4<f32>(rec(22u))); }
+      if (p.normalize != 0u) { v = (v - channelMean(c)) / channelStd(c); }
       blur_dst4[base4 + c * plane4 + (y0 + j) * w4] = v;
     }
   }

@@ -26,7 +26,7 @@ const MAX_SIGMA = 100;
  * Blur sigmas below this go to the kernels as 0 (no blur): such a Gaussian weighs the nearest neighbour at
  * exp(−0.5 / σ²) < 1e-86, 0 in f32, so the blur is the identity, and the kernel's 1 / σ² would overflow (NaN).
  */
-const MIN_BLUR_SIGMA = 0.05;
+export const MIN_BLUR_SIGMA = 0.05;
 /**
  * vec4 columns per workgroup row of view4, turn4 and the vec4 blurs (shaders/augment.wgsl `QUADS`) for rows of
  * `columns` vec4s: the row's width up to 64, so a workgroup reads whole source rows in order, where a narrow
@@ -71,7 +71,11 @@ export interface Box {
 
 /** Everything one sample's view does, in the order applied (blur and solarize run last). */
 export interface SampleParams {
-  /** Source region, resized bilinearly to the output size. */
+  /**
+   * Source region, whole pixels inside the image, resized bilinearly to the output size as torchvision's
+   * crop-then-resize does it (antialias off: a crop shrunk by more than 2x aliases where torchvision's default
+   * antialias would filter it).
+   */
   crop: Box;
   flip: boolean;
   /** Counter-clockwise quarter turns (square outputs only). */
@@ -410,6 +414,15 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
     if (!(q.blur >= 0 && q.blur <= MAX_SIGMA)) {
       throw new RangeError(`${op}: blur sigma ${q.blur} outside [0, ${MAX_SIGMA}]`);
     }
+    const { top, left, height, width } = q.crop;
+    if (
+      ![top, left, height, width].every(Number.isInteger) || top < 0 || left < 0 || height < 1 ||
+      width < 1 || top + height > h || left + width > w
+    ) {
+      throw new RangeError(
+        `${op}: crop ${JSON.stringify(q.crop)} is not a box of whole pixels inside ${h}×${w}`,
+      );
+    }
     const order = q.jitter?.order ?? [0, 1, 2, 3];
     if (order.length !== 4 || [0, 1, 2, 3].some((step) => !order.includes(step))) {
       throw new RangeError(`${op}: jitter order [${order}] is not an order of the steps 0, 1, 2, 3`);
@@ -600,6 +613,10 @@ function augment(
 
 // ---- the ops ------------------------------------------------------------------------------------------------
 
+/**
+ * torchvision's RandomResizedCrop: a box of area scale·HW and aspect ratio in `ratio` (log-uniform; 10 tries,
+ * then the central crop), resized to `size` as `Box` says.
+ */
 export function randomResizedCrop(
   x: Tensor,
   o: RandomOptions & { size: number | [number, number]; scale?: [number, number]; ratio?: [number, number] },

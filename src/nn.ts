@@ -3,7 +3,7 @@
 // matmul and softmax (CPU reference in src/ref/nn.ts).
 import { composed, noGrad, record } from "./autograd.ts";
 import { type Binding, Params } from "./engine.ts";
-import { add, checkF32, div, greater, maximum, mul, sqrt, square, sub } from "./elementwise.ts";
+import { add, checkF32, div, greater, maximum, mul, sqrt, square, sub, where } from "./elementwise.ts";
 import { matmul } from "./matmul.ts";
 import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
 import { checkReduction, type Reduction, softmax, splitLogsumexp, sum } from "./reduce.ts";
@@ -225,11 +225,12 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
     let scores = keep(mul(keep(matmul(q, k, { transB: true })), scale));
     if (options.mask) scores = keep(add(scores, options.mask));
     if (options.causal) {
-      // −1e30 where key j > query i: exp gives 0 there, as for −∞ (the diagonal always stays seen).
+      // −∞ where key j > query i, as torch's (the diagonal always stays seen, so only a mask hides a whole row,
+      // whose query gets NaN, not the keys after it).
       const hidden = keep(noGrad(() =>
         q.engine.tidy(() => {
           const ids = (n: number) => q.engine.tensor(Float32Array.from({ length: n }, (_, i) => i), [n]);
-          return mul(greater(ids(lk), reshape(ids(lq), [lq, 1])), -1e30);
+          return where(greater(ids(lk), reshape(ids(lq), [lq, 1])), -Infinity, 0);
         })
       ));
       scores = keep(add(scores, hidden));

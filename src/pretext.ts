@@ -120,9 +120,10 @@ function shuffledPermutations(k: number, count: number): Uint8Array {
 }
 
 /**
- * Noroozi & Favaro's permutation set: greedily the candidate whose smallest Hamming distance to those chosen is
- * largest (first in order on ties), starting from the identity. Candidates are every permutation up to 9 tiles,
- * else 20,000 Philox-shuffled ones. Deterministic; cached.
+ * A permutation set far apart in Hamming distance, after Noroozi & Favaro: greedily the candidate whose smallest
+ * distance to those chosen is largest (first in order on ties), starting from the identity (their
+ * select_permutations.py takes the largest mean distance, from a random start). Candidates are every permutation
+ * up to 9 tiles, else 20,000 Philox-shuffled ones. Deterministic; cached.
  */
 export function jigsawPermutations(grid: number, count: number): number[][] {
   const cacheKey = `${grid},${count}`;
@@ -253,7 +254,9 @@ export function relativePositionTask(
 }
 
 /**
- * MAE's masking: exactly round(ratio · patches) patches per image, chosen by ranking a Philox key per patch.
+ * MAE's masking: exactly round(ratio · patches) patches per image (MAE's code masks L − int(L·(1 − ratio)),
+ * which floating point can make one more: all 10 of 10 at ratio 0.9; both mask 147 of 196 at its 0.75), chosen
+ * by ranking a Philox key per patch.
  * mask [N, patches] is 1 where masked (patches row-major); input has masked pixels zeroed; target is a copy of x.
  * For an encoder that sees only the visible patches, as MAE's: shuffle i32 [N, patches] lists each image's
  * visible patches first, then its masked ones (MAE's ids_shuffle), and restore is its inverse (ids_restore), so

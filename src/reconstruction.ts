@@ -9,11 +9,11 @@
 // −(pred's), summed over the dims a broadcast target spans (one elementwise pass); bce's −x·w likewise; ssim's
 // y gradient in x's backward passes (S is symmetric in x and y: one more coefficient to gather). Weights, masks
 // and maskedMSE's target are constants (grad gives zeros for them).
-import { isRecording, isSeed, record } from "./autograd.ts";
+import { composed, isRecording, isSeed, noGrad, record } from "./autograd.ts";
 import { type Binding, checkRank, Params, windowBindings, windows } from "./engine.ts";
-import { checkF32, neg, unbroadcast } from "./elementwise.ts";
+import { checkF32, div, mul, neg, unbroadcast } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
-import { checkReduction, type Reduction } from "./reduce.ts";
+import { checkReduction, type Reduction, sum } from "./reduce.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
 
 const WG = 256;
@@ -37,18 +37,35 @@ const MAX_WINDOW = 63;
 export interface LossOptions {
   /** "mean" (default) over all elements, "sum", or "none" for the per-element loss. */
   reduction?: Reduction;
-  /** Elementwise weight, broadcast to pred's shape. */
+  /**
+   * Elementwise weight, broadcast to pred's shape. With reduction "mean", mse and l1 divide by the weights' sum,
+   * the others by the element count, as torch's mse_loss, l1_loss, huber_loss and BCE do.
+   */
   weight?: Tensor;
 }
 
 /** Mean squared error (x − y)². */
 export function mse(pred: Tensor, target: Tensor, options: LossOptions = {}): Tensor {
-  return pointLoss("mse", pred, target, options, 0);
+  return overWeights("mse", pred, target, options);
 }
 
 /** Mean absolute error |x − y|. */
 export function l1(pred: Tensor, target: Tensor, options: LossOptions = {}): Tensor {
-  return pointLoss("l1", pred, target, options, 0);
+  return overWeights("l1", pred, target, options);
+}
+
+/** torch's weighted mse_loss and l1_loss average over the weights: Σ w·ℓ / Σ w with reduction "mean". */
+function overWeights(kind: "mse" | "l1", pred: Tensor, target: Tensor, options: LossOptions): Tensor {
+  const { weight } = options;
+  if (!weight || checkReduction(kind, options.reduction) !== "mean") {
+    return pointLoss(kind, pred, target, options, 0);
+  }
+  return composed((keep) => {
+    const total = keep(pointLoss(kind, pred, target, { weight, reduction: "sum" }, 0));
+    // Each weight stands for pred.size / weight.size elements of the broadcast.
+    const weights = keep(noGrad(() => mul(keep(sum(weight)), pred.size / weight.size)));
+    return div(total, weights);
+  });
 }
 
 /** ½d² where |d| ≤ delta, else delta·(|d| − ½delta) (PyTorch's huber_loss). */

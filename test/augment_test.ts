@@ -491,6 +491,66 @@ test("augment: over 65,535 workgroups in one dispatch (17.2M pixels)", async (en
   assertEquals(bad, -1, "first mismatching element");
 });
 
+/** torchvision's resize of one h×w plane (bilinear, align_corners false, no antialias), in float64. */
+function torchResize(src: ArrayLike<number>, h: number, w: number, oh: number, ow: number): number[] {
+  const taps = (o: number, size: number, out: number) => {
+    const real = Math.max(0, (size / out) * (o + 0.5) - 0.5);
+    const i0 = Math.floor(real);
+    return [i0, i0 < size - 1 ? i0 + 1 : i0, real - i0];
+  };
+  const out: number[] = [];
+  for (let y = 0; y < oh; y++) {
+    const [y0, y1, fy] = taps(y, h, oh);
+    for (let x = 0; x < ow; x++) {
+      const [x0, x1, fx] = taps(x, w, ow);
+      const row = (r: number) => (1 - fx) * src[r * w + x0] + fx * src[r * w + x1];
+      out.push((1 - fy) * row(y0) + fy * row(y1));
+    }
+  }
+  return out;
+}
+
+test("augment: a crop resizes as torchvision's crop-then-resize: its edges read no pixel outside the crop", async (engine) => {
+  // Enlarged 4×4 → 8×8 (edge taps would reach one pixel past the crop) and shrunk 6×7 → 3×4, widths with and
+  // without whole vec4s (the vec4 and the scalar path).
+  for (
+    const [h, w, crop, size] of [
+      [8, 8, { top: 2, left: 2, height: 4, width: 4 }, [8, 8]],
+      [9, 7, { top: 1, left: 3, height: 5, width: 3 }, [7, 5]],
+      [10, 12, { top: 3, left: 4, height: 6, width: 7 }, [3, 4]],
+    ] as const
+  ) {
+    const pixels = randomArray(h * w, h + w, 0, 1);
+    using x = engine.tensor(pixels, [1, 1, h, w]);
+    const params = [{ ...identityParams(h, w), crop: { ...crop } }];
+    const got = await take(applyParams(x, params, { size: [size[0], size[1]] }));
+    const cropped = Array.from(
+      { length: crop.height * crop.width },
+      (_, i) => pixels[(crop.top + Math.floor(i / crop.width)) * w + crop.left + (i % crop.width)],
+    );
+    const expected = torchResize(cropped, crop.height, crop.width, size[0], size[1]);
+    // f32 positions and blends against float64: a few ulps of values in [0, 1].
+    assertClose(
+      got,
+      expected,
+      { rtol: 0, atol: 1e-6 },
+      `crop ${JSON.stringify(crop)} of ${h}×${w} to ${size}`,
+    );
+  }
+});
+
+test("augment: a blurred sample is solarized on [0, 1] values, then normalized", async (engine) => {
+  // A constant 0.6 solarizes to 0.4 at threshold 0.5 and normalizes to (0.4 − 0.5) / 0.25 = −0.4, blurred or
+  // not; solarizing after normalizing (as once for blurred samples) gave +0.4.
+  const normalize = { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
+  for (const w of [8, 7]) {
+    using x = engine.tensor(new Float32Array(2 * 3 * 6 * w).fill(0.6), [2, 3, 6, w]);
+    const params = [0, 1.5].map((blur) => ({ ...identityParams(6, w), blur, solarize: 0.5 }));
+    const got = await take(applyParams(x, params, { normalize }));
+    assertClose(got, new Float64Array(got.length).fill(-0.4), { rtol: 0, atol: 1e-6 }, `width ${w}`);
+  }
+});
+
 test("augment: a blur sigma too small to weigh a neighbour leaves the image as it is, not NaN", async (engine) => {
   // At 1e-20 the kernels' −1 / (2σ²) overflows f32 (NaN once, on widths that are multiples of 4); at 0.04 the
   // nearest tap weighs exp(−312), 0 in f32 and ~1e-136 in the reference's f64.

@@ -593,6 +593,21 @@ test("attention matches the float64 reference, value and gradients, with a mask,
   assertNoLeak(engine, before);
 });
 
+test("attention: causal and a mask together hide a query's every key only where the mask does: NaN, as torch's −∞", async (engine) => {
+  // Lq 3, Lk 5: the mask hides key 0 from query 0, the one key the causal triangle leaves it (once it saw the
+  // causally hidden keys instead, at −1e30). The other rows stay finite.
+  const [lq, lk, d] = [3, 5, 4];
+  using q = engine.tensor(randomArray(lq * d, 61), [1, lq, d]);
+  using k = engine.tensor(randomArray(lk * d, 62), [1, lk, d]);
+  using v = engine.tensor(randomArray(lk * 2, 63), [1, lk, 2]);
+  const hide = new Float32Array(lq * lk);
+  hide[0] = -Infinity;
+  using mask = engine.tensor(hide, [lq, lk]);
+  const out = await take(attention(q, k, v, { causal: true, mask }));
+  assert(Number.isNaN(out[0]) && Number.isNaN(out[1]), `query 0: ${out.slice(0, 2)}`);
+  assert(out.slice(2).every(Number.isFinite), `queries 1 and 2: ${out.slice(2)}`);
+});
+
 test("attention: gradients match finite differences; bad shapes throw", async (engine) => {
   const before = engine.memory();
   const dims = [2, 3, 4, 5, 2];

@@ -189,6 +189,39 @@ test("reconstruction: weights, and broadcast targets where PyTorch allows them",
     }
   }));
 
+test("reconstruction: a weighted mean is Σ w·ℓ / Σ w for mse and l1, Σ w·ℓ / N for huber and bce, as torch's", async (engine) => {
+  const x = [0.5, -1, 2, 0.25, 1.5, -0.75];
+  const y = [0, 0.2, 1, -1, 2, 0.5];
+  const w = [0.5, 2, 0, 1, 3, 0.25];
+  using tx = engine.tensor(x, [2, 3]);
+  using ty = engine.tensor(y, [2, 3]);
+  using tw = engine.tensor(w, [2, 3]);
+  using row = engine.tensor(w.slice(0, 3), [3]); // broadcast over the 2 rows: Σ w counts each twice
+  const before = engine.memory();
+  const weighted = (f: (d: number) => number, over: number[], weights: number[]) =>
+    over.reduce((s, _, i) => s + weights[i] * f(x[i] - y[i]), 0);
+  const rowWeights = [...w.slice(0, 3), ...w.slice(0, 3)];
+  const sumOf = (v: number[]) => v.reduce((a, b) => a + b, 0);
+  const cases: [string, Tensor, number[], number][] = [
+    ["mse", tw, w, weighted((d) => d * d, x, w) / sumOf(w)],
+    ["l1", tw, w, weighted(Math.abs, x, w) / sumOf(w)],
+    ["mse, broadcast weight", row, rowWeights, weighted((d) => d * d, x, rowWeights) / sumOf(rowWeights)],
+    ["huber", tw, w, weighted((d) => Math.abs(d) <= 1 ? d * d / 2 : Math.abs(d) - 0.5, x, w) / 6],
+  ];
+  for (const [what, weight, weights, expected] of cases) {
+    const f = what.startsWith("mse") ? mse : what === "l1" ? l1 : huber;
+    const loss = f(tx, ty, { weight });
+    const [g] = grad(loss, [tx]);
+    // A sum of 6 f32 terms: ~1e-7 relative.
+    assertClose(await take(loss), [expected], { rtol: 1e-6, atol: 0 }, what);
+    if (what === "mse") {
+      const dx = x.map((v, i) => (2 * (v - y[i]) * weights[i]) / sumOf(weights));
+      assertClose(await take(g), dx, { rtol: 1e-6, atol: 1e-7 }, `${what} gradient`);
+    } else g.dispose();
+  }
+  assertNoLeak(engine, before);
+});
+
 test("reconstruction: gradients match central finite differences", async (engine) => {
   const n = 11;
   for (const kind of KINDS) {

@@ -1,7 +1,7 @@
 // CPU reference (float64) of shaders/augment.wgsl: renders views from the same per-sample parameters, in the
-// same order (geometry, jitter, grayscale, solarize when unblurred, erase, noise, normalize; then blur and the
-// solarize of blurred samples).
-import type { ApplyOptions, SampleParams } from "../augment.ts";
+// same order (geometry, jitter, grayscale, solarize when unblurred, erase, noise, normalize when unblurred; then
+// blur, and the solarize and normalize of blurred samples).
+import { type ApplyOptions, MIN_BLUR_SIGMA, type SampleParams } from "../augment.ts";
 import { philox, seedKey, uniformFromBits } from "./random.ts";
 
 const NOISE_TAG = 9;
@@ -70,8 +70,10 @@ function sample(
   else if (q.rotate === 2) [y, xx] = [oh - 1 - oy, last - ox];
   else if (q.rotate === 3) [y, xx] = [last - ox, oy];
   if (q.flip) xx = ow - 1 - xx;
-  const sy = Math.min(h - 1, Math.max(0, q.crop.top + (y + 0.5) * (q.crop.height / oh) - 0.5));
-  const sx = Math.min(w - 1, Math.max(0, q.crop.left + (xx + 0.5) * (q.crop.width / ow) - 0.5));
+  // Clamped to the crop, as torchvision resizes the cropped image.
+  const { top, left, height, width } = q.crop;
+  const sy = Math.min(top + height - 1, Math.max(top, top + (y + 0.5) * (height / oh) - 0.5));
+  const sx = Math.min(left + width - 1, Math.max(left, left + (xx + 0.5) * (width / ow) - 0.5));
   const y0 = Math.floor(sy);
   const x0 = Math.floor(sx);
   const y1 = Math.min(y0 + 1, h - 1);
@@ -142,6 +144,7 @@ export function refApplyParams(
   const pixels = oh * ow;
   for (let s = 0; s < n; s++) {
     const q = params[s];
+    const blur = q.blur < MIN_BLUR_SIGMA ? 0 : q.blur; // narrower is the identity (src/augment.ts)
     const at = (oy: number, ox: number) => sample(x, [c, h, w], s, q, oh, ow, oy, ox);
     let mean = 0;
     if (q.jitter && q.jitter.contrast !== 1) {
@@ -160,7 +163,7 @@ export function refApplyParams(
         const erased = e && oy >= e.top && oy < e.top + e.height && ox >= e.left && ox < e.left + e.width;
         for (let ch = 0; ch < oc; ch++) {
           let val = v[ch];
-          if (q.solarize !== null && q.blur === 0 && val >= q.solarize) val = 1 - val;
+          if (q.solarize !== null && blur === 0 && val >= q.solarize) val = 1 - val;
           if (erased) val = e.value;
           if (q.noise !== 0) {
             const r = philox([ch * pixels + oy * ow + ox, s, NOISE_TAG + 256 * (o.stream ?? 0), 0], key);
@@ -168,17 +171,19 @@ export function refApplyParams(
             const z = Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * uniformFromBits(r[1]));
             val = clamp01(val + q.noise * z);
           }
-          if (o.normalize) val = (val - o.normalize.mean[ch]) / o.normalize.std[ch];
+          if (o.normalize && blur === 0) val = (val - o.normalize.mean[ch]) / o.normalize.std[ch];
           out[((s * oc + ch) * oh + oy) * ow + ox] = val;
         }
       }
     }
-    if (q.blur > 0) {
-      blurSample(out, s, oc, oh, ow, q.blur, false);
-      blurSample(out, s, oc, oh, ow, q.blur, true);
-      if (q.solarize !== null) {
-        const base = s * oc * pixels;
-        for (let i = base; i < base + oc * pixels; i++) if (out[i] >= q.solarize) out[i] = 1 - out[i];
+    if (blur > 0) {
+      blurSample(out, s, oc, oh, ow, blur, false);
+      blurSample(out, s, oc, oh, ow, blur, true);
+      const base = s * oc * pixels;
+      for (let i = base; i < base + oc * pixels; i++) {
+        if (q.solarize !== null && out[i] >= q.solarize) out[i] = 1 - out[i];
+        const ch = Math.floor((i - base) / pixels);
+        if (o.normalize) out[i] = (out[i] - o.normalize.mean[ch]) / o.normalize.std[ch];
       }
     }
   }

@@ -66,7 +66,15 @@ export function refLoss(
 ): { loss: Float64Array; grad: Float64Array; gradTarget: Float64Array } {
   const n = pred.length;
   const reduction = options.reduction ?? "mean";
-  const scale = reduction === "mean" ? 1 / n : 1;
+  const weightAt = (i: number) =>
+    options.weight ? options.weight[broadcastIndex(i, options.weightShape!, shape)] : 1;
+  // torch's weighted mse_loss and l1_loss average over the weights; huber_loss and BCE over the elements.
+  let count = n;
+  if (options.weight && (kind === "mse" || kind === "l1")) {
+    count = 0;
+    for (let i = 0; i < n; i++) count += weightAt(i);
+  }
+  const scale = reduction === "mean" ? 1 / count : 1;
   const each = new Float64Array(n);
   const grad = new Float64Array(n);
   const gradTarget = new Float64Array(target.length);
@@ -74,7 +82,7 @@ export function refLoss(
   for (let i = 0; i < n; i++) {
     const it = broadcastIndex(i, targetShape, shape);
     const [l, gx, gy] = refElement(kind, pred[i], target[it], options.param ?? 1);
-    const w = options.weight ? options.weight[broadcastIndex(i, options.weightShape!, shape)] : 1;
+    const w = weightAt(i);
     const up = options.upstream ? options.upstream[i] : 1;
     each[i] = l * w;
     grad[i] = gx * w * scale * up;
