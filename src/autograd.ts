@@ -144,12 +144,11 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
         });
       }
       // An input listed twice gets its own copy, so every returned tensor is the caller's to dispose.
-      const result = inputs.map((x, i) => {
+      return inputs.map((x, i) => {
         const g = grads.get(x);
         if (!g) return engine.zeros(x.shape);
         return inputs.indexOf(x) === i ? g : mul(g, 1);
       });
-      return result;
     })
   );
 }

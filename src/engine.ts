@@ -589,8 +589,7 @@ export class Engine {
     if (this.#arenaUsed) {
       this.device.queue.writeBuffer(this.#arena, 0, this.#arenaData, 0, this.#arenaUsed * UNIFORM_SLOT);
     }
-    const checks = readChecks ? this.#checks : [];
-    if (readChecks) this.#checks = [];
+    const checks = readChecks ? this.#checks.splice(0) : [];
     const staging = checks.length
       ? this.device.createBuffer({
         size: 16 * checks.length,

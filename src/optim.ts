@@ -372,7 +372,8 @@ export function emaUpdate(
 /**
  * Scales the gradients in place so that their global norm (the norm of all their elements together) is at
  * most maxNorm, as torch.nn.utils.clip_grad_norm_: each is multiplied by min(1, maxNorm / (norm + 1e-6)),
- * computed on the GPU (no readback); a NaN gradient makes them all NaN, as torch's. Returns the norm before clipping, a scalar tensor the caller owns.
+ * computed on the GPU (no readback); a NaN gradient makes them all NaN, as torch's. Returns the norm before
+ * clipping, a scalar tensor the caller owns.
  */
 export function clipGradNorm(grads: readonly Tensor[], maxNorm: number): Tensor {
   const op = "clipGradNorm";
