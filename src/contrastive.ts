@@ -276,11 +276,11 @@ const cacheSize = (pr: Problem) => pr.rows * Math.ceil(pr.cols / TC) * TC;
 /**
  * Forward of the fused loss: the scalar loss, per-row stats [rows + 1, 2] (lse, 1/#positives; the last row
  * 1/#valid, #valid) that the backward needs, and the logits cache when the backward may come (recording) and
- * it fits the engine's logitCacheBytes.
+ * it fits the engine's logitCacheBytes and one binding.
  */
 function lossStats(op: string, pr: Problem): { loss: Tensor; rowstats: Tensor; cache: Tensor | null } {
   const e = pr.a.engine;
-  const cached = isRecording() && 4 * cacheSize(pr) <= e.logitCacheBytes;
+  const cached = isRecording() && 4 * cacheSize(pr) <= Math.min(e.logitCacheBytes, e.maxBinding);
   const pl = plan(pr, false, walksPairs(pr, cached));
   const partial = e.empty([pl.slots * pr.rows, 4]);
   if (pl.sym) {

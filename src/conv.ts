@@ -3,7 +3,7 @@
 // src/ref/conv.ts).
 import { noGrad, record } from "./autograd.ts";
 import { Params } from "./engine.ts";
-import { add, checkF32, div, equal, mul } from "./elementwise.ts";
+import { add, checkF32, div, equal, mul, sub } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { matmul } from "./matmul.ts";
 import { max, mean, sum } from "./reduce.ts";
@@ -49,15 +49,12 @@ function pair(
   fallback: number,
   min: number,
 ): [number, number] {
-  const p: [number, number] = v === undefined
-    ? [fallback, fallback]
-    : typeof v === "number"
-    ? [v, v]
-    : [v[0], v[1]];
-  if (!p.every((d) => Number.isInteger(d) && d >= min)) {
-    throw new RangeError(`${op}: ${name} must be integers ≥ ${min}, got ${JSON.stringify(v)}`);
+  const p = v === undefined ? [fallback, fallback] : typeof v === "number" ? [v, v] : [...v];
+  if (p.length !== 2 || !p.every((d) => Number.isInteger(d) && d >= min)) {
+    const got = Array.isArray(v) ? `[${v.join(", ")}]` : String(v);
+    throw new RangeError(`${op}: ${name} must be an integer ≥ ${min} or a pair of them, got ${got}`);
   }
-  return p;
+  return [p[0], p[1]];
 }
 
 /** The window of `o` over an image of `size` [H, W]; a ShapeError where no output position fits. */
@@ -361,7 +358,8 @@ function poolColumns(x: Tensor, win: Window, pad: number): Tensor {
 /**
  * A pooling op over x's windows [N, C, taps, L] (padding taps at `pad`): `reduce` makes each window's value
  * [N, C, L]; `spread` gives each tap its gradient [N, C, taps, L] from the output's gradient and value (both
- * [N, C, 1, L]) and the windows (made again on demand), and fold sums them into x's gradient.
+ * [N, C, 1, L]), the windows (made again on demand), their taps and which lie in the image ([1, 1, taps, L],
+ * 1 or 0), and fold sums them into x's gradient.
  */
 function pool(
   op: string,
@@ -369,7 +367,7 @@ function pool(
   options: PoolOptions,
   pad: number,
   reduce: (windows: Tensor) => Tensor,
-  spread: (g: Tensor, y: Tensor, windows: () => Tensor, taps: number) => Tensor,
+  spread: (g: Tensor, y: Tensor, windows: () => Tensor, taps: number, inImage: () => Tensor) => Tensor,
 ): Tensor {
   const win = poolWindow(op, x, options);
   const [n, c, h, w] = x.shape;
@@ -399,6 +397,7 @@ function pool(
             reshape(samples(y, s0, s1), perWindow),
             () => poolColumns(xs, win, pad),
             taps,
+            () => poolColumns(e.ones([1, 1, h, w]), win, 0),
           );
           const part = foldRaw(reshape(each, [s1 - s0, c * taps, positions]), xs.shape, win);
           place(dx, part, s0);
@@ -425,11 +424,15 @@ export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
 
 /**
  * Maximum of each window, like torch.nn.functional.max_pool2d (padding never wins): x [N, C, H, W] →
- * [N, C, OH, OW]. The gradient goes to the window's maximal elements, ties split evenly (PyTorch gives it to one).
+ * [N, C, OH, OW]. The gradient goes to the window's maximal elements, ties split evenly (PyTorch gives it to one);
+ * a window holding a NaN is NaN, its gradient going to its NaNs.
  */
 export function maxPool2d(x: Tensor, options: PoolOptions): Tensor {
-  return pool("maxPool2d", x, options, -Infinity, (w) => max(w, 2), (g, y, windows) => {
-    const hits = equal(windows(), y);
+  return pool("maxPool2d", x, options, -Infinity, (w) => max(w, 2), (g, y, windows, _taps, inImage) => {
+    const w = windows();
+    // NaN ≠ NaN, so 1 − equal(v, v) marks NaNs; the padding's −∞ taps would tie with an all −∞ window.
+    const isNan = (v: Tensor) => sub(1, equal(v, v));
+    const hits = mul(inImage(), add(equal(w, y), mul(isNan(w), isNan(y))));
     return mul(hits, div(g, sum(hits, 2, { keepDims: true })));
   });
 }

@@ -32,8 +32,9 @@ export interface InitOptions {
   /**
    * Largest logits cache (bytes) the fused contrastive losses keep from forward to backward: where a
    * differentiated problem's logits fit, the forward stores them and the backward reads them instead of
-   * recomputing them (ntXent forward+backward at N = 256 ran ~1.5x faster on llvmpipe). Bigger problems
-   * recompute, so memory stays O(N·D) beyond this constant. Default 16 MiB (ntXent to N = 1,024); 0 never caches.
+   * recomputing them (ntXent forward+backward at N = 256 ran ~1.5x faster on llvmpipe). Bigger problems, and
+   * logits over one storage binding, recompute, so memory stays O(N·D) beyond this constant. Default 16 MiB
+   * (ntXent to N = 1,024); 0 never caches.
    * `engine.logitCacheBytes` changes it later.
    */
   logitCacheBytes?: number;

@@ -541,6 +541,24 @@ test("ntXent: peak memory of forward + backward is O(N·D) without the logits ca
   }
 });
 
+test("ntXent: logits that fit logitCacheBytes but not one storage binding are recomputed, not cached", () =>
+  bothKernels(async (engine) => {
+    // A 1 MiB binding stands in for the adapter's; (2 · 300)² logits are 1.44 MB, under the default 16 MiB cache.
+    const [n, d] = [300, 8];
+    const z1 = engine.randn([n, d], { seed: 3 });
+    const z2 = engine.randn([n, d], { seed: 4 });
+    const before = engine.memory();
+    const loss = ntXent(z1, z2, { temperature: 0.2 });
+    const [g1, g2] = grad(loss, [z1, z2]);
+    const ref = refNtXent(await z1.toArray(), await z2.toArray(), n, d, 0.2);
+    close([(await take(loss))[0]], [ref.loss], "loss");
+    close(await take(g1), ref.dz1, "dz1");
+    close(await take(g2), ref.dz2, "dz2");
+    assertNoLeak(engine, before, "memory");
+    z1.dispose();
+    z2.dispose();
+  }, { maxStorageBufferBindingSize: 2 ** 20 }));
+
 test("contrastive losses: rows that pack past one storage binding are refused before anything is allocated", () =>
   bothKernels(async (engine) => {
     // A 1 MiB binding stands in for the adapter's: 2 × 1,100 rows of 128 dims pack into 1.13 MB.

@@ -310,6 +310,34 @@ test("avgPool2d and maxPool2d and their gradients match the float64 reference", 
   assertNoLeak(engine, before);
 });
 
+test("maxPool2d gives a window of −∞ to its −∞ pixels, never the padding, and a window holding a NaN to its NaNs", async (engine) => {
+  const before = engine.memory();
+  const cases: [number[], number[], PoolOptions, number[]][] = [
+    // PyTorch: dx = [1]. The padding taps are −∞ too, and took three quarters of it.
+    [[-Infinity], [1, 1, 1, 1], { kernel: 2, padding: 1 }, [1]],
+    // Windows (pad, −∞, −∞), (−∞, −∞, 5), (−∞, 5, pad): the first splits over its two pixels, not three taps.
+    [[-Infinity, -Infinity, 5], [1, 1, 1, 3], { kernel: [1, 3], stride: 1, padding: [0, 1] }, [0.5, 0.5, 2]],
+    // PyTorch: the NaN window's gradient to the NaN; before, 0/0 made every pixel of that window NaN.
+    [[1, NaN, 3, 4, 5, 6, 7, 8], [1, 1, 2, 4], { kernel: 2 }, [0, 1, 0, 0, 0, 0, 0, 1]],
+  ];
+  for (const [data, shape, o, expected] of cases) {
+    const win = windowOf("test", shape.slice(2), { ...o, stride: o.stride ?? o.kernel });
+    const ones = new Array(win.out[0] * win.out[1]).fill(1);
+    using x = engine.tensor(data, shape);
+    const [dx] = await Promise.all(engine.tidy(() => grad(sum(maxPool2d(x, o)), [x])).map(take));
+    const what = `${data} ${JSON.stringify(o)}`;
+    // Exact: each share is 1 over a count of ≤ 2.
+    assertClose(dx, expected, { rtol: 0, atol: 0 }, what);
+    assertClose(
+      refPool2dGrad(data, shape, win, "max", ones),
+      expected,
+      { rtol: 0, atol: 0 },
+      `reference ${what}`,
+    );
+  }
+  assertNoLeak(engine, before);
+});
+
 test("maxPool2d splits the gradient of tied maxima evenly; pooling names bad windows", async (engine) => {
   using x = engine.tensor([1, 5, 5, 2, 0, 5, 3, 4, 4], [1, 1, 3, 3]);
   const before = engine.memory();
@@ -318,5 +346,9 @@ test("maxPool2d splits the gradient of tied maxima evenly; pooling names bad win
   await assertThrows(() => maxPool2d(x, { kernel: 2, padding: 2 }), RangeError, ["padding 2,2", "2×2"]);
   await assertThrows(() => avgPool2d(x, { kernel: 4 }), ShapeError, ["4×4", "3×3"]);
   await assertThrows(() => avgPool2d(x, { kernel: 0 }), RangeError, ["kernel"]);
+  // A third value (an F.pad-style 4-tuple from JavaScript) was dropped; NaN read "null".
+  const triple = [1, 1, 2] as unknown as [number, number];
+  await assertThrows(() => avgPool2d(x, { kernel: triple }), RangeError, ["kernel", "pair", "[1, 1, 2]"]);
+  await assertThrows(() => maxPool2d(x, { kernel: 1, padding: NaN }), RangeError, ["padding", "NaN"]);
   assertNoLeak(engine, before);
 });

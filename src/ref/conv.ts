@@ -174,7 +174,7 @@ export function refPool2d(
   return y;
 }
 
-/** Gradient of Σ g·pool(x): g / taps to each in-image tap, or g split evenly over each window's maxima. */
+/** Gradient of Σ g·pool(x): g / taps to each in-image tap, or g split evenly over each window's maxima (its NaNs). */
 export function refPool2dGrad(
   x: ArrayLike<number>,
   shape: readonly number[],
@@ -189,7 +189,9 @@ export function refPool2dGrad(
       return;
     }
     const m = pixels.reduce((acc, i) => Math.max(acc, x[i]), -Infinity);
-    const hits = pixels.filter((i) => x[i] === m);
+    const hits = Number.isNaN(m)
+      ? pixels.filter((i) => Number.isNaN(x[i]))
+      : pixels.filter((i) => x[i] === m);
     for (const i of hits) dx[i] += g[o] / hits.length;
   });
   return dx;
