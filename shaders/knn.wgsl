@@ -3,17 +3,17 @@
 // label of the bank row it is. One invocation per query adds its K votes into its own row of the zeroed scores
 // [B, C], so no two invocations write one score (no atomics); K ≤ 16,384 (topk's cap) bounds the loop. A label
 // outside [0, C) adds nothing and is reported with its bank row (lib/bad_index.wgsl; the next readback throws).
-// A dispatch takes one chunk of queries (src/knn.ts), its scores the rows from p.row0.
+// A dispatch takes one chunk of queries (src/knn.ts) and a window of the scores, its rows from element p.first.
 //   vote:       neighbours are bank rows.
 //   voteParts:  a bank over one binding ran in parts of p.part_rows rows, each giving its K nearest: neighbours
 //               are positions in those candidates [B, parts·K], whose entry is a row of the part pos / K.
-// Bindings: 0 params, 1 weight [B, K] f32, 2 neighbours [B, K] i32, 3 labels [N] i32, 4 scores [all queries, C]
-// f32, 5 bad, 6 candidates [B, parts·K] i32 (voteParts)
+// Bindings: 0 params, 1 weight [B, K] f32, 2 neighbours [B, K] i32, 3 labels [N] i32, 4 scores (a window of
+// [all queries, C]) f32, 5 bad, 6 candidates [B, parts·K] i32 (voteParts)
 struct Params {
   queries: u32,  // B in this chunk of queries
   k: u32,
   classes: u32,  // C
-  row0: u32,     // the chunk's first query: its row of scores
+  first: u32,    // the chunk's first score in the window
   part_rows: u32,  // voteParts: rows per part of the bank
   per_query: u32,  // voteParts: candidates per query, parts·K
 }
@@ -33,7 +33,7 @@ override WG: u32 = 64;
 fn addVote(b: u32, j: u32, row: u32) {
   let c = labels[row];
   if (c >= 0 && u32(c) < p.classes) {
-    scores[(p.row0 + b) * p.classes + u32(c)] += weight[j];
+    scores[p.first + b * p.classes + u32(c)] += weight[j];
   } else {
     reportBadIndex(c, row);
   }

@@ -882,6 +882,9 @@ export function images(
       bytes.set(d.data, i * height * width * 4);
     });
   } else {
+    if (!(pixels instanceof Uint8Array || pixels instanceof Uint8ClampedArray)) {
+      throw new TypeError(`images: pixels must be RGBA bytes (Uint8Array, Uint8ClampedArray) or ImageData[]`);
+    }
     if (pixels.length !== count * 4) {
       throw new ShapeError(
         `images: ${pixels.length} bytes do not hold [${n}, ${height}, ${width}] RGBA pixels (${count * 4})`,

@@ -4,7 +4,7 @@ import { fmtShape, ShapeError } from "./errors.ts";
 import { composed, record } from "./autograd.ts";
 import { sum } from "./reduce.ts";
 import { reshape } from "./shape.ts";
-import { type DType, sameShape, shapeSize, type Tensor } from "./tensor.ts";
+import { type DType, holds, INTEGER_RANGE, sameShape, shapeSize, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 /** broadcast with vec4 rows: vec4s per invocation (shaders/elementwise.wgsl RUN), and invocations sharing a run. */
@@ -582,8 +582,6 @@ export function greater(a: Operand, b: Operand): Tensor {
   return compare("greater", a, b);
 }
 
-const INTEGER_RANGE = { i32: [-(2 ** 31), 2 ** 31 - 1], u32: [0, 2 ** 32 - 1] };
-
 function compare(op: "equal" | "greater", a: Operand, b: Operand): Tensor {
   const tensors = [a, b].filter((x) => typeof x !== "number") as Tensor[];
   const dtype = tensors[0]?.dtype ?? "f32";
@@ -595,9 +593,9 @@ function compare(op: "equal" | "greater", a: Operand, b: Operand): Tensor {
         `${tensors[1].dtype} ${fmtShape(tensors[1].shape)} (cast one to the other's)`,
     );
   }
-  const [lo, hi] = INTEGER_RANGE[dtype];
   for (const s of [a, b]) {
-    if (typeof s === "number" && !(Number.isInteger(s) && s >= lo && s <= hi)) {
+    if (typeof s === "number" && !holds(dtype, s)) {
+      const [lo, hi] = INTEGER_RANGE[dtype];
       throw new RangeError(`${op}: ${s} beside a ${dtype} tensor is not an integer in [${lo}, ${hi}]`);
     }
   }

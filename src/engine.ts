@@ -2,7 +2,7 @@
 // into one shared command encoder and submits in batches. A readback (`toArray`) flushes.
 import { DeviceError, DeviceLostError, fmtShape, KernelError, ShapeError } from "./errors.ts";
 import { SHADERS } from "./shaders.gen.ts";
-import { type DType, shapeSize, Tensor, type TypedArray } from "./tensor.ts";
+import { checkDType, type DType, holds, shapeSize, Tensor, type TypedArray } from "./tensor.ts";
 import { fill, philoxRandom } from "./random.ts";
 import { images as rgbaImages } from "./augment.ts";
 
@@ -268,23 +268,39 @@ export class Engine {
 
   // ---- tensors ---------------------------------------------------------------------------------------------
 
-  /** A tensor from host data; `data` may be a typed array or a plain array (dtype f32 unless given). */
+  /**
+   * A tensor from host data; `data` may be a typed array or a plain array of numbers (dtype f32 unless given).
+   * Values for an i32 or u32 tensor must be integers of its range: they are ids and labels, which wrapping
+   * (JavaScript's Int32Array.from) or saturating (`cast`) would silently change.
+   */
   tensor(data: ArrayLike<number> | TypedArray, shape?: readonly number[], dtype?: DType): Tensor {
     const dt: DType = dtype ??
       (data instanceof Int32Array ? "i32" : data instanceof Uint32Array ? "u32" : "f32");
+    checkDType("tensor", dt);
     const sh = shape ?? [data.length];
     if (shapeSize(sh) !== data.length) {
       throw new ShapeError(`tensor: ${data.length} values do not fill shape ${fmtShape(sh)}`);
+    }
+    let host: Float32Array | Int32Array | Uint32Array;
+    try {
+      host = dt === "f32"
+        ? Float32Array.from(data)
+        : dt === "i32"
+        ? Int32Array.from(data)
+        : Uint32Array.from(data);
+    } catch (e) {
+      throw new TypeError(`tensor: data must hold numbers (BigInt ids: Int32Array.from(data, Number)); ${e}`);
+    }
+    const converted = dt !== "f32" && !(data instanceof host.constructor);
+    for (let i = 0; converted && i < data.length; i++) {
+      if (!holds(dt, data[i])) {
+        throw new RangeError(`tensor: value ${data[i]} at ${i} is not an integer of ${dt}'s range`);
+      }
     }
     const t = this.empty(sh, dt);
     // queue.writeBuffer runs before the unsubmitted encoder: if that encoder still reads this buffer's old
     // contents (it was freed during this batch), submit the encoder first.
     if (this.#freedThisBatch.has(t.buffer)) this.#submit(false);
-    const host = dt === "f32"
-      ? Float32Array.from(data)
-      : dt === "i32"
-      ? Int32Array.from(data)
-      : Uint32Array.from(data);
     this.device.queue.writeBuffer(t.buffer, 0, host.buffer, host.byteOffset, host.byteLength);
     return t;
   }
@@ -301,12 +317,16 @@ export class Engine {
     return fill(this, shape, value, dtype);
   }
 
-  /** Uniform [0, 1) from a counter-based generator (Philox 4x32-10) keyed by seed: replays exactly. */
+  /**
+   * Uniform [0, 1) from a counter-based generator (Philox 4x32-10) keyed by seed: replays exactly. An element's
+   * value depends on the seed and its index alone (seed 0 unless given), so two draws of one seed are equal:
+   * give each weight its own seed.
+   */
   rand(shape: readonly number[], options: { seed?: number } = {}): Tensor {
     return philoxRandom(this, shape, options.seed ?? 0, "uniform");
   }
 
-  /** Standard normal (Box-Muller over Philox 4x32-10) keyed by seed. */
+  /** Standard normal (Box-Muller over Philox 4x32-10) keyed by seed, as `rand`. */
   randn(shape: readonly number[], options: { seed?: number } = {}): Tensor {
     return philoxRandom(this, shape, options.seed ?? 0, "normal");
   }
@@ -378,6 +398,7 @@ export class Engine {
    */
   empty(shape: readonly number[], dtype: DType = "f32", slackBytes = 0): Tensor {
     this.#checkAlive();
+    checkDType("empty", dtype);
     const size = shapeSize(shape);
     if (size === 0) throw new ShapeError(`empty tensors are not supported (shape ${fmtShape(shape)})`);
     const bytes = size * 4;

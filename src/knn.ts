@@ -1,7 +1,7 @@
 // k-nearest-neighbour evaluation of learned features: the weighted kNN classifier SSL papers report (Wu et al.,
 // 2018), as lightly's knn_predict (shaders/knn.wgsl; CPU reference in src/ref/knn.ts).
 import { noGrad } from "./autograd.ts";
-import { Params } from "./engine.ts";
+import { type Binding, Params } from "./engine.ts";
 import { checkF32, exp, mul } from "./elementwise.ts";
 import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
 import { matmul } from "./matmul.ts";
@@ -71,8 +71,20 @@ export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, op
         `maxStorageBufferBindingSize (${e.maxBinding} bytes), the last of ${lastRows}, fewer than k ${k}`,
     );
   }
-  const chunk = Math.min(queries, Math.floor(e.maxBinding / (4 * Math.max(partRows, parts * k))));
+  // A chunk's scores bind as a window of the whole [B, C], from an aligned offset up to align − 1 floats before it.
+  const align = e.bindingAlignment / 4;
+  const perQuery = Math.max(partRows, parts * k, classes);
+  const chunk = Math.min(queries, Math.floor((e.maxBinding / 4 - align) / perQuery));
+  if (chunk < 1) {
+    throw new ShapeError(
+      `${op}: one query's ${partRows} similarities per part of the bank, ${
+        parts * k
+      } candidates or ${classes} ` +
+        `scores are over maxStorageBufferBindingSize (${e.maxBinding} bytes)`,
+    );
+  }
   return noGrad(() => {
+    const scores = e.zeros([queries, classes]);
     const unitParts = Array.from(
       { length: parts },
       (_, c) =>
@@ -80,7 +92,6 @@ export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, op
           normalize(parts === 1 ? bank : slice(bank, [c * partRows], [Math.min(n, (c + 1) * partRows)]))
         ),
     );
-    const scores = e.zeros([queries, classes]);
     const bad = e.dataCheck(describeBadIndices({
       op,
       noun: "neighbour label",
@@ -98,13 +109,20 @@ export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, op
         const best = topk(concat(tops.map((t) => t.values), 1), k);
         return [exp(mul(best.values, 1 / temperature)), best.indices, concat(tops.map((t) => t.indices), 1)];
       });
+      const first = row0 * classes;
+      const base = Math.floor(first / align) * align;
+      const size = Math.min(
+        Math.ceil((first - base + rows * classes) / 4) * 16,
+        scores.buffer.size - base * 4,
+      );
+      const window: Binding = rows === queries ? scores : { buffer: scores.buffer, offset: base * 4, size };
       e.run({
         op,
         shader: "knn",
         entry: candidates ? "voteParts" : "vote",
         constants: { WG },
-        params: new Params().u32(rows, k, classes, row0, partRows, parts * k),
-        buffers: [weight, neighbours, bankLabels, scores, bad, candidates],
+        params: new Params().u32(rows, k, classes, first - base, partRows, parts * k),
+        buffers: [weight, neighbours, bankLabels, window, bad, candidates],
         workgroups: Math.ceil(rows / WG),
       });
       for (const t of [weight, neighbours, candidates]) t?.dispose();

@@ -2,7 +2,7 @@
 // src/ref/random.ts).
 import { record } from "./autograd.ts";
 import { type Engine, Params, windowBindings, windows } from "./engine.ts";
-import type { DType, Tensor } from "./tensor.ts";
+import { checkDType, type DType, holds, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 const MODES = { uniform: 1, normal: 2 } as const;
@@ -23,6 +23,10 @@ function generate(
   value: number,
 ): Tensor {
   checkSeed(op, seed);
+  checkDType(op, dtype);
+  if (!holds(dtype, value)) {
+    throw new RangeError(`${op}: value ${value} is not an integer of ${dtype}'s range`);
+  }
   const out = engine.empty(shape, dtype);
   const bits = new DataView(new ArrayBuffer(4));
   if (dtype === "f32") bits.setFloat32(0, value, true);

@@ -177,6 +177,9 @@ function stridedCopy(op: string, src: Tensor, dst: Tensor, c: StridedCopy): void
 /** Same elements, new shape (one dim may be -1). */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   x.assertLive("reshape");
+  if (!shape.every((d) => d === -1 || (Number.isInteger(d) && d >= 0))) {
+    throw new ShapeError(`reshape: ${fmtShape(shape)} must hold integers ≥ 0 and at most one -1`);
+  }
   const known = shape.filter((d) => d !== -1);
   const free = shape.length - known.length;
   const rest = shapeSize(known);

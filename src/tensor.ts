@@ -4,6 +4,22 @@ import { fmtShape, ShapeError } from "./errors.ts";
 export type DType = "f32" | "i32" | "u32";
 export type TypedArray = Float32Array | Int32Array | Uint32Array;
 
+/** The values an i32 or u32 tensor holds. */
+export const INTEGER_RANGE = { i32: [-(2 ** 31), 2 ** 31 - 1], u32: [0, 2 ** 32 - 1] } as const;
+
+/** Whether a tensor of `dtype` holds `v` as it is: any number for f32, an integer of its range otherwise. */
+export function holds(dtype: DType, v: number): boolean {
+  return dtype === "f32" ||
+    (Number.isInteger(v) && v >= INTEGER_RANGE[dtype][0] && v <= INTEGER_RANGE[dtype][1]);
+}
+
+/** Throws unless `dtype` is one of DType's (JavaScript callers have no type check). */
+export function checkDType(op: string, dtype: string): void {
+  if (dtype !== "f32" && dtype !== "i32" && dtype !== "u32") {
+    throw new TypeError(`${op}: dtype must be "f32", "i32" or "u32", got ${JSON.stringify(dtype)}`);
+  }
+}
+
 /** How the gradient flows back through the op that made a tensor. */
 export interface GradNode {
   op: string;

@@ -47,10 +47,11 @@ export function topk(x: Tensor, k: number, options: TopkOptions = {}): { values:
     );
   }
   if (k > MAX_K) throw new RangeError(`topk: k ${k} is over ${MAX_K}, the most one selection ranks`);
-  if (a !== rank - 1) return topkMoved(x, k, a, options.largest !== false);
   const e = x.engine;
   const rows = x.size / len;
-  for (const [what, bytes] of [["x", x.bytes], ["the indices", 4 * rows * k]] as const) {
+  // Checked here, on the caller's shape, also for an axis that is moved last (its copy is as big).
+  const sizes = [["x", x.bytes], ["the indices", 4 * rows * k], ["one row's candidates", 8 * k]] as const;
+  for (const [what, bytes] of sizes) {
     if (bytes > e.maxBinding) {
       const limit = `maxStorageBufferBindingSize (${e.maxBinding} bytes)`;
       throw new ShapeError(
@@ -58,6 +59,7 @@ export function topk(x: Tensor, k: number, options: TopkOptions = {}): { values:
       );
     }
   }
+  if (a !== rank - 1) return topkMoved(x, k, a, options.largest !== false);
   const indices = e.empty([...x.shape.slice(0, -1), k], "i32");
   // Rows in batches whose bins (1 KiB a row) and candidates (8 bytes each) fit one binding.
   const batch = Math.min(rows, Math.floor(e.maxBinding / Math.max(1024, 8 * k)));

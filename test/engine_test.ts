@@ -4,6 +4,7 @@ import {
   DeviceError,
   DeviceLostError,
   dropout,
+  type DType,
   embedding,
   exp,
   grad,
@@ -160,6 +161,38 @@ test("invalid shapes and sizes are clear errors", async (engine) => {
   await assertThrows(() => engine.zeros([2, -1]), ShapeError, ["[2, -1]"]);
   await assertThrows(() => engine.zeros([65536, 65536]), ShapeError, ["maxBufferSize", "17179869184"]);
   await assertThrows(() => engine.rand([2], { seed: -1 }), RangeError, ["seed"]);
+  assertNoLeak(engine, before);
+});
+
+test("host data that a dtype does not hold is refused, not wrapped, before anything is allocated", async (engine) => {
+  const before = engine.memory();
+  // Int32Array.from would wrap 3e9 to -1294967296 and turn NaN into 0: a wrong label or id, silently.
+  await assertThrows(() => engine.tensor([1, 3e9], [2], "i32"), RangeError, ["3000000000", "at 1", "i32"]);
+  await assertThrows(() => engine.tensor([0, NaN], [2], "i32"), RangeError, ["NaN", "i32"]);
+  await assertThrows(() => engine.tensor([2, 1.5], [2], "i32"), RangeError, ["1.5", "i32"]);
+  await assertThrows(() => engine.tensor(new Uint32Array([2 ** 31]), [1], "i32"), RangeError, ["2147483648"]);
+  await assertThrows(() => engine.tensor([-1], [1], "u32"), RangeError, ["-1", "u32"]);
+  await assertThrows(() => engine.full([2], 2 ** 31, "i32"), RangeError, ["2147483648", "i32"]);
+  await assertThrows(() => engine.full([2], -1, "u32"), RangeError, ["-1", "u32"]);
+  // A tokenizer's int64 ids: Float32Array.from threw after the tensor was allocated.
+  const ids = new BigInt64Array([1n, 2n]) as unknown as Int32Array;
+  await assertThrows(() => engine.tensor(ids, [2], "i32"), TypeError, ["tensor", "numbers"]);
+  const dtype = "float32" as DType;
+  await assertThrows(() => engine.tensor([1.5], [1], dtype), TypeError, ["tensor", "float32"]);
+  await assertThrows(() => engine.zeros([1], dtype), TypeError, ["full", "float32"]);
+  await assertThrows(() => engine.empty([1], dtype), TypeError, ["empty", "float32"]);
+  // Bytes are what images() unpacks: floats in [0, 1] were truncated to a black batch.
+  const floats = new Float32Array(16) as unknown as Uint8Array;
+  await assertThrows(() => engine.images(floats, { n: 1, height: 2, width: 2 }), TypeError, [
+    "images",
+    "Uint8Array",
+  ]);
+  // Integers that fit pass through exactly, the extremes included.
+  assertEquals([...(await take(engine.tensor([-(2 ** 31), 2 ** 31 - 1, -0], [3], "i32")))], [
+    -(2 ** 31),
+    2 ** 31 - 1,
+    0,
+  ]);
   assertNoLeak(engine, before);
 });
 

@@ -66,6 +66,9 @@ test("knnScores runs queries in chunks and a bank over one binding in parts, mer
     const before = engine.memory();
     // 128 KiB bindings: similarities [100, 600] take 240,000 bytes, so the queries run in chunks of 54.
     await checkKnn(engine, 600, 100, 5, 7, 0.1);
+    // Scores [200, 300] take 240,000 bytes: chunks of 109 queries, each voting into a window of them (the
+    // second from an aligned offset 60 floats before its first score).
+    await checkKnn(engine, 50, 200, 300, 5, 0.1);
     {
       // A bank [9000, 16] of 576,000 bytes runs in 5 parts of 1,800 rows. Random rows in 16 dims: a query's 7
       // nearest stand apart by far more than f32's rounding, so the GPU picks the reference's.
@@ -90,6 +93,11 @@ test("knnScores runs queries in chunks and a bank over one binding in parts, mer
         "bank [9, 8192]",
         "parts of 3 rows",
         "fewer than k 5",
+      ]);
+      // One query's scores over one binding: refused before anything is allocated.
+      await assertThrows(() => knnScores(f, wide, labels, { classes: 40_000, k: 2 }), ShapeError, [
+        "40000 scores",
+        "maxStorageBufferBindingSize (131072 bytes)",
       ]);
     }
     assertNoLeak(engine, before);

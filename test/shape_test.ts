@@ -452,6 +452,7 @@ test("bad arguments throw clear errors and leak nothing", async (engine) => {
   await assertThrows(() => concat([y], 2), RangeError, ["axis 2"]);
   await assertThrows(() => concat([], 0), RangeError, ["at least one"]);
   await assertThrows(() => reshape(x, [7, -1]), ShapeError, ["[2, 3, 5]", "[7, -1]"]);
+  await assertThrows(() => reshape(x, [2.5, -1]), ShapeError, ["reshape", "[2.5, -1]", "integers"]);
   await assertThrows(() => transpose(deep), ShapeError, ["9 non-contiguous dims"]);
   for (
     const op of [

@@ -84,9 +84,25 @@ test("topk runs rows in batches whose bins fit one binding, and names the limit 
         "1200000 bytes",
         "maxStorageBufferBindingSize (1048576 bytes)",
       ]);
+      // Along another axis too, named by the caller's shape (the transposed copy leaked, naming its own).
+      using deep = engine.zeros([8, 300, 200]);
+      await assertThrows(() => topk(deep, 2, { axis: 1 }), ShapeError, [
+        "topk: x of [8, 300, 200]",
+        "1920000",
+      ]);
     }
     assertNoLeak(engine, before);
   }, { maxStorageBufferBindingSize: 2 ** 20 }));
+
+test("topk refuses k whose candidates of one row are over one binding, before allocating", () =>
+  bothKernels(async (engine) => {
+    // 64 KiB bindings: 10,000 candidates of 8 bytes take 80,000 (x and its indices take 40,000 each). No row
+    // fitted its batch: the batch was empty, and the indices leaked.
+    using x = engine.zeros([1, 10_000]);
+    const before = engine.memory();
+    await assertThrows(() => sort(x), ShapeError, ["one row's candidates", "80000 bytes", "65536"]);
+    assertNoLeak(engine, before);
+  }, { maxStorageBufferBindingSize: 2 ** 16 }));
 
 test("topk values carry the gradient back to the elements they came from", async (engine) => {
   const before = engine.memory();

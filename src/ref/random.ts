@@ -1,4 +1,5 @@
-// CPU reference of shaders/lib/philox.wgsl and shaders/random.wgsl: the same numbers, bit for bit.
+// CPU reference of shaders/lib/philox.wgsl and shaders/random.wgsl: the same bits, so the same uniforms; normals
+// agree to ~1e-6 (the GPU's log and cos are f32).
 
 /** High 32 bits of the 64-bit product of two u32, built from 16-bit halves exactly as the WGSL does. */
 function mulHi(a: number, b: number): number {
