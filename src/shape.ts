@@ -38,8 +38,15 @@ interface StridedCopy {
   dstOffset: number;
 }
 
+/** A strided copy's dims and src and dst strides, offsets apart. */
+interface Coalesced {
+  dims: number[];
+  ss: number[];
+  ds: number[];
+}
+
 /** Drops size-1 dims and merges neighbours that are contiguous in both src and dst (fewer divisions per element). */
-function coalesce(c: StridedCopy): { dims: number[]; ss: number[]; ds: number[] } {
+function coalesce(c: StridedCopy): Coalesced {
   const dims: number[] = [];
   const ss: number[] = [];
   const ds: number[] = [];
@@ -62,8 +69,9 @@ function coalesce(c: StridedCopy): { dims: number[]; ss: number[]; ds: number[] 
 /**
  * Records a strided copy: copyBufferToBuffer when it is one contiguous run, else shape.wgsl. Each binding is a
  * window of its buffer; when a tensor is over maxStorageBufferBindingSize, the copy is split along its
- * outermost dim into chunks whose src and dst spans each fit one binding. `dst` is always the op's fresh
- * output: a copy that cannot be done disposes it before throwing, so nothing leaks.
+ * outermost dim into chunks whose src and dst spans each fit one binding (in blocks of two dims where one row
+ * spans more: `copyInBlocks`). `dst` is always the op's fresh output: a copy that cannot be done disposes it
+ * before throwing, so nothing leaks.
  */
 function stridedCopy(op: string, src: Tensor, dst: Tensor, c: StridedCopy): void {
   const e = src.engine;
@@ -98,11 +106,8 @@ function stridedCopy(op: string, src: Tensor, dst: Tensor, c: StridedCopy): void
   const fit = (strides: number[]) => Math.floor((limit - align - extent(strides)) / strides[0]) + 1;
   const rows = Math.min(dims[0], fit(ss), fit(ds));
   if (rows < 1) {
-    dst.dispose();
-    const what = `a strided copy from ${fmtShape(src.shape)} to ${fmtShape(dst.shape)}`;
-    throw new ShapeError(
-      `${op}: one row of ${what} spans more than maxStorageBufferBindingSize (${e.maxBinding} bytes)`,
-    );
+    copyInBlocks(op, src, dst, c, coalesced);
+    return;
   }
   // Windows end on a whole vec4 (within the buffer): a vec4 read that reaches past a binding's end is clamped
   // whole to its last vec4 on some adapters (SwiftShader), not per element, and shift4 reads the vec4 that holds
@@ -171,6 +176,33 @@ function stridedCopy(op: string, src: Tensor, dst: Tensor, c: StridedCopy): void
     } else {
       run(aligned ? "main4" : "main", n * rowCount, RUN);
     }
+  }
+}
+
+/**
+ * A strided copy one row of whose outermost dim spans more than a binding (a column of a tall matrix, in a
+ * transpose). The dims go outermost first by their larger stride (those a tile must fix), then blocks of b
+ * indices of the first are each copied as [dims[1], b, ...rest], which stridedCopy splits along dims[1]: tiles
+ * of two dims, b leaving half a binding's span to dims[1] (b = 1, fixing the index, where the rest spans more).
+ */
+function copyInBlocks(op: string, src: Tensor, dst: Tensor, c: StridedCopy, copy: Coalesced): void {
+  const order = [...copy.dims.keys()].sort((a, b) =>
+    Math.max(copy.ss[b], copy.ds[b]) - Math.max(copy.ss[a], copy.ds[a])
+  );
+  const [dims, ss, ds] = [copy.dims, copy.ss, copy.ds].map((xs) => order.map((d) => xs[d]));
+  const half = (src.engine.maxBinding / 4 - src.engine.bindingAlignment / 4) / 2;
+  const rest = (strides: number[]) => dims.slice(2).reduce((x, n, d) => x + (n - 1) * strides[d + 2], 0);
+  const fit = (strides: number[]) => Math.floor((half - rest(strides)) / strides[0]);
+  const b = Math.max(1, Math.min(fit(ss), fit(ds)));
+  const swap = (xs: number[]) => [xs[1], xs[0], ...xs.slice(2)];
+  for (let i = 0; i < dims[0]; i += b) {
+    stridedCopy(op, src, dst, {
+      dims: swap([Math.min(b, dims[0] - i), ...dims.slice(1)]),
+      srcStrides: swap(ss),
+      srcOffset: c.srcOffset + i * ss[0],
+      dstStrides: swap(ds),
+      dstOffset: c.dstOffset + i * ds[0],
+    });
   }
 }
 
