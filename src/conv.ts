@@ -333,10 +333,16 @@ export interface PoolOptions {
   padding?: Pair;
 }
 
+export interface MaxPoolOptions extends PoolOptions {
+  /** Spacing of a window's taps (default 1), as max_pool2d's. */
+  dilation?: Pair;
+}
+
 /** The pooling window of `o` over x's images; PyTorch's bound on the padding. */
-function poolWindow(op: string, x: Tensor, o: PoolOptions): Window {
+function poolWindow(op: string, x: Tensor, o: MaxPoolOptions): Window {
   checkImage(op, x);
-  const win = windowOf(op, x.shape.slice(2), { ...o, stride: o.stride ?? o.kernel });
+  const { kernel, stride = kernel, padding, dilation } = o;
+  const win = windowOf(op, x.shape.slice(2), { kernel, stride, padding, dilation });
   if (win.padding.some((p, d) => p > win.kernel[d] / 2)) {
     throw new RangeError(
       `${op}: padding ${win.padding} is over half the ${win.kernel[0]}×${win.kernel[1]} kernel`,
@@ -364,7 +370,7 @@ function poolColumns(x: Tensor, win: Window, pad: number): Tensor {
 function pool(
   op: string,
   x: Tensor,
-  options: PoolOptions,
+  options: MaxPoolOptions,
   pad: number,
   reduce: (windows: Tensor) => Tensor,
   spread: (g: Tensor, y: Tensor, windows: () => Tensor, taps: number, inImage: () => Tensor) => Tensor,
@@ -412,10 +418,11 @@ function pool(
  * → [N, C, OH, OW]. Each tap of a window gets the window's gradient over the window's size.
  */
 export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
+  const { kernel, stride, padding } = options;
   return pool(
     "avgPool2d",
     x,
-    options,
+    { kernel, stride, padding },
     0,
     (w) => mean(w, 2),
     (g, _y, _w, taps) => mul(g, x.engine.full([1, 1, taps, 1], 1 / taps)),
@@ -427,7 +434,7 @@ export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
  * [N, C, OH, OW]. The gradient goes to the window's maximal elements, ties split evenly (PyTorch gives it to one);
  * a window holding a NaN is NaN, its gradient going to its NaNs.
  */
-export function maxPool2d(x: Tensor, options: PoolOptions): Tensor {
+export function maxPool2d(x: Tensor, options: MaxPoolOptions): Tensor {
   return pool("maxPool2d", x, options, -Infinity, (w) => max(w, 2), (g, y, windows, _taps, inImage) => {
     const w = windows();
     // NaN ≠ NaN, so 1 − equal(v, v) marks NaNs; the padding's −∞ taps would tie with an all −∞ window.

@@ -60,6 +60,7 @@ export {
   type Conv2dOptions,
   fold,
   maxPool2d,
+  type MaxPoolOptions,
   type PoolOptions,
   unfold,
   type WindowOptions,

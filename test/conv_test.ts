@@ -4,6 +4,7 @@ import {
   fold,
   grad,
   maxPool2d,
+  type MaxPoolOptions,
   mul,
   type PoolOptions,
   ShapeError,
@@ -176,11 +177,15 @@ test("conv2d and its gradients match direct float64 sums: stride, padding, dilat
  * avgPool2d and maxPool2d of x (shaped `shape`) and their gradients of Σ g·pool(x), against the float64
  * reference. A max is exact; an average sums ≤ 9 values of magnitude ≤ 3 in f32 (and the gradient divides once).
  */
-async function checkPools(engine: Engine, x: Float32Array, shape: number[], o: PoolOptions, seed: number) {
+async function checkPools(engine: Engine, x: Float32Array, shape: number[], o: MaxPoolOptions, seed: number) {
   const win = windowOf("test", shape.slice(2), { ...o, stride: o.stride ?? o.kernel });
   const g = randomArray(shape[0] * shape[1] * win.out[0] * win.out[1], seed);
   const tol = { rtol: 1e-6, atol: 1e-6 };
-  for (const [kind, pool] of [["avg", avgPool2d], ["max", maxPool2d]] as const) {
+  // Dilation is max_pool2d's alone (avg_pool2d has none).
+  const kinds = o.dilation
+    ? [["max", maxPool2d]] as const
+    : [["avg", avgPool2d], ["max", maxPool2d]] as const;
+  for (const [kind, pool] of kinds) {
     const [y, dx] = await Promise.all(
       engine.tidy(() => {
         const xt = engine.tensor(x, shape);
@@ -292,13 +297,15 @@ test("conv2d, unfold and fold name what is wrong, and leak nothing", async (engi
 });
 
 // [shape, window]: the default stride (the kernel), overlapping windows with padding (which max must never pick:
-// the values are negative), rectangular windows, a 1×1 image, and a row of positions in whole vec4s.
-const POOL_CASES: [number[], PoolOptions][] = [
+// the values are negative), rectangular windows, a 1×1 image, a row of positions in whole vec4s, and (max only)
+// dilated windows.
+const POOL_CASES: [number[], MaxPoolOptions][] = [
   [[2, 3, 8, 6], { kernel: 2 }],
   [[1, 2, 9, 7], { kernel: 3, stride: 2, padding: 1 }],
   [[3, 1, 11, 13], { kernel: [3, 2], stride: [1, 3], padding: [1, 1] }],
   [[2, 2, 1, 1], { kernel: 1 }],
   [[1, 4, 16, 16], { kernel: 3, stride: 1, padding: 1 }],
+  [[2, 2, 10, 9], { kernel: 3, stride: 2, padding: 1, dilation: [2, 3] }],
 ];
 
 test("avgPool2d and maxPool2d and their gradients match the float64 reference", async (engine) => {
