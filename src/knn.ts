@@ -57,6 +57,12 @@ export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, op
     throw new RangeError(`${op}: temperature must be positive and finite, got ${temperature}`);
   }
   const e = features.engine;
+  if (bankLabels.bytes > e.maxBinding) {
+    throw new ShapeError(
+      `${op}: bankLabels ${labels} take ${bankLabels.bytes} bytes, over maxStorageBufferBindingSize ` +
+        `(${e.maxBinding} bytes)`,
+    );
+  }
   const queries = features.shape[0];
   // The bank in parts of rows that fit one binding, alike in size and each of k rows or more (a query's k nearest
   // are then among the parts' k nearest, merged by one more topk); the queries in chunks whose similarities to

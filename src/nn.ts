@@ -14,13 +14,9 @@ const WG = 256;
 const NAN_BITS = 0x7fc00000;
 
 /** ||x||₂ along `axis` (kept as a dim of size 1). */
+/** ||x||₂ along `axis`, kept as a dim of 1 (call inside a tidy: it leaves two temporaries). */
 function l2norm(x: Tensor, axis: number): Tensor {
-  const sq = square(x);
-  const ss = sum(sq, axis, { keepDims: true });
-  sq.dispose();
-  const r = sqrt(ss);
-  ss.dispose();
-  return r;
+  return sqrt(sum(square(x), axis, { keepDims: true }));
 }
 
 /**
@@ -35,30 +31,18 @@ export function normalize(x: Tensor, options: { axis?: number; eps?: number } = 
   if (!(eps >= 0 && eps < Infinity)) {
     throw new RangeError(`normalize: eps must be finite and ≥ 0, got ${eps}`);
   }
-  const y = noGrad(() => {
-    const r = l2norm(x, axis);
-    const n = maximum(r, eps);
-    r.dispose();
-    const y = div(x, n);
-    n.dispose();
-    return y;
-  });
-  return record(y, "normalize", [x], (g) => {
-    // Where the norm r > eps: (g − y·Σ g·y) / r. Where it is clamped to eps: g / eps. Recomputed from x so that
-    // no hidden tensor outlives the forward.
-    const r = l2norm(x, axis);
-    const n = maximum(r, eps);
-    const y = div(x, n);
-    const gy = mul(g, y);
-    const dot = sum(gy, axis, { keepDims: true });
-    const unclamped = greater(r, eps);
-    const w = mul(dot, unclamped);
-    const yw = mul(y, w);
-    const d = sub(g, yw);
-    const out = div(d, n);
-    for (const t of [r, n, y, gy, dot, unclamped, w, yw, d]) t.dispose();
-    return [out];
-  });
+  // Tidied: the temporaries go, also where an op in the middle throws.
+  const y = noGrad(() => x.engine.tidy(() => div(x, maximum(l2norm(x, axis), eps))));
+  return record(y, "normalize", [x], (g) =>
+    x.engine.tidy(() => {
+      // Where the norm r > eps: (g − y·Σ g·y) / r. Where it is clamped to eps: g / eps. Recomputed from x so
+      // that no hidden tensor outlives the forward.
+      const r = l2norm(x, axis);
+      const n = maximum(r, eps);
+      const y = div(x, n);
+      const dot = sum(mul(g, y), axis, { keepDims: true });
+      return [div(sub(g, mul(y, mul(dot, greater(r, eps)))), n)];
+    }));
 }
 
 export interface CrossEntropyOptions {

@@ -275,7 +275,14 @@ function pointLoss(
     return recordFused(out, op, [pred, target], null, backward, [], targetGrad);
   }
   const groups = predWindows.map((w) => Math.ceil(w.count / PER_WORKGROUP));
-  const partials = engine.empty([groups.reduce((a, b) => a + b) * WG]);
+  const partialCount = groups.reduce((a, b) => a + b) * WG;
+  if (4 * partialCount > engine.maxBinding) {
+    throw new ShapeError(
+      `${op}: ${fmtShape(pred.shape)} leaves ${4 * partialCount} bytes of partial sums, over ` +
+        `maxStorageBufferBindingSize (${engine.maxBinding} bytes)`,
+    );
+  }
+  const partials = engine.empty([partialCount]);
   const partBase = groups.map((_, i) => groups.slice(0, i).reduce((a, b) => a + b, 0) * WG);
   const saved = isRecording() ? engine.empty(pred.shape) : null;
   const savedWindows = saved ? windows(saved) : [];

@@ -94,6 +94,14 @@ test("knnScores runs queries in chunks and a bank over one binding in parts, mer
         "parts of 3 rows",
         "fewer than k 5",
       ]);
+      // Labels of a bank over one binding: refused before anything is allocated (the vote threw, leaking it all).
+      using manyLabels = engine.zeros([40_000], "i32");
+      using tall = engine.zeros([40_000, 1]);
+      using one = engine.zeros([1, 1]);
+      await assertThrows(() => knnScores(one, tall, manyLabels, { classes: 2, k: 1 }), ShapeError, [
+        "bankLabels i32 [40000]",
+        "160000 bytes",
+      ]);
       // One query's scores over one binding: refused before anything is allocated.
       await assertThrows(() => knnScores(f, wide, labels, { classes: 40_000, k: 2 }), ShapeError, [
         "40000 scores",

@@ -94,6 +94,15 @@ function mixedRows(seed: number): Float32Array {
   return x;
 }
 
+test("normalize that fails inside (a row norm over one binding) frees what it made", () =>
+  bothKernels(async (engine) => {
+    // 64 KiB bindings: x [20000, 4] is windowed, but its norms [20000, 1] take 80,000 bytes. The squares leaked.
+    using x = engine.zeros([20_000, 4]);
+    const before = engine.memory();
+    await assertThrows(() => normalize(x), ShapeError, ["sum", "65536"]);
+    assertNoLeak(engine, before);
+  }, { maxStorageBufferBindingSize: 2 ** 16 }));
+
 test("normalize's gradient matches the reference (both sides of the clamp) and finite differences", async (engine) => {
   const before = engine.memory();
   const eps = 0.3;

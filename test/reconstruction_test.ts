@@ -527,6 +527,19 @@ test("reconstruction: a loss disposed without grad frees what its forward kept; 
   assertNoLeak(engine, before, "no saved tensors left");
 });
 
+test("reconstruction: partial sums over one binding are refused before anything is allocated", () =>
+  bothKernels(async (engine) => {
+    // 64 KiB bindings: 600,000 elements (windowed) leave 75,776 bytes of partial sums (one per 32 elements,
+    // in whole workgroups).
+    using pred = engine.zeros([600_000]);
+    using target = engine.zeros([600_000]);
+    const before = engine.memory();
+    for (const [name, loss] of [["mse", mse], ["bceWithLogits", bceWithLogits]] as const) {
+      await assertThrows(() => loss(pred, target), ShapeError, [name, "partial sums", "65536"]);
+    }
+    assertNoLeak(engine, before);
+  }, { maxStorageBufferBindingSize: 2 ** 16 }));
+
 test("reconstruction: bad input throws a clear error and leaks nothing", async (engine) => {
   const a = engine.tensor(randomArray(12, 1), [3, 4]);
   const b = engine.tensor(randomArray(15, 2), [3, 5]);
