@@ -326,8 +326,8 @@ async function mlp(ctx: BenchContext): Promise<void> {
         const loss = mean(square(sub(add(matmul(h, t.w2), t.b2), t.y)));
         grad(loss, [t.w1, t.b1, t.w2, t.b2]);
       });
-    // Forward plus two backward matmuls per layer (gradients of the weights and of the layer's input).
-    const flops = 6 * batch * (inputs * hidden + hidden * outputs);
+    // Forward plus the backward's products: each weight's gradient, and the hidden layer's (x needs none).
+    const flops = 4 * batch * inputs * hidden + 6 * batch * hidden * outputs;
     const row = { kernel: "mlp fwd+bwd", size: `${batch}x${inputs}-${hidden}-${outputs}`, flops };
     await compare(ctx, row, batch * hidden, step, () => refMlp(host));
   } finally {

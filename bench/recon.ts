@@ -97,11 +97,16 @@ export async function bench(ctx: BenchContext): Promise<void> {
     });
     mask.dispose();
 
-    // SSIM is compute-bound: window² multiply-adds of five moments per output, and a window² gather back.
-    const outputs = n * c * (h - 10) * (w - 10);
-    const fwdFlops = outputs * 121 * 11;
+    // SSIM is compute-bound. Its 11-tap window is separable, so the kernels (and these counts) sum along rows
+    // then down columns: five moments per output forward (with ~30 flops of S and its coefficients), four
+    // coefficients per pixel backward (~10 flops of the gradient). The reference sums each 11×11 window whole.
+    const taps = 11;
+    const rowPositions = n * c * h * (w - taps + 1);
+    const outputs = n * c * (h - taps + 1) * (w - taps + 1);
+    const fwdFlops = rowPositions * 5 * 2 * taps + outputs * (5 * 2 * taps + 30);
+    const bwdFlops = rowPositions * 4 * 2 * taps + count * (4 * 2 * taps + 10);
     for (const backward of [false, true]) {
-      const flops = fwdFlops + (backward ? count * 121 * 7 : 0);
+      const flops = fwdFlops + (backward ? bwdFlops : 0);
       const fn = () => step(backward ? ssimLoss : ssim, pred, target, backward);
       await timed(`recon.ssim.${backward ? "fwdbwd" : "fwd"}`, fn, (backward ? 3 : 2) * count * 4, flops);
     }
@@ -116,8 +121,8 @@ export async function bench(ctx: BenchContext): Promise<void> {
       size,
       backend: "cpu",
       ms: (ssimMs * n) / ssimImages,
-      flops: fwdFlops + count * 121 * 7,
-      note: `timed on ${ssimImages} of ${n} images, scaled`,
+      flops: fwdFlops + bwdFlops,
+      note: `timed on ${ssimImages} of ${n} images, scaled; whole 11×11 windows`,
     });
     pred.dispose();
     target.dispose();

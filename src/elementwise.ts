@@ -447,21 +447,21 @@ export function square(a: Tensor): Tensor {
   });
 }
 
-/** Gradient of one operand of a broadcasting op: `f(g)` summed back to the operand's shape; null for a scalar. */
-function operandGrad(x: Operand, g: Tensor, f: (g: Tensor) => Tensor): Tensor | null {
-  return typeof x === "number" ? null : unbroadcast(f(g), x.shape);
-}
-
 const inputs = (...xs: Operand[]) => xs.filter((x): x is Tensor => typeof x !== "number");
 
 export function add(a: Operand, b: Operand): Tensor {
   const y = binary("add", a, b);
-  return record(y, "add", inputs(a, b), (g) => grads(a, b, g, (g) => mul(g, 1), (g) => mul(g, 1)));
+  return record(
+    y,
+    "add",
+    inputs(a, b),
+    (g, needs) => grads(a, b, g, needs, (g) => mul(g, 1), (g) => mul(g, 1)),
+  );
 }
 
 export function sub(a: Operand, b: Operand): Tensor {
   const y = binary("sub", a, b);
-  return record(y, "sub", inputs(a, b), (g) => grads(a, b, g, (g) => mul(g, 1), neg));
+  return record(y, "sub", inputs(a, b), (g, needs) => grads(a, b, g, needs, (g) => mul(g, 1), neg));
 }
 
 export function mul(a: Operand, b: Operand): Tensor {
@@ -470,22 +470,27 @@ export function mul(a: Operand, b: Operand): Tensor {
     y,
     "mul",
     inputs(a, b),
-    (g) => grads(a, b, g, (g) => binary("mul", g, b), (g) => binary("mul", g, a)),
+    (g, needs) => grads(a, b, g, needs, (g) => binary("mul", g, b), (g) => binary("mul", g, a)),
   );
 }
 
 export function div(a: Operand, b: Operand): Tensor {
   const y = binary("div", a, b);
-  return record(y, "div", inputs(a, b), (g) =>
-    grads(a, b, g, (g) => binary("div", g, b), (g) => {
-      // d(a/b)/db = -y / b
-      const t = binary("div", y, b);
-      const r = binary("mul", g, t);
-      t.dispose();
-      const n = unary("neg", r);
-      r.dispose();
-      return n;
-    }));
+  return record(
+    y,
+    "div",
+    inputs(a, b),
+    (g, needs) =>
+      grads(a, b, g, needs, (g) => binary("div", g, b), (g) => {
+        // d(a/b)/db = -y / b
+        const t = binary("div", y, b);
+        const r = binary("mul", g, t);
+        t.dispose();
+        const n = unary("neg", r);
+        r.dispose();
+        return n;
+      }),
+  );
 }
 
 /**
@@ -495,8 +500,8 @@ export function div(a: Operand, b: Operand): Tensor {
  */
 export function pow(a: Operand, b: Operand): Tensor {
   const y = binary("pow", a, b);
-  return record(y, "pow", inputs(a, b), (g) =>
-    grads(a, b, g, (g) => {
+  return record(y, "pow", inputs(a, b), (g, needs) =>
+    grads(a, b, g, needs, (g) => {
       const bMinus1 = typeof b === "number" ? b - 1 : binary("sub", b, 1);
       const p = binary("pow", a, bMinus1);
       if (typeof bMinus1 !== "number") bMinus1.dispose();
@@ -518,7 +523,7 @@ export function minimum(a: Operand, b: Operand): Tensor {
 
 function extremum(op: "maximum" | "minimum", a: Operand, b: Operand): Tensor {
   const y = binary(op, a, b);
-  return record(y, op, inputs(a, b), (g) => {
+  return record(y, op, inputs(a, b), (g, needs) => {
     const share = (x: Operand, other: Operand) => {
       // weight 1 where x wins, 0.5 where equal
       const gt = op === "maximum" ? binary("greater", x, other) : binary("greater", other, x);
@@ -530,7 +535,7 @@ function extremum(op: "maximum" | "minimum", a: Operand, b: Operand): Tensor {
       half.dispose();
       return w;
     };
-    return grads(a, b, g, (g) => weighted(g, share(a, b)), (g) => weighted(g, share(b, a)));
+    return grads(a, b, g, needs, (g) => weighted(g, share(a, b)), (g) => weighted(g, share(b, a)));
   });
 }
 
@@ -553,14 +558,20 @@ function weighted(g: Tensor, w: Tensor): Tensor {
   return r;
 }
 
+/**
+ * The gradients of a broadcasting op's tensor operands (`needs` in the same order): `f(g)` summed back to the
+ * operand's shape, or null where the operand's gradient is not needed (its product is never made).
+ */
 function grads(
   a: Operand,
   b: Operand,
   g: Tensor,
+  needs: boolean[],
   fa: (g: Tensor) => Tensor,
   fb: (g: Tensor) => Tensor,
 ): (Tensor | null)[] {
-  return [operandGrad(a, g, fa), operandGrad(b, g, fb)].filter((_, i) => typeof [a, b][i] !== "number");
+  const operands = ([[a, fa], [b, fb]] as const).filter(([x]) => typeof x !== "number");
+  return operands.map(([x, f], i) => (needs[i] ? unbroadcast(f(g), (x as Tensor).shape) : null));
 }
 
 /** exp(a − b), broadcasting (no gradient): softmax's exp(x − logsumexp(x)) in one pass. */

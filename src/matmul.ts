@@ -81,20 +81,23 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
     );
   }
   const out = product(a, a.shape, b, b.shape, transA, transB);
-  return record(out, "matmul", [a, b], (g) => {
-    // With A' = op(A), B' = op(B): dA' = g·B'ᵀ and dB' = A'ᵀ·g, transposed back where the operand was.
-    const da = transA ? matmul(b, g, { transA: transB, transB: true }) : matmul(g, b, { transB: !transB });
+  return record(out, "matmul", [a, b], (g, [needA, needB]) => {
+    // With A' = op(A), B' = op(B): dA' = g·B'ᵀ and dB' = A'ᵀ·g, transposed back where the operand was. Only
+    // the products asked for are made (a layer's input often needs none: the images, the first layer's x).
+    const da = () =>
+      transA ? matmul(b, g, { transA: transB, transB: true }) : matmul(g, b, { transB: !transB });
     // One B shared by A's rows in batches (a layer's weight): dB' is one product over all of them, not a
     // product per batch item summed after.
     const rows = shapeSize(a.shape) / a.shape.at(-1)!;
-    const db = sharedB(a.shape, b.shape, transA)
-      ? transB
-        ? product(g, [rows, g.shape.at(-1)!], a, [rows, a.shape.at(-1)!], true, false)
-        : product(a, [rows, a.shape.at(-1)!], g, [rows, g.shape.at(-1)!], true, false)
-      : transB
-      ? matmul(g, a, { transA: true, transB: transA })
-      : matmul(a, g, { transA: !transA });
-    return [unbroadcast(da, a.shape), unbroadcast(db, b.shape)];
+    const db = () =>
+      sharedB(a.shape, b.shape, transA)
+        ? transB
+          ? product(g, [rows, g.shape.at(-1)!], a, [rows, a.shape.at(-1)!], true, false)
+          : product(a, [rows, a.shape.at(-1)!], g, [rows, g.shape.at(-1)!], true, false)
+        : transB
+        ? matmul(g, a, { transA: true, transB: transA })
+        : matmul(a, g, { transA: !transA });
+    return [needA ? unbroadcast(da(), a.shape) : null, needB ? unbroadcast(db(), b.shape) : null];
   });
 }
 

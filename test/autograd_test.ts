@@ -2,6 +2,7 @@ import { add, crossEntropy, exp, grad, matmul, mul, noGrad, relu, ShapeError, su
 import type { Engine, Tensor } from "../src/mod.ts";
 import { test } from "./harness.ts";
 import {
+  assert,
   assertClose,
   assertEquals,
   assertNoLeak,
@@ -158,6 +159,38 @@ test("1,000 forward+backward steps leave memory where it started", async (engine
   [last.loss, ...last.temps, ...params, x, labels].forEach((t) => t.dispose());
   // Training must have done something: the loss falls (a test that cannot fail is a defect).
   if (!(final < initial * 0.5)) throw new Error(`loss went from ${initial} to ${final}`);
+});
+
+test("grad makes only the gradients asked for: matmul and mul skip an operand not asked for", async (engine) => {
+  using x = engine.randn([8, 16], { seed: 1 });
+  using w = engine.randn([16, 4], { seed: 2 });
+  using v = engine.randn([8, 4], { seed: 3 });
+  // The dispatches each backward records, by op: a gradient not asked for costs its product.
+  const dispatched = (wrt: Tensor[]) => {
+    const ops: string[] = [];
+    const run = engine.run;
+    engine.run = (k) => (ops.push(k.op), run.call(engine, k));
+    try {
+      engine.tidy(() => {
+        const loss = sum(mul(matmul(x, w), v));
+        ops.length = 0;
+        grad(loss, wrt);
+      });
+    } finally {
+      engine.run = run;
+    }
+    return (op: string) => ops.filter((o) => o === op).length;
+  };
+  const both = dispatched([x, w]);
+  const weightOnly = dispatched([w]);
+  assert(weightOnly("matmul") > 0 && weightOnly("matmul") < both("matmul"), "matmul made x's gradient too");
+  // mul's operands: the product's gradient is needed (it leads to w), v's is not.
+  assert(weightOnly("mul") < dispatched([w, v])("mul"), "mul made v's gradient too");
+  const [gw, gwBoth] = engine.tidy(() => {
+    const loss = sum(mul(matmul(x, w), v));
+    return [grad(loss, [w])[0], grad(loss, [x, w])[1]];
+  });
+  assertClose(await take(gw), await take(gwBoth), { rtol: 0, atol: 0 }, "w's gradient alone, the same");
 });
 
 test("grad: non-scalar loss, unreachable and repeated inputs, disposed intermediates", async (engine) => {

@@ -78,7 +78,11 @@ export const BINARY_REF: Record<string, (a: number, b: number) => number> = {
 };
 
 export function refUnary(op: string, x: ArrayLike<number>): Float64Array {
-  return Float64Array.from(x, UNARY_REF[op]);
+  // A plain loop: Float64Array.from(x, f) took V8 ~12x longer than the arithmetic (exp over 16M: 3.8 s vs 0.3 s).
+  const f = UNARY_REF[op];
+  const y = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) y[i] = f(x[i]);
+  return y;
 }
 
 export function broadcastShape(a: readonly number[], b: readonly number[]): number[] {

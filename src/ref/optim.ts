@@ -75,11 +75,17 @@ export function refLarsStep(
   o: RefLarsOptions,
 ): void {
   const wd = o.adapt ? o.weightDecay : 0;
-  const d = Float64Array.from(w, (wi, i) => g[i] + wd * wi);
+  // Plain loops: Float64Array.from(w, f) and reduce ran V8's slow paths, ~20x the arithmetic.
+  const d = new Float64Array(w.length);
+  let [ww, dd] = [0, 0];
+  for (let i = 0; i < w.length; i++) {
+    d[i] = g[i] + wd * w[i];
+    ww += w[i] * w[i];
+    dd += d[i] * d[i];
+  }
   let q = 1;
   if (o.adapt) {
-    const wn = Math.sqrt(w.reduce((s, x) => s + x * x, 0));
-    const dn = Math.sqrt(d.reduce((s, x) => s + x * x, 0));
+    const [wn, dn] = [Math.sqrt(ww), Math.sqrt(dd)];
     if (wn > 0 && dn > 0) q = o.eta * wn / dn;
   }
   for (let i = 0; i < w.length; i++) {
