@@ -13,7 +13,7 @@ import { noGrad } from "./autograd.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { sum } from "./reduce.ts";
 import { philox, seedKey, uniformFromBits } from "./ref/random.ts";
-import type { Tensor } from "./tensor.ts";
+import { assertLive, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 const TILE = 16;
@@ -266,7 +266,7 @@ function drawErase(
 
 /** [N, C, H, W] of an f32 image batch with C = 1 or 3; throws naming the shape otherwise. */
 export function imageDims(op: string, x: Tensor): [number, number, number, number] {
-  x.assertLive(op);
+  assertLive(op, x);
   if (x.dtype !== "f32") {
     throw new TypeError(`${op}: expected an f32 image batch, got ${x.dtype} ${fmtShape(x.shape)}`);
   }

@@ -2,7 +2,7 @@
 // maps the output's gradient to theirs with GPU ops. `grad` walks the graph from a scalar loss.
 import { fmtShape, ShapeError } from "./errors.ts";
 import { add, mul } from "./elementwise.ts";
-import type { Tensor } from "./tensor.ts";
+import { assertLive, type Tensor } from "./tensor.ts";
 
 let recording = true;
 const seeds = new WeakSet<Tensor>();
@@ -80,11 +80,16 @@ export function composed(build: (keep: (t: Tensor) => Tensor) => Tensor): Tensor
  * recorded (made under noGrad) throws, as torch's does, rather than give zeros.
  */
 export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
+  assertLive("grad", loss);
+  inputs.forEach((t) => assertLive("grad", t));
   if (loss.size !== 1) {
-    throw new ShapeError(`grad: loss must have one element, got shape ${fmtShape(loss.shape)}`);
+    throw new ShapeError(
+      `grad: loss must have one element, got shape ${
+        fmtShape(loss.shape)
+      } (reduce it first, e.g. mean(loss))`,
+    );
   }
   if (loss.dtype !== "f32") throw new TypeError(`grad: loss must be f32, got ${loss.dtype}`);
-  if (loss.disposed) throw new Error(`grad: loss ${fmtShape(loss.shape)} was disposed`);
   if (!loss.node && !inputs.includes(loss)) {
     throw new Error("grad: no op recorded the loss (was it made under noGrad?), so no input reaches it");
   }
@@ -127,7 +132,8 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
           const m = (e as Error).message;
           throw m.includes("used after dispose")
             ? new Error(
-              `grad: the backward of '${node.op}' needs a tensor that was disposed before grad(): ${m}`,
+              `grad: the backward of '${node.op}' needs a tensor that was disposed before grad() (call grad ` +
+                `inside the engine.tidy that made the loss): ${m}`,
             )
             : e;
         }

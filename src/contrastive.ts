@@ -10,7 +10,7 @@ import { composed, isRecording, noGrad, record } from "./autograd.ts";
 import { add, checkF32, mul, sub } from "./elementwise.ts";
 import { normalize } from "./nn.ts";
 import { mean, softmax, sum } from "./reduce.ts";
-import type { Tensor } from "./tensor.ts";
+import { assertLive, type Tensor } from "./tensor.ts";
 
 /**
  * Tile: WGR × WGC invocations, each an 8 × 8 block of logits. On llvmpipe 8 × 8 blocks read straight from
@@ -565,7 +565,8 @@ export interface InfoNCEOptions {
  */
 export function infoNCE(query: Tensor, keys: Tensor, options: InfoNCEOptions): Tensor {
   const op = "infoNCE";
-  const negatives = options.negatives;
+  // JavaScript callers may leave the options out: the temperature check then names what is missing.
+  const { negatives, temperature, symmetric }: Partial<InfoNCEOptions> = options ?? {};
   checkEmbeddings(op, ["query", "keys", "negatives"], query, keys, ...(negatives ? [negatives] : []));
   checkSameShape(op, ["query", "keys"], query, keys);
   if (negatives && negatives.shape[1] !== query.shape[1]) {
@@ -575,7 +576,7 @@ export function infoNCE(query: Tensor, keys: Tensor, options: InfoNCEOptions): T
       } differ in embedding dim`,
     );
   }
-  const invTemp = checkTemperature(op, options.temperature);
+  const invTemp = checkTemperature(op, temperature);
   const e = query.engine;
   const [n, dim] = query.shape;
   const pairing: Pairing = { excludeSelf: false, period: 0xffffffff };
@@ -593,7 +594,7 @@ export function infoNCE(query: Tensor, keys: Tensor, options: InfoNCEOptions): T
   let loss = lossQ;
   let statsK: Tensor | undefined;
   let cacheK: Tensor | null = null;
-  if (options.symmetric) {
+  if (symmetric) {
     const { loss: lossK, rowstats, cache } = lossStats(op, kq);
     statsK = rowstats;
     cacheK = cache;
@@ -608,7 +609,7 @@ export function infoNCE(query: Tensor, keys: Tensor, options: InfoNCEOptions): T
     lossK.dispose();
   }
   return record(loss, op, [query, keys], (g) => {
-    const half = options.symmetric ? mul(g, 0.5) : g;
+    const half = symmetric ? mul(g, 0.5) : g;
     const dq = e.empty(query.shape);
     const dk = e.empty(keys.shape);
     // dq: the query's own row (qk) and, when symmetric, its column in every key's row (kq, keys only).
@@ -632,7 +633,7 @@ export function infoNCE(query: Tensor, keys: Tensor, options: InfoNCEOptions): T
 export function enqueue(queue: Tensor, keys: Tensor, at: number): number {
   const op = "enqueue";
   for (const [name, t] of [["queue", queue], ["keys", keys]] as const) {
-    t.assertLive(op);
+    assertLive(op, t);
     if (t.shape.length !== 2) {
       throw new ShapeError(`${op}: ${name} must be 2-D [rows, D], got ${fmtShape(t.shape)}`);
     }
@@ -683,7 +684,7 @@ export function supCon(z: Tensor, labels: Tensor, options: SupConOptions): Tenso
       }`,
     );
   }
-  labels.assertLive(op);
+  assertLive(op, labels);
   if (labels.engine !== z.engine) throw new Error(`${op}: tensors belong to different engines`);
   const invTemp = checkTemperature(op, options.temperature);
   const [n, dim] = z.shape;

@@ -4,7 +4,7 @@ import { fmtShape, ShapeError } from "./errors.ts";
 import { composed, record } from "./autograd.ts";
 import { sum } from "./reduce.ts";
 import { reshape } from "./shape.ts";
-import { type DType, holds, INTEGER_RANGE, sameShape, shapeSize, type Tensor } from "./tensor.ts";
+import { assertLive, type DType, holds, INTEGER_RANGE, sameShape, shapeSize, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 /** broadcast with vec4 rows: vec4s per invocation (shaders/elementwise.wgsl RUN), and invocations sharing a run. */
@@ -53,7 +53,7 @@ const BINARY = {
 
 /** Validates an f32 input that is still live. */
 export function checkF32(op: string, t: Tensor): void {
-  t.assertLive(op);
+  assertLive(op, t);
   if (t.dtype !== "f32") {
     throw new TypeError(`${op}: expected an f32 tensor, got ${t.dtype} ${fmtShape(t.shape)}`);
   }
@@ -164,7 +164,7 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand, dtype: DType = 
   if (typeof a === "number" && typeof b === "number") {
     throw new TypeError(`${op}: at least one operand must be a tensor`);
   }
-  const check = (t: Tensor) => dtype === "f32" ? checkF32(op, t) : t.assertLive(op);
+  const check = (t: Tensor) => dtype === "f32" ? checkF32(op, t) : assertLive(op, t);
   const constants = { OP: BINARY[op], OPERANDS: DTYPE_CODES[dtype] };
   if (typeof a === "number" || typeof b === "number") {
     const t = (typeof a === "number" ? b : a) as Tensor;
@@ -597,7 +597,7 @@ function compare(op: "equal" | "greater", a: Operand, b: Operand): Tensor {
   const tensors = [a, b].filter((x) => typeof x !== "number") as Tensor[];
   const dtype = tensors[0]?.dtype ?? "f32";
   if (dtype === "f32") return binary(op, a, b);
-  for (const t of tensors) t.assertLive(op);
+  for (const t of tensors) assertLive(op, t);
   if (tensors.length === 2 && tensors[1].dtype !== dtype) {
     throw new TypeError(
       `${op}: operands of different dtypes, ${dtype} ${fmtShape(tensors[0].shape)} and ` +
@@ -639,7 +639,7 @@ const DTYPE_CODES: Record<DType, number> = { f32: 0, i32: 1, u32: 2 };
  * i32 and u32 the bits stay, as NumPy's astype. Only f32 to f32 carries a gradient.
  */
 export function cast(x: Tensor, dtype: DType): Tensor {
-  x.assertLive("cast");
+  assertLive("cast", x);
   if (!Object.hasOwn(DTYPE_CODES, dtype)) {
     throw new TypeError(`cast: unknown dtype '${dtype}' (expected f32, i32 or u32)`);
   }

@@ -277,6 +277,10 @@ export class Engine {
     const dt: DType = dtype ??
       (data instanceof Int32Array ? "i32" : data instanceof Uint32Array ? "u32" : "f32");
     checkDType("tensor", dt);
+    if (typeof data?.length !== "number") {
+      const got = data instanceof Promise ? "a Promise (a missing await?)" : String(data);
+      throw new TypeError(`tensor: data must be an array or a typed array of numbers, got ${got}`);
+    }
     const sh = shape ?? [data.length];
     if (shapeSize(sh) !== data.length) {
       throw new ShapeError(`tensor: ${data.length} values do not fill shape ${fmtShape(sh)}`);
@@ -363,8 +367,9 @@ export class Engine {
   }
 
   /**
-   * Runs `fn`, then disposes every tensor it created except those it returns (in an array or object); if `fn`
-   * throws, every tensor it created.
+   * Runs `fn`, then disposes every tensor it created except those it returns (in an array or object) and what
+   * their backward keeps (an op's saved tensors live as long as its output); if `fn` throws, every tensor it
+   * created. `fn` must be synchronous: tensors made after an await would escape the scope.
    */
   tidy<T>(fn: () => T): T {
     const scope = new Set<Tensor>();
@@ -372,6 +377,9 @@ export class Engine {
     let result: T;
     try {
       result = fn();
+      if (result instanceof Promise) {
+        throw new TypeError("tidy: fn returned a Promise; tidy is synchronous (await outside it)");
+      }
     } catch (e) {
       for (const t of scope) t.dispose();
       throw e;
@@ -380,8 +388,10 @@ export class Engine {
     }
     const keep = new Set<Tensor>();
     const collect = (v: unknown) => {
-      if (v instanceof Tensor) keep.add(v);
-      else if (Array.isArray(v)) v.forEach(collect);
+      if (v instanceof Tensor) {
+        keep.add(v);
+        v.node?.saved.forEach(collect);
+      } else if (Array.isArray(v)) v.forEach(collect);
       else if (v && typeof v === "object") Object.values(v).forEach(collect);
     };
     collect(result);

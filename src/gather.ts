@@ -5,7 +5,7 @@ import { record } from "./autograd.ts";
 import { type Binding, Params } from "./engine.ts";
 import { checkF32 } from "./elementwise.ts";
 import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
-import type { Tensor } from "./tensor.ts";
+import { assertLive, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 const NAN_BITS = 0x7fc00000;
@@ -69,15 +69,15 @@ export function scatterAdd(
   dims: [number, number, number],
   shape: readonly number[],
 ): Tensor {
-  ids.assertLive(op);
+  assertLive(op, ids);
   const dx = g.engine.zeros(shape);
   runner(op, ids, dims)("scatterAdd", [g, ids, dx]);
   return dx;
 }
 
 function checkIds(op: string, ids: Tensor, x: Tensor): void {
-  x.assertLive(op);
-  ids.assertLive(op);
+  assertLive(op, x);
+  assertLive(op, ids);
   checkF32(op, x);
   if (ids.dtype !== "i32") {
     throw new TypeError(`${op}: ids must be i32 indices, got ${ids.dtype} ${fmtShape(ids.shape)}`);

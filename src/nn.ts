@@ -8,7 +8,7 @@ import { matmul } from "./matmul.ts";
 import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
 import { checkReduction, type Reduction, softmax, splitLogsumexp, sum } from "./reduce.ts";
 import { normalizeAxis, reshape } from "./shape.ts";
-import type { Tensor } from "./tensor.ts";
+import { assertLive, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 const NAN_BITS = 0x7fc00000;
@@ -24,7 +24,7 @@ function l2norm(x: Tensor, axis: number): Tensor {
  * Rows whose norm is at most eps are scaled by 1/eps, and their gradient is g/eps.
  */
 export function normalize(x: Tensor, options: { axis?: number; eps?: number } = {}): Tensor {
-  x.assertLive("normalize");
+  assertLive("normalize", x);
   checkF32("normalize", x);
   const axis = normalizeAxis("normalize", options.axis ?? -1, x.shape.length);
   const eps = options.eps ?? 1e-12;
@@ -83,8 +83,8 @@ function rowParts(op: string, logits: Tensor): [number, number][] {
  */
 export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntropyOptions = {}): Tensor {
   const op = "crossEntropy";
-  logits.assertLive(op);
-  labels.assertLive(op);
+  assertLive(op, logits);
+  assertLive(op, labels);
   checkF32(op, logits);
   const reduction = checkReduction(op, options.reduction);
   const ignoreIndex = options.ignoreIndex ?? -100;
@@ -162,7 +162,7 @@ export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntro
     return { loss: overKept(sums, sums), sums };
   });
   return record(loss, op, [logits], (g) => {
-    labels.assertLive(op);
+    assertLive(op, labels);
     // The mean's upstream is g / kept rows: one value, like the sum's; "none" has one per row.
     const upstream = sums ? overKept(g, sums) : g;
     const p = softmax(logits, 1);

@@ -4,6 +4,7 @@
 // made in the kernels from the same generator.
 import {
   applyParams,
+  checkFits,
   drawUniforms,
   gaussianNoise,
   identityParams,
@@ -13,7 +14,7 @@ import {
 } from "./augment.ts";
 import { Params } from "./engine.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
-import type { Tensor } from "./tensor.ts";
+import { assertLive, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 /** tiles: most pixels of a tile row one invocation copies. */
@@ -332,7 +333,7 @@ export function maskedTokenTask(
   o: { seed: number; ratio?: number; maskId: number; vocabSize: number },
 ): { input: Tensor; labels: Tensor } {
   const op = "maskedTokenTask";
-  tokens.assertLive(op);
+  assertLive(op, tokens);
   if (tokens.dtype !== "i32") {
     throw new TypeError(`${op}: expected i32 token ids, got ${tokens.dtype} ${fmtShape(tokens.shape)}`);
   }
@@ -350,6 +351,7 @@ export function maskedTokenTask(
   }
   const [n, len] = tokens.shape;
   const engine = tokens.engine;
+  checkFits(op, engine, tokens.shape);
   const input = engine.empty(tokens.shape, "i32");
   const labels = engine.empty(tokens.shape, "i32");
   engine.run({

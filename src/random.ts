@@ -2,7 +2,7 @@
 // src/ref/random.ts).
 import { record } from "./autograd.ts";
 import { type Engine, Params, windowBindings, windows } from "./engine.ts";
-import { checkDType, type DType, holds, type Tensor } from "./tensor.ts";
+import { assertLive, checkDType, type DType, holds, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 const MODES = { uniform: 1, normal: 2 } as const;
@@ -80,7 +80,7 @@ export interface DropoutOptions {
  * backward draws it again instead of keeping it. For evaluation, leave the call out.
  */
 export function dropout(x: Tensor, options: DropoutOptions): Tensor {
-  x.assertLive("dropout");
+  assertLive("dropout", x);
   if (x.dtype !== "f32") throw new TypeError(`dropout: x must be f32, got ${x.dtype}`);
   const p = options.p ?? 0.5;
   if (!(p >= 0 && p <= 1)) throw new RangeError(`dropout: p must be in [0, 1], got ${p}`);

@@ -14,7 +14,7 @@ import { type Binding, checkRank, Params, windowBindings, windows } from "./engi
 import { checkF32, div, mul, neg, unbroadcast } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { checkReduction, type Reduction, sum } from "./reduce.ts";
-import { sameShape, type Tensor } from "./tensor.ts";
+import { assertLive, sameShape, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 // ITEMS in shaders/reconstruction.wgsl: elements per invocation of a loss pass and partials per invocation of
@@ -317,7 +317,7 @@ export function maskedMSE(
   checkF32(op, pred);
   checkF32(op, target);
   checkEngine(op, pred, target, mask);
-  mask.assertLive(op);
+  assertLive(op, mask);
   if (!Number.isInteger(patch) || patch < 1) {
     throw new RangeError(`${op}: patch must be an integer ≥ 1, got ${patch}`);
   }
@@ -355,6 +355,14 @@ export function maskedMSE(
     throw new RangeError(`${op}: normPix needs patch²·C ≥ 2 for an unbiased variance, got ${k}`);
   }
   const engine = pred.engine;
+  if (target.bytes > engine.maxBinding) {
+    throw new ShapeError(
+      `${op}: target ${
+        fmtShape(target.shape)
+      } takes ${target.bytes} bytes, over maxStorageBufferBindingSize ` +
+        `(${engine.maxBinding} bytes) for one binding; split the batch`,
+    );
+  }
   const patches = n * perImage;
   const msum = sumToScalar(op, mask);
   // CPU adapters: one patch per invocation, reading vec4s along patch rows.

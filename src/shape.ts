@@ -3,7 +3,7 @@
 import { record } from "./autograd.ts";
 import { type Binding, MAX_RANK, Params } from "./engine.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
-import { shapeSize, type Tensor } from "./tensor.ts";
+import { assertLive, shapeSize, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 /** Elements (main4: vec4s) one invocation of the strided copy moves (shaders/shape.wgsl RUN). */
@@ -208,7 +208,7 @@ function copyInBlocks(op: string, src: Tensor, dst: Tensor, c: StridedCopy, copy
 
 /** Same elements, new shape (one dim may be -1). */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
-  x.assertLive("reshape");
+  assertLive("reshape", x);
   if (!shape.every((d) => d === -1 || (Number.isInteger(d) && d >= 0))) {
     throw new ShapeError(`reshape: ${fmtShape(shape)} must hold integers ≥ 0 and at most one -1`);
   }
@@ -256,7 +256,7 @@ export function transposeBlocks(
  * reversing the axes and may use negative axes.
  */
 export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
-  x.assertLive("transpose");
+  assertLive("transpose", x);
   const rank = x.shape.length;
   const p = (perm ?? x.shape.map((_, i) => rank - 1 - i)).map((a) => {
     if (!Number.isInteger(a) || a < -rank || a >= rank) {
@@ -291,7 +291,7 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
  * Each range must be non-empty and inside its dim: a RangeError otherwise, never silent clamping.
  */
 export function slice(x: Tensor, starts: readonly number[], ends: readonly number[]): Tensor {
-  x.assertLive("slice");
+  assertLive("slice", x);
   const rank = x.shape.length;
   const what = () => `starts [${starts}] and ends [${ends}] for shape ${fmtShape(x.shape)}`;
   if (starts.length !== ends.length || starts.length > rank) {
@@ -340,7 +340,7 @@ function pad(g: Tensor, shape: readonly number[], begin: readonly number[]): Ten
 /** Joins tensors of one dtype along `axis` (negative counts from the end); all other dims must match. */
 export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
   if (tensors.length === 0) throw new RangeError("concat: needs at least one tensor");
-  tensors.forEach((t) => t.assertLive("concat"));
+  tensors.forEach((t) => assertLive("concat", t));
   const first = tensors[0];
   const shapes = () => tensors.map((t) => fmtShape(t.shape)).join(", ");
   const rank = first.shape.length;

@@ -13,6 +13,18 @@ export function holds(dtype: DType, v: number): boolean {
     (Number.isInteger(v) && v >= INTEGER_RANGE[dtype][0] && v <= INTEGER_RANGE[dtype][1]);
 }
 
+/**
+ * Throws unless `t` is a tensor not yet disposed: a TypeError naming what came instead (JavaScript callers have
+ * no type check; a Promise is most often a missing await), an Error for a disposed tensor.
+ */
+export function assertLive(op: string, t: unknown): asserts t is Tensor {
+  if (!(t instanceof Tensor)) {
+    const got = t instanceof Promise ? "a Promise (a missing await?)" : t === null ? "null" : typeof t;
+    throw new TypeError(`${op}: expected a Tensor, got ${got}`);
+  }
+  if (t.disposed) throw new Error(`${op}: tensor ${fmtShape(t.shape)} ${t.dtype} used after dispose`);
+}
+
 /** Throws unless `dtype` is one of DType's (JavaScript callers have no type check). */
 export function checkDType(op: string, dtype: string): void {
   if (dtype !== "f32" && dtype !== "i32" && dtype !== "u32") {
@@ -64,12 +76,6 @@ export class Tensor {
   }
 
   /** Throws if disposed; ops call this while validating, before they allocate anything. */
-  assertLive(op: string): void {
-    if (!this.#buffer) {
-      throw new Error(`${op}: tensor ${fmtShape(this.shape)} ${this.dtype} used after dispose`);
-    }
-  }
-
   /** A typed-array copy of the contents (flushes pending work). */
   toArray(): Promise<TypedArray> {
     return this.engine.read(this);

@@ -38,8 +38,8 @@ function axisOf(op: string, x: Tensor, axis: number): number {
  * above every number. `values` is differentiable: the gradient reaches x at the indices.
  */
 export function topk(x: Tensor, k: number, options: TopkOptions = {}): { values: Tensor; indices: Tensor } {
-  const rank = x.shape.length;
   const a = axisOf("topk", x, options.axis ?? -1);
+  const rank = x.shape.length;
   const len = x.shape[a];
   if (!Number.isInteger(k) || k < 1 || k > len) {
     throw new RangeError(

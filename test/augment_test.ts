@@ -10,6 +10,7 @@ import {
   horizontalFlip,
   identityParams,
   maskedImageTask,
+  maskedTokenTask,
   normalizeChannels,
   randomErasing,
   randomGrayscale,
@@ -587,6 +588,16 @@ test("augment: a batch over one storage binding is refused before anything is al
       "maskedImageTask",
       ...over,
     ]);
+    {
+      // Token ids [4, 70000] in i32: 1.12 MB (the masked ids and labels leaked).
+      using tokens = engine.zeros([4, 70_000], "i32");
+      const withTokens = engine.memory();
+      await assertThrows(() => maskedTokenTask(tokens, { seed: 1, maskId: 3, vocabSize: 10 }), ShapeError, [
+        "maskedTokenTask",
+        "[4, 70000]",
+      ]);
+      assertNoLeak(engine, withTokens, "maskedTokenTask");
+    }
     assertNoLeak(engine, before);
   }, { maxStorageBufferBindingSize: 2 ** 20 }));
 

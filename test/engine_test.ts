@@ -15,6 +15,7 @@ import {
   matmul,
   mse,
   mul,
+  ntXent,
   Params,
   ShapeError,
   slice,
@@ -152,6 +153,26 @@ test("tidy disposes everything but the result", async (engine) => {
     ["stop here"],
   );
   assertNoLeak(engine, made, "after a throw inside tidy");
+  // An async fn would leave what it makes after its first await outside the scope: refused, its tensors freed.
+  await assertThrows(() => engine.tidy(() => Promise.resolve(add(x, 1))), TypeError, [
+    "Promise",
+    "synchronous",
+  ]);
+  assertNoLeak(engine, made, "after an async fn");
+  // A loss kept by tidy keeps what its backward saved (ntXent's packed rows): grad outside the tidy works.
+  using z1 = engine.randn([6, 4], { seed: 1 });
+  using z2 = engine.randn([6, 4], { seed: 2 });
+  const withZ = engine.memory();
+  const loss = engine.tidy(() => ntXent(z1, z2));
+  const [g] = grad(loss, [z1]);
+  const [inside] = engine.tidy(() => grad(ntXent(z1, z2), [z1]));
+  assertClose(await take(g), await take(inside), EXACT, "grad outside the tidy, as inside");
+  loss.dispose();
+  assertNoLeak(engine, withZ, "the loss and what it saved");
+  // What a chain's backward needs of its intermediates is not kept: the error says where to call grad.
+  const chained = engine.tidy(() => sum(exp(mul(z1, 2))));
+  await assertThrows(() => grad(chained, [z1]), Error, ["exp", "inside the engine.tidy"]);
+  chained.dispose();
 });
 
 test("invalid shapes and sizes are clear errors", async (engine) => {
@@ -161,7 +182,19 @@ test("invalid shapes and sizes are clear errors", async (engine) => {
   await assertThrows(() => engine.zeros([2, -1]), ShapeError, ["[2, -1]"]);
   await assertThrows(() => engine.zeros([65536, 65536]), ShapeError, ["maxBufferSize", "17179869184"]);
   await assertThrows(() => engine.rand([2], { seed: -1 }), RangeError, ["seed"]);
-  assertNoLeak(engine, before);
+  // JavaScript callers have no type check: a forgotten await names itself, in an op, in tensor() and in grad.
+  using x = engine.ones([2]);
+  const pending = x.toArray() as unknown as Tensor;
+  await assertThrows(() => add(pending, 1), TypeError, ["add", "Promise", "missing await"]);
+  await assertThrows(() => matmul(x, pending), TypeError, ["matmul", "Promise"]);
+  await assertThrows(() => engine.tensor(pending as unknown as number[], [2]), TypeError, [
+    "tensor",
+    "Promise",
+  ]);
+  await assertThrows(() => grad(pending, [x]), TypeError, ["grad", "Promise"]);
+  await assertThrows(() => grad(x, [x]), ShapeError, ["one element", "mean(loss)"]);
+  await pending;
+  assertNoLeak(engine, { tensors: before.tensors + 1, bytes: before.bytes + 8 });
 });
 
 test("host data that a dtype does not hold is refused, not wrapped, before anything is allocated", async (engine) => {

@@ -537,6 +537,17 @@ test("reconstruction: partial sums over one binding are refused before anything 
     for (const [name, loss] of [["mse", mse], ["bceWithLogits", bceWithLogits]] as const) {
       await assertThrows(() => loss(pred, target), ShapeError, [name, "partial sums", "65536"]);
     }
+    {
+      // maskedMSE binds its images whole: 110,592 bytes are refused before the mask is summed.
+      using images = engine.zeros([1, 3, 96, 96]);
+      using mask = engine.ones([1, 36]);
+      const withImages = engine.memory();
+      await assertThrows(() => maskedMSE(images, images, mask, { patch: 16 }), ShapeError, [
+        "maskedMSE",
+        "110592",
+      ]);
+      assertNoLeak(engine, withImages, "maskedMSE");
+    }
     assertNoLeak(engine, before);
   }, { maxStorageBufferBindingSize: 2 ** 16 }));
 
