@@ -2,7 +2,7 @@
 // maps the output's gradient to theirs with GPU ops. `grad` walks the graph from a scalar loss.
 import { fmtShape, ShapeError } from "./errors.ts";
 import { add, mul } from "./elementwise.ts";
-import { assertLive, type Tensor } from "./tensor.ts";
+import { assertTensor, type Tensor } from "./tensor.ts";
 
 let recording = true;
 const seeds = new WeakSet<Tensor>();
@@ -80,8 +80,7 @@ export function composed(build: (keep: (t: Tensor) => Tensor) => Tensor): Tensor
  * recorded (made under noGrad) throws, as torch's does, rather than give zeros.
  */
 export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
-  assertLive("grad", loss);
-  inputs.forEach((t) => assertLive("grad", t));
+  for (const t of [loss, ...inputs]) assertTensor("grad", t);
   if (loss.size !== 1) {
     throw new ShapeError(
       `grad: loss must have one element, got shape ${
@@ -90,6 +89,7 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
     );
   }
   if (loss.dtype !== "f32") throw new TypeError(`grad: loss must be f32, got ${loss.dtype}`);
+  if (loss.disposed) throw new Error(`grad: loss ${fmtShape(loss.shape)} was disposed`);
   if (!loss.node && !inputs.includes(loss)) {
     throw new Error("grad: no op recorded the loss (was it made under noGrad?), so no input reaches it");
   }

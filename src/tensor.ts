@@ -14,14 +14,19 @@ export function holds(dtype: DType, v: number): boolean {
 }
 
 /**
- * Throws unless `t` is a tensor not yet disposed: a TypeError naming what came instead (JavaScript callers have
- * no type check; a Promise is most often a missing await), an Error for a disposed tensor.
+ * Throws unless `t` is a tensor: a TypeError naming what came instead (JavaScript callers have no type check; a
+ * Promise is most often a missing await).
  */
-export function assertLive(op: string, t: unknown): asserts t is Tensor {
+export function assertTensor(op: string, t: unknown): asserts t is Tensor {
   if (!(t instanceof Tensor)) {
     const got = t instanceof Promise ? "a Promise (a missing await?)" : t === null ? "null" : typeof t;
     throw new TypeError(`${op}: expected a Tensor, got ${got}`);
   }
+}
+
+/** Throws unless `t` is a tensor (`assertTensor`) not yet disposed. */
+export function assertLive(op: string, t: unknown): asserts t is Tensor {
+  assertTensor(op, t);
   if (t.disposed) throw new Error(`${op}: tensor ${fmtShape(t.shape)} ${t.dtype} used after dispose`);
 }
 
