@@ -28,7 +28,7 @@ export function record(
   backward: (gradOutput: Tensor, needs: boolean[]) => (Tensor | null)[],
   saved: Tensor[] = [],
 ): Tensor {
-  if (recording) out.node = { op, inputs, backward, saved };
+  if (recording) out.node = { op, inputs, backward, saved, versions: inputs.map((t) => t.version) };
   else for (const t of saved) t.dispose();
   return out;
 }
@@ -75,9 +75,10 @@ export function composed(build: (keep: (t: Tensor) => Tensor) => Tensor): Tensor
 
 /**
  * Gradients of the scalar `loss` with respect to each of `inputs`, as new tensors the caller owns (zeros for an
- * input the loss does not depend on). Tensors that a backward needs must not be disposed before this call.
- * Update parameters under `noGrad` (as torch.no_grad), or each step's graph chains onto the last. A loss no op
- * recorded (made under noGrad) throws, as torch's does, rather than give zeros.
+ * input the loss does not depend on). Tensors that a backward needs must not be disposed before this call, nor
+ * written in place (an optimiser step): that throws, as torch's does. Update parameters under `noGrad` (as
+ * torch.no_grad), or each step's graph chains onto the last. A loss no op recorded (made under noGrad) throws,
+ * as torch's does, rather than give zeros. The gradients record no graph: no double backward.
  */
 export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
   for (const t of [loss, ...inputs]) assertTensor("grad", t);
@@ -113,8 +114,17 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
   // Only nodes with a path to a requested input need a backward.
   const leads = new Set<Tensor>();
   for (const t of order) if (targets.has(t) || t.node?.inputs.some((i) => leads.has(i))) leads.add(t);
+  const unreached = inputs.find((x) => !leads.has(x));
+  if (unreached && order.some((t) => gradients.has(t))) {
+    throw new Error(
+      `grad: the loss does not reach input ${
+        fmtShape(unreached.shape)
+      } but uses a gradient from an earlier ` +
+        `grad(), which records no graph: there is no double backward (torch's create_graph)`,
+    );
+  }
   // tidy: every gradient but the results is disposed, and all of them where a backward throws.
-  return noGrad(() =>
+  const results = noGrad(() =>
     engine.tidy(() => {
       const grads = new Map<Tensor, Tensor>();
       const seed = engine.ones(loss.shape);
@@ -125,6 +135,15 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
         const g = grads.get(t);
         if (!g || !t.node || !leads.has(t)) continue;
         const node = t.node;
+        const changed = node.inputs.findIndex((input, i) => input.version !== node.versions[i]);
+        if (changed >= 0) {
+          throw new Error(
+            `grad: input ${changed} ${
+              fmtShape(node.inputs[changed].shape)
+            } of '${node.op}' was written in place ` +
+              `(an optimiser step, enqueue, a running statistic) after the op ran; take grad before the update`,
+          );
+        }
         let inGrads: (Tensor | null)[];
         try {
           inGrads = node.backward(g, node.inputs.map((i) => leads.has(i)));
@@ -157,7 +176,12 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
       });
     })
   );
+  results.forEach((g) => gradients.add(g));
+  return results;
 }
+
+/** The tensors grad() returned: computed under noGrad, they record no graph (see the check in grad). */
+const gradients = new WeakSet<Tensor>();
 
 function accumulate(a: Tensor, b: Tensor): Tensor {
   const s = add(a, b);

@@ -657,6 +657,7 @@ export function enqueue(queue: Tensor, keys: Tensor, at: number): number {
   }
   const rowBytes = 4 * dim;
   const first = Math.min(b, k - at);
+  queue.modified();
   queue.engine.copy(keys.buffer, 0, queue.buffer, at * rowBytes, first * rowBytes);
   if (first < b) queue.engine.copy(keys.buffer, first * rowBytes, queue.buffer, 0, (b - first) * rowBytes);
   return (at + b) % k;

@@ -51,6 +51,7 @@ function dispatchStep(
   values: StepValues,
   extra: (Binding | null)[] = [],
 ): void {
+  w.modified();
   const split = others.map(windows);
   windows(w).forEach((win, k) => {
     w.engine.run({

@@ -48,11 +48,14 @@ export interface GradNode {
   backward: (gradOutput: Tensor, needs: boolean[]) => (Tensor | null)[];
   /** Tensors kept for the backward alone; disposed with the output. */
   saved: Tensor[];
+  /** The inputs' versions when the op ran: an input written in place since then fails the backward. */
+  versions: number[];
 }
 
 /** An n-dimensional array in a GPU buffer. Row-major and contiguous; every element is 4 bytes. */
 export class Tensor {
   #buffer: GPUBuffer | null;
+  #version = 0;
   readonly size: number;
 
   constructor(
@@ -80,7 +83,16 @@ export class Tensor {
     return this.#buffer;
   }
 
-  /** Throws if disposed; ops call this while validating, before they allocate anything. */
+  /** Writes in place so far (optimiser steps, enqueue, running statistics): a backward checks its inputs' own. */
+  get version(): number {
+    return this.#version;
+  }
+
+  /** Called by the ops that write this tensor in place. */
+  modified(): void {
+    this.#version++;
+  }
+
   /** A typed-array copy of the contents (flushes pending work). */
   toArray(): Promise<TypedArray> {
     return this.engine.read(this);

@@ -1,4 +1,17 @@
-import { add, crossEntropy, exp, grad, matmul, mul, noGrad, relu, ShapeError, sub, sum } from "../src/mod.ts";
+import {
+  add,
+  crossEntropy,
+  exp,
+  grad,
+  matmul,
+  mul,
+  noGrad,
+  relu,
+  sgd,
+  ShapeError,
+  sub,
+  sum,
+} from "../src/mod.ts";
 import type { Engine, Tensor } from "../src/mod.ts";
 import { test } from "./harness.ts";
 import {
@@ -191,6 +204,34 @@ test("grad makes only the gradients asked for: matmul and mul skip an operand no
     return [grad(loss, [w])[0], grad(loss, [x, w])[1]];
   });
   assertClose(await take(gw), await take(gwBoth), { rtol: 0, atol: 0 }, "w's gradient alone, the same");
+});
+
+test("grad refuses a graph whose input was written in place since, and a gradient used for a double backward", async (engine) => {
+  using w = engine.tensor([1, 2, 3]);
+  using x = engine.tensor([1, 1, 1]);
+  const before = engine.memory();
+  // sgd writes w in place: mul's backward would read the new w and give x the wrong gradient, silently.
+  const stale = engine.tidy(() => {
+    const loss = sum(mul(w, x));
+    sgd([w], { lr: 0.5 }).step(grad(loss, [w]));
+    return loss;
+  });
+  await assertThrows(() => grad(stale, [x]), Error, ["'mul'", "written in place", "[3]"]);
+  stale.dispose();
+  // A graph recorded after the step takes the new w.
+  const [gx] = engine.tidy(() => grad(sum(mul(w, x)), [x]));
+  assertClose(await take(gx), [0.5, 1.5, 2.5], { rtol: 0, atol: 0 }, "w after the step: w − 0.5·x");
+  // d/dx Σ (dL/dx)² with L = Σ x³: the gradient records no graph, so x is unreached; zeros were returned.
+  await assertThrows(
+    () =>
+      engine.tidy(() => {
+        const [g] = grad(sum(mul(mul(x, x), x)), [x]);
+        return grad(sum(mul(g, g)), [x]);
+      }),
+    Error,
+    ["earlier grad()", "double backward"],
+  );
+  assertNoLeak(engine, before);
 });
 
 test("grad: non-scalar loss, unreachable and repeated inputs, disposed intermediates", async (engine) => {
