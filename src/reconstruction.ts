@@ -39,7 +39,8 @@ export interface LossOptions {
   reduction?: Reduction;
   /**
    * Elementwise weight, broadcast to pred's shape. With reduction "mean", mse and l1 divide by the weights' sum,
-   * the others by the element count, as torch's mse_loss, l1_loss, huber_loss and BCE do.
+   * the others by the element count, as torch's mse_loss, l1_loss, huber_loss and BCE do. A constant: grad
+   * gives it zeros.
    */
   weight?: Tensor;
 }

@@ -286,7 +286,7 @@ function spread(g: Tensor, shape: readonly number[], scale: number): Tensor {
   return r;
 }
 
-/** Sum over `axes` (all by default; negative axes count from the end). */
+/** Sum over `axes` (all by default; negative axes count from the end; `[]` none, NumPy's rule, not torch's). */
 export function sum(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
   return reduction("sum", "sum", x, axes, opts, (g) => spread(g, x.shape, 1));
 }
