@@ -28,8 +28,16 @@ export function record(
   backward: (gradOutput: Tensor, needs: boolean[]) => (Tensor | null)[],
   saved: Tensor[] = [],
 ): Tensor {
-  if (recording) out.node = { op, inputs, backward, saved, versions: inputs.map((t) => t.version) };
-  else for (const t of saved) t.dispose();
+  if (recording) {
+    out.node = {
+      op,
+      inputs,
+      backward,
+      saved,
+      versions: inputs.map((t) => t.version),
+      outVersion: out.version,
+    };
+  } else for (const t of saved) t.dispose();
   return out;
 }
 
@@ -81,6 +89,9 @@ export function composed(build: (keep: (t: Tensor) => Tensor) => Tensor): Tensor
  * as torch's does, rather than give zeros. The gradients record no graph: no double backward.
  */
 export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
+  if (!Array.isArray(inputs)) {
+    throw new TypeError("grad: inputs must be an array of tensors, e.g. grad(loss, [w])");
+  }
   for (const t of [loss, ...inputs]) assertTensor("grad", t);
   if (loss.size !== 1) {
     throw new ShapeError(
@@ -114,12 +125,11 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
   // Only nodes with a path to a requested input need a backward.
   const leads = new Set<Tensor>();
   for (const t of order) if (targets.has(t) || t.node?.inputs.some((i) => leads.has(i))) leads.add(t);
+  // A gradient from an earlier grad() records no graph: an input reached only through one would get zeros.
   const unreached = inputs.find((x) => !leads.has(x));
-  if (unreached && order.some((t) => gradients.has(t))) {
+  if (unreached && order.some((t) => gradients.get(t)?.has(unreached))) {
     throw new Error(
-      `grad: the loss does not reach input ${
-        fmtShape(unreached.shape)
-      } but uses a gradient from an earlier ` +
+      `grad: the loss reaches input ${fmtShape(unreached.shape)} only through a gradient from an earlier ` +
         `grad(), which records no graph: there is no double backward (torch's create_graph)`,
     );
   }
@@ -133,20 +143,25 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
       for (let k = order.length - 1; k >= 0; k--) {
         const t = order[k];
         const g = grads.get(t);
-        if (!g || !t.node || !leads.has(t)) continue;
         const node = t.node;
-        const changed = node.inputs.findIndex((input, i) => input.version !== node.versions[i]);
-        if (changed >= 0) {
+        const needs = node?.inputs.map((i) => leads.has(i)) ?? [];
+        if (!g || !node || !needs.includes(true)) continue;
+        // The backward reads its inputs and may read its output (exp, softmax): neither may have changed.
+        const changed = [...node.inputs, t].find((x, i) =>
+          x.version !== [...node.versions, node.outVersion][i]
+        );
+        if (changed) {
           throw new Error(
-            `grad: input ${changed} ${
-              fmtShape(node.inputs[changed].shape)
-            } of '${node.op}' was written in place ` +
-              `(an optimiser step, enqueue, a running statistic) after the op ran; take grad before the update`,
+            `grad: ${changed === t ? "the output" : "an input"} ${
+              fmtShape(changed.shape)
+            } of '${node.op}' was ` +
+              `written in place (an optimiser step, enqueue, a running statistic) after the op ran; take grad ` +
+              `before the update`,
           );
         }
         let inGrads: (Tensor | null)[];
         try {
-          inGrads = node.backward(g, node.inputs.map((i) => leads.has(i)));
+          inGrads = node.backward(g, needs);
         } catch (e) {
           const m = (e as Error).message;
           throw m.includes("used after dispose")
@@ -176,12 +191,12 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
       });
     })
   );
-  results.forEach((g) => gradients.add(g));
+  results.forEach((g) => gradients.set(g, seen));
   return results;
 }
 
-/** The tensors grad() returned: computed under noGrad, they record no graph (see the check in grad). */
-const gradients = new WeakSet<Tensor>();
+/** The tensors grad() returned, each with the graph it came from: computed under noGrad, they record none. */
+const gradients = new WeakMap<Tensor, Set<Tensor>>();
 
 function accumulate(a: Tensor, b: Tensor): Tensor {
   const s = add(a, b);

@@ -3,7 +3,7 @@
 // src/ref/conv.ts).
 import { noGrad, record } from "./autograd.ts";
 import { Params } from "./engine.ts";
-import { add, checkF32, div, equal, mul, sub } from "./elementwise.ts";
+import { add, checkF32, div, equal, mul, sub, where } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { matmul } from "./matmul.ts";
 import { max, mean, sum } from "./reduce.ts";
@@ -418,6 +418,7 @@ function pool(
  * → [N, C, OH, OW]. Each tap of a window gets the window's gradient over the window's size.
  */
 export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
+  if ("dilation" in options) throw new RangeError("avgPool2d: has no dilation (nor has torch's avg_pool2d)");
   const { kernel, stride, padding } = options;
   return pool(
     "avgPool2d",
@@ -440,6 +441,7 @@ export function maxPool2d(x: Tensor, options: MaxPoolOptions): Tensor {
     // NaN ≠ NaN, so 1 − equal(v, v) marks NaNs; the padding's −∞ taps would tie with an all −∞ window.
     const isNan = (v: Tensor) => sub(1, equal(v, v));
     const hits = mul(inImage(), add(equal(w, y), mul(isNan(w), isNan(y))));
-    return mul(hits, div(g, sum(hits, 2, { keepDims: true })));
+    // where, not a product: an ∞ or NaN upstream gradient reaches the hits alone (0·∞ would be NaN).
+    return where(hits, div(g, sum(hits, 2, { keepDims: true })), 0);
   });
 }

@@ -378,6 +378,7 @@ export class Engine {
     try {
       result = fn();
       if (result instanceof Promise) {
+        result.catch(() => {}); // abandoned: its rejection (a tensor freed below) must not end the process
         throw new TypeError("tidy: fn returned a Promise; tidy is synchronous (await outside it)");
       }
     } catch (e) {

@@ -48,8 +48,9 @@ export interface GradNode {
   backward: (gradOutput: Tensor, needs: boolean[]) => (Tensor | null)[];
   /** Tensors kept for the backward alone; disposed with the output. */
   saved: Tensor[];
-  /** The inputs' versions when the op ran: an input written in place since then fails the backward. */
+  /** The inputs' and the output's versions when the op ran: one written in place since fails the backward. */
   versions: number[];
+  outVersion: number;
 }
 
 /** An n-dimensional array in a GPU buffer. Row-major and contiguous; every element is 4 bytes. */

@@ -1,6 +1,7 @@
 import {
   add,
   crossEntropy,
+  emaUpdate,
   exp,
   grad,
   matmul,
@@ -231,7 +232,32 @@ test("grad refuses a graph whose input was written in place since, and a gradien
     Error,
     ["earlier grad()", "double backward"],
   );
-  assertNoLeak(engine, before);
+  // exp's backward reads its output: writing that in place after the op is refused as well.
+  const h = engine.tidy(() => {
+    const h = exp(x);
+    emaUpdate([h], [engine.zeros([3])], { momentum: 0.5 });
+    return h;
+  });
+  await assertThrows(() => grad(h, [x]), ShapeError, ["one element"]);
+  await assertThrows(() => engine.tidy(() => grad(sum(mul(h, 1)), [x])), Error, ["the output", "'exp'"]);
+  h.dispose();
+  // A gradient used as a constant beside an input the loss does not use: that input gets zeros, as any.
+  const [gw2, gUnused] = engine.tidy(() => {
+    const [gw] = grad(sum(mul(w, x)), [w]);
+    return grad(sum(mul(w, gw)), [w, engine.ones([2])]);
+  });
+  assertClose(await take(gw2), [1, 1, 1], { rtol: 0, atol: 0 }, "d/dw Σ w·(dL/dw)");
+  assertClose(await take(gUnused), [0, 0], { rtol: 0, atol: 0 }, "an unused input");
+  // A parameter an op made (recorded) and a step then changed: its own backward is not needed, so not checked.
+  using made = noGrad(() => engine.tensor([1, 2, 3]));
+  const param = mul(made, 1);
+  const update = noGrad(() => mul(x, 1));
+  sgd([param], { lr: 1 }).step([update]);
+  update.dispose();
+  const [gp] = engine.tidy(() => grad(sum(mul(param, x)), [param]));
+  assertClose(await take(gp), [1, 1, 1], { rtol: 0, atol: 0 }, "a stepped parameter made by an op");
+  param.dispose();
+  assertNoLeak(engine, { tensors: before.tensors + 1, bytes: before.bytes + 12 });
 });
 
 test("grad: non-scalar loss, unreachable and repeated inputs, disposed intermediates", async (engine) => {

@@ -342,6 +342,15 @@ test("maxPool2d gives a window of −∞ to its −∞ pixels, never the padding
       `reference ${what}`,
     );
   }
+  // An ∞ or NaN upstream gradient reaches the maximum alone, as torch's (0·∞ gave the others NaN).
+  for (const g of [Infinity, NaN]) {
+    using x = engine.tensor([1, 2, 3, 4], [1, 1, 2, 2]);
+    using up = engine.tensor([g], [1, 1, 1, 1]);
+    const [dx] = await Promise.all(
+      engine.tidy(() => grad(sum(mul(maxPool2d(x, { kernel: 2 }), up)), [x])).map(take),
+    );
+    assertClose(dx, [0, 0, 0, g], { rtol: 0, atol: 0 }, `upstream ${g}`);
+  }
   assertNoLeak(engine, before);
 });
 
@@ -357,5 +366,7 @@ test("maxPool2d splits the gradient of tied maxima evenly; pooling names bad win
   const triple = [1, 1, 2] as unknown as [number, number];
   await assertThrows(() => avgPool2d(x, { kernel: triple }), RangeError, ["kernel", "pair", "[1, 1, 2]"]);
   await assertThrows(() => maxPool2d(x, { kernel: 1, padding: NaN }), RangeError, ["padding", "NaN"]);
+  const dilated = { kernel: 1, dilation: 2 } as PoolOptions;
+  await assertThrows(() => avgPool2d(x, dilated), RangeError, ["avgPool2d", "dilation"]);
   assertNoLeak(engine, before);
 });

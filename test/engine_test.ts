@@ -154,10 +154,14 @@ test("tidy disposes everything but the result", async (engine) => {
   );
   assertNoLeak(engine, made, "after a throw inside tidy");
   // An async fn would leave what it makes after its first await outside the scope: refused, its tensors freed.
-  await assertThrows(() => engine.tidy(() => Promise.resolve(add(x, 1))), TypeError, [
-    "Promise",
-    "synchronous",
-  ]);
+  // The abandoned continuation then fails on y, freed here: that rejection must not end the process.
+  const continued = async () => {
+    const y = add(x, 1);
+    await null;
+    return mul(y, 2);
+  };
+  await assertThrows(() => engine.tidy(continued), TypeError, ["Promise", "synchronous"]);
+  await new Promise((resolve) => setTimeout(resolve, 0));
   assertNoLeak(engine, made, "after an async fn");
   // A loss kept by tidy keeps what its backward saved (ntXent's packed rows): grad outside the tidy works.
   using z1 = engine.randn([6, 4], { seed: 1 });
@@ -193,6 +197,7 @@ test("invalid shapes and sizes are clear errors", async (engine) => {
   ]);
   await assertThrows(() => grad(pending, [x]), TypeError, ["grad", "Promise"]);
   await assertThrows(() => grad(x, [x]), ShapeError, ["one element", "mean(loss)"]);
+  await assertThrows(() => grad(x, x as unknown as Tensor[]), TypeError, ["grad", "array", "[w]"]);
   await pending;
   assertNoLeak(engine, { tensors: before.tensors + 1, bytes: before.bytes + 8 });
 });
