@@ -147,9 +147,8 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
         const needs = node?.inputs.map((i) => leads.has(i)) ?? [];
         if (!g || !node || !needs.includes(true)) continue;
         // The backward reads its inputs and may read its output (exp, softmax): neither may have changed.
-        const changed = [...node.inputs, t].find((x, i) =>
-          x.version !== [...node.versions, node.outVersion][i]
-        );
+        const versions = [...node.versions, node.outVersion];
+        const changed = [...node.inputs, t].find((x, i) => x.version !== versions[i]);
         if (changed) {
           throw new Error(
             `grad: ${changed === t ? "the output" : "an input"} ${
