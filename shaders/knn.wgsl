@@ -5,8 +5,9 @@
 // outside [0, C) adds nothing and is reported with its bank row (lib/bad_index.wgsl; the next readback throws).
 // A dispatch takes one chunk of queries (src/knn.ts) and a window of the scores, its rows from element p.first.
 //   vote:       neighbours are bank rows.
-//   voteParts:  a bank over one binding ran in parts of p.part_rows rows, each giving its K nearest: neighbours
-//               are positions in those candidates [B, parts·K], whose entry is a row of the part pos / K.
+//   voteParts:  a bank over one binding ran in parts (part c from row c·short_rows + min(c, long_parts), the
+//               first long_parts one row longer), each giving its K nearest: neighbours are positions in those
+//               candidates [B, parts·K], whose entry is a row of the part pos / K.
 // Bindings: 0 params, 1 weight [B, K] f32, 2 neighbours [B, K] i32, 3 labels [N] i32, 4 scores (a window of
 // [all queries, C]) f32, 5 bad, 6 candidates [B, parts·K] i32 (voteParts)
 struct Params {
@@ -14,7 +15,8 @@ struct Params {
   k: u32,
   classes: u32,  // C
   first: u32,    // the chunk's first score in the window
-  part_rows: u32,  // voteParts: rows per part of the bank
+  short_rows: u32,  // voteParts: rows of the shorter parts of the bank
+  long_parts: u32,  // voteParts: parts of short_rows + 1 rows, first
   per_query: u32,  // voteParts: candidates per query, parts·K
 }
 
@@ -54,6 +56,8 @@ fn voteParts(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
   if (b >= p.queries) { return; }
   for (var j = b * p.k; j < (b + 1u) * p.k; j++) {
     let position = u32(neighbours[j]);
-    addVote(b, j, position / p.k * p.part_rows + u32(candidates[b * p.per_query + position]));
+    let part = position / p.k;
+    let start = part * p.short_rows + min(part, p.long_parts);
+    addVote(b, j, start + u32(candidates[b * p.per_query + position]));
   }
 }

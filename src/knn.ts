@@ -64,19 +64,20 @@ export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, op
     );
   }
   const queries = features.shape[0];
-  // The bank in parts of rows that fit one binding, alike in size and each of k rows or more (a query's k nearest
-  // are then among the parts' k nearest, merged by one more topk); the queries in chunks whose similarities to
-  // one part, and whose parts·k candidates, fit one binding too.
+  // The bank in parts of rows that fit one binding, even in size (the first n mod parts one row longer) and each
+  // of k rows or more (a query's k nearest are then among the parts' k nearest, merged by one more topk); the
+  // queries in chunks whose similarities to one part, and whose parts·k candidates, fit one binding too.
   const maxRows = Math.floor(e.maxBinding / (4 * d));
   const parts = Math.ceil(n / maxRows);
-  const partRows = Math.ceil(n / parts);
-  const lastRows = n - (parts - 1) * partRows;
-  if (lastRows < k) {
+  const [shortRows, longParts] = [Math.floor(n / parts), n % parts];
+  const partStart = (c: number) => c * shortRows + Math.min(c, longParts);
+  if (shortRows < k) {
     throw new ShapeError(
-      `${op}: bank ${fmtShape(bank.shape)} splits into parts of ${partRows} rows to fit ` +
-        `maxStorageBufferBindingSize (${e.maxBinding} bytes), the last of ${lastRows}, fewer than k ${k}`,
+      `${op}: bank ${fmtShape(bank.shape)} splits into ${parts} parts to fit maxStorageBufferBindingSize ` +
+        `(${e.maxBinding} bytes), of ${shortRows} rows or more, fewer than k ${k}`,
     );
   }
+  const partRows = shortRows + (longParts ? 1 : 0);
   // A chunk's scores bind as a window of the whole [B, C], from an aligned offset up to align − 1 floats before it.
   const align = e.bindingAlignment / 4;
   const perQuery = Math.max(partRows, parts * k, classes);
@@ -93,10 +94,7 @@ export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, op
     const scores = e.zeros([queries, classes]);
     const unitParts = Array.from(
       { length: parts },
-      (_, c) =>
-        e.tidy(() =>
-          normalize(parts === 1 ? bank : slice(bank, [c * partRows], [Math.min(n, (c + 1) * partRows)]))
-        ),
+      (_, c) => e.tidy(() => normalize(parts === 1 ? bank : slice(bank, [partStart(c)], [partStart(c + 1)]))),
     );
     const bad = e.dataCheck(describeBadIndices({
       op,
@@ -127,7 +125,7 @@ export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, op
         shader: "knn",
         entry: candidates ? "voteParts" : "vote",
         constants: { WG },
-        params: new Params().u32(rows, k, classes, first - base, partRows, parts * k),
+        params: new Params().u32(rows, k, classes, first - base, shortRows, longParts, parts * k),
         buffers: [weight, neighbours, bankLabels, window, bad, candidates],
         workgroups: Math.ceil(rows / WG),
       });

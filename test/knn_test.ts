@@ -69,10 +69,10 @@ test("knnScores runs queries in chunks and a bank over one binding in parts, mer
     // Scores [200, 300] take 240,000 bytes: chunks of 109 queries, each voting into a window of them (the
     // second from an aligned offset 60 floats before its first score).
     await checkKnn(engine, 50, 200, 300, 5, 0.1);
-    {
-      // A bank [9000, 16] of 576,000 bytes runs in 5 parts of 1,800 rows. Random rows in 16 dims: a query's 7
-      // nearest stand apart by far more than f32's rounding, so the GPU picks the reference's.
-      const [n, d, queries, classes, k] = [9000, 16, 40, 5, 7];
+    // A bank [9003, 16] of 576,192 bytes runs in 5 parts, of 1,801, 1,801, 1,801, 1,800 and 1,800 rows; a bank
+    // [10, 10922] in 4 of 3, 3, 2 and 2, enough for k = 2 (an even split: parts of 3 left a last one of 1). Random
+    // rows: a query's k nearest stand apart by far more than f32's rounding, so the GPU picks the reference's.
+    for (const [n, d, queries, classes, k] of [[9003, 16, 40, 5, 7], [10, 10922, 3, 4, 2]]) {
       const bank = randomArray(n * d, 1);
       const features = randomArray(queries * d, 2);
       const r = rng(3);
@@ -82,7 +82,12 @@ test("knnScores runs queries in chunks and a bank over one binding in parts, mer
       using tl = engine.tensor(labels, [n], "i32");
       const got = await take(knnScores(tf, tb, tl, { classes, k, temperature: 0.1 }));
       const want = refKnnScores(features, bank, labels, [queries, n, d], classes, k, 0.1);
-      assertClose(got, want, { rtol: 2e-5 + 3e-6, atol: 0 }, "knnScores over 5 parts of the bank");
+      assertClose(
+        got,
+        want,
+        { rtol: 2e-5 + 3e-6, atol: 0 },
+        `knnScores over the parts of a bank [${n}, ${d}]`,
+      );
     }
     {
       // Rows of 8,192 floats: a part holds 4 rows, fewer than k.
@@ -91,7 +96,8 @@ test("knnScores runs queries in chunks and a bank over one binding in parts, mer
       using f = engine.zeros([2, 8192]);
       await assertThrows(() => knnScores(f, wide, labels, { classes: 2, k: 5 }), ShapeError, [
         "bank [9, 8192]",
-        "parts of 3 rows",
+        "3 parts",
+        "of 3 rows or more",
         "fewer than k 5",
       ]);
       // Labels of a bank over one binding: refused before anything is allocated (the vote threw, leaking it all).
