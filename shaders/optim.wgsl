@@ -30,9 +30,11 @@ struct Params {
   lr: f32,
   weight_decay: f32,
   momentum: f32,     // sgd, lars; ema: the weight kept of w
-  dampening: f32,    // sgd
+  undamped: f32,     // sgd: 1 − dampening
   beta1: f32,
   beta2: f32,
+  beta1c: f32,       // adam: 1 − β1, and 1 − β2, from the host in float64 (exact where f32 would round)
+  beta2c: f32,
   eps: f32,
   step_size: f32,    // adam: lr / (1 − β1^t), from the host in float64
   sqrt_bc2: f32,     // adam: sqrt(1 − β2^t)
@@ -66,7 +68,7 @@ fn sgd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
   if (4u * i >= p.count) { return; }
   let wi = w[i];
   let d = g[i] + p.weight_decay * wi;
-  let b = select(p.momentum * s1[i] + (1.0 - p.dampening) * d, d, p.first_step == 1u);
+  let b = select(p.momentum * s1[i] + p.undamped * d, d, p.first_step == 1u);
   s1[i] = b;
   w[i] = wi - p.lr * select(b, d + p.momentum * b, NESTEROV);
 }
@@ -83,8 +85,8 @@ fn adam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   } else {
     gi += p.weight_decay * wi;
   }
-  let m = p.beta1 * s1[i] + (1.0 - p.beta1) * gi;
-  let v = p.beta2 * s2[i] + (1.0 - p.beta2) * gi * gi;
+  let m = p.beta1 * s1[i] + p.beta1c * gi;
+  let v = p.beta2 * s2[i] + p.beta2c * gi * gi;
   s1[i] = m;
   s2[i] = v;
   w[i] = wi - p.step_size * m / (sqrt(v) / p.sqrt_bc2 + p.eps);

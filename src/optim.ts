@@ -1,4 +1,4 @@
-// Optimisers: SGD, Adam, AdamW and LARS (SimCLR's, Barlow Twins' and VICReg's optimiser), the EMA target
+// Optimisers: SGD, Adam, AdamW and LARS (Barlow Twins' and VICReg's form of SimCLR's optimiser), the EMA target
 // update of BYOL and MoCo, and gradient clipping by the global norm. Each step updates the parameters in place
 // on the GPU, one fused pass per parameter (LARS adds a pass for its two norms), recorded like any op: no
 // readback, no submit (shaders/optim.wgsl; CPU reference in src/ref/optim.ts).
@@ -31,10 +31,22 @@ interface StepValues {
   b?: number;
 }
 
+// 1 − dampening, 1 − β1 and 1 − β2 go to the kernels worked out here in float64, as torch's Python does: in f32
+// on the GPU, 1 − f32(0.999) is 1.3e-5 off (1.7e-4 at 0.9999), which biased Adam's first steps by as much.
 function stepParams(count: number, partBase: number, v: StepValues): Params {
+  const [beta1, beta2] = [v.beta1 ?? 0, v.beta2 ?? 0];
   return new Params()
     .u32(count, partBase, v.firstStep ? 1 : 0)
-    .f32(v.lr ?? 0, v.weightDecay ?? 0, v.momentum ?? 0, v.dampening ?? 0, v.beta1 ?? 0, v.beta2 ?? 0)
+    .f32(
+      v.lr ?? 0,
+      v.weightDecay ?? 0,
+      v.momentum ?? 0,
+      1 - (v.dampening ?? 0),
+      beta1,
+      beta2,
+      1 - beta1,
+      1 - beta2,
+    )
     .f32(v.eps ?? 0, v.stepSize ?? 0, v.sqrtBc2 ?? 1, v.eta ?? 0, v.a ?? 0, v.b ?? 0);
 }
 
@@ -169,6 +181,9 @@ export abstract class Optimizer {
     checkRange(this.op, "lr", this.lr, 0);
     checkParams(this.op, this.params);
     checkPairs(this.op, this.params, grads);
+    if (this.#state.some((s) => s.some((t) => t.disposed))) {
+      throw new Error(`${this.op}: the optimiser's state was disposed (was it made inside engine.tidy?)`);
+    }
     this.#steps++;
     noGrad(() => this.params.forEach((p, i) => this.update(p, grads[i], this.#state[i], this.#steps)));
   }
@@ -346,7 +361,8 @@ class Lars extends Optimizer {
 
 /**
  * LARS (You et al.) as Barlow Twins and VICReg implement it: d = g + weightDecay·w, scaled per parameter by the
- * trust ratio eta·‖w‖ / ‖d‖ (1 where either norm is 0), then SGD with momentum, without dampening.
+ * trust ratio eta·‖w‖ / ‖d‖ (1 where either norm is 0), then SGD with momentum, without dampening: b = m·b + q·d,
+ * w −= lr·b. SimCLR's TensorFlow LARS keeps lr inside the buffer (v = m·v + lr·q·d), the same at a constant lr.
  */
 export function lars(params: readonly Tensor[], options: LarsOptions): Optimizer {
   return new Lars(params, options);

@@ -112,6 +112,21 @@ test("adam and adamw match the float64 reference, bias correction and weight dec
   assertNoLeak(engine, before);
 });
 
+test("adam's first step is lr·g / (|g| + eps) to f32 rounding, also at β2 = 0.9999", async (engine) => {
+  // m / sqrt(v) after one step is g / |g| exactly when 1 − β2 is exact: it was 1 − f32(β2), 1.7e-4 off at
+  // 0.9999, and the step came out 8e-5 too big. Six f32 roundings: within 1e-6 relative.
+  const g = randomArray(1009, 7).map((x) => x + Math.sign(x));
+  for (const betas of [[0.9, 0.999], [0.9, 0.9999]] as [number, number][]) {
+    using w = engine.zeros([1009]);
+    using gt = engine.tensor(g, [1009]);
+    const opt = adam([w], { lr: 0.1, betas });
+    opt.step([gt]);
+    const want = Array.from(g, (x) => -0.1 * x / (Math.abs(x) + 1e-8));
+    assertClose(await w.toArray(), want, { rtol: 1e-6, atol: 0 }, `first step, betas ${betas}`);
+    opt.dispose();
+  }
+});
+
 test("lars matches the float64 reference: trust ratio on matrices, biases and norms left out", async (engine) => {
   const before = engine.memory();
   // The trust ratio comes from two f32 tree sums (relative error ~1e-6), so each step's update carries that
@@ -279,6 +294,11 @@ test("optimisers reject bad input by name and leak nothing", async (engine) => {
     await assertThrows(() => opt.step([gone, b]), Error, ["used after dispose"]);
     opt.dispose();
     await assertThrows(() => opt.step([b, b]), Error, ["sgd: optimiser used after dispose"]);
+    // Made inside a tidy, its state is gone after it: named, and the step neither counted nor marked w written.
+    const tidied = engine.tidy(() => adam([w], {}));
+    const version = w.version;
+    await assertThrows(() => tidied.step([g34]), Error, ["adam", "state was disposed", "engine.tidy"]);
+    assertEquals([tidied.steps, w.version], [0, version], "a refused step leaves steps and w as they were");
   }
   assertNoLeak(engine, before);
 });
