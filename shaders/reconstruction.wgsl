@@ -105,6 +105,7 @@ struct LossGrad {
 }
 
 //! include lib/log1p.wgsl
+//! include lib/nan.wgsl
 
 // ℓ and dℓ/dx of 4 elements, prediction x and target y, with PyTorch's definitions (LOSS 5: 0 and dℓ/dy of
 // bce).
@@ -115,9 +116,14 @@ fn lossGrad(x: vec4<f32>, y: vec4<f32>) -> LossGrad {
   let t = vec4<f32>(p.param);
   switch LOSS {
     case 0u: { return LossGrad(d * d, 2.0 * d); }
-    case 1u: { return LossGrad(a, sign(d)); }
-    case 2u: { return LossGrad(select(t * (a - 0.5 * t), 0.5 * d * d, a <= t), select(t * sign(d), d, a <= t)); }
-    case 3u: { return LossGrad(select(a - 0.5 * t, 0.5 * d * d / t, a < t), select(sign(d), d / t, a < t)); }
+    // A NaN difference keeps its NaN in the gradient too (sign(NaN) is 0, and NaN fails both comparisons).
+    case 1u: { return LossGrad(a, select(sign(d), d, isNan4(d))); }
+    case 2u: {
+      return LossGrad(select(t * (a - 0.5 * t), 0.5 * d * d, a <= t), select(select(t * sign(d), d, a <= t), d, isNan4(d)));
+    }
+    case 3u: {
+      return LossGrad(select(a - 0.5 * t, 0.5 * d * d / t, a < t), select(select(sign(d), d / t, a < t), d, isNan4(d)));
+    }
     case 4u: {
       // max(x, 0) − x·y + log1p(e^−|x|) never overflows. σ(x) − y is σ(−|x|) − y for x < 0 and
       // (1 − y) − σ(−|x|) for x ≥ 0, so a confident match (x = 20, y = 1) keeps its gradient −2e-9 where

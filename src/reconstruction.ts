@@ -304,7 +304,8 @@ function pointLoss(
  * Σ mask·mse(patch) / Σ mask. `pred` is [N, C, H, W] like `target`, or MAE's patchified [N, L, patch²·C]
  * (pixels in row, column, channel order). With `normPix` each target patch is first normalised by its own
  * mean and unbiased variance (eps 1e-6), as MAE's norm_pix_loss. The mask may be f32, i32 or u32.
- * Differentiable in pred only: the target (an image, as in MAE) and the mask are constants.
+ * Differentiable in pred only: the target (an image, as in MAE) and the mask are constants. Patches with mask 0
+ * are not read, so a NaN there stays out of the loss, where MAE's (loss·mask).sum() would be NaN.
  */
 export function maskedMSE(
   pred: Tensor,

@@ -254,6 +254,24 @@ test("reconstruction: gradients match central finite differences", async (engine
   }
 });
 
+test("reconstruction: a NaN difference makes the loss and its element's gradient NaN, the others as they were", async (engine) => {
+  // sign(NaN) is 0 and NaN fails every comparison: l1, huber and smoothL1 gave that element a gradient of 0.
+  const x = [0.3, NaN, -0.7, 2];
+  using pred = engine.tensor(x, [4]);
+  using target = engine.zeros([4]);
+  for (const kind of KINDS) {
+    const [loss, g] = await Promise.all(
+      engine.tidy(() => {
+        const loss = LOSSES[kind](pred, target, { reduction: "sum" });
+        return [loss, ...grad(loss, [pred])];
+      }).map(take),
+    );
+    assert(Number.isNaN(loss[0]), `${kind}: loss ${loss[0]}`);
+    assert(Number.isNaN(g[1]), `${kind}: the NaN element's gradient ${g[1]}`);
+    assert([0, 2, 3].every((i) => Number.isFinite(g[i])), `${kind}: the others' gradients ${g}`);
+  }
+});
+
 test("reconstruction: target gradients match central finite differences, a broadcast target too", async (engine) => {
   const shape = [3, 5];
   for (const kind of KINDS) {
