@@ -119,10 +119,12 @@ fn lossGrad(x: vec4<f32>, y: vec4<f32>) -> LossGrad {
     // A NaN difference keeps its NaN in the gradient too (sign(NaN) is 0, and NaN fails both comparisons).
     case 1u: { return LossGrad(a, select(sign(d), d, isNan4(d))); }
     case 2u: {
-      return LossGrad(select(t * (a - 0.5 * t), 0.5 * d * d, a <= t), select(select(t * sign(d), d, a <= t), d, isNan4(d)));
+      let g = select(t * sign(d), d, a <= t);
+      return LossGrad(select(t * (a - 0.5 * t), 0.5 * d * d, a <= t), select(g, d, isNan4(d)));
     }
     case 3u: {
-      return LossGrad(select(a - 0.5 * t, 0.5 * d * d / t, a < t), select(select(sign(d), d / t, a < t), d, isNan4(d)));
+      let g = select(sign(d), d / t, a < t);
+      return LossGrad(select(a - 0.5 * t, 0.5 * d * d / t, a < t), select(g, d, isNan4(d)));
     }
     case 4u: {
       // max(x, 0) − x·y + log1p(e^−|x|) never overflows. σ(x) − y is σ(−|x|) − y for x < 0 and

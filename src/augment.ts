@@ -8,7 +8,7 @@
 // drawn in the kernel from the same generator. Parameter index 0 is the op's coin for `p`.
 //
 // Every random op returns `{ output, params }`: one `SampleParams` per sample, which `applyParams` replays.
-import { type Binding, type Engine, Params } from "./engine.ts";
+import { type Binding, checkFits, type Engine, Params } from "./engine.ts";
 import { noGrad } from "./autograd.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { sum } from "./reduce.ts";
@@ -279,20 +279,6 @@ export function imageDims(op: string, x: Tensor): [number, number, number, numbe
   if (c !== 1 && c !== 3) throw new ShapeError(`${op}: C must be 1 or 3, got ${c} in ${fmtShape(x.shape)}`);
   checkFits(op, x.engine, x.shape);
   return [n, c, h, w];
-}
-
-/**
- * Throws, before anything is allocated, where an f32 batch of `shape` is over one storage binding: the image
- * kernels bind a batch whole (split such a batch into parts of samples).
- */
-export function checkFits(op: string, engine: Engine, shape: readonly number[]): void {
-  const bytes = 4 * shape.reduce((a, b) => a * b, 1);
-  if (bytes > engine.maxBinding) {
-    throw new ShapeError(
-      `${op}: a batch ${fmtShape(shape)} takes ${bytes} bytes, over maxStorageBufferBindingSize ` +
-        `(${engine.maxBinding} bytes) for one binding; split the batch`,
-    );
-  }
 }
 
 function checkSeed(op: string, seed: number): number {

@@ -125,6 +125,20 @@ function sizeClass(bytes: number): number {
   return Math.ceil(bytes / step) * step;
 }
 
+/**
+ * Throws, before anything is allocated, where a batch of `shape` (4-byte elements) is over one storage binding,
+ * for ops that bind a batch whole (split such a batch into parts of samples).
+ */
+export function checkFits(op: string, engine: Engine, shape: readonly number[]): void {
+  const bytes = 4 * shapeSize(shape);
+  if (bytes > engine.maxBinding) {
+    throw new ShapeError(
+      `${op}: a batch ${fmtShape(shape)} takes ${bytes} bytes, over maxStorageBufferBindingSize ` +
+        `(${engine.maxBinding} bytes) for one binding; split the batch`,
+    );
+  }
+}
+
 function checkCacheBytes(where: string, bytes: number): void {
   if (!(Number.isFinite(bytes) && bytes >= 0)) {
     throw new RangeError(`${where}: logitCacheBytes must be a finite number ≥ 0, got ${bytes}`);

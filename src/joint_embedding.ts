@@ -91,16 +91,13 @@ function center(z: Tensor, keep: (t: Tensor) => Tensor): Tensor {
 function sumSquaredOffDiagonal(a: Tensor, b: Tensor, keep: (t: Tensor) => Tensor): Tensor {
   const [n, dim] = a.shape;
   if (n >= dim) {
-    const ids = Int32Array.from({ length: dim }, (_, i) => i);
-    const rows = keep(a.engine.tensor(ids, [dim, 1], "i32"));
-    const cols = keep(a.engine.tensor(ids, [1, dim], "i32"));
-    const offDiagonal = keep(sub(1, keep(equal(rows, cols))));
+    const offDiagonal = keep(sub(1, keep(diagonal(a.engine, dim, 1))));
     return keep(sum(keep(square(keep(mul(keep(matmul(a, b, { transA: true })), offDiagonal))))));
   }
   const ga = keep(matmul(a, a, { transB: true }));
   const both = keep(a === b ? square(ga) : mul(ga, keep(matmul(b, b, { transB: true }))));
-  const diagonal = keep(sum(keep(square(keep(sum(keep(mul(a, b)), 0))))));
-  return keep(sub(keep(sum(both)), diagonal));
+  const onDiagonal = keep(sum(keep(square(keep(sum(keep(mul(a, b)), 0))))));
+  return keep(sub(keep(sum(both)), onDiagonal));
 }
 
 export interface BarlowTwinsOptions {

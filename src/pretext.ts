@@ -4,7 +4,6 @@
 // made in the kernels from the same generator.
 import {
   applyParams,
-  checkFits,
   drawUniforms,
   gaussianNoise,
   identityParams,
@@ -12,7 +11,7 @@ import {
   RANDOM_TAG,
   rotate90,
 } from "./augment.ts";
-import { Params } from "./engine.ts";
+import { checkFits, Params } from "./engine.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { assertLive, type Tensor } from "./tensor.ts";
 

@@ -10,7 +10,7 @@
 // y gradient in x's backward passes (S is symmetric in x and y: one more coefficient to gather). Weights, masks
 // and maskedMSE's target are constants (grad gives zeros for them).
 import { composed, isRecording, isSeed, noGrad, record } from "./autograd.ts";
-import { type Binding, checkRank, Params, windowBindings, windows } from "./engine.ts";
+import { type Binding, checkFits, checkRank, Params, windowBindings, windows } from "./engine.ts";
 import { checkF32, div, mul, neg, unbroadcast } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { checkReduction, type Reduction, sum } from "./reduce.ts";
@@ -357,14 +357,7 @@ export function maskedMSE(
     throw new RangeError(`${op}: normPix needs patch²·C ≥ 2 for an unbiased variance, got ${k}`);
   }
   const engine = pred.engine;
-  if (target.bytes > engine.maxBinding) {
-    throw new ShapeError(
-      `${op}: target ${
-        fmtShape(target.shape)
-      } takes ${target.bytes} bytes, over maxStorageBufferBindingSize ` +
-        `(${engine.maxBinding} bytes) for one binding; split the batch`,
-    );
-  }
+  checkFits(op, engine, target.shape);
   const patches = n * perImage;
   const msum = sumToScalar(op, mask);
   // CPU adapters: one patch per invocation, reading vec4s along patch rows.
