@@ -46,6 +46,10 @@
 // Entries marked for CPU adapters, the DIRECT logits and (where a row tile fits) A_WINDOW are picked by
 // src/contrastive.ts when the engine's cpuKernels is set. Every entry with logits binds the A window (8) alike.
 // rowstats[i] = (lse_i, 1/#pos_i or 0 when invalid); rowstats[R] = (1/#valid or 0, #valid).
+// A NaN logit (a NaN or ∞ in an input row) makes every row whose log-sum-exp holds it NaN: exp and max need
+// not carry NaN, so absorb and finish carry it by hand (the backward's sums then meet the NaN row itself).
+//! include lib/nan.wgsl
+
 struct Params {
   rows: u32,
   cols: u32,
@@ -339,7 +343,7 @@ fn loadLogits(i: u32, j: u32) -> Block {
 fn absorb(st: vec4<f32>, s: vec4<f32>, c: Cols) -> vec4<f32> {
   let sv = select(vec4<f32>(NEG), s, c.ok);
   let m = max(st.x, max(max(sv.x, sv.y), max(sv.z, sv.w)));
-  let e = select(vec4<f32>(0.0), exp(sv - m), c.ok);
+  let e = select(vec4<f32>(0.0), expNaN4(sv - m), c.ok);
   let one = vec4<f32>(1.0);
   return vec4<f32>(m, st.y * exp(st.x - m) + dot(e, one), st.z + dot(select(vec4<f32>(0.0), s, c.pos), one),
                    st.w + dot(select(vec4<f32>(0.0), one, c.pos), one));
@@ -498,7 +502,7 @@ fn finish(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
   if (row < p.rows) {
     var st = partial_in[row];
     for (var k = 1u; k < p.split_par; k++) { st = combine(st, partial_in[k * p.rows + row]); }
-    let logSum = log(max(st.y, 1e-38));
+    let logSum = select(log(max(st.y, 1e-38)), st.y, isNan(st.y));
     let valid = st.w > 0.0;
     rowstats[row] = vec2<f32>(st.x + logSum, select(0.0, 1.0 / st.w, valid));
     // (max − positives' mean) + log Σ, not lse − mean: rounding lse = max + log Σ to f32 first would cost

@@ -168,10 +168,7 @@ fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     case 24u: { return powC(a, b); }
     case 25u: { return max(a, b); }
     case 26u: { return min(a, b); }
-    case 27u: {  // softmax's exp(x − logsumexp) in one pass; ∞ − ∞ stays NaN through exp
-      let d = a - b;
-      return select(exp(d), d, isNan4(d));
-    }
+    case 27u: { return expNaN4(a - b); }  // softmax's exp(x − logsumexp) in one pass; ∞ − ∞ stays NaN
     case 28u: { return select(ZERO, ONE, equal4(a, b)); }
     case 29u: { return select(ZERO, ONE, greater4(a, b)); }
     case 30u: { return select(ZERO, a, nonzero4(b)); }  // where: a where b ≠ 0, else 0

@@ -344,6 +344,58 @@ test("ntXent and supCon: no NaN or Inf at temperature 0.01 with near-identical, 
   assertNoLeak(engine, before, "numerics");
 });
 
+test("contrastive losses: a NaN in any row makes the loss and every gradient it reaches NaN, as the reference", () =>
+  bothCaches(async (engine) => {
+    const before = engine.memory();
+    // A NaN reached the result only through a positive: one among the negatives (a MoCo bank, or the row of an
+    // anchor without positives) gave a finite loss where the reference's is NaN, since max drops NaN and
+    // llvmpipe's exp returns a finite number for it. 70 rows: several row tiles, so on CPU adapters the NaN
+    // also travels through the transposed share of a tile pair.
+    const n = 70;
+    const d = 12;
+    const withNaN = (seed: number, rows: number, row: number) => {
+      const x = randomArray(rows * d, seed, -0.3, 0.3);
+      x[row * d + 5] = NaN;
+      return x;
+    };
+    // The reference's gradients are NaN exactly where the GPU's must be; the finite entries (none here, every
+    // row's log-sum-exp reaches the NaN) would keep the issue's 1e-4 bound.
+    const same = (got: ArrayLike<number>, want: ArrayLike<number>, what: string) =>
+      assertClose(got, want, { rtol: 1e-4, atol: 1e-4 }, what);
+    const q = randomArray(n * d, 1, -0.3, 0.3);
+    const k = randomArray(n * d, 2, -0.3, 0.3);
+    const bank = withNaN(3, 30, 17);
+    const query = engine.tensor(q, [n, d]);
+    const keys = engine.tensor(k, [n, d]);
+    const negatives = engine.tensor(bank, [30, d]);
+    for (const symmetric of [false, true]) {
+      const [loss, [gq, gk]] = await lossAndGrads(
+        () => infoNCE(query, keys, { temperature: 0.1, negatives, symmetric }),
+        [query, keys],
+      );
+      const ref = refInfoNCE(q, k, n, d, 0.1, bank, 30, symmetric);
+      same(
+        [loss, ...gq, ...gk],
+        [ref.loss, ...ref.dq, ...ref.dk],
+        `infoNCE, NaN in the bank, symmetric ${symmetric}`,
+      );
+    }
+    const x = withNaN(4, n, n - 1);
+    const lab = Int32Array.from({ length: n }, (_, i) => (i === n - 1 ? 1000 : i % 5));
+    const z = engine.tensor(x, [n, d]);
+    const labels = engine.tensor(lab, [n], "i32");
+    const [sl, [gz]] = await lossAndGrads(() => supCon(z, labels, { temperature: 0.1 }), [z]);
+    const sref = refSupCon(x, lab, n, d, 0.1);
+    same([sl, ...gz], [sref.loss, ...sref.dz], "supCon, NaN in the anchor without positives");
+    const z2 = engine.tensor(randomArray(n * d, 5), [n, d]);
+    const [dl, [g1, g2]] = await lossAndGrads(() => dcl(z, z2, { temperature: 0.1 }), [z, z2]);
+    const dref = refDcl(x, await z2.toArray(), n, d, 0.1);
+    same([dl, ...g1, ...g2], [dref.loss, ...dref.dz1, ...dref.dz2], "dcl, NaN in one view");
+    assert(Number.isNaN(sl) && Number.isNaN(dl), "the losses are NaN");
+    for (const t of [query, keys, negatives, z, labels, z2]) t.dispose();
+    assertNoLeak(engine, before, "NaN rows");
+  }));
+
 test("ntXent and infoNCE keep f32 precision of a small loss at temperature 0.01", () =>
   bothCaches(async (engine) => {
     const before = engine.memory();
