@@ -295,6 +295,15 @@ export class Engine {
       const got = data instanceof Promise ? "a Promise (a missing await?)" : String(data);
       throw new TypeError(`tensor: data must be an array or a typed array of numbers, got ${got}`);
     }
+    // A plain array's strings, nulls and nested arrays would become NaN or 0 in Float32Array.from, silently.
+    for (let i = 0; !ArrayBuffer.isView(data) && i < data.length; i++) {
+      if (typeof data[i] !== "number") {
+        const hint = Array.isArray(data[i]) ? " (nested arrays: pass data.flat(Infinity) and the shape)" : "";
+        throw new TypeError(
+          `tensor: element ${i} is ${JSON.stringify(data[i]) ?? data[i]}, not a number${hint}`,
+        );
+      }
+    }
     const sh = shape ?? [data.length];
     if (shapeSize(sh) !== data.length) {
       throw new ShapeError(`tensor: ${data.length} values do not fill shape ${fmtShape(sh)}`);

@@ -215,6 +215,12 @@ test("host data that a dtype does not hold is refused, not wrapped, before anyth
   // A tokenizer's int64 ids: Float32Array.from threw after the tensor was allocated.
   const ids = new BigInt64Array([1n, 2n]) as unknown as Int32Array;
   await assertThrows(() => engine.tensor(ids, [2], "i32"), TypeError, ["tensor", "numbers"]);
+  // A plain array's other values became NaN or 0: nested rows as a numpy user writes them, strings from a CSV.
+  const nested = [[1, 2], [3, 4]] as unknown as number[];
+  await assertThrows(() => engine.tensor(nested), TypeError, ["element 0", "[1,2]", "flat"]);
+  const parsed = [1, "2.5", null] as unknown as number[];
+  await assertThrows(() => engine.tensor(parsed), TypeError, ["element 1", '"2.5"', "not a number"]);
+  await assertThrows(() => engine.tensor([0, undefined] as unknown as number[]), TypeError, ["undefined"]);
   const dtype = "float32" as DType;
   await assertThrows(() => engine.tensor([1.5], [1], dtype), TypeError, ["tensor", "float32"]);
   await assertThrows(() => engine.zeros([1], dtype), TypeError, ["full", "float32"]);
