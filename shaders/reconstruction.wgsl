@@ -13,8 +13,8 @@
 // vec4s (engine.ts rounds bindings up; the pool's buffers are 256-byte multiples): a lane past the window's end
 // adds nothing to the loss, and its gradient lands in padding nobody reads. With BROADCAST (one window only)
 // target and weight are read element by element through strides over pred's dims.
-//   reduce:       1 pred, 2 target, 3 weight, 4 partials   partials[part_base + w·WG + lid] = scale · Σ ℓ
-//   reduce_grad:  1 pred, 2 target, 3 weight, 4 partials, 5 grad     and grad[i] = scale · dℓ/dx
+//   reduce:       1 pred, 2 target, 3 weight, 4 partials, 5 grad   partials[part_base + w·WG + lid] = scale · Σ ℓ,
+//                 and with WITH_GRAD grad[i] = scale · dℓ/dx
 //   grad:         1 pred, 2 target, 3 weight, 4 upstream, 5 grad     grad[i] = scale · dℓ/dx · g, where
 //                 g = upstream[i] with UPSTREAM_EACH (reduction "none"), else upstream[0]
 //   loss:         1 pred, 2 target, 3 weight, 4 out        out[i] = ℓ (reduction "none")
@@ -54,6 +54,7 @@ override LOSS: u32 = 0;
 override BROADCAST: bool = false;
 override WEIGHTED: bool = false;
 override UPSTREAM_EACH: bool = false;
+override WITH_GRAD: bool = false;  // reduce: the gradient in the same pass
 override LANE_RUNS: bool = false;  // elementwise losses: see elementIndex
 override NORM_PIX: bool = false;
 override PATCHIFIED: bool = false;
@@ -187,23 +188,10 @@ fn reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
   var s = vec4<f32>(0.0);
   for (var k = 0u; k < ITEMS4; k++) {
     let v = elementIndex(w, k, lid);
-    if (4u * v < p.count) { s += element(v).l; }
-  }
-  partials[p.part_base + w * WG + lid] = p.scale * dot(s, vec4<f32>(1.0));
-}
-
-@compute @workgroup_size(WG)
-fn reduce_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-  let w = workgroupIndex(wg, nwg);
-  if (w * ITEMS * WG >= p.count) { return; }
-  var s = vec4<f32>(0.0);
-  for (var k = 0u; k < ITEMS4; k++) {
-    let v = elementIndex(w, k, lid);
     if (4u * v < p.count) {
       let r = element(v);
       s += r.l;
-      grad_out[v] = p.scale * r.g;
+      if (WITH_GRAD) { grad_out[v] = p.scale * r.g; }
     }
   }
   partials[p.part_base + w * WG + lid] = p.scale * dot(s, vec4<f32>(1.0));

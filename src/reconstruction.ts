@@ -241,14 +241,19 @@ function pointLoss(
     s: number,
     extra: (i: number) => Binding[],
     partBase: number[] = [],
-    loss: number = LOSSES[kind],
+    overrides: Record<string, number> = {},
   ) =>
     predWindows.forEach((w, i) =>
       engine.run({
         op,
         shader: "reconstruction",
         entry,
-        constants: { ...constants, LOSS: loss, UPSTREAM_EACH: reduction === "none" ? 1 : 0 },
+        constants: {
+          ...constants,
+          LOSS: LOSSES[kind],
+          UPSTREAM_EACH: reduction === "none" ? 1 : 0,
+          ...overrides,
+        },
         params: params(w.count, partBase[i] ?? 0, s),
         buffers: [w.binding, targetWindows[i], weightWindows[i], ...extra(i)],
         workgroups: Math.ceil(w.count / PER_WORKGROUP),
@@ -259,7 +264,7 @@ function pointLoss(
     const out = engine.empty(pred.shape);
     const ow = windows(out);
     const upstream = reduction === "none" ? windowBindings(g) : predWindows.map(() => g);
-    dispatch("grad", scale, (i) => [upstream[i], ow[i].binding], [], loss);
+    dispatch("grad", scale, (i) => [upstream[i], ow[i].binding], [], { LOSS: loss });
     return out;
   };
   const backward = (g: Tensor) => gradPass(g, LOSSES[kind]);
@@ -286,13 +291,12 @@ function pointLoss(
   const partials = engine.empty([partialCount]);
   const partBase = groups.map((_, i) => groups.slice(0, i).reduce((a, b) => a + b, 0) * WG);
   const saved = isRecording() ? engine.empty(pred.shape) : null;
-  const savedWindows = saved ? windows(saved) : [];
-  dispatch(
-    saved ? "reduce_grad" : "reduce",
-    scale,
-    (i) => saved ? [partials, savedWindows[i].binding] : [partials],
-    partBase,
-  );
+  // Without the gradient its binding still needs a buffer of its own (two writable bindings of one buffer are
+  // invalid).
+  const unused = saved ? null : engine.empty([4]);
+  const gradWindows = saved ? windowBindings(saved) : predWindows.map(() => unused!);
+  dispatch("reduce", scale, (i) => [partials, gradWindows[i]], partBase, { WITH_GRAD: saved ? 1 : 0 });
+  unused?.dispose();
   const out = sumToScalar(op, partials);
   partials.dispose();
   return recordFused(out, op, [pred, target], saved, backward, [], targetGrad);
