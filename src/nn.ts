@@ -3,10 +3,10 @@
 // matmul and softmax (CPU reference in src/ref/nn.ts).
 import { composed, noGrad, record } from "./autograd.ts";
 import { type Binding, Params } from "./engine.ts";
-import { add, checkF32, div, greater, maximum, mul, sqrt, square, sub, where } from "./elementwise.ts";
+import { add, checkF32, div, equal, greater, maximum, mul, sqrt, square, sub, where } from "./elementwise.ts";
 import { matmul } from "./matmul.ts";
 import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
-import { checkReduction, type Reduction, softmax, splitLogsumexp, sum } from "./reduce.ts";
+import { checkReduction, max, type Reduction, softmax, splitLogsumexp, sum } from "./reduce.ts";
 import { normalizeAxis, reshape } from "./shape.ts";
 import { assertLive, type Tensor } from "./tensor.ts";
 
@@ -192,7 +192,8 @@ export interface AttentionOptions {
  * Scaled dot-product attention, as torch's F.scaled_dot_product_attention: softmax(q·kᵀ·scale + mask)·v for
  * q [..., Lq, D], k [..., Lk, D] and v [..., Lk, Dv] (batch dims broadcast as matmul's), giving [..., Lq, Dv].
  * Composed of matmul, softmax and elementwise ops, so it forms the scores: O(Lq·Lk) memory per batch item. A
- * query whose keys are all hidden gets NaN, as in PyTorch.
+ * query whose keys the mask all hides attends to nothing: zeros, and no gradient through its row, as PyTorch
+ * 2.5's safe softmax (before, its NaN reached every key's and value's gradient through Pᵀ·dO).
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
   const op = "attention";
@@ -209,8 +210,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
     let scores = keep(mul(keep(matmul(q, k, { transB: true })), scale));
     if (options.mask) scores = keep(add(scores, options.mask));
     if (options.causal) {
-      // −∞ where key j > query i, as torch's (the diagonal always stays seen, so only a mask hides a whole row,
-      // whose query gets NaN, not the keys after it).
+      // −∞ where key j > query i, as torch's (the diagonal always stays seen, so only a mask hides a whole row).
       const hidden = keep(noGrad(() =>
         q.engine.tidy(() => {
           const ids = (n: number) => q.engine.tensor(Float32Array.from({ length: n }, (_, i) => i), [n]);
@@ -219,6 +219,12 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
       ));
       scores = keep(add(scores, hidden));
     }
-    return matmul(keep(softmax(scores, -1)), v);
+    if (!options.mask) return matmul(keep(softmax(scores, -1)), v);
+    // A hidden row's softmax is taken of zeros, so neither it nor its backward (y·(g − Σ g·y)) holds NaN.
+    const hidden = keep(
+      noGrad(() => q.engine.tidy(() => equal(max(scores, -1, { keepDims: true }), -Infinity))),
+    );
+    const probs = keep(softmax(keep(where(hidden, 0, scores)), -1));
+    return matmul(keep(where(hidden, 0, probs)), v);
   });
 }

@@ -602,19 +602,58 @@ test("attention matches the float64 reference, value and gradients, with a mask,
   assertNoLeak(engine, before);
 });
 
-test("attention: causal and a mask together hide a query's every key only where the mask does: NaN, as torch's −∞", async (engine) => {
-  // Lq 3, Lk 5: the mask hides key 0 from query 0, the one key the causal triangle leaves it (once it saw the
-  // causally hidden keys instead, at −1e30). The other rows stay finite.
-  const [lq, lk, d] = [3, 5, 4];
-  using q = engine.tensor(randomArray(lq * d, 61), [1, lq, d]);
-  using k = engine.tensor(randomArray(lk * d, 62), [1, lk, d]);
-  using v = engine.tensor(randomArray(lk * 2, 63), [1, lk, 2]);
-  const hide = new Float32Array(lq * lk);
-  hide[0] = -Infinity;
-  using mask = engine.tensor(hide, [lq, lk]);
-  const out = await take(attention(q, k, v, { causal: true, mask }));
-  assert(Number.isNaN(out[0]) && Number.isNaN(out[1]), `query 0: ${out.slice(0, 2)}`);
-  assert(out.slice(2).every(Number.isFinite), `queries 1 and 2: ${out.slice(2)}`);
+test("attention: a query whose every key is hidden gets zeros and no NaN in any gradient, as torch's safe softmax", async (engine) => {
+  // Lq 3, Lk 5, two batch items: the mask hides key 0 from query 0, the one key the causal triangle leaves it
+  // (once it saw the causally hidden keys instead, at −1e30). Its softmax was NaN, and through Pᵀ·dO every
+  // key's and value's gradient was NaN; torch (2.5 on) gives the row zeros. Without causal, a mask hiding row 1
+  // whole does the same.
+  const [b, lq, lk, d, dv] = [2, 3, 5, 4, 2];
+  const inputs = [[b, lq, d], [b, lk, d], [b, lk, dv], [b, lq, dv]].map((s, i) =>
+    randomArray(size(s), 61 + i)
+  );
+  const causalHide = new Float32Array(lq * lk);
+  causalHide[0] = -Infinity;
+  const rowHide = new Float32Array(lq * lk).fill(-Infinity, lk, 2 * lk);
+  const triangle = Float32Array.from(
+    { length: lq * lk },
+    (_, x) => (x % lk > Math.floor(x / lk) ? -Infinity : 0),
+  );
+  const cases = [
+    {
+      what: "causal + mask",
+      options: { causal: true, mask: causalHide },
+      mask: triangle.map((t, x) => t + causalHide[x]),
+      row: 0,
+    },
+    { what: "mask", options: { mask: rowHide }, mask: rowHide, row: 1 },
+  ];
+  for (const c of cases) {
+    const [out, dq, dk, dvGot] = await attentionOnGpu(engine, inputs, [b, lq, lk, d, dv], c.options);
+    const ref = refAttention(
+      inputs[0],
+      inputs[1],
+      inputs[2],
+      inputs[3],
+      [b, lq, lk, d, dv],
+      1 / Math.sqrt(d),
+      c.mask,
+    );
+    for (
+      const [got, want, name] of [[out, ref.out, "out"], [dq, ref.dq, "dq"], [dk, ref.dk, "dk"], [
+        dvGot,
+        ref.dv,
+        "dv",
+      ]] as const
+    ) {
+      assert(got.every(Number.isFinite), `${c.what} ${name}: ${got}`);
+      // As the plain attention test: sums of ≤ 5 products of values ≤ 1, softmax's 1.5e-5 relative.
+      assertCloseScaled(got, want, 1e-4, `${c.what} ${name}`);
+    }
+    for (let n = 0; n < b; n++) {
+      const row = out.slice((n * lq + c.row) * dv, (n * lq + c.row + 1) * dv);
+      assert(row.every((x) => x === 0), `${c.what}: item ${n} query ${c.row} is ${row}, not zeros`);
+    }
+  }
 });
 
 test("attention: gradients match finite differences; bad shapes throw", async (engine) => {

@@ -143,7 +143,8 @@ export function refAttention(
       const m = Math.max(...s);
       const e = s.map((x) => Math.exp(x - m));
       const total = e.reduce((a, x) => a + x, 0);
-      const p = e.map((x) => x / total);
+      // Every key hidden: the query attends to nothing (torch's safe softmax).
+      const p = e.map((x) => m === -Infinity ? 0 : x / total);
       // out = P·v; dP_j = w_i·v_j; dS = P ∘ (dP − Σ P·dP); dq = dS·k·scale, dk += dS_j q·scale, dv += P_j w_i
       const dp = new Float64Array(lk);
       for (let j = 0; j < lk; j++) {
