@@ -30,7 +30,7 @@ function runner(op: string, ids: Tensor, [batches, len, dim]: [number, number, n
 /**
  * out [B, K, D] = x [B, L, D] at rows ids [B, K] of each batch item, recorded with its scatter-add backward
  * into x. The caller has checked the shapes; `outShape` is out's shape as the op presents it. With `ownIds`,
- * ids are the op's own, disposed with out (or at once when nothing is recorded).
+ * ids are the op's own, disposed with out (or at once when nothing is recorded). `source` names x in errors.
  */
 export function gatherOp(
   op: string,
@@ -39,9 +39,10 @@ export function gatherOp(
   dims: [number, number, number],
   outShape: number[],
   ownIds = false,
+  source = "x",
 ): Tensor {
   const e = x.engine;
-  for (const [what, bytes] of [["x", x.bytes], ["the output", 4 * ids.size * dims[2]]] as const) {
+  for (const [what, bytes] of [[source, x.bytes], ["the output", 4 * ids.size * dims[2]]] as const) {
     if (bytes > e.maxBinding) {
       throw new ShapeError(
         `${op}: ${what} of ${fmtShape(x.shape)} by ids ${fmtShape(ids.shape)} is ${bytes} bytes, over ` +
@@ -100,7 +101,7 @@ export function embedding(ids: Tensor, weight: Tensor): Tensor {
     );
   }
   const [v, d] = weight.shape;
-  return gatherOp(op, weight, ids, [1, v, d], [...ids.shape, d]);
+  return gatherOp(op, weight, ids, [1, v, d], [...ids.shape, d], false, "weight");
 }
 
 /**

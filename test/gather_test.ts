@@ -1,7 +1,7 @@
 import { embedding, gatherRows, grad, mul, ShapeError, sum } from "../src/mod.ts";
 import type { Engine, Tensor } from "../src/mod.ts";
 import { refGatherRows, refScatterAdd } from "../src/ref/gather.ts";
-import { test } from "./harness.ts";
+import { bothKernels, test } from "./harness.ts";
 import {
   assert,
   assertClose,
@@ -200,6 +200,18 @@ test("ids outside the rows give NaN rows, throw at the next readback and add no 
   }
   assertNoLeak(engine, before);
 });
+
+test("embedding: a table over one storage binding is refused by its parameter's name, nothing leaked", () =>
+  bothKernels(async (engine) => {
+    using table = engine.zeros([70_000, 4]);
+    using ids = engine.tensor(Int32Array.of(0, 3), [2], "i32");
+    const before = engine.memory();
+    await assertThrows(() => embedding(ids, table), ShapeError, [
+      "embedding: weight of [70000, 4]",
+      "1120000 bytes",
+    ]);
+    assertNoLeak(engine, before);
+  }, { maxStorageBufferBindingSize: 2 ** 20 }));
 
 test("embedding and gatherRows reject bad arguments with clear errors and leak nothing", async (engine) => {
   using table = engine.tensor(randomArray(12, 1), [4, 3]);
