@@ -2,7 +2,7 @@
 // and std built on them (shaders/reduce.wgsl; CPU reference in src/ref/reduce.ts).
 import { composed, record } from "./autograd.ts";
 import { checkRank, Params, type Window, windows } from "./engine.ts";
-import { checkF32, div, equal, exp, expDiff, minusSplit, mul, sqrt, square, sub } from "./elementwise.ts";
+import { checkF32, div, equal, exp, minusSplit, mul, sqrt, square, sub } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { reshape } from "./shape.ts";
 import { fusesRows, rowSoftmax } from "./softmax.ts";
@@ -393,9 +393,12 @@ function indexOfExtremum(
 
 /** log Σ exp(x) over `axes` (all by default), computed without overflow (running max, online rescaling). */
 export function logsumexp(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
-  return reduction("logsumexp", "logsumexp", x, axes, opts, (g, y) => {
-    // g·softmax = g·exp(x − y)
-    const p = expDiff(x, y);
+  return reduction("logsumexp", "logsumexp", x, axes, opts, (g, _y, axes) => {
+    // g·softmax, as exp((x − m) − log Σ) from the two halves: exp(x − y) would carry y's rounding to f32,
+    // ulp(m) (the gradient 1e-3 off at m = 3e4, every element 1 at m = 1e8).
+    const lse = splitLogsumexp("logsumexp", x, axes);
+    const p = minusSplit("expDiff", x, lse, keptShape(x.shape, axes));
+    lse.dispose();
     const r = mul(p, g);
     p.dispose();
     return r;

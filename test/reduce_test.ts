@@ -477,6 +477,32 @@ leakTest(
 );
 
 leakTest(
+  "logsumexp's gradient keeps f32 precision when the rows' values are large (max 3e4 to 1e8)",
+  async (engine) => {
+    // The gradient is softmax: from exp(x − y), y = m + log Σ rounded to f32 carried ulp(m) into every term
+    // (1e-3 off at m = 3e4; at 1e8 every element got 1). With m and log Σ apart it keeps softmax's bound.
+    const offsets = [3e4, 1e6, 1e8];
+    const base = [0, 0.25, -1, 0.5, -0.5, 2, -2, 1];
+    const x = Float32Array.from(offsets.flatMap((m) => base.map((v) => m + 8 * v)));
+    const shape = [offsets.length, base.length];
+    using t = engine.tensor(x, shape);
+    using w = engine.tensor([1, 2, 3], [3]);
+    const g = engine.tidy(() => grad(sum(mul(logsumexp(t, 1), w)), [t])[0]);
+    assertClose(await take(g), refLogsumexpGrad(x, [1, 2, 3], shape, [1]), softmaxTol, "d logsumexp / dx");
+    // The reference keeps the halves apart too: in float64 m + log 2 rounds to m from |m| ~ 1e15 on.
+    const huge = Float32Array.of(1e17, 1e17, -3e38, -3e38);
+    using h = engine.tensor(huge, [2, 2]);
+    assertClose(
+      await take(logSoftmax(h, 1)),
+      refLogSoftmax(huge, [2, 2], 1),
+      logSoftmaxTol,
+      "logSoftmax at 1e17",
+    );
+  },
+  true,
+);
+
+leakTest(
   "max and min gradients match the reference and finite differences (distinct values)",
   async (engine) => {
     const shape = [4, 6];

@@ -157,12 +157,13 @@ export function refArgExtremum(
   return { data: index, shape: out };
 }
 
-export function refLogsumexp(
+/** Each row's max m and log Σ exp(x − m), apart: m + log Σ rounds to m once |m| passes ~1e15 in float64. */
+function logsumexpHalves(
   x: ArrayLike<number>,
   shape: readonly number[],
   axes: readonly number[],
   keepDims = false,
-): Reduced {
+) {
   const m = refMax(x, shape, axes, keepDims);
   const rows = rowOf(shape, axes);
   const s = new Float64Array(m.data.length);
@@ -170,13 +171,31 @@ export function refLogsumexp(
     const mi = m.data[rows[i]];
     s[rows[i]] += x[i] === mi ? 1 : Math.exp(x[i] - mi);
   }
-  return { data: m.data.map((mi, r) => mi + Math.log(s[r])), shape: m.shape };
+  return { m, logS: s.map(Math.log), rows };
+}
+
+export function refLogsumexp(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  axes: readonly number[],
+  keepDims = false,
+): Reduced {
+  const { m, logS } = logsumexpHalves(x, shape, axes, keepDims);
+  return { data: m.data.map((mi, r) => mi + logS[r]), shape: m.shape };
+}
+
+/** x − logsumexp(x) over `axes`, as (x − m) − log Σ. */
+function minusLogsumexp(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  axes: readonly number[],
+): Float64Array {
+  const { m, logS, rows } = logsumexpHalves(x, shape, axes);
+  return Float64Array.from(rows, (r, i) => (x[i] - m.data[r]) - logS[r]);
 }
 
 export function refLogSoftmax(x: ArrayLike<number>, shape: readonly number[], axis: number): Float64Array {
-  const lse = refLogsumexp(x, shape, [axis]);
-  const rows = rowOf(shape, [axis]);
-  return Float64Array.from(rows, (r, i) => x[i] - lse.data[r]);
+  return minusLogsumexp(x, shape, [axis]);
 }
 
 export function refSoftmax(x: ArrayLike<number>, shape: readonly number[], axis: number): Float64Array {
@@ -221,8 +240,8 @@ export function refLogsumexpGrad(
   shape: readonly number[],
   axes: readonly number[],
 ): Float64Array {
-  const lse = refLogsumexp(x, shape, axes).data;
-  return Float64Array.from(rowOf(shape, axes), (r, i) => g[r] * Math.exp(x[i] - lse[r]));
+  const rows = rowOf(shape, axes);
+  return minusLogsumexp(x, shape, axes).map((v, i) => g[rows[i]] * Math.exp(v));
 }
 
 /** y·(g − Σ g·y) along the axis. */
