@@ -296,6 +296,35 @@ test("gelu and its gradient keep relative precision in the lower tail", async (e
   assertNoLeak(engine, before);
 });
 
+test("tanh keeps f32's relative precision near 0 and saturates to ±1, ±0 and NaN kept", async (engine) => {
+  // An adapter's tanh need only be within WGSL's absolute bound: llvmpipe's was 1e-2 off at 1e-6 and gave 3e-8 for
+  // 1e-20. The kernel's (Cephes' tanhf: 2 ulp below 0.625, exp's few ulp above) holds 1e-6 relative everywhere.
+  const x = [
+    1e-20,
+    -1e-9,
+    1e-6,
+    -1e-4,
+    1e-3,
+    0.1,
+    -0.5,
+    0.6249,
+    0.6251,
+    -1,
+    2,
+    5,
+    -9,
+    10,
+    40,
+    1e30,
+    -Infinity,
+  ];
+  using t = engine.tensor(x, [x.length]);
+  assertClose(await take(tanh(t)), refUnary("tanh", x), { rtol: 1e-6, atol: 0 }, "tanh");
+  using zeros = engine.tensor([0, -0, NaN], [3]);
+  const z = await take(tanh(zeros));
+  assert(Object.is(z[0], 0) && Object.is(z[1], -0) && Number.isNaN(z[2]), `tanh(0, −0, NaN) = ${z}`);
+});
+
 test("silu and softplus keep relative precision in their tails and never overflow, their gradients too", async (engine) => {
   const before = engine.memory();
   {
