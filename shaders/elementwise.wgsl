@@ -101,10 +101,25 @@ fn bits4(x: vec4<f32>, bits: u32) -> vec4<f32> {
   return bitcast<vec4<f32>>((bitcast<vec4<u32>>(x) & vec4<u32>(0u)) | vec4<u32>(bits));
 }
 
+// |a|^n for integers n, |n| < 128, by squaring: x² and x³ exact to a rounding, 10^7 exact, as PyTorch's, where
+// exp2(n·log2 |a|) carries log2's error times n (10^7 came out 9999996). (powC takes b = ±0.5 by sqrt.)
+fn powInt(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+  var r = ONE;
+  var s = abs(a);
+  var k = vec4<u32>(abs(b));
+  for (var i = 0u; i < 7u; i++) {
+    r = select(r, r * s, (k & vec4<u32>(1u)) != vec4<u32>(0u));
+    s *= s;
+    k = k >> vec4<u32>(1u);
+  }
+  return select(r, 1.0 / r, b < ZERO);
+}
+
 // a^b as C's pow and PyTorch have it. WGSL's pow is exp2(b·log2 a), undefined for a < 0 and unreliable at 0 and
-// ∞ (llvmpipe gives 0^-1 = 0), so only finite positive bases take that path: a negative base keeps the sign of
-// an odd integer exponent and is NaN for a non-integer one; 0 and ∞ bases, ∞ exponents, b = 0 and a = 1 (even
-// with a NaN on the other side: both give 1) are set explicitly.
+// ∞ (llvmpipe gives 0^-1 = 0), so only finite positive bases take that path, and only for exponents that are
+// not small integers (powInt): a negative base keeps the sign of an odd integer exponent and is NaN for a
+// non-integer one; 0 and ∞ bases, ∞ exponents, b = 0 and a = 1 (even with a NaN on the other side: both give 1)
+// are set explicitly.
 fn powC(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
   let inf = bits4(a, 0x7f800000u);
   let nan = bits4(a, 0x7fc00000u);
@@ -113,7 +128,9 @@ fn powC(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
   let integer = (b == trunc(b)) & !infB;
   let odd = integer & (b * 0.5 != trunc(b * 0.5));
   let negative = (bitcast<vec4<u32>>(a) & vec4<u32>(0x80000000u)) != vec4<u32>(0u);  // -0 included
-  var r = exp2(b * log2(abs(a)));
+  var r = select(exp2(b * log2(abs(a))), powInt(a, b), integer & (abs(b) < vec4<f32>(128.0)));
+  r = select(r, sqrt(abs(a)), b == vec4<f32>(0.5));
+  r = select(r, 1.0 / sqrt(abs(a)), b == vec4<f32>(-0.5));
   r = select(r, select(ZERO, inf, (b > ZERO) == infA), (a == ZERO) | infA);
   r = select(r, nan, (a < ZERO) & !infA & !integer & !infB);
   r = select(r, -r, negative & odd);

@@ -219,6 +219,18 @@ test("pow follows PyTorch at 0, at negative bases and at NaN, its gradients too"
     assertClose(await take(gb), [db], TOL, `d/db of scalar ${a} ^ tensor ${b}`);
   }
   assertClose(refBinary("pow", column(0), [18], column(1), [18]).data, column(2), TOL, "reference");
+  // Small integer exponents by squaring and 0.5 by sqrt are correctly rounded here, as PyTorch's (through
+  // exp2(b·log2|a|), 10^7 was 9999996 and (−1000)² 999999.875): x², x³, 1/x, 1/x² of integers and 10^k exactly.
+  {
+    const bases = Array.from({ length: 2000 }, (_, i) => i - 1000);
+    using ints = engine.tensor(bases, [bases.length]);
+    for (const b of [1, 2, 3, -1, -2, 0.5]) {
+      const want = bases.map((x) => Math.fround(x ** b));
+      assertClose(await take(pow(ints, b)), want, EXACT, `x^${b} of integers −1000 .. 999`);
+    }
+    using powers = engine.tensor([0, 1, 2, 3, 4, 5, 6, 7], [8]);
+    assertClose(await take(pow(10, powers)), [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7], EXACT, "10^k");
+  }
   assertNoLeak(engine, before);
 });
 
