@@ -511,7 +511,10 @@ export function pow(a: Operand, b: Operand): Tensor {
     }, (g) => weighted(g, binary("powExponentGrad", a, y))));
 }
 
-/** Elementwise maximum (gradient to the larger operand; ties split evenly). Not differentiable w.r.t. scalars. */
+/**
+ * Elementwise maximum (gradient to the larger operand; ties split evenly; where either is NaN, to both, as torch).
+ * Not differentiable w.r.t. scalars.
+ */
 export function maximum(a: Operand, b: Operand): Tensor {
   return extremum("maximum", a, b);
 }
@@ -525,14 +528,17 @@ function extremum(op: "maximum" | "minimum", a: Operand, b: Operand): Tensor {
   const y = binary(op, a, b);
   return record(y, op, inputs(a, b), (g, needs) => {
     const share = (x: Operand, other: Operand) => {
-      // weight 1 where x wins, 0.5 where equal
-      const gt = op === "maximum" ? binary("greater", x, other) : binary("greater", other, x);
+      // weight 1 − [x loses] − 0.5·[equal]: 1 where x wins, 0.5 where equal, and 1 where either is NaN (neither
+      // loses), as torch's
+      const loses = op === "maximum" ? binary("greater", other, x) : binary("greater", x, other);
       const eq = binary("equal", x, other);
       const half = binary("mul", eq, 0.5);
       eq.dispose();
-      const w = binary("add", gt, half);
-      gt.dispose();
+      const lost = binary("add", loses, half);
+      loses.dispose();
       half.dispose();
+      const w = binary("sub", 1, lost);
+      lost.dispose();
       return w;
     };
     return grads(a, b, g, needs, (g) => weighted(g, share(a, b)), (g) => weighted(g, share(b, a)));

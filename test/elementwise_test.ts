@@ -285,6 +285,9 @@ test("NaN propagates like the reference", async (engine) => {
   for (const [name, op] of Object.entries(BINARY)) {
     assertClose(await take(op(t, u)), refBinary(name, [NaN, 1, -1], [3], [2, NaN, 0], [3]).data, TOL, name);
   }
+  // relu's gradient at NaN passes g, as torch's threshold_backward (NaN ≤ 0 is false); it gave 0.
+  const [g] = engine.tidy(() => grad(sum(relu(t)), [t]));
+  assertClose(await take(g), [NaN, 1, -1].map(UNARY_GRAD_REF.relu), EXACT, "relu'");
 });
 
 test("gelu and its gradient keep relative precision in the lower tail", async (engine) => {
@@ -430,16 +433,20 @@ test("binary gradients sum over broadcast dims", async (engine) => {
 test("maximum and minimum send the gradient to the winner, ties split evenly, broadcast dims summed", async (engine) => {
   const before = engine.memory();
   {
-    // Integer values, so ties between a and b come up often; b broadcast along the first dim.
+    // Integer values, so ties between a and b come up often; b broadcast along the first dim. A NaN on either
+    // side gives both the whole gradient, as torch's (neither loses); it gave both 0.
     const a = randomArray(4 * 6, 3, -2.5, 2.5).map(Math.round);
     const b = randomArray(6, 4, -2.5, 2.5).map(Math.round);
+    a[7] = NaN;
+    b[4] = NaN;
     using ta = engine.tensor(a, [4, 6]);
     using tb = engine.tensor(b, [6]);
     for (const [name, op, wins] of [["maximum", maximum, 1], ["minimum", minimum, -1]] as const) {
       const w = randomArray(24, 5);
       using tw = engine.tensor(w, [4, 6]);
       const [ga, gb] = engine.tidy(() => grad(sum(mul(op(ta, tb), tw)), [ta, tb]));
-      const share = (x: number, y: number) => (x === y ? 0.5 : Math.sign(x - y) === wins ? 1 : 0);
+      const share = (x: number, y: number) =>
+        Number.isNaN(x - y) ? 1 : x === y ? 0.5 : Math.sign(x - y) === wins ? 1 : 0;
       const wantA = Float64Array.from(a, (x, i) => w[i] * share(x, b[i % 6]));
       const wantB = new Float64Array(6);
       a.forEach((x, i) => (wantB[i % 6] += w[i] * share(b[i % 6], x)));
@@ -451,7 +458,7 @@ test("maximum and minimum send the gradient to the winner, ties split evenly, br
     const [g] = engine.tidy(() => grad(sum(minimum(ta, 0)), [ta]));
     assertClose(
       await take(g),
-      Float64Array.from(a, (x) => (x === 0 ? 0.5 : x < 0 ? 1 : 0)),
+      Float64Array.from(a, (x) => (Number.isNaN(x) ? 1 : x === 0 ? 0.5 : x < 0 ? 1 : 0)),
       EXACT,
       "minimum(a, 0)",
     );

@@ -54,7 +54,7 @@ export const UNARY_GRAD_REF: Record<string, (x: number) => number> = {
   exp: Math.exp,
   log: (x) => 1 / x,
   sqrt: (x) => 0.5 / Math.sqrt(x),
-  relu: (x) => (x > 0 ? 1 : 0),
+  relu: (x) => (x <= 0 ? 0 : 1), // NaN passes the gradient, as torch's threshold_backward
   gelu: (x) => normalCdf(x) + x * Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI),
   sigmoid: (x) => sigmoid(x) * (1 - sigmoid(x)),
   tanh: (x) => 1 - Math.tanh(x) ** 2,
