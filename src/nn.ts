@@ -79,7 +79,8 @@ function rowParts(op: string, logits: Tensor): [number, number][] {
  * 0/0) and a sum of 0. Only the logits get a gradient. Any other label outside [0, C) makes its row's loss and
  * gradient NaN (and so a mean or sum), and the next readback or sync throws a RangeError naming the labels and
  * the first row (checking on the host would need a readback here). The labels must stay alive until grad() has
- * run. Logits over one storage binding run in parts of rows.
+ * run. Logits over one storage binding run in parts of rows, of at most maxStorageBufferBindingSize / 8 rows in
+ * all (each row's statistics take 8 bytes in one binding: with C ≤ 2 classes, more than its logits).
  */
 export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntropyOptions = {}): Tensor {
   const op = "crossEntropy";
