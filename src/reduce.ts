@@ -1,8 +1,20 @@
 // Reductions over axes: sum, mean, max, min, logsumexp, argmax, argmin, and softmax / logSoftmax, variance
 // and std built on them (shaders/reduce.wgsl; CPU reference in src/ref/reduce.ts).
-import { composed, record } from "./autograd.ts";
+import { composed, noGrad, record } from "./autograd.ts";
 import { checkRank, Params, type Window, windows } from "./engine.ts";
-import { checkF32, div, equal, exp, minusSplit, mul, sqrt, square, sub } from "./elementwise.ts";
+import {
+  add,
+  checkF32,
+  div,
+  equal,
+  exp,
+  maximum,
+  minusSplit,
+  mul,
+  sqrt,
+  square,
+  sub,
+} from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { reshape } from "./shape.ts";
 import { fusesRows, rowSoftmax } from "./softmax.ts";
@@ -199,14 +211,8 @@ function reduce(
     const last = chunks * seg * nwin === 1;
     const count = last ? (half > 0 ? 2 * half : rows) : rows * chunks * seg * nwin * (pairs ? 2 : 1);
     const bytes = count * 4;
-    if (bytes > e.maxBinding) {
-      throw new ShapeError(
-        `${name}: reducing axes [${axes}] of ${fmtShape(x.shape)} leaves ${bytes} bytes of partials, ` +
-          `over maxStorageBufferBindingSize (${e.maxBinding} bytes)`,
-      );
-    }
-    const out = e.empty(last ? outShape : [count], last && op === "argmax" ? "i32" : "f32");
-    parts.forEach((s, w) => {
+    // Window w's dispatch, writing its partials into `out` (with `apart`, a set of its own: win 0 of 1).
+    const dispatch = (s: Slice, w: number, out: Tensor, apart = false) =>
       e.run({
         op: name,
         shader: "reduce",
@@ -225,14 +231,41 @@ function reduce(
           NEGATE: negate && pass === 0 ? 1 : 0,
         },
         params: new Params()
-          .u32(items, chunks, seg, s.first / unit, s.count / unit, s.chunk0 * seg, s.nchunks * seg, nwin)
-          .u32(nwin === 1 ? 0 : w, kept.shape.length, reduced.shape.length).f32(last ? scale : 1, -Infinity)
-          .u32(half)
+          .u32(items, chunks, seg, s.first / unit, s.count / unit, s.chunk0 * seg, s.nchunks * seg)
+          .u32(apart ? 1 : nwin, apart || nwin === 1 ? 0 : w, kept.shape.length, reduced.shape.length)
+          .f32(last ? scale : 1, -Infinity).u32(half)
           .dims(kept.shape).dims(kept.stride.map((st) => st / unit)).dims(reduced.shape).dims(reduced.stride),
         buffers: [s.binding, out],
         workgroups: Math.ceil((kept4 ? Math.ceil(rows / 4) * chunks : s.nchunks * seg) / WG),
       });
-    });
+    if (bytes > e.maxBinding) {
+      // Strided rows over several windows, each window's partials a set of its own: where one set fits, each
+      // is reduced apart and the results combined (a sum of sums, a max of maxes; logsumexp's and argmax's
+      // pairs are not combined so).
+      if (pass === 0 && nwin > 1 && !pairs && bytes / nwin <= e.maxBinding) {
+        const results = parts.map((s, w) => {
+          const partials = e.empty([rows, chunks * seg]);
+          dispatch(s, w, partials, true);
+          const r = reduce(op, name, partials, [1], outShape);
+          partials.dispose();
+          return r;
+        });
+        const combined = noGrad(() =>
+          e.tidy(() => {
+            const total = results.reduce((a, b) => op === "sum" ? add(a, b) : maximum(a, b));
+            return scale === 1 ? total : mul(total, scale);
+          })
+        );
+        for (const r of results) r.dispose();
+        return combined;
+      }
+      throw new ShapeError(
+        `${name}: reducing axes [${axes}] of ${fmtShape(x.shape)} leaves ${bytes} bytes of partials, ` +
+          `over maxStorageBufferBindingSize (${e.maxBinding} bytes)`,
+      );
+    }
+    const out = e.empty(last ? outShape : [count], last && op === "argmax" ? "i32" : "f32");
+    parts.forEach((s, w) => dispatch(s, w, out));
     if (source !== x) source.dispose();
     if (last) return out;
     len = chunks * seg * nwin;

@@ -660,7 +660,7 @@ test("softmax and logSoftmax along the last axis, one workgroup a row: values an
     assertNoLeak(engine, before);
   }, { maxComputeWorkgroupsPerDimension: 64 }));
 
-test("softmax and logSoftmax whose output is over one binding run in parts along the leading dim", () =>
+test("over one binding: softmax and logSoftmax run in parts along the leading dim, strided sums a window at a time", () =>
   // On engines that bind at most 1 MiB, outputs of 1.2 to 1.6 MiB. The log-sum-exp varies along the leading
   // dim (axis 1 of [300, 1001], whose rows line up with the 256-byte alignment only every 64 rows; axis 1 of
   // [40, 7, 1000]) or is broadcast along it (axis 0 of [301, 1000]; the one row of a 1-D tensor).
@@ -697,6 +697,23 @@ test("softmax and logSoftmax whose output is over one binding run in parts along
         if (scaled) assertCloseScaled(got, expected, softmaxTol.rtol, what);
         else assertClose(got, expected, gradTol, what);
       }
+    }
+    {
+      // Axis 0 of [4, 300, 512] (2.4 MB, three 1 MiB windows): strided rows each window sees all of, whose
+      // partials (a set per window, 1.8 MB) were refused; each set is reduced apart and the results combined
+      // (layerNorm's gradient for a [300, 512] weight is this sum). Sums of 4 in some order: sumTol(4).
+      const shape = [4, 300, 512];
+      const x = randomArray(size(shape), 17);
+      using t = engine.tensor(x, shape);
+      assertClose(await take(sum(t, 0)), refSum(x, shape, [0]).data, sumTol(4), "sum over windows");
+      assertClose(await take(mean(t, 0)), refMean(x, shape, [0]).data, sumTol(4), "mean over windows");
+      assertClose(await take(max(t, 0)), refMax(x, shape, [0]).data, exact, "max over windows");
+      assertClose(
+        await take(min(t, [0])),
+        refMax(x.map((v) => -v), shape, [0]).data.map((v) => -v),
+        exact,
+        "min",
+      );
     }
     // A leading index alone over the binding (1.2 MiB) cannot be cut: the error names the limit.
     const wide = engine.zeros([2, 300_000]);
