@@ -580,11 +580,6 @@ function grads(
   return operands.map(([x, f], i) => (needs[i] ? unbroadcast(f(g), (x as Tensor).shape) : null));
 }
 
-/** exp(a − b), broadcasting (no gradient): softmax's exp(x − logsumexp(x)) in one pass. */
-export function expDiff(a: Tensor, b: Tensor): Tensor {
-  return binary("expDiff", a, b);
-}
-
 /**
  * 1 where a == b else 0, an f32 mask (no gradient). a and b are f32, or both i32 or both u32 (compared exactly,
  * beyond f32's 2^24), so `equal(argmax(logits, 1), labels)` marks the hits; a number beside an integer tensor
@@ -620,7 +615,7 @@ function compare(op: "equal" | "greater", a: Operand, b: Operand): Tensor {
 }
 
 /** a where mask ≠ 0 (keepWhere) or = 0 (keepUnless), else 0, broadcasting; a's gradient takes the same mask. */
-function masked(op: "keepWhere" | "keepUnless", a: Operand, mask: Tensor): Tensor {
+export function masked(op: "keepWhere" | "keepUnless", a: Operand, mask: Tensor): Tensor {
   const out = binary(op, a, mask);
   if (typeof a === "number") return out;
   return record(out, "where", [a, mask], (g) => [unbroadcast(binary(op, g, mask), a.shape), null]);

@@ -3,7 +3,20 @@
 // matmul and softmax (CPU reference in src/ref/nn.ts).
 import { composed, noGrad, record } from "./autograd.ts";
 import { type Binding, Params } from "./engine.ts";
-import { add, checkF32, div, equal, greater, maximum, mul, sqrt, square, sub, where } from "./elementwise.ts";
+import {
+  add,
+  checkF32,
+  div,
+  equal,
+  greater,
+  masked,
+  maximum,
+  mul,
+  sqrt,
+  square,
+  sub,
+  where,
+} from "./elementwise.ts";
 import { matmul } from "./matmul.ts";
 import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
 import { checkReduction, max, type Reduction, softmax, splitLogsumexp, sum } from "./reduce.ts";
@@ -208,24 +221,27 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
   const scale = options.scale ?? 1 / Math.sqrt(d);
   if (!Number.isFinite(scale)) throw new RangeError(`${op}: scale must be finite, got ${scale}`);
   return composed((keep) => {
-    let scores = keep(mul(keep(matmul(q, k, { transB: true })), scale));
-    if (options.mask) scores = keep(add(scores, options.mask));
+    const scores = keep(mul(keep(matmul(q, k, { transB: true })), scale));
+    // What is added to the scores: the mask and the causal triangle, in the mask's shape (not the scores').
+    let bias = options.mask;
     if (options.causal) {
       // −∞ where key j > query i, as torch's (the diagonal always stays seen, so only a mask hides a whole row).
-      const hidden = keep(noGrad(() =>
+      const triangle = keep(noGrad(() =>
         q.engine.tidy(() => {
           const ids = (n: number) => q.engine.tensor(Float32Array.from({ length: n }, (_, i) => i), [n]);
           return where(greater(ids(lk), reshape(ids(lq), [lq, 1])), -Infinity, 0);
         })
       ));
-      scores = keep(add(scores, hidden));
+      bias = bias ? keep(add(bias, triangle)) : triangle;
     }
-    if (!options.mask) return matmul(keep(softmax(scores, -1)), v);
-    // A hidden row's softmax is taken of zeros, so neither it nor its backward (y·(g − Σ g·y)) holds NaN.
+    if (!options.mask) return matmul(keep(softmax(bias ? keep(add(scores, bias)) : scores, -1)), v);
+    // A hidden row gets no bias, so its softmax (and that backward, y·(g − Σ g·y)) holds no NaN, and then
+    // probabilities of 0: two small passes over the bias and one over the probabilities.
+    const added = bias!;
     const hidden = keep(
-      noGrad(() => q.engine.tidy(() => equal(max(scores, -1, { keepDims: true }), -Infinity))),
+      noGrad(() => q.engine.tidy(() => equal(max(added, -1, { keepDims: true }), -Infinity))),
     );
-    const probs = keep(softmax(keep(where(hidden, 0, scores)), -1));
-    return matmul(keep(where(hidden, 0, probs)), v);
+    const probs = keep(softmax(keep(add(scores, keep(masked("keepUnless", added, hidden)))), -1));
+    return matmul(keep(masked("keepUnless", probs, hidden)), v);
   });
 }
