@@ -56,6 +56,16 @@ interface DataCheck {
   describe: (words: Uint32Array) => string | null;
 }
 
+/** A host value as an error message shows it: JSON where it has one, else its kind. */
+function describeValue(v: unknown): string {
+  if (typeof v === "bigint") return `${v}n (BigInt ids: Int32Array.from(data, Number))`;
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return Object.prototype.toString.call(v);
+  }
+}
+
 /** One compute dispatch, as an op describes it to the runner. */
 export interface Kernel {
   /** The op's public name, used in error messages. */
@@ -300,7 +310,7 @@ export class Engine {
       if (typeof data[i] !== "number") {
         const hint = Array.isArray(data[i]) ? " (nested arrays: pass data.flat(Infinity) and the shape)" : "";
         throw new TypeError(
-          `tensor: element ${i} is ${JSON.stringify(data[i]) ?? data[i]}, not a number${hint}`,
+          `tensor: element ${i} is ${describeValue(data[i])}, not a number${hint}`,
         );
       }
     }

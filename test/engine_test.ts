@@ -221,6 +221,16 @@ test("host data that a dtype does not hold is refused, not wrapped, before anyth
   const parsed = [1, "2.5", null] as unknown as number[];
   await assertThrows(() => engine.tensor(parsed), TypeError, ["element 1", '"2.5"', "not a number"]);
   await assertThrows(() => engine.tensor([0, undefined] as unknown as number[]), TypeError, ["undefined"]);
+  const bigIds = [1n, 2n] as unknown as number[];
+  await assertThrows(() => engine.tensor(bigIds, [2], "i32"), TypeError, [
+    "element 0",
+    "1n",
+    "Int32Array.from",
+  ]);
+  const circular: unknown[] = [];
+  circular.push(circular);
+  await assertThrows(() => engine.tensor(circular as number[]), TypeError, ["element 0", "[object Array]"]);
+  await assertThrows(() => engine.tensor([Symbol("id")] as unknown as number[]), TypeError, ["Symbol(id)"]);
   const dtype = "float32" as DType;
   await assertThrows(() => engine.tensor([1.5], [1], dtype), TypeError, ["tensor", "float32"]);
   await assertThrows(() => engine.zeros([1], dtype), TypeError, ["full", "float32"]);
