@@ -27,8 +27,10 @@ const LOSSES = { mse: 0, l1: 1, huber: 2, smoothL1: 3, bceWithLogits: 4 } as con
 const BCE_TARGET = 5;
 const DTYPES = { f32: 0, i32: 1, u32: 2 } as const;
 // maskedMSE: an invocation loops about 3·patch²·C / 64 times; this keeps it near 3,000 (llvmpipe's loop cap).
-// The `_lanes` entries (one patch per invocation) loop under 52,000 times for it.
 const MAX_PATCH_PIXELS = 65536;
+// The `_lanes` entries (one patch per invocation) take a patch only where their walks (lanePasses) stay under
+// this, well below llvmpipe's 65,535: every pass of every loop counts there, its exit test included.
+const LANES_LOOP_BUDGET = 32768;
 const MASKED_LANES_WG = 64;
 // ssim: an invocation loops window + 3 times (the window is applied as two 1-D passes); params hold the first
 // (window + 1) / 2 taps, 32 at most.
@@ -303,6 +305,16 @@ function pointLoss(
 }
 
 /**
+ * Loop passes of one `_lanes` invocation (reconstruction.wgsl laneLoss, laneLossGrad, laneTargetMoments): a walk
+ * of nested (c, py, px4) loops, each loop's passes counted with its exit test, twice with normPix (the target's
+ * moments take a walk of their own).
+ */
+function lanePasses(channels: number, patch: number, normPix: boolean): number {
+  const walk = channels * (1 + (patch + 1) + patch * (patch / 4 + 1)) + 1;
+  return (normPix ? 2 : 1) * walk;
+}
+
+/**
  * MAE's loss: images [N, C, H, W] cut into patch×patch patches (L per image), the mean squared error over the
  * pixels of each patch, averaged over patches with `mask` [N, L] as weights (1 = masked, reconstructed):
  * Σ mask·mse(patch) / Σ mask. `pred` is [N, C, H, W] like `target`, or MAE's patchified [N, L, patch²·C]
@@ -364,8 +376,9 @@ export function maskedMSE(
   checkFits(op, engine, target.shape);
   const patches = n * perImage;
   const msum = sumToScalar(op, mask);
-  // CPU adapters: one patch per invocation, reading vec4s along patch rows.
-  const lanes = engine.cpuKernels && patch % 4 === 0;
+  // CPU adapters: one patch per invocation, reading vec4s along patch rows, where its walks fit the loop budget.
+  const lanes = engine.cpuKernels && patch % 4 === 0 &&
+    lanePasses(target.shape[1], patch, normPix) <= LANES_LOOP_BUDGET;
   const run = (entry: string, buffers: Binding[]) =>
     engine.run({
       op,

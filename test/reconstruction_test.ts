@@ -398,6 +398,15 @@ test("maskedMSE: normPix stays accurate for targets far from zero", () =>
     await checkMasked(engine, [2, 1, 8, 12], 4, true, true, "f32", 951, values);
   }));
 
+test("maskedMSE: small patches of many channels stay under the loop cap (normPix walks the patch twice)", () =>
+  // With cpuKernels a patch of 4 or 8 took the one-patch-per-invocation entries whatever C was; with normPix
+  // [1, 2240, 4, 4] and [1, 960, 8, 8] passed llvmpipe's 65,535 loop passes there and came out 5% to 93% off,
+  // silently. Such patches now go to the workgroup entries.
+  bothKernels(async (engine) => {
+    await checkMasked(engine, [1, 2240, 4, 4], 4, true, false, "f32", 960);
+    await checkMasked(engine, [1, 960, 8, 8], 8, true, true, "f32", 961);
+  }));
+
 test("maskedMSE: more than 65,535 patches (workgroups laid over x and y)", async (engine) => {
   await checkMasked(engine, [2, 1, 512, 512], 2, true, false, "f32", 77);
 });
