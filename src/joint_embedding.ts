@@ -286,7 +286,12 @@ export interface TiCoOptions {
 export function tico(za: Tensor, zb: Tensor, options: TiCoOptions): Tensor {
   const op = "tico";
   const [n, d] = checkSameViews(op, [["za", za], ["zb", zb]]);
-  const c = options.covariance;
+  const c = options?.covariance;
+  if (c === undefined) {
+    throw new TypeError(
+      `${op}: needs options.covariance, the running [${d}, ${d}] covariance (engine.zeros to start)`,
+    );
+  }
   checkF32(op, c);
   if (c.shape.length !== 2 || c.shape[0] !== d || c.shape[1] !== d) {
     throw new ShapeError(

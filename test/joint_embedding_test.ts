@@ -17,6 +17,7 @@ import {
   swav,
   type Tensor,
   tico,
+  type TiCoOptions,
   uniformity,
   vicreg,
 } from "../src/mod.ts";
@@ -795,6 +796,11 @@ test("tico: update false leaves the covariance; gradients match finite differenc
       "[4, 4]",
     ]);
     await assertThrows(() => tico(za, zb, { covariance, beta: 1.5 }), RangeError, ["beta", "1.5"]);
+    // JavaScript callers may leave out the options (its running covariance): named, not a property read of undefined.
+    await assertThrows(() => tico(za, zb, undefined as unknown as TiCoOptions), TypeError, [
+      "tico",
+      "options.covariance",
+    ]);
   }
   assertNoLeak(engine, before);
 });
