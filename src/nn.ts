@@ -236,7 +236,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
     }
     if (!options.mask) return matmul(keep(softmax(bias ? keep(add(scores, bias)) : scores, -1)), v);
     // A hidden row gets no bias, so its softmax (and that backward, y·(g − Σ g·y)) holds no NaN, and then
-    // probabilities of 0: two small passes over the bias and one over the probabilities.
+    // probabilities of 0: three small passes over the bias (its shape) and one over the probabilities.
     const added = bias!;
     const hidden = keep(
       noGrad(() => q.engine.tidy(() => equal(max(added, -1, { keepDims: true }), -Infinity))),
