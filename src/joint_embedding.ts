@@ -293,6 +293,7 @@ export function tico(za: Tensor, zb: Tensor, options: TiCoOptions): Tensor {
     );
   }
   checkF32(op, c);
+  if (c.engine !== za.engine) throw new Error(`${op}: covariance and views belong to different engines`);
   if (c.shape.length !== 2 || c.shape[0] !== d || c.shape[1] !== d) {
     throw new ShapeError(
       `${op}: covariance ${fmtShape(c.shape)} must be [${d}, ${d}] for za ${fmtShape(za.shape)}`,
@@ -341,8 +342,10 @@ function checkSameViews(op: string, views: readonly (readonly [string, Tensor])[
 
 const named = (what: string, views: readonly Tensor[]) => views.map((t, i) => [`${what}[${i}]`, t] as const);
 
-function checkCenter(op: string, center: Tensor, k: number): void {
+/** A [K] center of the views' engine (`view`: one of them). */
+function checkCenter(op: string, center: Tensor, k: number, view: Tensor): void {
   checkF32(`${op}: center`, center);
+  if (center.engine !== view.engine) throw new Error(`${op}: center and views belong to different engines`);
   if (!sameShape(center.shape, [k])) {
     throw new ShapeError(
       `${op}: center ${fmtShape(center.shape)} must be [${k}], one value per column of the views`,
@@ -400,7 +403,7 @@ export function dino(teacher: readonly Tensor[], student: readonly Tensor[], opt
   const op = "dino";
   checkViewCounts(op, teacher.length, student.length, "teacher");
   const [, k] = checkSameViews(op, [...named("teacher", teacher), ...named("student", student)]);
-  checkCenter(op, options.center, k);
+  checkCenter(op, options.center, k, teacher[0]);
   const teacherTemp = checkNonNegative(op, "teacherTemp", options.teacherTemp ?? 0.04, true);
   const studentTemp = checkNonNegative(op, "studentTemp", options.studentTemp ?? 0.1, true);
   return composed((keep) => {
@@ -490,6 +493,9 @@ export function swav(
     }
     queue.forEach((x, i) => {
       checkF32(`${op}: queue[${i}]`, x);
+      if (x.engine !== high[0].engine) {
+        throw new Error(`${op}: queue[${i}] and views belong to different engines`);
+      }
       if (x.shape.length !== 2 || x.shape[1] !== k) {
         throw new ShapeError(
           `${op}: queue[${i}] ${fmtShape(x.shape)} is not [Q, ${k}] like high[0] [${b}, ${k}]`,
@@ -611,7 +617,7 @@ export function dinoCenter(
   const op = "dinoCenter";
   if (teacher.length === 0) throw new RangeError(`${op}: no teacher views given`);
   const [, k] = checkSameViews(op, named("teacher", teacher));
-  checkCenter(op, center, k);
+  checkCenter(op, center, k, teacher[0]);
   noGrad(() => {
     const rows = teacher.length > 1 ? concat(teacher, 0) : teacher[0];
     const batch = mean(rows, 0);

@@ -36,7 +36,7 @@ import {
   refUniformity,
   refVICReg,
 } from "../src/ref/joint_embedding.ts";
-import { test } from "./harness.ts";
+import { bothKernels, test } from "./harness.ts";
 import {
   assert,
   assertClose,
@@ -822,4 +822,30 @@ test("hypersphere: value and gradients match the float64 reference", async (engi
     close(await take(gb), ref.dz2, `${what} dzb`);
   }
   assertNoLeak(engine, before);
+});
+
+test("dino, dinoCenter, swav and tico name a center, queue or covariance from another engine", async () => {
+  // The two kernel variants' engines are two engines: each state tensor is made on the other one.
+  const engines: Engine[] = [];
+  await bothKernels((e) => {
+    engines.push(e);
+    return Promise.resolve();
+  });
+  const [mine, other] = engines;
+  const before = mine.memory();
+  {
+    using v = mine.randn([4, 6], { seed: 1 });
+    using center = other.zeros([6]);
+    using queue = other.zeros([3, 6]);
+    using covariance = other.zeros([6, 6]);
+    const elsewhere = "belong to different engines";
+    await assertThrows(() => dino([v], [v, v], { center }), Error, ["dino: center", elsewhere]);
+    await assertThrows(() => dinoCenter(center, [v]), Error, ["dinoCenter: center", elsewhere]);
+    await assertThrows(() => swav([v, v], [], { queue: [queue, queue] }), Error, [
+      "swav: queue[0]",
+      elsewhere,
+    ]);
+    await assertThrows(() => tico(v, v, { covariance }), Error, ["tico: covariance", elsewhere]);
+  }
+  assertNoLeak(mine, before);
 });
