@@ -341,10 +341,10 @@ fn masked_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
 // ---- masked patch MSE, one patch per invocation (CPU adapters) ----------------------------------------------
 // Invocation q walks patch q in nested (c, py, px) loops reading vec4s along px (P a multiple of 4): no divisions
 // per pixel and no workgroup tree, which a CPU adapter pays per lane and per SIMD group. Rows are summed apart,
-// then the rows (≤ 4·C·P terms). Loops: C·(P²/4 + 2P + 2) + 1 passes a walk, exit tests counted (as llvmpipe's
-// cap counts them), twice with NORM_PIX (its moments take a walk of their own); src/reconstruction.ts takes this
-// path only where that stays under its budget (lanePasses). pred runs along px with stride PRED_STRIDE: 1 in
-// image layout or patchified with C = 1, else C (read element by element).
+// then the rows (≤ 4·C·P terms). Loops: about C·(P²/4 + 2P + 2) + 1 passes a walk with exit tests counted
+// (llvmpipe's cap stopped ~7% above that estimate), twice with NORM_PIX (its moments take a walk of their own);
+// src/reconstruction.ts takes this path only where lanePasses is under half the cap. pred runs along px with
+// stride PRED_STRIDE: 1 in image layout or patchified with C = 1, else C (read element by element).
 
 @group(0) @binding(1) var<storage, read> lane_pred: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> lane_tgt: array<vec4<f32>>;
