@@ -202,6 +202,7 @@ fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     case 29u: { return select(ZERO, ONE, greater4(a, b)); }
     case 30u: { return select(ZERO, a, nonzero4(b)); }  // where: a where b ≠ 0, else 0
     case 31u: { return select(a, ZERO, nonzero4(b)); }  // a where b = ±0, else 0
+    case 32u: { return select(ZERO, ONE, equal4(a, b) | (isNan4(a) & isNan4(b))); }  // max's ties, NaN a tie
     // backward: a is the incoming gradient, b the saved forward input or output
     case 40u: { return select(a, ZERO, b <= ZERO); }  // relu'(x); at NaN g passes, as torch's threshold_backward
     case 41u: { return a * (normalCdf(b) + b * 0.3989422804014327 * exp(-0.5 * b * b)); }   // gelu'(x)

@@ -40,6 +40,7 @@ const BINARY = {
   greater: 29,
   keepWhere: 30,
   keepUnless: 31,
+  equalOrBothNan: 32,
   reluBackward: 40,
   geluBackward: 41,
   sigmoidBackward: 42,
@@ -587,6 +588,11 @@ function grads(
  */
 export function equal(a: Operand, b: Operand): Tensor {
   return compare("equal", a, b);
+}
+
+/** 1 where a == b or both are NaN, else 0 (f32 only): the elements a max or min reduction took, NaN winning. */
+export function equalOrBothNan(a: Tensor, b: Tensor): Tensor {
+  return binary("equalOrBothNan", a, b);
 }
 
 /** 1 where a > b else 0, an f32 mask (no gradient); operands as `equal`'s. */

@@ -6,7 +6,7 @@ import {
   add,
   checkF32,
   div,
-  equal,
+  equalOrBothNan,
   exp,
   maximum,
   minusSplit,
@@ -366,9 +366,12 @@ function squaredSpread(op: string, x: Tensor, axes: number | number[] | undefine
   });
 }
 
-/** g shared evenly among the elements of x equal to y, the extremum of their row: max's and min's gradient. */
+/**
+ * g shared evenly among the elements of x equal to y, the extremum of their row (its NaNs, where it has one, as
+ * torch's max() gives them the gradient): max's and min's gradient.
+ */
 function toExtrema(x: Tensor, g: Tensor, y: Tensor, axes: number[]): Tensor {
-  const mask = equal(x, y);
+  const mask = equalOrBothNan(x, y);
   const ties = sum(mask, axes, { keepDims: true });
   const share = div(g, ties);
   ties.dispose();

@@ -540,6 +540,21 @@ leakTest("max and min gradients split ties evenly", async (engine) => {
   }
 });
 
+leakTest("max and min gradients go to a row's NaNs, as torch's max() has them", async (engine) => {
+  // NaN wins the reduction, so it takes the gradient (split between NaNs); an equal ordinary maximum takes none.
+  const x = [1, NaN, 3, NaN, NaN, 5, 2, 2, 0];
+  const shape = [3, 3];
+  using t = engine.tensor(x, shape);
+  const w = [1, 2, 0];
+  using g = engine.tensor(w, [3]);
+  for (const [op, sign] of [[max, 1], [min, -1]] as const) {
+    const [dx] = engine.tidy(() => grad(sum(mul(op(t, 1), g)), [t]));
+    const want = refMaxGrad(x.map((v) => sign * v), w, shape, [1]);
+    assertClose(await take(dx), want, exact, op.name);
+    assertClose(want, [0, 1, 0, 1, 1, 0, 0, 0, 0], exact, `reference ${op.name}`);
+  }
+});
+
 leakTest("softmax and logSoftmax gradients match the reference and finite differences", async (engine) => {
   const shape = [4, 3, 5];
   const x = randomArray(size(shape), 41, -2, 2);

@@ -221,7 +221,7 @@ export function refMeanGrad(
   return refSumGrad(g, shape, axes).map((v) => v / n);
 }
 
-/** The gradient goes to the maximal elements of each row, split evenly between ties. */
+/** The gradient goes to the maximal elements of each row (its NaNs, where it has one), split evenly between ties. */
 export function refMaxGrad(
   x: ArrayLike<number>,
   g: ArrayLike<number>,
@@ -230,8 +230,9 @@ export function refMaxGrad(
 ): Float64Array {
   const m = refMax(x, shape, axes).data;
   const rows = rowOf(shape, axes);
-  const ties = refSum(Float64Array.from(x, (v, i) => (v === m[rows[i]] ? 1 : 0)), shape, axes).data;
-  return Float64Array.from(rows, (r, i) => (x[i] === m[r] ? g[r] / ties[r] : 0));
+  const took = (i: number) => x[i] === m[rows[i]] || (Number.isNaN(x[i]) && Number.isNaN(m[rows[i]]));
+  const ties = refSum(Float64Array.from(x, (_, i) => (took(i) ? 1 : 0)), shape, axes).data;
+  return Float64Array.from(rows, (r, i) => (took(i) ? g[r] / ties[r] : 0));
 }
 
 export function refLogsumexpGrad(
