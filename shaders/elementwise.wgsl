@@ -140,6 +140,17 @@ fn powC(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
   return select(r, ONE, (b == ZERO) | (a == ONE));
 }
 
+// log, set where adapters go wrong: NaN below 0 (SwiftShader gives ln|x|), −∞ at ±0 (SwiftShader gives −88) and
+// right for subnormals, where llvmpipe's gives about −88 for every one (log(1e-40) is −92.1): a subnormal is its
+// bits b times 2^-149, and b converts to f32 exactly, so its log is log(f32(b)) − 149·ln 2.
+fn logC(x: vec4<f32>) -> vec4<f32> {
+  let b = bitcast<vec4<u32>>(x);
+  let subnormal = (b > vec4<u32>(0u)) & (b < vec4<u32>(0x800000u));
+  var r = select(log(x), log(vec4<f32>(b)) - 103.27892990343185, subnormal);
+  r = select(r, bits4(x, 0xff800000u), (b & vec4<u32>(0x7fffffffu)) == vec4<u32>(0u));
+  return select(r, bits4(x, 0x7fc00000u), x < ZERO);
+}
+
 // Adapters differ on NaN through exp, tanh or max (SwiftShader: exp(NaN) = Inf, max(NaN, 3) = 3; llvmpipe:
 // tanh(NaN) = -1). Every op here returns a NaN input unchanged, as the float64 reference does; pow (which has
 // its own NaN rules), comparisons and backward ops (codes ≥ 28) are exempt.
@@ -157,7 +168,7 @@ fn unaryOp(x: vec4<f32>) -> vec4<f32> {
   switch OP {
     case 0u: { return -x; }
     case 1u: { return exp(x); }
-    case 2u: { return select(log(x), bits4(x, 0x7fc00000u), x < ZERO); }   // adapters differ below 0 (ln|x|)
+    case 2u: { return logC(x); }
     case 3u: { return select(sqrt(x), bits4(x, 0x7fc00000u), x < ZERO); }
     case 4u: { return select(ZERO, x, x > ZERO); }                               // relu
     case 5u: { return x * normalCdf(x); }                                        // gelu (exact, erf form)
@@ -216,7 +227,7 @@ fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     }
     case 48u: { return a * sigmoid(b); }                                                   // softplus'(x)
     case 46u: {  // pow's d/db factor y·ln x for (x, y = x^b): 0 where x = 0 and b ≥ 0 (y ≤ 1), as PyTorch
-      let r = select(b * log(a), bits4(a, 0x7fc00000u), (a < ZERO) | isNan4(a) | isNan4(b));
+      let r = select(b * logC(a), bits4(a, 0x7fc00000u), (a < ZERO) | isNan4(a) | isNan4(b));
       return select(r, ZERO, (a == ZERO) & (b <= ONE));
     }
     default: { return a; }

@@ -290,6 +290,15 @@ test("NaN propagates like the reference", async (engine) => {
   assertClose(await take(g), [NaN, 1, -1].map(UNARY_GRAD_REF.relu), EXACT, "relu'");
 });
 
+test("log is right for subnormal inputs and zero", async (engine) => {
+  // llvmpipe's log gave about −88 for every subnormal (−88.02 for 1e-40, whose log is −92.10), SwiftShader's
+  // −88.03 for 0. The kernel takes a subnormal's log from its bits: log(b) − 149·ln 2, a few ulp of 100 → atol
+  // 3e-5 (rtol 1e-7: the normal ones are a few ulp too); ±0 gives −∞.
+  const x = Float32Array.from([1e-40, 1e-45, 1e-39, 1.1e-38, 5e-42, 2 ** -126, 2 ** -126 - 2 ** -149, 0, -0]);
+  using t = engine.tensor(x, [x.length]);
+  assertClose(await take(log(t)), refUnary("log", x), { rtol: 1e-7, atol: 3e-5 }, "log");
+});
+
 test("gelu and its gradient keep relative precision in the lower tail", async (engine) => {
   // gelu(x) = x·Φ(x): at x = −5 it is −1.4e-6, at −12 −2e-32. Computed as 1 + erf(x/√2), Φ cancels to
   // nothing (1.6e-3 relative error at −5, 100% at −10); through erfc it keeps ~1e-7 relative, plus exp's
