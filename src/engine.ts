@@ -66,6 +66,40 @@ function describeValue(v: unknown): string {
   }
 }
 
+/** Rows of numbers nested as a numpy or torch user writes them: [[1, 2], [3, 4]]. */
+export type NestedNumbers = readonly (number | NestedNumbers)[];
+
+/**
+ * A nested plain array's numbers in row-major order and its shape, read off the first element at each depth
+ * (torch.tensor's rule); ragged rows and non-numbers are refused with their place, e.g. data[1][0].
+ */
+function flattenNested(data: readonly unknown[]): { values: number[]; shape: number[] } {
+  const shape: number[] = [];
+  const chain = new Set<unknown>();
+  for (let a: unknown = data; Array.isArray(a); a = a[0]) {
+    if (chain.has(a)) throw new TypeError("tensor: data holds itself (a circular array)");
+    chain.add(a);
+    shape.push(a.length);
+  }
+  const values: number[] = [];
+  const walk = (a: unknown, depth: number, at: string): void => {
+    if (depth < shape.length && Array.isArray(a) && a.length === shape[depth]) {
+      a.forEach((x, i) => walk(x, depth + 1, `${at}[${i}]`));
+    } else if (depth === shape.length && !Array.isArray(a)) {
+      if (typeof a !== "number") throw new TypeError(`tensor: ${at} is ${describeValue(a)}, not a number`);
+      values.push(a);
+    } else {
+      const got = Array.isArray(a) ? `an array of ${a.length}` : describeValue(a);
+      const wants = depth < shape.length ? `an array of ${shape[depth]}` : "a number";
+      throw new ShapeError(
+        `tensor: nested data is ragged: ${at} is ${got} where shape ${fmtShape(shape)} wants ${wants}`,
+      );
+    }
+  };
+  walk(data, 0, "data");
+  return { values, shape };
+}
+
 /** One compute dispatch, as an op describes it to the runner. */
 export interface Kernel {
   /** The op's public name, used in error messages. */
@@ -293,11 +327,16 @@ export class Engine {
   // ---- tensors ---------------------------------------------------------------------------------------------
 
   /**
-   * A tensor from host data; `data` may be a typed array or a plain array of numbers (dtype f32 unless given).
+   * A tensor from host data; `data` may be a typed array, a plain array of numbers, or rows of them nested as
+   * in torch.tensor (`[[1, 2], [3, 4]]`: shape [2, 2] unless `shape` is given; dtype f32 unless given).
    * Values for an i32 or u32 tensor must be integers of its range: they are ids and labels, which wrapping
    * (JavaScript's Int32Array.from) or saturating (`cast`) would silently change.
    */
-  tensor(data: ArrayLike<number> | TypedArray, shape?: readonly number[], dtype?: DType): Tensor {
+  tensor(
+    data: ArrayLike<number> | TypedArray | NestedNumbers,
+    shape?: readonly number[],
+    dtype?: DType,
+  ): Tensor {
     const dt: DType = dtype ??
       (data instanceof Int32Array ? "i32" : data instanceof Uint32Array ? "u32" : "f32");
     checkDType("tensor", dt);
@@ -305,33 +344,35 @@ export class Engine {
       const got = data instanceof Promise ? "a Promise (a missing await?)" : String(data);
       throw new TypeError(`tensor: data must be an array or a typed array of numbers, got ${got}`);
     }
-    // A plain array's strings, nulls and nested arrays would become NaN or 0 in Float32Array.from, silently.
-    for (let i = 0; !ArrayBuffer.isView(data) && i < data.length; i++) {
-      if (typeof data[i] !== "number") {
-        const hint = Array.isArray(data[i]) ? " (nested arrays: pass data.flat(Infinity) and the shape)" : "";
-        throw new TypeError(
-          `tensor: element ${i} is ${describeValue(data[i])}, not a number${hint}`,
-        );
+    let inferred = [data.length];
+    let values = data as ArrayLike<unknown>;
+    if (Array.isArray(data) && Array.isArray(data[0])) ({ values, shape: inferred } = flattenNested(data));
+    // A plain array's strings, nulls and stray arrays would become NaN or 0 in Float32Array.from, silently.
+    for (let i = 0; !ArrayBuffer.isView(values) && i < values.length; i++) {
+      const v = values[i];
+      if (typeof v !== "number") {
+        throw new TypeError(`tensor: element ${i} is ${describeValue(v)}, not a number`);
       }
     }
-    const sh = shape ?? [data.length];
-    if (shapeSize(sh) !== data.length) {
-      throw new ShapeError(`tensor: ${data.length} values do not fill shape ${fmtShape(sh)}`);
+    const numbers = values as ArrayLike<number>;
+    const sh = shape ?? inferred;
+    if (shapeSize(sh) !== numbers.length) {
+      throw new ShapeError(`tensor: ${numbers.length} values do not fill shape ${fmtShape(sh)}`);
     }
     let host: Float32Array | Int32Array | Uint32Array;
     try {
       host = dt === "f32"
-        ? Float32Array.from(data)
+        ? Float32Array.from(numbers)
         : dt === "i32"
-        ? Int32Array.from(data)
-        : Uint32Array.from(data);
+        ? Int32Array.from(numbers)
+        : Uint32Array.from(numbers);
     } catch (e) {
       throw new TypeError(`tensor: data must hold numbers (BigInt ids: Int32Array.from(data, Number)); ${e}`);
     }
-    const converted = dt !== "f32" && !(data instanceof host.constructor);
-    for (let i = 0; converted && i < data.length; i++) {
-      if (!holds(dt, data[i])) {
-        throw new RangeError(`tensor: value ${data[i]} at ${i} is not an integer of ${dt}'s range`);
+    const converted = dt !== "f32" && !(numbers instanceof host.constructor);
+    for (let i = 0; converted && i < numbers.length; i++) {
+      if (!holds(dt, numbers[i])) {
+        throw new RangeError(`tensor: value ${numbers[i]} at ${i} is not an integer of ${dt}'s range`);
       }
     }
     const t = this.empty(sh, dt);

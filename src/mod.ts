@@ -1,6 +1,14 @@
 // pretext: a WebGPU compute engine for self-supervised learning. Ops are functions on tensors; the engine is
 // taken from their inputs. This file is the public surface: helpers the op modules share stay internal.
-export { type Binding, Engine, init, type InitOptions, type Kernel, Params } from "./engine.ts";
+export {
+  type Binding,
+  Engine,
+  init,
+  type InitOptions,
+  type Kernel,
+  type NestedNumbers,
+  Params,
+} from "./engine.ts";
 export { type DType, type GradNode, Tensor, type TypedArray } from "./tensor.ts";
 export { DeviceError, DeviceLostError, KernelError, ShapeError } from "./errors.ts";
 export { grad, noGrad } from "./autograd.ts";

@@ -72,6 +72,18 @@ test("tensors round-trip every dtype and report shape, dtype, size", async (engi
   assertNoLeak(engine, before);
 });
 
+test("nested rows give their shape, as torch.tensor's do", async (engine) => {
+  using m = engine.tensor([[1, 2, 3], [4, 5, 6]]);
+  assertEquals([m.shape, [...(await m.toArray())]], [[2, 3], [1, 2, 3, 4, 5, 6]]);
+  using c = engine.tensor([[[1], [2]], [[3], [4]], [[5], [6]]], undefined, "i32");
+  assertEquals([c.shape, c.dtype, [...(await c.toArray())]], [[3, 2, 1], "i32", [1, 2, 3, 4, 5, 6]]);
+  // A shape that holds as many values reshapes them, as for flat data; one that does not is refused.
+  using r = engine.tensor([[1, 2], [3, 4]], [4]);
+  assertEquals([r.shape, [...(await r.toArray())]], [[4], [1, 2, 3, 4]]);
+  await assertThrows(() => engine.tensor([[1, 2], [3, 4]], [3]), ShapeError, ["4 values", "[3]"]);
+  await assertThrows(() => engine.tensor([[1, -1]], undefined, "u32"), RangeError, ["-1", "u32"]);
+});
+
 test("memory() counts live tensors and freed buffers are reused", async (engine) => {
   const before = engine.memory();
   const a = engine.zeros([1000]);
@@ -215,9 +227,7 @@ test("host data that a dtype does not hold is refused, not wrapped, before anyth
   // A tokenizer's int64 ids: Float32Array.from threw after the tensor was allocated.
   const ids = new BigInt64Array([1n, 2n]) as unknown as Int32Array;
   await assertThrows(() => engine.tensor(ids, [2], "i32"), TypeError, ["tensor", "numbers"]);
-  // A plain array's other values became NaN or 0: nested rows as a numpy user writes them, strings from a CSV.
-  const nested = [[1, 2], [3, 4]] as unknown as number[];
-  await assertThrows(() => engine.tensor(nested), TypeError, ["element 0", "[1,2]", "flat"]);
+  // A plain array's other values became NaN or 0: strings from a CSV, ragged rows, a stray array.
   const parsed = [1, "2.5", null] as unknown as number[];
   await assertThrows(() => engine.tensor(parsed), TypeError, ["element 1", '"2.5"', "not a number"]);
   await assertThrows(() => engine.tensor([0, undefined] as unknown as number[]), TypeError, ["undefined"]);
@@ -227,9 +237,25 @@ test("host data that a dtype does not hold is refused, not wrapped, before anyth
     "1n",
     "Int32Array.from",
   ]);
+  await assertThrows(() => engine.tensor([[1, 2], [3]]), ShapeError, [
+    "ragged",
+    "data[1] is an array of 1",
+    "[2, 2]",
+    "an array of 2",
+  ]);
+  await assertThrows(() => engine.tensor([[1, 2], 3]), ShapeError, ["ragged", "data[1] is 3"]);
+  await assertThrows(() => engine.tensor([[[1], [2]], [[3], [4, 5]]]), ShapeError, ["data[1][1]"]);
+  await assertThrows(() => engine.tensor([[1, "2"]] as unknown as number[][]), TypeError, [
+    "data[0][1]",
+    '"2"',
+  ]);
+  await assertThrows(() => engine.tensor([1, [2]] as unknown as number[]), TypeError, ["element 1", "[2]"]);
   const circular: unknown[] = [];
   circular.push(circular);
-  await assertThrows(() => engine.tensor(circular as number[]), TypeError, ["element 0", "[object Array]"]);
+  await assertThrows(() => engine.tensor(circular as number[]), TypeError, ["circular"]);
+  const inner: unknown[] = [1];
+  const looped = [inner, [inner]];
+  await assertThrows(() => engine.tensor(looped as number[][]), ShapeError, ["data[1][0]", "wants a number"]);
   await assertThrows(() => engine.tensor([Symbol("id")] as unknown as number[]), TypeError, ["Symbol(id)"]);
   const dtype = "float32" as DType;
   await assertThrows(() => engine.tensor([1.5], [1], dtype), TypeError, ["tensor", "float32"]);
