@@ -13,7 +13,7 @@
 // Every accumulator is a vec2: OP 0 sum (x), OP 1 max (x), OP 2 logsumexp as (running max m, Σ exp(v − m)),
 // merged like online softmax; the last pass writes m + log(s), or with SPLIT m and log(s) apart (m at row r,
 // log(s) at p.half + r) for softmax and logSoftmax: (x − m) − log(s) is exact to f32 where x − (m + log s)
-// carries the rounding of m + log s, ulp(m) (2e-3 at |m| = 3e4). OP 3 argmax as (value, reduced index as an
+// carries the rounding of m + log s, ulp(m) (2e-3 at |m| = 3e4); log(s) is NaN for m = +∞ (logSBeside). OP 3 argmax as (value, reduced index as an
 // f32, exact below 2^24): the larger value wins, NaN above all, the lower index among equals (PyTorch's first
 // occurrence); the last pass writes the index's i32 bits. NEGATE reads −x in the first pass: min and argmin are
 // max and argmax of −x (min's last pass scales by −1).
@@ -142,7 +142,7 @@ fn store(o: u32, acc: vec2<f32>) {
     out[2u * o + 1u] = acc.y;
   } else if (SPLIT) {
     out[o] = acc.x;
-    out[p.half + o] = log(acc.y);
+    out[p.half + o] = logSBeside(acc.x, acc.y);
   } else if (OP == 2u) {
     out[o] = acc.x + log(acc.y);
   } else if (OP == 3u) {

@@ -8,7 +8,8 @@
 // and a partials pass.
 //   forward:  LOG: y = (x − m) − log s, else y = exp((x − m) − log s); m the row max and s = Σ exp(x − m),
 //             folded online as reduce.wgsl's logsumexp (NaN wins; m = ±∞ gives no ∞ − ∞). (x − m) − log s
-//             is exact to f32 where x − (m + log s) would carry the rounding of m + log s.
+//             is exact to f32 where x − (m + log s) would carry the rounding of m + log s. A row holding +∞
+//             is NaN throughout (logSBeside), as torch's.
 //                                                                     bindings: 1 x, 2 y
 //   backward: g the gradient of y. LOG: dx = g − exp(y)·Σ g, else dx = y·(g − Σ g·y).
 //                                                                     bindings: 1 y, 2 dx, 3 g
@@ -103,7 +104,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
   }
   let total = combineAll(state, lid, false);
   let m = vec4<f32>(total.x);
-  let logS = vec4<f32>(log(total.y));
+  let logS = vec4<f32>(logSBeside(total.x, total.y));
   for (var q = lid; q < quads; q += WG) {
     let d = (loadA(base, q, 0.0) - m) - logS;
     store(base, q, select(expNaN4(d), d, LOG));

@@ -487,6 +487,19 @@ test("crossEntropy with ignored rows: finite differences for every reduction", a
   assertNoLeak(engine, before);
 });
 
+test("crossEntropy of a row holding +∞ is NaN, its gradient row too, as torch's (the loss was +∞)", async (engine) => {
+  const x = [1, Infinity, 2, 1, Infinity, 2, 3, 0, 4];
+  const labels = [0, 1, 2];
+  using tl = engine.tensor(x, [3, 3]);
+  using ty = engine.tensor(labels, [3], "i32");
+  const tol = { rtol: 1e-6, atol: 1e-7 };
+  const options = { reduction: "none" } as const;
+  assertClose(await take(crossEntropy(tl, ty, options)), refCrossEntropy(x, labels, 3, options), tol, "loss");
+  assertClose(refCrossEntropy(x, labels, 3, options).slice(0, 2), [NaN, NaN], tol, "reference loss");
+  const [g] = engine.tidy(() => grad(sum(crossEntropy(tl, ty, options)), [tl]));
+  assertClose(await take(g), refCrossEntropyGrad(x, labels, 3, [1, 1, 1], options), tol, "gradient");
+});
+
 test("crossEntropy with every row ignored: the mean is NaN (0/0), the sum 0, the gradients 0", async (engine) => {
   const before = engine.memory();
   {

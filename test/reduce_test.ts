@@ -356,8 +356,26 @@ leakTest("NaN and infinities propagate like the reference", async (engine) => {
     assertClose(await take(f(t, 1)), want, exact, name);
   }
   assertClose(await take(logsumexp(t, 1)), refLogsumexp(x, shape, [1]).data, lseTol, "logsumexp");
-  // exp(x − lse) in one pass: NaN where the reference has NaN (an all −∞ row, ∞ − ∞, a NaN input), not ∞.
+  // exp(x − lse) in one pass: NaN where the reference has NaN (an all −∞ row, ∞ − ∞, a NaN input), not ∞. A row
+  // holding +∞ is NaN throughout, as torch's (it gave [0, NaN, 0, 0]); along axis 0 too, which subtracts the
+  // split logsumexp in a pass of its own.
   assertClose(await take(softmax(t, 1)), refSoftmax(x, shape, 1), lseTol, "softmax");
+  assertClose(
+    refSoftmax(x, shape, 1).slice(8, 12),
+    [NaN, NaN, NaN, NaN],
+    exact,
+    "reference softmax of [1, ∞, 2, −∞]",
+  );
+  assertClose(await take(logSoftmax(t, 1)), refLogSoftmax(x, shape, 1), logSoftmaxTol, "logSoftmax");
+  for (
+    const [name, op, ref] of [["softmax", softmax, refSoftmax], [
+      "logSoftmax",
+      logSoftmax,
+      refLogSoftmax,
+    ]] as const
+  ) {
+    assertClose(await take(op(t, 0)), ref(x, shape, 0), logSoftmaxTol, `${name} along axis 0`);
+  }
 });
 
 leakTest("softmax and logSoftmax keep f32 precision at logits near ±1e4 and 3e4", async (engine) => {

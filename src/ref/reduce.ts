@@ -184,14 +184,14 @@ export function refLogsumexp(
   return { data: m.data.map((mi, r) => mi + logS[r]), shape: m.shape };
 }
 
-/** x − logsumexp(x) over `axes`, as (x − m) − log Σ. */
+/** x − logsumexp(x) over `axes`, as (x − m) − log Σ; NaN throughout a row holding +∞, as torch's log_softmax. */
 function minusLogsumexp(
   x: ArrayLike<number>,
   shape: readonly number[],
   axes: readonly number[],
 ): Float64Array {
   const { m, logS, rows } = logsumexpHalves(x, shape, axes);
-  return Float64Array.from(rows, (r, i) => (x[i] - m.data[r]) - logS[r]);
+  return Float64Array.from(rows, (r, i) => m.data[r] === Infinity ? NaN : (x[i] - m.data[r]) - logS[r]);
 }
 
 export function refLogSoftmax(x: ArrayLike<number>, shape: readonly number[], axis: number): Float64Array {
