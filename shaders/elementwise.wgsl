@@ -140,15 +140,37 @@ fn powC(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
   return select(r, ONE, (b == ZERO) | (a == ONE));
 }
 
-// log, set where adapters go wrong: NaN below 0 (SwiftShader gives ln|x|), −∞ at ±0 (SwiftShader gives −88) and
-// right for subnormals, where llvmpipe's gives about −88 for every one (log(1e-40) is −92.1): a subnormal is its
-// bits b times 2^-149, and b converts to f32 exactly, so its log is log(f32(b)) − 149·ln 2.
+// Below zero on the sign bit, −0 not included: SwiftShader flushes a subnormal to 0 before comparing (−1e-40 < 0
+// is false there).
+fn negative4(x: vec4<f32>) -> vec4<bool> {
+  return bitcast<vec4<u32>>(x) > vec4<u32>(0x80000000u);
+}
+
+// log, set where adapters go wrong. NaN below 0 (SwiftShader gives ln|x|) and −∞ at ±0 (SwiftShader gives −88).
+// Near 1 by 2·atanh(t), t = (x − 1)/(x + 1) (x − 1 exact there), to t^9: the built-in need only be within 2^-21
+// absolute, and log(1 − 2^-24) came out 39% (SwiftShader) and 73% (llvmpipe) off. Right for subnormals, where
+// llvmpipe's gives about −88 for every one (log(1e-40) is −92.1): a subnormal is its bits b times 2^-149, and b
+// converts to f32 exactly, so its log is log(f32(b)) − 149·ln 2.
 fn logC(x: vec4<f32>) -> vec4<f32> {
   let b = bitcast<vec4<u32>>(x);
   let subnormal = (b > vec4<u32>(0u)) & (b < vec4<u32>(0x800000u));
   var r = select(log(x), log(vec4<f32>(b)) - 103.27892990343185, subnormal);
+  let d = x - 1.0;
+  let t = d / (x + 1.0);
+  let t2 = t * t;
+  let near = 2.0 * t * (1.0 + t2 * (1.0 / 3.0 + t2 * (0.2 + t2 * (1.0 / 7.0 + t2 / 9.0))));
+  r = select(r, near, abs(d) < vec4<f32>(0.25));
   r = select(r, bits4(x, 0xff800000u), (b & vec4<u32>(0x7fffffffu)) == vec4<u32>(0u));
-  return select(r, bits4(x, 0x7fc00000u), x < ZERO);
+  return select(r, bits4(x, 0x7fc00000u), negative4(x));
+}
+
+// sqrt, NaN below 0 and right for subnormals, which SwiftShader flushes to 0 (sqrt(1e-40) is 1e-20): as log's,
+// from the bits, sqrt(b · 2^-149) = sqrt(f32(b)) · 2^-74.5.
+fn sqrtC(x: vec4<f32>) -> vec4<f32> {
+  let b = bitcast<vec4<u32>>(x);
+  let subnormal = (b > vec4<u32>(0u)) & (b < vec4<u32>(0x800000u));
+  let r = select(sqrt(x), sqrt(vec4<f32>(b)) * 3.743392066509216e-23, subnormal);
+  return select(r, bits4(x, 0x7fc00000u), negative4(x));
 }
 
 // Adapters differ on NaN through exp, tanh or max (SwiftShader: exp(NaN) = Inf, max(NaN, 3) = 3; llvmpipe:
@@ -169,7 +191,7 @@ fn unaryOp(x: vec4<f32>) -> vec4<f32> {
     case 0u: { return -x; }
     case 1u: { return exp(x); }
     case 2u: { return logC(x); }
-    case 3u: { return select(sqrt(x), bits4(x, 0x7fc00000u), x < ZERO); }
+    case 3u: { return sqrtC(x); }
     case 4u: { return select(ZERO, x, x > ZERO); }                               // relu
     case 5u: { return x * normalCdf(x); }                                        // gelu (exact, erf form)
     case 6u: { return sigmoid(x); }
@@ -227,7 +249,7 @@ fn binaryOp(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     }
     case 48u: { return a * sigmoid(b); }                                                   // softplus'(x)
     case 46u: {  // pow's d/db factor y·ln x for (x, y = x^b): 0 where x = 0 and b ≥ 0 (y ≤ 1), as PyTorch
-      let r = select(b * logC(a), bits4(a, 0x7fc00000u), (a < ZERO) | isNan4(a) | isNan4(b));
+      let r = select(b * logC(a), bits4(a, 0x7fc00000u), negative4(a) | isNan4(a) | isNan4(b));
       return select(r, ZERO, (a == ZERO) & (b <= ONE));
     }
     default: { return a; }

@@ -290,13 +290,41 @@ test("NaN propagates like the reference", async (engine) => {
   assertClose(await take(g), [NaN, 1, -1].map(UNARY_GRAD_REF.relu), EXACT, "relu'");
 });
 
-test("log is right for subnormal inputs and zero", async (engine) => {
+test("log is right near 1 and at zero, log and sqrt right for subnormals (NaN for negative ones)", async (engine) => {
+  // The built-in log need only be within 2^-21 absolute: log(1 − 2^-24) came out 39% (SwiftShader) and 73%
+  // (llvmpipe) off; the kernel's series near 1 is within a few ulp: rtol 2e-7 and no atol.
+  const near1 = Float32Array.from([
+    1 - 2 ** -24,
+    1 - 2 ** -21,
+    0.999995,
+    0.99,
+    0.75,
+    0.7499,
+    1 + 2 ** -23,
+    1.2499,
+    1.25,
+  ]);
+  using n = engine.tensor(near1, [near1.length]);
+  assertClose(await take(log(n)), refUnary("log", near1), { rtol: 2e-7, atol: 0 }, "log near 1");
   // llvmpipe's log gave about −88 for every subnormal (−88.02 for 1e-40, whose log is −92.10), SwiftShader's
-  // −88.03 for 0. The kernel takes a subnormal's log from its bits: log(b) − 149·ln 2, a few ulp of 100 → atol
-  // 3e-5 (rtol 1e-7: the normal ones are a few ulp too); ±0 gives −∞.
-  const x = Float32Array.from([1e-40, 1e-45, 1e-39, 1.1e-38, 5e-42, 2 ** -126, 2 ** -126 - 2 ** -149, 0, -0]);
+  // −88.03 for 0 and ln|x| for a negative subnormal (it flushes x to −0 before x < 0). A subnormal's log comes
+  // from its bits, log(b) − 149·ln 2: a few ulp of 100 → atol 3e-5 (rtol 1e-7: the normal ones are a few ulp).
+  const x = Float32Array.from([
+    1e-40,
+    1e-45,
+    1e-39,
+    1.1e-38,
+    5e-42,
+    2 ** -126,
+    2 ** -126 - 2 ** -149,
+    0,
+    -0,
+    -1e-40,
+  ]);
   using t = engine.tensor(x, [x.length]);
   assertClose(await take(log(t)), refUnary("log", x), { rtol: 1e-7, atol: 3e-5 }, "log");
+  // SwiftShader flushed them to 0 for sqrt too (sqrt(1e-40) is 1e-20): the bits again, rounded twice → 2e-7.
+  assertClose(await take(sqrt(t)), refUnary("sqrt", x), { rtol: 2e-7, atol: 0 }, "sqrt");
 });
 
 test("gelu and its gradient keep relative precision in the lower tail", async (engine) => {
