@@ -418,6 +418,22 @@ export class Engine {
   }
 
   /** Live tensors and their bytes; `pooledBytes` are freed buffers kept for reuse. */
+  /** console.log in Deno and Node: the adapter and live memory, not the device's every limit. */
+  [Symbol.for("Deno.customInspect")](): string {
+    return this.toString();
+  }
+
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return this.toString();
+  }
+
+  toString(): string {
+    const { tensors, bytes } = this.memory();
+    return `Engine(${this.adapterName}${
+      this.#lost ? ", device lost" : ""
+    }; ${tensors} tensors, ${bytes} bytes)`;
+  }
+
   memory(): { tensors: number; bytes: number; pooledBytes: number; peakBytes: number } {
     return {
       tensors: this.#live.size,

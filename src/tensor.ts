@@ -117,6 +117,16 @@ export class Tensor {
   toString(): string {
     return `Tensor(${fmtShape(this.shape)}, ${this.dtype}${this.disposed ? ", disposed" : ""})`;
   }
+
+  /** console.log in Deno: the shape and dtype, not the engine's adapter (the values need `await t.toArray()`). */
+  [Symbol.for("Deno.customInspect")](): string {
+    return this.toString();
+  }
+
+  /** console.log in Node, likewise. */
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return this.toString();
+  }
 }
 
 export function shapeSize(shape: readonly number[]): number {

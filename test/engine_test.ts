@@ -84,6 +84,26 @@ test("nested rows give their shape, as torch.tensor's do", async (engine) => {
   await assertThrows(() => engine.tensor([[1, -1]], undefined, "u32"), RangeError, ["-1", "u32"]);
 });
 
+test("console.log shows a tensor's shape and dtype and the engine's adapter, not every device limit", (engine) => {
+  // Deno's and Node's inspect hooks; Deno.inspect itself where the test runs in Deno (not in Chromium).
+  const show = (x: object) => {
+    const hook = (x as Record<symbol, () => string>)[Symbol.for("Deno.customInspect")];
+    assertEquals(
+      hook.call(x),
+      (x as Record<symbol, () => string>)[Symbol.for("nodejs.util.inspect.custom")].call(x),
+    );
+    const deno = (globalThis as { Deno?: { inspect(v: unknown): string } }).Deno;
+    if (deno) assertEquals(deno.inspect(x), hook.call(x));
+    return hook.call(x);
+  };
+  const t = engine.tensor([[1, 2, 3], [4, 5, 6]], undefined, "i32");
+  assertEquals(show(t), "Tensor([2, 3], i32)");
+  assert(show(engine).startsWith(`Engine(${engine.adapterName}; `), show(engine));
+  assert(show(engine).includes(`${engine.memory().tensors} tensors`), show(engine));
+  t.dispose();
+  assertEquals(show(t), "Tensor([2, 3], i32, disposed)");
+});
+
 test("memory() counts live tensors and freed buffers are reused", async (engine) => {
   const before = engine.memory();
   const a = engine.zeros([1000]);
