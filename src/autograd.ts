@@ -170,6 +170,7 @@ export function grad(loss: Tensor, inputs: Tensor[]): Tensor[] {
             )
             : e;
         }
+        for (const gi of inGrads) if (gi) engine.adopt(gi);
         if (!targets.has(t)) {
           g.dispose();
           grads.delete(t);

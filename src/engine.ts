@@ -494,6 +494,14 @@ export class Engine {
   }
 
   /**
+   * Puts `t`, made earlier, in the innermost tidy scope as if made now: grad() owns the gradients backwards
+   * return, a fused loss's gradient kept from its forward among them, and frees them all if a later one throws.
+   */
+  adopt(t: Tensor): void {
+    this.#scopes.at(-1)?.add(t);
+  }
+
+  /**
    * An uninitialised tensor from the pool; ops write their outputs into these. `slackBytes` more of its buffer
    * lie past its end, for a fixed-size window binding that may run past the tensor.
    */

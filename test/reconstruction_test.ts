@@ -2,6 +2,7 @@
 import {
   bceWithLogits,
   type Engine,
+  exp,
   grad,
   huber,
   l1,
@@ -628,4 +629,32 @@ test("reconstruction: bad input throws a clear error and leaks nothing", async (
   a.dispose();
   await assertThrows(() => mse(a, a), Error, ["used after dispose"]);
   for (const t of [b, c, img, mask]) t.dispose();
+});
+
+test("a grad() that throws past a fused loss frees the gradient its forward wrote", async (engine) => {
+  // The loss hands grad() the gradient it wrote in its forward; it leaked, one per failed grad(), when a later
+  // backward (exp's, whose output was disposed) threw.
+  const shape = [2, 3, 4, 4];
+  using x = engine.randn(shape, { seed: 1 });
+  using t = engine.rand(shape, { seed: 2 });
+  using mask = engine.tensor([1, 0, 1, 1, 0, 0, 1, 0], [2, 4]);
+  const losses: [string, (p: Tensor) => Tensor][] = [
+    ["mse", (p) => mse(p, t)],
+    ["l1", (p) => l1(p, t)],
+    ["huber", (p) => huber(p, t)],
+    ["smoothL1", (p) => smoothL1(p, t)],
+    ["bceWithLogits", (p) => bceWithLogits(p, t)],
+    ["maskedMSE", (p) => maskedMSE(p, t, mask, { patch: 2 })],
+  ];
+  for (const [name, loss] of losses) {
+    const before = engine.memory();
+    const [pred, l] = engine.tidy(() => {
+      const pred = exp(x);
+      return [pred, loss(pred)];
+    });
+    pred.dispose();
+    await assertThrows(() => grad(l, [x]), Error, ["exp", "disposed"]);
+    l.dispose();
+    assertNoLeak(engine, before, name);
+  }
 });
