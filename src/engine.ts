@@ -646,6 +646,10 @@ export class Engine {
 
   #bindingResource(op: string, b: Binding): GPUBufferBinding {
     if (b instanceof Tensor) {
+      // Caught here, not by the device: its validation error would drop the whole batch, others' work with it.
+      if (b.engine !== this) {
+        throw new Error(`${op}: tensor ${fmtShape(b.shape)} belongs to another engine than the op's`);
+      }
       if (b.bytes > this.maxBinding) {
         throw new ShapeError(
           `${op}: tensor ${fmtShape(b.shape)} is ${b.bytes} bytes, over maxStorageBufferBindingSize ` +

@@ -7,7 +7,7 @@ import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
 import { matmul } from "./matmul.ts";
 import { normalize } from "./nn.ts";
 import { concat, slice } from "./shape.ts";
-import { assertLive, type Tensor } from "./tensor.ts";
+import { assertLive, checkEngine, type Tensor } from "./tensor.ts";
 import { MAX_K, topk } from "./topk.ts";
 
 const WG = 64;
@@ -33,6 +33,7 @@ export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, op
   checkF32(op, features);
   checkF32(op, bank);
   assertLive(op, bankLabels);
+  checkEngine(op, features, bank, bankLabels);
   const [n, d] = bank.shape;
   const shapes = `features ${fmtShape(features.shape)} and bank ${fmtShape(bank.shape)}`;
   if (features.shape.length !== 2 || bank.shape.length !== 2 || features.shape[1] !== d) {

@@ -14,7 +14,7 @@ import { type Binding, checkFits, checkRank, Params, windowBindings, windows } f
 import { checkF32, div, mul, neg, unbroadcast } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { checkReduction, type Reduction, sum } from "./reduce.ts";
-import { assertLive, sameShape, type Tensor } from "./tensor.ts";
+import { assertLive, checkEngine, sameShape, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 // ITEMS in shaders/reconstruction.wgsl: elements per invocation of a loss pass and partials per invocation of
@@ -117,12 +117,6 @@ function checkBroadcastTo(
     throw new ShapeError(
       `${op}: ${what} ${fmtShape(shape)} does not broadcast to pred ${fmtShape(predShape)}`,
     );
-  }
-}
-
-function checkEngine(op: string, a: Tensor, ...rest: (Tensor | undefined)[]): void {
-  if (rest.some((t) => t && t.engine !== a.engine)) {
-    throw new Error(`${op}: tensors belong to different engines`);
   }
 }
 

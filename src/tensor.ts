@@ -30,6 +30,13 @@ export function assertLive(op: string, t: unknown): asserts t is Tensor {
   if (t.disposed) throw new Error(`${op}: tensor ${fmtShape(t.shape)} ${t.dtype} used after dispose`);
 }
 
+/** Throws unless every tensor given belongs to the first's engine: another engine's buffer is not this device's. */
+export function checkEngine(op: string, a: Tensor, ...rest: (Tensor | null | undefined)[]): void {
+  if (rest.some((t) => t && t.engine !== a.engine)) {
+    throw new Error(`${op}: tensors belong to different engines`);
+  }
+}
+
 /** Throws unless `dtype` is one of DType's (JavaScript callers have no type check). */
 export function checkDType(op: string, dtype: string): void {
   if (dtype !== "f32" && dtype !== "i32" && dtype !== "u32") {

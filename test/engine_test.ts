@@ -6,6 +6,7 @@ import {
   dropout,
   type DType,
   embedding,
+  type Engine,
   exp,
   grad,
   init,
@@ -380,6 +381,26 @@ test("WebGPU validation errors surface as KernelError naming the op", async (eng
   await new Promise((resolve) => setTimeout(resolve, 200));
   await assertThrows(() => engine.sync(), KernelError, ["laterOp"]);
   await assertThrows(() => engine.profile(() => {}, 4000), RangeError, ["maxPasses", "4096", "4000"]);
+});
+
+test("a kernel binding another engine's tensor throws at the op, and the batch's other work survives", async () => {
+  // The device's own validation error would drop the whole batch: an earlier op's result read back as zeros.
+  const engines: Engine[] = [];
+  await bothKernels((e) => {
+    engines.push(e);
+    return Promise.resolve();
+  });
+  const [mine, other] = engines;
+  using x = mine.full([4], 2);
+  using y = mul(x, 10);
+  using foreign = other.zeros([4]);
+  const kernel = { op: "foreignOp", shader: "random", params: new Params().u32(4), workgroups: 1 };
+  await assertThrows(() => mine.run({ ...kernel, buffers: [foreign] }), Error, [
+    "foreignOp",
+    "[4]",
+    "another engine",
+  ]);
+  assertEquals([...(await take(y))], [20, 20, 20, 20]);
 });
 
 test("a dispatch past the workgroup limits throws a ShapeError naming the limit, before any work", async (engine) => {

@@ -161,3 +161,30 @@ test("knnScores refuses mismatched shapes, labels, k, classes and temperature", 
   ]);
   assertNoLeak(engine, before);
 });
+
+test("knnScores names tensors of two engines before it allocates (labels from another lost the batch)", async () => {
+  const engines: Engine[] = [];
+  await bothKernels((e) => {
+    engines.push(e);
+    return Promise.resolve();
+  });
+  const [mine, other] = engines;
+  const before = [mine.memory(), other.memory()];
+  {
+    using f = mine.randn([4, 3], { seed: 1 });
+    using bank = mine.randn([10, 3], { seed: 2 });
+    using labels = mine.zeros([10], "i32");
+    using otherBank = other.randn([10, 3], { seed: 2 });
+    using otherLabels = other.zeros([10], "i32");
+    const elsewhere = ["knnScores", "different engines"];
+    await assertThrows(() => knnScores(f, otherBank, labels, { classes: 2 }), Error, elsewhere);
+    await assertThrows(() => knnScores(f, bank, otherLabels, { classes: 2 }), Error, elsewhere);
+    assertEquals(
+      (await take(knnScores(f, bank, labels, { classes: 2, k: 3 }))).length,
+      8,
+      "the engine works",
+    );
+  }
+  assertNoLeak(mine, before[0]);
+  assertNoLeak(other, before[1]);
+});
