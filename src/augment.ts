@@ -446,133 +446,149 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
   }
   const records = engine.tensor(packed, [packed.length]);
   const temps: Tensor[] = [records];
-  const uniforms = (first: number) =>
-    new Params().u32(n, h, w, oh, ow, tilesX, first, seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0)
-      .u32(RANDOM_TAG.noise + 256 * (options.stream ?? 0), norm ? 1 : 0)
-      .f32(...[0, 1, 2].map((k) => norm?.mean[k] ?? 0), ...[0, 1, 2].map((k) => norm?.std[k] ?? 1));
-  /** One dispatch per chunk: its uniforms, its records window and its sample count (workgroup z). */
-  const perChunk = (fn: (uniforms: Params, window: Binding, count: number) => void) => {
-    for (let k = 0; k < chunks; k++) {
-      const window = { buffer: records.buffer, offset: k * RECORD_WINDOW, size: RECORD_WINDOW };
-      fn(uniforms(k * RECORDS), window, Math.min(RECORDS, n - k * RECORDS));
-    }
-  };
-  // Output rows per view4 invocation: two where no crop is taller than the output (their taps share a row).
-  const viewRows = nv && !unscaled && params.every((q) => q.crop.height <= oh) ? 2 : 1;
-  // Each sample's grayscale sum (contrast blends toward its mean), from partial sums of row segments.
-  let sums = records;
-  if (params.some((q) => q.jitter && q.jitter.contrast !== 1)) {
-    const segments = Math.ceil(oh / viewRows) * tilesX;
-    const partials = engine.empty([n, segments]);
-    perChunk((uniforms, window, count) =>
-      engine.run({
-        op,
-        shader: "augment",
-        entry: nv ? "stats4" : "stats",
-        constants: { WG, TILE, C: c, OC: oc, UNSCALED: +unscaled, ...(nv ? { NV: nv, ROWS: viewRows } : {}) },
-        params: uniforms,
-        buffers: [x, window, partials],
-        workgroups: [Math.ceil(segments / WG), 1, count],
-      })
-    );
-    sums = noGrad(() => sum(partials, 1));
-    temps.push(partials, sums);
-  }
+  // A dispatch may still throw (a grid over the workgroup limits): nothing made here outlives it.
   const out = engine.empty([n, oc, oh, ow]);
-  const flags = {
-    WG,
-    TILE,
-    C: c,
-    OC: oc,
-    UNSCALED: +unscaled,
-    JITTER: +params.some((q) => q.jitter),
-    NOISE: +params.some((q) => q.noise !== 0),
-  };
-  const quads = quadsFor(ow / 4);
-  const lines = WG / quads;
-  const [entry, constants, grid]: [string, Record<string, number>, number[]] = turn
-    ? ["turn4", { WG, QUADS: quads, C: c }, [Math.ceil(ow / 4 / quads), Math.ceil(oh / 4 / lines)]]
-    : nv
-    ? ["view4", { ...flags, NV: nv, QUADS: quads, ROWS: viewRows }, [
-      Math.ceil(ow / 4 / quads),
-      Math.ceil(oh / viewRows / lines),
-    ]]
-    : ["view", flags, [tilesX, tilesY]];
-  if (copy) {
-    engine.copy(x.buffer, 0, out.buffer, 0, x.bytes);
-  } else {
-    perChunk((uniforms, window, count) =>
-      engine.run({
-        op,
-        shader: "augment",
-        entry,
-        constants,
-        params: uniforms,
-        buffers: turn ? [x, window, out] : [x, window, sums, out],
-        workgroups: [grid[0], grid[1], count],
-      })
-    );
-  }
-  if (params.some((q) => q.blur > 0)) {
-    const tmp = engine.empty(out.shape);
-    temps.push(tmp);
-    // The largest radius: ceil(3σ), rounded in f32 on the GPU (one more here for safety). At or past a side - 1
-    // reflections fold more than once (FAR).
-    const radius = Math.max(...params.map((q) => (q.blur > 0 ? Math.ceil(3 * q.blur) + 1 : 0)));
-    const far = +(radius >= Math.min(oh, ow));
-    const pass = (
-      entry: string,
-      src: Tensor,
-      dst: Tensor,
-      constants: Record<string, number>,
-      grid: number[],
-    ) =>
+  try {
+    const uniforms = (first: number) =>
+      new Params().u32(n, h, w, oh, ow, tilesX, first, seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0)
+        .u32(RANDOM_TAG.noise + 256 * (options.stream ?? 0), norm ? 1 : 0)
+        .f32(...[0, 1, 2].map((k) => norm?.mean[k] ?? 0), ...[0, 1, 2].map((k) => norm?.std[k] ?? 1));
+    /** One dispatch per chunk: its uniforms, its records window and its sample count (workgroup z). */
+    const perChunk = (fn: (uniforms: Params, window: Binding, count: number) => void) => {
+      for (let k = 0; k < chunks; k++) {
+        const window = { buffer: records.buffer, offset: k * RECORD_WINDOW, size: RECORD_WINDOW };
+        fn(uniforms(k * RECORDS), window, Math.min(RECORDS, n - k * RECORDS));
+      }
+    };
+    // Output rows per view4 invocation: two where no crop is taller than the output (their taps share a row).
+    const viewRows = nv && !unscaled && params.every((q) => q.crop.height <= oh) ? 2 : 1;
+    // Each sample's grayscale sum (contrast blends toward its mean), from partial sums of row segments. Without
+    // contrast the kernels read none (a factor of 1 skips the step), and the chunk's records window stands in: the
+    // records whole could pass one binding.
+    let sums: Tensor | null = null;
+    if (params.some((q) => q.jitter && q.jitter.contrast !== 1)) {
+      const segments = Math.ceil(oh / viewRows) * tilesX;
+      const partials = engine.empty([n, segments]);
+      perChunk((uniforms, window, count) =>
+        engine.run({
+          op,
+          shader: "augment",
+          entry: nv ? "stats4" : "stats",
+          constants: {
+            WG,
+            TILE,
+            C: c,
+            OC: oc,
+            UNSCALED: +unscaled,
+            ...(nv ? { NV: nv, ROWS: viewRows } : {}),
+          },
+          params: uniforms,
+          buffers: [x, window, partials],
+          workgroups: [Math.ceil(segments / WG), 1, count],
+        })
+      );
+      sums = noGrad(() => sum(partials, 1));
+      temps.push(partials, sums);
+    }
+    const flags = {
+      WG,
+      TILE,
+      C: c,
+      OC: oc,
+      UNSCALED: +unscaled,
+      JITTER: +params.some((q) => q.jitter),
+      NOISE: +params.some((q) => q.noise !== 0),
+    };
+    const quads = quadsFor(ow / 4);
+    const lines = WG / quads;
+    const [entry, constants, grid]: [string, Record<string, number>, number[]] = turn
+      ? ["turn4", { WG, QUADS: quads, C: c }, [Math.ceil(ow / 4 / quads), Math.ceil(oh / 4 / lines)]]
+      : nv
+      ? ["view4", { ...flags, NV: nv, QUADS: quads, ROWS: viewRows }, [
+        Math.ceil(ow / 4 / quads),
+        Math.ceil(oh / viewRows / lines),
+      ]]
+      : ["view", flags, [tilesX, tilesY]];
+    if (copy) {
+      engine.copy(x.buffer, 0, out.buffer, 0, x.bytes);
+    } else {
       perChunk((uniforms, window, count) =>
         engine.run({
           op,
           shader: "augment",
           entry,
-          constants: { WG, TILE, OC: oc, FAR: far, ...constants },
+          constants,
           params: uniforms,
-          buffers: [src, window, dst],
+          buffers: turn ? [x, window, out] : [x, window, sums ?? window, out],
           workgroups: [grid[0], grid[1], count],
         })
       );
-    if (ow % 4) {
-      pass("blur", out, tmp, { DIR: 0 }, [tilesX, tilesY]);
-      pass("blur", tmp, out, { DIR: 1 }, [tilesX, tilesY]);
-    } else {
-      // Rows of whole vec4s: four pixels per invocation. Along W, the vec4 columns CB or more from both ends
-      // read their neighbours whole, unreflected, two columns per invocation (CB up to 4: the loop over them
-      // stays short enough to unroll).
-      const w4 = ow / 4;
-      const cb = Math.ceil(radius / 4);
-      /** A pass of `columns` invocations across (vec4 columns, or pairs of them) and `rows` lines (rows, or
-       * blocks of 4 rows along H). */
-      const along = (
+    }
+    if (params.some((q) => q.blur > 0)) {
+      const tmp = engine.empty(out.shape);
+      temps.push(tmp);
+      // The largest radius: ceil(3σ), rounded in f32 on the GPU (one more here for safety). At or past a side - 1
+      // reflections fold more than once (FAR).
+      const radius = Math.max(...params.map((q) => (q.blur > 0 ? Math.ceil(3 * q.blur) + 1 : 0)));
+      const far = +(radius >= Math.min(oh, ow));
+      const pass = (
         entry: string,
         src: Tensor,
         dst: Tensor,
         constants: Record<string, number>,
-        columns: number,
-        rows: number,
-      ) => {
-        const quads = quadsFor(columns);
-        pass(entry, src, dst, { ...constants, QUADS: quads }, [
-          Math.ceil(columns / quads),
-          Math.ceil(rows / (WG / quads)),
-        ]);
-      };
-      if (!far && 2 * cb < w4 && cb <= 4) {
-        along("blurW4Inner", out, tmp, { CB: cb }, Math.ceil((w4 - 2 * cb) / 2), oh);
-        along("blurW4", out, tmp, { CB: cb, EDGES: 1 }, 2 * cb, oh);
+        grid: number[],
+      ) =>
+        perChunk((uniforms, window, count) =>
+          engine.run({
+            op,
+            shader: "augment",
+            entry,
+            constants: { WG, TILE, OC: oc, FAR: far, ...constants },
+            params: uniforms,
+            buffers: [src, window, dst],
+            workgroups: [grid[0], grid[1], count],
+          })
+        );
+      if (ow % 4) {
+        pass("blur", out, tmp, { DIR: 0 }, [tilesX, tilesY]);
+        pass("blur", tmp, out, { DIR: 1 }, [tilesX, tilesY]);
       } else {
-        along("blurW4", out, tmp, {}, w4, oh);
+        // Rows of whole vec4s: four pixels per invocation. Along W, the vec4 columns CB or more from both ends
+        // read their neighbours whole, unreflected, two columns per invocation (CB up to 4: the loop over them
+        // stays short enough to unroll).
+        const w4 = ow / 4;
+        const cb = Math.ceil(radius / 4);
+        /** A pass of `columns` invocations across (vec4 columns, or pairs of them) and `rows` lines (rows, or
+         * blocks of 4 rows along H). */
+        const along = (
+          entry: string,
+          src: Tensor,
+          dst: Tensor,
+          constants: Record<string, number>,
+          columns: number,
+          rows: number,
+        ) => {
+          const quads = quadsFor(columns);
+          pass(entry, src, dst, { ...constants, QUADS: quads }, [
+            Math.ceil(columns / quads),
+            Math.ceil(rows / (WG / quads)),
+          ]);
+        };
+        if (!far && 2 * cb < w4 && cb <= 4) {
+          along("blurW4Inner", out, tmp, { CB: cb }, Math.ceil((w4 - 2 * cb) / 2), oh);
+          along("blurW4", out, tmp, { CB: cb, EDGES: 1 }, 2 * cb, oh);
+        } else {
+          along("blurW4", out, tmp, {}, w4, oh);
+        }
+        along("blurH4", tmp, out, {}, w4, Math.ceil(oh / 4));
       }
-      along("blurH4", tmp, out, {}, w4, Math.ceil(oh / 4));
     }
+  } catch (e) {
+    out.dispose();
+    throw e;
+  } finally {
+    for (const t of temps) t.dispose();
   }
-  for (const t of temps) t.dispose();
   return out;
 }
 
@@ -728,9 +744,18 @@ function recipeViews(op: string, x: Tensor, seed: number, recipes: ViewRecipe[])
       return q;
     })
   );
-  const views = drawn.map((params, stream) =>
-    applyParams(x, params, { size: recipes[stream].size, seed, stream })
-  );
+  // Every view's size is checked before any is made, and a view that still throws frees those made before it.
+  const c = x.shape[1];
+  for (const r of recipes) checkFits(op, x.engine, [n, c, ...outSize(op, r.size)]);
+  const views: Tensor[] = [];
+  try {
+    drawn.forEach((params, stream) =>
+      views.push(applyParams(x, params, { size: recipes[stream].size, seed, stream }))
+    );
+  } catch (e) {
+    for (const v of views) v.dispose();
+    throw e;
+  }
   return { views, params: drawn };
 }
 

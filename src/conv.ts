@@ -131,6 +131,7 @@ function unfoldRaw(x: Tensor, win: Window, layout?: Columns): Tensor {
 function foldRaw(cols: Tensor, image: readonly number[], win: Window, batchInside = false): Tensor {
   const count = image[0] * image[1] * image[2] * image[3];
   checkBinding("fold", 4 * count, image, cols.engine.maxBinding);
+  checkBinding("fold", cols.bytes, cols.shape, cols.engine.maxBinding);
   const out = cols.engine.empty(image);
   cols.engine.run({
     op: "fold",

@@ -53,7 +53,7 @@ const BINARY = {
 };
 
 /** Validates an f32 input that is still live. */
-export function checkF32(op: string, t: Tensor): void {
+export function checkF32(op: string, t: unknown): asserts t is Tensor {
   assertLive(op, t);
   if (t.dtype !== "f32") {
     throw new TypeError(`${op}: expected an f32 tensor, got ${t.dtype} ${fmtShape(t.shape)}`);

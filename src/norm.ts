@@ -10,10 +10,10 @@ import { reshape } from "./shape.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
 
 export interface AffineOptions {
-  /** Scale γ (default none: 1). */
-  weight?: Tensor;
-  /** Shift β (default none: 0). */
-  bias?: Tensor;
+  /** Scale γ (default none, or null: 1). */
+  weight?: Tensor | null;
+  /** Shift β (default none, or null: 0). */
+  bias?: Tensor | null;
   /** Added to the variance under the square root (default 1e-5, PyTorch's). */
   eps?: number;
 }
@@ -33,7 +33,7 @@ function standardize(
   x: Tensor,
   axes: number[],
   eps: number,
-  affine: { weight?: Tensor; bias?: Tensor; shape: number[] },
+  affine: { weight?: Tensor | null; bias?: Tensor | null; shape: number[] },
   fixed?: { mean: Tensor; var: Tensor },
   onStats?: (mean: Tensor, variance: Tensor) => void,
 ): Tensor {
@@ -54,7 +54,7 @@ function standardize(
   fixed?.var.dispose();
   // Parameter gradients sum over the axes where γ broadcasts.
   const paramAxes = x.shape.map((_, i) => i).filter((i) => affine.shape[i] === 1);
-  const inputs = [x, affine.weight, affine.bias].filter((t): t is Tensor => t !== undefined);
+  const inputs = [x, affine.weight, affine.bias].filter((t): t is Tensor => t != null);
   return record(y, op, inputs, (g, needs) =>
     e.tidy(() => {
       const xhat = mul(sub(x, mu), inv);
@@ -74,8 +74,19 @@ function standardize(
     }), [mu, inv]);
 }
 
-function checkParam(op: string, name: string, t: Tensor | undefined, shape: readonly number[], x: Tensor) {
-  if (!t) return;
+/** A parameter left out may be undefined or null (torch's None); `required` ones (the running pair) may not. */
+function checkParam(
+  op: string,
+  name: string,
+  t: Tensor | null | undefined,
+  shape: readonly number[],
+  x: Tensor,
+  required = false,
+) {
+  if (t == null) {
+    if (required) throw new TypeError(`${op}: ${name} must be a tensor, got ${t}`);
+    return;
+  }
   checkF32(op, t);
   if (t.engine !== x.engine) throw new Error(`${op}: tensors belong to different engines`);
   if (!sameShape(t.shape, shape)) {
@@ -137,8 +148,10 @@ export function batchNorm(x: Tensor, options: BatchNormOptions = {}): Tensor {
   const c = x.shape[1];
   checkParam(op, "weight", options.weight, [c], x);
   checkParam(op, "bias", options.bias, [c], x);
-  checkParam(op, "running mean", options.running?.mean, [c], x);
-  checkParam(op, "running var", options.running?.var, [c], x);
+  if (options.running) {
+    checkParam(op, "running mean", options.running.mean, [c], x, true);
+    checkParam(op, "running var", options.running.var, [c], x, true);
+  }
   const eps = checkEps(op, options.eps ?? 1e-5);
   const momentum = options.momentum ?? 0.1;
   if (!(momentum >= 0 && momentum <= 1)) {

@@ -598,8 +598,31 @@ test("augment: a batch over one storage binding is refused before anything is al
       ]);
       assertNoLeak(engine, withTokens, "maskedTokenTask");
     }
+    // Multi-crop checks every view's size first: the global views leaked when the local batch was refused.
+    for (const [name, views] of [["dinoViews", dinoViews], ["swavViews", swavViews]] as const) {
+      const options = { seed: 1, globalSize: 32, localSize: h, localCrops: 2 };
+      await assertThrows(() => views(small, options), ShapeError, [name, ...over]);
+    }
     assertNoLeak(engine, before);
   }, { maxStorageBufferBindingSize: 2 ** 20 }));
+
+test("augment: a view whose grid passes the workgroup limits throws and leaks nothing", () =>
+  bothKernels(async (engine) => {
+    using row = engine.zeros([1, 1, 1, 2 ** 20 + 1]); // more tiles along a row than one dispatch may have
+    const before = engine.memory();
+    await assertThrows(() => horizontalFlip(row, { p: 1 }), ShapeError, ["workgroups", "65535"]);
+    assertNoLeak(engine, before);
+  }));
+
+test("augment: without contrast the records stay windowed, however many samples", () =>
+  bothKernels(async (engine) => {
+    // The records bound whole as the (unread) sums passed one 32 KiB binding at 1,500 samples; a window of them
+    // stands in now, and the view renders.
+    using x = engine.rand([1500, 1, 2, 2], { seed: 2 });
+    using y = solarize(x, { seed: 3, p: 1 }).output;
+    const [got, want] = [await take(y), await take(x)];
+    assert(got.every((v, i) => v === (want[i] >= 0.5 ? 1 - want[i] : want[i])), "solarized at threshold 0.5");
+  }, { maxStorageBufferBindingSize: 2 ** 15 }));
 
 test("augment: bad input throws a clear error and leaks nothing", async (engine) => {
   const x = engine.zeros([2, 3, 4, 5]);

@@ -237,6 +237,17 @@ test("conv2d and pooling over more columns than one binding holds run in chunks 
       ],
     );
     assertNoLeak(engine, at);
+    {
+      // fold's columns over the binding, its image not: it checked only the image, and leaked it.
+      using cols = engine.zeros([1, 128 * 9, 256]);
+      const withCols = engine.memory();
+      await assertThrows(() => fold(cols, { kernel: 3, padding: 1, outputSize: [16, 16] }), ShapeError, [
+        "fold",
+        "[1, 1152, 256]",
+        "maxStorageBufferBindingSize",
+      ]);
+      assertNoLeak(engine, withCols, "fold");
+    }
     big.dispose();
     wide.dispose();
     assertNoLeak(engine, before);

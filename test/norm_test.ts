@@ -258,5 +258,41 @@ test("layerNorm and batchNorm name what is wrong, and leak nothing", async (engi
   gone.dispose();
   await assertThrows(() => batchNorm(gone), Error, ["dispose"]);
   await assertThrows(() => layerNorm(x, [4], { weight: gone }), Error, ["dispose"]);
+  // A running statistic of null (a JavaScript caller's None) is named; it leaked the reshaped mean.
+  const nullVar = { mean: w3, var: null } as unknown as { mean: Tensor; var: Tensor };
+  await assertThrows(() => batchNorm(x, { running: nullVar, training: false }), TypeError, [
+    "running var",
+    "null",
+  ]);
+  assertNoLeak(engine, before);
+});
+
+test("layerNorm and batchNorm take a weight or bias of null as none (torch's None), with gradients", async (engine) => {
+  // Recording, null reached the graph's inputs: "Cannot read properties of null", and 3 tensors leaked.
+  using x = engine.tensor(randomArray(2 * 3 * 4, 2), [2, 3, 4]);
+  using w = engine.tensor([0.5, 2, -1, 3], [4]);
+  using c = engine.tensor([0.5, 2, -1], [3]);
+  const before = engine.memory();
+  const cases: [string, (t: Tensor) => Tensor, (t: Tensor) => Tensor][] = [
+    [
+      "layerNorm",
+      (t) => layerNorm(t, [4], { weight: w, bias: null }),
+      (t) => layerNorm(t, [4], { weight: w }),
+    ],
+    ["layerNorm", (t) => layerNorm(t, [4], { weight: null, bias: w }), (t) => layerNorm(t, [4], { bias: w })],
+    ["batchNorm", (t) => batchNorm(t, { weight: c, bias: null }), (t) => batchNorm(t, { weight: c })],
+  ];
+  for (const [name, withNull, without] of cases) {
+    const [y, dx] = engine.tidy(() => {
+      const y = withNull(x);
+      return [y, grad(sum(mul(y, y)), [x])[0]];
+    });
+    const [z, dz] = engine.tidy(() => {
+      const z = without(x);
+      return [z, grad(sum(mul(z, z)), [x])[0]];
+    });
+    assertClose(await take(y), await take(z), { rtol: 0, atol: 0 }, name);
+    assertClose(await take(dx), await take(dz), { rtol: 0, atol: 0 }, `${name}'`);
+  }
   assertNoLeak(engine, before);
 });
