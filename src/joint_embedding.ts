@@ -439,24 +439,27 @@ export function sinkhorn(scores: Tensor, options: SinkhornOptions = {}): Tensor 
     throw new RangeError(`${op}: iterations must be an integer ≥ 0, got ${iterations}`);
   }
   const epsilon = checkNonNegative(op, "epsilon", options.epsilon ?? 0.05, true);
+  const engine = scores.engine;
   return noGrad(() => {
-    const scratch: Tensor[] = [];
-    const t = (x: Tensor) => (scratch.push(x), x);
+    let logQ = mul(scores, 1 / epsilon);
     try {
-      let logQ = t(mul(scores, 1 / epsilon));
-      // Divides Q by its sums along `axis` (all when undefined) and multiplies it by `scale`, in log space.
+      // Divides Q by its sums along `axis` (all when undefined) and multiplies it by `scale`, in log space. Each
+      // step frees the last: memory stays a few [B, K] whatever the iterations.
       const normalize = (axis: number | undefined, scale: number) => {
-        const logSums = t(logsumexp(logQ, axis, { keepDims: true }));
-        logQ = t(sub(logQ, t(sub(logSums, Math.log(scale)))));
+        const next = engine.tidy(() =>
+          sub(logQ, sub(logsumexp(logQ, axis, { keepDims: true }), Math.log(scale)))
+        );
+        logQ.dispose();
+        logQ = next;
       };
       normalize(undefined, 1);
       for (let i = 0; i < iterations; i++) {
         normalize(0, 1 / k);
         normalize(1, 1 / b);
       }
-      return mul(t(exp(logQ)), b);
+      return engine.tidy(() => mul(exp(logQ), b));
     } finally {
-      for (const x of scratch) x.dispose();
+      logQ.dispose();
     }
   });
 }

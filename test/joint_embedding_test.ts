@@ -41,6 +41,7 @@ import {
   assert,
   assertClose,
   assertCloseScaled,
+  assertEquals,
   assertFiniteDifferences,
   assertNoLeak,
   assertThrows,
@@ -467,6 +468,20 @@ test("sinkhorn: codes match the float64 reference in lightly's layout; rows sum 
     assertClose(got, refSinkhorn(scores, 6, 5, 3, 0.05), SINKHORN_TOL, "sinkhorn with a far-down prototype");
   }
   assertNoLeak(engine, before, "sinkhorn");
+});
+
+test("sinkhorn's memory stays a few score matrices however many iterations (it kept every step's)", async (engine) => {
+  using s = engine.randn([16, 64], { seed: 1 }); // 4 KiB of scores
+  const peaks = [];
+  for (const iterations of [3, 60]) {
+    engine.resetPeak();
+    const base = engine.memory().bytes;
+    sinkhorn(s, { iterations }).dispose();
+    peaks.push(engine.memory().peakBytes - base);
+  }
+  // 60 iterations kept 120 log-Q steps (480 KiB); one step at a time is the same few [B, K] as 3 iterations.
+  assertEquals(peaks[1], peaks[0], `peak bytes at 3 and 60 iterations: ${peaks}`);
+  assert(peaks[0] <= 8 * s.bytes, `peak ${peaks[0]} bytes for scores of ${s.bytes}`);
 });
 
 const SWAV_CASES: { high: number; low: number; n: number; k: number; queueRows: number }[] = [
