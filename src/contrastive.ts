@@ -678,6 +678,7 @@ export interface SupConOptions {
 export function supCon(z: Tensor, labels: Tensor, options: SupConOptions): Tensor {
   const op = "supCon";
   checkEmbeddings(op, ["z"], z);
+  assertLive(op, labels);
   if (labels.dtype !== "i32" || labels.shape.length !== 1 || labels.shape[0] !== z.shape[0]) {
     throw new ShapeError(
       `${op}: labels must be i32 [${z.shape[0]}] to match z ${fmtShape(z.shape)}, got ${labels.dtype} ${

@@ -45,7 +45,7 @@ export interface LossOptions {
    * the others by the element count, as torch's mse_loss, l1_loss, huber_loss and BCE do. A constant: grad
    * gives it zeros.
    */
-  weight?: Tensor;
+  weight?: Tensor | null;
 }
 
 /** Mean squared error (x − y)². */
@@ -185,7 +185,7 @@ function pointLoss(
   param: number,
 ): Tensor {
   const op = kind;
-  const { weight } = options;
+  const weight = options.weight ?? undefined; // null is none too, as torch's None
   const reduction = checkReduction(op, options.reduction);
   checkF32(op, pred);
   checkF32(op, target);

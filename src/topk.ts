@@ -7,7 +7,7 @@ import { checkF32 } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { gatherOp, scatterAdd } from "./gather.ts";
 import { transpose } from "./shape.ts";
-import type { Tensor } from "./tensor.ts";
+import { assertLive, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 const ITEMS = 16; // elements an invocation of histogram and collect takes, as in topk.wgsl
@@ -109,6 +109,7 @@ export interface SortOptions {
  * order), NaN last ascending and first descending. topk of the whole axis, so the axis is at most 16,384 long.
  */
 export function sort(x: Tensor, options: SortOptions = {}): { values: Tensor; indices: Tensor } {
+  assertLive("sort", x);
   const axis = options.axis ?? -1;
   const len = x.shape[axisOf("sort", x, axis)];
   if (len > MAX_K) {

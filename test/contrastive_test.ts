@@ -654,6 +654,12 @@ test("contrastive losses: bad shapes, labels and temperatures throw and leak not
   await assertThrows(() => supCon(a, shortLabels, { temperature: 0.1 }), ShapeError, ["[3]", "[4, 8]"]);
   await assertThrows(() => supCon(a, floatLabels, { temperature: 0.1 }), ShapeError, ["f32", "[4, 8]"]);
   await assertThrows(() => supCon(flat, labels, { temperature: 0.1 }), ShapeError, ["[8]"]);
+  const noLabels = null as unknown as Tensor;
+  await assertThrows(() => supCon(a, noLabels, { temperature: 0.1 }), TypeError, [
+    "supCon",
+    "Tensor",
+    "null",
+  ]);
   await assertThrows(() => negativeCosine(a, b), ShapeError, ["[4, 8]", "[5, 8]"]);
   // One column tile of 40,000 dims overruns the per-invocation loop budget: thrown before packing the rows.
   {

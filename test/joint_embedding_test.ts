@@ -470,7 +470,7 @@ test("sinkhorn: codes match the float64 reference in lightly's layout; rows sum 
   assertNoLeak(engine, before, "sinkhorn");
 });
 
-test("sinkhorn's memory stays a few score matrices however many iterations (it kept every step's)", async (engine) => {
+test("sinkhorn's memory stays a few score matrices however many iterations (it kept every step's)", (engine) => {
   using s = engine.randn([16, 64], { seed: 1 }); // 4 KiB of scores
   const peaks = [];
   for (const iterations of [3, 60]) {

@@ -220,6 +220,16 @@ test("reconstruction: a weighted mean is Σ w·ℓ / Σ w for mse and l1, Σ w·
       assertClose(await take(g), dx, { rtol: 1e-6, atol: 1e-7 }, `${what} gradient`);
     } else g.dispose();
   }
+  // A weight of null is none, as torch's None (it threw "Cannot read properties of null").
+  for (const f of [mse, l1, huber, smoothL1, bceWithLogits]) {
+    const none = f(tx, ty);
+    assertClose(
+      await take(f(tx, ty, { weight: null })),
+      await take(none),
+      { rtol: 0, atol: 0 },
+      `${f.name} null`,
+    );
+  }
   assertNoLeak(engine, before);
 });
 

@@ -1,5 +1,5 @@
 import { grad, mul, ShapeError, sort, sum, topk } from "../src/mod.ts";
-import type { Engine } from "../src/mod.ts";
+import type { Engine, Tensor } from "../src/mod.ts";
 import { refTopk } from "../src/ref/topk.ts";
 import { bothKernels, test } from "./harness.ts";
 import {
@@ -180,5 +180,6 @@ test("sort orders a whole axis, ascending or descending, stable, NaN at the larg
     using long = engine.zeros([2, 16_385]);
     await assertThrows(() => sort(long), RangeError, ["sort", "16385", "16384"]);
   }
+  await assertThrows(() => sort(null as unknown as Tensor), TypeError, ["sort", "Tensor", "null"]);
   assertNoLeak(engine, before);
 });
