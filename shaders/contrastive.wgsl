@@ -39,7 +39,7 @@
 //                  (p.cache: the logits are read from the cache stats wrote, not recomputed; with SYM also
 //                  per (row tile of the window, row) after the split_par slots, which start at zero); with
 //                  DIRECT the weights of every step go through scratch, not a step at a time through smem
-//   rowDot:        sums[i] = (−u1_i·u2_i, 1) (negative cosine of normalised rows)   1 u1, 2 u2, 3 sums
+//   rowDot:        loss[i] = −u1_i·u2_i (negative cosine of normalised rows)   1 u1, 2 u2, 3 loss [R]
 //   normalizeGrad: dx = J_normalize(g·scale·Σ dpart) (or without NORMALIZE the sum), rows to dx1 then dx2
 //                                                                  1 dpart, 2 u, 3 norms, 4 g, 5 dx1, 6 dx2
 //                  (normalizeGradRows: one invocation per row, for CPU adapters, likewise)
@@ -517,6 +517,8 @@ fn finish(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
   if (lid == 0u) { sums[w] = red[0]; }
 }
 
+@group(0) @binding(3) var<storage, read_write> loss: array<f32>;
+
 @compute @workgroup_size(WG)
 fn rowDot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
@@ -525,13 +527,12 @@ fn rowDot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
   var acc = 0.0;
   for (var q = lid; q < p.dim4; q += WG) { acc += dot(xa[row * p.dim4 + q], xb[row * p.dim4 + q]); }
   let v = workgroupSum(lid, acc);
-  if (lid == 0u) { sums[row] = vec2<f32>(-v, 1.0); }
+  if (lid == 0u) { loss[row] = -v; }
 }
 
 @group(0) @binding(1) var<storage, read> sums_in: array<vec2<f32>>;
-@group(0) @binding(3) var<storage, read_write> loss: array<f32>;
 
-// p.cols: how many sums; p.rows: where the (1/#valid, #valid) entry goes.
+// p.cols: how many sums (each a workgroup's rows: a loop of p.cols / WG); p.rows: where (1/#valid, #valid) goes.
 @compute @workgroup_size(WG)
 fn total(@builtin(local_invocation_index) lid: u32) {
   var acc = vec2<f32>(0.0);

@@ -720,20 +720,20 @@ export function negativeCosine(p: Tensor, z: Tensor): Tensor {
   const saved = pack(op, true, p);
   const [uz, normsZ] = pack(op, true, z);
   normsZ.dispose();
-  const sums = e.empty([n, 2]);
+  const negCos = e.empty([n]);
   e.run({
     op,
     shader: "contrastive",
     entry: "rowDot",
     constants: { WG },
     params: new Params().u32(n, 0, dim, dim4(dim)),
-    buffers: [saved[0], uz, sums],
+    buffers: [saved[0], uz, negCos],
     workgroups: n,
   });
-  const scratch = e.empty([1, 2]);
-  const loss = total(op, sums, scratch, 0);
-  sums.dispose();
-  scratch.dispose();
+  // The reduce kernels' mean: a sum split over workgroups and passes (one loop over n / 64 ran past
+  // llvmpipe's loop cap from 4.2M rows).
+  const loss = noGrad(() => mean(negCos));
+  negCos.dispose();
   return record(loss, op, [p], (g) => {
     const dp = e.empty(p.shape);
     finishGrad(op, uz, 1, g, -1 / n, saved, dp);

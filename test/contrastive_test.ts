@@ -294,6 +294,19 @@ test("negativeCosine: value and gradient to p match the reference; z gets none",
   assertNoLeak(engine, before, "negativeCosine");
 });
 
+test("negativeCosine's mean over 4.2M rows counts every row (one loop of n / 64 stopped at llvmpipe's cap)", async (engine) => {
+  // D = 1: each cosine is exactly ±1 (the signs), +1 for the first 4,000,000 rows and −1 after; the loss is a
+  // mean of ±1 in f32, to ~1e-7.
+  const n = 4_200_000;
+  using p = engine.tensor(
+    Float32Array.from({ length: n }, (_, i) => (i < 4_000_000 ? 1 : -1) * (1 + (i % 7))),
+    [n, 1],
+  );
+  using z = engine.tensor(Float32Array.from({ length: n }, (_, i) => 0.5 + (i % 3)), [n, 1]);
+  const expected = -(4_000_000 - (n - 4_000_000)) / n;
+  assertClose(await take(noGrad(() => negativeCosine(p, z))), [expected], { rtol: 1e-6, atol: 0 }, "loss");
+});
+
 test("ntXent and supCon: no NaN or Inf at temperature 0.01 with near-identical, large-norm and all-zero rows", async (engine) => {
   const before = engine.memory();
   const n = 20;
