@@ -78,7 +78,7 @@ export function broadcastShapes(op: string, a: readonly number[], b: readonly nu
 }
 
 /** Element strides of `shape` laid against `outShape` (right-aligned), 0 on broadcast dims. */
-function broadcastStrides(shape: readonly number[], outShape: readonly number[]): number[] {
+export function broadcastStrides(shape: readonly number[], outShape: readonly number[]): number[] {
   const strides = new Array(outShape.length).fill(0);
   let s = 1;
   for (let i = shape.length - 1; i >= 0; i--) {
@@ -218,8 +218,12 @@ function broadcast(
   half = 0,
   dtype: DType = "f32",
 ): Tensor {
-  broadcastDims(op, a.shape, bShape, shape);
-  const plan = 4 * shapeSize(shape) > a.engine.maxBinding ? leadingParts(a, b, bShape, shape) : null;
+  const [dims, sa, sb] = broadcastDims(op, a.shape, bShape, shape);
+  // Cut along the leading dim of the merged dims, as the operands lie in memory: [4, 8388609] times a scalar is
+  // one dim of 33554436 to cut at any aligned offset, where its own leading dim of 4 had no cut that fits.
+  const merged = (strides: number[]) => dims.map((d, i) => (strides[i] === 0 ? 1 : d));
+  const [aDims, bDims] = [merged(sa), merged(sb)];
+  const plan = 4 * shapeSize(shape) > a.engine.maxBinding ? leadingParts(a, aDims, b, bDims, dims) : null;
   if (!plan) {
     checkBroadcastFits(op, a, bShape, shape);
     const out = a.engine.empty(shape);
@@ -260,16 +264,16 @@ function broadcast(
     const cut = (s: readonly number[]) => [m, ...s.slice(1)];
     const [bPart, partHalf] = half > 0 && rows.b
       ? splitPart(s0, m)
-      : [rows.b ? leading(b, bShape, rows.b, s0, m) : b, half];
+      : [rows.b ? leading(b, bDims, rows.b, s0, m) : b, half];
     broadcastInto(
       e,
       op,
-      rows.a ? leading(a, a.shape, rows.a, s0, m) : a,
-      rows.a ? cut(a.shape) : a.shape,
+      rows.a ? leading(a, aDims, rows.a, s0, m) : a,
+      rows.a ? cut(aDims) : aDims,
       bPart,
-      rows.b ? cut(bShape) : bShape,
-      leading(out, shape, rows.out, s0, m),
-      cut(shape),
+      rows.b ? cut(bDims) : bDims,
+      leading(out, dims, rows.out, s0, m),
+      cut(dims),
       partHalf,
       dtype,
     );
@@ -284,13 +288,19 @@ function broadcast(
  * fit one binding), and the parts [first index, count], every output window starting on the binding alignment.
  * Null where no such cut exists.
  */
-function leadingParts(a: Tensor, b: Tensor, bShape: readonly number[], shape: readonly number[]) {
+function leadingParts(
+  a: Tensor,
+  aShape: readonly number[],
+  b: Tensor,
+  bShape: readonly number[],
+  shape: readonly number[],
+) {
   const e = a.engine;
   const lead = shape[0];
   const row = (
     s: readonly number[],
   ) => (s.length === shape.length && s[0] === lead ? shapeSize(s) / lead : 0);
-  const rows = { out: shapeSize(shape) / lead, a: row(a.shape), b: row(bShape) };
+  const rows = { out: shapeSize(shape) / lead, a: row(aShape), b: row(bShape) };
   if ((!rows.a && a.bytes > e.maxBinding) || (!rows.b && b.bytes > e.maxBinding)) return null;
   // Leading indices per part: a multiple of what starts every output window on the alignment.
   const gcd = (x: number, y: number): number => (y ? gcd(y, x % y) : x);

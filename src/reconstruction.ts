@@ -11,7 +11,7 @@
 // and maskedMSE's target are constants (grad gives zeros for them).
 import { composed, isRecording, isSeed, noGrad, record } from "./autograd.ts";
 import { type Binding, checkFits, checkRank, Params, windowBindings, windows } from "./engine.ts";
-import { checkF32, div, mul, neg, unbroadcast } from "./elementwise.ts";
+import { broadcastStrides, checkF32, div, mul, neg, unbroadcast } from "./elementwise.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
 import { checkReduction, type Reduction, sum } from "./reduce.ts";
 import { assertLive, checkEngine, sameShape, type Tensor } from "./tensor.ts";
@@ -93,17 +93,6 @@ export function smoothL1(
 /** Binary cross-entropy of sigmoid(logits) against target probabilities, computed stably from the logits. */
 export function bceWithLogits(logits: Tensor, target: Tensor, options: LossOptions = {}): Tensor {
   return pointLoss("bceWithLogits", logits, target, options, 0);
-}
-
-/** Element strides of `shape` over `outShape` (right-aligned), 0 on broadcast dims. */
-function broadcastStrides(shape: readonly number[], outShape: readonly number[]): number[] {
-  const strides = new Array(outShape.length).fill(0);
-  let s = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    strides[outShape.length - shape.length + i] = shape[i] === 1 ? 0 : s;
-    s *= shape[i];
-  }
-  return strides;
 }
 
 function checkBroadcastTo(

@@ -116,9 +116,10 @@ test("unary, scalar and same-shape binary ops, one vec4 an invocation and (CPU a
   }));
 
 test("broadcasts whose output is over one binding run in parts along the leading dim", () =>
-  // On engines that bind at most 1 MiB: outputs of 1.3 to 2.2 MiB, cut into parts of whole leading indices.
+  // On engines that bind at most 1 MiB: outputs of 1 to 2.2 MiB, cut into parts of whole leading indices.
   // b broadcast along the leading dim (bound whole), varying along it (windowed like the output), of lower
-  // rank; and rows of 1,800 elements, whose windows start on the 256-byte alignment only every 8 rows.
+  // rank; and rows of 1,800 elements, whose windows start on the 256-byte alignment only every 8 rows. The cut
+  // runs along the merged dims: [4, 65537] (4 leading indices over the binding, uncut) times a scalar is one dim.
   bothKernels(async (engine) => {
     const before = engine.memory();
     const cases: [number[], number[]][] = [
@@ -126,6 +127,7 @@ test("broadcasts whose output is over one binding run in parts along the leading
       [[40, 8, 32, 32], [40, 1, 1, 1]],
       [[40, 8, 32, 32], [8, 32, 32]],
       [[300, 2, 30, 30], [300, 2, 1, 30]],
+      [[4, 65537], [1, 1]],
     ];
     for (const [k, [shape, bShape]] of cases.entries()) {
       const a = randomArray(shape.reduce((x, y) => x * y, 1), k);
@@ -155,6 +157,12 @@ test("broadcasts whose output is over one binding run in parts along the leading
     assertNoLeak(engine, at);
     wide.dispose();
     row.dispose();
+    {
+      // mean's gradient spreads its scalar g that way: over [4, 65537] it threw "no cut along its leading dim".
+      using x = engine.full([4, 65537], 3);
+      const [g] = engine.tidy(() => grad(mean(x), [x]));
+      assertClose(await take(g), new Float64Array(4 * 65537).fill(1 / (4 * 65537)), TOL, "mean's gradient");
+    }
     assertNoLeak(engine, before);
   }, { maxStorageBufferBindingSize: 2 ** 20 }));
 
