@@ -139,7 +139,11 @@ function checkTileBudget(op: string, dim: number, e: Engine): void {
   }
 }
 
-/** A ShapeError, before anything is allocated, where `rows` packed rows of `dim` dims pass one binding. */
+/**
+ * A ShapeError, before anything is allocated, where `rows` packed rows of `dim` dims pass one binding; a
+ * RangeError where the row passes' loops would pass the budget (the backward's with one partial per row:
+ * rowPass checks it again with the real count).
+ */
 function checkPackable(op: string, rows: number, dim: number, e: Engine): void {
   const bytes = rows * 16 * dim4(dim);
   if (bytes > e.maxBinding) {
@@ -148,6 +152,8 @@ function checkPackable(op: string, rows: number, dim: number, e: Engine): void {
         `(${e.maxBinding} bytes) for one binding`,
     );
   }
+  rowPass(op, e, "normalize", rows, dim, normalizeLoops(dim));
+  rowPass(op, e, "normalizeGrad", rows, dim, normalizeGradLoops(dim, 1));
 }
 
 function plan(pr: Problem, withGrad: boolean, sym = false): Plan {
@@ -232,19 +238,36 @@ function* dispatches(pr: Problem, pl: Plan, colStats = 0, cache = false, terms?:
 }
 
 /**
- * Entry and workgroups of a row-wise pass (normalize, normalizeGrad): one workgroup per row, or on CPU adapters
- * the entry's `Rows` variant, one invocation per row, where its `serialLoops` loop iterations (a row's whole
- * walk) fit the loop budget.
+ * How a row-wise entry runs: one workgroup per row (GPUs, and rows too long for the next), its WG invocations
+ * each taking every WG-th dim; or on CPU adapters the entry's `Rows` variant, one invocation per row, where its
+ * `serialLoops` loop iterations (a row's whole walk) fit the loop budget. A row whose share per invocation would
+ * not fit either is a RangeError, before anything is allocated (the budget's margin under the cap covers the
+ * shares' extra exit tests).
  */
+/** normalizeRows' loop iterations for a row: the sum of squares in blocks of 8 dims, then the packed writes. */
+const normalizeLoops = (dim: number) => Math.ceil((9 * dim) / 8) + 4 * dim4(dim);
+
+/** normalizeGradRows': u·du in blocks of 8 dims, then the writes, each du summing splitPar partials. */
+const normalizeGradLoops = (dim: number, splitPar: number) => 2 * dim * (splitPar + 1) + Math.ceil(dim / 8);
+
 function rowPass(
+  op: string,
   e: Engine,
   entry: string,
   rows: number,
+  dim: number,
   serialLoops: number,
 ): { entry: string; workgroups: number } {
-  return e.cpuKernels && serialLoops <= LOOP_BUDGET
-    ? { entry: `${entry}Rows`, workgroups: Math.ceil(rows / WG) }
-    : { entry, workgroups: rows };
+  if (e.cpuKernels && serialLoops <= LOOP_BUDGET) {
+    return { entry: `${entry}Rows`, workgroups: Math.ceil(rows / WG) };
+  }
+  if (Math.ceil(serialLoops / WG) + Math.log2(WG) > LOOP_BUDGET) {
+    throw new RangeError(
+      `${op}: rows of ${dim} dims are too long for one workgroup of ${WG} within the loop budget of ` +
+        `${LOOP_BUDGET} iterations per invocation`,
+    );
+  }
+  return { entry, workgroups: rows };
 }
 
 /**
@@ -256,13 +279,13 @@ function pack(op: string, normalize: boolean, x1: Tensor, x2?: Tensor): [Tensor,
   const n1 = x1.shape[0];
   const rows = n1 + (x2?.shape[0] ?? 0);
   const dim = x1.shape[1];
+  const pass = rowPass(op, e, "normalize", rows, dim, normalizeLoops(dim));
   const u = e.empty([rows, 4 * dim4(dim)], "f32", WINDOW_BYTES);
   const norms = e.empty([rows]);
   e.run({
     op,
     shader: "contrastive",
-    // normalizeRows: the sum of squares in blocks of 8 dims, then the packed row's writes.
-    ...rowPass(e, "normalize", rows, Math.ceil((9 * dim) / 8) + 4 * dim4(dim)),
+    ...pass,
     constants: { WG, NORMALIZE: normalize ? 1 : 0 },
     params: new Params().u32(rows, 0, dim, dim4(dim)).f32(0).u32(0, 0, 0, 0, 0, 0, n1).f32(NORM_EPS, 1),
     buffers: [x1, x2 ?? x1, u, norms],
@@ -411,14 +434,14 @@ function finishGrad(
 ): void {
   const rows = dpart.shape[0] / splitPar;
   const dim = dx1.shape[1];
+  const pass = rowPass(op, dpart.engine, "normalizeGrad", rows, dim, normalizeGradLoops(dim, splitPar));
   // Without a second view every row goes to dx1; dx2's binding still needs a buffer of its own (two writable
   // bindings of one buffer are invalid).
   const second = dx2 ?? dpart.engine.empty([1]);
   dpart.engine.run({
     op,
     shader: "contrastive",
-    // normalizeGradRows: u·du in blocks of 8 dims, then the writes, each du summing splitPar partials.
-    ...rowPass(dpart.engine, "normalizeGrad", rows, 2 * dim * (splitPar + 1) + Math.ceil(dim / 8)),
+    ...pass,
     constants: { WG, NORMALIZE: saved ? 1 : 0 },
     params: new Params().u32(rows, 0, dim, dim4(dim)).f32(0).u32(0, 0, splitPar, 0, 0, 0, dx1.shape[0])
       .f32(NORM_EPS, scale),

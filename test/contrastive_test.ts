@@ -567,6 +567,20 @@ test("ntXent and negativeCosine: wide rows on CPU adapters normalise by workgrou
     assertNoLeak(engine, before, "wide rows");
   }));
 
+test("negativeCosine refuses rows too long for a workgroup's loops, before allocating (past 700k dims: zeros)", () =>
+  bothKernels(async (engine) => {
+    // A workgroup of 64 walks 2·(D / 64)·(splits + 2) iterations per invocation in the backward's normalisation:
+    // from D ≈ 700,000 llvmpipe stopped it and the gradient came out 0 past that dim, silently.
+    using p = engine.zeros([2, 600_000]);
+    const before = engine.memory();
+    await assertThrows(() => negativeCosine(p, p), RangeError, [
+      "negativeCosine",
+      "600000 dims",
+      "loop budget",
+    ]);
+    assertNoLeak(engine, before);
+  }));
+
 test("ntXent: peak memory of forward + backward is O(N·D) without the logits cache, that plus the cache with it", async (engine) => {
   const n = 1024;
   const d = 16;
