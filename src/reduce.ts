@@ -467,7 +467,10 @@ function minusLogsumexp(name: string, x: Tensor, axis: number, op: "sub" | "expD
   }
 }
 
-/** exp(x) normalised along `axis` (default the last), via logsumexp so large values do not overflow. */
+/**
+ * exp(x) normalised along `axis` (default the last), via logsumexp so large values do not overflow. At most
+ * maxStorageBufferBindingSize / 8 rows: each row's max and log-sum-exp lie in one binding.
+ */
 export function softmax(x: Tensor, axis = -1): Tensor {
   checkF32("softmax", x);
   if (fusesRows(x, normalizeAxes("softmax", x.shape, axis)[0])) return rowSoftmax(x, false);
@@ -485,7 +488,7 @@ export function softmax(x: Tensor, axis = -1): Tensor {
   });
 }
 
-/** x − logsumexp(x) along `axis` (default the last). */
+/** x − logsumexp(x) along `axis` (default the last); rows as softmax's. */
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
   checkF32("logSoftmax", x);
   if (fusesRows(x, normalizeAxes("logSoftmax", x.shape, axis)[0])) return rowSoftmax(x, true);
