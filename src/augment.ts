@@ -10,7 +10,7 @@
 // Every random op returns `{ output, params }`: one `SampleParams` per sample, which `applyParams` replays.
 import { type Binding, checkFits, type Engine, Params } from "./engine.ts";
 import { noGrad } from "./autograd.ts";
-import { fmtShape, ShapeError } from "./errors.ts";
+import { checkOptions, fmtShape, ShapeError } from "./errors.ts";
 import { sum } from "./reduce.ts";
 import { philox, seedKey, uniformFromBits } from "./ref/random.ts";
 import { assertLive, type Tensor } from "./tensor.ts";
@@ -384,6 +384,13 @@ export interface ApplyOptions {
  * the separable blur for samples with a blur sigma. Replays any op's `params` exactly.
  */
 export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOptions = {}): Tensor {
+  checkOptions("applyParams", options, {
+    size: true,
+    seed: true,
+    stream: true,
+    grayOutput: true,
+    normalize: true,
+  });
   const op = "applyParams";
   const [n, c, h, w] = imageDims(op, x);
   const [oh, ow] = outSize(op, options.size ?? [h, w]);
@@ -623,6 +630,14 @@ export function randomResizedCrop(
   x: Tensor,
   o: RandomOptions & { size: number | [number, number]; scale?: [number, number]; ratio?: [number, number] },
 ): Augmented {
+  checkOptions("randomResizedCrop", o, {
+    seed: true,
+    p: true,
+    stream: true,
+    size: true,
+    scale: true,
+    ratio: true,
+  });
   const op = "randomResizedCrop";
   const scale = checkRange(op, "scale", o.scale ?? [0.08, 1], 0, 1);
   const ratio = checkRange(op, "ratio", o.ratio ?? [3 / 4, 4 / 3], Number.MIN_VALUE);
@@ -632,6 +647,7 @@ export function randomResizedCrop(
 }
 
 export function horizontalFlip(x: Tensor, o: RandomOptions = {}): Augmented {
+  checkOptions("horizontalFlip", o, { seed: true, p: true, stream: true });
   return augment("horizontalFlip", x, { p: 0.5, ...o }, RANDOM_TAG.flip, (q, _u, applies) => {
     q.flip = applies;
   });
@@ -639,6 +655,15 @@ export function horizontalFlip(x: Tensor, o: RandomOptions = {}): Augmented {
 
 /** torchvision's ColorJitter: brightness, contrast, saturation, hue in a random order per sample. */
 export function colorJitter(x: Tensor, o: RandomOptions & JitterOptions = {}): Augmented {
+  checkOptions("colorJitter", o, {
+    seed: true,
+    p: true,
+    stream: true,
+    brightness: true,
+    contrast: true,
+    saturation: true,
+    hue: true,
+  });
   const op = "colorJitter";
   const ranges = jitterRanges(op, o);
   return augment(op, x, o, RANDOM_TAG.jitter, (q, u, applies) => {
@@ -648,6 +673,7 @@ export function colorJitter(x: Tensor, o: RandomOptions & JitterOptions = {}): A
 
 /** Grayscale (ITU-R 601 weights) kept at the input's channel count. */
 export function randomGrayscale(x: Tensor, o: RandomOptions = {}): Augmented {
+  checkOptions("randomGrayscale", o, { seed: true, p: true, stream: true });
   return augment("randomGrayscale", x, { p: 0.1, ...o }, RANDOM_TAG.grayscale, (q, _u, applies) => {
     q.grayscale = applies;
   });
@@ -655,6 +681,7 @@ export function randomGrayscale(x: Tensor, o: RandomOptions = {}): Augmented {
 
 /** Separable Gaussian blur with sigma uniform in the range and radius ceil(3·sigma), reflected borders. */
 export function gaussianBlur(x: Tensor, o: RandomOptions & { sigma?: FactorRange } = {}): Augmented {
+  checkOptions("gaussianBlur", o, { seed: true, p: true, stream: true, sigma: true });
   const op = "gaussianBlur";
   const s = o.sigma ?? [0.1, 2];
   const sigma = checkRange(op, "sigma", typeof s === "number" ? [s, s] : s, 0, MAX_SIGMA);
@@ -665,6 +692,7 @@ export function gaussianBlur(x: Tensor, o: RandomOptions & { sigma?: FactorRange
 
 /** Pixels ≥ threshold become 1 - x. */
 export function solarize(x: Tensor, o: RandomOptions & { threshold?: number } = {}): Augmented {
+  checkOptions("solarize", o, { seed: true, p: true, stream: true, threshold: true });
   const threshold = o.threshold ?? 0.5;
   return augment("solarize", x, o, RANDOM_TAG.solarize, (q, _u, applies) => {
     if (applies) q.solarize = threshold;
@@ -673,6 +701,7 @@ export function solarize(x: Tensor, o: RandomOptions & { threshold?: number } = 
 
 /** A random number of counter-clockwise quarter turns per sample (k uniform in 0..3); square images only. */
 export function rotate90(x: Tensor, o: Omit<RandomOptions, "p"> = {}): Augmented {
+  checkOptions("rotate90", o, { seed: true, stream: true });
   const [, , h, w] = imageDims("rotate90", x);
   if (h !== w) throw new ShapeError(`rotate90: needs square images, got ${fmtShape(x.shape)}`);
   return augment("rotate90", x, o, RANDOM_TAG.rotate, (q, u) => {
@@ -685,6 +714,14 @@ export function randomErasing(
   x: Tensor,
   o: RandomOptions & { scale?: [number, number]; ratio?: [number, number]; value?: number } = {},
 ): Augmented {
+  checkOptions("randomErasing", o, {
+    seed: true,
+    p: true,
+    stream: true,
+    scale: true,
+    ratio: true,
+    value: true,
+  });
   const op = "randomErasing";
   const scale = checkRange(op, "scale", o.scale ?? [0.02, 0.33], 0, 1);
   const ratio = checkRange(op, "ratio", o.ratio ?? [0.3, 3.3], Number.MIN_VALUE);
@@ -695,6 +732,7 @@ export function randomErasing(
 
 /** x + sigma·N(0, 1) per element, clipped to [0, 1]. */
 export function gaussianNoise(x: Tensor, o: RandomOptions & { sigma: number }): Augmented {
+  checkOptions("gaussianNoise", o, { seed: true, p: true, stream: true, sigma: true });
   if (!(o.sigma >= 0)) throw new RangeError(`gaussianNoise: sigma must be ≥ 0, got ${o.sigma}`);
   return augment("gaussianNoise", x, o, RANDOM_TAG.noise, (q, _u, applies) => {
     if (applies) q.noise = o.sigma;
@@ -784,6 +822,7 @@ export function simclrViews(
   x: Tensor,
   o: { seed: number; size: number | [number, number]; strength?: number },
 ): Views {
+  checkOptions("simclrViews", o, { seed: true, size: true, strength: true });
   const s = o.strength ?? 1;
   if (!(s >= 0)) throw new RangeError(`simclrViews: strength must be ≥ 0, got ${s}`);
   const jitter = { brightness: 0.8 * s, contrast: 0.8 * s, saturation: 0.8 * s, hue: Math.min(0.2 * s, 0.5) };
@@ -796,6 +835,7 @@ export function simclrViews(
 
 /** BYOL's asymmetric pair: blur p 1.0 and 0.1, solarize p 0 and 0.2, jitter (0.4, 0.4, 0.2, 0.1) with p 0.8. */
 export function byolViews(x: Tensor, o: { seed: number; size: number | [number, number] }): Views {
+  checkOptions("byolViews", o, { seed: true, size: true });
   const jitter = { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1 };
   return twoViews("byolViews", x, o.seed, o.size, [{ jitter, blur: 1, solarize: 0 }, {
     jitter,
@@ -849,6 +889,7 @@ function multiCrop(
  * flip 0.5, jitter (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale p 0.2. Resampling is bilinear (DINO's is bicubic).
  */
 export function dinoViews(x: Tensor, o: MultiCropOptions): MultiCropViews {
+  checkOptions("dinoViews", o, { seed: true, globalSize: true, localSize: true, localCrops: true });
   const jitter = { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1 };
   const scale: [number, number] = [0.4, 1];
   return multiCrop("dinoViews", x, o, [{ scale, jitter, blur: 1, solarize: 0 }, {
@@ -864,6 +905,7 @@ export function dinoViews(x: Tensor, o: MultiCropOptions): MultiCropViews {
  * scale 0.05 to 0.14; all with flip 0.5, jitter (0.8, 0.8, 0.8, 0.2) with p 0.8, grayscale p 0.2, blur p 0.5.
  */
 export function swavViews(x: Tensor, o: MultiCropOptions): MultiCropViews {
+  checkOptions("swavViews", o, { seed: true, globalSize: true, localSize: true, localCrops: true });
   const jitter = { brightness: 0.8, contrast: 0.8, saturation: 0.8, hue: 0.2 };
   const view = (scale: [number, number]) => ({ scale, jitter, blur: 0.5, solarize: 0 });
   return multiCrop("swavViews", x, o, [view([0.14, 1]), view([0.14, 1])], view([0.05, 0.14]));
@@ -877,6 +919,7 @@ export function images(
   pixels: Uint8Array | Uint8ClampedArray | ImageData[],
   o: { n: number; height: number; width: number },
 ): Tensor {
+  checkOptions("images", o, { n: true, height: true, width: true });
   const { n, height, width } = o;
   if (![n, height, width].every((d) => Number.isInteger(d) && d > 0)) {
     throw new RangeError(`images: n, height, width must be positive integers, got ${n}, ${height}, ${width}`);

@@ -5,7 +5,7 @@
 // except that logits up to the engine's logitCacheBytes are kept from the forward instead of recomputed. On CPU
 // adapters, where the rows are their own columns (A = B), each pair of row tiles is computed once for both.
 import { type Engine, Params } from "./engine.ts";
-import { fmtShape, ShapeError } from "./errors.ts";
+import { checkOptions, fmtShape, ShapeError } from "./errors.ts";
 import { composed, isRecording, noGrad, record } from "./autograd.ts";
 import { add, checkF32, mul, sub } from "./elementwise.ts";
 import { normalize } from "./nn.ts";
@@ -488,6 +488,7 @@ export interface NTXentOptions {
  * view; cross-entropy averaged over the 2N rows. z1, z2: [N, D].
  */
 export function ntXent(z1: Tensor, z2: Tensor, options: NTXentOptions = {}): Tensor {
+  checkOptions("ntXent", options, { temperature: true });
   return twoViewLoss("ntXent", z1, z2, options.temperature ?? 0.5, false);
 }
 
@@ -510,6 +511,7 @@ export interface DCLOptions {
  * has no negatives).
  */
 export function dcl(z1: Tensor, z2: Tensor, options: DCLOptions = {}): Tensor {
+  checkOptions("dcl", options, { temperature: true, weightSigma: true });
   const temperature = options.temperature ?? 0.1;
   const sigma = options.weightSigma;
   if (sigma === undefined) return twoViewLoss("dcl", z1, z2, temperature, true);
@@ -587,6 +589,7 @@ export interface InfoNCEOptions {
  * MoCo-style bank of more negative columns. query, keys: [N, D].
  */
 export function infoNCE(query: Tensor, keys: Tensor, options: InfoNCEOptions): Tensor {
+  checkOptions("infoNCE", options, { temperature: true, negatives: true, symmetric: true });
   const op = "infoNCE";
   // JavaScript callers may leave the options out: the temperature check then names what is missing.
   const { negatives, temperature, symmetric }: Partial<InfoNCEOptions> = options ?? {};
@@ -699,6 +702,7 @@ export interface SupConOptions {
  * positive as 0 in its mean (lightly's SupConLoss scales by the temperature).
  */
 export function supCon(z: Tensor, labels: Tensor, options: SupConOptions): Tensor {
+  checkOptions("supCon", options, { temperature: true });
   const op = "supCon";
   checkEmbeddings(op, ["z"], z);
   assertLive(op, labels);

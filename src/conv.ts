@@ -4,7 +4,7 @@
 import { noGrad, record } from "./autograd.ts";
 import { Params } from "./engine.ts";
 import { add, checkF32, div, equal, mul, sub, where } from "./elementwise.ts";
-import { fmtShape, ShapeError } from "./errors.ts";
+import { checkOptions, fmtShape, ShapeError } from "./errors.ts";
 import { matmul } from "./matmul.ts";
 import { max, mean, sum } from "./reduce.ts";
 import { concat, reshape, slice, transpose } from "./shape.ts";
@@ -158,6 +158,7 @@ function checkImage(op: string, x: Tensor): void {
  * falls in the padding. Its gradient is `fold`.
  */
 export function unfold(x: Tensor, options: WindowOptions): Tensor {
+  checkOptions("unfold", options, { kernel: true, stride: true, padding: true, dilation: true });
   checkImage("unfold", x);
   const win = windowOf("unfold", x.shape.slice(2), options);
   return record(unfoldRaw(x, win), "unfold", [x], (g) => [foldRaw(g, x.shape, win)]);
@@ -172,6 +173,13 @@ export function fold(
   cols: Tensor,
   options: WindowOptions & { outputSize: readonly [number, number] },
 ): Tensor {
+  checkOptions("fold", options, {
+    kernel: true,
+    stride: true,
+    padding: true,
+    dilation: true,
+    outputSize: true,
+  });
   const op = "fold";
   checkF32(op, cols);
   const size = options.outputSize;
@@ -208,6 +216,7 @@ export interface Conv2dOptions extends Omit<WindowOptions, "kernel"> {
  * columns (C·KH·KW times x's size) alive between the passes.
  */
 export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): Tensor {
+  checkOptions("conv2d", options, { stride: true, padding: true, dilation: true, bias: true });
   const op = "conv2d";
   checkImage(op, x);
   checkF32(op, weight);
@@ -420,6 +429,7 @@ function pool(
  */
 export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
   if ("dilation" in options) throw new RangeError("avgPool2d: has no dilation (nor has torch's avg_pool2d)");
+  checkOptions("avgPool2d", options, { kernel: true, stride: true, padding: true });
   const { kernel, stride, padding } = options;
   return pool(
     "avgPool2d",
@@ -437,6 +447,7 @@ export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
  * a window holding a NaN is NaN, its gradient going to its NaNs.
  */
 export function maxPool2d(x: Tensor, options: MaxPoolOptions): Tensor {
+  checkOptions("maxPool2d", options, { kernel: true, stride: true, padding: true, dilation: true });
   return pool("maxPool2d", x, options, -Infinity, (w) => max(w, 2), (g, y, windows, _taps, inImage) => {
     const w = windows();
     // NaN ≠ NaN, so 1 − equal(v, v) marks NaNs; the padding's −∞ taps would tie with an all −∞ window.

@@ -1,6 +1,6 @@
 // The engine: one WebGPU device, a buffer pool, a pipeline cache and the kernel runner that records every op
 // into one shared command encoder and submits in batches. A readback (`toArray`) flushes.
-import { DeviceError, DeviceLostError, fmtShape, KernelError, ShapeError } from "./errors.ts";
+import { checkOptions, DeviceError, DeviceLostError, fmtShape, KernelError, ShapeError } from "./errors.ts";
 import { SHADERS } from "./shaders.gen.ts";
 import { checkDType, type DType, holds, shapeSize, Tensor, type TypedArray } from "./tensor.ts";
 import { fill, philoxRandom } from "./random.ts";
@@ -190,6 +190,15 @@ function checkCacheBytes(where: string, bytes: number): void {
 }
 
 export async function init(options: InitOptions = {}): Promise<Engine> {
+  checkOptions("init", options, {
+    powerPreference: true,
+    batchSize: true,
+    maxStorageBufferBindingSize: true,
+    parallelWorkgroups: true,
+    cpuKernels: true,
+    logitCacheBytes: true,
+    maxComputeWorkgroupsPerDimension: true,
+  });
   const pw = options.parallelWorkgroups;
   if (pw !== undefined && !(Number.isInteger(pw) && pw >= 1)) {
     throw new RangeError(`init: parallelWorkgroups must be a positive integer, got ${pw}`);
@@ -401,11 +410,13 @@ export class Engine {
    * give each weight its own seed.
    */
   rand(shape: readonly number[], options: { seed?: number } = {}): Tensor {
+    checkOptions("rand", options, { seed: true });
     return philoxRandom(this, shape, options.seed ?? 0, "uniform");
   }
 
   /** Standard normal (Box-Muller over Philox 4x32-10) keyed by seed, as `rand`. */
   randn(shape: readonly number[], options: { seed?: number } = {}): Tensor {
+    checkOptions("randn", options, { seed: true });
     return philoxRandom(this, shape, options.seed ?? 0, "normal");
   }
 

@@ -40,3 +40,43 @@ export function describeBadIndices(
     return `${o.op}: ${what} outside ${o.outside} (${range}): ${o.effect}`;
   };
 }
+
+/**
+ * Throws a TypeError naming an option the op does not know: a misspelt one (`temprature`) would leave its
+ * default in place, silently, since JavaScript checks no keys. `known` lists every option of the op, which
+ * the type checker holds to the options type's keys.
+ */
+export function checkOptions<T extends object>(
+  op: string,
+  options: T | undefined,
+  known: Record<keyof T, true>,
+): void {
+  if (options === undefined) return;
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(
+      `${op}: options must be an object, got ${options === null ? "null" : typeof options}`,
+    );
+  }
+  const names = Object.keys(known);
+  for (const key of Object.keys(options)) {
+    if (Object.hasOwn(known, key)) continue;
+    const near = names.find((name) => editDistance(name.toLowerCase(), key.toLowerCase()) <= 2);
+    throw new TypeError(
+      `${op}: unknown option '${key}'${near ? ` (did you mean '${near}'?)` : ""}; its options are ` +
+        (names.join(", ") || "none"),
+    );
+  }
+}
+
+/** Levenshtein distance, for checkOptions' suggestion. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length];
+}

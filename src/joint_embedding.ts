@@ -29,7 +29,7 @@ import { emaUpdate } from "./optim.ts";
 import { normalize } from "./nn.ts";
 import { argmax, logSoftmax, logsumexp, mean, softmax, sum } from "./reduce.ts";
 import { concat, reshape, slice } from "./shape.ts";
-import { fmtShape, ShapeError } from "./errors.ts";
+import { checkOptions, fmtShape, ShapeError } from "./errors.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
 import type { Engine } from "./engine.ts";
 
@@ -113,6 +113,7 @@ export interface BarlowTwinsOptions {
  * z.std(0) without eps, then briefly batch-normalised both views together, which broke affine invariance.)
  */
 export function barlowTwins(z1: Tensor, z2: Tensor, options: BarlowTwinsOptions = {}): Tensor {
+  checkOptions("barlowTwins", options, { lambda: true });
   const op = "barlowTwins";
   const [n] = checkViews(op, z1, z2);
   const lambda = checkNonNegative(op, "lambda", options.lambda ?? 5e-3);
@@ -149,6 +150,7 @@ export interface VICRegOptions {
  * with cov = (z − mean)ᵀ(z − mean) / (N − 1). z1, z2: [N, D], N ≥ 2.
  */
 export function vicreg(z1: Tensor, z2: Tensor, options: VICRegOptions = {}): Tensor {
+  checkOptions("vicreg", options, { sim: true, variance: true, covariance: true, eps: true });
   const op = "vicreg";
   const [n, dim] = checkViews(op, z1, z2);
   const sim = checkNonNegative(op, "sim", options.sim ?? 25);
@@ -183,6 +185,7 @@ export interface KoLeoOptions {
  * passes no gradient; both rows of each pair get theirs.
  */
 export function koleo(x: Tensor, options: KoLeoOptions = {}): Tensor {
+  checkOptions("koleo", options, { eps: true });
   const op = "koleo";
   const [n] = checkSameViews(op, [["x", x]]);
   if (n < 2) {
@@ -209,6 +212,7 @@ export function koleo(x: Tensor, options: KoLeoOptions = {}): Tensor {
  * zero distance gets gradient 0 (its squared distance is floored at 1e-30), as PyTorch's norm gives.
  */
 export function alignment(x: Tensor, y: Tensor, options: { alpha?: number } = {}): Tensor {
+  checkOptions("alignment", options, { alpha: true });
   const op = "alignment";
   checkSameViews(op, [["x", x], ["y", y]]);
   const alpha = checkNonNegative(op, "alpha", options.alpha ?? 2, true);
@@ -225,6 +229,7 @@ export function alignment(x: Tensor, y: Tensor, options: { alpha?: number } = {}
  * squared distances (from the Gram matrix), so its memory is O(N²).
  */
 export function uniformity(x: Tensor, options: { t?: number } = {}): Tensor {
+  checkOptions("uniformity", options, { t: true });
   const op = "uniformity";
   const [n] = checkSameViews(op, [["x", x]]);
   if (n < 2) throw new RangeError(`${op}: needs at least 2 rows to form pairs, got ${fmtShape(x.shape)}`);
@@ -253,6 +258,7 @@ export interface HypersphereOptions {
  * lam·(uniformity(x̂) + uniformity(ŷ)) / 2.
  */
 export function hypersphere(za: Tensor, zb: Tensor, options: HypersphereOptions = {}): Tensor {
+  checkOptions("hypersphere", options, { t: true, lam: true, alpha: true });
   const op = "hypersphere";
   checkSameViews(op, [["za", za], ["zb", zb]]);
   const lam = checkNonNegative(op, "lam", options.lam ?? 1);
@@ -284,6 +290,7 @@ export interface TiCoOptions {
  * through B) and z_b, not the earlier estimate C.
  */
 export function tico(za: Tensor, zb: Tensor, options: TiCoOptions): Tensor {
+  checkOptions("tico", options, { covariance: true, beta: true, rho: true, update: true });
   const op = "tico";
   const [n, d] = checkSameViews(op, [["za", za], ["zb", zb]]);
   const c = options?.covariance;
@@ -400,6 +407,7 @@ function checkViewCounts(op: string, targets: number, student: number, what: str
  * batch of −Σ_k q_t · log_softmax(s_v / studentTemp).
  */
 export function dino(teacher: readonly Tensor[], student: readonly Tensor[], options: DinoOptions): Tensor {
+  checkOptions("dino", options, { center: true, teacherTemp: true, studentTemp: true });
   const op = "dino";
   checkViewCounts(op, teacher.length, student.length, "teacher");
   const [, k] = checkSameViews(op, [...named("teacher", teacher), ...named("student", student)]);
@@ -432,6 +440,7 @@ export interface SinkhornOptions {
  * below the others still gets its 1/K, as in exact arithmetic (in f32 exp() it would be a column of zeros).
  */
 export function sinkhorn(scores: Tensor, options: SinkhornOptions = {}): Tensor {
+  checkOptions("sinkhorn", options, { iterations: true, epsilon: true });
   const op = "sinkhorn";
   const [b, k] = checkSameViews(op, [["scores", scores]]);
   const iterations = options.iterations ?? 3;
@@ -484,6 +493,7 @@ export function swav(
   low: readonly Tensor[] = [],
   options: SwavOptions = {},
 ): Tensor {
+  checkOptions("swav", options, { temperature: true, sinkhorn: true, queue: true });
   const op = "swav";
   const student = [...high, ...low];
   checkViewCounts(op, high.length, student.length, "high-resolution");
@@ -543,6 +553,13 @@ export interface MSNOptions {
  * PMSN. The gradient reaches anchors and prototypes.
  */
 export function msn(anchors: Tensor, targets: Tensor, prototypes: Tensor, options: MSNOptions = {}): Tensor {
+  checkOptions("msn", options, {
+    temperature: true,
+    targetSharpenTemperature: true,
+    sinkhornIterations: true,
+    regularizationWeight: true,
+    powerLawExponent: true,
+  });
   const op = "msn";
   for (const [name, t] of [["anchors", anchors], ["targets", targets], ["prototypes", prototypes]] as const) {
     checkF32(op, t);
@@ -617,6 +634,7 @@ export function dinoCenter(
   teacher: readonly Tensor[],
   options: { momentum?: number } = {},
 ): void {
+  checkOptions("dinoCenter", options, { momentum: true });
   const op = "dinoCenter";
   if (teacher.length === 0) throw new RangeError(`${op}: no teacher views given`);
   const [, k] = checkSameViews(op, named("teacher", teacher));

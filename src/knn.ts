@@ -3,7 +3,7 @@
 import { noGrad } from "./autograd.ts";
 import { type Binding, Params } from "./engine.ts";
 import { checkF32, exp, mul } from "./elementwise.ts";
-import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
+import { checkOptions, describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
 import { matmul } from "./matmul.ts";
 import { normalize } from "./nn.ts";
 import { concat, slice } from "./shape.ts";
@@ -29,6 +29,7 @@ export interface KnnOptions {
  * one storage binding runs in parts, and queries in chunks, whose similarities fit one.
  */
 export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, options: KnnOptions): Tensor {
+  checkOptions("knnScores", options, { classes: true, k: true, temperature: true });
   const op = "knnScores";
   checkF32(op, features);
   checkF32(op, bank);

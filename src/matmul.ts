@@ -1,7 +1,7 @@
 // Matrix multiply with batch broadcasting and strided transposes (shaders/matmul.wgsl; CPU reference in
 // src/ref/matmul.ts).
 import { checkRank, Params } from "./engine.ts";
-import { fmtShape, ShapeError } from "./errors.ts";
+import { checkOptions, fmtShape, ShapeError } from "./errors.ts";
 import { record } from "./autograd.ts";
 import { sum } from "./reduce.ts";
 import { broadcastShapes, checkF32, unbroadcast } from "./elementwise.ts";
@@ -70,6 +70,7 @@ function batchStrides(shape: readonly number[], batch: readonly number[]): numbe
  * NumPy-style. a: [..., M, K] (or [..., K, M] with transA), b: [..., K, N] (or [..., N, K] with transB).
  */
 export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
+  checkOptions("matmul", options, { transA: true, transB: true });
   const transA = options.transA ?? false;
   const transB = options.transB ?? false;
   checkF32("matmul", a);

@@ -18,7 +18,7 @@ import {
   where,
 } from "./elementwise.ts";
 import { matmul } from "./matmul.ts";
-import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
+import { checkOptions, describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
 import { checkReduction, max, type Reduction, softmax, splitLogsumexp, sum } from "./reduce.ts";
 import { normalizeAxis, reshape } from "./shape.ts";
 import { assertLive, type Tensor } from "./tensor.ts";
@@ -37,6 +37,7 @@ function l2norm(x: Tensor, axis: number): Tensor {
  * Rows whose norm is at most eps are scaled by 1/eps, and their gradient is g/eps.
  */
 export function normalize(x: Tensor, options: { axis?: number; eps?: number } = {}): Tensor {
+  checkOptions("normalize", options, { axis: true, eps: true });
   assertLive("normalize", x);
   checkF32("normalize", x);
   const axis = normalizeAxis("normalize", options.axis ?? -1, x.shape.length);
@@ -96,6 +97,7 @@ function rowParts(op: string, logits: Tensor): [number, number][] {
  * all (each row's statistics take 8 bytes in one binding: with C ≤ 2 classes, more than its logits).
  */
 export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntropyOptions = {}): Tensor {
+  checkOptions("crossEntropy", options, { ignoreIndex: true, reduction: true });
   const op = "crossEntropy";
   assertLive(op, logits);
   assertLive(op, labels);
@@ -210,6 +212,7 @@ export interface AttentionOptions {
  * 2.5's safe softmax (before, its NaN reached every key's and value's gradient through Pᵀ·dO).
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
+  checkOptions("attention", options, { scale: true, mask: true, causal: true });
   const op = "attention";
   for (const t of [q, k, v]) checkF32(op, t);
   const shapes = `q ${fmtShape(q.shape)}, k ${fmtShape(k.shape)} and v ${fmtShape(v.shape)}`;

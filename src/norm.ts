@@ -3,7 +3,7 @@
 // closed form (CPU reference in src/ref/norm.ts).
 import { noGrad, record } from "./autograd.ts";
 import { add, checkF32, div, mul, sqrt, square, sub } from "./elementwise.ts";
-import { fmtShape, ShapeError } from "./errors.ts";
+import { checkOptions, fmtShape, ShapeError } from "./errors.ts";
 import { emaUpdate } from "./optim.ts";
 import { asShape, mean, sum } from "./reduce.ts";
 import { reshape } from "./shape.ts";
@@ -106,6 +106,7 @@ export function layerNorm(
   normalizedShape: readonly number[],
   options: AffineOptions = {},
 ): Tensor {
+  checkOptions("layerNorm", options, { weight: true, bias: true, eps: true });
   const op = "layerNorm";
   checkF32(op, x);
   const k = normalizedShape.length;
@@ -142,6 +143,14 @@ export interface BatchNormOptions extends AffineOptions {
  * the statistics are the batch's (biased variance), and `running` ones, if given, are updated in place.
  */
 export function batchNorm(x: Tensor, options: BatchNormOptions = {}): Tensor {
+  checkOptions("batchNorm", options, {
+    weight: true,
+    bias: true,
+    eps: true,
+    running: true,
+    training: true,
+    momentum: true,
+  });
   const op = "batchNorm";
   checkF32(op, x);
   if (x.shape.length < 2) throw new ShapeError(`${op}: input ${fmtShape(x.shape)} must be [N, C, ...]`);

@@ -5,7 +5,7 @@
 import { noGrad } from "./autograd.ts";
 import { type Binding, Params, windows } from "./engine.ts";
 import { add, checkF32, sqrt, square } from "./elementwise.ts";
-import { fmtShape, ShapeError } from "./errors.ts";
+import { checkOptions, fmtShape, ShapeError } from "./errors.ts";
 import { sum } from "./reduce.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
 
@@ -252,6 +252,13 @@ class Sgd extends Optimizer {
 
 /** Stochastic gradient descent with optional momentum, dampening, Nesterov and L2 weight decay (torch.optim.SGD). */
 export function sgd(params: readonly Tensor[], options: SgdOptions): Optimizer {
+  checkOptions("sgd", options, {
+    lr: true,
+    momentum: true,
+    dampening: true,
+    weightDecay: true,
+    nesterov: true,
+  });
   return new Sgd(params, options);
 }
 
@@ -299,11 +306,13 @@ class Adam extends Optimizer {
 
 /** Adam (torch.optim.Adam): weightDecay adds an L2 term to the gradient. */
 export function adam(params: readonly Tensor[], options: AdamOptions = {}): Optimizer {
+  checkOptions("adam", options, { lr: true, betas: true, eps: true, weightDecay: true });
   return new Adam("adam", params, options, false);
 }
 
 /** AdamW (torch.optim.AdamW): the weights decay by lr·weightDecay, apart from the gradient. */
 export function adamw(params: readonly Tensor[], options: AdamOptions = {}): Optimizer {
+  checkOptions("adamw", options, { lr: true, betas: true, eps: true, weightDecay: true });
   return new Adam("adamw", params, options, true);
 }
 
@@ -365,6 +374,13 @@ class Lars extends Optimizer {
  * w −= lr·b. SimCLR's TensorFlow LARS keeps lr inside the buffer (v = m·v + lr·q·d), the same at a constant lr.
  */
 export function lars(params: readonly Tensor[], options: LarsOptions): Optimizer {
+  checkOptions("lars", options, {
+    lr: true,
+    momentum: true,
+    weightDecay: true,
+    eta: true,
+    excludeBiasAndNorm: true,
+  });
   return new Lars(params, options);
 }
 
@@ -377,6 +393,7 @@ export function emaUpdate(
   online: readonly Tensor[],
   options: { momentum: number },
 ): void {
+  checkOptions("emaUpdate", options, { momentum: true });
   const op = "emaUpdate";
   const momentum = checkRange(op, "momentum", options.momentum, 0, 1);
   checkParams(op, targets, "target");
@@ -436,6 +453,13 @@ export interface CosineScheduleOptions {
  * optimiser's `lr` with it before each step.
  */
 export function cosineSchedule(step: number, o: CosineScheduleOptions): number {
+  checkOptions("cosineSchedule", o, {
+    base: true,
+    final: true,
+    total: true,
+    warmup: true,
+    warmupStart: true,
+  });
   const op = "cosineSchedule";
   const total = checkRange(op, "total", o.total, 1);
   const warmup = checkRange(op, "warmup", o.warmup ?? 0, 0, total);

@@ -2,6 +2,7 @@
 // src/ref/random.ts).
 import { record } from "./autograd.ts";
 import { type Engine, Params, windowBindings, windows } from "./engine.ts";
+import { checkOptions } from "./errors.ts";
 import { assertLive, checkDType, type DType, holds, type Tensor } from "./tensor.ts";
 
 const WG = 256;
@@ -80,6 +81,7 @@ export interface DropoutOptions {
  * backward draws it again instead of keeping it. For evaluation, leave the call out.
  */
 export function dropout(x: Tensor, options: DropoutOptions): Tensor {
+  checkOptions("dropout", options, { p: true, seed: true });
   assertLive("dropout", x);
   if (x.dtype !== "f32") throw new TypeError(`dropout: x must be f32, got ${x.dtype}`);
   const p = options.p ?? 0.5;

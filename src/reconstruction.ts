@@ -12,7 +12,7 @@
 import { composed, isRecording, isSeed, noGrad, record } from "./autograd.ts";
 import { type Binding, checkFits, checkRank, Params, windowBindings, windows } from "./engine.ts";
 import { broadcastStrides, checkF32, div, mul, neg, unbroadcast } from "./elementwise.ts";
-import { fmtShape, ShapeError } from "./errors.ts";
+import { checkOptions, fmtShape, ShapeError } from "./errors.ts";
 import { checkReduction, type Reduction, sum } from "./reduce.ts";
 import { assertLive, checkEngine, sameShape, type Tensor } from "./tensor.ts";
 
@@ -50,11 +50,13 @@ export interface LossOptions {
 
 /** Mean squared error (x − y)². */
 export function mse(pred: Tensor, target: Tensor, options: LossOptions = {}): Tensor {
+  checkOptions("mse", options, { reduction: true, weight: true });
   return overWeights("mse", pred, target, options);
 }
 
 /** Mean absolute error |x − y|. */
 export function l1(pred: Tensor, target: Tensor, options: LossOptions = {}): Tensor {
+  checkOptions("l1", options, { reduction: true, weight: true });
   return overWeights("l1", pred, target, options);
 }
 
@@ -74,6 +76,7 @@ function overWeights(kind: "mse" | "l1", pred: Tensor, target: Tensor, options: 
 
 /** ½d² where |d| ≤ delta, else delta·(|d| − ½delta) (PyTorch's huber_loss). */
 export function huber(pred: Tensor, target: Tensor, options: LossOptions & { delta?: number } = {}): Tensor {
+  checkOptions("huber", options, { reduction: true, weight: true, delta: true });
   const delta = options.delta ?? 1;
   if (!(delta > 0)) throw new RangeError(`huber: delta must be > 0, got ${delta}`);
   return pointLoss("huber", pred, target, options, delta);
@@ -85,6 +88,7 @@ export function smoothL1(
   target: Tensor,
   options: LossOptions & { beta?: number } = {},
 ): Tensor {
+  checkOptions("smoothL1", options, { reduction: true, weight: true, beta: true });
   const beta = options.beta ?? 1;
   if (!(beta >= 0)) throw new RangeError(`smoothL1: beta must be ≥ 0, got ${beta}`);
   return pointLoss("smoothL1", pred, target, options, beta);
@@ -92,6 +96,7 @@ export function smoothL1(
 
 /** Binary cross-entropy of sigmoid(logits) against target probabilities, computed stably from the logits. */
 export function bceWithLogits(logits: Tensor, target: Tensor, options: LossOptions = {}): Tensor {
+  checkOptions("bceWithLogits", options, { reduction: true, weight: true });
   return pointLoss("bceWithLogits", logits, target, options, 0);
 }
 
@@ -313,6 +318,7 @@ export function maskedMSE(
   mask: Tensor,
   options: { patch: number; normPix?: boolean },
 ): Tensor {
+  checkOptions("maskedMSE", options, { patch: true, normPix: true });
   const op = "maskedMSE";
   const { patch } = options;
   const normPix = options.normPix ?? false;
@@ -424,11 +430,13 @@ export interface SSIMOptions {
  * every position where the window fits. Differentiable in x and y.
  */
 export function ssim(x: Tensor, y: Tensor, options: SSIMOptions = {}): Tensor {
+  checkOptions("ssim", options, { window: true, sigma: true, dataRange: true });
   return ssimOp("ssim", x, y, options, 1, 0);
 }
 
 /** 1 − ssim(x, y): a loss to minimise. */
 export function ssimLoss(x: Tensor, y: Tensor, options: SSIMOptions = {}): Tensor {
+  checkOptions("ssimLoss", options, { window: true, sigma: true, dataRange: true });
   return ssimOp("ssimLoss", x, y, options, -1, 1);
 }
 

@@ -15,7 +15,7 @@ import {
   square,
   sub,
 } from "./elementwise.ts";
-import { fmtShape, ShapeError } from "./errors.ts";
+import { checkOptions, fmtShape, ShapeError } from "./errors.ts";
 import { reshape } from "./shape.ts";
 import { fusesRows, rowSoftmax } from "./softmax.ts";
 import { sameShape, type Tensor } from "./tensor.ts";
@@ -321,11 +321,13 @@ function spread(g: Tensor, shape: readonly number[], scale: number): Tensor {
 
 /** Sum over `axes` (all by default; negative axes count from the end; `[]` none, NumPy's rule, not torch's). */
 export function sum(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
+  checkOptions("sum", opts, { keepDims: true });
   return reduction("sum", "sum", x, axes, opts, (g) => spread(g, x.shape, 1));
 }
 
 /** Mean over `axes` (all by default). */
 export function mean(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
+  checkOptions("mean", opts, { keepDims: true });
   return reduction("sum", "mean", x, axes, opts, (g) => spread(g, x.shape, g.size / x.size), "average");
 }
 
@@ -340,11 +342,13 @@ export interface VarianceOptions extends ReduceOptions {
  * precision, where E[x²] − E[x]² would cancel. A RangeError where n − correction ≤ 0 (PyTorch gives NaN or ∞).
  */
 export function variance(x: Tensor, axes?: number | number[], opts: VarianceOptions = {}): Tensor {
+  checkOptions("variance", opts, { keepDims: true, correction: true });
   return squaredSpread("variance", x, axes, opts);
 }
 
 /** Standard deviation over `axes`, torch.std's: √variance (options as `variance`). */
 export function std(x: Tensor, axes?: number | number[], opts: VarianceOptions = {}): Tensor {
+  checkOptions("std", opts, { keepDims: true, correction: true });
   return composed((keep) => sqrt(keep(squaredSpread("std", x, axes, opts))));
 }
 
@@ -383,11 +387,13 @@ function toExtrema(x: Tensor, g: Tensor, y: Tensor, axes: number[]): Tensor {
 
 /** Maximum over `axes` (all by default); NaN wins. The gradient goes to the maximal elements, ties split evenly. */
 export function max(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
+  checkOptions("max", opts, { keepDims: true });
   return reduction("max", "max", x, axes, opts, (g, y, axes) => toExtrema(x, g, y, axes));
 }
 
 /** Minimum over `axes` (all by default); NaN wins. The gradient goes to the minimal elements, split among ties. */
 export function min(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
+  checkOptions("min", opts, { keepDims: true });
   return reduction("max", "min", x, axes, opts, (g, y, axes) => toExtrema(x, g, y, axes), "negate");
 }
 
@@ -396,11 +402,13 @@ export function min(x: Tensor, axes?: number | number[], opts: ReduceOptions = {
  * PyTorch's argmax: the first among equals, NaN above every number. Not differentiable.
  */
 export function argmax(x: Tensor, axis?: number, opts: ReduceOptions = {}): Tensor {
+  checkOptions("argmax", opts, { keepDims: true });
   return indexOfExtremum("argmax", x, axis, opts, false);
 }
 
 /** Index (i32) of the smallest element along `axis` (flattened when undefined): argmax's rules, NaN first. */
 export function argmin(x: Tensor, axis?: number, opts: ReduceOptions = {}): Tensor {
+  checkOptions("argmin", opts, { keepDims: true });
   return indexOfExtremum("argmin", x, axis, opts, true);
 }
 
@@ -429,6 +437,7 @@ function indexOfExtremum(
 
 /** log Σ exp(x) over `axes` (all by default), computed without overflow (running max, online rescaling). */
 export function logsumexp(x: Tensor, axes?: number | number[], opts: ReduceOptions = {}): Tensor {
+  checkOptions("logsumexp", opts, { keepDims: true });
   return reduction("logsumexp", "logsumexp", x, axes, opts, (g, _y, axes) => {
     // g·softmax, as exp((x − m) − log Σ) from the two halves: exp(x − y) would carry y's rounding to f32,
     // ulp(m) (the gradient 1e-3 off at m = 3e4, every element 1 at m = 1e8).

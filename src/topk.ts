@@ -4,7 +4,7 @@
 import { isRecording, noGrad, record } from "./autograd.ts";
 import { Params } from "./engine.ts";
 import { checkF32 } from "./elementwise.ts";
-import { fmtShape, ShapeError } from "./errors.ts";
+import { checkOptions, fmtShape, ShapeError } from "./errors.ts";
 import { gatherOp, scatterAdd } from "./gather.ts";
 import { transpose } from "./shape.ts";
 import { assertLive, type Tensor } from "./tensor.ts";
@@ -38,6 +38,7 @@ function axisOf(op: string, x: Tensor, axis: number): number {
  * above every number. `values` is differentiable: the gradient reaches x at the indices.
  */
 export function topk(x: Tensor, k: number, options: TopkOptions = {}): { values: Tensor; indices: Tensor } {
+  checkOptions("topk", options, { axis: true, largest: true });
   const a = axisOf("topk", x, options.axis ?? -1);
   const rank = x.shape.length;
   const len = x.shape[a];
@@ -109,6 +110,7 @@ export interface SortOptions {
  * order), NaN last ascending and first descending. topk of the whole axis, so the axis is at most 16,384 long.
  */
 export function sort(x: Tensor, options: SortOptions = {}): { values: Tensor; indices: Tensor } {
+  checkOptions("sort", options, { axis: true, descending: true });
   assertLive("sort", x);
   const axis = options.axis ?? -1;
   const len = x.shape[axisOf("sort", x, axis)];

@@ -18,6 +18,7 @@ import {
   mul,
   ntXent,
   Params,
+  randomResizedCrop,
   ShapeError,
   slice,
   sum,
@@ -595,4 +596,27 @@ test("kernels rebuild their index from a grid laid over x and y (64 workgroups a
   } finally {
     engine.destroy();
   }
+});
+
+test("a misspelt or unknown option is a TypeError naming the option meant, where it silently kept the default", async (engine) => {
+  using z = engine.randn([4, 8], { seed: 1 });
+  using img = engine.rand([2, 3, 8, 8], { seed: 2 });
+  const before = engine.memory();
+  await assertThrows(() => ntXent(z, z, { temprature: 0.1 } as never), TypeError, [
+    "ntXent",
+    "'temprature'",
+    "did you mean 'temperature'",
+  ]);
+  await assertThrows(() => lars([z], { lr: 0.1, weight_decay: 1e-6 } as never), TypeError, ["'weightDecay'"]);
+  await assertThrows(() => sum(z, 0, { keepdims: true } as never), TypeError, ["sum", "'keepDims'"]);
+  await assertThrows(() => randomResizedCrop(img, { size: 4, seeds: 3 } as never), TypeError, ["'seed'"]);
+  await assertThrows(() => dropout(z, { p: 0.1, seed: 1, training: false } as never), TypeError, [
+    "dropout",
+    "'training'",
+    "its options are p, seed",
+  ]);
+  await assertThrows(() => engine.rand([2], { sed: 1 } as never), TypeError, ["rand", "'seed'"]);
+  await assertThrows(() => mse(z, z, null as never), TypeError, ["mse", "options must be an object", "null"]);
+  await assertThrows(() => init({ cpuKernel: true } as never), TypeError, ["init", "'cpuKernels'"]);
+  assertNoLeak(engine, before);
 });
