@@ -40,6 +40,7 @@
 //                  per (row tile of the window, row) after the split_par slots, which start at zero); with
 //                  DIRECT the weights of every step go through scratch, not a step at a time through smem
 //   rowDot:        loss[i] = −u1_i·u2_i (negative cosine of normalised rows)   1 u1, 2 u2, 3 loss [R]
+//                  (rowDotRows: one invocation per row, for CPU adapters, likewise)
 //   normalizeGrad: dx = J_normalize(g·scale·Σ dpart) (or without NORMALIZE the sum), rows to dx1 then dx2
 //                                                                  1 dpart, 2 u, 3 norms, 4 g, 5 dx1, 6 dx2
 //                  (normalizeGradRows: one invocation per row, for CPU adapters, likewise)
@@ -528,6 +529,16 @@ fn rowDot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
   for (var q = lid; q < p.dim4; q += WG) { acc += dot(xa[row * p.dim4 + q], xb[row * p.dim4 + q]); }
   let v = workgroupSum(lid, acc);
   if (lid == 0u) { loss[row] = -v; }
+}
+
+@compute @workgroup_size(WG)
+fn rowDotRows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+  let row = linear(wg, nwg) * WG + lid;
+  if (row >= p.rows) { return; }
+  var acc = 0.0;
+  for (var q = 0u; q < p.dim4; q++) { acc += dot(xa[row * p.dim4 + q], xb[row * p.dim4 + q]); }
+  loss[row] = -acc;
 }
 
 @group(0) @binding(1) var<storage, read> sums_in: array<vec2<f32>>;

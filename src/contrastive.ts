@@ -237,6 +237,12 @@ function* dispatches(pr: Problem, pl: Plan, colStats = 0, cache = false, terms?:
   }
 }
 
+/** normalizeRows' loop iterations for a row: the sum of squares in blocks of 8 dims, then the packed writes. */
+const normalizeLoops = (dim: number) => Math.ceil((9 * dim) / 8) + 4 * dim4(dim);
+
+/** normalizeGradRows': u·du in blocks of 8 dims, then the writes, each du summing splitPar partials. */
+const normalizeGradLoops = (dim: number, splitPar: number) => 2 * dim * (splitPar + 1) + Math.ceil(dim / 8);
+
 /**
  * How a row-wise entry runs: one workgroup per row (GPUs, and rows too long for the next), its WG invocations
  * each taking every WG-th dim; or on CPU adapters the entry's `Rows` variant, one invocation per row, where its
@@ -244,12 +250,6 @@ function* dispatches(pr: Problem, pl: Plan, colStats = 0, cache = false, terms?:
  * not fit either is a RangeError, before anything is allocated (the budget's margin under the cap covers the
  * shares' extra exit tests).
  */
-/** normalizeRows' loop iterations for a row: the sum of squares in blocks of 8 dims, then the packed writes. */
-const normalizeLoops = (dim: number) => Math.ceil((9 * dim) / 8) + 4 * dim4(dim);
-
-/** normalizeGradRows': u·du in blocks of 8 dims, then the writes, each du summing splitPar partials. */
-const normalizeGradLoops = (dim: number, splitPar: number) => 2 * dim * (splitPar + 1) + Math.ceil(dim / 8);
-
 function rowPass(
   op: string,
   e: Engine,
@@ -751,11 +751,10 @@ export function negativeCosine(p: Tensor, z: Tensor): Tensor {
   e.run({
     op,
     shader: "contrastive",
-    entry: "rowDot",
+    ...rowPass(op, e, "rowDot", n, dim, dim4(dim)),
     constants: { WG },
     params: new Params().u32(n, 0, dim, dim4(dim)),
     buffers: [saved[0], uz, negCos],
-    workgroups: n,
   });
   // The reduce kernels' mean: a sum split over workgroups and passes (one loop over n / 64 ran past
   // llvmpipe's loop cap from 4.2M rows).

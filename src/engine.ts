@@ -428,7 +428,6 @@ export class Engine {
     return rgbaImages(this, pixels, options);
   }
 
-  /** Live tensors and their bytes; `pooledBytes` are freed buffers kept for reuse. */
   /** console.log in Deno and Node: the adapter and live memory, not the device's every limit. */
   [Symbol.for("Deno.customInspect")](): string {
     return this.toString();
@@ -445,6 +444,7 @@ export class Engine {
     }; ${tensors} tensors, ${bytes} bytes)`;
   }
 
+  /** Live tensors and their bytes; `pooledBytes` are freed buffers kept for reuse. */
   memory(): { tensors: number; bytes: number; pooledBytes: number; peakBytes: number } {
     return {
       tensors: this.#live.size,

@@ -275,24 +275,25 @@ test("supCon: labels with several positives and anchors without any match the re
     assertNoLeak(engine, before, "supCon");
   }));
 
-test("negativeCosine: value and gradient to p match the reference; z gets none", async (engine) => {
-  const before = engine.memory();
-  for (const [n, d] of [[1, 1], [3, 5], [67, 130]]) {
-    const a = randomArray(n * d, n + 3 * d);
-    const b = randomArray(n * d, n + 5 * d);
-    const p = engine.tensor(a, [n, d]);
-    const z = engine.tensor(b, [n, d]);
-    const [loss, [gp, gz]] = await lossAndGrads(() => negativeCosine(p, z), [p, z]);
-    const ref = refNegativeCosine(a, b, n, d);
-    close([loss], [ref.loss], `loss N=${n} D=${d}`);
-    // D = 1: the exact gradient is 0 (a 1-D unit vector cannot turn); f32 leaves ~1e-7 of the 1/N terms.
-    assertClose(gp, ref.dp, { rtol: 1e-4, atol: 1e-6 }, `dp N=${n} D=${d}`);
-    assert(gz.every((v) => v === 0), "z must get no gradient");
-    p.dispose();
-    z.dispose();
-  }
-  assertNoLeak(engine, before, "negativeCosine");
-});
+test("negativeCosine: value and gradient to p match the reference; z gets none", () =>
+  bothKernels(async (engine) => {
+    const before = engine.memory();
+    for (const [n, d] of [[1, 1], [3, 5], [67, 130]]) {
+      const a = randomArray(n * d, n + 3 * d);
+      const b = randomArray(n * d, n + 5 * d);
+      const p = engine.tensor(a, [n, d]);
+      const z = engine.tensor(b, [n, d]);
+      const [loss, [gp, gz]] = await lossAndGrads(() => negativeCosine(p, z), [p, z]);
+      const ref = refNegativeCosine(a, b, n, d);
+      close([loss], [ref.loss], `loss N=${n} D=${d}`);
+      // D = 1: the exact gradient is 0 (a 1-D unit vector cannot turn); f32 leaves ~1e-7 of the 1/N terms.
+      assertClose(gp, ref.dp, { rtol: 1e-4, atol: 1e-6 }, `dp N=${n} D=${d}`);
+      assert(gz.every((v) => v === 0), "z must get no gradient");
+      p.dispose();
+      z.dispose();
+    }
+    assertNoLeak(engine, before, "negativeCosine");
+  }));
 
 test("negativeCosine's mean over 4.2M rows counts every row (one loop of n / 64 stopped at llvmpipe's cap)", async (engine) => {
   // D = 1: each cosine is exactly ±1 (the signs), +1 for the first 4,000,000 rows and −1 after; the loss is a
