@@ -13,7 +13,7 @@
 // Every accumulator is a vec2: OP 0 sum (x), OP 1 max (x), OP 2 logsumexp as (running max m, Σ exp(v − m)),
 // merged like online softmax; the last pass writes m + log(s), or with SPLIT m and log(s) apart (m at row r,
 // log(s) at p.half + r) for softmax and logSoftmax: (x − m) − log(s) is exact to f32 where x − (m + log s)
-// carries the rounding of m + log s, ulp(m) (2e-3 at |m| = 3e4); log(s) is NaN for m = +∞ (logSBeside). OP 3 argmax as (value, reduced index as an
+// carries the rounding of m + log s, ulp(m) (2e-3 at |m| = 3e4); with NAN_AT_INF log(s) is NaN for m = +∞. OP 3 argmax as (value, reduced index as an
 // f32, exact below 2^24): the larger value wins, NaN above all, the lower index among equals (PyTorch's first
 // occurrence); the last pass writes the index's i32 bits. NEGATE reads −x in the first pass: min and argmin are
 // max and argmax of −x (min's last pass scales by −1).
@@ -67,6 +67,7 @@ override KEPT4: bool = false;
 // (they do not start on a vec4), and the last group holds fewer than 4 rows.
 override UNALIGNED: bool = false;
 override SPLIT: bool = false;
+override NAN_AT_INF: bool = false;  // SPLIT: log(s) is NaN where m = +∞ (logSBeside)
 override NEGATE: bool = false;
 const BLOCK = 8u;
 
@@ -142,7 +143,7 @@ fn store(o: u32, acc: vec2<f32>) {
     out[2u * o + 1u] = acc.y;
   } else if (SPLIT) {
     out[o] = acc.x;
-    out[p.half + o] = logSBeside(acc.x, acc.y);
+    out[p.half + o] = select(log(acc.y), logSBeside(acc.x, acc.y), NAN_AT_INF);
   } else if (OP == 2u) {
     out[o] = acc.x + log(acc.y);
   } else if (OP == 3u) {

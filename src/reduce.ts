@@ -143,6 +143,8 @@ interface Run {
   negate?: boolean;
   /** logsumexp's last pass writes the max m of each row and log Σ exp(x − m) `half` elements on. */
   half?: number;
+  /** With `half`: log Σ is NaN where m = +∞, so x − m − log Σ is NaN along the row (softmax's rule). */
+  nanAtInf?: boolean;
 }
 
 /**
@@ -156,7 +158,7 @@ function reduce(
   x: Tensor,
   axes: number[],
   outShape: number[],
-  { scale = 1, negate = false, half = 0 }: Run = {},
+  { scale = 1, negate = false, half = 0, nanAtInf = false }: Run = {},
 ): Tensor {
   // Reduced axes that end the shape behind others (conv2d's bias gradient, axes [0, 2, 3]): the trailing run
   // first, as contiguous rows, then the others over what is left (on llvmpipe [64, 64, 32, 32] ran 7x faster
@@ -228,6 +230,7 @@ function reduce(
           KEPT4: kept4 ? 1 : 0,
           UNALIGNED: kept4 && unaligned ? 1 : 0,
           SPLIT: half > 0 && last ? 1 : 0,
+          NAN_AT_INF: nanAtInf ? 1 : 0,
           NEGATE: negate && pass === 0 ? 1 : 0,
         },
         params: new Params()
@@ -441,7 +444,7 @@ export function logsumexp(x: Tensor, axes?: number | number[], opts: ReduceOptio
   return reduction("logsumexp", "logsumexp", x, axes, opts, (g, _y, axes) => {
     // g·softmax, as exp((x − m) − log Σ) from the two halves: exp(x − y) would carry y's rounding to f32,
     // ulp(m) (the gradient 1e-3 off at m = 3e4, every element 1 at m = 1e8).
-    const lse = splitLogsumexp("logsumexp", x, axes);
+    const lse = splitLogsumexp("logsumexp", x, axes, false);
     const p = minusSplit("expDiff", x, lse, keptShape(x.shape, axes));
     lse.dispose();
     const r = mul(p, g);
@@ -453,11 +456,13 @@ export function logsumexp(x: Tensor, axes?: number | number[], opts: ReduceOptio
 /**
  * logsumexp of `x` over `axes` as two halves, each row's max m and then, from element `half` on (rows rounded
  * up to 4), log Σ exp(x − m): [2, half]. A caller that subtracts it takes (x − m) − log Σ, where rounding
- * m + log Σ to f32 first would cost ulp(m) (2e-3 at |m| = 3e4). No gradient.
+ * m + log Σ to f32 first would cost ulp(m) (2e-3 at |m| = 3e4). No gradient. With `nanAtInf` a row holding
+ * +∞ gets a NaN log Σ (softmax, logSoftmax and crossEntropy are NaN there, as torch's); logsumexp's own
+ * gradient keeps torch's exp(x − ∞): 0 but at the ∞.
  */
-export function splitLogsumexp(name: string, x: Tensor, axes: number[]): Tensor {
+export function splitLogsumexp(name: string, x: Tensor, axes: number[], nanAtInf = true): Tensor {
   const half = Math.ceil(product(keptShape(x.shape, axes)) / 4) * 4;
-  return reduce("logsumexp", name, x, axes, [2, half], { half });
+  return reduce("logsumexp", name, x, axes, [2, half], { half, nanAtInf });
 }
 
 /**

@@ -376,6 +376,16 @@ leakTest("NaN and infinities propagate like the reference", async (engine) => {
   ) {
     assertClose(await take(op(t, 0)), ref(x, shape, 0), logSoftmaxTol, `${name} along axis 0`);
   }
+  // logsumexp's gradient keeps torch's exp(x − ∞) on such a row: NaN at the ∞ alone, 0 elsewhere.
+  const [g] = engine.tidy(() => grad(sum(logsumexp(t, 1)), [t]));
+  const got = await take(g);
+  assertClose(
+    got,
+    refLogsumexpGrad(x, new Float64Array(rows.length).fill(1), shape, [1]),
+    lseTol,
+    "logsumexp'",
+  );
+  assertClose(got.slice(8, 12), [0, NaN, 0, 0], exact, "logsumexp' of [1, ∞, 2, −∞]");
 });
 
 leakTest("softmax and logSoftmax keep f32 precision at logits near ±1e4 and 3e4", async (engine) => {

@@ -184,14 +184,21 @@ export function refLogsumexp(
   return { data: m.data.map((mi, r) => mi + logS[r]), shape: m.shape };
 }
 
-/** x − logsumexp(x) over `axes`, as (x − m) − log Σ; NaN throughout a row holding +∞, as torch's log_softmax. */
+/**
+ * x − logsumexp(x) over `axes`, as (x − m) − log Σ; with `nanAtInf` NaN throughout a row holding +∞, as torch's
+ * log_softmax (logsumexp's gradient keeps exp(x − ∞): NaN at the ∞ alone).
+ */
 function minusLogsumexp(
   x: ArrayLike<number>,
   shape: readonly number[],
   axes: readonly number[],
+  nanAtInf = true,
 ): Float64Array {
   const { m, logS, rows } = logsumexpHalves(x, shape, axes);
-  return Float64Array.from(rows, (r, i) => m.data[r] === Infinity ? NaN : (x[i] - m.data[r]) - logS[r]);
+  return Float64Array.from(
+    rows,
+    (r, i) => nanAtInf && m.data[r] === Infinity ? NaN : (x[i] - m.data[r]) - logS[r],
+  );
 }
 
 export function refLogSoftmax(x: ArrayLike<number>, shape: readonly number[], axis: number): Float64Array {
@@ -242,7 +249,7 @@ export function refLogsumexpGrad(
   axes: readonly number[],
 ): Float64Array {
   const rows = rowOf(shape, axes);
-  return minusLogsumexp(x, shape, axes).map((v, i) => g[rows[i]] * Math.exp(v));
+  return minusLogsumexp(x, shape, axes, false).map((v, i) => g[rows[i]] * Math.exp(v));
 }
 
 /** y·(g − Σ g·y) along the axis. */
