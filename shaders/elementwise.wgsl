@@ -119,7 +119,8 @@ fn powInt(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 // ∞ (llvmpipe gives 0^-1 = 0), so only finite positive bases take that path, and only for exponents that are
 // not small integers (powInt): a negative base keeps the sign of an odd integer exponent and is NaN for a
 // non-integer one; 0 and ∞ bases, ∞ exponents, b = 0 and a = 1 (even with a NaN on the other side: both give 1)
-// are set explicitly.
+// are set explicitly. A subnormal base is no zero (SwiftShader's a == 0 holds for one) and its log2 comes from
+// its bits (log2Pos).
 fn powC(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
   let inf = bits4(a, 0x7f800000u);
   let nan = bits4(a, 0x7fc00000u);
@@ -128,11 +129,12 @@ fn powC(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
   let integer = (b == trunc(b)) & !infB;
   let odd = integer & (b * 0.5 != trunc(b * 0.5));
   let negative = (bitcast<vec4<u32>>(a) & vec4<u32>(0x80000000u)) != vec4<u32>(0u);  // -0 included
-  var r = select(exp2(b * log2(abs(a))), powInt(a, b), integer & (abs(b) < vec4<f32>(128.0)));
-  r = select(r, sqrt(abs(a)), b == vec4<f32>(0.5));
-  r = select(r, 1.0 / sqrt(abs(a)), b == vec4<f32>(-0.5));
-  r = select(r, select(ZERO, inf, (b > ZERO) == infA), (a == ZERO) | infA);
-  r = select(r, nan, (a < ZERO) & !infA & !integer & !infB);
+  let zeroA = (bitcast<vec4<u32>>(a) & vec4<u32>(0x7fffffffu)) == vec4<u32>(0u);
+  var r = select(exp2(b * log2Pos(abs(a))), powInt(a, b), integer & (abs(b) < vec4<f32>(128.0)));
+  r = select(r, sqrtC(abs(a)), b == vec4<f32>(0.5));
+  r = select(r, 1.0 / sqrtC(abs(a)), b == vec4<f32>(-0.5));
+  r = select(r, select(ZERO, inf, (b > ZERO) == infA), zeroA | infA);
+  r = select(r, nan, negative & !zeroA & !infA & !integer & !infB);
   r = select(r, -r, negative & odd);
   let above = abs(a) > ONE;  // for an ∞ exponent: |a| = 1 gives 1, otherwise 0 or ∞
   r = select(r, select(select(ZERO, inf, above == (b > ZERO)), ONE, abs(a) == ONE), infB);
@@ -162,6 +164,12 @@ fn logC(x: vec4<f32>) -> vec4<f32> {
   r = select(r, near, abs(d) < vec4<f32>(0.25));
   r = select(r, bits4(x, 0xff800000u), (b & vec4<u32>(0x7fffffffu)) == vec4<u32>(0u));
   return select(r, bits4(x, 0x7fc00000u), negative4(x));
+}
+
+// log2 of x ≥ 0, right for subnormals (llvmpipe's is about −127 for every one): log2(f32(bits)) − 149.
+fn log2Pos(x: vec4<f32>) -> vec4<f32> {
+  let b = bitcast<vec4<u32>>(x);
+  return select(log2(x), log2(vec4<f32>(b)) - 149.0, b < vec4<u32>(0x800000u));
 }
 
 // sqrt, NaN below 0 and right for subnormals, which SwiftShader flushes to 0 (sqrt(1e-40) is 1e-20): as log's,

@@ -239,6 +239,16 @@ test("pow follows PyTorch at 0, at negative bases and at NaN, its gradients too"
     using powers = engine.tensor([0, 1, 2, 3, 4, 5, 6, 7], [8]);
     assertClose(await take(pow(10, powers)), [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7], EXACT, "10^k");
   }
+  {
+    // Subnormal bases: llvmpipe's log2 of one is about −127 (1e-40^0.1 came out 1.5e-4 for 1e-4) and SwiftShader
+    // takes one for 0; through its bits both are right. exp2 of b·log2 a few ulp of 10 → rtol 2e-6.
+    const tiny = Float32Array.from([1e-40, 1e-45, 5e-39, 1e-40, 1e-40]);
+    const exponents = [0.1, 0.25, 0.5, -0.5, -0.25];
+    using a = engine.tensor(tiny, [5]);
+    using b = engine.tensor(exponents, [5]);
+    const want = refBinary("pow", tiny, [5], exponents, [5]).data;
+    assertClose(await take(pow(a, b)), want, { rtol: 2e-6, atol: 0 }, "subnormal bases");
+  }
   assertNoLeak(engine, before);
 });
 
