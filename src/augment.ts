@@ -637,7 +637,7 @@ export function randomResizedCrop(
     size: true,
     scale: true,
     ratio: true,
-  });
+  }, true);
   const op = "randomResizedCrop";
   const scale = checkRange(op, "scale", o.scale ?? [0.08, 1], 0, 1);
   const ratio = checkRange(op, "ratio", o.ratio ?? [3 / 4, 4 / 3], Number.MIN_VALUE);
@@ -732,7 +732,7 @@ export function randomErasing(
 
 /** x + sigma·N(0, 1) per element, clipped to [0, 1]. */
 export function gaussianNoise(x: Tensor, o: RandomOptions & { sigma: number }): Augmented {
-  checkOptions("gaussianNoise", o, { seed: true, p: true, stream: true, sigma: true });
+  checkOptions("gaussianNoise", o, { seed: true, p: true, stream: true, sigma: true }, true);
   if (!(o.sigma >= 0)) throw new RangeError(`gaussianNoise: sigma must be ≥ 0, got ${o.sigma}`);
   return augment("gaussianNoise", x, o, RANDOM_TAG.noise, (q, _u, applies) => {
     if (applies) q.noise = o.sigma;
@@ -822,7 +822,7 @@ export function simclrViews(
   x: Tensor,
   o: { seed: number; size: number | [number, number]; strength?: number },
 ): Views {
-  checkOptions("simclrViews", o, { seed: true, size: true, strength: true });
+  checkOptions("simclrViews", o, { seed: true, size: true, strength: true }, true);
   const s = o.strength ?? 1;
   if (!(s >= 0)) throw new RangeError(`simclrViews: strength must be ≥ 0, got ${s}`);
   const jitter = { brightness: 0.8 * s, contrast: 0.8 * s, saturation: 0.8 * s, hue: Math.min(0.2 * s, 0.5) };
@@ -835,7 +835,7 @@ export function simclrViews(
 
 /** BYOL's asymmetric pair: blur p 1.0 and 0.1, solarize p 0 and 0.2, jitter (0.4, 0.4, 0.2, 0.1) with p 0.8. */
 export function byolViews(x: Tensor, o: { seed: number; size: number | [number, number] }): Views {
-  checkOptions("byolViews", o, { seed: true, size: true });
+  checkOptions("byolViews", o, { seed: true, size: true }, true);
   const jitter = { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1 };
   return twoViews("byolViews", x, o.seed, o.size, [{ jitter, blur: 1, solarize: 0 }, {
     jitter,
@@ -889,7 +889,7 @@ function multiCrop(
  * flip 0.5, jitter (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale p 0.2. Resampling is bilinear (DINO's is bicubic).
  */
 export function dinoViews(x: Tensor, o: MultiCropOptions): MultiCropViews {
-  checkOptions("dinoViews", o, { seed: true, globalSize: true, localSize: true, localCrops: true });
+  checkOptions("dinoViews", o, { seed: true, globalSize: true, localSize: true, localCrops: true }, true);
   const jitter = { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1 };
   const scale: [number, number] = [0.4, 1];
   return multiCrop("dinoViews", x, o, [{ scale, jitter, blur: 1, solarize: 0 }, {
@@ -905,7 +905,7 @@ export function dinoViews(x: Tensor, o: MultiCropOptions): MultiCropViews {
  * scale 0.05 to 0.14; all with flip 0.5, jitter (0.8, 0.8, 0.8, 0.2) with p 0.8, grayscale p 0.2, blur p 0.5.
  */
 export function swavViews(x: Tensor, o: MultiCropOptions): MultiCropViews {
-  checkOptions("swavViews", o, { seed: true, globalSize: true, localSize: true, localCrops: true });
+  checkOptions("swavViews", o, { seed: true, globalSize: true, localSize: true, localCrops: true }, true);
   const jitter = { brightness: 0.8, contrast: 0.8, saturation: 0.8, hue: 0.2 };
   const view = (scale: [number, number]) => ({ scale, jitter, blur: 0.5, solarize: 0 });
   return multiCrop("swavViews", x, o, [view([0.14, 1]), view([0.14, 1])], view([0.05, 0.14]));
@@ -919,7 +919,7 @@ export function images(
   pixels: Uint8Array | Uint8ClampedArray | ImageData[],
   o: { n: number; height: number; width: number },
 ): Tensor {
-  checkOptions("images", o, { n: true, height: true, width: true });
+  checkOptions("images", o, { n: true, height: true, width: true }, true);
   const { n, height, width } = o;
   if (![n, height, width].every((d) => Number.isInteger(d) && d > 0)) {
     throw new RangeError(`images: n, height, width must be positive integers, got ${n}, ${height}, ${width}`);

@@ -589,7 +589,7 @@ export interface InfoNCEOptions {
  * MoCo-style bank of more negative columns. query, keys: [N, D].
  */
 export function infoNCE(query: Tensor, keys: Tensor, options: InfoNCEOptions): Tensor {
-  checkOptions("infoNCE", options, { temperature: true, negatives: true, symmetric: true });
+  checkOptions("infoNCE", options, { temperature: true, negatives: true, symmetric: true }, true);
   const op = "infoNCE";
   // JavaScript callers may leave the options out: the temperature check then names what is missing.
   const { negatives, temperature, symmetric }: Partial<InfoNCEOptions> = options ?? {};
@@ -702,7 +702,7 @@ export interface SupConOptions {
  * positive as 0 in its mean (lightly's SupConLoss scales by the temperature).
  */
 export function supCon(z: Tensor, labels: Tensor, options: SupConOptions): Tensor {
-  checkOptions("supCon", options, { temperature: true });
+  checkOptions("supCon", options, { temperature: true }, true);
   const op = "supCon";
   checkEmbeddings(op, ["z"], z);
   assertLive(op, labels);

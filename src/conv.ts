@@ -158,7 +158,7 @@ function checkImage(op: string, x: Tensor): void {
  * falls in the padding. Its gradient is `fold`.
  */
 export function unfold(x: Tensor, options: WindowOptions): Tensor {
-  checkOptions("unfold", options, { kernel: true, stride: true, padding: true, dilation: true });
+  checkOptions("unfold", options, { kernel: true, stride: true, padding: true, dilation: true }, true);
   checkImage("unfold", x);
   const win = windowOf("unfold", x.shape.slice(2), options);
   return record(unfoldRaw(x, win), "unfold", [x], (g) => [foldRaw(g, x.shape, win)]);
@@ -179,7 +179,7 @@ export function fold(
     padding: true,
     dilation: true,
     outputSize: true,
-  });
+  }, true);
   const op = "fold";
   checkF32(op, cols);
   const size = options.outputSize;
@@ -428,8 +428,10 @@ function pool(
  * → [N, C, OH, OW]. Each tap of a window gets the window's gradient over the window's size.
  */
 export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
-  if ("dilation" in options) throw new RangeError("avgPool2d: has no dilation (nor has torch's avg_pool2d)");
-  checkOptions("avgPool2d", options, { kernel: true, stride: true, padding: true });
+  if (options?.constructor === Object && "dilation" in options) {
+    throw new RangeError("avgPool2d: has no dilation (nor has torch's avg_pool2d)");
+  }
+  checkOptions("avgPool2d", options, { kernel: true, stride: true, padding: true }, true);
   const { kernel, stride, padding } = options;
   return pool(
     "avgPool2d",
@@ -447,7 +449,7 @@ export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
  * a window holding a NaN is NaN, its gradient going to its NaNs.
  */
 export function maxPool2d(x: Tensor, options: MaxPoolOptions): Tensor {
-  checkOptions("maxPool2d", options, { kernel: true, stride: true, padding: true, dilation: true });
+  checkOptions("maxPool2d", options, { kernel: true, stride: true, padding: true, dilation: true }, true);
   return pool("maxPool2d", x, options, -Infinity, (w) => max(w, 2), (g, y, windows, _taps, inImage) => {
     const w = windows();
     // NaN ≠ NaN, so 1 − equal(v, v) marks NaNs; the padding's −∞ taps would tie with an all −∞ window.

@@ -44,23 +44,29 @@ export function describeBadIndices(
 /**
  * Throws a TypeError naming an option the op does not know: a misspelt one (`temprature`) would leave its
  * default in place, silently, since JavaScript checks no keys. `known` lists every option of the op, which
- * the type checker holds to the options type's keys.
+ * the type checker holds to the options type's keys; `required` ops need an options object at all.
  */
 export function checkOptions<T extends object>(
   op: string,
   options: T | undefined,
   known: Record<keyof T, true>,
+  required = false,
 ): void {
-  if (options === undefined) return;
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(
-      `${op}: options must be an object, got ${options === null ? "null" : typeof options}`,
-    );
-  }
   const names = Object.keys(known);
-  for (const key of Object.keys(options)) {
+  if (options === undefined && !required) return;
+  if (options === null || typeof options !== "object") {
+    const got = options === null ? "null" : typeof options;
+    throw new TypeError(`${op}: needs an options object ({ ${names.join(", ")} }), got ${got}`);
+  }
+  // for-in: inherited keys are read as options too, so a misspelt inherited one must not pass.
+  for (const key in options) {
     if (Object.hasOwn(known, key)) continue;
-    const near = names.find((name) => editDistance(name.toLowerCase(), key.toLowerCase()) <= 2);
+    // The nearest name, within an edit per three letters (at least one).
+    const cap = Math.max(1, Math.floor(key.length / 3));
+    const near = names
+      .map((name) => ({ name, d: editDistance(name.toLowerCase(), key.toLowerCase()) }))
+      .filter(({ d }) => d <= cap)
+      .sort((a, b) => a.d - b.d)[0]?.name;
     throw new TypeError(
       `${op}: unknown option '${key}'${near ? ` (did you mean '${near}'?)` : ""}; its options are ` +
         (names.join(", ") || "none"),

@@ -290,7 +290,7 @@ export interface TiCoOptions {
  * through B) and z_b, not the earlier estimate C.
  */
 export function tico(za: Tensor, zb: Tensor, options: TiCoOptions): Tensor {
-  checkOptions("tico", options, { covariance: true, beta: true, rho: true, update: true });
+  checkOptions("tico", options, { covariance: true, beta: true, rho: true, update: true }, true);
   const op = "tico";
   const [n, d] = checkSameViews(op, [["za", za], ["zb", zb]]);
   const c = options?.covariance;
@@ -407,7 +407,7 @@ function checkViewCounts(op: string, targets: number, student: number, what: str
  * batch of −Σ_k q_t · log_softmax(s_v / studentTemp).
  */
 export function dino(teacher: readonly Tensor[], student: readonly Tensor[], options: DinoOptions): Tensor {
-  checkOptions("dino", options, { center: true, teacherTemp: true, studentTemp: true });
+  checkOptions("dino", options, { center: true, teacherTemp: true, studentTemp: true }, true);
   const op = "dino";
   checkViewCounts(op, teacher.length, student.length, "teacher");
   const [, k] = checkSameViews(op, [...named("teacher", teacher), ...named("student", student)]);

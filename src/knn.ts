@@ -29,7 +29,7 @@ export interface KnnOptions {
  * one storage binding runs in parts, and queries in chunks, whose similarities fit one.
  */
 export function knnScores(features: Tensor, bank: Tensor, bankLabels: Tensor, options: KnnOptions): Tensor {
-  checkOptions("knnScores", options, { classes: true, k: true, temperature: true });
+  checkOptions("knnScores", options, { classes: true, k: true, temperature: true }, true);
   const op = "knnScores";
   checkF32(op, features);
   checkF32(op, bank);

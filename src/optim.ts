@@ -258,7 +258,7 @@ export function sgd(params: readonly Tensor[], options: SgdOptions): Optimizer {
     dampening: true,
     weightDecay: true,
     nesterov: true,
-  });
+  }, true);
   return new Sgd(params, options);
 }
 
@@ -380,7 +380,7 @@ export function lars(params: readonly Tensor[], options: LarsOptions): Optimizer
     weightDecay: true,
     eta: true,
     excludeBiasAndNorm: true,
-  });
+  }, true);
   return new Lars(params, options);
 }
 
@@ -393,7 +393,7 @@ export function emaUpdate(
   online: readonly Tensor[],
   options: { momentum: number },
 ): void {
-  checkOptions("emaUpdate", options, { momentum: true });
+  checkOptions("emaUpdate", options, { momentum: true }, true);
   const op = "emaUpdate";
   const momentum = checkRange(op, "momentum", options.momentum, 0, 1);
   checkParams(op, targets, "target");
@@ -459,7 +459,7 @@ export function cosineSchedule(step: number, o: CosineScheduleOptions): number {
     total: true,
     warmup: true,
     warmupStart: true,
-  });
+  }, true);
   const op = "cosineSchedule";
   const total = checkRange(op, "total", o.total, 1);
   const warmup = checkRange(op, "warmup", o.warmup ?? 0, 0, total);

@@ -74,7 +74,7 @@ function tiles(
 
 /** Each image rotated by labels[i]·90° counter-clockwise (square images). */
 export function rotationTask(x: Tensor, o: { seed: number }): { input: Tensor; labels: Tensor } {
-  checkOptions("rotationTask", o, { seed: true });
+  checkOptions("rotationTask", o, { seed: true }, true);
   const op = "rotationTask";
   const [, , h, w] = imageDims(op, x);
   if (h !== w) throw new ShapeError(`${op}: needs square images, got ${fmtShape(x.shape)}`);
@@ -165,7 +165,7 @@ export function jigsawTask(
   x: Tensor,
   o: { seed: number; grid?: number; permutations?: number },
 ): { input: Tensor; labels: Tensor; permutationTable: number[][] } {
-  checkOptions("jigsawTask", o, { seed: true, grid: true, permutations: true });
+  checkOptions("jigsawTask", o, { seed: true, grid: true, permutations: true }, true);
   const op = "jigsawTask";
   const [n, , h, w] = imageDims(op, x);
   const seed = checkSeed(op, o.seed);
@@ -206,7 +206,7 @@ export function relativePositionTask(
   x: Tensor,
   o: { seed: number; grid?: number; gap?: number; jitter?: number },
 ): { center: Tensor; neighbor: Tensor; labels: Tensor } {
-  checkOptions("relativePositionTask", o, { seed: true, grid: true, gap: true, jitter: true });
+  checkOptions("relativePositionTask", o, { seed: true, grid: true, gap: true, jitter: true }, true);
   const op = "relativePositionTask";
   const [n, , h, w] = imageDims(op, x);
   const seed = checkSeed(op, o.seed);
@@ -270,7 +270,7 @@ export function maskedImageTask(
   x: Tensor,
   o: { seed: number; patch?: number; ratio?: number },
 ): { input: Tensor; mask: Tensor; target: Tensor; shuffle: Tensor; restore: Tensor } {
-  checkOptions("maskedImageTask", o, { seed: true, patch: true, ratio: true });
+  checkOptions("maskedImageTask", o, { seed: true, patch: true, ratio: true }, true);
   const op = "maskedImageTask";
   const [n, c, h, w] = imageDims(op, x);
   const seed = checkSeed(op, o.seed);
@@ -335,7 +335,7 @@ export function maskedTokenTask(
   tokens: Tensor,
   o: { seed: number; ratio?: number; maskId: number; vocabSize: number },
 ): { input: Tensor; labels: Tensor } {
-  checkOptions("maskedTokenTask", o, { seed: true, ratio: true, maskId: true, vocabSize: true });
+  checkOptions("maskedTokenTask", o, { seed: true, ratio: true, maskId: true, vocabSize: true }, true);
   const op = "maskedTokenTask";
   assertLive(op, tokens);
   if (tokens.dtype !== "i32") {
@@ -376,7 +376,7 @@ export function denoiseTask(
   x: Tensor,
   o: { seed: number; sigma: number },
 ): { input: Tensor; target: Tensor } {
-  checkOptions("denoiseTask", o, { seed: true, sigma: true });
+  checkOptions("denoiseTask", o, { seed: true, sigma: true }, true);
   const { output } = gaussianNoise(x, { seed: checkSeed("denoiseTask", o.seed), sigma: o.sigma });
   return { input: output, target: copy(x) };
 }

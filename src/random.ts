@@ -81,7 +81,7 @@ export interface DropoutOptions {
  * backward draws it again instead of keeping it. For evaluation, leave the call out.
  */
 export function dropout(x: Tensor, options: DropoutOptions): Tensor {
-  checkOptions("dropout", options, { p: true, seed: true });
+  checkOptions("dropout", options, { p: true, seed: true }, true);
   assertLive("dropout", x);
   if (x.dtype !== "f32") throw new TypeError(`dropout: x must be f32, got ${x.dtype}`);
   const p = options.p ?? 0.5;

@@ -318,7 +318,7 @@ export function maskedMSE(
   mask: Tensor,
   options: { patch: number; normPix?: boolean },
 ): Tensor {
-  checkOptions("maskedMSE", options, { patch: true, normPix: true });
+  checkOptions("maskedMSE", options, { patch: true, normPix: true }, true);
   const op = "maskedMSE";
   const { patch } = options;
   const normPix = options.normPix ?? false;

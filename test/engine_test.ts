@@ -616,7 +616,17 @@ test("a misspelt or unknown option is a TypeError naming the option meant, where
     "its options are p, seed",
   ]);
   await assertThrows(() => engine.rand([2], { sed: 1 } as never), TypeError, ["rand", "'seed'"]);
-  await assertThrows(() => mse(z, z, null as never), TypeError, ["mse", "options must be an object", "null"]);
+  await assertThrows(() => mse(z, z, null as never), TypeError, ["mse", "needs an options object", "null"]);
   await assertThrows(() => init({ cpuKernel: true } as never), TypeError, ["init", "'cpuKernels'"]);
+  // The nearest name, not the first near one ('tranB' suggested transA); an inherited key is read, so checked.
+  await assertThrows(() => matmul(z, z, { tranB: true } as never), TypeError, ["did you mean 'transB'"]);
+  const inherited = Object.create({ temprature: 0.1 });
+  await assertThrows(() => ntXent(z, z, inherited), TypeError, ["'temprature'", "'temperature'"]);
+  // Options an op needs, left out: named, where it read a property of undefined.
+  await assertThrows(() => lars([z], undefined as never), TypeError, [
+    "lars",
+    "needs an options object",
+    "lr",
+  ]);
   assertNoLeak(engine, before);
 });
