@@ -183,12 +183,15 @@ function drawCrop(
  * [−0.5, 0.5] (hue, center 0).
  */
 function factorRange(op: string, name: string, v: FactorRange, center: number): [number, number] {
-  if (typeof v === "number" && !(v >= 0)) throw new RangeError(`${op}: ${name} must be ≥ 0, got ${v}`);
+  if (typeof v === "number" && !(v >= 0 && v < Infinity)) {
+    throw new RangeError(`${op}: ${name} must be finite and ≥ 0, got ${v}`);
+  }
   const [lowest, highest] = center === 1 ? [0, Infinity] : [-0.5, 0.5];
   const r: [number, number] = typeof v === "number"
     ? [Math.max(center - v, lowest), center + v]
-    : [v[0], v[1]];
-  if (!(r[0] >= lowest && r[0] <= r[1] && r[1] <= highest)) {
+    : [v?.[0], v?.[1]];
+  // Numbers only: strings compare as text and "0.2" + r·… concatenates.
+  if (!(isPair(r) && r[0] >= lowest && r[0] <= r[1] && r[1] <= highest && r[1] < Infinity)) {
     throw new RangeError(
       `${op}: ${name} range [${r}] is not an increasing pair within [${lowest}, ${highest}]`,
     );
@@ -289,8 +292,23 @@ function checkSeed(op: string, seed: number): number {
 }
 
 function checkP(op: string, p: number): number {
-  if (!(p >= 0 && p <= 1)) throw new RangeError(`${op}: p must be in [0, 1], got ${p}`);
+  if (!(typeof p === "number" && p >= 0 && p <= 1)) {
+    throw new RangeError(`${op}: p must be in [0, 1], got ${p}`);
+  }
   return p;
+}
+
+/** A draw's tag is op + 256·stream in a u32: past 2^24 a stream would wrap onto another's numbers. */
+function checkStream(op: string, stream: number): number {
+  if (!(Number.isInteger(stream) && stream >= 0 && stream < 2 ** 24)) {
+    throw new RangeError(`${op}: stream must be an integer in [0, 2^24), got ${stream}`);
+  }
+  return stream;
+}
+
+/** Two finite numbers (not strings, which compare as text): a range's ends. */
+function isPair(r: unknown): r is [number, number] {
+  return Array.isArray(r) && r.length === 2 && r.every((v) => typeof v === "number" && Number.isFinite(v));
 }
 
 function checkRange(
@@ -300,7 +318,7 @@ function checkRange(
   min: number,
   max = Infinity,
 ): [number, number] {
-  if (!(r[0] >= min && r[0] <= r[1] && r[1] <= max)) {
+  if (!(isPair(r) && r[0] >= min && r[0] <= r[1] && r[1] <= max)) {
     throw new RangeError(`${op}: ${name} must be an increasing pair within [${min}, ${max}], got [${r}]`);
   }
   return r;
@@ -439,6 +457,7 @@ export function applyParams(x: Tensor, params: SampleParams[], options: ApplyOpt
   const copy = plain && params.every((q) => q.rotate === 0 && !q.flip);
   const engine = x.engine;
   const seed = checkSeed(op, options.seed ?? 0);
+  checkStream(op, options.stream ?? 0);
   const norm = options.normalize;
   if (norm && (norm.mean.length < c || norm.std.length < c || norm.std.some((s) => s === 0))) {
     throw new RangeError(
@@ -611,7 +630,7 @@ function augment(
   const [n, , h, w] = imageDims(op, x);
   const seed = checkSeed(op, o.seed ?? 0);
   const p = checkP(op, o.p ?? 1);
-  const stream = o.stream ?? 0;
+  const stream = checkStream(op, o.stream ?? 0);
   const params = Array.from({ length: n }, (_, i) => {
     const q = identityParams(h, w);
     fill(q, (param) => drawUniforms(seed, tag, stream, i, param), coin(seed, tag, stream, i, p), h, w);
@@ -648,7 +667,7 @@ export function randomResizedCrop(
 
 export function horizontalFlip(x: Tensor, o: RandomOptions = {}): Augmented {
   checkOptions("horizontalFlip", o, { seed: true, p: true, stream: true });
-  return augment("horizontalFlip", x, { p: 0.5, ...o }, RANDOM_TAG.flip, (q, _u, applies) => {
+  return augment("horizontalFlip", x, { ...o, p: o.p ?? 0.5 }, RANDOM_TAG.flip, (q, _u, applies) => {
     q.flip = applies;
   });
 }
@@ -674,7 +693,7 @@ export function colorJitter(x: Tensor, o: RandomOptions & JitterOptions = {}): A
 /** Grayscale (ITU-R 601 weights) kept at the input's channel count. */
 export function randomGrayscale(x: Tensor, o: RandomOptions = {}): Augmented {
   checkOptions("randomGrayscale", o, { seed: true, p: true, stream: true });
-  return augment("randomGrayscale", x, { p: 0.1, ...o }, RANDOM_TAG.grayscale, (q, _u, applies) => {
+  return augment("randomGrayscale", x, { ...o, p: o.p ?? 0.1 }, RANDOM_TAG.grayscale, (q, _u, applies) => {
     q.grayscale = applies;
   });
 }
@@ -694,6 +713,9 @@ export function gaussianBlur(x: Tensor, o: RandomOptions & { sigma?: FactorRange
 export function solarize(x: Tensor, o: RandomOptions & { threshold?: number } = {}): Augmented {
   checkOptions("solarize", o, { seed: true, p: true, stream: true, threshold: true });
   const threshold = o.threshold ?? 0.5;
+  if (typeof threshold !== "number" || Number.isNaN(threshold)) {
+    throw new RangeError(`solarize: threshold must be a number, got ${threshold}`);
+  }
   return augment("solarize", x, o, RANDOM_TAG.solarize, (q, _u, applies) => {
     if (applies) q.solarize = threshold;
   });
@@ -725,7 +747,7 @@ export function randomErasing(
   const op = "randomErasing";
   const scale = checkRange(op, "scale", o.scale ?? [0.02, 0.33], 0, 1);
   const ratio = checkRange(op, "ratio", o.ratio ?? [0.3, 3.3], Number.MIN_VALUE);
-  return augment(op, x, { p: 0.5, ...o }, RANDOM_TAG.erase, (q, u, applies, h, w) => {
+  return augment(op, x, { ...o, p: o.p ?? 0.5 }, RANDOM_TAG.erase, (q, u, applies, h, w) => {
     if (applies) q.erase = drawErase(u, h, w, scale, ratio, o.value ?? 0);
   });
 }
@@ -824,7 +846,9 @@ export function simclrViews(
 ): Views {
   checkOptions("simclrViews", o, { seed: true, size: true, strength: true }, true);
   const s = o.strength ?? 1;
-  if (!(s >= 0)) throw new RangeError(`simclrViews: strength must be ≥ 0, got ${s}`);
+  if (!(typeof s === "number" && s >= 0 && s < Infinity)) {
+    throw new RangeError(`simclrViews: strength must be finite and ≥ 0, got ${s}`);
+  }
   const jitter = { brightness: 0.8 * s, contrast: 0.8 * s, saturation: 0.8 * s, hue: Math.min(0.2 * s, 0.5) };
   return twoViews("simclrViews", x, o.seed, o.size, [{ jitter, blur: 0.5, solarize: 0 }, {
     jitter,

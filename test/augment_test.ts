@@ -624,6 +624,23 @@ test("augment: without contrast the records stay windowed, however many samples"
     assert(got.every((v, i) => v === (want[i] >= 0.5 ? 1 - want[i] : want[i])), "solarized at threshold 0.5");
   }, { maxStorageBufferBindingSize: 2 ** 15 }));
 
+test("augment: p left undefined is the op's default, not 1", async (engine) => {
+  // { p: 0.5, ...o } let an explicit undefined through, which then meant p = 1: every sample flipped.
+  using x = engine.rand([64, 1, 2, 2], { seed: 1 });
+  for (
+    const [name, op, p] of [["horizontalFlip", horizontalFlip, 0.5], [
+      "randomGrayscale",
+      randomGrayscale,
+      0.1,
+    ]] as const
+  ) {
+    const { output, params } = op(x, { seed: 3, p: undefined });
+    output.dispose();
+    const applied = params.filter((q) => (name === "horizontalFlip" ? q.flip : q.grayscale)).length;
+    assert(applied > 0 && applied < 64, `${name}: ${applied} of 64 at p ${p}`);
+  }
+});
+
 test("augment: bad input throws a clear error and leaks nothing", async (engine) => {
   const x = engine.zeros([2, 3, 4, 5]);
   const before = engine.memory();
@@ -665,6 +682,19 @@ test("augment: bad input throws a clear error and leaks nothing", async (engine)
     const turned = [identityParams(4, 5), { ...identityParams(4, 5), rotate }];
     await assertThrows(() => applyParams(x, turned, { size: 4 }), RangeError, [`rotate ${rotate}`]);
   }
+  // Ranges of strings compared as text and concatenated ("0.2" + …: a central crop, black jitter); an infinite
+  // range gave black views; a stream past 2^24 or NaN drew another stream's numbers; a NaN threshold none.
+  const text = ["0.2", "0.9"] as unknown as [number, number];
+  await assertThrows(() => randomResizedCrop(x, { size: 4, scale: text }), RangeError, ["scale", "0.2,0.9"]);
+  await assertThrows(() => colorJitter(x, { brightness: text }), RangeError, ["brightness"]);
+  await assertThrows(() => colorJitter(x, { contrast: Infinity }), RangeError, ["contrast", "Infinity"]);
+  await assertThrows(() => simclrViews(x, { seed: 1, size: 4, strength: Infinity }), RangeError, [
+    "strength",
+  ]);
+  for (const stream of [2 ** 24, NaN, 1.5]) {
+    await assertThrows(() => horizontalFlip(x, { stream }), RangeError, ["horizontalFlip", "stream"]);
+  }
+  await assertThrows(() => solarize(x, { threshold: NaN }), RangeError, ["solarize", "threshold"]);
   assertNoLeak(engine, after, "bad input");
   for (const t of [rank3, c2, ids]) t.dispose();
   assertNoLeak(engine, before);
