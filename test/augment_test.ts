@@ -624,7 +624,7 @@ test("augment: without contrast the records stay windowed, however many samples"
     assert(got.every((v, i) => v === (want[i] >= 0.5 ? 1 - want[i] : want[i])), "solarized at threshold 0.5");
   }, { maxStorageBufferBindingSize: 2 ** 15 }));
 
-test("augment: p left undefined is the op's default, not 1", async (engine) => {
+test("augment: p left undefined is the op's default, not 1", (engine) => {
   // { p: 0.5, ...o } let an explicit undefined through, which then meant p = 1: every sample flipped.
   using x = engine.rand([64, 1, 2, 2], { seed: 1 });
   for (
