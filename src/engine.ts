@@ -204,6 +204,13 @@ export async function init(options: InitOptions = {}): Promise<Engine> {
     throw new RangeError(`init: parallelWorkgroups must be a positive integer, got ${pw}`);
   }
   if (options.logitCacheBytes !== undefined) checkCacheBytes("init", options.logitCacheBytes);
+  const binding = options.maxStorageBufferBindingSize;
+  // Windows of a tensor over one binding start on 256-byte boundaries: a binding below a few of them has none.
+  if (binding !== undefined && !(Number.isInteger(binding) && binding >= 4096 && binding % 256 === 0)) {
+    throw new RangeError(
+      `init: maxStorageBufferBindingSize must be a multiple of 256 bytes, at least 4096, got ${binding}`,
+    );
+  }
   const wpd = options.maxComputeWorkgroupsPerDimension;
   if (wpd !== undefined && !(Number.isInteger(wpd) && wpd >= 1)) {
     throw new RangeError(`init: maxComputeWorkgroupsPerDimension must be a positive integer, got ${wpd}`);

@@ -454,6 +454,13 @@ test("init without WebGPU, or without an adapter, throws a DeviceError saying ho
 test("parallelWorkgroups, cpuKernels, logitCacheBytes: CPU adapters get 4 workgroups per thread and the CPU kernels", async () => {
   await assertThrows(() => init({ parallelWorkgroups: 0 }), RangeError, ["parallelWorkgroups", "0"]);
   await assertThrows(() => init({ parallelWorkgroups: 2.5 }), RangeError, ["parallelWorkgroups", "2.5"]);
+  // 100 bytes passed, and the first op over it looped forever cutting windows of 0 elements (out of memory).
+  for (const bytes of [100, 5000, NaN, -1]) {
+    await assertThrows(() => init({ maxStorageBufferBindingSize: bytes }), RangeError, [
+      "maxStorageBufferBindingSize",
+      `${bytes}`,
+    ]);
+  }
   await assertThrows(() => init({ maxComputeWorkgroupsPerDimension: 0 }), RangeError, [
     "maxComputeWorkgroupsPerDimension",
     "0",
