@@ -66,8 +66,13 @@ function describeValue(v: unknown): string {
   }
 }
 
-/** Rows of numbers nested as a numpy or torch user writes them: [[1, 2], [3, 4]]. */
-export type NestedNumbers = readonly (number | NestedNumbers)[];
+/** Rows of numbers nested as a numpy or torch user writes them: [[1, 2], [3, 4]], typed arrays as rows too. */
+export type NestedNumbers = readonly (number | NestedNumbers | TypedArray)[];
+
+/** A row of nested data: a plain array or a typed one (torch.tensor takes a list of numpy arrays). */
+function isRow(a: unknown): a is ArrayLike<unknown> {
+  return Array.isArray(a) || (ArrayBuffer.isView(a) && !(a instanceof DataView));
+}
 
 /**
  * A nested plain array's numbers in row-major order and its shape, read off the first element at each depth
@@ -76,20 +81,21 @@ export type NestedNumbers = readonly (number | NestedNumbers)[];
 function flattenNested(data: readonly unknown[]): { values: number[]; shape: number[] } {
   const shape: number[] = [];
   const chain = new Set<unknown>();
-  for (let a: unknown = data; Array.isArray(a); a = a[0]) {
+  for (let a: unknown = data; isRow(a); a = a[0]) {
     if (chain.has(a)) throw new TypeError("tensor: data holds itself (a circular array)");
     chain.add(a);
     shape.push(a.length);
   }
   const values: number[] = [];
   const walk = (a: unknown, depth: number, at: string): void => {
-    if (depth < shape.length && Array.isArray(a) && a.length === shape[depth]) {
-      a.forEach((x, i) => walk(x, depth + 1, `${at}[${i}]`));
-    } else if (depth === shape.length && !Array.isArray(a)) {
+    if (depth < shape.length && isRow(a) && a.length === shape[depth]) {
+      // An index loop: forEach would skip a hole ([[1, 2], [, 4]]) and shift the values after it.
+      for (let i = 0; i < a.length; i++) walk(a[i], depth + 1, `${at}[${i}]`);
+    } else if (depth === shape.length && !isRow(a)) {
       if (typeof a !== "number") throw new TypeError(`tensor: ${at} is ${describeValue(a)}, not a number`);
       values.push(a);
     } else {
-      const got = Array.isArray(a) ? `an array of ${a.length}` : describeValue(a);
+      const got = isRow(a) ? `an array of ${a.length}` : describeValue(a);
       const wants = depth < shape.length ? `an array of ${shape[depth]}` : "a number";
       throw new ShapeError(
         `tensor: nested data is ragged: ${at} is ${got} where shape ${fmtShape(shape)} wants ${wants}`,
@@ -362,7 +368,7 @@ export class Engine {
     }
     let inferred = [data.length];
     let values = data as ArrayLike<unknown>;
-    if (Array.isArray(data) && Array.isArray(data[0])) ({ values, shape: inferred } = flattenNested(data));
+    if (Array.isArray(data) && isRow(data[0])) ({ values, shape: inferred } = flattenNested(data));
     // A plain array's strings, nulls and stray arrays would become NaN or 0 in Float32Array.from, silently.
     for (let i = 0; !ArrayBuffer.isView(values) && i < values.length; i++) {
       const v = values[i];

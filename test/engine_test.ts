@@ -84,6 +84,12 @@ test("nested rows give their shape, as torch.tensor's do", async (engine) => {
   assertEquals([r.shape, [...(await r.toArray())]], [[4], [1, 2, 3, 4]]);
   await assertThrows(() => engine.tensor([[1, 2], [3, 4]], [3]), ShapeError, ["4 values", "[3]"]);
   await assertThrows(() => engine.tensor([[1, -1]], undefined, "u32"), RangeError, ["-1", "u32"]);
+  // Typed arrays as rows, as torch.tensor takes a list of numpy arrays; a hole is named (it was skipped).
+  using typed = engine.tensor([Float32Array.of(1, 2), Float32Array.of(3, 4)]);
+  assertEquals([typed.shape, [...(await typed.toArray())]], [[2, 2], [1, 2, 3, 4]]);
+  // deno-lint-ignore no-sparse-arrays
+  const holed = [[1, 2], [, 4]] as number[][];
+  await assertThrows(() => engine.tensor(holed, [4]), TypeError, ["data[1][0]", "undefined"]);
 });
 
 test("console.log shows a tensor's shape and dtype and the engine's adapter, not every device limit", (engine) => {
