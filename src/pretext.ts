@@ -127,6 +127,23 @@ function shuffledPermutations(k: number, count: number): Uint8Array {
  * up to 9 tiles, else 20,000 Philox-shuffled ones. Deterministic; cached.
  */
 export function jigsawPermutations(grid: number, count: number): number[][] {
+  checkJigsaw("jigsawPermutations", grid, count);
+  // A copy: the caller's edits must not reach the cache (nor a later jigsawTask's labels).
+  return permutationSet("jigsawPermutations", grid, count).map((p) => [...p]);
+}
+
+function checkJigsaw(op: string, grid: number, count: number): void {
+  // Up to 16: candidate permutations hold tile indices as bytes (and the selection's cost grows as grid⁴).
+  if (!Number.isInteger(grid) || grid < 2 || grid > 16) {
+    throw new RangeError(`${op}: grid must be an integer in [2, 16], got ${grid}`);
+  }
+  if (!Number.isInteger(count) || count < 1) {
+    throw new RangeError(`${op}: permutations must be an integer ≥ 1, got ${count}`);
+  }
+}
+
+/** jigsawPermutations' set, cached (shared: not for callers to edit). */
+function permutationSet(op: string, grid: number, count: number): number[][] {
   const cacheKey = `${grid},${count}`;
   const cached = permutationCache.get(cacheKey);
   if (cached) return cached;
@@ -135,7 +152,7 @@ export function jigsawPermutations(grid: number, count: number): number[][] {
   const total = candidates.length / k;
   if (count > total) {
     throw new RangeError(
-      `jigsawTask: ${count} permutations requested, but a ${grid}×${grid} grid has ${total}`,
+      `${op}: ${count} permutations requested, but a ${grid}×${grid} grid has ${total}`,
     );
   }
   const minDist = new Int32Array(total).fill(k + 1);
@@ -171,17 +188,11 @@ export function jigsawTask(
   const seed = checkSeed(op, o.seed);
   const grid = o.grid ?? 3;
   const count = o.permutations ?? 100;
-  // Up to 16: candidate permutations hold tile indices as bytes (and the selection's cost grows as grid⁴).
-  if (!Number.isInteger(grid) || grid < 2 || grid > 16) {
-    throw new RangeError(`${op}: grid must be an integer in [2, 16], got ${grid}`);
-  }
-  if (!Number.isInteger(count) || count < 1) {
-    throw new RangeError(`${op}: permutations must be an integer ≥ 1, got ${count}`);
-  }
+  checkJigsaw(op, grid, count);
   if (grid > h || grid > w) {
     throw new ShapeError(`${op}: a ${grid}×${grid} grid does not fit images ${fmtShape(x.shape)}`);
   }
-  const table = jigsawPermutations(grid, count);
+  const table = permutationSet(op, grid, count);
   const labels = Array.from(
     { length: n },
     (_, i) => Math.floor(drawUniforms(seed, RANDOM_TAG.jigsaw, 0, i, 0)[0] * count),
@@ -189,7 +200,11 @@ export function jigsawTask(
   const [th, tw] = [Math.floor(h / grid), Math.floor(w / grid)];
   const origins = labels.map((l) => table[l].map((tile) => gridOrigin(tile, th, tw, grid)));
   const input = tiles(op, x, origins, th, tw, grid);
-  return { input, labels: x.engine.tensor(Int32Array.from(labels), [n], "i32"), permutationTable: table };
+  return {
+    input,
+    labels: x.engine.tensor(Int32Array.from(labels), [n], "i32"),
+    permutationTable: table.map((p) => [...p]),
+  };
 }
 
 /** Neighbor offsets (dy, dx) of the 8 classes, in reading order (Doersch et al.). */

@@ -482,8 +482,9 @@ function minusLogsumexp(name: string, x: Tensor, axis: number, op: "sub" | "expD
 }
 
 /**
- * exp(x) normalised along `axis` (default the last), via logsumexp so large values do not overflow. At most
- * maxStorageBufferBindingSize / 8 rows: each row's max and log-sum-exp lie in one binding.
+ * exp(x) normalised along `axis` (default the last), via logsumexp so large values do not overflow. Rows are
+ * limited by one binding: each row's max and log-sum-exp take 8 bytes of it (16 where x is read in two windows);
+ * past that a ShapeError names the limit.
  */
 export function softmax(x: Tensor, axis = -1): Tensor {
   checkF32("softmax", x);

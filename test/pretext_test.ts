@@ -4,6 +4,7 @@ import {
   denoiseTask,
   type Engine,
   gatherRows,
+  jigsawPermutations,
   jigsawTask,
   maskedImageTask,
   maskedTokenTask,
@@ -65,7 +66,7 @@ test("pretext: rotationTask rotates each image by labels[i]·90° (a permutation
   assertNoLeak(engine, before);
 });
 
-test("pretext: jigsaw permutations are distinct, start at the identity, and stay far apart", (engine) => {
+test("pretext: jigsaw permutations are distinct, start at the identity, and stay far apart", async (engine) => {
   const x = engine.zeros([1, 1, 3, 3]);
   const { input, labels, permutationTable } = jigsawTask(x, { seed: 0 });
   for (const t of [x, input, labels]) t.dispose();
@@ -84,6 +85,14 @@ test("pretext: jigsaw permutations are distinct, start at the identity, and stay
   // Greedy max-min over all 9! permutations keeps every pair of the 100 at least 6 tiles apart (random sets of
   // 100 typically have pairs only 2 apart).
   assertEquals(minDist, 6, "smallest pairwise Hamming distance");
+  // The table is the caller's copy: editing it changed the cache, and every later task's permutations.
+  const original = permutationTable.map((p) => [...p]);
+  permutationTable[1][0] = 99;
+  jigsawPermutations(3, 100)[2][0] = 99;
+  assertEquals(jigsawPermutations(3, 100), original, "the cache kept its permutations");
+  await assertThrows(() => jigsawPermutations(2.5, 4), RangeError, ["jigsawPermutations", "grid", "2.5"]);
+  await assertThrows(() => jigsawPermutations(3, 0), RangeError, ["jigsawPermutations", "permutations"]);
+  await assertThrows(() => jigsawPermutations(2, 30), RangeError, ["jigsawPermutations", "30", "24"]);
 });
 
 test("pretext: jigsawTask tiles equal their source tiles (awkward sizes, grids 2 and 3)", async (engine) => {
