@@ -50,9 +50,10 @@ function pair(
   min: number,
 ): [number, number] {
   const p = v === undefined ? [fallback, fallback] : typeof v === "number" ? [v, v] : [...v];
-  if (p.length !== 2 || !p.every((d) => Number.isInteger(d) && d >= min)) {
+  // Below 2^31: the kernels take them as u32 and sums of them (2^32 wrapped to 0: windows read the wrong pixels).
+  if (p.length !== 2 || !p.every((d) => Number.isInteger(d) && d >= min && d < 2 ** 31)) {
     const got = Array.isArray(v) ? `[${v.join(", ")}]` : String(v);
-    throw new RangeError(`${op}: ${name} must be an integer ≥ ${min} or a pair of them, got ${got}`);
+    throw new RangeError(`${op}: ${name} must be an integer in [${min}, 2^31) or a pair of them, got ${got}`);
   }
   return [p[0], p[1]];
 }

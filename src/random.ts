@@ -56,6 +56,8 @@ function generate(
 }
 
 export function fill(engine: Engine, shape: readonly number[], value: number, dtype: DType): Tensor {
+  // A number (NaN and ±∞ too, as torch.full): full([3]) or full([3], "1") became NaN.
+  if (typeof value !== "number") throw new TypeError(`full: value must be a number, got ${typeof value}`);
   return generate(engine, "full", shape, dtype, "fill", 0, value);
 }
 

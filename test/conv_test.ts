@@ -378,6 +378,8 @@ test("maxPool2d splits the gradient of tied maxima evenly; pooling names bad win
   const triple = [1, 1, 2] as unknown as [number, number];
   await assertThrows(() => avgPool2d(x, { kernel: triple }), RangeError, ["kernel", "pair", "[1, 1, 2]"]);
   await assertThrows(() => maxPool2d(x, { kernel: 1, padding: NaN }), RangeError, ["padding", "NaN"]);
+  // u32 in the kernels: a padding of 2^32 wrapped to 0 and read pixels where every window lies in the padding.
+  await assertThrows(() => maxPool2d(x, { kernel: 1, padding: 2 ** 32 }), RangeError, ["padding", "2^31"]);
   const dilated = { kernel: 1, dilation: 2 } as PoolOptions;
   await assertThrows(() => avgPool2d(x, dilated), RangeError, ["avgPool2d", "dilation"]);
   assertNoLeak(engine, before);

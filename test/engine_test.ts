@@ -251,6 +251,9 @@ test("host data that a dtype does not hold is refused, not wrapped, before anyth
   await assertThrows(() => engine.tensor(new Uint32Array([2 ** 31]), [1], "i32"), RangeError, ["2147483648"]);
   await assertThrows(() => engine.tensor([-1], [1], "u32"), RangeError, ["-1", "u32"]);
   await assertThrows(() => engine.full([2], 2 ** 31, "i32"), RangeError, ["2147483648", "i32"]);
+  // A fill value left out, or a string, became NaN.
+  await assertThrows(() => engine.full([2], undefined as never), TypeError, ["full", "number", "undefined"]);
+  await assertThrows(() => engine.full([2], "1" as never), TypeError, ["full", "number", "string"]);
   await assertThrows(() => engine.full([2], -1, "u32"), RangeError, ["-1", "u32"]);
   // A tokenizer's int64 ids: Float32Array.from threw after the tensor was allocated.
   const ids = new BigInt64Array([1n, 2n]) as unknown as Int32Array;
