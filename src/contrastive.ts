@@ -10,7 +10,7 @@ import { composed, isRecording, noGrad, record } from "./autograd.ts";
 import { add, checkF32, mul, sub } from "./elementwise.ts";
 import { normalize } from "./nn.ts";
 import { mean, softmax, sum } from "./reduce.ts";
-import { assertLive, type Tensor } from "./tensor.ts";
+import { assertLive, checkEngine, type Tensor } from "./tensor.ts";
 
 /**
  * Tile: WGR × WGC invocations, each an 8 × 8 block of logits. On llvmpipe 8 × 8 blocks read straight from
@@ -457,9 +457,7 @@ function checkEmbeddings(op: string, names: string[], ...xs: Tensor[]): void {
       throw new ShapeError(`${op}: ${names[i]} must be 2-D [N, D], got ${fmtShape(x.shape)}`);
     }
   });
-  if (xs.some((x) => x.engine !== xs[0].engine)) {
-    throw new Error(`${op}: tensors belong to different engines`);
-  }
+  checkEngine(op, xs[0], ...xs);
 }
 
 function checkSameShape(op: string, names: [string, string], a: Tensor, b: Tensor): void {
@@ -589,7 +587,7 @@ export interface InfoNCEOptions {
  * MoCo-style bank of more negative columns. query, keys: [N, D].
  */
 export function infoNCE(query: Tensor, keys: Tensor, options: InfoNCEOptions): Tensor {
-  checkOptions("infoNCE", options, { temperature: true, negatives: true, symmetric: true }, true);
+  checkOptions("infoNCE", options, { temperature: true, negatives: true, symmetric: true });
   const op = "infoNCE";
   // JavaScript callers may leave the options out: the temperature check then names what is missing.
   const { negatives, temperature, symmetric }: Partial<InfoNCEOptions> = options ?? {};
@@ -664,7 +662,7 @@ export function enqueue(queue: Tensor, keys: Tensor, at: number): number {
       throw new ShapeError(`${op}: ${name} must be 2-D [rows, D], got ${fmtShape(t.shape)}`);
     }
   }
-  if (queue.engine !== keys.engine) throw new Error(`${op}: tensors belong to different engines`);
+  checkEngine(op, queue, keys);
   if (queue === keys) throw new Error(`${op}: keys is the queue itself`);
   if (queue.dtype !== keys.dtype) {
     throw new TypeError(`${op}: keys ${keys.dtype} and queue ${queue.dtype} differ in dtype`);
@@ -714,7 +712,7 @@ export function supCon(z: Tensor, labels: Tensor, options: SupConOptions): Tenso
     );
   }
   assertLive(op, labels);
-  if (labels.engine !== z.engine) throw new Error(`${op}: tensors belong to different engines`);
+  checkEngine(op, z, labels);
   const invTemp = checkTemperature(op, options.temperature);
   const [n, dim] = z.shape;
   checkTileBudget(op, dim, z.engine);

@@ -8,7 +8,7 @@ import { checkOptions, fmtShape, ShapeError } from "./errors.ts";
 import { matmul } from "./matmul.ts";
 import { max, mean, sum } from "./reduce.ts";
 import { concat, reshape, slice, transpose } from "./shape.ts";
-import type { Tensor } from "./tensor.ts";
+import { checkEngine, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 /**
@@ -235,9 +235,7 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
       `${op}: bias ${fmtShape(bias.shape)} must be [${o}] for weight ${fmtShape(weight.shape)}`,
     );
   }
-  for (const t of [weight, bias]) {
-    if (t && t.engine !== x.engine) throw new Error(`${op}: tensors belong to different engines`);
-  }
+  checkEngine(op, x, weight, bias);
   const win = windowOf(op, [h, w], { ...options, kernel: [kh, kw] });
   const taps = c * kh * kw;
   // Columns and the weight matrix padded with zero rows to a multiple of 4: the product's K then takes

@@ -4,7 +4,16 @@ import { fmtShape, ShapeError } from "./errors.ts";
 import { composed, record } from "./autograd.ts";
 import { sum } from "./reduce.ts";
 import { reshape } from "./shape.ts";
-import { assertLive, type DType, holds, INTEGER_RANGE, sameShape, shapeSize, type Tensor } from "./tensor.ts";
+import {
+  assertLive,
+  checkEngine,
+  type DType,
+  holds,
+  INTEGER_RANGE,
+  sameShape,
+  shapeSize,
+  type Tensor,
+} from "./tensor.ts";
 
 const WG = 256;
 /** broadcast with vec4 rows: vec4s per invocation (shaders/elementwise.wgsl RUN), and invocations sharing a run. */
@@ -181,7 +190,7 @@ function binary(op: keyof typeof BINARY, a: Operand, b: Operand, dtype: DType = 
   }
   check(a);
   check(b);
-  if (a.engine !== b.engine) throw new Error(`${op}: tensors belong to different engines`);
+  checkEngine(op, a, b);
   const shape = broadcastShapes(op, a.shape, b.shape);
   if (sameShape(a.shape, shape) && sameShape(b.shape, shape)) {
     // Same-shape inputs are windowed like the output.

@@ -5,7 +5,7 @@ import { record } from "./autograd.ts";
 import { type Binding, Params } from "./engine.ts";
 import { checkF32 } from "./elementwise.ts";
 import { describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
-import { assertLive, type Tensor } from "./tensor.ts";
+import { assertLive, checkEngine, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 const NAN_BITS = 0x7fc00000;
@@ -83,7 +83,7 @@ function checkIds(op: string, ids: Tensor, x: Tensor): void {
   if (ids.dtype !== "i32") {
     throw new TypeError(`${op}: ids must be i32 indices, got ${ids.dtype} ${fmtShape(ids.shape)}`);
   }
-  if (x.engine !== ids.engine) throw new Error(`${op}: tensors belong to different engines`);
+  checkEngine(op, x, ids);
 }
 
 /**

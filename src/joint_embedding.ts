@@ -30,7 +30,7 @@ import { normalize } from "./nn.ts";
 import { argmax, logSoftmax, logsumexp, mean, softmax, sum } from "./reduce.ts";
 import { concat, reshape, slice } from "./shape.ts";
 import { checkOptions, fmtShape, ShapeError } from "./errors.ts";
-import { sameShape, type Tensor } from "./tensor.ts";
+import { checkEngine, sameShape, type Tensor } from "./tensor.ts";
 import type { Engine } from "./engine.ts";
 
 /** F.batch_norm's default eps, which lightly's BarlowTwinsLoss standardises with. */
@@ -54,7 +54,7 @@ function checkViews(op: string, z1: Tensor, z2: Tensor): [number, number] {
       throw new ShapeError(`${op}: ${name} must be 2-D [N, D], got ${fmtShape(z.shape)}`);
     }
   }
-  if (z1.engine !== z2.engine) throw new Error(`${op}: tensors belong to different engines`);
+  checkEngine(op, z1, z2);
   if (z1.shape[0] !== z2.shape[0] || z1.shape[1] !== z2.shape[1]) {
     throw new ShapeError(`${op}: z1 ${fmtShape(z1.shape)} and z2 ${fmtShape(z2.shape)} differ in shape`);
   }
@@ -290,7 +290,7 @@ export interface TiCoOptions {
  * through B) and z_b, not the earlier estimate C.
  */
 export function tico(za: Tensor, zb: Tensor, options: TiCoOptions): Tensor {
-  checkOptions("tico", options, { covariance: true, beta: true, rho: true, update: true }, true);
+  checkOptions("tico", options, { covariance: true, beta: true, rho: true, update: true });
   const op = "tico";
   const [n, d] = checkSameViews(op, [["za", za], ["zb", zb]]);
   const c = options?.covariance;
@@ -342,7 +342,7 @@ function checkSameViews(op: string, views: readonly (readonly [string, Tensor])[
         `${op}: ${name} ${fmtShape(t.shape)} is not [B, K] like ${firstName} ${fmtShape(first.shape)}`,
       );
     }
-    if (t.engine !== first.engine) throw new Error(`${op}: tensors belong to different engines`);
+    checkEngine(op, first, t);
   }
   return [first.shape[0], first.shape[1]];
 }
@@ -564,7 +564,7 @@ export function msn(anchors: Tensor, targets: Tensor, prototypes: Tensor, option
   for (const [name, t] of [["anchors", anchors], ["targets", targets], ["prototypes", prototypes]] as const) {
     checkF32(op, t);
     if (t.shape.length !== 2) throw new ShapeError(`${op}: ${name} must be 2-D, got ${fmtShape(t.shape)}`);
-    if (t.engine !== anchors.engine) throw new Error(`${op}: tensors belong to different engines`);
+    checkEngine(op, anchors, t);
   }
   const [rows, d] = anchors.shape;
   const [b] = targets.shape;

@@ -6,7 +6,7 @@ import { record } from "./autograd.ts";
 import { sum } from "./reduce.ts";
 import { broadcastShapes, checkF32, unbroadcast } from "./elementwise.ts";
 import { transposeBlocks } from "./shape.ts";
-import { shapeSize, type Tensor } from "./tensor.ts";
+import { checkEngine, shapeSize, type Tensor } from "./tensor.ts";
 
 /**
  * Tile shape: TX x TY invocations, each an 8 x 16 register block (TM x TN in the shader), staging BK of K. The
@@ -75,7 +75,7 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   const transB = options.transB ?? false;
   checkF32("matmul", a);
   checkF32("matmul", b);
-  if (a.engine !== b.engine) throw new Error("matmul: tensors belong to different engines");
+  checkEngine("matmul", a, b);
   if (a.shape.length < 2 || b.shape.length < 2) {
     throw new ShapeError(
       `matmul: operands need at least 2 dims, got ${fmtShape(a.shape)} and ${fmtShape(b.shape)}`,

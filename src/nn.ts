@@ -21,7 +21,7 @@ import { matmul } from "./matmul.ts";
 import { checkOptions, describeBadIndices, fmtShape, ShapeError } from "./errors.ts";
 import { checkReduction, max, type Reduction, softmax, splitLogsumexp, sum } from "./reduce.ts";
 import { normalizeAxis, reshape } from "./shape.ts";
-import { assertLive, type Tensor } from "./tensor.ts";
+import { assertLive, checkEngine, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 const NAN_BITS = 0x7fc00000;
@@ -117,7 +117,7 @@ export function crossEntropy(logits: Tensor, labels: Tensor, options: CrossEntro
       `${op}: logits ${fmtShape(logits.shape)} and labels ${fmtShape(labels.shape)} must be [N, C] and [N]`,
     );
   }
-  if (logits.engine !== labels.engine) throw new Error(`${op}: tensors belong to different engines`);
+  checkEngine(op, logits, labels);
   const e = logits.engine;
   const [rows, classes] = logits.shape;
   const parts = rowParts(op, logits);

@@ -7,7 +7,7 @@ import { checkOptions, fmtShape, ShapeError } from "./errors.ts";
 import { emaUpdate } from "./optim.ts";
 import { asShape, mean, sum } from "./reduce.ts";
 import { reshape } from "./shape.ts";
-import { sameShape, type Tensor } from "./tensor.ts";
+import { checkEngine, sameShape, type Tensor } from "./tensor.ts";
 
 export interface AffineOptions {
   /** Scale γ (default none, or null: 1). */
@@ -88,7 +88,7 @@ function checkParam(
     return;
   }
   checkF32(op, t);
-  if (t.engine !== x.engine) throw new Error(`${op}: tensors belong to different engines`);
+  checkEngine(op, x, t);
   if (!sameShape(t.shape, shape)) {
     throw new ShapeError(
       `${op}: ${name} ${fmtShape(t.shape)} must be ${fmtShape(shape)} for input ${fmtShape(x.shape)}`,

@@ -3,7 +3,7 @@
 import { record } from "./autograd.ts";
 import { type Binding, MAX_RANK, Params } from "./engine.ts";
 import { fmtShape, ShapeError } from "./errors.ts";
-import { assertLive, shapeSize, type Tensor } from "./tensor.ts";
+import { assertLive, checkEngine, shapeSize, type Tensor } from "./tensor.ts";
 
 const WG = 256;
 /** Elements (main4: vec4s) one invocation of the strided copy moves (shaders/shape.wgsl RUN). */
@@ -356,9 +356,7 @@ export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
       `concat: dtypes differ: ${tensors.map((t) => `${t.dtype} ${fmtShape(t.shape)}`).join(", ")}`,
     );
   }
-  if (tensors.some((t) => t.engine !== first.engine)) {
-    throw new Error("concat: tensors belong to different engines");
-  }
+  checkEngine("concat", first, ...tensors);
   const shape = first.shape.map((n, d) => (d === a ? tensors.reduce((s, t) => s + t.shape[a], 0) : n));
   const out = first.engine.empty(shape, first.dtype);
   const os = stridesOf(shape);
