@@ -191,7 +191,7 @@ function factorRange(op: string, name: string, v: FactorRange, center: number): 
     ? [Math.max(center - v, lowest), center + v]
     : [v?.[0], v?.[1]];
   // Numbers only: strings compare as text and "0.2" + r·… concatenates.
-  if (!(isPair(r) && r[0] >= lowest && r[0] <= r[1] && r[1] <= highest && r[1] < Infinity)) {
+  if (!(isPair(r) && r[0] >= lowest && r[0] <= r[1] && r[1] <= highest)) {
     throw new RangeError(
       `${op}: ${name} range [${r}] is not an increasing pair within [${lowest}, ${highest}]`,
     );
