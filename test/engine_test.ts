@@ -6,7 +6,6 @@ import {
   dropout,
   type DType,
   embedding,
-  type Engine,
   exp,
   grad,
   init,
@@ -35,7 +34,7 @@ import { philox, refDropout, refRand, refRandn, seedKey, uniformFromBits } from 
 import { refLoss } from "../src/ref/reconstruction.ts";
 import { refSum } from "../src/ref/reduce.ts";
 import { refSlice, refTranspose } from "../src/ref/shape.ts";
-import { bothKernels, test } from "./harness.ts";
+import { bothKernels, test, twoEngines } from "./harness.ts";
 import { assert, assertClose, assertEquals, assertNoLeak, assertThrows, randomArray, take } from "./util.ts";
 
 const EXACT = { rtol: 0, atol: 0 };
@@ -395,12 +394,7 @@ test("WebGPU validation errors surface as KernelError naming the op", async (eng
 
 test("a kernel binding another engine's tensor throws at the op, and the batch's other work survives", async () => {
   // The device's own validation error would drop the whole batch: an earlier op's result read back as zeros.
-  const engines: Engine[] = [];
-  await bothKernels((e) => {
-    engines.push(e);
-    return Promise.resolve();
-  });
-  const [mine, other] = engines;
+  const [mine, other] = await twoEngines();
   using x = mine.full([4], 2);
   using y = mul(x, 10);
   using foreign = other.zeros([4]);

@@ -59,6 +59,11 @@ export async function bothKernels(fn: TestFn, options: InitOptions = {}): Promis
   for (const cpuKernels of [true, false]) await fn(await keptEngine({ ...options, cpuKernels }));
 }
 
+/** Two distinct engines (the kept ones of either kernel variant): tests of a tensor from another engine. */
+export async function twoEngines(): Promise<[Engine, Engine]> {
+  return [await keptEngine({ cpuKernels: true }), await keptEngine({ cpuKernels: false })];
+}
+
 /** Runs `fn` on the kept engine with `cpuKernels`, for paths only the CPU adapters' variants take. */
 export async function cpuKernels(fn: TestFn): Promise<void> {
   await fn(await keptEngine({ cpuKernels: true }));

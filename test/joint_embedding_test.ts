@@ -36,7 +36,7 @@ import {
   refUniformity,
   refVICReg,
 } from "../src/ref/joint_embedding.ts";
-import { bothKernels, test } from "./harness.ts";
+import { test, twoEngines } from "./harness.ts";
 import {
   assert,
   assertClose,
@@ -841,12 +841,7 @@ test("hypersphere: value and gradients match the float64 reference", async (engi
 
 test("dino, dinoCenter, swav and tico name a center, queue or covariance from another engine", async () => {
   // The two kernel variants' engines are two engines: each state tensor is made on the other one.
-  const engines: Engine[] = [];
-  await bothKernels((e) => {
-    engines.push(e);
-    return Promise.resolve();
-  });
-  const [mine, other] = engines;
+  const [mine, other] = await twoEngines();
   const before = mine.memory();
   {
     using v = mine.randn([4, 6], { seed: 1 });

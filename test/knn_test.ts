@@ -1,7 +1,7 @@
 import { argmax, knnScores, ShapeError } from "../src/mod.ts";
 import type { Engine } from "../src/mod.ts";
 import { refKnnScores } from "../src/ref/knn.ts";
-import { bothKernels, test } from "./harness.ts";
+import { bothKernels, test, twoEngines } from "./harness.ts";
 import { assertClose, assertEquals, assertNoLeak, assertThrows, randomArray, rng, take } from "./util.ts";
 
 /**
@@ -163,12 +163,7 @@ test("knnScores refuses mismatched shapes, labels, k, classes and temperature", 
 });
 
 test("knnScores names tensors of two engines before it allocates (labels from another lost the batch)", async () => {
-  const engines: Engine[] = [];
-  await bothKernels((e) => {
-    engines.push(e);
-    return Promise.resolve();
-  });
-  const [mine, other] = engines;
+  const [mine, other] = await twoEngines();
   const before = [mine.memory(), other.memory()];
   {
     using f = mine.randn([4, 3], { seed: 1 });
